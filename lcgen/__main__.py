@@ -1,0 +1,3 @@
+from lcgen.cli import app
+
+app(prog_name="lcgen")
