@@ -1,0 +1,209 @@
+"""Dataclass configs: one way in for every setting.
+
+Precedence, lowest first: dataclass defaults < ``--config FILE.yaml`` < named CLI flags <
+``--set section.key=value``. Values from YAML and ``--set`` are checked and converted against the
+dataclass field types (PyYAML reads ``3e-4`` as a string; it becomes a float here). Unknown keys
+fail with a did-you-mean suggestion. A resolved config dumps back to YAML that is itself a valid
+``--config`` file, and every output file stores that YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from lcgen.errors import LcgenError
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a dataclass config (lists, not tuples, so YAML stays plain)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def config_to_yaml(cfg: Any) -> str:
+    """YAML text of a config, loadable again with ``--config``."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def config_from_dict(cls: type, data: dict, *, where: str = "") -> Any:
+    """Build ``cls`` from a (possibly partial) nested dict, checking keys and types."""
+    return merge(cls(), data, where=where)
+
+
+def merge(cfg: Any, data: dict, *, where: str = "") -> Any:
+    """Return a copy of dataclass ``cfg`` with the values of ``data`` laid over it."""
+    if not isinstance(data, dict):
+        raise LcgenError(f"{where or 'config'}: expected a mapping of settings, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    hints = get_type_hints(type(cfg))
+    changes = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise LcgenError(f"unknown setting '{path}'{_did_you_mean(key, fields)}")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            changes[key] = merge(current, value, where=path)
+        else:
+            changes[key] = coerce(value, hints[key], path)
+    return dataclasses.replace(cfg, **changes)
+
+
+def parse_set(items: list[str] | None) -> dict:
+    """Turn ``["a.b=1", "c=x"]`` into ``{"a": {"b": 1}, "c": "x"}`` (values via yaml.safe_load)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise LcgenError(f"--set expects KEY=VALUE (e.g. --set lr=3e-4), got '{item}'")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LcgenError(f"--set {item}: '{part}' is set both as a value and a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file into a dict, with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise LcgenError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise LcgenError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LcgenError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def resolve_config(cls: type, *, config_file: str | Path | None = None, flags: dict | None = None,
+                   sets: list[str] | None = None, base: Any = None) -> Any:
+    """Resolve a config: defaults (or ``base``) < YAML file < flags < ``--set`` overrides.
+
+    ``flags`` maps dotted keys to values; a value of ``None`` means "flag not given" and is
+    dropped, so CLI defaults never override the config.
+    """
+    cfg = base if base is not None else cls()
+    if config_file is not None:
+        cfg = merge(cfg, load_yaml(config_file), where="")
+    if flags:
+        nested: dict = {}
+        for key, value in flags.items():
+            if value is None:
+                continue
+            node = nested
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        cfg = merge(cfg, nested)
+    if sets:
+        cfg = merge(cfg, parse_set(sets))
+    return cfg
+
+
+def coerce(value: Any, hint: Any, path: str) -> Any:
+    """Check ``value`` against type ``hint`` and convert where it is safe (str→float, int→float)."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, path)
+            except LcgenError:
+                pass
+        raise LcgenError(f"setting '{path}' = {value!r} is not a {_type_name(hint)}")
+    if origin is typing.Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise LcgenError(f"setting '{path}' = {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise LcgenError(f"setting '{path}' = {value!r} is not a list ({_type_name(hint)})")
+        args = get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise LcgenError(f"setting '{path}' = {value!r} needs {len(args)} values")
+            return tuple(coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise LcgenError(f"setting '{path}' = {value!r} is not a mapping ({_type_name(hint)})")
+        kt, vt = get_args(hint) or (Any, Any)
+        return {coerce(k, kt, path): coerce(v, vt, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, dict):
+            return config_from_dict(hint, value, where=path)
+        raise LcgenError(f"setting '{path}' = {value!r} must be a mapping of {hint.__name__} settings")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise LcgenError(f"setting '{path}' = {value!r} is not a bool (use true or false)")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise LcgenError(f"setting '{path}' = {value!r} is not an int")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 3e-4 as a string
+            except ValueError:
+                pass
+        raise LcgenError(f"setting '{path}' = {value!r} is not a float")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise LcgenError(f"setting '{path}' = {value!r} is not a str")
+    if isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise LcgenError(f"setting '{path}' = {value!r} is not a {_type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _did_you_mean(key: str, options) -> str:
+    close = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f"; known settings: {', '.join(sorted(options))}"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
