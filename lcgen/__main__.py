@@ -1,3 +1,3 @@
-from lcgen.cli import app
+from lcgen.cli import main
 
-app(prog_name="lcgen")
+main()

@@ -1,0 +1,167 @@
+"""The `lcgen` command line: thin commands that resolve a config, call one library function and
+print a short Rich summary. Expected errors (:class:`lcgen.errors.LcgenError`) become one red line
+and exit code 1; set ``LCGEN_DEBUG=1`` for the full traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from lcgen import __version__
+from lcgen.config import resolve_config
+from lcgen.errors import LcgenError
+
+app = typer.Typer(
+    name="lcgen",
+    help=(
+        "Learned representations, reconstructions and gap-fills of stellar light curves.\n\n"
+        "The pipeline: [bold]generate[/] mock light curves → [bold]preprocess[/] them into multitaper "
+        "spectra (PSD, ACF, F-statistic) and/or [bold]convert[/] them into fixed-length time series → "
+        "[bold]train[/] a masked autoencoder → [bold]evaluate[/] and [bold]plot[/] the run. "
+        "Every command works with no arguments on the default paths under data/ and runs/."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings (a run's config.yaml works too).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override any setting: --set section.key=value (repeatable).")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-j", help="Worker processes (default: all cores).")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"lcgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Show the version and exit.")] = False) -> None:
+    pass
+
+
+def main() -> None:
+    """Console entry point: run the app, turning expected errors into one red line."""
+    try:
+        app(prog_name="lcgen")
+    except LcgenError as exc:
+        if os.environ.get("LCGEN_DEBUG") == "1":
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def show_progress() -> bool:
+    """Progress bars on a terminal only (not in CI logs or when piped)."""
+    return console.is_terminal and not os.environ.get("CI")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, unit: str = "curves") -> Iterator:
+    """A Rich progress bar with a rate column; yields ``advance(n)``."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=not show_progress(), transient=False) as bar:
+        task = bar.add_task(description, total=total, rate="")
+
+        def advance(n: int = 1) -> None:
+            bar.advance(task, n)
+            elapsed = bar.tasks[task].elapsed or 0.0
+            if elapsed > 0:
+                bar.update(task, rate=f"{bar.tasks[task].completed / elapsed:,.0f} {unit}/s")
+
+        yield advance
+
+
+def summary_table(title: str, rows: dict) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    return table
+
+
+# ------------------------------------------------------------------------------------------
+# convert
+
+
+@app.command()
+def convert(
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Raw light-curve file. [default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Time-series file to write. [default: data/mock_lightcurves/timeseries.h5]")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Points per window. [default: 512]")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="'window': every consecutive window; 'truncate': the first only. [default: window]")] = None,
+    min_points: Annotated[Optional[int], typer.Option(help="Drop windows with fewer real points. [default: 32]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Cut light curves into fixed-length, median/IQR-normalised windows for the transformer.
+
+    Example: [cyan]lcgen convert --max-length 512 --strategy window[/]
+    """
+    from lcgen.convert import ConvertConfig, convert as run_convert
+
+    cfg = resolve_config(ConvertConfig, config_file=config, sets=set_, flags={
+        "input": _str(input), "output": _str(output), "max_length": max_length,
+        "strategy": strategy, "min_points": min_points})
+    from lcgen.io import open_checked
+
+    with open_checked(cfg.input, "raw", ("offsets",)) as f:
+        total = f["offsets"].shape[0] - 1
+    with progress_bar("convert", total) as advance:
+        result = run_convert(cfg, progress=advance)
+    console.print(summary_table(f"Wrote {result['output']}", {
+        "curves read": result["curves"], "windows written": result["windows"],
+        "windows too short (dropped)": result["too_short"], "non-finite points dropped": result["non_finite"],
+        "curves re-sorted": result["unsorted_curves"], "duplicate times merged": result["duplicates_merged"]}))
+
+
+# ------------------------------------------------------------------------------------------
+# info
+
+
+@app.command()
+def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
+         show_config: Annotated[bool, typer.Option("--config/--no-config", help="Print the config that made the file.")] = True) -> None:
+    """Summarise any lcgen HDF5 file: format, counts, datasets, value ranges and its config.
+
+    Example: [cyan]lcgen info data/mock_lightcurves/preprocessed.h5[/]
+    """
+    from lcgen.io import describe
+
+    d = describe(path)
+    console.print(f"[bold]{d['path']}[/]: lcgen [bold]{d['format']}[/] file (format v{d['format_version']}, "
+                  f"lcgen {d['lcgen_version']}, created {d['created']}), {d['n_curves']:,} rows")
+    table = Table("dataset", "shape", "dtype", "min", "max", "mean", "std", "note")
+    for row in d["datasets"]:
+        def fmt(key: str) -> str:
+            return f"{row[key]:.4g}" if key in row else ""
+        note = ""
+        if row.get("non_finite"):
+            note = f"{row['non_finite']:,} non-finite"
+        if "values" in row:
+            note = ", ".join(f"{k}: {v:,}" for k, v in list(row["values"].items())[:8])
+        table.add_row(row["name"], str(row["shape"]), row["dtype"], fmt("min"), fmt("max"), fmt("mean"), fmt("std"), note)
+    console.print(table)
+    if show_config and d["config"].strip():
+        console.print("[bold]config[/]")
+        console.print(d["config"].rstrip(), highlight=False, markup=False)
+
+
+def _str(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)

@@ -1,0 +1,169 @@
+"""Raw light curves → fixed-length, normalised time-series windows (the transformer's data).
+
+Each curve is cleaned (non-finite points dropped, times sorted, duplicate times merged), cut into
+consecutive windows of ``max_length`` points (``strategy="window"``, nothing thrown away) or only
+its first window (``"truncate"``), and each window is median-centred and IQR-scaled:
+
+    flux_norm = (flux − median) / iqr,   flux_err_norm = flux_err / iqr,
+
+with ``median`` and ``iqr`` stored per row so ``flux = flux_norm · iqr + median`` undoes it.
+Times are days from the window's first point. Short windows are padded with zeros and a boolean
+``mask`` says which positions are real observations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Literal
+
+import h5py
+import numpy as np
+
+from lcgen.errors import LcgenError
+from lcgen.io import atomic_h5, read_raw, write_header
+
+DEFAULT_RAW = "data/mock_lightcurves/mock_lightcurves.h5"
+DEFAULT_TIMESERIES = "data/mock_lightcurves/timeseries.h5"
+
+
+@dataclasses.dataclass
+class ConvertConfig:
+    input: str = DEFAULT_RAW  # (str) raw light-curve file (lcgen generate output)
+    output: str = DEFAULT_TIMESERIES  # (str) time-series file to write
+    max_length: int = 512  # (int) points per window
+    strategy: Literal["window", "truncate"] = "window"  # (str) all windows, or only the first
+    min_points: int = 32  # (int) windows with fewer real points are dropped
+
+
+@dataclasses.dataclass
+class CleanCounts:
+    non_finite: int = 0  # points dropped for NaN/inf time, flux or error
+    unsorted_curves: int = 0  # curves whose times had to be sorted
+    duplicates_merged: int = 0  # points merged into another with the same time
+
+    def add(self, other: "CleanCounts") -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def clean_curve(t: np.ndarray, y: np.ndarray, e: np.ndarray, *extra: np.ndarray):
+    """Drop non-finite points, sort by time, merge points that share a time.
+
+    Merged points take the mean flux (and mean of ``extra`` arrays) and the error of that mean,
+    sqrt(Σ e²)/n. Returns ``(t, y, e, *extra, counts)``.
+    """
+    counts = CleanCounts()
+    good = np.isfinite(t) & np.isfinite(y) & np.isfinite(e)
+    counts.non_finite = int(good.size - good.sum())
+    if counts.non_finite:
+        t, y, e = t[good], y[good], e[good]
+        extra = tuple(x[good] for x in extra)
+    if np.any(np.diff(t) < 0):
+        counts.unsorted_curves = 1
+        order = np.argsort(t, kind="stable")
+        t, y, e = t[order], y[order], e[order]
+        extra = tuple(x[order] for x in extra)
+    if t.size > 1 and np.any(np.diff(t) == 0):
+        t_unique, group, n = np.unique(t, return_inverse=True, return_counts=True)
+        counts.duplicates_merged = int(t.size - t_unique.size)
+
+        def mean(x):
+            return np.bincount(group, weights=x) / n
+
+        y = mean(y)
+        e = np.sqrt(np.bincount(group, weights=e.astype(np.float64) ** 2)) / n
+        extra = tuple(mean(x) for x in extra)
+        t = t_unique
+    return (t, y, e, *extra, counts)
+
+
+def robust_scale(y: np.ndarray) -> tuple[float, float]:
+    """Median and interquartile range of ``y``; the IQR falls back to the standard deviation,
+    then 1, so a constant window never divides by zero."""
+    q25, med, q75 = np.percentile(y, [25, 50, 75])
+    iqr = q75 - q25
+    if not iqr > 0:
+        iqr = float(np.std(y)) or 1.0
+    return float(med), float(iqr)
+
+
+def window_starts(n: int, max_length: int, strategy: str) -> list[int]:
+    """Start indices of the windows cut from a curve of ``n`` points."""
+    if strategy == "truncate":
+        return [0]
+    return list(range(0, max(n, 1), max_length))
+
+
+def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None) -> dict:
+    """Convert ``cfg.input`` (raw) into ``cfg.output`` (time series). Returns a summary dict."""
+    if cfg.max_length < 2:
+        raise LcgenError(f"max_length must be at least 2, got {cfg.max_length}")
+    if cfg.min_points < 1 or cfg.min_points > cfg.max_length:
+        raise LcgenError(f"min_points must be in [1, max_length={cfg.max_length}], got {cfg.min_points}")
+    raw = read_raw(cfg.input)
+    L = cfg.max_length
+    has_signal = raw.signal is not None
+    rows: dict[str, list] = {k: [] for k in ("flux", "flux_err", "time", "mask", "median", "iqr",
+                                             "source", "start", "t0")}
+    if has_signal:
+        rows["signal"] = []
+    counts = CleanCounts()
+    short = 0
+    for i in range(len(raw)):
+        s = raw.span(i)
+        extra = (raw.signal[s].astype(np.float64),) if has_signal else ()
+        t, y, e, *extra, c = clean_curve(raw.time[s], raw.flux[s].astype(np.float64),
+                                         raw.flux_err[s].astype(np.float64), *extra)
+        counts.add(c)
+        for start in window_starts(len(t), L, cfg.strategy):
+            stop = min(start + L, len(t))
+            n = stop - start
+            if n < cfg.min_points:
+                short += 1
+                continue
+            med, iqr = robust_scale(y[start:stop])
+            rows["flux"].append(_pad((y[start:stop] - med) / iqr, L))
+            rows["flux_err"].append(_pad(e[start:stop] / iqr, L))
+            rows["time"].append(_pad(t[start:stop] - t[start], L))
+            rows["mask"].append(np.arange(L) < n)
+            rows["median"].append(med)
+            rows["iqr"].append(iqr)
+            rows["source"].append(i)
+            rows["start"].append(start)
+            rows["t0"].append(t[start])
+            if has_signal:
+                rows["signal"].append(_pad((extra[0][start:stop] - med) / iqr, L))
+        if progress is not None:
+            progress(1)
+    if not rows["flux"]:
+        raise LcgenError(f"{cfg.input}: no window has at least min_points={cfg.min_points} points; "
+                         f"lower --min-points")
+    source = np.asarray(rows["source"], np.int64)
+    with atomic_h5(cfg.output) as f:
+        write_header(f, "timeseries", cfg)
+        for key in ("flux", "flux_err", "time") + (("signal",) if has_signal else ()):
+            f.create_dataset(key, data=np.stack(rows[key]).astype(np.float32), chunks=(min(256, len(source)), L))
+        f.create_dataset("mask", data=np.stack(rows["mask"]), chunks=(min(256, len(source)), L))
+        for key, dtype in (("median", np.float64), ("iqr", np.float64), ("t0", np.float64),
+                           ("source", np.int64), ("start", np.int64)):
+            f.create_dataset(key, data=np.asarray(rows[key], dtype))
+        # Per-row copies of the raw metadata (light-curve type, true parameters) for evaluation.
+        meta = f.create_group("meta")
+        for key, values in raw.meta.items():
+            values = values[source]
+            if values.dtype.kind in "USO":
+                meta.create_dataset(key, data=values.astype(object), dtype=h5py.string_dtype())
+            else:
+                meta.create_dataset(key, data=values)
+        for key, value in dataclasses.asdict(counts).items():
+            f.attrs[f"clean_{key}"] = value
+        f.attrs["windows_too_short"] = short
+    return {"output": cfg.output, "curves": len(raw), "windows": len(source), "too_short": short,
+            **dataclasses.asdict(counts)}
+
+
+def _pad(x: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, dtype=np.float64)
+    out[: len(x)] = x
+    return out
