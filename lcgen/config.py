@@ -46,7 +46,7 @@ def merge(cfg: Any, data: dict, *, where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise LcgenError(f"unknown setting '{path}'{_did_you_mean(key, fields)}")
+            raise LcgenError(f"unknown setting '{path}'{_did_you_mean(key, fields, where)}")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = merge(current, value, where=path)
@@ -194,11 +194,12 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def _did_you_mean(key: str, options) -> str:
+def _did_you_mean(key: str, options, where: str = "") -> str:
+    prefix = f"{where}." if where else ""
     close = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.6)
     if close:
-        return f"; did you mean '{close[0]}'?"
-    return f"; known settings: {', '.join(sorted(options))}"
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f"; known settings: {', '.join(prefix + o for o in sorted(options))}"
 
 
 def _plain(value: Any) -> Any:

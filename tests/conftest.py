@@ -1,0 +1,49 @@
+"""Shared fixtures: small raw light-curve files made from seeds (no binary fixtures)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lcgen.io import RawWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_sine_raw(path, n_curves=6, seed=0, n_range=(80, 700)):
+    """Write a raw file of noisy sinusoids on irregular times; returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    times, fluxes, errors, signals = [], [], [], []
+    periods = rng.uniform(2, 20, n_curves)
+    for p in periods:
+        n = int(rng.integers(*n_range))
+        t = np.sort(rng.uniform(0, 100, n)) + 1000.0
+        t = np.unique(t)
+        clean = 10 + np.sin(2 * np.pi * t / p)
+        err = np.full(t.size, 0.1)
+        times.append(t)
+        signals.append(clean)
+        fluxes.append(clean + err * rng.standard_normal(t.size))
+        errors.append(err)
+    meta = {"lc_type": ["sinusoid"] * n_curves, "period": periods}
+    with RawWriter(path, {"made_by": "tests"}) as w:
+        w.append(times, fluxes, errors, signals, meta)
+    return times, fluxes, errors, signals, meta
+
+
+@pytest.fixture
+def raw_file(tmp_path):
+    path = tmp_path / "raw.h5"
+    write_sine_raw(path)
+    return path
+
+
+def run_cli(*args, cwd=None, env=None):
+    """Run `python -m lcgen ARGS` in a subprocess, as a user would."""
+    full_env = {**os.environ, "CI": "true", "COLUMNS": "120", **(env or {})}
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "lcgen", *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)

@@ -1,0 +1,102 @@
+"""HDF5 formats: round trips, atomic writes, and the errors users meet."""
+
+import h5py
+import numpy as np
+import pytest
+
+from lcgen.errors import LcgenError
+from lcgen.io import RawWriter, atomic_h5, describe, open_checked, partial_path, read_config, read_raw, write_header
+from tests.conftest import write_sine_raw
+
+
+def test_raw_round_trip_in_chunks(tmp_path):
+    path = tmp_path / "raw.h5"
+    rng = np.random.default_rng(1)
+    curves = [np.sort(rng.uniform(0, 50, n)) for n in (5, 9, 1, 30)]
+    with RawWriter(path, {"seed": 3}) as w:
+        for chunk in (curves[:2], curves[2:]):
+            w.append(chunk, [c * 2 for c in chunk], [c * 0 + 0.5 for c in chunk], None,
+                     {"lc_type": ["a", "b"], "period": [1.5, np.nan]})
+    raw = read_raw(path)
+    assert len(raw) == 4
+    np.testing.assert_array_equal(raw.offsets, [0, 5, 14, 15, 45])
+    for i, c in enumerate(curves):
+        t, f, e = raw.curve(i)
+        np.testing.assert_array_equal(t, c)  # float64 times are exact
+        np.testing.assert_allclose(f, 2 * c, rtol=1e-6)
+        np.testing.assert_array_equal(e, 0.5)
+    assert raw.signal is None
+    assert list(raw.meta["lc_type"]) == ["a", "b", "a", "b"]
+    np.testing.assert_array_equal(raw.meta["period"], [1.5, np.nan, 1.5, np.nan])
+    assert raw.config == {"seed": 3} == read_config(path)
+    with h5py.File(path) as f:
+        assert f.attrs["format"] == "raw" and f.attrs["format_version"] == 1
+
+
+def test_writer_exception_leaves_nothing_under_final_name(tmp_path):
+    path = tmp_path / "raw.h5"
+    with pytest.raises(KeyboardInterrupt):
+        with RawWriter(path) as w:
+            w.append([np.arange(3.0)], [np.ones(3)], [np.ones(3)])
+            raise KeyboardInterrupt
+    assert not path.exists() and not partial_path(path).exists()
+
+
+def test_atomic_h5_renames_only_on_success(tmp_path):
+    path = tmp_path / "x.h5"
+    with atomic_h5(path) as f:
+        write_header(f, "spectra", {"a": 1})
+        assert partial_path(path).exists() and not path.exists()
+    assert path.exists() and not partial_path(path).exists()
+
+
+def test_open_checked_errors(tmp_path, raw_file):
+    with pytest.raises(LcgenError, match=r"missing\.h5 does not exist; make one with `lcgen generate`"):
+        open_checked(tmp_path / "missing.h5", "raw")
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    with pytest.raises(LcgenError, match="is not an HDF5 file"):
+        open_checked(text, "raw")
+    with pytest.raises(LcgenError, match="is a directory"):
+        open_checked(tmp_path, "raw")
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = [1]
+    with pytest.raises(LcgenError, match="is not an lcgen file"):
+        open_checked(foreign, "raw")
+    with pytest.raises(LcgenError, match="is an lcgen 'raw' file; expected a 'timeseries' file; make one with `lcgen convert`"):
+        open_checked(raw_file, "timeseries")
+    with pytest.raises(LcgenError, match="lacks psd, acf; it holds flux, flux_err, meta, offsets, signal, time"):
+        open_checked(raw_file, "raw", ("psd", "acf", "time"))
+
+
+def test_read_raw_detects_corruption(tmp_path):
+    path = tmp_path / "raw.h5"
+    write_sine_raw(path, n_curves=3)
+    with h5py.File(path, "a") as f:
+        f["offsets"][-1] = 5
+    with pytest.raises(LcgenError, match="'offsets' does not partition"):
+        read_raw(path)
+    write_sine_raw(path, n_curves=3)
+    with h5py.File(path, "a") as f:
+        del f["flux_err"]
+        f["flux_err"] = np.ones(3)
+    with pytest.raises(LcgenError, match="point arrays differ in length"):
+        read_raw(path)
+
+
+def test_writer_rejects_mismatched_lengths(tmp_path):
+    with pytest.raises(ValueError, match="differ in length"):
+        with RawWriter(tmp_path / "r.h5") as w:
+            w.append([np.arange(3.0)], [np.ones(4)], [np.ones(3)])
+    assert not (tmp_path / "r.h5").exists()
+
+
+def test_describe_counts_and_ranges(raw_file):
+    d = describe(raw_file)
+    assert d["format"] == "raw" and d["n_curves"] == 6
+    rows = {r["name"]: r for r in d["datasets"]}
+    raw = read_raw(raw_file)
+    assert rows["time"]["min"] == raw.time.min() and rows["time"]["max"] == raw.time.max()
+    assert rows["meta/lc_type"]["values"] == {"sinusoid": 6}
+    assert "made_by: tests" in d["config"]
