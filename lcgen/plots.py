@@ -1,0 +1,178 @@
+"""Figures of a run: training curves and reconstruction examples (the only matplotlib user).
+
+Rendered headless with the Agg backend; every function takes the output path, writes one PNG and
+returns its path. Figures are sized in inches at ``DPI`` dots per inch, so a figure of
+``figsize=(w, h)`` is ``(w·DPI, h·DPI)`` pixels.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display needed, same output everywhere
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lcgen.errors import LcgenError  # noqa: E402
+
+DPI = 100
+TRAIN_COLOR, VAL_COLOR = "tab:blue", "tab:orange"
+DATA_COLOR, MODEL_COLOR, LINEAR_COLOR, SIGNAL_COLOR = "0.35", "tab:red", "tab:blue", "tab:green"
+HIDDEN_COLOR = "0.85"
+
+
+def read_history(path: str | Path) -> dict[str, np.ndarray]:
+    """Columns of a run's ``history.csv`` as float arrays, one value per epoch."""
+    path = Path(path)
+    if not path.is_file():
+        raise LcgenError(f"{path} does not exist; train the run first (`lcgen train MODEL`)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise LcgenError(f"{path} has no epochs yet; train for at least one epoch")
+    need = ("epoch", "lr", "train_loss", "val_loss")
+    missing = [k for k in need if k not in rows[0]]
+    if missing:
+        raise LcgenError(f"{path} lacks the columns {', '.join(missing)}; it has {', '.join(rows[0])}")
+    return {k: np.array([_float(r.get(k)) for r in rows]) for k in rows[0]}
+
+
+def plot_training_curves(history: Mapping[str, np.ndarray] | str | Path, path: str | Path, *,
+                         title: str = "") -> Path:
+    """Train and validation loss (total, masked, unmasked; log scale) and the learning rate
+    against epoch, in a 2×2 grid. ``history`` is a :func:`read_history` dict or the CSV path."""
+    h = read_history(history) if isinstance(history, (str, Path)) else history
+    epoch = h["epoch"]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, constrained_layout=True)
+    panels = (("loss", "Total loss"), ("masked", "Masked-position MSE"),
+              ("unmasked", "Unmasked-position MSE"))
+    for ax, (key, label) in zip(axes.flat, panels):
+        for split, color in (("train", TRAIN_COLOR), ("val", VAL_COLOR)):
+            y = h.get(f"{split}_{key}")
+            if y is not None and np.isfinite(y).any():
+                ax.plot(epoch, y, "o-", color=color, ms=3, label=split)
+        ax.set_title(label)
+        ax.set_ylabel("loss" if key == "loss" else "MSE (normalised units)")
+        _log_if_positive(ax)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    ax = axes[1, 1]
+    ax.plot(epoch, h["lr"], "o-", color="0.2", ms=3)
+    ax.set_title("Learning rate")
+    ax.set_ylabel("learning rate")
+    _log_if_positive(ax)
+    ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_reconstructions(examples: Sequence[Mapping], path: str | Path, *, kind: str = "timeseries",
+                         title: str = "", ylabel: str | None = None, ncols: int = 2) -> Path:
+    """Reconstruction examples, one panel each: data (dots), hidden regions (grey bands), the
+    model's reconstruction, the linear-interpolation baseline and, where given, the noise-free
+    signal.
+
+    Each example maps ``coord`` (L,) (time in days, or frequency in cycles/day), ``values``,
+    ``valid``, ``hidden``, ``reconstructed``, ``linear`` (each (L,)), optionally ``signal`` (L,)
+    and ``label`` (panel title, e.g. the light-curve type). ``kind="spectra"`` puts frequency on
+    a log axis.
+    """
+    if not examples:
+        raise LcgenError("no examples to plot; the data split is empty")
+    n = len(examples)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 3.0 * nrows), squeeze=False,
+                             constrained_layout=True)
+    for ax, ex in zip(axes.flat, examples):
+        _plot_one(ax, ex, kind)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    xlabel = "time since window start [d]" if kind == "timeseries" else "frequency [cycles/d]"
+    ylabel = ylabel or ("normalised flux (median/IQR)" if kind == "timeseries" else "normalised value")
+    for k, ax in enumerate(axes.flat[:n]):
+        if k + ncols >= n:  # the lowest panel of its column
+            ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles.insert(0, Patch(color=HIDDEN_COLOR, label="hidden from model"))
+    labels.insert(0, "hidden from model")
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _plot_one(ax, ex: Mapping, kind: str) -> None:
+    valid = np.asarray(ex["valid"], bool)
+    hidden = np.asarray(ex["hidden"], bool) & valid
+    x = np.asarray(ex["coord"], np.float64)[valid]
+    h = hidden[valid]
+    for lo, hi in _hidden_spans(x, h):
+        ax.axvspan(lo, hi, color=HIDDEN_COLOR, lw=0, zorder=0)
+    y = np.asarray(ex["values"])[valid]
+    if kind == "timeseries":
+        ax.plot(x[~h], y[~h], ".", color=DATA_COLOR, ms=3, label="data (visible)")
+        ax.plot(x[h], y[h], ".", color=DATA_COLOR, ms=3, alpha=0.35, label="data (hidden)")
+    else:
+        ax.plot(x, y, "-", color=DATA_COLOR, lw=1.0, label="data")
+    if ex.get("signal") is not None:
+        ax.plot(x, np.asarray(ex["signal"])[valid], "-", color=SIGNAL_COLOR, lw=1.0, alpha=0.8,
+                label="noise-free signal")
+    ax.plot(x, np.asarray(ex["linear"])[valid], "--", color=LINEAR_COLOR, lw=1.0, label="linear interpolation")
+    ax.plot(x, np.asarray(ex["reconstructed"])[valid], "-", color=MODEL_COLOR, lw=1.3, label="model")
+    if kind != "timeseries":
+        ax.set_xscale("log")
+    if ex.get("label"):
+        ax.set_title(str(ex["label"]), fontsize=10)
+    ax.grid(alpha=0.3)
+
+
+def _hidden_spans(x: np.ndarray, hidden: np.ndarray) -> list[tuple[float, float]]:
+    """(start, stop) coordinates of each run of hidden points, extended halfway to the visible
+    neighbours so a single hidden point still shows as a band. ``x`` increasing, (n,)."""
+    if not hidden.any():
+        return []
+    edges = np.diff(np.concatenate([[0], hidden.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    spans = []
+    for a, b in zip(starts, stops):
+        lo = 0.5 * (x[a - 1] + x[a]) if a > 0 else x[a]
+        hi = 0.5 * (x[b] + x[b + 1]) if b + 1 < len(x) else x[b]
+        spans.append((float(lo), float(hi)))
+    return spans
+
+
+def _log_if_positive(ax) -> None:
+    lines = [ln.get_ydata() for ln in ax.get_lines()]
+    data = np.concatenate([np.asarray(d, float) for d in lines]) if lines else np.array([])
+    data = data[np.isfinite(data)]
+    if data.size and (data > 0).all():
+        ax.set_yscale("log")
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")

@@ -1,0 +1,69 @@
+"""Figures: headless PNGs of the expected pixel size, from data made in the test."""
+
+import csv
+import struct
+
+import numpy as np
+import pytest
+
+from lcgen.errors import LcgenError
+from lcgen.plots import DPI, _hidden_spans, plot_reconstructions, plot_training_curves, read_history
+
+
+def png_size(path):
+    """(width, height) from a PNG's IHDR chunk."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def write_history(path, epochs=4):
+    cols = ["epoch", "lr", "train_loss", "train_masked", "train_unmasked", "val_loss", "val_masked",
+            "val_unmasked", "seconds", "samples_per_s"]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for e in range(1, epochs + 1):
+            w.writerow([e, 1e-3 / e, 1 / e, 2 / e, 0.1 / e, 1.1 / e, 2.2 / e, 0.11 / e, 3.0, 100.0])
+
+
+def test_training_curves_png(tmp_path):
+    hist = tmp_path / "history.csv"
+    write_history(hist)
+    h = read_history(hist)
+    assert h["val_masked"].tolist() == pytest.approx([2.2, 1.1, 2.2 / 3, 0.55])
+    out = plot_training_curves(hist, tmp_path / "figures" / "training.png", title="tiny run")
+    assert out.stat().st_size > 10_000
+    assert png_size(out) == (10 * DPI, 7 * DPI)
+
+
+def test_history_errors(tmp_path):
+    with pytest.raises(LcgenError, match="does not exist; train the run first"):
+        read_history(tmp_path / "missing.csv")
+    (tmp_path / "h.csv").write_text("epoch,foo\n1,2\n")
+    with pytest.raises(LcgenError, match="lacks the columns lr, train_loss, val_loss"):
+        read_history(tmp_path / "h.csv")
+
+
+@pytest.mark.parametrize("kind", ["timeseries", "spectra"])
+def test_reconstruction_png(tmp_path, kind):
+    rng = np.random.default_rng(1)
+    L = 64
+    coord = np.sort(rng.uniform(0, 50, L)) if kind == "timeseries" else np.geomspace(0.01, 10, L)
+    examples = []
+    for label in ("sinusoid", "drw", "qpo"):
+        values = np.sin(coord / 3) + 0.1 * rng.normal(size=L)
+        hidden = np.zeros(L, bool)
+        hidden[10:20] = True
+        valid = np.arange(L) < 60
+        examples.append(dict(coord=coord, values=values, valid=valid, hidden=hidden, label=label,
+                             reconstructed=np.sin(coord / 3), linear=values, signal=np.sin(coord / 3)))
+    out = plot_reconstructions(examples, tmp_path / f"{kind}.png", kind=kind, title="examples")
+    assert out.stat().st_size > 10_000
+    assert png_size(out) == (2 * 6.5 * DPI, 2 * 3.0 * DPI)
+
+
+def test_hidden_spans_extend_halfway_to_neighbours():
+    x = np.array([0.0, 1.0, 2.0, 4.0, 6.0])
+    hidden = np.array([1, 0, 1, 1, 0], bool)
+    assert _hidden_spans(x, hidden) == [(0.0, 0.5), (1.5, 5.0)]
