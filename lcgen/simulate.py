@@ -1,0 +1,789 @@
+"""Mock light curves: sampling patterns, stellar signals, honest noise; deterministic per curve.
+
+Each curve ``i`` draws everything from its own generator,
+``np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,)))``, so a file depends only
+on ``(seed, config)``: the same bytes come out with 1 or N workers and any chunk size.
+
+A curve is built in four steps:
+
+1. **Sampling** (:data:`SAMPLERS`): strictly increasing times ``t`` (days, starting at 0).
+2. **Signal** (:data:`SIGNALS`): the zero-mean-ish variability ``s(t)`` of one type.
+3. **Noise**: the signal-to-noise ratio is defined as
+
+       snr = std(s) / rms(σ),    rms(σ) = sqrt(mean(σ_i²)),
+
+   with ``s`` the type's signal at the sampled times and ``σ_i`` the per-point errors: log-normal
+   around the base level, ``σ_i = (std(s) / snr) · u_i``, ``u_i ∝ exp(error_scatter · g_i)`` with
+   ``g_i ~ N(0, 1)`` and ``u`` rescaled to ``rms(u) = 1`` (so the stored ``snr`` is exact).
+4. **Overlays** (optional, drawn from a second generator so switching them on leaves the base
+   curve unchanged): transits/eclipses (multiplicative), flares and red noise (additive). They do
+   not change ``σ_i``.
+
+Then ``signal = offset + overlays(s)`` is the noise-free flux and
+
+    flux = signal + σ_i · z_i,   z_i ~ N(0, 1),   flux_err = σ_i,
+
+so the reported errors are exactly the standard deviations of the noise that was drawn.
+
+The default mix reproduces the original lc-gen generator (types sinusoid 30 %, multiperiodic 25 %,
+drw 25 %, qpo 20 %; samplings regular 40 %, random_gaps 20 %, variable_cadence 20 %, seasonal
+20 %, the original's "astronomical"), with its faults fixed: the DRW starts from its stationary
+law, times never repeat, errors are honest and the clean signal is kept. Rotation, TESS/Kepler
+sampling and the overlays are off by default and switched on in the config.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import math
+import multiprocessing
+import os
+import signal as _signal
+import time as _time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from lcgen.errors import LcgenError
+
+DEFAULT_RAW = "data/mock_lightcurves/mock_lightcurves.h5"
+
+
+def _range(lo: float, hi: float) -> Callable[[], list[float]]:
+    return lambda: [lo, hi]
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class TypeMix:
+    """Relative weights of the signal types (normalised; 0 switches a type off)."""
+
+    sinusoid: float = 0.30  # (float) one sinusoid
+    multiperiodic: float = 0.25  # (float) 2-4 summed sinusoids
+    drw: float = 0.25  # (float) damped random walk (Ornstein-Uhlenbeck)
+    qpo: float = 0.20  # (float) quasi-periodic oscillation (phase random walk)
+    rotation: float = 0.0  # (float) spot-modulated rotation with evolving spots
+
+
+@dataclass
+class SamplingMix:
+    """Relative weights of the sampling patterns (normalised; 0 switches one off)."""
+
+    regular: float = 0.40  # (float) evenly spaced
+    random_gaps: float = 0.20  # (float) evenly spaced with random gaps cut out
+    variable_cadence: float = 0.20  # (float) piecewise-constant cadence
+    seasonal: float = 0.20  # (float) yearly observing seasons with weather losses
+    tess: float = 0.0  # (float) TESS-like sectors
+    kepler: float = 0.0  # (float) Kepler-like quarters
+
+
+@dataclass
+class SinusoidConfig:
+    period: list[float] = field(default_factory=_range(2.0, 100.0))  # (list[float]) period range, days
+    amplitude: list[float] = field(default_factory=_range(0.5, 2.0))  # (list[float]) semi-amplitude range, flux
+
+
+@dataclass
+class MultiperiodicConfig:
+    n_components: list[int] = field(default_factory=lambda: [2, 4])  # (list[int]) number of sinusoids, inclusive
+    period: list[float] = field(default_factory=_range(5.0, 100.0))  # (list[float]) period range, days
+    amplitude: list[float] = field(default_factory=_range(0.3, 1.5))  # (list[float]) semi-amplitude range, flux
+
+
+@dataclass
+class DRWConfig:
+    tau: list[float] = field(default_factory=_range(5.0, 50.0))  # (list[float]) damping time range, days
+    sigma: list[float] = field(default_factory=_range(0.5, 2.0))  # (list[float]) stationary std range, flux
+
+
+@dataclass
+class QPOConfig:
+    period: list[float] = field(default_factory=_range(10.0, 50.0))  # (list[float]) central period range, days
+    q: list[float] = field(default_factory=_range(5.0, 20.0))  # (list[float]) coherence Q = f0 / FWHM range
+    amplitude: list[float] = field(default_factory=_range(0.5, 2.0))  # (list[float]) semi-amplitude range, flux
+
+
+@dataclass
+class RotationConfig:
+    period: list[float] = field(default_factory=_range(1.0, 30.0))  # (list[float]) equatorial rotation period range, days
+    amplitude: list[float] = field(default_factory=_range(0.2, 1.5))  # (list[float]) dip of a face-on spot at full size, flux
+    spot_lifetime: list[float] = field(default_factory=_range(10.0, 100.0))  # (list[float]) spot growth/decay time range, days
+    spots: list[float] = field(default_factory=_range(1.0, 3.0))  # (list[float]) mean number of spots alive at once
+    shear: list[float] = field(default_factory=_range(0.0, 0.2))  # (list[float]) differential rotation α: P(lat) = P / (1 − α sin² lat)
+    max_spots: int = 64  # (int) cap on spots per curve (bounds the cost)
+
+
+@dataclass
+class TransitConfig:
+    probability: float = 0.0  # (float) fraction of curves with transits/eclipses
+    period: list[float] = field(default_factory=_range(1.0, 20.0))  # (list[float]) orbital period range, days
+    depth: list[float] = field(default_factory=_range(0.002, 0.05))  # (list[float]) fractional depth range of the primary
+    duration: list[float] = field(default_factory=_range(0.05, 0.3))  # (list[float]) total duration range, days (capped at period/4)
+    ingress: list[float] = field(default_factory=_range(0.05, 0.3))  # (list[float]) ingress time as a fraction of the duration
+    secondary: list[float] = field(default_factory=_range(0.0, 0.0))  # (list[float]) secondary-eclipse depth / primary depth (0: planet)
+
+
+@dataclass
+class FlareConfig:
+    probability: float = 0.0  # (float) fraction of curves with flares
+    rate: list[float] = field(default_factory=_range(0.01, 0.1))  # (list[float]) flare rate range, per day
+    amplitude: list[float] = field(default_factory=_range(0.01, 0.3))  # (list[float]) peak height range, fraction of the offset
+    decay: list[float] = field(default_factory=_range(0.01, 0.2))  # (list[float]) exponential decay time range, days
+    rise: list[float] = field(default_factory=_range(0.1, 0.5))  # (list[float]) rise time as a fraction of the decay time
+
+
+@dataclass
+class RedNoiseConfig:
+    probability: float = 0.0  # (float) fraction of curves with red (power-law) noise added to the signal
+    rms: list[float] = field(default_factory=_range(0.05, 0.5))  # (list[float]) rms range at the sampled times, flux
+    beta: list[float] = field(default_factory=_range(1.0, 3.0))  # (list[float]) PSD slope range: P(f) ∝ f^-beta
+    max_modes: int = 16384  # (int) cap on Fourier modes of the spectral synthesis
+
+
+@dataclass
+class RandomGapsConfig:
+    fraction: list[float] = field(default_factory=_range(0.1, 0.3))  # (list[float]) fraction of the window lost to gaps
+    n_gaps: list[int] = field(default_factory=lambda: [2, 8])  # (list[int]) number of gaps, inclusive
+
+
+@dataclass
+class VariableCadenceConfig:
+    segments: list[int] = field(default_factory=lambda: [3, 5])  # (list[int]) number of cadence segments, inclusive
+    density: list[float] = field(default_factory=_range(0.5, 2.0))  # (list[float]) relative point density range per segment
+
+
+@dataclass
+class SeasonalConfig:
+    season: list[float] = field(default_factory=_range(150.0, 180.0))  # (list[float]) observing-season length range, days
+    year: float = 365.25  # (float) time between season starts, days
+    weather_loss: list[float] = field(default_factory=_range(0.1, 0.2))  # (list[float]) fraction of nights lost to weather
+
+
+@dataclass
+class SpaceConfig:
+    """A space-telescope pattern: ``blocks`` of ``block_days``, each split into
+    ``segments_per_block`` equal segments whose last ``gap_days`` are lost to data downlink."""
+
+    cadence_minutes: float = 2.0  # (float) native cadence, minutes
+    block_days: float = 27.4  # (float) sector/quarter length, days
+    segments_per_block: int = 2  # (int) orbits (TESS) or months (Kepler) per block
+    gap_days: float = 1.0  # (float) data lost at the end of each segment, days
+    blocks: list[int] = field(default_factory=lambda: [1, 3])  # (list[int]) consecutive blocks, inclusive
+    max_points: int = 2000  # (int) cap; the cadence becomes the smallest multiple of the native one that fits (binning)
+
+
+def _kepler() -> SpaceConfig:
+    return SpaceConfig(cadence_minutes=29.4, block_days=93.0, segments_per_block=3, gap_days=1.0,
+                       blocks=[1, 2], max_points=2000)
+
+
+@dataclass
+class SimulateConfig:
+    """Everything ``lcgen generate`` needs; the defaults reproduce the original mock mix."""
+
+    output: str = DEFAULT_RAW  # (str) raw light-curve file to write
+    n_samples: int = 50000  # (int) number of light curves
+    seed: int = 42  # (int) master seed; curve i uses SeedSequence(seed, spawn_key=(i,))
+    types: TypeMix = field(default_factory=TypeMix)
+    samplings: SamplingMix = field(default_factory=SamplingMix)
+    duration: list[float] = field(default_factory=_range(50.0, 500.0))  # (list[float]) window length range, days (not tess/kepler)
+    n_points: list[int] = field(default_factory=lambda: [200, 999])  # (list[int]) points per curve, inclusive (not tess/kepler)
+    snr: list[float] = field(default_factory=_range(5.0, 30.0))  # (list[float]) std(signal) / rms(flux_err) range
+    error_scatter: float = 0.2  # (float) log-normal scatter of the per-point errors (0: all equal)
+    offset: list[float] = field(default_factory=_range(8.0, 12.0))  # (list[float]) constant flux level range
+    sinusoid: SinusoidConfig = field(default_factory=SinusoidConfig)
+    multiperiodic: MultiperiodicConfig = field(default_factory=MultiperiodicConfig)
+    drw: DRWConfig = field(default_factory=DRWConfig)
+    qpo: QPOConfig = field(default_factory=QPOConfig)
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    transit: TransitConfig = field(default_factory=TransitConfig)
+    flare: FlareConfig = field(default_factory=FlareConfig)
+    red_noise: RedNoiseConfig = field(default_factory=RedNoiseConfig)
+    random_gaps: RandomGapsConfig = field(default_factory=RandomGapsConfig)
+    variable_cadence: VariableCadenceConfig = field(default_factory=VariableCadenceConfig)
+    seasonal: SeasonalConfig = field(default_factory=SeasonalConfig)
+    tess: SpaceConfig = field(default_factory=SpaceConfig)
+    kepler: SpaceConfig = field(default_factory=_kepler)
+
+
+# Range settings that must be > 0 (others must be >= 0); checked by check_config.
+_POSITIVE = {"duration", "offset", "snr", "period", "tau", "sigma", "q", "amplitude", "spot_lifetime",
+             "spots", "depth", "rate", "decay", "rise", "rms", "density", "season", "ingress",
+             "n_points", "n_components", "n_gaps", "segments", "blocks"}
+
+
+def check_config(cfg: SimulateConfig) -> None:
+    """Raise :class:`LcgenError` naming the first setting that cannot work."""
+    if cfg.n_samples < 1:
+        raise LcgenError(f"n_samples = {cfg.n_samples}: need at least 1 light curve")
+    for mix in ("types", "samplings"):
+        weights = dataclasses.asdict(getattr(cfg, mix))
+        bad = {k: w for k, w in weights.items() if not (w >= 0 and math.isfinite(w))}
+        if bad:
+            raise LcgenError(f"{mix}: weights must be finite and >= 0, got {bad}")
+        if sum(weights.values()) <= 0:
+            raise LcgenError(f"{mix}: all weights are 0; give at least one of {', '.join(weights)} a weight > 0")
+    _check_ranges(cfg, "")
+    if cfg.n_points[0] < 2:
+        raise LcgenError(f"n_points = {cfg.n_points}: curves need at least 2 points")
+    if cfg.multiperiodic.n_components[0] < 1:
+        raise LcgenError(f"multiperiodic.n_components = {cfg.multiperiodic.n_components}: need at least 1 component")
+    if cfg.error_scatter < 0:
+        raise LcgenError(f"error_scatter = {cfg.error_scatter}: must be >= 0")
+    for name in ("transit", "flare", "red_noise"):
+        p = getattr(cfg, name).probability
+        if not 0 <= p <= 1:
+            raise LcgenError(f"{name}.probability = {p}: must be between 0 and 1")
+    if max(cfg.rotation.shear) >= 1:
+        raise LcgenError(f"rotation.shear = {cfg.rotation.shear}: must be < 1")
+    if cfg.rotation.max_spots < 1 or cfg.red_noise.max_modes < 1:
+        raise LcgenError("rotation.max_spots and red_noise.max_modes must be >= 1")
+    if cfg.seasonal.year < cfg.seasonal.season[1]:
+        raise LcgenError(f"seasonal.year = {cfg.seasonal.year} is shorter than the longest season "
+                         f"{cfg.seasonal.season[1]}; seasons cannot overlap")
+    if cfg.seasonal.weather_loss[1] >= 1:
+        raise LcgenError(f"seasonal.weather_loss = {cfg.seasonal.weather_loss}: must stay below 1")
+    if cfg.random_gaps.fraction[1] >= 1:
+        raise LcgenError(f"random_gaps.fraction = {cfg.random_gaps.fraction}: must stay below 1")
+    for name in ("tess", "kepler"):
+        s: SpaceConfig = getattr(cfg, name)
+        seg = s.block_days / max(s.segments_per_block, 1)
+        if s.segments_per_block < 1 or s.blocks[0] < 1 or s.max_points < 2 or s.cadence_minutes <= 0 \
+                or not 0 <= s.gap_days < seg - s.cadence_minutes / 1440:
+            raise LcgenError(f"{name}: need segments_per_block >= 1, blocks >= 1, max_points >= 2, "
+                             f"cadence_minutes > 0 and 0 <= gap_days < block_days / segments_per_block")
+
+
+def _check_ranges(node, where: str) -> None:
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        path = f"{where}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, path + ".")
+        elif isinstance(value, list):
+            if len(value) != 2 or not all(math.isfinite(v) for v in value) or value[0] > value[1]:
+                raise LcgenError(f"{path} = {value}: a range needs two finite numbers [low, high] with low <= high")
+            if f.name in _POSITIVE and value[0] <= 0:
+                raise LcgenError(f"{path} = {value}: values must be > 0")
+            if value[0] < 0:
+                raise LcgenError(f"{path} = {value}: values must be >= 0")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-curve metadata: a fixed set of columns, NaN where a parameter does not apply.
+
+META_FLOAT = (
+    "duration",  # window length, days (tess/kepler: blocks x block_days)
+    "offset", "snr", "noise_rms",  # constant level; std(signal)/rms(err); rms(err)
+    "period", "amplitude",  # sinusoid, multiperiodic (strongest component), qpo, rotation (equatorial)
+    "n_components",  # multiperiodic
+    "tau", "sigma",  # drw
+    "q",  # qpo coherence
+    "spot_lifetime", "n_spots", "shear", "inclination",  # rotation; inclination in degrees
+    "transit_period", "transit_depth", "transit_duration", "secondary_ratio",
+    "n_flares", "flare_rate",
+    "red_rms", "red_beta",
+)
+
+
+def _empty_meta() -> dict:
+    return dict.fromkeys(META_FLOAT, math.nan)
+
+
+# --------------------------------------------------------------------------------------------
+# Samplings: each returns strictly increasing times (days from 0) and fills meta["duration"].
+
+
+def _uniform(rng: np.random.Generator, r: list[float]) -> float:
+    return float(rng.uniform(r[0], r[1]))
+
+
+def _integer(rng: np.random.Generator, r: list[int]) -> int:
+    return int(rng.integers(r[0], r[1] + 1))
+
+
+def insert_gaps(u: np.ndarray, cuts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Map observed time ``u`` to clock time by inserting gap ``k`` of ``lengths[k]`` at ``cuts[k]``.
+
+    ``t = u + Σ_{k: cuts[k] <= u} lengths[k]``; ``cuts`` sorted. Strictly increasing ``u`` gives
+    strictly increasing ``t`` (the added term never decreases).
+    """
+    before = np.concatenate([[0.0], np.cumsum(lengths)])
+    return u + before[np.searchsorted(cuts, u, side="right")]
+
+
+def sample_regular(cfg: SimulateConfig, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """n evenly spaced times over [0, T]."""
+    duration, n = _uniform(rng, cfg.duration), _integer(rng, cfg.n_points)
+    meta["duration"] = duration
+    return np.linspace(0.0, duration, n)
+
+
+def sample_random_gaps(cfg: SimulateConfig, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """An even grid of n points over the observed time (1 − g)·T, with ``n_gaps`` gaps of total
+    length g·T (split by a flat Dirichlet draw) inserted at uniform positions. Spans exactly [0, T]."""
+    duration, n = _uniform(rng, cfg.duration), _integer(rng, cfg.n_points)
+    g, k = _uniform(rng, cfg.random_gaps.fraction), _integer(rng, cfg.random_gaps.n_gaps)
+    observed = (1.0 - g) * duration
+    split = rng.exponential(size=k)
+    lengths = g * duration * split / split.sum()
+    cuts = np.sort(rng.uniform(0.0, observed, k))
+    meta["duration"] = duration
+    return insert_gaps(np.linspace(0.0, observed, n), cuts, lengths)
+
+
+def sample_variable_cadence(cfg: SimulateConfig, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """Piecewise-constant point density: ``segments`` pieces of [0, T] (uniform cut points), each
+    with relative density d ~ U(density); times are the inverse of the density's cumulative
+    integral at n evenly spaced quantiles, so the cadence in a piece is ∝ 1/d."""
+    duration, n = _uniform(rng, cfg.duration), _integer(rng, cfg.n_points)
+    k = _integer(rng, cfg.variable_cadence.segments)
+    edges = np.concatenate([[0.0], np.sort(rng.uniform(0.0, duration, k - 1)), [duration]])
+    density = rng.uniform(*cfg.variable_cadence.density, size=k)
+    cumulative = np.concatenate([[0.0], np.cumsum(density * np.diff(edges))])
+    meta["duration"] = duration
+    t = np.interp(np.linspace(0.0, cumulative[-1], n), cumulative, edges)
+    return _strictly_increasing(t)
+
+
+def sample_seasonal(cfg: SimulateConfig, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """Ground-based seasons: every ``year`` days a season of length s ~ U(season) (clipped to the
+    window); a fraction w ~ U(weather_loss) of an even grid over the observed time is lost to
+    weather, leaving exactly n points."""
+    sc = cfg.seasonal
+    duration, n = _uniform(rng, cfg.duration), _integer(rng, cfg.n_points)
+    season, loss = _uniform(rng, sc.season), _uniform(rng, sc.weather_loss)
+    starts = np.arange(0.0, duration, sc.year)
+    lengths = np.minimum(season, duration - starts)  # (n_seasons,)
+    cuts = np.cumsum(lengths)[:-1]  # season ends in observed time
+    grid_size = max(n, int(round(n / (1.0 - loss))))
+    keep = np.sort(rng.choice(grid_size, size=n, replace=False))
+    u = np.linspace(0.0, lengths.sum(), grid_size, endpoint=False)[keep]
+    meta["duration"] = duration
+    return insert_gaps(u, cuts, np.full(cuts.size, sc.year - season))
+
+
+def sample_space(sc: SpaceConfig, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """A space-telescope pattern (TESS sectors of two 13.7-d orbits, Kepler quarters of three
+    months): segments of ``block_days / segments_per_block`` days whose last ``gap_days`` are
+    lost, sampled on an even grid from the segment start. If the native cadence gives more than
+    ``max_points`` points, the cadence is the smallest multiple of it that fits (as if binned)."""
+    blocks = _integer(rng, sc.blocks)
+    segment = sc.block_days / sc.segments_per_block
+    n_segments = blocks * sc.segments_per_block
+    native = sc.cadence_minutes / 1440.0
+    usable = segment - sc.gap_days
+    per_segment = int(usable // native) + 1
+    factor = max(1, math.ceil(n_segments * per_segment / sc.max_points))
+    cadence = native * factor
+    per_segment = min(int(usable // cadence) + 1, sc.max_points // n_segments) or 1
+    t = np.arange(n_segments)[:, None] * segment + np.arange(per_segment)[None, :] * cadence
+    meta["duration"] = blocks * sc.block_days
+    return t.ravel()
+
+
+SAMPLERS: dict[str, Callable] = {
+    "regular": sample_regular,
+    "random_gaps": sample_random_gaps,
+    "variable_cadence": sample_variable_cadence,
+    "seasonal": sample_seasonal,
+    "tess": lambda cfg, rng, meta: sample_space(cfg.tess, rng, meta),
+    "kepler": lambda cfg, rng, meta: sample_space(cfg.kepler, rng, meta),
+}
+
+
+def _strictly_increasing(t: np.ndarray) -> np.ndarray:
+    """Nudge any equal neighbours (possible only from float round-off) up by one ulp each."""
+    while np.any(bad := np.diff(t) <= 0):
+        idx = np.flatnonzero(bad) + 1
+        t[idx] = np.nextafter(t[idx - 1], np.inf)
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# Signals: each returns s(t) (flux units, no offset) and fills its true parameters into meta.
+
+
+def signal_sinusoid(cfg: SimulateConfig, t: np.ndarray, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """s(t) = A sin(2π t / P + φ),  P ~ U(period), A ~ U(amplitude), φ ~ U(0, 2π)."""
+    period, amp = _uniform(rng, cfg.sinusoid.period), _uniform(rng, cfg.sinusoid.amplitude)
+    phase = rng.uniform(0.0, 2 * np.pi)
+    meta.update(period=period, amplitude=amp, n_components=1.0)
+    return amp * np.sin(2 * np.pi * t / period + phase)
+
+
+def signal_multiperiodic(cfg: SimulateConfig, t: np.ndarray, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """s(t) = Σ_k A_k sin(2π t / P_k + φ_k) over k ~ U{n_components} components; meta keeps the
+    strongest component's period and amplitude."""
+    mc = cfg.multiperiodic
+    k = _integer(rng, mc.n_components)
+    periods = rng.uniform(*mc.period, size=k)
+    amps = rng.uniform(*mc.amplitude, size=k)
+    phases = rng.uniform(0.0, 2 * np.pi, size=k)
+    strongest = int(np.argmax(amps))
+    meta.update(period=float(periods[strongest]), amplitude=float(amps[strongest]), n_components=float(k))
+    # (k, n) then summed over components
+    return (amps[:, None] * np.sin(2 * np.pi * t[None, :] / periods[:, None] + phases[:, None])).sum(0)
+
+
+def ou_process(t: np.ndarray, tau: float, sigma: float, z: np.ndarray) -> np.ndarray:
+    """Exact Ornstein-Uhlenbeck (damped random walk) values at times ``t`` from normals ``z``.
+
+    x_0 = σ z_0 (the stationary law N(0, σ²)), and for i ≥ 1, with a_i = exp(−(t_i − t_{i−1})/τ),
+
+        x_i = a_i x_{i−1} + σ sqrt(1 − a_i²) z_i
+
+    (Gillespie 1996; the DRW of Kelly, Bechtold & Siemiginowska 2009), exact for any spacing and
+    stationary at every step: Var x_i = σ², Cov(x_i, x_j) = σ² exp(−|t_i − t_j|/τ).
+
+    Vectorised with the closed form of the recursion: with r_i = (t_i − t_0)/τ and innovations
+    w_i = σ sqrt(1 − a_i²) z_i,  x_i = e^{−r_i} (x_0 + Σ_{j≤i} e^{r_j} w_j)  (a cumulative sum).
+    To keep e^{r} finite the series is cut into blocks spanning at most 500 τ, each restarted from
+    the previous block's last value.
+    """
+    n = t.size
+    x = np.empty(n)
+    x[0] = sigma * z[0]
+    if n == 1:
+        return x
+    steps = np.diff(t) / tau  # (n-1,)
+    w = np.empty(n)
+    w[0] = 0.0
+    w[1:] = sigma * np.sqrt(-np.expm1(-2.0 * steps)) * z[1:]
+    r = np.concatenate([[0.0], np.cumsum(steps)])  # (n,)
+    start = 0
+    while start < n - 1:
+        stop = max(int(np.searchsorted(r, r[start] + 500.0, side="right")), start + 2)  # exclusive
+        rel = r[start + 1:stop] - r[start]
+        if rel[-1] > 700.0:  # one step longer than 500 τ: the previous value is forgotten
+            x[start + 1] = w[start + 1]
+            start += 1
+            continue
+        x[start + 1:stop] = np.exp(-rel) * (x[start] + np.cumsum(np.exp(rel) * w[start + 1:stop]))
+        start = stop - 1
+    return x
+
+
+def signal_drw(cfg: SimulateConfig, t: np.ndarray, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """Damped random walk with τ ~ U(tau), σ ~ U(sigma), started from its stationary law
+    (see :func:`ou_process`)."""
+    tau, sigma = _uniform(rng, cfg.drw.tau), _uniform(rng, cfg.drw.sigma)
+    meta.update(tau=tau, sigma=sigma)
+    return ou_process(t, tau, sigma, rng.standard_normal(t.size))
+
+
+def signal_qpo(cfg: SimulateConfig, t: np.ndarray, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """Quasi-periodic oscillation: s(t) = A sin(2π f0 t + φ(t)) with a Brownian phase,
+    φ(t_i) − φ(t_{i−1}) ~ N(0, 2D Δt_i), D = π f0 / Q.
+
+    Phase diffusion turns the line into a Lorentzian, ⟨s(t) s(t+Δ)⟩ = (A²/2) cos(2π f0 Δ) e^{−D|Δ|},
+    of full width at half maximum D/π = f0/Q in frequency, so Q is the usual quality factor.
+    """
+    period, q, amp = _uniform(rng, cfg.qpo.period), _uniform(rng, cfg.qpo.q), _uniform(rng, cfg.qpo.amplitude)
+    f0 = 1.0 / period
+    diffusion = np.pi * f0 / q
+    steps = np.sqrt(2.0 * diffusion * np.diff(t)) * rng.standard_normal(t.size - 1)
+    phase = rng.uniform(0.0, 2 * np.pi) + np.concatenate([[0.0], np.cumsum(steps)])
+    meta.update(period=period, q=q, amplitude=amp)
+    return amp * np.sin(2 * np.pi * f0 * t + phase)
+
+
+def signal_rotation(cfg: SimulateConfig, t: np.ndarray, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """Spot-modulated rotation with evolving spots and differential rotation.
+
+    Each spot j (latitude ℓ_j ~ U(−60°, 60°), longitude λ_j, size a_j ~ U(0.3, 1)) rotates with
+    P_j = P / (1 − α sin² ℓ_j) and is seen with foreshortening
+    μ_j(t) = max(0, cos i sin ℓ_j + sin i cos ℓ_j cos(2π t / P_j + λ_j)) (zero when on the far
+    side, which puts power in the harmonics). It grows and decays as a Gaussian
+    e^{−(t − t_j)² / (2 L²)} of the spot lifetime L, with t_j spread over [−2L, T + 2L] at a rate
+    that keeps ``spots`` alive on average (the first inside [0, T]). The star is inclined by
+    cos i ~ U(0, 1), and
+
+        s(t) = −A Σ_j a_j e^{−(t − t_j)² / (2 L²)} μ_j(t)   (≤ 0: the unspotted star is the offset).
+
+    A toy version of the spot models used to validate rotation-period methods (Aigrain et al.
+    2015, MNRAS 450, 3211).
+    """
+    rc = cfg.rotation
+    period, amp = _uniform(rng, rc.period), _uniform(rng, rc.amplitude)
+    lifetime, alive, shear = _uniform(rng, rc.spot_lifetime), _uniform(rng, rc.spots), _uniform(rng, rc.shear)
+    cos_i = rng.uniform(0.0, 1.0)
+    sin_i = math.sqrt(1.0 - cos_i**2)
+    span = float(t[-1] - t[0])
+    window = span + 4.0 * lifetime
+    n_spots = int(min(rc.max_spots, max(1, rng.poisson(alive * window / (math.sqrt(2 * math.pi) * lifetime)))))
+    centres = rng.uniform(-2.0 * lifetime, span + 2.0 * lifetime, n_spots) + t[0]
+    centres[0] = t[0] + rng.uniform(0.0, span)
+    lat = rng.uniform(-np.pi / 3, np.pi / 3, n_spots)
+    lon = rng.uniform(0.0, 2 * np.pi, n_spots)
+    size = rng.uniform(0.3, 1.0, n_spots)
+    spot_period = period / (1.0 - shear * np.sin(lat) ** 2)
+    # (n_spots, n) foreshortening and evolution
+    mu = cos_i * np.sin(lat)[:, None] + sin_i * np.cos(lat)[:, None] * np.cos(
+        2 * np.pi * t[None, :] / spot_period[:, None] + lon[:, None])
+    envelope = np.exp(-0.5 * ((t[None, :] - centres[:, None]) / lifetime) ** 2)
+    meta.update(period=period, amplitude=amp, spot_lifetime=lifetime, n_spots=float(n_spots), shear=shear,
+                inclination=math.degrees(math.acos(cos_i)))
+    return -amp * (size[:, None] * envelope * np.maximum(mu, 0.0)).sum(0)
+
+
+SIGNALS: dict[str, Callable] = {
+    "sinusoid": signal_sinusoid,
+    "multiperiodic": signal_multiperiodic,
+    "drw": signal_drw,
+    "qpo": signal_qpo,
+    "rotation": signal_rotation,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Overlays
+
+
+def transit_shape(t: np.ndarray, period: float, epoch: float, duration: float, ingress: float) -> np.ndarray:
+    """Trapezoid transit profile in [0, 1] (1 at full depth): flat bottom for |Δ| ≤ D/2 − τ,
+    linear ingress/egress to 0 at |Δ| = D/2, where Δ is the time from the nearest mid-transit
+    (Seager & Mallén-Ornelas 2003 use this shape for analytic transit fits)."""
+    dt = np.abs((t - epoch + 0.5 * period) % period - 0.5 * period)
+    return np.clip((0.5 * duration - dt) / ingress, 0.0, 1.0)
+
+
+def flare_profile(t: np.ndarray, peaks: np.ndarray, amps: np.ndarray, rise: np.ndarray,
+                  decay: np.ndarray) -> np.ndarray:
+    """Sum of fast-rise exponential-decay flares: a_k e^{(t − t_k)/r_k} before the peak t_k and
+    a_k e^{−(t − t_k)/d_k} after it (the classic FRED shape; cf. Davenport et al. 2014)."""
+    dt = t[None, :] - peaks[:, None]  # (n_flares, n)
+    scale = np.where(dt < 0, rise[:, None], decay[:, None])
+    return (amps[:, None] * np.exp(-np.abs(dt) / scale)).sum(0)
+
+
+def power_law_noise(t: np.ndarray, beta: float, rng: np.random.Generator, *, max_modes: int = 16384) -> np.ndarray:
+    """Gaussian noise with PSD ∝ f^−β at arbitrary times, by random-phase spectral synthesis
+    (Timmer & König 1995, A&A 300, 707), normalised to unit standard deviation over ``t``.
+
+    x(t) = Re Σ_{k=1}^{K} c_k e^{2πi k Δf t},  c_k = (g_k + i h_k) (k Δf)^{−β/2},  g, h ~ N(0, 1),
+    with Δf = 1/(2T) (a base period twice the span so x is not periodic over the window) and
+    K Δf ≥ the Nyquist frequency of the median cadence (at most ``max_modes`` modes). The sum is a
+    type-2 non-uniform FFT (finufft), exact to 1e-9.
+    """
+    import finufft
+
+    t0 = t - t[0]
+    span = max(float(t0[-1]), 1e-12)
+    df = 0.5 / span
+    nyquist = 0.5 / max(float(np.median(np.diff(t0))) if t0.size > 1 else span, 1e-12)
+    k_max = int(min(max_modes, max(1, math.ceil(nyquist / df))))
+    k = np.arange(1, k_max + 1)
+    coef = (rng.standard_normal(k_max) + 1j * rng.standard_normal(k_max)) * (k * df) ** (-beta / 2)
+    modes = np.zeros(2 * k_max + 2, dtype=np.complex128)  # finufft order: index m ↔ mode m − (k_max + 1)
+    modes[k_max + 2:] = coef
+    x = finufft.nufft1d2(2 * np.pi * df * t0, modes, eps=1e-9, isign=1, nthreads=1).real
+    std = x.std()
+    return x / std if std > 0 else x
+
+
+def add_overlays(cfg: SimulateConfig, t: np.ndarray, flux: np.ndarray, rng: np.random.Generator,
+                 meta: dict) -> np.ndarray:
+    """Apply the optional overlays to the noise-free flux ``flux = offset + s`` (returns a new array).
+
+    Transits/eclipses multiply the stellar flux by (1 − δ·shape), with a secondary eclipse of
+    depth ratio·δ at phase 0.5; flares add offset·a_k·FRED; red noise adds rms·x(t). One uniform
+    decides each overlay, in this order, so each overlay's draws do not depend on the others'
+    probabilities.
+    """
+    tc, fc, rc = cfg.transit, cfg.flare, cfg.red_noise
+    use_transit, use_flare, use_red = rng.random(3) < [tc.probability, fc.probability, rc.probability]
+    offset = meta["offset"]
+    if use_transit:
+        period, depth = _uniform(rng, tc.period), _uniform(rng, tc.depth)
+        duration = min(_uniform(rng, tc.duration), period / 4)
+        ingress = _uniform(rng, tc.ingress) * duration / 2
+        ratio, epoch = _uniform(rng, tc.secondary), rng.uniform(0.0, period)
+        dip = depth * transit_shape(t, period, epoch, duration, ingress)
+        if ratio > 0:
+            dip = dip + ratio * depth * transit_shape(t, period, epoch + period / 2, duration, ingress)
+        flux = flux * (1.0 - dip)
+        meta.update(transit_period=period, transit_depth=depth, transit_duration=duration, secondary_ratio=ratio)
+    if use_flare:
+        rate = _uniform(rng, fc.rate)
+        span = float(t[-1] - t[0])
+        n = 1 + int(rng.poisson(rate * span))
+        peaks = t[0] + rng.uniform(0.0, span, n)
+        decay = rng.uniform(*fc.decay, size=n)
+        rise = decay * rng.uniform(*fc.rise, size=n)
+        amps = offset * rng.uniform(*fc.amplitude, size=n)
+        flux = flux + flare_profile(t, peaks, amps, rise, decay)
+        meta.update(n_flares=float(n), flare_rate=rate)
+    if use_red:
+        rms, beta = _uniform(rng, rc.rms), _uniform(rng, rc.beta)
+        flux = flux + rms * power_law_noise(t, beta, rng, max_modes=rc.max_modes)
+        meta.update(red_rms=rms, red_beta=beta)
+    return flux
+
+
+# --------------------------------------------------------------------------------------------
+# One curve, a chunk of curves, a whole file
+
+
+@dataclass
+class MockCurve:
+    time: np.ndarray  # (n,) float64 days, strictly increasing
+    flux: np.ndarray  # (n,) float64 = signal + noise
+    flux_err: np.ndarray  # (n,) float64 = std of the noise drawn at each point
+    signal: np.ndarray  # (n,) float64 noise-free flux (offset included)
+    lc_type: str
+    sampling: str
+    meta: dict  # META_FLOAT columns, NaN where not applicable
+
+
+def _pick(names: list[str], weights: list[float], u: float) -> str:
+    cdf = np.cumsum(weights)
+    return names[min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), len(names) - 1)]
+
+
+def _mix(mix) -> tuple[list[str], list[float]]:
+    names = [f.name for f in dataclasses.fields(mix)]
+    return names, [getattr(mix, name) for name in names]
+
+
+def simulate_curve(cfg: SimulateConfig, index: int) -> MockCurve:
+    """Simulate curve ``index`` of the data set defined by ``cfg`` (depends on nothing else).
+
+    Draws come from ``SeedSequence(cfg.seed, spawn_key=(index,))``; the overlays use the child
+    ``spawn_key=(index, 1)`` so switching them on leaves the base curve and its noise unchanged.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index,)))
+    u_type, u_sampling = rng.random(2)
+    lc_type = _pick(*_mix(cfg.types), u_type)
+    sampling = _pick(*_mix(cfg.samplings), u_sampling)
+    meta = _empty_meta()
+    t = SAMPLERS[sampling](cfg, rng, meta)
+    s = SIGNALS[lc_type](cfg, t, rng, meta)
+    offset, snr = _uniform(rng, cfg.offset), _uniform(rng, cfg.snr)
+    scatter = np.exp(cfg.error_scatter * rng.standard_normal(t.size))
+    scatter /= np.sqrt(np.mean(scatter**2))  # rms(scatter) = 1 exactly
+    spread = float(np.std(s))
+    # A flat signal (zero amplitude) has no scale; fall back to 0.1 % of the offset.
+    noise_rms = spread / snr if spread > 0 else 1e-3 * abs(offset) or 1e-3
+    flux_err = noise_rms * scatter
+    noise = flux_err * rng.standard_normal(t.size)
+    meta.update(offset=offset, snr=snr if spread > 0 else math.nan, noise_rms=noise_rms)
+    clean = offset + s
+    if cfg.transit.probability > 0 or cfg.flare.probability > 0 or cfg.red_noise.probability > 0:
+        extra = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, 1)))
+        clean = add_overlays(cfg, t, clean, extra, meta)
+    return MockCurve(time=t, flux=clean + noise, flux_err=flux_err, signal=clean,
+                     lc_type=lc_type, sampling=sampling, meta=meta)
+
+
+@dataclass
+class Chunk:
+    """Curves [start, stop) packed for transfer between processes: 1-D concatenations + lengths."""
+
+    start: int
+    lengths: np.ndarray  # (m,) int64
+    time: np.ndarray  # (P,) float64
+    flux: np.ndarray  # (P,) float32
+    flux_err: np.ndarray  # (P,) float32
+    signal: np.ndarray  # (P,) float32
+    meta: dict  # column -> (m,) array
+
+    def split(self, key: str) -> list[np.ndarray]:
+        return np.split(getattr(self, key), np.cumsum(self.lengths)[:-1])
+
+
+def simulate_chunk(cfg: SimulateConfig, start: int, stop: int) -> Chunk:
+    """Simulate curves ``start .. stop-1`` (as :func:`simulate_curve`) and pack them."""
+    curves = [simulate_curve(cfg, i) for i in range(start, stop)]
+    meta = {
+        "lc_type": np.array([c.lc_type for c in curves]),
+        "sampling": np.array([c.sampling for c in curves]),
+        "n_points": np.array([c.time.size for c in curves], dtype=np.int64),
+    }
+    for key in META_FLOAT:
+        meta[key] = np.array([c.meta[key] for c in curves], dtype=np.float64)
+
+    def cat(key: str, dtype) -> np.ndarray:
+        return np.concatenate([getattr(c, key) for c in curves]).astype(dtype, copy=False)
+
+    return Chunk(start=start, lengths=meta["n_points"].copy(), time=cat("time", np.float64),
+                 flux=cat("flux", np.float32), flux_err=cat("flux_err", np.float32),
+                 signal=cat("signal", np.float32), meta=meta)
+
+
+def _ignore_sigint() -> None:
+    # Workers leave Ctrl-C to the parent, which cancels the pool and removes the partial file.
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+
+
+def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256):
+    """Yield :class:`Chunk` objects in index order, computed in ``workers`` processes.
+
+    At most ``2 * workers`` chunks are in flight, so memory stays bounded whatever ``n_samples``.
+    """
+    bounds = [(s, min(s + chunk_size, cfg.n_samples)) for s in range(0, cfg.n_samples, chunk_size)]
+    if workers <= 1 or len(bounds) == 1:
+        for start, stop in bounds:
+            yield simulate_chunk(cfg, start, stop)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=ctx,
+                                  initializer=_ignore_sigint)
+    try:
+        pending: list[cf.Future] = []
+        todo = iter(bounds)
+        for start, stop in todo:
+            pending.append(pool.submit(simulate_chunk, cfg, start, stop))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            chunk = pending.pop(0).result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append(pool.submit(simulate_chunk, cfg, *nxt))
+            yield chunk
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int = 256,
+             progress: Callable[[int], None] | None = None) -> dict:
+    """Simulate ``cfg.n_samples`` light curves and write them to ``cfg.output`` (raw format).
+
+    The file is written under ``NAME.partial`` and renamed at the end, so an interrupted run
+    (Ctrl-C included) leaves nothing under the final name. ``workers`` (default: all cores) and
+    ``chunk_size`` change the speed only, never the bytes. ``progress(n)`` is called with the
+    number of curves finished after each chunk. Returns a summary dict.
+    """
+    from lcgen.io import RawWriter
+
+    check_config(cfg)
+    if chunk_size < 1:
+        raise LcgenError(f"chunk_size = {chunk_size}: must be >= 1")
+    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    begin = _time.perf_counter()
+    types: Counter = Counter()
+    samplings: Counter = Counter()
+    with RawWriter(cfg.output, cfg) as writer:
+        for chunk in iter_chunks(cfg, workers=workers, chunk_size=chunk_size):
+            meta = {k: v for k, v in chunk.meta.items()}
+            writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),
+                          chunk.split("signal"), meta)
+            types.update(chunk.meta["lc_type"].tolist())
+            samplings.update(chunk.meta["sampling"].tolist())
+            if progress is not None:
+                progress(len(chunk.lengths))
+        n_points = writer.n_points
+    seconds = _time.perf_counter() - begin
+    return {
+        "output": str(cfg.output), "curves": cfg.n_samples, "points": int(n_points),
+        "seconds": seconds, "curves_per_s": cfg.n_samples / seconds if seconds > 0 else math.inf,
+        "types": dict(sorted(types.items())), "samplings": dict(sorted(samplings.items())),
+        "workers": workers,
+    }
