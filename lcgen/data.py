@@ -1,0 +1,318 @@
+"""Batches for the networks, read from the lcgen HDF5 files a buffer at a time.
+
+Nothing here loads a whole file: rows are read by contiguous slices (or HDF5 chunk by chunk)
+into a buffer of at most ``buffer_rows`` rows, and batches are cut from that buffer. Shuffling is
+two-level, the usual trade-off for data on disk: blocks of consecutive rows are shuffled, then the
+rows inside each buffer. The order depends only on ``(seed, epoch)``, so an epoch can be restarted
+at any batch without reading the batches before it (exact ``--resume`` after Ctrl-C).
+
+A batch is a dict of tensors (see ``notes``: "Batch and model interface"):
+
+- ``values`` (B, L) float32: the normalised target, 0 where not ``valid``;
+- ``valid``  (B, L) bool: a real observation (time series) or a resolvable bin (spectra);
+- ``time``   (B, L) float32: days since the window start (time series only);
+- ``index``  (B,) int64: the row in the data file.
+
+Masks (``hidden``) are added by the trainer, not here.
+
+Splits are made once per run by a seeded permutation of whole groups of rows: for time series a
+group is a source light curve, so windows of one curve never land in two splits; for spectra each
+row is its own group. Rows that failed preprocessing are left out of every split.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+import torch
+
+from lcgen.errors import LcgenError
+from lcgen.io import open_checked
+
+CHANNELS = ("psd", "acf", "fstat")
+SPLITS = ("train", "val", "test")
+SPLIT_FILE = "split.npz"
+
+
+# --------------------------------------------------------------------------------------------
+# Row sources: one open HDF5 file, read by sorted row indices
+
+
+def read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``ds[rows]`` for sorted unique ``rows``, read without fancy-indexing row by row.
+
+    Dense selections are read as one contiguous slice; sparse ones one HDF5 chunk (or 1024-row
+    stretch) at a time, so no read touches far more data than the chunks holding the rows.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    if hi - lo <= 2 * rows.size + 1024:
+        return ds[lo:hi][rows - lo]
+    step = ds.chunks[0] if ds.chunks else 1024
+    groups = np.split(rows, np.flatnonzero(np.diff(rows // step)) + 1)
+    return np.concatenate([ds[int(g[0]):int(g[-1]) + 1][g - g[0]] for g in groups])
+
+
+class _Source:
+    """Common part of the two row sources: an open file, its usable rows and their groups."""
+
+    kind = ""
+
+    def __init__(self, path: str | Path, required: tuple[str, ...]):
+        self.path = Path(path)
+        self.f = open_checked(self.path, self.kind, required)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def statistics(self, rows: np.ndarray, chunk: int = 4096) -> dict:
+        """Range, mean and std of ``values`` over the valid positions of ``rows``, streamed.
+
+        Also counts non-finite values inside ``valid`` (they are treated as missing)."""
+        lo, hi, total, total_sq, count = np.inf, -np.inf, 0.0, 0.0, 0
+        for start in range(0, len(rows), chunk):
+            part = self.read(rows[start:start + chunk])
+            v = part["values"][part["valid"]].astype(np.float64)
+            if v.size:
+                lo, hi = min(lo, v.min()), max(hi, v.max())
+                total += v.sum()
+                total_sq += (v * v).sum()
+                count += v.size
+        mean = total / count if count else float("nan")
+        std = float(np.sqrt(max(total_sq / count - mean * mean, 0.0))) if count else float("nan")
+        return {"shape": (len(rows), self.length), "min": float(lo), "max": float(hi),
+                "mean": float(mean), "std": std, "valid_fraction": count / max(1, len(rows) * self.length),
+                "non_finite": self.non_finite}
+
+
+class TimeSeriesSource(_Source):
+    """Rows of a ``timeseries`` file (``lcgen convert``): flux windows with their times."""
+
+    kind = "timeseries"
+
+    def __init__(self, path: str | Path):
+        super().__init__(path, ("flux", "time", "mask"))
+        self.n_rows, self.length = self.f["flux"].shape
+        self.non_finite = 0
+        self.usable = np.arange(self.n_rows, dtype=np.int64)
+        # one small int per row: windows of one light curve stay in one split
+        self.groups = self.f["source"][:] if "source" in self.f else self.usable.copy()
+        self.description = str(self.path)
+
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        values = read_rows(self.f["flux"], rows)
+        valid = read_rows(self.f["mask"], rows).astype(bool)
+        time = read_rows(self.f["time"], rows)
+        return _clean(values, valid, rows, self, time=time)
+
+
+class SpectraSource(_Source):
+    """Rows of a ``spectra`` file (``lcgen preprocess``): one channel, ``psd``, ``acf`` or ``fstat``."""
+
+    kind = "spectra"
+
+    def __init__(self, path: str | Path, channel: str = "psd"):
+        if channel not in CHANNELS:
+            raise LcgenError(f"channel '{channel}' is not one of {', '.join(CHANNELS)}")
+        super().__init__(path, (channel,))
+        self.channel = channel
+        self.n_rows, self.length = self.f[channel].shape
+        self.non_finite = 0
+        failed = self.f["failed"][:].astype(bool) if "failed" in self.f else np.zeros(self.n_rows, bool)
+        self.usable = np.flatnonzero(~failed).astype(np.int64)
+        self.n_failed = int(failed.sum())
+        self.groups = self.f["source"][:] if "source" in self.f else np.arange(self.n_rows, dtype=np.int64)
+        self._mask = self._find_mask()
+        self.description = f"{self.path} (channel {channel})"
+
+    def _find_mask(self):
+        """The validity mask of this channel: ``mask_<channel>`` or ``mask`` (N, L) or (N, 3, L)."""
+        for key in (f"mask_{self.channel}", f"mask/{self.channel}", "mask"):
+            if key in self.f and isinstance(self.f[key], h5py.Dataset):
+                ds = self.f[key]
+                if ds.ndim == 2 and ds.shape == (self.n_rows, self.length):
+                    return ds, None
+                if ds.ndim == 3 and ds.shape[0] == self.n_rows and ds.shape[-1] == self.length:
+                    return ds, CHANNELS.index(self.channel) if ds.shape[1] == len(CHANNELS) else 0
+                raise LcgenError(f"{self.path}: '{key}' has shape {ds.shape}; expected "
+                                 f"({self.n_rows}, {self.length}); the file is corrupt, rerun lcgen preprocess")
+        return None, None
+
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        values = read_rows(self.f[self.channel], rows)
+        ds, channel = self._mask
+        if ds is None:
+            valid = np.ones(values.shape, dtype=bool)
+        else:
+            valid = read_rows(ds, rows)
+            valid = (valid[:, channel] if channel is not None else valid).astype(bool)
+        return _clean(values, valid, rows, self)
+
+
+def _clean(values: np.ndarray, valid: np.ndarray, rows: np.ndarray, source: _Source,
+           time: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Zero every position that is not valid; a non-finite value makes its position invalid."""
+    finite = np.isfinite(values)
+    bad = valid & ~finite
+    if bad.any():
+        source.non_finite += int(bad.sum())
+        valid = valid & finite
+    out = {"values": np.where(valid, values, 0).astype(np.float32), "valid": valid,
+           "index": np.asarray(rows, dtype=np.int64)}
+    if time is not None:
+        out["time"] = np.where(valid, time, 0).astype(np.float32)
+    return out
+
+
+def open_source(path: str | Path, kind: str, channel: str = "psd") -> _Source:
+    """Open ``path`` as the data a model of ``kind`` ("timeseries" or "spectra") trains on."""
+    if kind == "timeseries":
+        return TimeSeriesSource(path)
+    if kind == "spectra":
+        return SpectraSource(path, channel)
+    raise ValueError(f"unknown data kind {kind!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Splits
+
+
+def split_rows(groups: np.ndarray, usable: np.ndarray | None = None, *, val_fraction: float = 0.1,
+               test_fraction: float = 0.1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Split rows into train/val/test by a seeded permutation of their groups.
+
+    ``groups`` (N,) labels each row (its source light curve); every row of a group lands in the
+    same split. ``usable`` (sorted row indices) restricts the split (e.g. drops failed rows).
+    Fractions count groups; a non-zero fraction gets at least one group when there are three or
+    more. Returns sorted int64 row indices per split.
+    """
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= frac < 1:
+            raise LcgenError(f"{name} must be in [0, 1), got {frac}")
+    if val_fraction + test_fraction >= 1:
+        raise LcgenError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no "
+                         f"training data; keep their sum below 1")
+    rows = np.arange(len(groups), dtype=np.int64) if usable is None else np.asarray(usable, np.int64)
+    labels = np.asarray(groups)[rows]
+    unique = np.unique(labels)
+    order = np.random.default_rng(seed).permutation(len(unique))
+
+    def count(frac: float) -> int:
+        n = int(round(frac * len(unique)))
+        return max(n, 1) if frac > 0 and len(unique) >= 3 else n
+
+    n_test, n_val = count(test_fraction), count(val_fraction)
+    test_groups, val_groups = unique[order[:n_test]], unique[order[n_test:n_test + n_val]]
+    in_test, in_val = np.isin(labels, test_groups), np.isin(labels, val_groups)
+    split = {"train": rows[~in_test & ~in_val], "val": rows[in_val], "test": rows[in_test]}
+    if split["train"].size == 0:
+        raise LcgenError(f"only {len(unique)} light curve(s): nothing left to train on after the "
+                         f"validation/test split; use more data or lower val_fraction/test_fraction")
+    return split
+
+
+def save_split(path: str | Path, split: dict[str, np.ndarray], n_rows: int) -> None:
+    """Write a split as ``.npz`` (plain integer arrays, no pickle), atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, n_rows=np.int64(n_rows), **{k: split[k] for k in SPLITS})
+    os.replace(tmp, path)
+
+
+def load_split(run_dir: str | Path) -> dict[str, np.ndarray]:
+    """The train/val/test row indices a run used (``RUN_DIR/split.npz``); ``n_rows`` is the row
+    count of the data file it was made for."""
+    path = Path(run_dir) / SPLIT_FILE
+    if not path.is_file():
+        raise LcgenError(f"{path} does not exist; is {run_dir} an lcgen run directory?")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in (*SPLITS, "n_rows")}
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+
+
+def batch_order(rows: np.ndarray, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+                block_rows: int = 128, buffer_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """The order rows are visited in one epoch, and where the read buffers start.
+
+    Returns ``(sequence, bounds)``: ``sequence`` is a permutation of ``rows``; buffer j holds
+    ``sequence[bounds[j]:bounds[j+1]]``. Shuffled: blocks of ``block_rows`` consecutive rows are
+    permuted, grouped into buffers of about ``buffer_rows``, and permuted inside each buffer, all
+    from ``numpy.random.default_rng([seed, epoch])``. Unshuffled: the rows in order.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    n = rows.size
+    if not shuffle:
+        return rows, np.append(np.arange(0, n, buffer_rows), n)
+    rng = np.random.default_rng([seed, epoch])
+    block_rows = max(1, min(block_rows, buffer_rows))
+    blocks = np.array_split(rows, max(1, -(-n // block_rows)))
+    blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+    per_buffer = max(1, buffer_rows // block_rows)
+    parts, bounds = [], [0]
+    for start in range(0, len(blocks), per_buffer):
+        buf = np.concatenate(blocks[start:start + per_buffer])
+        parts.append(buf[rng.permutation(buf.size)])
+        bounds.append(bounds[-1] + buf.size)
+    return (np.concatenate(parts) if parts else rows), np.asarray(bounds, dtype=np.int64)
+
+
+def n_batches(n_rows: int, batch_size: int, drop_last: bool = False) -> int:
+    return n_rows // batch_size if drop_last else -(-n_rows // batch_size)
+
+
+def iter_batches(source: _Source, rows: np.ndarray, batch_size: int, *, shuffle: bool = False,
+                 seed: int = 0, epoch: int = 0, start_batch: int = 0, drop_last: bool = False,
+                 buffer_rows: int = 8192) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield batches (dicts of CPU tensors) over ``rows`` of ``source``.
+
+    Each buffer is read once, its rows sorted for the read; batches may straddle two buffers.
+    ``start_batch`` skips the first batches of the epoch without reading them.
+    """
+    sequence, bounds = batch_order(rows, shuffle=shuffle, seed=seed, epoch=epoch, buffer_rows=buffer_rows)
+    n = sequence.size
+    total = n_batches(n, batch_size, drop_last)
+    j, data = -1, None
+    for k in range(start_batch, total):
+        s, e = k * batch_size, min((k + 1) * batch_size, n)
+        parts = []
+        pos = s
+        while pos < e:
+            if j < 0 or pos >= bounds[j + 1]:  # move to the buffer holding position `pos`
+                j = int(np.searchsorted(bounds, pos, side="right")) - 1
+                data = _read_buffer(source, sequence[bounds[j]:bounds[j + 1]])
+            stop = min(e, int(bounds[j + 1]))
+            a, b = pos - int(bounds[j]), stop - int(bounds[j])
+            parts.append({key: value[a:b] for key, value in data.items()})
+            pos = stop
+        yield {key: torch.from_numpy(np.concatenate([p[key] for p in parts])) for key in parts[0]}
+
+
+def _read_buffer(source: _Source, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Read ``rows`` (any order) sorted, and return them in the given order."""
+    order = np.argsort(rows, kind="stable")
+    data = source.read(rows[order])
+    back = np.empty_like(order)
+    back[order] = np.arange(order.size)
+    return {key: value[back] for key, value in data.items()}

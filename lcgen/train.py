@@ -1,0 +1,773 @@
+"""The one training loop for every registered model.
+
+A run reads batches from an HDF5 file (:mod:`lcgen.data`), hides blocks of each sample
+(:mod:`lcgen.masking`) and trains the model to reconstruct them. The loss counts only real
+positions (``valid``); padding and unresolvable bins never contribute:
+
+    masked   = Σ_{hidden} (ŷ − y)² / #hidden
+    unmasked = Σ_{valid & ~hidden} (ŷ − y)² / #(valid & ~hidden)
+    loss     = masked + unmasked_weight · unmasked
+
+pooled over all positions of the batch (and, for the logged epoch values, of the epoch).
+
+Optimisation: AdamW (no weight decay on biases and norm gains), OneCycleLR stepped per batch,
+gradient-norm clipping, bf16 autocast on CUDA. Training masks are drawn from a seeded
+``torch.Generator``; validation masks are fixed per sample index, so validation losses compare
+across epochs and runs.
+
+A run directory ``runs/MODEL/NAME/`` holds ``config.yaml`` (a valid ``--config``), ``split.npz``
+(the train/val/test rows), ``history.csv``, ``last.pt`` (everything needed to resume exactly)
+and ``best.pt`` (the weights with the lowest validation loss). Checkpoints are plain dicts of
+tensors and Python values: ``torch.load(path, weights_only=True)`` reads them, and the model is
+rebuilt from the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import datetime as _dt
+import math
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Optional
+
+import numpy as np
+import torch
+
+from lcgen import __version__
+from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, parse_set
+from lcgen.convert import DEFAULT_TIMESERIES
+from lcgen.data import (SPLIT_FILE, iter_batches, load_split, n_batches, open_source, save_split,
+                        split_rows)
+from lcgen.errors import LcgenError
+from lcgen.masking import MaskConfig, block_mask, fixed_mask
+
+DEFAULT_SPECTRA = "data/mock_lightcurves/preprocessed.h5"
+DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA}
+# The original project's defaults, per model; models registered later get FALLBACK_DEFAULTS.
+MODEL_DEFAULTS = {
+    "transformer": {"epochs": 50, "batch_size": 32, "lr": 1e-4},
+    "unet": {"epochs": 50, "batch_size": 128, "lr": 1e-3},
+    "mlp": {"epochs": 50, "batch_size": 128, "lr": 1e-3},
+}
+FALLBACK_DEFAULTS = {"epochs": 50, "batch_size": 64, "lr": 1e-3}
+CHECKPOINT_FORMAT = "lcgen-checkpoint"
+CHECKPOINT_VERSION = 1
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_masked", "train_unmasked", "val_loss",
+                   "val_masked", "val_unmasked", "seconds", "samples_per_s")
+# Settings a resumed run may change: where the data lives and where it runs.
+RESUMABLE_CHANGES = ("data", "device")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (``lcgen train``); a run's config.yaml is one."""
+
+    model_name: str = "transformer"  # (str) registered model: transformer, unet, mlp
+    preset: str = "default"  # (str) model size: tiny (tests), small (CPU), default (full size)
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)  # (dict) overrides of the model's config, e.g. {dropout: 0.1}
+    data: Optional[str] = None  # (str) data file; default timeseries.h5 (transformer) or preprocessed.h5 (unet, mlp)
+    channel: Literal["psd", "acf", "fstat"] = "psd"  # (str) spectral channel the spectra models train on
+    epochs: Optional[int] = None  # (int) epochs; default 50
+    batch_size: Optional[int] = None  # (int) samples per step; default 32 (transformer) or 128 (unet, mlp)
+    lr: Optional[float] = None  # (float) peak learning rate of OneCycleLR; default 1e-4 (transformer) or 1e-3
+    weight_decay: float = 0.01  # (float) AdamW decoupled weight decay (not on biases and norm gains)
+    unmasked_weight: float = 0.1  # (float) weight of the unmasked-position MSE in the loss
+    grad_clip: float = 1.0  # (float) clip the global gradient norm to this; 0 turns clipping off
+    pct_start: float = 0.1  # (float) OneCycleLR: fraction of steps spent warming up
+    div_factor: float = 100.0  # (float) OneCycleLR: initial lr = lr / div_factor
+    final_div_factor: float = 100.0  # (float) OneCycleLR: final lr = initial lr / final_div_factor
+    val_fraction: float = 0.1  # (float) fraction of light curves held out for validation
+    test_fraction: float = 0.1  # (float) fraction of light curves held out for lcgen evaluate
+    seed: int = 0  # (int) seeds the split, model initialisation, batch order and training masks
+    val_mask_seed: int = 0  # (int) fixes the validation masks (per sample index)
+    mask: MaskConfig = dataclasses.field(default_factory=MaskConfig)  # block masking ranges
+    device: str = "auto"  # (str) auto, cpu, cuda or cuda:N
+    amp: bool = True  # (bool) bf16 autocast on CUDA (ignored on CPU)
+    runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
+    buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def resolve_train_config(model_name: str | None = None, *, config_file: str | Path | None = None,
+                         flags: dict | None = None, sets: list[str] | None = None) -> TrainConfig:
+    """Defaults < ``--config`` YAML < flags < ``--set``, then the per-model defaults for what is
+    still unset (:func:`complete_config`).
+
+    The layers are merged as nested dicts first, so ``--set model.x=1`` adds to a ``model:``
+    section from the YAML instead of replacing it.
+    """
+    layers: dict = {}
+    if config_file is not None:
+        _deep_update(layers, load_yaml(config_file))
+    nested: dict = {}
+    for key, value in {**(flags or {}), "model_name": model_name}.items():
+        if value is None:
+            continue
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    _deep_update(layers, nested)
+    _deep_update(layers, parse_set(sets))
+    return complete_config(config_from_dict(TrainConfig, layers))
+
+
+def complete_config(cfg: TrainConfig) -> TrainConfig:
+    """Check a config against the model registry and fill the per-model defaults.
+
+    Unknown model names and presets fail listing the known ones; model overrides are checked
+    (and converted) against the model's own config class.
+    """
+    spec = model_spec(cfg.model_name)
+    if cfg.preset not in spec.presets:
+        raise LcgenError(f"model '{cfg.model_name}' has no preset '{cfg.preset}'; "
+                         f"choose one of {', '.join(spec.presets)}")
+    overrides = {}
+    if cfg.model:
+        checked = config_from_dict(spec.config_cls, cfg.model, where="model")
+        overrides = {key: _plain(getattr(checked, key)) for key in cfg.model}
+    defaults = MODEL_DEFAULTS.get(cfg.model_name, FALLBACK_DEFAULTS)
+    cfg = dataclasses.replace(
+        cfg, model=overrides,
+        data=cfg.data if cfg.data is not None else DEFAULT_DATA[spec.data],
+        epochs=cfg.epochs if cfg.epochs is not None else defaults["epochs"],
+        batch_size=cfg.batch_size if cfg.batch_size is not None else defaults["batch_size"],
+        lr=cfg.lr if cfg.lr is not None else defaults["lr"])
+    for name, value, ok, rule in (
+            ("epochs", cfg.epochs, cfg.epochs >= 1, ">= 1"),
+            ("batch_size", cfg.batch_size, cfg.batch_size >= 1, ">= 1"),
+            ("lr", cfg.lr, cfg.lr > 0 and math.isfinite(cfg.lr), "> 0"),
+            ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0, ">= 0"),
+            ("unmasked_weight", cfg.unmasked_weight, cfg.unmasked_weight >= 0, ">= 0"),
+            ("grad_clip", cfg.grad_clip, cfg.grad_clip >= 0, ">= 0 (0 turns clipping off)"),
+            ("pct_start", cfg.pct_start, 0 < cfg.pct_start < 1, "in (0, 1)"),
+            ("div_factor", cfg.div_factor, cfg.div_factor > 0, "> 0"),
+            ("final_div_factor", cfg.final_div_factor, cfg.final_div_factor > 0, "> 0"),
+            ("buffer_rows", cfg.buffer_rows, cfg.buffer_rows >= 1, ">= 1"),
+            ("seed", cfg.seed, cfg.seed >= 0, ">= 0"),
+            ("val_mask_seed", cfg.val_mask_seed, cfg.val_mask_seed >= 0, ">= 0")):
+        if not ok:
+            raise LcgenError(f"setting '{name}' = {value!r} must be {rule}")
+    resolve_device(cfg.device, check_available=False)
+    return cfg
+
+
+def resume_config(run_dir: str | Path, *, data: str | None = None, device: str | None = None) -> TrainConfig:
+    """The saved config of ``run_dir`` (its config.yaml), with a new data path or device."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.pt").is_file():
+        raise LcgenError(f"{run_dir} holds no last.pt to resume from; is it an lcgen run directory?")
+    saved = config_from_dict(TrainConfig, load_yaml(run_dir / "config.yaml"))
+    changes = {k: v for k, v in (("data", data), ("device", device)) if v is not None}
+    if device is not None:
+        resolve_device(device, check_available=False)
+    return dataclasses.replace(saved, **changes)
+
+
+def model_spec(name: str):
+    """The registry entry of ``name``; an unknown name fails listing the registered models."""
+    from lcgen.models import MODELS
+
+    if name not in MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise LcgenError(f"unknown model '{name}'{hint}; registered models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def resolve_device(name: str, *, check_available: bool = True) -> torch.device:
+    """``auto`` → the first CUDA GPU if there is one, else the CPU; ``cpu``; ``cuda``/``cuda:N``."""
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise LcgenError(f"device '{name}' is not one of auto, cpu, cuda, cuda:N")
+    if check_available and device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LcgenError(f"device '{name}': torch sees no CUDA GPU here; use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LcgenError(f"device '{name}': only {torch.cuda.device_count()} CUDA GPU(s) visible "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return device
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+
+
+def mse_sums(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Squared-error sums and counts: tensor([Σ_hidden, n_hidden, Σ_visible, n_visible]).
+
+    ``pred`` (B, L) (or (B, L, 1)); positions outside ``batch["valid"]`` never count, whatever
+    ``pred`` or ``values`` hold there. Computed in float32.
+    """
+    pred = pred.reshape(batch["values"].shape).float()
+    valid, hidden = batch["valid"], batch["hidden"]
+    masked, unmasked = valid & hidden, valid & ~hidden
+    zero = pred.new_zeros(())
+    # zero the error off `valid` before squaring: NaN there must not reach the gradient either
+    err = torch.where(valid, pred - batch["values"].float(), zero) ** 2  # (B, L)
+    return torch.stack([torch.where(masked, err, zero).sum(), masked.sum().to(err.dtype),
+                        torch.where(unmasked, err, zero).sum(), unmasked.sum().to(err.dtype)])
+
+
+def losses_from_sums(sums: torch.Tensor, unmasked_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, masked, unmasked) MSEs from :func:`mse_sums` (an empty set of positions gives 0)."""
+    masked = sums[0] / sums[1].clamp(min=1)
+    unmasked = sums[2] / sums[3].clamp(min=1)
+    return masked + unmasked_weight * unmasked, masked, unmasked
+
+
+def masked_mse(pred: torch.Tensor, batch: dict[str, torch.Tensor],
+               unmasked_weight: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training loss: (total, masked, unmasked), see the module docstring.
+
+    ``masked`` is the MSE over hidden real positions, ``unmasked`` over visible real positions,
+    each pooled over the batch; ``total = masked + unmasked_weight · unmasked``.
+    """
+    return losses_from_sums(mse_sums(pred, batch), unmasked_weight)
+
+
+# --------------------------------------------------------------------------------------------
+# Models and checkpoints
+
+
+def build_model(name: str, preset: str = "default", overrides: dict | None = None,
+                length: int | None = None) -> torch.nn.Module:
+    """A registered model; ``length`` sets ``input_length`` unless the overrides set it."""
+    from lcgen.models import create_model
+
+    spec = model_spec(name)
+    overrides = dict(overrides or {})
+    if length is not None and "input_length" not in overrides and any(
+            f.name == "input_length" for f in dataclasses.fields(spec.config_cls)):
+        overrides["input_length"] = int(length)
+    try:
+        return create_model(name, preset, **overrides)
+    except LcgenError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise LcgenError(f"model '{name}' (preset {preset}) cannot be built with {overrides}: {exc}") from None
+
+
+def model_config_dict(model: torch.nn.Module) -> dict:
+    """The resolved config of a model, as a plain dict (enough to rebuild it)."""
+    return config_to_dict(model.config)
+
+
+def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    spec = model_spec(ckpt["model_name"])
+    model = spec.cls(config_from_dict(spec.config_cls, ckpt["model_config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval()
+
+
+def save_checkpoint(path: str | Path, ckpt: dict) -> None:
+    """``torch.save`` to a temporary name, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True`` (no pickled code is ever run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LcgenError(f"{path} does not exist; is {path.parent} an lcgen run directory?")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a torn or foreign file: say which and why
+        raise LcgenError(f"{path} is not a readable lcgen checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise LcgenError(f"{path} is not an lcgen checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    return ckpt
+
+
+def load_run(run_dir: str | Path, *, which: Literal["best", "last"] = "best",
+             device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
+    """The trained model (eval mode, on ``device``) and the config of a run directory.
+
+    ``which="best"`` reads ``best.pt`` (lowest validation loss), falling back to ``last.pt``.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / f"{which}.pt"
+    if which == "best" and not path.is_file() and (run_dir / "last.pt").is_file():
+        path = run_dir / "last.pt"
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt, device), config_from_dict(TrainConfig, ckpt["train_config"])
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    """Every random state a run touches, as tensors and plain values."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "generator": generator.get_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+                        "gauss_next": gauss}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclasses.dataclass
+class _State:
+    """What changes as a run advances (saved in last.pt)."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed training batches of the current epoch
+    sums: list = dataclasses.field(default_factory=lambda: [0.0] * 4)  # mse_sums of the epoch so far
+    samples: int = 0  # training samples seen in the epoch so far
+    seconds: float = 0.0  # training time of the epoch so far
+    best_val: float = math.inf
+    history: list = dataclasses.field(default_factory=list)
+
+
+def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str | Path | None = None,
+        console=None, progress: bool = False, stop_after: int | None = None) -> dict:
+    """Train ``cfg.model_name`` on ``cfg.data``; or, with ``resume=RUN_DIR``, continue that run.
+
+    Writes the run directory (see the module docstring). ``console`` (a Rich console) receives
+    the per-epoch lines; ``progress`` shows a live progress bar per epoch. ``stop_after`` ends
+    this call after that many epochs (the schedule still spans ``cfg.epochs``; resume later).
+    With ``resume``, ``cfg`` may only change ``data`` and ``device`` of the saved config.
+
+    Returns ``{"run_dir", "status" ("finished", "stopped" or "interrupted"), "epoch",
+    "best_val", "history"}``. A non-finite loss or gradient raises :class:`LcgenError` naming
+    the epoch and step, leaving the last good checkpoint untouched.
+    """
+    log = _logger(console)
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        cfg = _resumed_config(ckpt, cfg, run_dir)
+    else:
+        if cfg is None:
+            raise ValueError("fit needs a config or resume=RUN_DIR")
+        cfg = complete_config(cfg)
+        ckpt = None
+        run_dir = _new_run_dir(cfg, name)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    spec = model_spec(cfg.model_name)
+
+    log(f"Using device: {_device_name(device)}")
+    log("")
+    source = open_source(cfg.data, spec.data, cfg.channel)
+    with contextlib.closing(source):
+        log(f"Loading data from {source.description}...")
+        log("")
+        split = _load_or_make_split(cfg, source, run_dir, resume is not None)
+        stats = source.statistics(np.sort(np.concatenate([split[k] for k in ("train", "val", "test")])))
+        _log_dataset(log, stats, split, source)
+
+        if ckpt is None:
+            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length)
+        else:
+            model = model_from_checkpoint(ckpt)
+        model.to(device)
+        log(f"Creating {_model_title(cfg.model_name)} autoencoder (preset {cfg.preset})...")
+        log(f"Model parameters: {sum(p.numel() for p in model.parameters()):,}")
+        log("")
+
+        steps = n_batches(len(split["train"]), cfg.batch_size)
+        optimizer = _make_optimizer(model, cfg)
+        scheduler = _make_scheduler(optimizer, cfg, steps)
+        generator = torch.Generator().manual_seed(cfg.seed)  # training masks, on the CPU
+        state = _State()
+        if ckpt is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            _set_rng_state(ckpt["rng"], generator)
+            state = _State(**ckpt["progress"])
+            del ckpt  # the weights and optimiser state are in place; free the copy
+        else:
+            (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+
+        if state.epoch >= cfg.epochs:
+            log(f"{run_dir} has finished all {cfg.epochs} epochs; nothing to do.")
+            return _result(run_dir, "finished", state)
+        m = cfg.mask
+        if state.epoch or state.step:
+            log(f"Resuming training at epoch {state.epoch + 1}/{cfg.epochs}, step {state.step + 1}...")
+        else:
+            log(f"Starting training for {cfg.epochs} epochs...")
+        log(f"Dynamic masking: block size [{m.min_block}, {m.max_block}], "
+            f"mask ratio [{m.min_ratio:.0%}, {m.max_ratio:.0%}]")
+        log(f"Run directory: {run_dir}")
+
+        loop = _Loop(cfg, model, optimizer, scheduler, generator, source, split, device, run_dir,
+                     spec, log, progress)
+        with _catch_interrupt() as interrupt:
+            done_here = 0
+            while state.epoch < cfg.epochs:
+                finished_epoch = loop.run_epoch(state, interrupt)
+                if not finished_epoch:
+                    loop.save_last(state)
+                    log("")
+                    log(f"Interrupted at epoch {state.epoch + 1}, step {state.step}/{steps}: saved "
+                        f"{run_dir / 'last.pt'}. Continue with: lcgen train --resume {run_dir}")
+                    return _result(run_dir, "interrupted", state)
+                done_here += 1
+                if stop_after is not None and done_here >= stop_after and state.epoch < cfg.epochs:
+                    return _result(run_dir, "stopped", state)
+    return _result(run_dir, "finished", state)
+
+
+class _Loop:
+    """One epoch of training and validation, plus checkpointing (the state lives in _State)."""
+
+    def __init__(self, cfg, model, optimizer, scheduler, generator, source, split, device,
+                 run_dir, spec, log, progress):
+        self.cfg, self.model, self.optimizer, self.scheduler = cfg, model, optimizer, scheduler
+        self.generator, self.source, self.split, self.device = generator, source, split, device
+        self.run_dir, self.spec, self.log, self.progress = run_dir, spec, log, progress
+        self.steps = n_batches(len(split["train"]), cfg.batch_size)
+        self.mask_args = dataclasses.asdict(cfg.mask)
+        self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
+                             enabled=cfg.amp and device.type == "cuda")
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def run_epoch(self, state: _State, interrupt: dict) -> bool:
+        """Train the rest of epoch ``state.epoch``, validate, checkpoint. False if interrupted."""
+        cfg, epoch = self.cfg, state.epoch
+        self.model.train()
+        batches = iter_batches(self.source, self.split["train"], cfg.batch_size, shuffle=True,
+                               seed=cfg.seed, epoch=epoch, start_batch=state.step,
+                               buffer_rows=cfg.buffer_rows)
+        with _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}", self.steps, state.step,
+                        cfg.unmasked_weight) as bar:
+            tick = time.perf_counter()
+            for batch in batches:
+                # Training masks come from the run's generator on the CPU: identical on any device.
+                batch["hidden"] = block_mask(batch["valid"], generator=self.generator, **self.mask_args)
+                batch = self._to_device(batch)
+                with torch.autocast(**self.autocast):
+                    out = self.model.forward_batch(batch)
+                sums = mse_sums(out["reconstructed"], batch)
+                total, masked, unmasked = losses_from_sums(sums, cfg.unmasked_weight)
+                if not torch.isfinite(total):
+                    self._stop_non_finite("loss", float(total.detach()), state)
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip > 0:
+                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    if not torch.isfinite(norm):
+                        self._stop_non_finite("gradient norm", float(norm), state)
+                self.optimizer.step()
+                self.scheduler.step()
+
+                state.step += 1
+                state.samples += len(batch["index"])
+                state.sums = [a + b for a, b in zip(state.sums, sums.detach().double().cpu().tolist())]
+                now = time.perf_counter()
+                state.seconds += now - tick
+                tick = now
+                bar(state)
+                if interrupt["stop"]:
+                    return False
+        train = losses_from_sums(torch.tensor(state.sums, dtype=torch.float64), cfg.unmasked_weight)
+        val = self.validate(interrupt)
+        if val is None:
+            return False
+        lr = self.scheduler.get_last_lr()[0]
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(train[0]), "train_masked": float(train[1]),
+               "train_unmasked": float(train[2]), "val_loss": val[0], "val_masked": val[1],
+               "val_unmasked": val[2], "seconds": state.seconds,
+               "samples_per_s": state.samples / state.seconds if state.seconds > 0 else 0.0}
+        self.log("")
+        self.log(f"Epoch {epoch + 1}/{cfg.epochs}")
+        self.log(f"  Train - Loss: {row['train_loss']:.6f} | Masked: {row['train_masked']:.6f} | "
+                 f"Unmasked: {row['train_unmasked']:.6f}")
+        if len(self.split["val"]):
+            self.log(f"  Val   - Loss: {val[0]:.6f} | Masked: {val[1]:.6f} | Unmasked: {val[2]:.6f}")
+        self.log(f"  Time  - {row['seconds']:.1f} s | {row['samples_per_s']:,.0f} samples/s | lr {lr:.3g}")
+        # with no validation rows, "best" falls back to the training loss
+        score = val[0] if len(self.split["val"]) else row["train_loss"]
+        state.epoch, state.step, state.sums, state.samples, state.seconds = epoch + 1, 0, [0.0] * 4, 0, 0.0
+        state.history.append(row)
+        if score < state.best_val:
+            state.best_val = score
+            save_checkpoint(self.run_dir / "best.pt", self.checkpoint(state, full=False))
+            self.log(f"  Saved best model to {self.run_dir / 'best.pt'}")
+        self.save_last(state)
+        return True
+
+    @torch.no_grad()
+    def validate(self, interrupt: dict) -> tuple[float, float, float] | None:
+        """Pooled (loss, masked, unmasked) over the validation rows with their fixed masks."""
+        rows = self.split["val"]
+        if not len(rows):
+            return (float("nan"),) * 3
+        self.model.eval()
+        sums = torch.zeros(4, dtype=torch.float64)
+        for batch in iter_batches(self.source, rows, self.cfg.batch_size, buffer_rows=self.cfg.buffer_rows):
+            batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
+                                         **self.mask_args)
+            batch = self._to_device(batch)
+            with torch.autocast(**self.autocast):
+                out = self.model.forward_batch(batch)
+            sums += mse_sums(out["reconstructed"], batch).double().cpu()
+            if interrupt["stop"]:
+                return None
+        self.model.train()
+        return tuple(float(x) for x in losses_from_sums(sums, self.cfg.unmasked_weight))
+
+    def _stop_non_finite(self, what: str, value: float, state: _State) -> None:
+        last = self.run_dir / "last.pt"
+        kept = (f"the last good checkpoint {last} (after epoch {state.epoch}) is kept" if last.is_file()
+                else "no checkpoint was written yet")
+        raise LcgenError(f"non-finite {what} ({value}) at epoch {state.epoch + 1}, step {state.step + 1}: "
+                         f"training stopped and {kept}; lower --lr, keep grad_clip on, or check the data")
+
+    def checkpoint(self, state: _State, *, full: bool = True) -> dict:
+        model = self.model
+        ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "lcgen_version": __version__,
+                "model_name": self.cfg.model_name, "model_config": model_config_dict(model),
+                "preset": self.cfg.preset, "data_kind": self.spec.data,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "epoch": state.epoch, "best_val": state.best_val,
+                "train_config": config_to_dict(self.cfg)}
+        if full:
+            ckpt.update(optimizer=_to_cpu(self.optimizer.state_dict()), scheduler=self.scheduler.state_dict(),
+                        rng=_rng_state(self.generator), progress=dataclasses.asdict(state))
+        return ckpt
+
+    def save_last(self, state: _State) -> None:
+        save_checkpoint(self.run_dir / "last.pt", self.checkpoint(state))
+        write_history(self.run_dir / "history.csv", state.history)
+
+
+def write_history(path: str | Path, rows: list[dict]) -> None:
+    """history.csv: one row per finished epoch (columns ``HISTORY_COLUMNS``), written atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers of fit
+
+
+def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # Decay matrices and embeddings only; biases and norm gains (1-D) are left alone.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+
+
+def _make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    pct = cfg.pct_start
+    if abs(pct * total - 1) < 1e-9:
+        # torch's OneCycleLR divides by zero when warm-up is exactly one step long; a hair more
+        # warm-up gives the same learning rates.
+        pct += 1e-6 / total
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct,
+        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
+
+
+def _new_run_dir(cfg: TrainConfig, name: str | None) -> Path:
+    root = Path(cfg.runs_dir) / cfg.model_name
+    if name is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name, k = stamp, 1
+        while (root / name).exists():
+            k += 1
+            name = f"{stamp}-{k}"
+    elif not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise LcgenError(f"run name '{name}' must be a plain directory name (no slashes)")
+    run_dir = root / name
+    if (run_dir / "last.pt").exists() or (run_dir / "config.yaml").exists():
+        raise LcgenError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                         f"or choose another --name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _resumed_config(ckpt: dict, cfg: TrainConfig | None, run_dir: Path) -> TrainConfig:
+    saved = config_from_dict(TrainConfig, ckpt["train_config"])
+    if cfg is None:
+        return saved
+    changed = [f.name for f in dataclasses.fields(TrainConfig)
+               if getattr(cfg, f.name) != getattr(saved, f.name) and f.name not in RESUMABLE_CHANGES]
+    if changed:
+        raise LcgenError(f"--resume {run_dir} continues that run with its saved settings; "
+                         f"{', '.join(changed)} cannot change (start a new run instead)")
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUMABLE_CHANGES})
+
+
+def _load_or_make_split(cfg: TrainConfig, source, run_dir: Path, resuming: bool) -> dict:
+    if resuming:
+        split = load_split(run_dir)
+        if int(split["n_rows"]) != source.n_rows:
+            raise LcgenError(f"{source.path} has {source.n_rows} rows but {run_dir} was trained on a "
+                             f"file of {int(split['n_rows'])} rows; give the original file with --data")
+        return split
+    split = split_rows(source.groups, source.usable, val_fraction=cfg.val_fraction,
+                       test_fraction=cfg.test_fraction, seed=cfg.seed)
+    save_split(run_dir / SPLIT_FILE, split, source.n_rows)
+    return split
+
+
+def _log_dataset(log, stats: dict, split: dict, source) -> None:
+    log("Dataset statistics:")
+    log(f"  Shape: {stats['shape']}")
+    log(f"  Range: [{stats['min']:.3f}, {stats['max']:.3f}]")
+    log(f"  Mean: {stats['mean']:.3f}")
+    log(f"  Std: {stats['std']:.3f}")
+    log(f"  Real positions: {stats['valid_fraction']:.1%}")
+    if stats["non_finite"]:
+        log(f"  Non-finite values treated as missing: {stats['non_finite']:,}")
+    if getattr(source, "n_failed", 0):
+        log(f"  Rows that failed preprocessing (left out): {source.n_failed:,}")
+    log("")
+    log("Dataset split:")
+    log(f"  Train: {len(split['train'])} samples")
+    log(f"  Val: {len(split['val'])} samples")
+    log(f"  Test: {len(split['test'])} samples (held out for lcgen evaluate)")
+    log("")
+
+
+def _model_title(name: str) -> str:
+    return {"transformer": "Hierarchical Transformer", "unet": "UNet", "mlp": "MLP"}.get(name, name)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _result(run_dir: Path, status: str, state: _State) -> dict:
+    return {"run_dir": run_dir, "status": status, "epoch": state.epoch, "best_val": state.best_val,
+            "history": state.history}
+
+
+def _logger(console) -> Callable[[str], None]:
+    if console is None:
+        return lambda text: None
+    return lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _catch_interrupt() -> Iterator[dict]:
+    """Turn the first Ctrl-C into a flag the loop checks after each step (so a step is never
+    cut in half); a second Ctrl-C interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float):
+    """A transient Rich bar with live loss and samples/s; yields ``update(state)``."""
+    if not enabled:
+        yield lambda state: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(description, total=total, completed=done, loss="-", rate="")
+
+        def update(state: _State) -> None:
+            s = state.sums  # the epoch's pooled loss so far
+            loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
+            rate = state.samples / state.seconds if state.seconds > 0 else 0.0
+            bar.update(task, completed=state.step, loss=f"{loss:.4f}", rate=f"{rate:,.0f} samples/s")
+
+        yield update
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
