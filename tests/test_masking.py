@@ -1,0 +1,216 @@
+"""Block masking: the vectorised masks against a slow per-sample reference, and their properties."""
+
+import math
+
+import pytest
+import torch
+
+from lcgen.errors import LcgenError
+from lcgen.masking import (
+    MaskConfig,
+    block_mask,
+    draw_fixed,
+    draw_train,
+    fixed_mask,
+    lay_blocks,
+    model_input,
+)
+
+
+def reference_mask(valid, draws, *, min_block, max_block, min_ratio, max_ratio):
+    """The rule of DESIGN.md §3, one sample at a time, from the same random draws.
+
+    Returns the hidden mask and, per sample, (block size, number of blocks, number hidden).
+    """
+    B, L = valid.shape
+    hidden = torch.zeros(B, L, dtype=torch.bool)
+    layout = []
+    p_lo = math.ceil(math.log2(min_block))
+    p_hi = math.floor(math.log2(max_block))
+    for b in range(B):
+        real = torch.nonzero(valid[b]).flatten().tolist()
+        if not real:
+            layout.append((None, 0, 0))
+            continue
+        first, last = real[0], real[-1]
+        span = last - first + 1
+        fits = [p for p in range(p_lo, p_hi + 1) if 2 ** (p + 1) <= span]
+        if not fits:  # span too short for min_block: largest block giving two blocks, or 1
+            fits = [max([p for p in range(p_lo) if 2 ** (p + 1) <= span], default=0)]
+        p = fits[int(float(draws.u_block[b]) * len(fits))]
+        n = math.ceil(span / 2**p)
+        r = min_ratio + float(draws.u_ratio[b]) * (max_ratio - min_ratio)
+        c = min(max(int(n * r), 1), n - 1) if n >= 2 else 0
+        order = sorted(range(n), key=lambda k: (int(draws.keys[b, k]), k))
+        chosen = set(order[:c])
+        for j in real:
+            if (j - first) // 2**p in chosen:
+                hidden[b, j] = True
+        layout.append((2**p, n, c))
+    return hidden, layout
+
+
+def make_valid(kind, B, L, gen):
+    """Validity patterns: padded series, spectral sub-ranges, scattered gaps, edge cases."""
+    pos = torch.arange(L)
+    if kind == "prefix":  # time series: real points then padding
+        n = torch.randint(1, L + 1, (B, 1), generator=gen)
+        return pos < n
+    if kind == "subrange":  # spectra: valid bins between a low and a high cut
+        lo = torch.randint(0, L // 2, (B, 1), generator=gen)
+        hi = torch.randint(L // 2, L + 1, (B, 1), generator=gen)
+        return (pos >= lo) & (pos < hi)
+    if kind == "scattered":  # gaps inside the span
+        return torch.rand(B, L, generator=gen) < 0.7
+    if kind == "edge":  # empty, single point, two points, full
+        v = torch.zeros(B, L, dtype=torch.bool)
+        v[1, 3] = True
+        v[2, 5:7] = True
+        v[3:] = True
+        return v
+    raise ValueError(kind)
+
+
+SETTINGS = [
+    dict(min_block=1, max_block=32, min_ratio=0.1, max_ratio=0.7),
+    dict(min_block=2, max_block=8, min_ratio=0.3, max_ratio=0.5),
+    dict(min_block=3, max_block=100, min_ratio=0.0, max_ratio=1.0),
+]
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+@pytest.mark.parametrize("kind", ["prefix", "subrange", "scattered", "edge"])
+@pytest.mark.parametrize("L", [64, 100])
+def test_block_mask_matches_reference(settings, kind, L):
+    gen = torch.Generator().manual_seed(L + len(kind))
+    valid = make_valid(kind, 12, L, gen)
+    seed = 1234
+    hidden = block_mask(valid, **settings, generator=torch.Generator().manual_seed(seed))
+    draws = draw_train(
+        valid, min_block=settings["min_block"], generator=torch.Generator().manual_seed(seed)
+    )
+    expected, _ = reference_mask(valid, draws, **settings)
+    assert torch.equal(hidden, expected)
+
+
+@pytest.mark.parametrize("kind", ["prefix", "subrange", "edge"])
+def test_fixed_mask_matches_reference(kind):
+    gen = torch.Generator().manual_seed(7)
+    valid = make_valid(kind, 10, 96, gen)
+    index = torch.arange(100, 110)
+    settings = SETTINGS[0]
+    hidden = fixed_mask(valid, index, seed=5, **settings)
+    draws = draw_fixed(valid, index, seed=5, min_block=settings["min_block"])
+    expected, _ = reference_mask(valid, draws, **settings)
+    assert torch.equal(hidden, expected)
+
+
+def test_block_sizes_and_ratios_in_range():
+    """Full-length rows: each power of two in [1, 32] is used, ratios stay in [0.1, 0.7]."""
+    settings = SETTINGS[0]
+    valid = torch.ones(600, 256, dtype=torch.bool)
+    draws = draw_train(valid, generator=torch.Generator().manual_seed(3))
+    hidden = lay_blocks(valid, draws, **settings)
+    expected, layout = reference_mask(valid, draws, **settings)
+    assert torch.equal(hidden, expected)
+    sizes = {size for size, _, _ in layout}
+    assert sizes == {1, 2, 4, 8, 16, 32}
+    for b, (size, n, c) in enumerate(layout):
+        assert n == 256 // size
+        assert 1 <= c <= n - 1
+        realised = hidden[b].float().mean().item()
+        assert realised == c / n
+        assert settings["min_ratio"] - 1 / n <= realised <= settings["max_ratio"]
+        # hidden runs start and end on block boundaries
+        edges = torch.nonzero(torch.diff(hidden[b].int(), prepend=torch.zeros(1, dtype=torch.int32),
+                                         append=torch.zeros(1, dtype=torch.int32))).flatten()
+        assert torch.all(edges % size == 0)
+    ratios = hidden.float().mean(1)
+    assert 0.35 < ratios.mean().item() < 0.42  # E[floor(n r) / n] is just under E[r] = 0.4
+
+
+def test_short_and_padded_series_get_the_intended_ratio():
+    """A series of 100 points padded to 1024 is masked over its 100 points, not over 1024."""
+    valid = torch.arange(1024) < torch.tensor([[100], [37], [1024]])
+    valid = valid.repeat(200, 1)
+    hidden = block_mask(valid, generator=torch.Generator().manual_seed(0))
+    assert not (hidden & ~valid).any()
+    realised = hidden.sum(1) / valid.sum(1)
+    assert realised.min() > 0.0 and realised.max() < 1.0
+    for row in range(3):
+        assert 0.3 < realised[row::3].mean().item() < 0.5
+
+
+def test_padding_never_hidden_and_tiny_rows():
+    gen = torch.Generator().manual_seed(11)
+    for kind in ["prefix", "subrange", "scattered", "edge"]:
+        valid = make_valid(kind, 64, 128, gen)
+        hidden = block_mask(valid, generator=gen)
+        assert not (hidden & ~valid).any()
+        n_valid = valid.sum(1)
+        assert torch.all(hidden.sum(1) < n_valid.clamp(min=1))  # something stays visible
+        assert torch.all(hidden[n_valid >= 2].sum(1) >= 1)  # and something is hidden
+
+
+def test_positions_hidden_uniformly():
+    """Exact-count selection without a position bias: every position hidden half the time."""
+    valid = torch.ones(8000, 64, dtype=torch.bool)
+    hidden = block_mask(valid, min_block=1, max_block=1, min_ratio=0.5, max_ratio=0.5,
+                        generator=torch.Generator().manual_seed(2))
+    assert torch.all(hidden.sum(1) == 32)
+    freq = hidden.float().mean(0)
+    assert (freq - 0.5).abs().max().item() < 0.025  # 4.5 standard errors
+
+
+def test_fixed_masks_ignore_batch_composition():
+    gen = torch.Generator().manual_seed(4)
+    valid = make_valid("prefix", 32, 200, gen)
+    index = torch.arange(1000, 1032)
+    full = fixed_mask(valid, index, seed=9)
+    assert torch.equal(full, fixed_mask(valid, index, seed=9))  # deterministic
+    perm = torch.randperm(32, generator=gen)[:20]
+    part = fixed_mask(valid[perm], index[perm], seed=9)
+    assert torch.equal(part, full[perm])
+    # the same sample in a batch padded to another length, beside other samples
+    wider = torch.zeros(20, 256, dtype=torch.bool)
+    wider[:, :200] = valid[perm]
+    assert torch.equal(fixed_mask(wider, index[perm], seed=9)[:, :200], full[perm])
+    assert not torch.equal(fixed_mask(valid, index, seed=10), full)
+    assert not torch.equal(fixed_mask(valid, index + 1, seed=9), full)
+
+
+def test_train_masks_are_fresh_each_call():
+    valid = torch.ones(16, 128, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    assert not torch.equal(block_mask(valid, generator=gen), block_mask(valid, generator=gen))
+
+
+def test_model_input_hides_values():
+    values = torch.tensor([[1.0, 2.0, float("nan"), 4.0, 5.0]])
+    valid = torch.tensor([[True, True, True, True, False]])
+    hidden = torch.tensor([[False, True, True, False, False]])
+    x = model_input(values, valid, hidden)
+    assert x.shape == (1, 5, 2)
+    assert torch.equal(x[0, :, 0], torch.tensor([1.0, 0.0, 0.0, 4.0, 0.0]))
+    assert torch.equal(x[0, :, 1], torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0]))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(min_block=3, max_block=3), dict(min_block=0), dict(min_ratio=0.8, max_ratio=0.2),
+     dict(max_ratio=1.5)],
+)
+def test_bad_settings_raise(bad):
+    with pytest.raises(LcgenError):
+        MaskConfig(**bad)
+    with pytest.raises(LcgenError):
+        block_mask(torch.ones(2, 8, dtype=torch.bool), **bad)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(LcgenError, match="bool"):
+        block_mask(torch.ones(2, 8))
+    with pytest.raises(LcgenError, match="index"):
+        fixed_mask(torch.ones(2, 8, dtype=torch.bool), torch.arange(3), seed=0)
+    with pytest.raises(LcgenError, match="seed"):
+        fixed_mask(torch.ones(2, 8, dtype=torch.bool), torch.arange(2), seed=-1)
