@@ -20,12 +20,36 @@ Two baselines are scored on exactly the same masks as the model:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import contextlib
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
+from lcgen.errors import LcgenError
+
 PREDICTORS = ("model", "linear", "mean")
 REGIONS = ("masked", "unmasked")
+METRICS_FILE = "metrics.json"
+UNITS = {"timeseries": "normalised flux: (flux - median) / IQR of each window",
+         "spectra": "normalised spectral value: arcsinh, then standardised per sample"}
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """Settings of ``lcgen evaluate``."""
+
+    data: Optional[str] = None  # (str) data file; default: the run's own data file
+    split: Optional[Literal["test", "val", "train", "all"]] = None  # (str) rows to score; default: test (all rows of a --data file)
+    mask_seed: int = 1  # (int) fixes every sample's mask (by its row index): same masks for every run and model
+    checkpoint: Literal["best", "last"] = "best"  # (str) best.pt (lowest validation loss) or last.pt
+    batch_size: int = 64  # (int) samples per forward pass
+    device: str = "cpu"  # (str) cpu, cuda, cuda:N or auto
+    ratio_bins: int = 3  # (int) equal-width bins of the hidden fraction between the run's min and max mask ratio
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,3 +177,273 @@ def _as_2d(x) -> np.ndarray:
 
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluating a run
+
+
+def mask_block_sizes(valid: np.ndarray, index: np.ndarray, *, seed: int, min_block: int = 1,
+                     max_block: int = 32) -> np.ndarray:
+    """Block size of each sample's fixed mask (:func:`lcgen.masking.fixed_mask`), (B,) int64.
+
+    Recomputed from the same per-index draws with the rule of :func:`lcgen.masking.lay_blocks`:
+    ``2**p`` with ``p = p_lo + floor(u · n)``, ``n`` the powers of two in ``[min_block,
+    max_block]`` that leave at least two blocks in the sample's span of real positions.
+    """
+    import torch
+
+    from lcgen.masking import draw_fixed
+
+    valid_t = torch.as_tensor(np.asarray(valid, bool))
+    draws = draw_fixed(valid_t, torch.as_tensor(np.asarray(index, np.int64)), seed=seed, min_block=min_block)
+    valid = np.asarray(valid, bool)
+    L = valid.shape[1]
+    any_valid = valid.any(axis=1)
+    first = np.where(any_valid, valid.argmax(axis=1), 0)
+    last = np.where(any_valid, L - 1 - valid[:, ::-1].argmax(axis=1), -1)
+    span = np.where(any_valid, last - first + 1, 0)
+    p_lo, p_hi = (min_block - 1).bit_length(), max_block.bit_length() - 1
+    p_top = np.minimum(np.floor(np.log2(np.maximum(span // 2, 1))).astype(np.int64), p_hi)
+    n_choices = np.maximum(p_top - p_lo + 1, 1)
+    p = np.floor(p_lo + draws.u_block.numpy() * n_choices).astype(np.int64)
+    p = np.maximum(np.minimum(p, p_top), 0)
+    return (1 << p).astype(np.int64)
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """An opened run and the data it is scored on (see :func:`open_evaluation`)."""
+
+    run_dir: Path
+    model: Any  # torch.nn.Module in eval mode
+    train_config: Any  # lcgen.train.TrainConfig
+    config: EvaluateConfig
+    kind: str  # "timeseries" or "spectra"
+    source: Any  # lcgen.data row source (open HDF5 file)
+    rows: np.ndarray  # (N,) sorted row indices scored
+    split: str  # which rows: test, val, train or all
+    data_path: str
+    device: Any  # torch.device
+    coord: np.ndarray | None  # (L,) frequency or lag grid of spectra; None for time series
+    coord_name: str  # "time", "frequency", "lag" or "bin"
+    lc_type: np.ndarray | None  # (n_rows,) light-curve type per row of the file, where known
+    mask: dict  # min_block, max_block, min_ratio, max_ratio of the run
+
+
+@contextlib.contextmanager
+def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> Iterator[Evaluation]:
+    """Rebuild a run's model from its directory alone and open the rows it is scored on."""
+    from lcgen.data import load_split, open_source
+    from lcgen.train import load_run, model_spec, resolve_device
+
+    cfg = cfg or EvaluateConfig()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LcgenError(f"run directory {run_dir} does not exist; train one with `lcgen train MODEL`")
+    if cfg.batch_size < 1:
+        raise LcgenError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    device = resolve_device(cfg.device)
+    model, tcfg = load_run(run_dir, which=cfg.checkpoint, device=device)
+    kind = model_spec(tcfg.model_name).data
+    data_path = cfg.data or tcfg.data
+    if not Path(data_path).exists():
+        raise LcgenError(f"{data_path}, the data file of {run_dir}, does not exist (paths are relative to "
+                         f"where you run lcgen); give it with --data FILE")
+    split = cfg.split or ("test" if cfg.data is None else "all")
+    source = open_source(data_path, kind, tcfg.channel)
+    try:
+        if split == "all":
+            rows = np.asarray(source.usable, np.int64)
+        else:
+            saved = load_split(run_dir)
+            if int(saved["n_rows"]) != source.n_rows:
+                raise LcgenError(f"{data_path} has {source.n_rows} rows but {run_dir} was split on a file of "
+                                 f"{int(saved['n_rows'])} rows; use --split all to score every row of it")
+            rows = np.sort(saved[split]).astype(np.int64)
+        if rows.size == 0:
+            raise LcgenError(f"the {split} split of {run_dir} is empty; use --split all or val, or train "
+                             f"on more data")
+        coord, coord_name = None, "time"
+        if kind == "spectra":
+            key = "lag" if tcfg.channel == "acf" else "frequency"
+            if key in source.f and source.f[key].shape == (source.length,):
+                coord, coord_name = source.f[key][:].astype(np.float64), key
+            else:
+                coord, coord_name = np.arange(source.length, dtype=np.float64), "bin"
+        lc_type = None
+        for key in ("meta/lc_type", "lc_type"):
+            if key in source.f and source.f[key].shape == (source.n_rows,):
+                ds = source.f[key]
+                lc_type = np.asarray(ds.asstr()[:] if ds.dtype.kind == "O" else ds[:]).astype(str)
+                break
+        yield Evaluation(run_dir=run_dir, model=model, train_config=tcfg, config=cfg, kind=kind,
+                         source=source, rows=rows, split=split, data_path=str(data_path), device=device,
+                         coord=coord, coord_name=coord_name, lc_type=lc_type,
+                         mask=dataclasses.asdict(tcfg.mask))
+    finally:
+        source.close()
+
+
+def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Run the model and both baselines on ``rows`` (default: all of ``ev.rows``) with the fixed
+    masks, a batch at a time. Yields numpy dicts: ``values``, ``valid``, ``hidden``, ``coord``
+    (B, L), ``index`` (B,), ``model``, ``linear``, ``mean`` (B, L) and, where the file has the
+    noise-free signal, ``signal`` (B, L)."""
+    import torch
+
+    from lcgen.data import iter_batches, read_rows
+    from lcgen.masking import fixed_mask
+
+    rows = ev.rows if rows is None else np.sort(np.asarray(rows, np.int64))
+    has_signal = "signal" in ev.source.f and ev.source.f["signal"].shape == (ev.source.n_rows, ev.source.length)
+    for batch in iter_batches(ev.source, rows, ev.config.batch_size):
+        batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=ev.config.mask_seed, **ev.mask)
+        with torch.no_grad():
+            out = ev.model.forward_batch({k: v.to(ev.device) for k, v in batch.items()})
+        b = {k: v.numpy() for k, v in batch.items()}
+        coord = b["time"] if ev.kind == "timeseries" else np.broadcast_to(ev.coord, b["values"].shape)
+        result = {"values": b["values"], "valid": b["valid"], "hidden": b["hidden"], "coord": coord,
+                  "index": b["index"],
+                  "model": out["reconstructed"].float().reshape(b["values"].shape).cpu().numpy(),
+                  "linear": linear_baseline(b["values"], b["valid"], b["hidden"], coord),
+                  "mean": mean_baseline(b["values"], b["valid"], b["hidden"])}
+        if has_signal:
+            signal = read_rows(ev.source.f["signal"], b["index"])
+            result["signal"] = np.where(b["valid"], signal, 0.0).astype(np.float32)
+        yield result
+
+
+def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
+                 output: str | Path | None = None, progress=None) -> dict:
+    """Score a trained run on fixed, seeded masks against the linear and mean baselines.
+
+    Writes ``output`` (default ``RUN_DIR/metrics.json``) and returns the same dict: ``overall``
+    (pooled MSE/MAE per predictor on masked and unmasked real positions), ``vs_baselines`` (the
+    model's error over each baseline's), ``by_mask_ratio``, ``by_block_size``, ``by_lc_type``
+    (where the data carry it) and, for mock data, ``signal`` (errors against the noise-free
+    signal, with ``data`` = the noise itself as the floor). ``progress(n)`` is called per batch.
+    """
+    cfg = cfg or EvaluateConfig()
+    if cfg.ratio_bins < 1:
+        raise LcgenError(f"ratio_bins must be >= 1, got {cfg.ratio_bins}")
+    with open_evaluation(run_dir, cfg) as ev:
+        parts, signal_parts, index, hidden_frac, blocks = [], [], [], [], []
+        for out in predict(ev):
+            preds = {name: out[name] for name in PREDICTORS}
+            parts.append(score_batch(out["values"], out["valid"], out["hidden"], preds))
+            if "signal" in out:
+                signal_parts.append(score_batch(out["signal"], out["valid"], out["hidden"],
+                                                {**preds, "data": out["values"]}))
+            index.append(out["index"])
+            hidden_frac.append(out["hidden"].sum(1) / np.maximum(out["valid"].sum(1), 1))
+            blocks.append(mask_block_sizes(out["valid"], out["index"], seed=cfg.mask_seed,
+                                           min_block=ev.mask["min_block"], max_block=ev.mask["max_block"]))
+            if progress is not None:
+                progress(len(out["index"]))
+        scores = concat_scores(parts)
+        index, hidden_frac, blocks = map(np.concatenate, (index, hidden_frac, blocks))
+        overall = summarise(scores)
+        m = ev.mask
+        edges = np.linspace(m["min_ratio"], m["max_ratio"], cfg.ratio_bins + 1)
+        ratio_labels, ratio_order = ratio_bins(hidden_frac, edges)
+        tcfg = ev.train_config
+        metrics = {
+            "run_dir": str(ev.run_dir), "model_name": tcfg.model_name, "preset": tcfg.preset,
+            "checkpoint": cfg.checkpoint, "data": ev.data_path, "data_kind": ev.kind,
+            **({"channel": tcfg.channel} if ev.kind == "spectra" else {}),
+            "split": ev.split, "n_samples": int(index.size),
+            "n_masked_positions": int(scores["model"]["masked"]["n"].sum()),
+            "n_unmasked_positions": int(scores["model"]["unmasked"]["n"].sum()),
+            "mask": {"seed": cfg.mask_seed, **m}, "units": UNITS[ev.kind],
+            "overall": overall,
+            "vs_baselines": {b: {"masked_mse_ratio": overall["model"]["masked_mse"] / overall[b]["masked_mse"],
+                                 "masked_mae_ratio": overall["model"]["masked_mae"] / overall[b]["masked_mae"]}
+                             for b in ("linear", "mean")},
+            "by_mask_ratio": breakdown(scores, ratio_labels, order=ratio_order),
+            "by_block_size": breakdown(scores, blocks),
+        }
+        if ev.lc_type is not None:
+            metrics["by_lc_type"] = breakdown(scores, ev.lc_type[index])
+        if signal_parts:
+            metrics["signal"] = summarise(concat_scores(signal_parts))
+    write_metrics(output or Path(run_dir) / METRICS_FILE, metrics)
+    return metrics
+
+
+def write_metrics(path: str | Path, metrics: dict) -> Path:
+    """Write ``metrics`` as indented JSON, atomically (NaN is refused: it is not JSON)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise LcgenError(f"{path} does not exist; run `lcgen evaluate {run_dir}` first")
+    return json.loads(path.read_text())
+
+
+def verdict(metrics: dict) -> str:
+    """One line: how much better or worse than each baseline the model is on masked MSE."""
+    parts = []
+    for name, label in (("linear", "linear interpolation"), ("mean", "the per-curve mean")):
+        r = metrics["vs_baselines"][name]["masked_mse_ratio"]
+        if not math.isfinite(r):
+            parts.append(f"not comparable with {label}")
+        elif r <= 1:
+            parts.append(f"{1 - r:.0%} lower masked MSE than {label} (ratio {r:.3f})")
+        else:
+            parts.append(f"{r - 1:.0%} higher masked MSE than {label} (ratio {r:.3f})")
+    return f"{metrics['model_name']}: " + "; ".join(parts)
+
+
+def metrics_markdown(metrics: dict) -> str:
+    """The overall table of a metrics dict as Markdown (for the README)."""
+    lines = ["| predictor | masked MSE | masked MAE | unmasked MSE | unmasked MAE |",
+             "|---|---:|---:|---:|---:|"]
+    names = {"model": metrics["model_name"], "linear": "linear interpolation", "mean": "per-curve mean"}
+    for key, row in metrics["overall"].items():
+        lines.append(f"| {names.get(key, key)} | {row['masked_mse']:.4f} | {row['masked_mae']:.4f} | "
+                     f"{row['unmasked_mse']:.4f} | {row['unmasked_mae']:.4f} |")
+    return "\n".join(lines)
+
+
+def choose_examples(ev: Evaluation, n: int = 6, *, seed: int = 0) -> np.ndarray:
+    """Rows to show, chosen reproducibly: one per light-curve type in turn (types sorted, a row
+    drawn from each by ``default_rng(seed)``) until ``n``; random rows where types are unknown."""
+    rng = np.random.default_rng(seed)
+    rows = ev.rows
+    n = min(n, rows.size)
+    if ev.lc_type is None:
+        return rows[np.sort(rng.choice(rows.size, n, replace=False))]
+    types = ev.lc_type[rows]
+    pools = {t: list(rng.permutation(rows[types == t])) for t in sorted(set(types.tolist()))}
+    chosen: list[int] = []
+    while len(chosen) < n:
+        for t in pools:
+            if pools[t] and len(chosen) < n:
+                chosen.append(int(pools[t].pop()))
+    return np.asarray(chosen, np.int64)
+
+
+def reconstruction_examples(ev: Evaluation, rows: Sequence[int]) -> list[dict]:
+    """Per-row dicts for :func:`lcgen.plots.plot_reconstructions`, in the order of ``rows``."""
+    found: dict[int, dict] = {}
+    for out in predict(ev, np.unique(rows)):
+        for k, row in enumerate(out["index"]):
+            ex = {"coord": out["coord"][k], "values": out["values"][k], "valid": out["valid"][k],
+                  "hidden": out["hidden"][k], "reconstructed": out["model"][k], "linear": out["linear"][k],
+                  "signal": out["signal"][k] if "signal" in out else None}
+            err = error_sums(ex["reconstructed"], ex["values"], ex["valid"] & ex["hidden"])
+            lin = error_sums(ex["linear"], ex["values"], ex["valid"] & ex["hidden"])
+            n = max(int(err["n"][0]), 1)
+            label = str(ev.lc_type[row]) if ev.lc_type is not None else f"row {row}"
+            ex["label"] = (f"{label} (row {row}): masked MSE model {err['sse'][0] / n:.3f}, "
+                           f"linear {lin['sse'][0] / n:.3f}")
+            found[int(row)] = ex
+    return [found[int(r)] for r in rows]

@@ -78,15 +78,16 @@ def plot_training_curves(history: Mapping[str, np.ndarray] | str | Path, path: s
 
 
 def plot_reconstructions(examples: Sequence[Mapping], path: str | Path, *, kind: str = "timeseries",
-                         title: str = "", ylabel: str | None = None, ncols: int = 2) -> Path:
+                         title: str = "", xlabel: str | None = None, ylabel: str | None = None,
+                         xscale: str | None = None, ncols: int = 2) -> Path:
     """Reconstruction examples, one panel each: data (dots), hidden regions (grey bands), the
     model's reconstruction, the linear-interpolation baseline and, where given, the noise-free
     signal.
 
     Each example maps ``coord`` (L,) (time in days, or frequency in cycles/day), ``values``,
     ``valid``, ``hidden``, ``reconstructed``, ``linear`` (each (L,)), optionally ``signal`` (L,)
-    and ``label`` (panel title, e.g. the light-curve type). ``kind="spectra"`` puts frequency on
-    a log axis.
+    and ``label`` (panel title, e.g. the light-curve type). ``kind="spectra"`` defaults to
+    frequency on a log axis; ``xlabel``, ``ylabel`` and ``xscale`` override the defaults.
     """
     if not examples:
         raise LcgenError("no examples to plot; the data split is empty")
@@ -95,11 +96,12 @@ def plot_reconstructions(examples: Sequence[Mapping], path: str | Path, *, kind:
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 3.0 * nrows), squeeze=False,
                              constrained_layout=True)
+    xscale = xscale or ("linear" if kind == "timeseries" else "log")
     for ax, ex in zip(axes.flat, examples):
-        _plot_one(ax, ex, kind)
+        _plot_one(ax, ex, kind, xscale)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    xlabel = "time since window start [d]" if kind == "timeseries" else "frequency [cycles/d]"
+    xlabel = xlabel or ("time since window start [d]" if kind == "timeseries" else "frequency [cycles/d]")
     ylabel = ylabel or ("normalised flux (median/IQR)" if kind == "timeseries" else "normalised value")
     for k, ax in enumerate(axes.flat[:n]):
         if k + ncols >= n:  # the lowest panel of its column
@@ -115,7 +117,7 @@ def plot_reconstructions(examples: Sequence[Mapping], path: str | Path, *, kind:
     return _save(fig, path)
 
 
-def _plot_one(ax, ex: Mapping, kind: str) -> None:
+def _plot_one(ax, ex: Mapping, kind: str, xscale: str) -> None:
     valid = np.asarray(ex["valid"], bool)
     hidden = np.asarray(ex["hidden"], bool) & valid
     x = np.asarray(ex["coord"], np.float64)[valid]
@@ -133,8 +135,9 @@ def _plot_one(ax, ex: Mapping, kind: str) -> None:
                 label="noise-free signal")
     ax.plot(x, np.asarray(ex["linear"])[valid], "--", color=LINEAR_COLOR, lw=1.0, label="linear interpolation")
     ax.plot(x, np.asarray(ex["reconstructed"])[valid], "-", color=MODEL_COLOR, lw=1.3, label="model")
-    if kind != "timeseries":
+    if xscale == "log" and (x > 0).any():
         ax.set_xscale("log")
+        ax.set_xlim(x[x > 0].min(), x.max())
     if ex.get("label"):
         ax.set_title(str(ex["label"]), fontsize=10)
     ax.grid(alpha=0.3)
@@ -176,3 +179,34 @@ def _float(value) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# A run's figures
+
+
+def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_config=None) -> list[Path]:
+    """Write ``RUN_DIR/figures/training.png`` (from history.csv) and
+    ``RUN_DIR/figures/reconstructions.png`` (``n_examples`` test rows, several light-curve types,
+    chosen by ``seed``, on the same fixed masks as ``lcgen evaluate``). Returns the paths."""
+    from lcgen.evaluate import choose_examples, open_evaluation, reconstruction_examples
+
+    run_dir = Path(run_dir)
+    figures = run_dir / "figures"
+    with open_evaluation(run_dir, eval_config) as ev:
+        name = f"{ev.train_config.model_name} ({ev.train_config.preset})"
+        paths = [plot_training_curves(run_dir / "history.csv", figures / "training.png",
+                                      title=f"{name}: training curves, {run_dir}")]
+        examples = reconstruction_examples(ev, choose_examples(ev, n_examples, seed=seed))
+        if ev.kind == "timeseries":
+            labels = {}
+        else:
+            channel = ev.train_config.channel
+            labels = {"ylabel": f"normalised {channel.upper() if channel != 'fstat' else 'F-statistic'}",
+                      "xlabel": {"frequency": "frequency [cycles/d]", "lag": "lag [d]",
+                                 "bin": "bin"}[ev.coord_name],
+                      "xscale": "linear" if ev.coord_name == "bin" else "log"}
+        paths.append(plot_reconstructions(
+            examples, figures / "reconstructions.png", kind=ev.kind, **labels,
+            title=f"{name}: reconstructions of {ev.split} rows (grey: hidden; mask seed {ev.config.mask_seed})"))
+    return paths

@@ -84,3 +84,27 @@ def test_breakdown_groups_and_ratio_bins():
     ratios = compare(summarise(scores), baselines=("mean",))
     s = summarise(scores)
     assert ratios["mean"] == pytest.approx(s["model"]["masked_mse"] / s["mean"]["masked_mse"])
+
+
+def test_block_sizes_match_the_fixed_masks():
+    """Re-laying each sample's draws with its block size forced gives exactly its fixed mask."""
+    import torch
+
+    from lcgen.evaluate import mask_block_sizes
+    from lcgen.masking import draw_fixed, fixed_mask, lay_blocks
+
+    g = torch.Generator().manual_seed(3)
+    B, L = 64, 256
+    lengths = torch.randint(8, L + 1, (B,), generator=g)
+    valid = torch.arange(L)[None] < lengths[:, None]
+    valid[::5, :3] = False  # some rows start late
+    index = torch.arange(100, 100 + B)
+    args = dict(min_block=1, max_block=32, min_ratio=0.1, max_ratio=0.7)
+    hidden = fixed_mask(valid, index, seed=7, **args)
+    sizes = mask_block_sizes(valid.numpy(), index.numpy(), seed=7, min_block=1, max_block=32)
+    assert len(set(sizes.tolist())) >= 4  # the test covers several block sizes
+    draws = draw_fixed(valid, index, seed=7)
+    for s in set(sizes.tolist()):
+        forced = lay_blocks(valid, draws, min_block=s, max_block=s, min_ratio=0.1, max_ratio=0.7)
+        rows = torch.from_numpy(sizes == s)
+        assert torch.equal(forced[rows], hidden[rows]), s
