@@ -35,15 +35,17 @@ sampling and the overlays are off by default and switched on in the config.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import math
 import multiprocessing
 import os
 import signal as _signal
+import threading
 import time as _time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -717,6 +719,37 @@ def simulate_chunk(cfg: SimulateConfig, start: int, stop: int) -> Chunk:
                  signal=cat("signal", np.float32), meta=meta)
 
 
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], None]]:
+    """Turn Ctrl-C into a flag that ``check()`` raises as KeyboardInterrupt between chunks.
+
+    A KeyboardInterrupt raised at an arbitrary bytecode can land in a finaliser (h5py, pools),
+    where Python prints "Exception ignored" and carries on; checking a flag at chunk boundaries
+    makes the stop certain. A second Ctrl-C interrupts at once. Only the main thread's default
+    handler is replaced (and restored afterwards).
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            _signal.getsignal(_signal.SIGINT) is not _signal.default_int_handler:
+        yield lambda: None
+        return
+    hits: list[int] = []
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+
+    def check() -> None:
+        if hits:
+            raise KeyboardInterrupt
+
+    previous = _signal.signal(_signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        _signal.signal(_signal.SIGINT, previous)
+
+
 def _ignore_sigint() -> None:
     # Workers leave Ctrl-C to the parent, which cancels the pool and removes the partial file.
     _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
@@ -767,18 +800,22 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     if chunk_size < 1:
         raise LcgenError(f"chunk_size = {chunk_size}: must be >= 1")
     workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
+    workers = min(workers, math.ceil(cfg.n_samples / chunk_size))  # no idle processes
     begin = _time.perf_counter()
     types: Counter = Counter()
     samplings: Counter = Counter()
-    with RawWriter(cfg.output, cfg) as writer:
-        for chunk in iter_chunks(cfg, workers=workers, chunk_size=chunk_size):
-            meta = {k: v for k, v in chunk.meta.items()}
+    chunks = iter_chunks(cfg, workers=workers, chunk_size=chunk_size)
+    # Exit order: the writer removes its partial file, then the pool shuts down, then Ctrl-C is restored.
+    with _deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
+        for chunk in chunks:
+            check_interrupt()
             writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),
-                          chunk.split("signal"), meta)
+                          chunk.split("signal"), chunk.meta)
             types.update(chunk.meta["lc_type"].tolist())
             samplings.update(chunk.meta["sampling"].tolist())
             if progress is not None:
                 progress(len(chunk.lengths))
+            check_interrupt()
         n_points = writer.n_points
     seconds = _time.perf_counter() - begin
     return {
