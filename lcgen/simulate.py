@@ -776,7 +776,11 @@ def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256)
             if len(pending) >= 2 * workers:
                 break
         while pending:
-            chunk = pending.pop(0).result()
+            try:
+                chunk = pending.pop(0).result()
+            except cf.process.BrokenProcessPool:
+                raise LcgenError("a worker process died (out of memory, killed, or it could not import "
+                                 "the calling script, e.g. code run from stdin); rerun with --workers 1") from None
             nxt = next(todo, None)
             if nxt is not None:
                 pending.append(pool.submit(simulate_chunk, cfg, *nxt))
