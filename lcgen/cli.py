@@ -124,7 +124,7 @@ def generate(
         result = run_generate(cfg, workers=workers, progress=advance)
     console.print(summary_table(f"Wrote {result['output']}", {
         "curves": result["curves"], "points": result["points"],
-        "time": f"{result['seconds']:.1f} s ({result['curves_per_s']:,.0f} curves/s, {result['workers']} workers)",
+        "time": f"{result['seconds']:.1f} s ({result['curves_per_s']:,.0f} curves/s, {result['workers']} worker{'s' * (result['workers'] != 1)})",
         "types": ", ".join(f"{k} {v:,}" for k, v in result["types"].items()),
         "samplings": ", ".join(f"{k} {v:,}" for k, v in result["samplings"].items())}))
 

@@ -284,8 +284,11 @@ def test_same_bytes_with_any_worker_count_and_chunk_size(tmp_path):
     cfg = all_on()
     cfg.n_samples = 23
     a = generate(dataclasses.replace(cfg, output=str(tmp_path / "a.h5")), workers=1, chunk_size=23)
-    b = generate(dataclasses.replace(cfg, output=str(tmp_path / "b.h5")), workers=2, chunk_size=4)
+    done = []
+    b = generate(dataclasses.replace(cfg, output=str(tmp_path / "b.h5")), workers=2, chunk_size=4,
+                 progress=done.append)
     assert a["curves"] == b["curves"] == 23 and b["workers"] == 2
+    assert done == [4, 4, 4, 4, 4, 3]  # one call per chunk, in order
     ra, rb = read_all(tmp_path / "a.h5"), read_all(tmp_path / "b.h5")
     assert ra.keys() == rb.keys() and {"time", "flux", "flux_err", "signal", "offsets", "meta/lc_type"} <= ra.keys()
     for key in ra:
