@@ -23,7 +23,11 @@ Then ``signal = offset + overlays(s)`` is the noise-free flux and
 
     flux = signal + σ_i · z_i,   z_i ~ N(0, 1),   flux_err = σ_i,
 
-so the reported errors are exactly the standard deviations of the noise that was drawn.
+so the reported errors are exactly the standard deviations of the noise that was drawn. (The raw
+file keeps ``time`` in float64 and ``flux``, ``flux_err``, ``signal`` in float32.)
+
+Per-curve metadata: ``lc_type``, ``sampling``, ``n_points`` and the float columns of
+:data:`META_FLOAT` (true parameters; NaN where one does not apply).
 
 The default mix reproduces the original lc-gen generator (types sinusoid 30 %, multiperiodic 25 %,
 drw 25 %, qpo 20 %; samplings regular 40 %, random_gaps 20 %, variable_cadence 20 %, seasonal
