@@ -29,7 +29,7 @@ Rehfeld, K. et al. 2011, Nonlin. Processes Geophys. 18, 389 (Gaussian-kernel ACF
 from __future__ import annotations
 
 import dataclasses
-import functools
+from collections import OrderedDict
 
 import finufft
 import numpy as np
@@ -131,19 +131,38 @@ def is_regular(t: np.ndarray) -> bool:
     return bool(np.all(np.abs(dt - dt[0]) <= REGULAR_RTOL * np.maximum(np.abs(dt), abs(dt[0]))))
 
 
-@functools.lru_cache(maxsize=512)
+_DPSS_CACHE: "OrderedDict[tuple[int, float, int], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+DPSS_CACHE_BYTES = 64 * 2 ** 20  # per process; survey curves repeat a few hundred lengths
+
+
 def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Unit-energy DPSS v_k[m] (K, n) and concentration ratios λ_k (K,), cached by (n, NW, K).
 
-    Building them is about half the cost of a spectrum, and survey curves repeat lengths.
-    The arrays are read-only.
+    Building them is about half the cost of a spectrum, and survey curves repeat lengths. The
+    cache keeps the most recently used tapers up to ``DPSS_CACHE_BYTES`` per process; the arrays
+    are read-only.
     """
-    v, lam = dpss(n, nw, k, return_ratios=True)
+    key = (int(n), float(nw), int(k))
+    hit = _DPSS_CACHE.get(key)
+    if hit is not None:
+        _DPSS_CACHE.move_to_end(key)
+        return hit
+    v, lam = dpss(key[0], key[1], key[2], return_ratios=True)
     v = np.ascontiguousarray(np.atleast_2d(v), dtype=np.float64)
     lam = np.atleast_1d(np.asarray(lam, dtype=np.float64))
     v.setflags(write=False)
     lam.setflags(write=False)
+    _DPSS_CACHE[key] = (v, lam)
+    size = sum(a.nbytes for a, _ in _DPSS_CACHE.values())
+    while size > DPSS_CACHE_BYTES and len(_DPSS_CACHE) > 1:
+        old, _ = _DPSS_CACHE.popitem(last=False)[1]
+        size -= old.nbytes
     return v, lam
+
+
+def clear_dpss_cache() -> None:
+    """Forget all cached tapers (for benchmarks of the uncached path)."""
+    _DPSS_CACHE.clear()
 
 
 def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
@@ -413,12 +432,12 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
                       x2f.conj() * wf + 1j * (wf.conj() * x2f)])  # (3, 2·half)
     sums = np.empty((6, lags.size))
     pairs = np.empty(lags.size)
+    f = df * np.arange(-half, half)
     for band in np.unique(bands):
         h = h0 * 4.0 ** band
         sel = bands == band
-        m = min(half, int(np.ceil(1.2 / (h * df))))  # the narrower G needs fewer modes
-        f = df * np.arange(-m, m)
-        part = cross[:, half - m: half + m] * np.exp(-2 * np.pi ** 2 * h * h * f * f)
+        m = min(half, int(np.ceil(1.2 / (h * df))))  # the wider kernel needs fewer modes
+        part = cross[:, half - m: half + m] * np.exp(-2 * np.pi ** 2 * h * h * f[half - m: half + m] ** 2)
         out = finufft.nufft1d2(2 * np.pi * df * lags[sel], np.ascontiguousarray(part), eps=eps, isign=1,
                                nthreads=1, upsampfac=1.25)  # (3, L_band) complex
         sums[0::2, sel] = out.real

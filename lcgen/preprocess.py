@@ -1,0 +1,578 @@
+"""Raw light curves → multitaper spectral features on one shared grid (``lcgen preprocess``).
+
+Per curve (:func:`analyse_curve`):
+
+1. clean: drop non-finite points, sort, merge duplicate times (:func:`lcgen.convert.clean_curve`),
+   drop points further than ``outlier_iqr`` × IQR from the median, then scale
+   x = (flux − median) / IQR (median and IQR of the kept points, stored per row);
+2. spectra on ONE frequency grid shared by every curve (1024 log-spaced bins by default, from
+   1/longest baseline to the median mean-cadence Nyquist): adaptive multitaper PSD, harmonic
+   F-statistic and its p-value (:func:`lcgen.multitaper.multitaper`, type-3 NUFFT at exactly the
+   grid frequencies); the window-corrected ACF on ONE lag grid (days, lag 0 then log-spaced);
+3. validity masks: frequency bins within [1/T, N/(2T)] (``mask``), lags up to
+   ``acf_max_fraction`` × T with enough pairs (``acf_mask``);
+4. normalise each channel c ∈ {psd, acf, fstat} for the networks, as the original did (arcsinh
+   then per-sample standardisation), over the valid bins only:
+
+       z = (arcsinh(v / s) − μ) / σ,        v = s · sinh(σ z + μ)   (:func:`invert_normalisation`)
+
+   with s = the median valid PSD for ``psd`` (makes the transform unit-free; log-like above the
+   median, linear below) and s = 1 for ``acf`` and ``fstat``; s, μ, σ are stored per row as
+   ``{c}_scale``, ``{c}_mean``, ``{c}_std``. Invalid bins hold 0.
+
+A curve that cannot be analysed (too few points, constant flux, no valid bin, any error) is
+recorded with ``failed = True`` and its ``fail_reason``; its feature rows are NaN and its masks
+all False, never a silent row of zeros. The run never stops for one bad curve.
+
+Work is split into chunks of ``chunk_size`` curves processed by ``workers`` processes (finufft
+single-threaded inside each), written as they finish to ``OUTPUT.partial`` together with a record
+of finished chunks; a rerun after a kill continues from there (if the config is unchanged) and the
+result equals an uninterrupted run, because every curve is processed independently on grids fixed
+by the whole input. ``shard = "I/N"`` processes the I-th of N slices of the catalogue into
+``OUTPUT`` with ``.shard-I-of-N`` before the suffix; :func:`merge_shards` joins them.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Literal, Optional
+
+import h5py
+import numpy as np
+
+from lcgen.config import config_to_dict
+from lcgen.convert import clean_curve
+from lcgen.errors import LcgenError
+from lcgen.io import RAW_KEYS, atomic_h5, open_checked, partial_path, read_config, write_header
+from lcgen.multitaper import autocorrelation, multitaper
+
+DEFAULT_RAW = "data/mock_lightcurves/mock_lightcurves.h5"
+DEFAULT_SPECTRA = "data/mock_lightcurves/preprocessed.h5"
+CHANNELS = ("psd", "acf", "fstat")
+COUNT_COLUMNS = ("n_nonfinite", "n_duplicates", "n_outliers")
+
+
+@dataclasses.dataclass
+class PreprocessConfig:
+    input: str = DEFAULT_RAW  # (str) raw light-curve file (lcgen generate output)
+    output: str = DEFAULT_SPECTRA  # (str) spectral-feature file to write
+    workers: Optional[int] = None  # (int) worker processes; null = all cores
+    chunk_size: int = 256  # (int) curves per chunk: the unit of work, of writing and of resuming
+    resume: bool = True  # (bool) continue an interrupted run from OUTPUT.partial when the config matches
+    shard: Optional[str] = None  # (str) "I/N": process only the I-th of N slices (0-based), e.g. "0/4"
+    n_freq: int = 1024  # (int) bins of the frequency grid shared by all curves
+    freq_spacing: Literal["log", "linear"] = "log"  # (str) spacing of the frequency grid
+    freq_min: Optional[float] = None  # (float) lowest frequency, cycles/day; null = 1 / longest baseline
+    freq_max: Optional[float] = None  # (float) highest frequency; null = median mean-cadence Nyquist N/(2T)
+    n_lags: int = 1024  # (int) lags of the ACF grid shared by all curves (lag 0, then log-spaced)
+    lag_min: Optional[float] = None  # (float) first non-zero lag, days; null = median mean cadence T/N
+    lag_max: Optional[float] = None  # (float) last lag, days; null = acf_max_fraction × longest baseline
+    acf_max_fraction: float = 0.75  # (float) a curve's ACF counts as valid up to this fraction of its baseline
+    nw: float = 4.0  # (float) time-bandwidth product NW of the DPSS tapers
+    k: Optional[int] = None  # (int) number of tapers; null = 2NW − 1
+    adaptive: bool = True  # (bool) Thomson's adaptive weighting of the eigenspectra
+    outlier_iqr: float = 5.0  # (float) drop points more than this many IQRs from the median; 0 = keep all
+    min_points: int = 32  # (int) curves with fewer clean points are recorded as failed
+    min_valid_bins: int = 16  # (int) curves with fewer valid frequency bins are recorded as failed
+
+
+@dataclasses.dataclass(frozen=True)
+class Grids:
+    """The frequency (cycles/day) and lag (days) grids shared by every curve of a run."""
+
+    frequency: np.ndarray  # (n_freq,)
+    lag: np.ndarray  # (n_lags,)
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation
+
+
+def normalise(values: np.ndarray, valid: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """z = (arcsinh(v/s) − μ)/σ with μ, σ the mean and std over the valid bins; 0 elsewhere.
+
+    Returns (z, μ, σ); σ falls back to 1 when the valid values are all equal.
+    """
+    a = np.arcsinh(values / scale)
+    mean = float(a[valid].mean())
+    std = float(a[valid].std())
+    if not std > 0:
+        std = 1.0
+    z = np.where(valid, (a - mean) / std, 0.0)
+    return z, mean, std
+
+
+def invert_normalisation(z, scale, mean, std) -> np.ndarray:
+    """Undo :func:`normalise`: v = s · sinh(σ z + μ). Broadcasts, so rows of a (N, L) array take
+    (N, 1) constants: ``invert_normalisation(f["psd"][:], f["psd_scale"][:, None], ...)``."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.asarray(scale) * np.sinh(np.asarray(std) * z + np.asarray(mean))
+
+
+def physical_features(path: str | Path, channel: str, rows=slice(None)) -> np.ndarray:
+    """Read one channel of a spectra file back in physical units (NaN at invalid bins)."""
+    if channel not in CHANNELS:
+        raise LcgenError(f"unknown channel {channel!r}; choose one of {', '.join(CHANNELS)}")
+    with open_checked(path, "spectra", (channel, f"{channel}_scale", "mask", "acf_mask")) as f:
+        z = f[channel][rows]
+        consts = [f[f"{channel}_{c}"][rows][..., None] for c in ("scale", "mean", "std")]
+        valid = f["acf_mask" if channel == "acf" else "mask"][rows]
+    out = invert_normalisation(z, *consts)
+    return np.where(valid, out, np.nan)
+
+
+# --------------------------------------------------------------------------------------------
+# One curve
+
+
+def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: Grids,
+                  cfg: PreprocessConfig) -> dict:
+    """Clean one light curve and compute its normalised features on the shared grids.
+
+    Returns a dict of the row's values (see the module docstring); raises :class:`LcgenError`
+    with the reason when the curve cannot be analysed (the caller records it as failed).
+    """
+    t, y, _, counts = clean_curve(np.asarray(t, np.float64), np.asarray(flux, np.float64),
+                                  np.asarray(flux_err, np.float64))
+    row = {"n_nonfinite": counts.non_finite, "n_duplicates": counts.duplicates_merged, "n_outliers": 0}
+    if t.size < cfg.min_points:
+        raise _Failed(f"only {t.size} finite points (min_points = {cfg.min_points})", row)
+    med, iqr = _median_iqr(y)
+    if not iqr > 0:
+        raise _Failed("flux has zero interquartile range (constant curve)", row)
+    if cfg.outlier_iqr > 0:
+        keep = np.abs(y - med) <= cfg.outlier_iqr * iqr
+        row["n_outliers"] = int(keep.size - keep.sum())
+        t, y = t[keep], y[keep]
+        if t.size < cfg.min_points:
+            raise _Failed(f"only {t.size} points after outlier clipping (min_points = {cfg.min_points})", row)
+        med, iqr = _median_iqr(y)
+        if not iqr > 0:
+            raise _Failed("flux has zero interquartile range after outlier clipping", row)
+    x = (y - med) / iqr
+    span = float(t[-1] - t[0])
+    nyquist = t.size / (2 * span)
+    row.update(n_points=t.size, baseline=span, nyquist=nyquist, flux_median=med, flux_iqr=iqr)
+
+    freq, lag = grids.frequency, grids.lag
+    fmask = (freq >= 1.0 / span) & (freq <= nyquist)
+    if fmask.sum() < cfg.min_valid_bins:
+        raise _Failed(f"{int(fmask.sum())} grid frequencies inside [1/T, Nyquist] = [{1 / span:.4g}, "
+                      f"{nyquist:.4g}] c/d (min_valid_bins = {cfg.min_valid_bins})", row)
+    spec = multitaper(t, x, nw=cfg.nw, k=cfg.k, freq=freq, adaptive=cfg.adaptive, ftest=True)
+    in_reach = lag <= cfg.acf_max_fraction * span
+    acf = np.full(lag.size, np.nan)
+    acf[in_reach] = autocorrelation(t, x, lag[in_reach])
+    amask = np.isfinite(acf)
+    if amask.sum() < 2:
+        raise _Failed("the ACF has fewer than 2 supported lags", row)
+
+    psd_scale = float(np.median(spec.psd[fmask]))
+    if not psd_scale > 0:
+        raise _Failed("the PSD is zero at every valid frequency", row)
+    for name, values, valid, scale in (("psd", spec.psd, fmask, psd_scale),
+                                       ("acf", np.nan_to_num(acf), amask, 1.0),
+                                       ("fstat", np.nan_to_num(spec.fstat, nan=0.0, posinf=1e30), fmask, 1.0)):
+        z, mean, std = normalise(values, valid, scale)
+        row.update({name: z, f"{name}_scale": scale, f"{name}_mean": mean, f"{name}_std": std})
+    row.update(pvalue=spec.pvalue, mask=fmask, acf_mask=amask)
+    return row
+
+
+class _Failed(LcgenError):
+    """A curve that cannot be analysed; carries the cleaning counts gathered so far."""
+
+    def __init__(self, reason: str, row: dict):
+        super().__init__(reason)
+        self.row = row
+
+
+def _median_iqr(y: np.ndarray) -> tuple[float, float]:
+    q25, med, q75 = np.percentile(y, [25, 50, 75])
+    return float(med), float(q75 - q25)
+
+
+# --------------------------------------------------------------------------------------------
+# A chunk of curves (runs in the worker processes)
+
+
+def _columns(n_freq: int, n_lags: int) -> dict[str, tuple[tuple[int, ...], str, object]]:
+    """Per-row datasets: name → (shape after the row axis, dtype, fill value of a failed row)."""
+    cols: dict[str, tuple[tuple[int, ...], str, object]] = {}
+    for name in CHANNELS:
+        cols[name] = ((n_lags if name == "acf" else n_freq,), "f4", np.nan)
+        for const in ("scale", "mean", "std"):
+            cols[f"{name}_{const}"] = ((), "f8", np.nan)
+    cols.update({
+        "pvalue": ((n_freq,), "f4", np.nan), "mask": ((n_freq,), "bool", False),
+        "acf_mask": ((n_lags,), "bool", False), "failed": ((), "bool", True),
+        "n_points": ((), "i4", 0), "baseline": ((), "f8", np.nan), "nyquist": ((), "f8", np.nan),
+        "flux_median": ((), "f8", np.nan), "flux_iqr": ((), "f8", np.nan),
+        "n_nonfinite": ((), "i4", 0), "n_duplicates": ((), "i4", 0), "n_outliers": ((), "i4", 0),
+    })
+    return cols
+
+
+def process_chunk(path: str, start: int, stop: int, grids: Grids, cfg: PreprocessConfig) -> dict:
+    """Analyse raw curves ``start:stop`` of ``path``; returns column arrays and fail reasons."""
+    cols = _columns(grids.frequency.size, grids.lag.size)
+    n = stop - start
+    out = {name: np.full((n, *shape), fill, dtype=dtype) for name, (shape, dtype, fill) in cols.items()}
+    reasons = [""] * n
+    with h5py.File(path, "r") as f:
+        offsets = f["offsets"][start: stop + 1].astype(np.int64)
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        time_, flux, err = (f[key][lo:hi] for key in ("time", "flux", "flux_err"))
+    offsets -= lo
+    for i in range(n):
+        s = slice(offsets[i], offsets[i + 1])
+        try:
+            row = analyse_curve(time_[s], flux[s], err[s], grids, cfg)
+            row["failed"] = False
+        except _Failed as exc:
+            row, reasons[i] = exc.row, str(exc)
+        except Exception as exc:  # one bad curve must never stop a catalogue run
+            row, reasons[i] = {}, f"{type(exc).__name__}: {exc}"
+        for name, value in row.items():
+            out[name][i] = value
+    out["fail_reason"] = np.array(reasons, dtype=object)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """"I/N" → (I, N) with 0 ≤ I < N."""
+    if shard in (None, ""):
+        return None
+    try:
+        index, count = (int(p) for p in str(shard).split("/"))
+    except ValueError:
+        raise LcgenError(f"shard = {shard!r} must look like I/N, e.g. 0/4 (the first of 4 slices)") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise LcgenError(f"shard = {shard!r}: need 0 ≤ I < N (slices are numbered from 0)")
+    return index, count
+
+
+def planned_rows(cfg: PreprocessConfig) -> int:
+    """How many curves a run of ``cfg`` processes (its shard's share of the input)."""
+    with open_checked(cfg.input, "raw", RAW_KEYS) as f:
+        n_total = f["offsets"].shape[0] - 1
+    shard = parse_shard(cfg.shard)
+    if shard is None:
+        return n_total
+    return (shard[0] + 1) * n_total // shard[1] - shard[0] * n_total // shard[1]
+
+
+def shard_path(output: str | Path, index: int, count: int) -> Path:
+    """Where shard I of N is written: ``preprocessed.h5`` → ``preprocessed.shard-0-of-4.h5``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.shard-{index}-of-{count}{output.suffix}")
+
+
+def survey_input(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline T (days) and number of finite points of every raw curve, read in blocks."""
+    with open_checked(path, "raw", RAW_KEYS) as f:
+        offsets = f["offsets"][:].astype(np.int64)
+        n_points = f["time"].shape[0]
+        if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != n_points \
+                or np.any(np.diff(offsets) < 0):
+            raise LcgenError(f"{path}: 'offsets' does not partition the {n_points} points; the file is corrupt")
+        n = offsets.size - 1
+        spans = np.zeros(n)
+        counts = np.zeros(n, dtype=np.int64)
+        block = 4096
+        for a in range(0, n, block):
+            b = min(n, a + block)
+            t = f["time"][offsets[a]: offsets[b]]
+            for i in range(a, b):
+                ti = t[offsets[i] - offsets[a]: offsets[i + 1] - offsets[a]]
+                ti = ti[np.isfinite(ti)]
+                counts[i] = ti.size
+                spans[i] = ti.max() - ti.min() if ti.size else 0.0
+    return spans, counts
+
+
+def make_grids(cfg: PreprocessConfig, spans: np.ndarray, counts: np.ndarray) -> Grids:
+    """The shared frequency and lag grids: given bounds, else bounds chosen from the data."""
+    ok = (spans > 0) & (counts >= 2)
+    if not ok.any() and None in (cfg.freq_min, cfg.freq_max, cfg.lag_min, cfg.lag_max):
+        raise LcgenError(f"{cfg.input}: no curve has two distinct finite times, so no grid can be chosen")
+    longest = float(spans[ok].max()) if ok.any() else np.nan
+    fmin = cfg.freq_min if cfg.freq_min is not None else 1.0 / longest
+    fmax = cfg.freq_max if cfg.freq_max is not None else float(np.median(counts[ok] / (2 * spans[ok])))
+    lmin = cfg.lag_min if cfg.lag_min is not None else float(np.median(spans[ok] / counts[ok]))
+    lmax = cfg.lag_max if cfg.lag_max is not None else cfg.acf_max_fraction * longest
+    if cfg.n_freq < 2 or cfg.n_lags < 3:
+        raise LcgenError(f"n_freq = {cfg.n_freq} and n_lags = {cfg.n_lags} must be at least 2 and 3")
+    if not 0 < fmin < fmax:
+        raise LcgenError(f"frequency range [{fmin:g}, {fmax:g}] c/d is empty; set freq_min < freq_max, both > 0")
+    if not 0 < lmin < lmax:
+        raise LcgenError(f"lag range [{lmin:g}, {lmax:g}] d is empty; set lag_min < lag_max, both > 0")
+    space = np.geomspace if cfg.freq_spacing == "log" else np.linspace
+    frequency = space(fmin, fmax, cfg.n_freq)
+    lag = np.concatenate([[0.0], np.geomspace(lmin, lmax, cfg.n_lags - 1)])
+    return Grids(frequency=frequency, lag=lag)
+
+
+def _run_hash(cfg: PreprocessConfig, input_id: str) -> str:
+    """What must match for a partial file to be resumed: every setting that changes the output."""
+    settings = config_to_dict(cfg)
+    for key in ("workers", "resume", "output"):
+        settings.pop(key)
+    return hashlib.sha256(f"{settings!r}|{input_id}".encode()).hexdigest()[:16]
+
+
+def _input_id(path: str) -> str:
+    stat = os.stat(path)
+    with open_checked(path, "raw") as f:
+        created = f.attrs.get("created", "")
+    return f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{created}"
+
+
+def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None = None) -> dict:
+    """Run ``cfg`` (see the module docstring); returns a summary dict. ``progress(n)`` is called
+    as chunks of n curves finish."""
+    started = time.perf_counter()
+    _check_config(cfg)
+    shard = parse_shard(cfg.shard)
+    spans, counts = survey_input(cfg.input)
+    grids = make_grids(cfg, spans, counts)
+    n_total = spans.size
+    first, last = (0, n_total) if shard is None else (shard[0] * n_total // shard[1], (shard[0] + 1) * n_total // shard[1])
+    n = last - first
+    if n == 0:
+        raise LcgenError(f"{cfg.input} holds no curves{' in shard ' + cfg.shard if shard else ''}")
+    out = Path(cfg.output) if shard is None else shard_path(cfg.output, *shard)
+    run_hash = _run_hash(cfg, _input_id(cfg.input))
+    chunks = [(a, min(n, a + cfg.chunk_size)) for a in range(0, n, cfg.chunk_size)]
+    workers = cfg.workers or os.cpu_count() or 1
+
+    f, resumed = _open_partial(out, cfg, grids, n, len(chunks), run_hash, first)
+    try:
+        done = f["chunk_done"][:]
+        todo = [c for c in range(len(chunks)) if not done[c]]
+        if progress is not None and len(chunks) > len(todo):
+            progress(sum(chunks[c][1] - chunks[c][0] for c in range(len(chunks)) if done[c]))
+        for c, result in _map_chunks(cfg, grids, first, [chunks[c] for c in todo], todo, workers):
+            a, b = chunks[c]
+            for name, values in result.items():
+                f[name][a:b] = values
+            f["chunk_done"][c] = True
+            f.flush()
+            if progress is not None:
+                progress(b - a)
+        summary = _summarise(f)
+        for key, value in summary.items():
+            f.attrs[key] = value
+        del f["chunk_done"]
+    finally:
+        f.close()
+    os.replace(partial_path(out), out)
+    elapsed = time.perf_counter() - started
+    return {"output": str(out), "curves": n, "first_row": first, "resumed_chunks": resumed,
+            "chunks": len(chunks), "seconds": elapsed, "curves_per_second": n / elapsed,
+            "freq_range": (float(grids.frequency[0]), float(grids.frequency[-1])),
+            "lag_range": (float(grids.lag[1]), float(grids.lag[-1])), "workers": workers,
+            **summary, "fail_reasons": _fail_reasons(out)}
+
+
+def _check_config(cfg: PreprocessConfig) -> None:
+    if cfg.chunk_size < 1:
+        raise LcgenError(f"chunk_size = {cfg.chunk_size} must be at least 1")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise LcgenError(f"workers = {cfg.workers} must be at least 1 (or null for all cores)")
+    if not 0 < cfg.acf_max_fraction <= 1:
+        raise LcgenError(f"acf_max_fraction = {cfg.acf_max_fraction} must be in (0, 1]")
+    if cfg.outlier_iqr < 0:
+        raise LcgenError(f"outlier_iqr = {cfg.outlier_iqr} must be ≥ 0 (0 keeps every point)")
+    if cfg.min_points < 9:
+        raise LcgenError(f"min_points = {cfg.min_points} is below the multitaper minimum of 9")
+    from lcgen.multitaper import check_series
+
+    grid = np.linspace(0.0, 1.0, max(cfg.min_points, 9, int(4 * cfg.nw) + 1))
+    check_series(grid, np.sin(grid), cfg.nw, cfg.k)  # nw/k errors now, not once per curve
+
+
+def _open_partial(out: Path, cfg: PreprocessConfig, grids: Grids, n: int, n_chunks: int, run_hash: str,
+                  first: int) -> tuple[h5py.File, int]:
+    """Reopen ``out.partial`` if it belongs to this exact run, else start it afresh."""
+    tmp = partial_path(out)
+    if tmp.exists() and cfg.resume:
+        try:
+            f = h5py.File(tmp, "r+")
+        except OSError:
+            f = None  # killed mid-write beyond repair: start again
+        if f is not None:
+            if f.attrs.get("run_hash") == run_hash and "chunk_done" in f and f["chunk_done"].shape == (n_chunks,):
+                return f, int(f["chunk_done"][:].sum())
+            f.close()
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    f = h5py.File(tmp, "w")
+    try:
+        write_header(f, "spectra", cfg)
+        f.attrs["run_hash"] = run_hash
+        f.attrs["first_row"] = first
+        f.create_dataset("frequency", data=grids.frequency)
+        f.create_dataset("lag", data=grids.lag)
+        f["frequency"].attrs["units"] = "cycles/day"
+        f["lag"].attrs["units"] = "day"
+        rows = min(64, n)
+        for name, (shape, dtype, fill) in _columns(grids.frequency.size, grids.lag.size).items():
+            f.create_dataset(name, shape=(n, *shape), dtype=dtype, fillvalue=fill,
+                             chunks=(rows, *shape) if shape else None)
+        f.create_dataset("fail_reason", shape=(n,), dtype=h5py.string_dtype())
+        f.create_dataset("source", data=np.arange(first, first + n, dtype=np.int64))
+        f.create_dataset("chunk_done", data=np.zeros(n_chunks, dtype=bool))
+        _copy_meta(cfg.input, f, first, first + n)
+        f.flush()
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return f, 0
+
+
+def _copy_meta(path: str, f: h5py.File, first: int, last: int) -> None:
+    """Per-row copies of the raw metadata (light-curve type, true parameters) for evaluation."""
+    group = f.create_group("meta")
+    with open_checked(path, "raw") as raw:
+        for key, ds in raw.get("meta", {}).items():
+            if h5py.check_string_dtype(ds.dtype):
+                group.create_dataset(key, data=ds.asstr()[first:last].astype(object), dtype=h5py.string_dtype())
+            else:
+                group.create_dataset(key, data=ds[first:last])
+
+
+def _map_chunks(cfg: PreprocessConfig, grids: Grids, first: int, spans: list[tuple[int, int]],
+                ids: list[int], workers: int) -> Iterator[tuple[int, dict]]:
+    """Yield (chunk id, result) as chunks finish, in this process or in a process pool."""
+    if workers <= 1 or len(spans) <= 1:
+        for c, (a, b) in zip(ids, spans):
+            yield c, process_chunk(cfg.input, first + a, first + b, grids, cfg)
+        return
+    with _single_threaded_children(), cf.ProcessPoolExecutor(
+            max_workers=min(workers, len(spans)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: dict[cf.Future, int] = {}
+        queue = list(zip(ids, spans))
+        try:
+            while queue or pending:
+                while queue and len(pending) < 2 * workers:  # bounded: results are big
+                    c, (a, b) = queue.pop(0)
+                    pending[pool.submit(process_chunk, cfg.input, first + a, first + b, grids, cfg)] = c
+                finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    yield pending.pop(future), future.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Spawned workers inherit one BLAS/OpenMP thread each: parallelism is across curves, and
+    thread pools inside each worker on a busy machine were many times slower."""
+    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: "1" for k in names})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _summarise(f: h5py.File) -> dict:
+    failed = f["failed"][:]
+    out = {"failed": int(failed.sum()), "analysed": int((~failed).sum())}
+    for name in COUNT_COLUMNS:
+        out[name] = int(f[name][:].sum())
+    return out
+
+
+def _fail_reasons(path: Path) -> dict[str, int]:
+    """Failure reasons with counts, most common first (numbers replaced by # so reasons group;
+    each row's ``fail_reason`` keeps the numbers)."""
+    with h5py.File(path, "r") as f:
+        reasons = f["fail_reason"].asstr()[:][f["failed"][:]]
+    grouped = (re.sub(r"-?\d+(\.\d+)?(e[-+]?\d+)?", "#", r) for r in reasons)
+    return dict(collections.Counter(grouped).most_common())
+
+
+# --------------------------------------------------------------------------------------------
+# Shards
+
+
+def merge_shards(output: str | Path, count: int) -> dict:
+    """Join ``OUTPUT.shard-I-of-N.h5`` for I = 0..N−1 into ``output`` (checked: same run settings,
+    same grids, consecutive rows). The shard files are left in place."""
+    paths = [shard_path(output, i, count) for i in range(count)]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise LcgenError(f"missing shard files: {', '.join(missing)}; run `lcgen preprocess --shard I/{count}` for each")
+    files = [open_checked(p, "spectra", ("frequency", "lag", "failed")) for p in paths]
+    try:
+        ref = files[0]
+        expected = int(ref.attrs["first_row"])
+        for p, f in zip(paths, files):
+            if not (np.array_equal(f["frequency"][:], ref["frequency"][:]) and np.array_equal(f["lag"][:], ref["lag"][:])):
+                raise LcgenError(f"{p} has different grids from {paths[0]}; rerun every shard with the same settings")
+            if _unsharded_settings(f) != _unsharded_settings(ref):
+                raise LcgenError(f"{p} was made with different settings from {paths[0]}; rerun it with the same config")
+            if int(f.attrs["first_row"]) != expected:
+                raise LcgenError(f"{p} starts at row {int(f.attrs['first_row'])}, expected {expected}; shards are not consecutive")
+            expected += f["failed"].shape[0]
+        total = expected - int(ref.attrs["first_row"])
+        with atomic_h5(output) as out:
+            write_header(out, "spectra", _unsharded_settings(ref))
+            out.attrs["first_row"] = int(ref.attrs["first_row"])
+            for name in ("frequency", "lag"):
+                ref.copy(ref[name], out, name)
+            row_keys = [k for k in ref.keys() if k not in ("frequency", "lag", "meta")]
+            for key in row_keys:
+                ds = ref[key]
+                out.create_dataset(key, shape=(total, *ds.shape[1:]), dtype=ds.dtype,
+                                   chunks=(min(64, total), *ds.shape[1:]) if ds.ndim > 1 else None)
+            meta = out.create_group("meta")
+            for key in ref.get("meta", {}):
+                ds = ref["meta"][key]
+                meta.create_dataset(key, shape=(total,), dtype=ds.dtype)
+            row = 0
+            for f in files:
+                m = f["failed"].shape[0]
+                for key in row_keys:
+                    for a in range(0, m, 4096):
+                        b = min(m, a + 4096)
+                        out[key][row + a: row + b] = f[key][a:b]
+                for key in f.get("meta", {}):
+                    out["meta"][key][row: row + m] = f["meta"][key][:]
+                row += m
+            summary = _summarise(out)
+            out.attrs.update(summary)
+    finally:
+        for f in files:
+            f.close()
+    return {"output": str(output), "curves": total, "shards": count, **summary,
+            "fail_reasons": _fail_reasons(Path(output))}
+
+
+def _unsharded_settings(f: h5py.File) -> dict:
+    """A shard's stored config without the settings that may differ between shards."""
+    cfg = dict(read_config(f))
+    for key in ("shard", "workers", "resume"):
+        cfg.pop(key, None)
+    return cfg

@@ -1,0 +1,228 @@
+"""`lcgen preprocess` end to end on raw files written from seeded curves."""
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lcgen import multitaper as mt
+from lcgen.cli import app
+from lcgen.errors import LcgenError
+from lcgen.io import RawWriter, partial_path
+from lcgen.preprocess import (PreprocessConfig, invert_normalisation, merge_shards, normalise,
+                              physical_features, preprocess, shard_path)
+
+N_CURVES = 36
+SHORT, CONSTANT, DIRTY = 3, 7, 11  # special rows of the fixture
+
+
+def make_curves(seed=0):
+    """Mock-like curves: regular and random sampling, sines and red noise, flux ~ 10."""
+    rng = np.random.default_rng(seed)
+    times, fluxes, errors = [], [], []
+    for i in range(N_CURVES):
+        n = int(rng.integers(120, 300))
+        span = rng.uniform(40, 200)
+        t = np.linspace(0.0, span, n) if i % 3 == 0 else np.sort(rng.uniform(0.0, span, n))
+        y = 10 + np.sin(2 * np.pi * t / rng.uniform(2, 30)) + 0.3 * np.cumsum(rng.normal(size=n)) / np.sqrt(n)
+        y += rng.normal(0, 0.2, n)
+        times.append(t)
+        fluxes.append(y.astype(np.float32))
+        errors.append(np.full(n, 0.2, np.float32))
+    times[SHORT], fluxes[SHORT], errors[SHORT] = times[SHORT][:20], fluxes[SHORT][:20], errors[SHORT][:20]
+    fluxes[CONSTANT][:] = 4.0
+    # dirty curve: 3 NaN fluxes, 2 duplicated times, 4 wild outliers, shuffled order
+    t, y = times[DIRTY].copy(), fluxes[DIRTY].copy()
+    y[[5, 50, 90]] = np.nan
+    t[[21, 61]] = t[[20, 60]]
+    y[[30, 70, 100, 110]] += np.float32(500.0)
+    order = rng.permutation(t.size)
+    times[DIRTY], fluxes[DIRTY], errors[DIRTY] = t[order], y[order], errors[DIRTY][order]
+    return times, fluxes, errors
+
+
+@pytest.fixture(scope="module")
+def raw_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("raw") / "raw.h5"
+    times, fluxes, errors = make_curves()
+    with RawWriter(path, {"test": True}) as w:
+        w.append(times, fluxes, errors, meta={"lc_type": ["sine"] * N_CURVES, "period": np.arange(N_CURVES, dtype=float)})
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_run(raw_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "pre.h5"
+    summary = preprocess(PreprocessConfig(input=str(raw_file), output=str(out), workers=1, chunk_size=8))
+    return out, summary
+
+
+def read_all(path):
+    with h5py.File(path, "r") as f:
+        data = {}
+        f.visititems(lambda name, obj: data.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return data
+
+
+def assert_same_files(a, b):
+    da, db = read_all(a), read_all(b)
+    assert sorted(da) == sorted(db)
+    for key in da:
+        if da[key].dtype.kind == "f":
+            assert np.array_equal(da[key], db[key], equal_nan=True), key
+        else:
+            assert np.array_equal(da[key], db[key]), key
+
+
+def test_outputs_have_the_documented_shapes_and_one_shared_grid(full_run, raw_file):
+    out, summary = full_run
+    times, _, _ = make_curves()
+    with h5py.File(out, "r") as f:
+        assert f.attrs["format"] == "spectra" and "nw: 4.0" in f.attrs["config"]
+        for key in ("psd", "acf", "fstat", "pvalue", "mask", "acf_mask"):
+            assert f[key].shape == (N_CURVES, 1024), key
+        assert f["psd"].dtype == np.float32 and f["mask"].dtype == bool
+        freq, lag = f["frequency"][:], f["lag"][:]
+        assert freq.shape == lag.shape == (1024,)
+        spans = np.array([t.max() - t.min() for t in times])
+        counts = np.array([np.isfinite(t).sum() for t in times])
+        assert freq[0] == pytest.approx(1 / spans.max()) and freq[-1] == pytest.approx(np.median(counts / (2 * spans)))
+        assert np.allclose(np.diff(np.log(freq)), np.log(freq[1] / freq[0]))  # log-spaced
+        assert lag[0] == 0 and lag[-1] == pytest.approx(0.75 * spans.max())
+        ok = ~f["failed"][:]
+        mask, baseline, nyquist = f["mask"][:], f["baseline"][:], f["nyquist"][:]
+        # validity = bins inside [1/T, Nyquist] of each curve
+        expected = (freq[None] >= 1 / baseline[:, None]) & (freq[None] <= nyquist[:, None])
+        assert np.array_equal(mask[ok], expected[ok])
+        for key, m in (("psd", mask), ("fstat", mask), ("acf", f["acf_mask"][:])):
+            z = f[key][:][ok]
+            mk = m[ok]
+            assert np.all(z[~mk] == 0) and np.all(np.isfinite(z))
+            assert np.allclose([row[r].mean() for row, r in zip(z, mk)], 0, atol=1e-5)
+            assert np.allclose([row[r].std() for row, r in zip(z, mk)], 1, atol=1e-4)
+        assert f["meta/lc_type"].asstr()[0] == "sine" and f["meta/period"][5] == 5.0
+        assert np.array_equal(f["source"][:], np.arange(N_CURVES))
+    assert summary["curves"] == N_CURVES and summary["analysed"] == N_CURVES - 2
+
+
+def test_failed_curves_are_recorded_never_zeros(full_run):
+    out, summary = full_run
+    with h5py.File(out, "r") as f:
+        failed = f["failed"][:]
+        assert np.flatnonzero(failed).tolist() == [SHORT, CONSTANT]
+        reasons = f["fail_reason"].asstr()[:]
+        assert "only 20 finite points" in reasons[SHORT]
+        assert "interquartile range" in reasons[CONSTANT]
+        assert reasons[~failed].tolist() == [""] * (N_CURVES - 2)
+        for key in ("psd", "acf", "fstat", "pvalue"):
+            assert np.all(np.isnan(f[key][:][failed])), key
+        assert not f["mask"][:][failed].any() and not f["acf_mask"][:][failed].any()
+    assert summary["failed"] == 2 and sum(summary["fail_reasons"].values()) == 2
+
+
+def test_cleaning_counts_and_robust_scaling(full_run):
+    out, summary = full_run
+    with h5py.File(out, "r") as f:
+        assert f["n_nonfinite"][DIRTY] == 3 and f["n_duplicates"][DIRTY] == 2 and f["n_outliers"][DIRTY] == 4
+        assert not f["failed"][DIRTY]
+    assert summary["n_nonfinite"] == 3 and summary["n_duplicates"] == 2 and summary["n_outliers"] >= 4
+
+
+def test_normalisation_inverts_to_the_multitaper_values(full_run):
+    out, _ = full_run
+    times, fluxes, _ = make_curves()
+    i = 4  # a clean irregular curve
+    t, y = times[i], fluxes[i].astype(np.float64)
+    q25, med, q75 = np.percentile(y, [25, 50, 75])
+    x = (y - med) / (q75 - q25)
+    with h5py.File(out, "r") as f:
+        freq, lag, mask, amask = f["frequency"][:], f["lag"][:], f["mask"][i], f["acf_mask"][i]
+        assert f["n_outliers"][i] == 0
+    res = mt.multitaper(t, x, freq=freq)
+    acf = mt.autocorrelation(t, x, lag[lag <= 0.75 * (t[-1] - t[0])])
+    psd = physical_features(out, "psd", i)
+    fstat = physical_features(out, "fstat", i)
+    acf_back = physical_features(out, "acf", i)
+    assert np.allclose(psd[mask], res.psd[mask], rtol=2e-5, atol=0)
+    assert np.allclose(fstat[mask], res.fstat[mask], rtol=2e-5, atol=1e-6)
+    assert np.allclose(acf_back[amask], acf[amask[: acf.size]], atol=1e-5)
+    assert np.isnan(psd[~mask]).all()
+
+
+def test_normalise_and_invert_are_exact_inverses():
+    rng = np.random.default_rng(0)
+    v = np.exp(rng.normal(0, 3, 200))
+    valid = rng.uniform(size=200) > 0.2
+    z, mean, std = normalise(v, valid, scale=0.7)
+    assert np.allclose(invert_normalisation(z, 0.7, mean, std)[valid], v[valid], rtol=1e-12)
+    assert z[valid].mean() == pytest.approx(0, abs=1e-12) and z[valid].std() == pytest.approx(1)
+
+
+def test_interrupted_run_resumes_to_the_same_file(raw_file, full_run, tmp_path):
+    out = tmp_path / "pre.h5"
+    cfg = PreprocessConfig(input=str(raw_file), output=str(out), workers=1, chunk_size=8)
+    seen = []
+
+    def kill_after_two_chunks(n):
+        seen.append(n)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(cfg, progress=kill_after_two_chunks)
+    assert partial_path(out).exists() and not out.exists()
+    summary = preprocess(cfg)
+    assert summary["resumed_chunks"] == 2 and not partial_path(out).exists()
+    assert_same_files(out, full_run[0])
+
+
+def test_changed_settings_do_not_resume(raw_file, tmp_path):
+    out = tmp_path / "pre.h5"
+    cfg = PreprocessConfig(input=str(raw_file), output=str(out), workers=1, chunk_size=8)
+
+    def kill(n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(cfg, progress=kill)
+    summary = preprocess(PreprocessConfig(input=str(raw_file), output=str(out), workers=1, chunk_size=8, nw=3.0))
+    assert summary["resumed_chunks"] == 0
+
+
+def test_shards_and_workers_give_the_same_result(raw_file, full_run, tmp_path):
+    out = tmp_path / "pre.h5"
+    for index, workers in ((0, 2), (1, 1)):  # a process pool for one shard, in-process for the other
+        preprocess(PreprocessConfig(input=str(raw_file), output=str(out), workers=workers, chunk_size=8, shard=f"{index}/2"))
+    assert shard_path(out, 1, 2).exists() and not out.exists()
+    summary = merge_shards(out, 2)
+    assert summary["curves"] == N_CURVES and summary["failed"] == 2
+    merged, full = read_all(out), read_all(full_run[0])
+    for key in full:
+        if full[key].dtype.kind == "f":
+            assert np.array_equal(merged[key], full[key], equal_nan=True), key
+        else:
+            assert np.array_equal(merged[key], full[key]), key
+
+
+def test_bad_settings_raise_clear_errors(raw_file, tmp_path):
+    base = {"input": str(raw_file), "output": str(tmp_path / "x.h5"), "workers": 1}
+    with pytest.raises(LcgenError, match="0 ≤ I < N"):
+        preprocess(PreprocessConfig(**base, shard="2/2"))
+    with pytest.raises(LcgenError, match="I/N"):
+        preprocess(PreprocessConfig(**base, shard="half"))
+    with pytest.raises(LcgenError, match="outside"):
+        preprocess(PreprocessConfig(**base, k=9))
+    with pytest.raises(LcgenError, match="does not exist"):
+        preprocess(PreprocessConfig(**{**base, "input": str(tmp_path / "missing.h5")}))
+    with pytest.raises(LcgenError, match="missing shard"):
+        merge_shards(tmp_path / "x.h5", 3)
+
+
+def test_cli_preprocess_end_to_end(raw_file, tmp_path):
+    out = tmp_path / "cli.h5"
+    result = CliRunner().invoke(app, ["preprocess", "-i", str(raw_file), "-o", str(out), "--workers", "1",
+                                      "--set", "n_freq=256", "--set", "n_lags=128"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "failed" in result.output and "Wrote" in result.output
+    with h5py.File(out, "r") as f:
+        assert f["psd"].shape == (N_CURVES, 256) and f["acf"].shape == (N_CURVES, 128)
