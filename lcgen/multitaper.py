@@ -269,6 +269,8 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
     if k == 1:
         return power[0].copy(), 0
     lam = eigvals[:, None]  # (K, 1)
+    fallback = power.mean(axis=0)  # where every weight vanishes (S = 0)
+    q = int(0.95 * (power.shape[1] - 1))  # the 95th percentile, without interpolation
     spec = 0.5 * (power[0] + power[1])
     it = 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -277,12 +279,13 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
             leak = (1.0 - lam) * sigma2  # (K, 1)
             d = spec / (lam * spec + leak)  # (K, F)
             w = lam * d * d
-            wsum = w.sum(axis=0)
-            new = np.where(wsum > 0, (w * power).sum(axis=0) / wsum, power.mean(axis=0))
-            resid = new * np.sum(lam * (new - power) / (lam * new + leak) ** 2, axis=0)
-            resid = np.nan_to_num(resid)
+            new = np.einsum("kf,kf->f", w, power) / w.sum(axis=0)
+            new = np.where(np.isfinite(new), new, fallback)
+            den = lam * new + leak
+            resid = new * np.einsum("kf,kf->f", lam * (new - power), 1.0 / (den * den))
+            resid = np.where(np.isfinite(resid), resid * resid, 0.0)
             spec = new
-            if np.percentile(resid * resid, 95) < tol:
+            if np.partition(resid, q)[q] < tol:
                 break
     return spec, it
 
@@ -433,7 +436,7 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     sums = np.empty((6, lags.size))
     pairs = np.empty(lags.size)
     f = df * np.arange(-half, half)
-    for band in np.unique(bands):
+    for band in np.unique(bands):  # one call per band, on only the modes its kernel needs
         h = h0 * 4.0 ** band
         sel = bands == band
         m = min(half, int(np.ceil(1.2 / (h * df))))  # the wider kernel needs fewer modes
