@@ -1,0 +1,110 @@
+"""The model registry: name -> model class, config dataclass, the data it eats, size presets.
+
+Every model takes a batch dict (see :mod:`lcgen.masking`) in ``forward_batch`` and returns at
+least ``reconstructed`` (B, L) and ``encoded``; each keeps its resolved config as ``.config``, and
+``cls(config_cls(**dict_of_config))`` rebuilds it.
+
+    >>> model = create_model("unet", "tiny", input_length=256)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from lcgen.errors import LcgenError
+from lcgen.models.mlp import MLPAutoencoder, MLPConfig
+from lcgen.models.transformer import TimeSeriesTransformer, TransformerConfig
+from lcgen.models.unet import UNetAutoencoder, UNetConfig
+
+__all__ = [
+    "MODELS", "ModelSpec", "create_model", "list_models",
+    "TimeSeriesTransformer", "TransformerConfig",
+    "UNetAutoencoder", "UNetConfig",
+    "MLPAutoencoder", "MLPConfig",
+]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry."""
+
+    cls: type[nn.Module]
+    config_cls: type
+    data: str  # "timeseries" (lcgen convert) or "spectra" (lcgen preprocess, one channel)
+    presets: dict[str, dict[str, Any]]  # preset name -> config overrides; "default" is the original size
+    summary: str  # one line for --help listings
+
+
+MODELS: dict[str, ModelSpec] = {
+    "transformer": ModelSpec(
+        cls=TimeSeriesTransformer,
+        config_cls=TransformerConfig,
+        data="timeseries",
+        presets={
+            "tiny": dict(encoder_dims=[16, 32], nhead=2, num_transformer_blocks=1, dropout=0.0),
+            "small": dict(encoder_dims=[32, 64, 96, 128], nhead=4, num_transformer_blocks=1,
+                          ff_mult=2),
+            "default": {},
+        },
+        summary="hierarchical U-Net transformer on time series",
+    ),
+    "unet": ModelSpec(
+        cls=UNetAutoencoder,
+        config_cls=UNetConfig,
+        data="spectra",
+        presets={
+            "tiny": dict(encoder_dims=[8, 16]),
+            "small": dict(encoder_dims=[16, 32, 64, 128]),
+            "default": {},
+        },
+        summary="1-D UNet on one spectral channel",
+    ),
+    "mlp": ModelSpec(
+        cls=MLPAutoencoder,
+        config_cls=MLPConfig,
+        data="spectra",
+        presets={
+            "tiny": dict(encoder_hidden_dims=[32, 16], latent_dim=8),
+            "small": dict(encoder_hidden_dims=[256, 128, 64], latent_dim=32),
+            "default": {},
+        },
+        summary="MLP on one spectral channel",
+    ),
+}
+
+
+def list_models() -> list[str]:
+    """Registered model names."""
+    return list(MODELS)
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def create_model(name: str, preset: str = "default", **overrides: Any) -> nn.Module:
+    """Build registered model ``name`` at ``preset`` size with config ``overrides`` on top.
+
+    Overrides left ``None`` are dropped (so unset CLI options keep the model's defaults); a full
+    config dict as overrides rebuilds a saved model whatever the preset.
+    """
+    if name not in MODELS:
+        raise LcgenError(f"unknown model '{name}'{_did_you_mean(name, MODELS)}; "
+                         f"registered models: {', '.join(MODELS)}")
+    spec = MODELS[name]
+    if preset not in spec.presets:
+        raise LcgenError(f"model '{name}' has no preset '{preset}'{_did_you_mean(preset, spec.presets)}; "
+                         f"choose one of {', '.join(spec.presets)}")
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    for key in overrides:
+        if key not in fields:
+            raise LcgenError(f"model '{name}' has no setting '{key}'{_did_you_mean(key, fields)}; "
+                             f"its settings: {', '.join(sorted(fields))}")
+    settings = {**spec.presets[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return spec.cls(spec.config_cls(**settings))

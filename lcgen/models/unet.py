@@ -1,0 +1,109 @@
+"""1-D UNet autoencoder for one spectral channel (PSD, ACF or F-statistic).
+
+Input (B, 2, L) = [spectrum where visible else 0, visibility flag]. Default shape (L = 1024):
+
+    stem: conv k7, 2 -> 64
+    level i (widths 64, 128, 256, 512 at lengths 1024, 512, 256, 128):
+        2 x [conv k3 -> LayerNorm over channels -> GELU] -> skip -> max-pool 2
+    bottleneck: 2 x conv block @ 512, length 64 = ``encoded`` (B, 512, 64)
+    decoder, level 3..0: transposed conv x2 -> concat skip -> 2 x conv block
+    head: conv k1 -> 1 channel = ``reconstructed`` (B, 1024)
+
+LayerNorm normalises each position over its channels, so one sample's statistics never depend on
+another's (unlike BatchNorm) and train and eval behave alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lcgen.errors import LcgenError
+from lcgen.masking import model_input
+from lcgen.models.layers import check_dims, check_levels, make_activation, pad_length
+
+
+@dataclass
+class UNetConfig:
+    """1-D UNet; field names follow the original README."""
+
+    input_length: int = 1024  # (int) spectrum length (others work: padded to 2**levels)
+    in_channels: int = 2  # (int) input channels: spectrum + visibility flag
+    encoder_dims: list[int] = field(default_factory=lambda: [64, 128, 256, 512])  # (list[int]) width per level
+    num_layers: int | None = None  # (int) resolution levels, = len(encoder_dims) (README name)
+    activation: str = "gelu"  # (str) gelu, relu, silu, tanh or leakyrelu
+    kernel_size: int = 3  # (int) odd convolution width inside the blocks
+    dropout: float = 0.0  # (float) dropout after each conv block
+
+    def __post_init__(self) -> None:
+        dims = check_dims("encoder_dims", self.encoder_dims)
+        check_levels(self.num_layers, dims, "unet")
+        make_activation(self.activation)  # fails early on an unknown name
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise LcgenError(f"unet: kernel_size={self.kernel_size} must be odd and positive")
+        if self.in_channels < 1:
+            raise LcgenError(f"unet: in_channels={self.in_channels} must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise LcgenError(f"unet: dropout={self.dropout} must be in [0, 1)")
+
+
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of a (B, C, L) tensor, at each position."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvBlock(nn.Sequential):
+    """2 x [conv -> LayerNorm over channels -> activation], then dropout; (B, C_in, L) -> (B, C_out, L)."""
+
+    def __init__(self, c_in: int, c_out: int, cfg: UNetConfig):
+        k = cfg.kernel_size
+        super().__init__(
+            nn.Conv1d(c_in, c_out, k, padding=k // 2), ChannelNorm(c_out), make_activation(cfg.activation),
+            nn.Conv1d(c_out, c_out, k, padding=k // 2), ChannelNorm(c_out), make_activation(cfg.activation),
+            nn.Dropout(cfg.dropout),
+        )
+
+
+class UNetAutoencoder(nn.Module):
+    """1-D UNet autoencoder with skip connections; see the module docstring."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        dims = list(config.encoder_dims)
+        self.levels = len(dims)
+        self.stem = nn.Conv1d(config.in_channels, dims[0], 7, padding=3)
+        self.encoder = nn.ModuleList(ConvBlock(d_in, d, config) for d_in, d in zip(dims[:1] + dims[:-1], dims))
+        self.pool = nn.MaxPool1d(2)
+        self.bottleneck = ConvBlock(dims[-1], dims[-1], config)
+        below = dims[1:] + dims[-1:]  # width arriving from below at each level
+        self.up = nn.ModuleList(nn.ConvTranspose1d(d_b, d, 2, stride=2) for d, d_b in zip(dims, below))
+        self.decoder = nn.ModuleList(ConvBlock(2 * d, d, config) for d in dims)
+        self.head = nn.Conv1d(dims[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x (B, in_channels, L) -> reconstructed (B, L), encoded (B, D_last, L / 2**levels)."""
+        if x.dim() != 3 or x.shape[1] != self.config.in_channels:
+            raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
+                             f"got {tuple(x.shape)}")
+        L = x.shape[-1]
+        h = self.stem(pad_length(x, 2 ** self.levels, dim=2))
+        skips = []
+        for block in self.encoder:
+            h = block(h)
+            skips.append(h)
+            h = self.pool(h)
+        h = self.bottleneck(h)
+        encoded = h
+        for i in reversed(range(self.levels)):
+            h = self.decoder[i](torch.cat([self.up[i](h), skips[i]], dim=1))
+        return {"reconstructed": self.head(h)[:, 0, :L], "encoded": encoded}
+
+    def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Batch dict (values, valid, hidden) -> reconstructed (B, L), encoded."""
+        x = model_input(batch["values"], batch["valid"], batch["hidden"])  # (B, L, 2)
+        return self(x.transpose(1, 2))

@@ -1,0 +1,237 @@
+"""Every registered model at tiny size, the README's Python API, and the transformer's padding."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from lcgen.errors import LcgenError
+from lcgen.masking import block_mask
+from lcgen.models import MODELS, create_model, list_models
+
+LENGTH = {"timeseries": 96, "spectra": 64}
+
+
+def make_batch(kind: str, B: int = 4, L: int | None = None, seed: int = 0) -> dict:
+    """A batch as lcgen.data builds it: padded series, or spectra valid over a sub-range."""
+    gen = torch.Generator().manual_seed(seed)
+    L = L or LENGTH[kind]
+    pos = torch.arange(L)
+    if kind == "timeseries":
+        n_real = torch.tensor([L, L - 5, L // 3, 2])[:B, None]
+        valid = pos < n_real
+    else:
+        lo, hi = torch.tensor([0, 3, 10, 1])[:B, None], torch.tensor([L, L - 7, L // 2, L])[:B, None]
+        valid = (pos >= lo) & (pos < hi)
+    values = torch.randn(B, L, generator=gen) * valid
+    time = torch.cumsum(torch.rand(B, L, generator=gen), 1) * valid
+    hidden = block_mask(valid, max_block=8, generator=gen)
+    return {"values": values, "valid": valid, "hidden": hidden, "time": time,
+            "index": torch.arange(B)}
+
+
+def tiny(name: str, **overrides):
+    torch.manual_seed(0)
+    length = LENGTH[MODELS[name].data]
+    return create_model(name, "tiny", input_length=length, **overrides)
+
+
+def masked_loss(out: dict, batch: dict) -> torch.Tensor:
+    err = (out["reconstructed"] - batch["values"]) ** 2
+    return err[batch["valid"]].mean()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_shapes_and_gradients(name):
+    model = tiny(name).train()
+    batch = make_batch(MODELS[name].data)
+    out = model.forward_batch(batch)
+    B, L = batch["values"].shape
+    assert out["reconstructed"].shape == (B, L)
+    assert out["encoded"].shape[0] == B
+    loss = masked_loss(out, batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{pname} got a zero gradient"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_tiny_preset_is_tiny(name):
+    n_params = sum(p.numel() for p in tiny(name).parameters())
+    assert 1_000 <= n_params <= 120_000
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_checkpoint_round_trip(name, tmp_path):
+    model = tiny(name).eval()
+    batch = make_batch(MODELS[name].data)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model_config": dataclasses.asdict(model.config),
+                "state_dict": model.state_dict()}, path)
+    ckpt = torch.load(path, weights_only=True)
+    spec = MODELS[name]
+    rebuilt = spec.cls(spec.config_cls(**ckpt["model_config"]))
+    rebuilt.load_state_dict(ckpt["state_dict"])
+    rebuilt.eval()
+    with torch.no_grad():
+        a, b = model.forward_batch(batch), rebuilt.forward_batch(batch)
+    assert torch.equal(a["reconstructed"], b["reconstructed"])
+    assert torch.equal(a["encoded"], b["encoded"])
+    # create_model with the saved config as overrides rebuilds it whatever the preset
+    again = create_model(name, "default", **ckpt["model_config"])
+    assert dataclasses.asdict(again.config) == ckpt["model_config"]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_padding_and_hidden_values_change_nothing(name):
+    """Values (and times) at padding, and values at hidden positions, never reach an output."""
+    model = tiny(name).eval()
+    batch = make_batch(MODELS[name].data)
+    gen = torch.Generator().manual_seed(1)
+    other = dict(batch)
+    junk = torch.randn(batch["values"].shape, generator=gen) * 100
+    unseen = ~batch["valid"] | batch["hidden"]
+    other["values"] = torch.where(unseen, junk, batch["values"])
+    other["time"] = torch.where(batch["valid"], batch["time"], junk.abs() * 50)
+    with torch.no_grad():
+        a, b = model.forward_batch(batch), model.forward_batch(other)
+    real = batch["valid"]
+    assert torch.allclose(a["reconstructed"][real], b["reconstructed"][real], atol=1e-5, rtol=0)
+    assert torch.allclose(a["encoded"], b["encoded"], atol=1e-5, rtol=0)
+
+
+def test_transformer_padding_invariance_with_junk_inputs():
+    """forward(x, t, valid): NaN/junk in x and t at padding, any padded length, empty rows."""
+    model = tiny("transformer").eval()
+    B, L = 3, 50  # 50 is not a multiple of 2**levels: padded inside, cropped back
+    valid = torch.arange(L) < torch.tensor([[50], [17], [0]])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(B, L, 2, generator=gen) * valid[..., None]
+    t = torch.cumsum(torch.rand(B, L, generator=gen), 1)
+    x2 = torch.where(valid[..., None], x, torch.nan)
+    t2 = torch.where(valid, t, torch.randn(B, L, generator=gen) * 1e4)
+    with torch.no_grad():
+        a, b = model(x, t, valid), model(x2, t2, valid)
+    assert a["reconstructed"].shape == (B, L, 1)
+    assert torch.isfinite(b["reconstructed"]).all() and torch.isfinite(b["encoded"]).all()
+    assert torch.allclose(a["reconstructed"][valid], b["reconstructed"][valid], atol=1e-5, rtol=0)
+    # the same real rows alone, without padding at all, give the same outputs
+    with torch.no_grad():
+        alone = model(x[:1], t[:1])
+    assert torch.allclose(alone["reconstructed"], a["reconstructed"][:1], atol=1e-5, rtol=0)
+
+
+def test_transformer_uses_times_relative_to_the_window():
+    """Shifting a window's times by a constant (exactly, here) changes nothing."""
+    model = tiny("transformer").eval()
+    batch = make_batch("timeseries")
+    batch["time"] = torch.round(batch["time"] * 64) / 64  # exact in float32 after the shift
+    shifted = dict(batch, time=torch.where(batch["valid"], batch["time"] + 1024.0, 0.0))
+    stretched = dict(batch, time=batch["time"] * 3)
+    with torch.no_grad():
+        a = model.forward_batch(batch)["reconstructed"]
+        b = model.forward_batch(shifted)["reconstructed"]
+        c = model.forward_batch(stretched)["reconstructed"]
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    assert not torch.allclose(a, c, atol=1e-3)  # the times do matter
+
+
+def test_readme_python_api_block():
+    """The original README's block, verbatim (without autograd to keep the test quick)."""
+    readme_block = '''
+from lcgen.models import TimeSeriesTransformer, TransformerConfig
+import torch
+
+# Create hierarchical transformer
+config = TransformerConfig(
+    input_dim=2,  # flux + mask
+    input_length=512,
+    encoder_dims=[64, 128, 256, 512],  # Multi-scale hierarchy
+    nhead=4,
+    num_layers=4,
+    num_transformer_blocks=2  # Blocks per resolution
+)
+model = TimeSeriesTransformer(config)
+
+# Forward pass
+x = torch.randn(32, 512, 2)  # [batch, seq_len, channels]
+t = torch.randn(32, 512)      # timestamps
+output = model(x, t)
+reconstructed = output['reconstructed']  # (32, 512, 1)
+encoded = output['encoded']              # (32, 32, 512) bottleneck
+'''
+    scope: dict = {}
+    with torch.no_grad():
+        exec(readme_block, scope)
+    assert scope["reconstructed"].shape == (32, 512, 1)
+    assert scope["encoded"].shape == (32, 32, 512)
+    assert torch.isfinite(scope["reconstructed"]).all()
+    n_params = sum(p.numel() for p in scope["model"].parameters())
+    assert 26_000_000 < n_params < 27_500_000  # the README's ~26.8M
+
+
+def test_readme_unet_and_mlp_configs():
+    from lcgen.models import MLPAutoencoder, MLPConfig, UNetAutoencoder, UNetConfig
+
+    unet = UNetAutoencoder(UNetConfig(
+        input_length=1024,
+        in_channels=2,  # data + mask
+        encoder_dims=[64, 128, 256, 512],
+        num_layers=4,
+        activation='gelu'
+    ))
+    mlp = MLPAutoencoder(MLPConfig(
+        input_dim=2048,  # data + mask concatenated
+        encoder_hidden_dims=[512, 256, 128],
+        latent_dim=64,
+        activation='gelu'
+    ))
+    with torch.no_grad():
+        out = unet(torch.randn(2, 2, 1024))
+        assert out["reconstructed"].shape == (2, 1024)
+        assert out["encoded"].shape == (2, 512, 64)
+        out = mlp(torch.randn(2, 2048))
+        assert out["reconstructed"].shape == (2, 1024)
+        assert out["encoded"].shape == (2, 64)
+    assert sum(p.numel() for p in mlp.parameters()) == 1_923_392
+
+
+def test_registry():
+    assert list_models() == ["transformer", "unet", "mlp"]
+    assert {n: s.data for n, s in MODELS.items()} == {
+        "transformer": "timeseries", "unet": "spectra", "mlp": "spectra"}
+    for spec in MODELS.values():
+        assert {"tiny", "small", "default"} <= set(spec.presets)
+    with pytest.raises(LcgenError, match="transformer, unet, mlp"):
+        create_model("transfomer")
+    with pytest.raises(LcgenError, match="did you mean 'transformer'"):
+        create_model("transfomer")
+    with pytest.raises(LcgenError, match="tiny, small, default"):
+        create_model("unet", "huge")
+    with pytest.raises(LcgenError, match="did you mean 'encoder_dims'"):
+        create_model("unet", "tiny", encoder_dim=[4, 8])
+    # options left None keep the preset's values
+    model = create_model("unet", "tiny", encoder_dims=None, activation=None)
+    assert model.config.encoder_dims == MODELS["unet"].presets["tiny"]["encoder_dims"]
+    assert model.config.activation == "gelu"
+
+
+@pytest.mark.parametrize(
+    "name, bad",
+    [("transformer", dict(num_layers=3)), ("transformer", dict(nhead=3)),
+     ("unet", dict(num_layers=2)), ("unet", dict(activation="swishy")),
+     ("mlp", dict(input_dim=2048, input_length=100)), ("mlp", dict(encoder_hidden_dims=[])),
+     ("transformer", dict(encoder_dims=[0, 8]))],
+)
+def test_bad_configs_raise(name, bad):
+    with pytest.raises(LcgenError):
+        create_model(name, "default", **bad)
+
+
+def test_mlp_length_mismatch_is_explained():
+    model = create_model("mlp", "tiny", input_length=64)
+    with pytest.raises(LcgenError, match="input_length=32"):
+        model.forward_batch(make_batch("spectra", L=32))
