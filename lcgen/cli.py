@@ -211,6 +211,75 @@ def preprocess(
 
 
 # ------------------------------------------------------------------------------------------
+# train
+
+
+class _TrainCommand(typer.core.TyperCommand):
+    """Puts the registered model names into the help when it is shown (the registry imports
+    torch, too slow to load for every command)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from lcgen.models import list_models
+
+        names = ", ".join(list_models())
+        self.help = (self.help or "").replace("{models}", names)
+        for param in self.params:
+            if getattr(param, "help", None):
+                param.help = param.help.replace("{models}", names)
+        return super().format_help(ctx, formatter)
+
+
+@app.command(cls=_TrainCommand)
+def train(
+    model: Annotated[Optional[str], typer.Argument(help="Model to train: {models}. [default: transformer, or the one in --config]", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Data file. [default: data/mock_lightcurves/timeseries.h5 (transformer), .../preprocessed.h5 (unet, mlp)]")] = None,
+    channel: Annotated[Optional[str], typer.Option(help="Spectral channel for unet/mlp: psd, acf or fstat. [default: psd]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs. [default: 50]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Samples per step. [default: 32 transformer, 128 unet/mlp]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (OneCycleLR). [default: 1e-4 transformer, 1e-3 unet/mlp]")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Model size: tiny, small or default. [default: default]")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name: writes runs/MODEL/NAME/. [default: a timestamp]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. [default: auto]")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a masked autoencoder with the shared trainer; writes runs/MODEL/NAME/ (config.yaml,
+    split.npz, history.csv, best.pt, last.pt). Models: {models}.
+
+    Example: [cyan]lcgen train transformer --epochs 50[/]   [cyan]lcgen train mlp --channel acf --preset small[/]
+    Ctrl-C saves last.pt; continue with [cyan]lcgen train --resume runs/MODEL/NAME[/].
+    """
+    from lcgen.train import fit, resolve_train_config, resume_config
+
+    flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
+             "lr": lr, "preset": preset, "device": device}
+    if resume is not None:
+        fixed = {"--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
+                 "--preset": preset, "--name": name, "--config": config, "--set": set_}
+        given = [flag for flag, value in fixed.items() if value]
+        if given:
+            raise LcgenError(f"--resume continues {resume} with its saved settings; drop {', '.join(given)} "
+                             f"(only --data and --device may change)")
+        cfg = resume_config(resume, data=_str(data), device=device)
+        if model is not None and model != cfg.model_name:
+            raise LcgenError(f"{resume} is a '{cfg.model_name}' run, not '{model}'")
+    else:
+        cfg = resolve_train_config(model, config_file=config, flags=flags, sets=set_)
+    try:
+        result = fit(cfg, name=name, resume=resume, console=console, progress=show_progress())
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
+        err_console.print("[bold red]interrupted[/]")
+        raise typer.Exit(130)
+    console.print("")
+    console.print(summary_table(f"Run {result['run_dir']}", {
+        "status": result["status"], "epochs done": result["epoch"],
+        "best val loss": f"{result['best_val']:.6f}", "history": str(result["run_dir"] / "history.csv")}))
+    if result["status"] == "interrupted":
+        raise typer.Exit(130)
+
+
+# ------------------------------------------------------------------------------------------
 # info
 
 

@@ -143,27 +143,25 @@ class SpectraSource(_Source):
         self._mask = self._find_mask()
         self.description = f"{self.path} (channel {channel})"
 
-    def _find_mask(self):
-        """The validity mask of this channel: ``mask_<channel>`` or ``mask`` (N, L) or (N, 3, L)."""
-        for key in (f"mask_{self.channel}", f"mask/{self.channel}", "mask"):
-            if key in self.f and isinstance(self.f[key], h5py.Dataset):
+    def _find_mask(self) -> h5py.Dataset | None:
+        """This channel's per-bin validity (N, L): ``acf_mask`` for the ACF (lags), ``mask`` for the
+        PSD and F-statistic (frequencies); ``<channel>_mask`` wins if a file has one."""
+        keys = [f"{self.channel}_mask"] + (["mask"] if self.channel != "acf" else [])
+        for key in keys:
+            if key in self.f:
                 ds = self.f[key]
-                if ds.ndim == 2 and ds.shape == (self.n_rows, self.length):
-                    return ds, None
-                if ds.ndim == 3 and ds.shape[0] == self.n_rows and ds.shape[-1] == self.length:
-                    return ds, CHANNELS.index(self.channel) if ds.shape[1] == len(CHANNELS) else 0
-                raise LcgenError(f"{self.path}: '{key}' has shape {ds.shape}; expected "
-                                 f"({self.n_rows}, {self.length}); the file is corrupt, rerun lcgen preprocess")
-        return None, None
+                if ds.shape != (self.n_rows, self.length):
+                    raise LcgenError(f"{self.path}: '{key}' has shape {ds.shape}, expected "
+                                     f"({self.n_rows}, {self.length}); the file is corrupt, rerun lcgen preprocess")
+                return ds
+        return None  # no mask stored: every finite value counts
 
     def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         values = read_rows(self.f[self.channel], rows)
-        ds, channel = self._mask
-        if ds is None:
+        if self._mask is None:
             valid = np.ones(values.shape, dtype=bool)
         else:
-            valid = read_rows(ds, rows)
-            valid = (valid[:, channel] if channel is not None else valid).astype(bool)
+            valid = read_rows(self._mask, rows).astype(bool)
         return _clean(values, valid, rows, self)
 
 

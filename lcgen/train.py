@@ -388,15 +388,18 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             raise ValueError("fit needs a config or resume=RUN_DIR")
         cfg = complete_config(cfg)
         ckpt = None
-        run_dir = _new_run_dir(cfg, name)
+        run_dir = None
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     spec = model_spec(cfg.model_name)
 
     log(f"Using device: {_device_name(device)}")
     log("")
-    source = open_source(cfg.data, spec.data, cfg.channel)
+    source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
     with contextlib.closing(source):
+        if run_dir is None:
+            run_dir = _new_run_dir(cfg, name)
+            (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         log(f"Loading data from {source.description}...")
         log("")
         split = _load_or_make_split(cfg, source, run_dir, resume is not None)
@@ -423,8 +426,6 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             _set_rng_state(ckpt["rng"], generator)
             state = _State(**ckpt["progress"])
             del ckpt  # the weights and optimiser state are in place; free the copy
-        else:
-            (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
 
         if state.epoch >= cfg.epochs:
             log(f"{run_dir} has finished all {cfg.epochs} epochs; nothing to do.")
@@ -629,7 +630,7 @@ def _new_run_dir(cfg: TrainConfig, name: str | None) -> Path:
     elif not name or "/" in name or "\\" in name or name in (".", ".."):
         raise LcgenError(f"run name '{name}' must be a plain directory name (no slashes)")
     run_dir = root / name
-    if (run_dir / "last.pt").exists() or (run_dir / "config.yaml").exists():
+    if (run_dir / "last.pt").exists():  # a directory without last.pt holds nothing to resume
         raise LcgenError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                          f"or choose another --name")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -13,38 +13,41 @@ from lcgen.io import atomic_h5, write_header
 from tests.conftest import write_sine_raw
 
 
-def write_spectra(path, n=40, length=64, seed=0, failed=(), per_channel_mask=False, nan_at=None):
+def write_spectra(path, n=40, length=64, seed=0, failed=(), nan_at=None):
     """A small spectra file with the keys lcgen preprocess writes, from a seed.
 
-    Row i is valid on bins [lo_i, hi_i); rows in ``failed`` are flagged as failed.
+    Row i is valid on frequency bins [lo_i, hi_i) (``mask``, for psd and fstat) and on lags
+    [0, hi_i - lo_i) (``acf_mask``); rows in ``failed`` are flagged as failed and hold NaN.
+    Returns (data by channel, masks by channel, failed).
     """
     rng = np.random.default_rng(seed)
     data = {c: rng.standard_normal((n, length)).astype(np.float32) for c in CHANNELS}
     lo = rng.integers(0, length // 4, n)
     hi = rng.integers(length // 2, length + 1, n)
-    mask = (np.arange(length) >= lo[:, None]) & (np.arange(length) < hi[:, None])  # (n, L)
-    if nan_at is not None:
-        data["psd"][nan_at] = np.nan
+    bins = np.arange(length)
+    freq_mask = (bins >= lo[:, None]) & (bins < hi[:, None])  # (n, L)
+    acf_mask = bins < (hi - lo)[:, None]
     is_failed = np.zeros(n, bool)
     is_failed[list(failed)] = True
+    freq_mask[is_failed] = acf_mask[is_failed] = False
+    for c in CHANNELS:
+        data[c][is_failed] = np.nan
+    if nan_at is not None:
+        data["psd"][nan_at] = np.nan
     with atomic_h5(path) as f:
         write_header(f, "spectra", {"made_by": "tests"})
         for c in CHANNELS:
             f.create_dataset(c, data=data[c], chunks=(8, length))
-        if per_channel_mask:
-            # channel k is valid on one bin less per channel, to tell the channels apart
-            per = np.stack([mask & (np.arange(length) >= lo[:, None] + k) for k in range(3)], axis=1)
-            f.create_dataset("mask", data=per, chunks=(8, 3, length))
-            mask = per
-        else:
-            f.create_dataset("mask", data=mask, chunks=(8, length))
-        f["frequency"] = np.linspace(0.01, 5, length)
+            for const in ("scale", "mean", "std"):
+                f.create_dataset(f"{c}_{const}", data=np.ones(n))
+        f.create_dataset("mask", data=freq_mask, chunks=(8, length))
+        f.create_dataset("acf_mask", data=acf_mask, chunks=(8, length))
+        f["frequency"] = np.geomspace(0.01, 5, length)
         f["lag"] = np.linspace(0, 100, length)
         f["failed"] = is_failed
-        for c in CHANNELS:
-            f.create_dataset(f"{c}_center", data=np.zeros(n, np.float32))
-            f.create_dataset(f"{c}_scale", data=np.ones(n, np.float32))
-    return data, mask, is_failed
+        f["source"] = np.arange(n)
+    masks = {"psd": freq_mask, "fstat": freq_mask, "acf": acf_mask}
+    return data, masks, is_failed
 
 
 def write_timeseries(tmp_path, n_curves=8, length=64, seed=0, n_range=(60, 300)):
@@ -123,22 +126,25 @@ def test_reads_are_bounded_by_the_buffer_and_skipped_batches_are_not_read(ts_fil
 
 def test_spectra_channel_mask_and_failed_rows(tmp_path):
     path = tmp_path / "spec.h5"
-    data, mask, failed = write_spectra(path, failed=(2, 5), per_channel_mask=True)
-    for k, channel in enumerate(CHANNELS):
+    data, masks, failed = write_spectra(path, failed=(2, 5))
+    for channel in CHANNELS:
         with SpectraSource(path, channel) as src:
             np.testing.assert_array_equal(src.usable, np.flatnonzero(~failed))
             (b,) = list(iter_batches(src, src.usable, 100))
             i = b["index"].numpy()
-            valid = mask[i, k]
+            valid = masks[channel][i]
             np.testing.assert_array_equal(b["valid"].numpy(), valid)
             np.testing.assert_array_equal(b["values"].numpy(), np.where(valid, data[channel][i], 0))
+            assert src.statistics(src.usable)["non_finite"] == 0  # failed rows are never read
+    assert not np.array_equal(masks["acf"], masks["psd"])
     with pytest.raises(LcgenError, match="channel 'flux' is not one of psd, acf, fstat"):
         SpectraSource(path, "flux")
 
 
 def test_non_finite_values_become_missing_and_are_counted(tmp_path):
     path = tmp_path / "spec.h5"
-    data, mask, _ = write_spectra(path, nan_at=(slice(0, 3), slice(None)))
+    data, masks, _ = write_spectra(path, nan_at=(slice(0, 3), slice(None)))
+    mask = masks["psd"]
     with SpectraSource(path, "psd") as src:
         stats = src.statistics(src.usable)
         (b,) = list(iter_batches(src, src.usable, 100))

@@ -1,0 +1,300 @@
+"""The shared trainer: loss, exact resume, interruption, non-finite stop, configs, CLI end to end."""
+
+import csv
+import dataclasses
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+import lcgen.train as train
+from lcgen.cli import app
+from lcgen.config import config_to_dict
+from lcgen.data import load_split
+from lcgen.errors import LcgenError
+from lcgen.models import MODELS
+from lcgen.train import (HISTORY_COLUMNS, TrainConfig, fit, load_checkpoint, load_run, masked_mse,
+                         resolve_train_config)
+from tests.conftest import run_cli
+from tests.test_data import write_spectra, write_timeseries
+
+SPECTRA_LENGTH = 1024
+
+
+@pytest.fixture(scope="module")
+def spectra_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "spectra.h5"
+    write_spectra(path, n=48, length=SPECTRA_LENGTH, failed=(5,))
+    return path
+
+
+@pytest.fixture(scope="module")
+def timeseries_file(tmp_path_factory):
+    return write_timeseries(tmp_path_factory.mktemp("ts"), n_curves=6, length=64, n_range=(60, 200))
+
+
+def mlp_config(spectra_file, runs_dir, **changes):
+    base = TrainConfig(model_name="mlp", preset="tiny", data=str(spectra_file), epochs=2, batch_size=8,
+                       lr=3e-3, runs_dir=str(runs_dir), device="cpu")
+    return dataclasses.replace(base, **changes)
+
+
+def weights(run_dir, which="last"):
+    return load_checkpoint(run_dir / f"{which}.pt")["state_dict"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+
+
+def test_masked_mse_matches_a_hand_computation():
+    values = torch.tensor([[1.0, 2.0, 3.0, 0.0], [0.5, -1.0, 0.0, 0.0]])
+    pred = torch.tensor([[2.0, 2.0, 0.0, 9.0], [0.0, 1.0, 7.0, -5.0]])
+    valid = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    hidden = torch.tensor([[True, False, True, False], [False, True, False, False]])
+    batch = {"values": values, "valid": valid, "hidden": hidden}
+    total, masked, unmasked = masked_mse(pred, batch, unmasked_weight=0.25)
+    # hidden real: (2-1)², (0-3)², (1-(-1))² → 1 + 9 + 4 over 3; visible real: (2-2)², (0-0.5)² over 2
+    assert masked.item() == pytest.approx(14 / 3, rel=1e-7)
+    assert unmasked.item() == pytest.approx(0.25 / 2, rel=1e-7)
+    assert total.item() == pytest.approx(14 / 3 + 0.25 * 0.125, rel=1e-7)
+    # (B, L, 1) predictions, as the transformer returns them, give the same numbers
+    assert masked_mse(pred[..., None], batch, 0.25)[0].item() == pytest.approx(total.item(), rel=1e-7)
+
+
+def test_padding_never_counts_in_loss_or_gradient():
+    g = torch.Generator().manual_seed(0)
+    values = torch.randn(4, 16, generator=g)
+    valid = torch.rand(4, 16, generator=g) > 0.3
+    hidden = valid & (torch.rand(4, 16, generator=g) > 0.5)
+    values = torch.where(valid, values, torch.tensor(float("nan")))  # garbage at padding
+    pred = torch.randn(4, 16, generator=g).requires_grad_()
+    batch = {"values": values, "valid": valid, "hidden": hidden}
+    total, masked, unmasked = masked_mse(pred, batch, 0.5)
+    assert torch.isfinite(total)
+    total.backward()
+    assert (pred.grad[~valid] == 0).all() and (pred.grad[valid] != 0).any()
+    with torch.no_grad():
+        other = torch.where(valid, pred, torch.tensor(1e30))
+    assert masked_mse(other, batch, 0.5)[0].item() == total.item()
+    # reference: pooled over positions with plain Python loops
+    sse = {True: 0.0, False: 0.0}
+    n = {True: 0, False: 0}
+    for i in range(4):
+        for j in range(16):
+            if valid[i, j]:
+                sse[bool(hidden[i, j])] += (pred[i, j].item() - values[i, j].item()) ** 2
+                n[bool(hidden[i, j])] += 1
+    assert masked.item() == pytest.approx(sse[True] / n[True], rel=1e-5)
+    assert unmasked.item() == pytest.approx(sse[False] / n[False], rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Runs, checkpoints, resume
+
+
+def test_run_directory_and_self_describing_checkpoints(spectra_file, tmp_path):
+    result = fit(mlp_config(spectra_file, tmp_path), name="a")
+    run = tmp_path / "mlp" / "a"
+    assert result["run_dir"] == run and result["status"] == "finished" and result["epoch"] == 2
+    for f in ("config.yaml", "split.npz", "history.csv", "best.pt", "last.pt"):
+        assert (run / f).is_file(), f
+    with open(run / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == HISTORY_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(np.isfinite(float(r[c])) for r in rows for c in HISTORY_COLUMNS)
+    ckpt = torch.load(run / "last.pt", weights_only=True)  # plain tensors and values only
+    assert ckpt["model_name"] == "mlp" and ckpt["preset"] == "tiny" and ckpt["epoch"] == 2
+    assert ckpt["train_config"] == config_to_dict(result_cfg := train.complete_config(mlp_config(spectra_file, tmp_path)))
+    assert {"optimizer", "scheduler", "rng", "best_val", "lcgen_version", "model_config"} <= set(ckpt)
+    # the model is rebuilt from the checkpoint alone and predicts as the trained one did
+    model, cfg = load_run(run, which="last")
+    assert cfg == result_cfg and not model.training
+    fresh = MODELS["mlp"].cls(MODELS["mlp"].config_cls(**ckpt["model_config"]))
+    fresh.load_state_dict(ckpt["state_dict"])
+    fresh.eval()
+    g = torch.Generator().manual_seed(1)
+    batch = {"values": torch.randn(3, SPECTRA_LENGTH, generator=g), "valid": torch.ones(3, SPECTRA_LENGTH, dtype=torch.bool),
+             "index": torch.arange(3)}
+    batch["hidden"] = torch.rand(3, SPECTRA_LENGTH, generator=g) > 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_batch(batch)["reconstructed"],
+                                   fresh.forward_batch(batch)["reconstructed"], rtol=0, atol=0)
+    # the split is stored for evaluate: disjoint, failed row 5 left out, nothing else lost
+    split = load_split(run)
+    rows = np.concatenate([split[k] for k in ("train", "val", "test")])
+    assert len(rows) == len(set(rows)) == 47 and 5 not in rows and len(split["test"]) > 0
+
+
+def test_resume_continues_exactly(spectra_file, tmp_path):
+    whole = fit(mlp_config(spectra_file, tmp_path), name="whole")
+    first = fit(mlp_config(spectra_file, tmp_path), name="split", stop_after=1)
+    assert first["status"] == "stopped" and load_checkpoint(first["run_dir"] / "last.pt")["epoch"] == 1
+    second = fit(resume=first["run_dir"])
+    assert second["status"] == "finished"
+    assert_same_weights(weights(whole["run_dir"]), weights(second["run_dir"]))
+    a, b = load_checkpoint(whole["run_dir"] / "last.pt"), load_checkpoint(second["run_dir"] / "last.pt")
+    assert a["scheduler"] == b["scheduler"]
+    for key in ("train_loss", "train_masked", "val_loss", "val_unmasked", "lr"):
+        assert [r[key] for r in whole["history"]] == [r[key] for r in second["history"]]
+    # a finished run has nothing left to do
+    assert fit(resume=second["run_dir"])["status"] == "finished"
+
+
+def test_ctrl_c_mid_epoch_saves_last_and_resume_matches(spectra_file, tmp_path, monkeypatch):
+    whole = fit(mlp_config(spectra_file, tmp_path), name="whole")
+    real_mask, calls = train.block_mask, []
+
+    def interrupting_mask(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C during the third training step of epoch 1
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_mask(*args, **kwargs)
+
+    monkeypatch.setattr(train, "block_mask", interrupting_mask)
+    stopped = fit(mlp_config(spectra_file, tmp_path), name="cut")
+    monkeypatch.setattr(train, "block_mask", real_mask)
+    assert stopped["status"] == "interrupted"
+    ckpt = load_checkpoint(stopped["run_dir"] / "last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["progress"]["step"] == 3  # the step in flight was finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = fit(resume=stopped["run_dir"])
+    assert resumed["status"] == "finished"
+    assert_same_weights(weights(whole["run_dir"]), weights(resumed["run_dir"]))
+    assert [r["train_loss"] for r in whole["history"]] == [r["train_loss"] for r in resumed["history"]]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(spectra_file, tmp_path, monkeypatch):
+    clean = fit(mlp_config(spectra_file, tmp_path), name="clean", stop_after=1)
+    real_build = train.build_model
+    steps = -(-len(load_split(clean["run_dir"])["train"]) // 8)
+
+    def poisoned_build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        forward, count = model.forward_batch, [0]
+
+        def forward_batch(batch):
+            out = forward(batch)
+            if model.training:
+                count[0] += 1
+                if count[0] == steps + 2:  # epoch 2, step 2
+                    out = {**out, "reconstructed": out["reconstructed"] * float("nan")}
+            return out
+
+        model.forward_batch = forward_batch
+        return model
+
+    monkeypatch.setattr(train, "build_model", poisoned_build)
+    with pytest.raises(LcgenError) as err:
+        fit(mlp_config(spectra_file, tmp_path), name="nan")
+    run = tmp_path / "mlp" / "nan"
+    assert "non-finite loss (nan) at epoch 2, step 2" in str(err.value)
+    assert f"last good checkpoint {run / 'last.pt'} (after epoch 1) is kept" in str(err.value)
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert_same_weights(weights(run), weights(clean["run_dir"]))
+    with open(run / "history.csv") as fh:
+        assert len(list(csv.DictReader(fh))) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def test_config_precedence_and_per_model_defaults(tmp_path):
+    cfg = resolve_train_config("transformer")
+    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (50, 32, 1e-4)
+    assert cfg.data == "data/mock_lightcurves/timeseries.h5"
+    cfg = resolve_train_config("unet")
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.data) == (50, 128, 1e-3, "data/mock_lightcurves/preprocessed.h5")
+    assert resolve_train_config("mlp").batch_size == 128
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model_name": "mlp", "epochs": 7, "lr": "3e-4", "batch_size": 16,
+                                    "mask": {"max_block": 16}, "model": {"dropout": 0.2}}))
+    cfg = resolve_train_config(None, config_file=path, flags={"epochs": 9, "batch_size": None},
+                               sets=["batch_size=4", "model.latent_dim=8"])
+    assert (cfg.model_name, cfg.epochs, cfg.lr, cfg.batch_size) == ("mlp", 9, 3e-4, 4)
+    assert cfg.mask.max_block == 16 and cfg.mask.min_block == 1
+    assert cfg.model == {"dropout": 0.2, "latent_dim": 8}  # --set adds to the YAML's model section
+    assert resolve_train_config("unet", config_file=path).model_name == "unet"  # MODEL beats the file
+
+
+@pytest.mark.parametrize("name, hint", [("gpt2", ""), ("mpl", " (did you mean 'mlp'?)")])
+def test_unknown_model_lists_the_registry(name, hint):
+    with pytest.raises(LcgenError, match=f"unknown model '{name}'") as err:
+        resolve_train_config(name)
+    assert hint in str(err.value) and "; registered models: " in str(err.value)
+    assert all(m in str(err.value) for m in MODELS)
+
+
+def test_bad_settings_fail_clearly():
+    with pytest.raises(LcgenError, match="has no preset 'huge'; choose one of"):
+        resolve_train_config("mlp", flags={"preset": "huge"})
+    with pytest.raises(LcgenError, match=r"unknown setting 'model\.dropuot'; did you mean '(model\.)?dropout'"):
+        resolve_train_config("mlp", sets=["model.dropuot=0.1"])
+    with pytest.raises(LcgenError, match="unknown setting 'epoch'; did you mean 'epochs'"):
+        resolve_train_config("mlp", sets=["epoch=3"])
+    with pytest.raises(LcgenError, match="'lr' = -1.0 must be > 0"):
+        resolve_train_config("mlp", flags={"lr": -1.0})
+    with pytest.raises(LcgenError, match="device 'gpu' is not one of auto, cpu, cuda, cuda:N"):
+        resolve_train_config("mlp", flags={"device": "gpu"})
+
+
+# --------------------------------------------------------------------------------------------
+# The command, end to end
+
+
+def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp_path):
+    runs = tmp_path / "runs"
+    for model, data in (("transformer", timeseries_file), ("unet", spectra_file), ("mlp", spectra_file)):
+        r = run_cli("train", model, "--data", data, "--epochs", 1, "--batch-size", 8, "--preset", "tiny",
+                    "--name", "e2e", "--device", "cpu", "--set", f"runs_dir={runs}", "--channel", "acf")
+        assert r.returncode == 0, r.stderr
+        out = r.stdout
+        for line in ("Using device: cpu", f"Loading data from {data}", "Dataset statistics:", "Dataset split:",
+                     "Model parameters:", "Starting training for 1 epochs...", "Dynamic masking: block size [1, 32], "
+                     "mask ratio [10%, 70%]", "Epoch 1/1", "  Train - Loss: ", "  Val   - Loss: ",
+                     f"  Saved best model to {runs / model / 'e2e' / 'best.pt'}"):
+            assert line in out, (line, out)
+        assert "| Masked: " in out and "| Unmasked: " in out
+        for f in ("config.yaml", "history.csv", "best.pt", "last.pt", "split.npz"):
+            assert (runs / model / "e2e" / f).is_file()
+    # the run's config.yaml is a valid --config: the same settings train again under a new name
+    saved = runs / "mlp" / "e2e" / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["channel"] == "acf"
+    result = CliRunner().invoke(app, ["train", "--config", str(saved), "--name", "again"])
+    assert result.exit_code == 0, result.output
+    assert (runs / "mlp" / "again" / "config.yaml").read_text() == saved.read_text()
+    assert_same_weights(weights(runs / "mlp" / "e2e"), weights(runs / "mlp" / "again"))
+    # rerunning into an existing run points at --resume
+    result = CliRunner().invoke(app, ["train", "--config", str(saved), "--name", "again"])
+    assert isinstance(result.exception, LcgenError)
+    assert "already holds a run; continue it with --resume" in str(result.exception)
+
+
+def test_lcgen_train_help_and_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    assert f"Model to train: {', '.join(MODELS)}" in result.output
+    for args, message in (
+            (["train", "gpt2"], f"unknown model 'gpt2'; registered models: {', '.join(MODELS)}"),
+            (["train", "transformer"], "data/mock_lightcurves/timeseries.h5 does not exist"),  # the default file
+            (["train", "mlp"], "data/mock_lightcurves/preprocessed.h5 does not exist"),
+            (["train", "--resume", "nowhere", "--epochs", "3"], "drop --epochs"),
+            (["train", "--resume", "nowhere"], "nowhere holds no last.pt to resume from")):
+        result = runner.invoke(app, args)
+        assert isinstance(result.exception, LcgenError), (args, result.output)
+        assert message in str(result.exception)
+    assert not (tmp_path / "runs").exists()  # failed starts leave no run directory
