@@ -9,6 +9,7 @@ from lcgen.errors import LcgenError
 from lcgen.masking import (
     MaskConfig,
     block_mask,
+    block_sizes,
     draw_fixed,
     draw_train,
     fixed_mask,
@@ -105,6 +106,16 @@ def test_fixed_mask_matches_reference(kind):
     assert torch.equal(hidden, expected)
 
 
+def test_long_rows_use_wider_integers():
+    """Rows of >= 2**15 positions take the int32 path; same rule."""
+    gen = torch.Generator().manual_seed(8)
+    valid = torch.arange(33000) < torch.tensor([[33000], [32800], [5]])
+    settings = dict(min_block=1, max_block=4096, min_ratio=0.1, max_ratio=0.7)
+    draws = draw_train(valid, generator=gen)
+    expected, _ = reference_mask(valid, draws, **settings)
+    assert torch.equal(lay_blocks(valid, draws, **settings), expected)
+
+
 def test_block_sizes_and_ratios_in_range():
     """Full-length rows: each power of two in [1, 32] is used, ratios stay in [0.1, 0.7]."""
     settings = SETTINGS[0]
@@ -115,6 +126,7 @@ def test_block_sizes_and_ratios_in_range():
     assert torch.equal(hidden, expected)
     sizes = {size for size, _, _ in layout}
     assert sizes == {1, 2, 4, 8, 16, 32}
+    assert block_sizes(valid, draws).tolist() == [size for size, _, _ in layout]
     for b, (size, n, c) in enumerate(layout):
         assert n == 256 // size
         assert 1 <= c <= n - 1
