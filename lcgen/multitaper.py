@@ -23,6 +23,7 @@ Percival, D. B. & Walden, A. T. 1993, *Spectral Analysis for Physical Applicatio
 (adaptive weighting §7.4, harmonic F-test §10.11).
 Patil, A. A., Eadie, G. M., Speagle, J. S. & Thomson, D. J. 2024, AJ (mtNUFFT), arXiv:2209.15027.
 Edelson, R. A. & Krolik, J. H. 1988, ApJ 333, 646 (discrete correlation function);
+Welsh, W. F. 1999, PASP 111, 1347 (locally normalised DCF);
 Rehfeld, K. et al. 2011, Nonlin. Processes Geophys. 18, 389 (Gaussian-kernel ACF).
 """
 
@@ -377,10 +378,11 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     earlier with the later values (Edelson & Krolik 1988 with local normalisation, Welsh 1999;
     Gaussian kernel as Rehfeld et al. 2011):
 
-        ⟨ab⟩(τ) = Σ_{n<m} a_n b_m g(τ − Δ_nm) / Σ_{n<m} g(τ − Δ_nm),
+        ⟨ab⟩(τ) = Σ_{n,m} a_n b_m g(τ − Δ_nm) / Σ_{n,m} g(τ − Δ_nm)   (all ordered pairs),
         ACF(τ) = (⟨x·x'⟩ − ⟨x⟩⟨x'⟩) / sqrt((⟨x²⟩ − ⟨x⟩²)(⟨x'²⟩ − ⟨x'⟩²)),   ACF(0) = 1,
 
-    where x is the earlier and x' the later point of each pair. Dividing by the weight sum is the
+    where x is the earlier and x' the later point of each pair (within a few h of τ = 0 the self
+    pairs and reversed pairs count too, which only matters there). Dividing by the weight sum is the
     window correction: gaps and uneven cadence change how many pairs fall near τ, not what they
     average to. The local means and variances make a sinusoid correlate exactly 1 at τ = P
     whatever part of its cycle the overlapping pairs cover, so its first peak sits at P for any

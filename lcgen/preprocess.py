@@ -143,7 +143,8 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
     """
     t, y, _, counts = clean_curve(np.asarray(t, np.float64), np.asarray(flux, np.float64),
                                   np.asarray(flux_err, np.float64))
-    row = {"n_nonfinite": counts.non_finite, "n_duplicates": counts.duplicates_merged, "n_outliers": 0}
+    row = {"n_nonfinite": counts.non_finite, "n_duplicates": counts.duplicates_merged, "n_outliers": 0,
+           "n_points": t.size}
     if t.size < cfg.min_points:
         raise _Failed(f"only {t.size} finite points (min_points = {cfg.min_points})", row)
     med, iqr = _median_iqr(y)
@@ -153,6 +154,7 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
         keep = np.abs(y - med) <= cfg.outlier_iqr * iqr
         row["n_outliers"] = int(keep.size - keep.sum())
         t, y = t[keep], y[keep]
+        row["n_points"] = t.size
         if t.size < cfg.min_points:
             raise _Failed(f"only {t.size} points after outlier clipping (min_points = {cfg.min_points})", row)
         med, iqr = _median_iqr(y)

@@ -79,6 +79,17 @@ def test_dpss_are_cached_by_length_nw_and_k():
     assert not a[0].flags.writeable
 
 
+def test_dpss_cache_is_bounded_in_bytes(monkeypatch):
+    mt.clear_dpss_cache()
+    monkeypatch.setattr(mt, "DPSS_CACHE_BYTES", 3 * 7 * 400 * 8)  # room for three (7, 400) sets
+    first = mt.dpss_tapers(400, 4.0, 7)[0]
+    for n in (401, 402, 403):
+        mt.dpss_tapers(n, 4.0, 7)
+    assert mt.dpss_tapers(403, 4.0, 7)[0] is mt.dpss_tapers(403, 4.0, 7)[0]
+    assert mt.dpss_tapers(400, 4.0, 7)[0] is not first  # the oldest was evicted
+    mt.clear_dpss_cache()
+
+
 # ------------------------------------------------------------------------------------------
 # PSD
 
