@@ -109,6 +109,8 @@ def resolve_train_config(model_name: str | None = None, *, config_file: str | Pa
     layers: dict = {}
     if config_file is not None:
         _deep_update(layers, load_yaml(config_file))
+        if "model" in layers and layers["model"] is None:  # a `model:` section of comments only
+            layers["model"] = {}
     nested: dict = {}
     for key, value in {**(flags or {}), "model_name": model_name}.items():
         if value is None:

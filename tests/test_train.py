@@ -2,8 +2,11 @@
 
 import csv
 import dataclasses
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from lcgen.errors import LcgenError
 from lcgen.models import MODELS
 from lcgen.train import (HISTORY_COLUMNS, TrainConfig, fit, load_checkpoint, load_run, masked_mse,
                          resolve_train_config)
-from tests.conftest import run_cli
+from tests.conftest import ROOT
 from tests.test_data import write_spectra, write_timeseries
 
 SPECTRA_LENGTH = 1024
@@ -228,6 +231,18 @@ def test_config_precedence_and_per_model_defaults(tmp_path):
     assert resolve_train_config("unet", config_file=path).model_name == "unet"  # MODEL beats the file
 
 
+@pytest.mark.parametrize("model", list(MODELS))
+def test_shipped_configs_hold_each_models_defaults(model):
+    path = ROOT / "configs" / f"{model}.yaml"
+    assert resolve_train_config(None, config_file=path) == resolve_train_config(model)
+    # the commented-out model settings are real settings of that model, at their default values
+    lines = [line.strip()[2:] for line in path.read_text().splitlines() if line.startswith("  # ")]
+    overrides = yaml.safe_load("\n".join(lines))
+    cfg = resolve_train_config(None, config_file=path, sets=[f"model.{k}={json.dumps(v)}" for k, v in overrides.items()])
+    defaults = MODELS[model].config_cls()
+    assert cfg.model and all(getattr(defaults, k) == v for k, v in cfg.model.items()), cfg.model
+
+
 @pytest.mark.parametrize("name, hint", [("gpt2", ""), ("mpl", " (did you mean 'mlp'?)")])
 def test_unknown_model_lists_the_registry(name, hint):
     with pytest.raises(LcgenError, match=f"unknown model '{name}'") as err:
@@ -253,13 +268,29 @@ def test_bad_settings_fail_clearly():
 # The command, end to end
 
 
+def run_cli_together(commands):
+    """Run several `python -m lcgen ARGS` at once (as conftest.run_cli does one); returns
+    (returncode, stdout, stderr) per command."""
+    env = {**os.environ, "CI": "true", "COLUMNS": "120"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    procs = [subprocess.Popen([sys.executable, "-m", "lcgen", *map(str, args)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        results.append((proc.returncode, out, err))
+    return results
+
+
 def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp_path):
     runs = tmp_path / "runs"
-    for model, data in (("transformer", timeseries_file), ("unet", spectra_file), ("mlp", spectra_file)):
-        r = run_cli("train", model, "--data", data, "--epochs", 1, "--batch-size", 8, "--preset", "tiny",
+    jobs = {model: ("train", model, "--data", data, "--epochs", 1, "--batch-size", 8, "--preset", "tiny",
                     "--name", "e2e", "--device", "cpu", "--set", f"runs_dir={runs}", "--channel", "acf")
-        assert r.returncode == 0, r.stderr
-        out = r.stdout
+            for model, data in (("transformer", timeseries_file), ("unet", spectra_file), ("mlp", spectra_file))}
+    results = run_cli_together(jobs.values())  # three processes at once: most of each is start-up
+    for (model, args), (code, out, err) in zip(jobs.items(), results):
+        data = args[3]
+        assert code == 0, err
         for line in ("Using device: cpu", f"Loading data from {data}", "Dataset statistics:", "Dataset split:",
                      "Model parameters:", "Starting training for 1 epochs...", "Dynamic masking: block size [1, 32], "
                      "mask ratio [10%, 70%]", "Epoch 1/1", "  Train - Loss: ", "  Val   - Loss: ",
