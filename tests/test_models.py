@@ -235,3 +235,17 @@ def test_mlp_length_mismatch_is_explained():
     model = create_model("mlp", "tiny", input_length=64)
     with pytest.raises(LcgenError, match="input_length=32"):
         model.forward_batch(make_batch("spectra", L=32))
+
+
+def test_channel_norm_matches_layer_norm():
+    from lcgen.models.unet import ChannelNorm
+
+    norm, ref = ChannelNorm(6), torch.nn.LayerNorm(6)
+    with torch.no_grad():
+        for p in (norm.weight, norm.bias):
+            p.normal_()
+        ref.weight.copy_(norm.weight)
+        ref.bias.copy_(norm.bias)
+    x = torch.randn(3, 6, 20) * 5 + 2
+    expected = ref(x.transpose(1, 2)).transpose(1, 2)
+    assert torch.allclose(norm(x), expected, atol=1e-5)

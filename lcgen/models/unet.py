@@ -49,11 +49,24 @@ class UNetConfig:
             raise LcgenError(f"unet: dropout={self.dropout} must be in [0, 1)")
 
 
-class ChannelNorm(nn.LayerNorm):
-    """LayerNorm over the channels of a (B, C, L) tensor, at each position."""
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of a (B, C, L) tensor, at each position.
+
+    Written out in the (B, C, L) layout: transposing around ``nn.LayerNorm`` leaves
+    non-contiguous tensors that make the following activation's backward ~10x slower on CPU.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        mean = x.mean(1, keepdim=True)  # (B, 1, L)
+        centred = x - mean
+        var = centred.pow(2).mean(1, keepdim=True)  # biased, as nn.LayerNorm
+        return centred * torch.rsqrt(var + self.eps) * self.weight[:, None] + self.bias[:, None]
 
 
 class ConvBlock(nn.Sequential):
