@@ -345,7 +345,11 @@ def _input_id(path: str) -> str:
 
 def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None = None) -> dict:
     """Run ``cfg`` (see the module docstring); returns a summary dict. ``progress(n)`` is called
-    as chunks of n curves finish."""
+    as chunks of n curves finish.
+
+    With more than one worker the pool starts processes with "spawn" (h5py and forked children do
+    not mix), so a script that calls this must do so under ``if __name__ == "__main__":``.
+    """
     started = time.perf_counter()
     _check_config(cfg)
     shard = parse_shard(cfg.shard)
