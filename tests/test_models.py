@@ -249,3 +249,17 @@ def test_channel_norm_matches_layer_norm():
     x = torch.randn(3, 6, 20) * 5 + 2
     expected = ref(x.transpose(1, 2)).transpose(1, 2)
     assert torch.allclose(norm(x), expected, atol=1e-5)
+
+
+def test_time_encoding_matches_direct_formula():
+    """pe = [sin(2 pi t / P_k), cos(2 pi t / P_k)], P_k log-spaced over 0.00278 .. 1640 d."""
+    import math
+
+    from lcgen.models.transformer import TimeEncoding
+
+    enc = TimeEncoding(8, 0.00278, 1640.0)
+    t = torch.tensor([[0.0, 0.5, 17.25, 499.0]])
+    periods = torch.logspace(math.log10(0.00278), math.log10(1640.0), 4, dtype=torch.float64)
+    angle = 2 * math.pi * t.double()[..., None] / periods.float().double()
+    expected = torch.cat([angle.sin(), angle.cos()], -1).float()
+    assert torch.allclose(enc(t), expected, atol=1e-5)

@@ -77,11 +77,13 @@ class TimeEncoding(nn.Module):
         super().__init__()
         periods = torch.logspace(math.log10(min_period), math.log10(max_period), dim // 2,
                                  dtype=torch.float64)
-        self.register_buffer("frequency", 1.0 / periods, persistent=False)  # cycles/day
+        # float32 buffer so the model moves to any device; derived from the config, not saved
+        self.register_buffer("frequency", (1.0 / periods).float(), persistent=False)  # cycles/day
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        cycles = t.double()[..., None] * self.frequency  # (B, L, dim/2)
-        phase = (2 * math.pi) * torch.frac(cycles)  # reduce in float64, then sin/cos in float32
+        wide = torch.float32 if t.device.type == "mps" else torch.float64  # MPS has no float64
+        cycles = t.to(wide)[..., None] * self.frequency.to(wide)  # (B, L, dim/2)
+        phase = (2 * math.pi) * torch.frac(cycles)  # whole cycles dropped before the sine
         return torch.cat([phase.sin(), phase.cos()], dim=-1).float()
 
 
