@@ -280,6 +280,131 @@ def train(
 
 
 # ------------------------------------------------------------------------------------------
+# evaluate, plot, demo
+
+RunDirArg = Annotated[Path, typer.Argument(help="A run directory written by lcgen train (runs/MODEL/NAME).", metavar="RUN_DIR")]
+
+
+def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
+    """Rich tables of a metrics dict: overall errors, errors against the noise-free signal and
+    (``detail``) the masked MSE by block size, mask ratio and light-curve type."""
+    names = {"model": m["model_name"], "linear": "linear interpolation", "mean": "per-curve mean",
+             "data": "the data itself (noise)"}
+    overall = Table("predictor", "masked MSE", "masked MAE", "unmasked MSE", "unmasked MAE", title_justify="left",
+                    title=f"{m['model_name']} on {m['n_samples']:,} {m['split']} rows of {m['data']} "
+                          f"({m['n_masked_positions']:,} hidden positions, mask seed {m['mask']['seed']})")
+    for key, row in m["overall"].items():
+        overall.add_row(names[key], *(f"{row[k]:.4f}" for k in ("masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae")))
+    tables = [overall]
+    if "signal" in m:
+        signal = Table("predictor", "masked MSE", "unmasked MSE", title_justify="left",
+                       title="against the noise-free signal (mock data)")
+        for key, row in m["signal"].items():
+            signal.add_row(names[key], f"{row['masked_mse']:.4f}", f"{row['unmasked_mse']:.4f}")
+        tables.append(signal)
+    if not detail:
+        return tables
+    for key, label in (("by_block_size", "block size"), ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
+        if not m.get(key):
+            continue
+        t = Table(label, "samples", f"{m['model_name']}", "linear", "mean", "model / linear", title_justify="left",
+                  title=f"masked MSE by {label}")
+        for g in m[key]:
+            t.add_row(str(g["group"]), f"{g['n_samples']:,}", f"{g['model']['masked_mse']:.4f}",
+                      f"{g['linear']['masked_mse']:.4f}", f"{g['mean']['masked_mse']:.4f}",
+                      f"{g['model']['masked_mse'] / g['linear']['masked_mse']:.3f}")
+        tables.append(t)
+    return tables
+
+
+@app.command()
+def evaluate(
+    run_dir: RunDirArg,
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Score every row of this file instead of the run's test split.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Rows to score: test, val, train or all. [default: test; all with --data]")] = None,
+    mask_seed: Annotated[Optional[int], typer.Option(help="Seed fixing every sample's mask (same masks for every run). [default: 1]")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="best (lowest validation loss) or last. [default: best]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass. [default: 64]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. [default: cpu]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Score a trained run on fixed, seeded masks against linear interpolation and the per-curve
+    mean (same masks); MSE/MAE on hidden and visible real positions, by block size, mask ratio and
+    light-curve type. Writes RUN_DIR/metrics.json.
+
+    Example: [cyan]lcgen evaluate runs/transformer/demo[/]   [cyan]lcgen evaluate runs/mlp/demo --split val[/]
+    """
+    from lcgen.evaluate import EvaluateConfig, evaluate_run, verdict
+
+    cfg = resolve_config(EvaluateConfig, config_file=config, sets=set_, flags={
+        "data": _str(data), "split": split, "mask_seed": mask_seed, "checkpoint": checkpoint,
+        "batch_size": batch_size, "device": device})
+    metrics = evaluate_run(run_dir, cfg)
+    for table in metrics_tables(metrics):
+        console.print(table)
+    console.print(verdict(metrics), highlight=False)
+    console.print(f"Wrote {run_dir / 'metrics.json'}")
+
+
+@app.command()
+def plot(
+    run_dir: RunDirArg,
+    examples: Annotated[int, typer.Option(help="Reconstruction panels (one light-curve type after another).")] = 6,
+    seed: Annotated[int, typer.Option(help="Chooses which rows are shown.")] = 0,
+    mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. [default: 1]")] = None,
+) -> None:
+    """Draw a run's training curves and reconstructions of test rows (data, hidden regions,
+    model, linear interpolation) as PNGs under RUN_DIR/figures/.
+
+    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]
+    """
+    from lcgen.evaluate import EvaluateConfig
+    from lcgen.plots import plot_run
+
+    cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})
+    for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg):
+        console.print(f"Wrote {path}")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Optional[Path], typer.Option(help="Where the demo writes data/ and runs/. [default: demo]")] = None,
+    n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", help="Mock light curves. [default: 1500]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs of both models. [default: 8]")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Size of both models: tiny or small. [default: small]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. [default: cpu]")] = None,
+    workers: WorkersOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run the whole pipeline on small mock data: generate → preprocess → convert → train a small
+    transformer and a small spectral model → evaluate → plot. A few minutes on 2 CPU cores.
+
+    Example: [cyan]lcgen demo[/]   [cyan]lcgen demo --n-samples 200 --epochs 1 --preset tiny --workdir /tmp/demo[/]
+    """
+    from lcgen.demo import DemoConfig, run_demo
+    from lcgen.evaluate import verdict
+
+    cfg = resolve_config(DemoConfig, config_file=config, sets=set_, flags={
+        "workdir": _str(workdir), "n_samples": n_samples, "transformer_epochs": epochs,
+        "spectral_epochs": epochs, "preset": preset, "device": device, "workers": workers})
+    result = run_demo(cfg, console=console, progress=show_progress(),
+                      on_step=lambda name: console.rule(f"[bold]{name}"))
+    console.rule("[bold]results")
+    for run in result["runs"].values():
+        for table in metrics_tables(run["metrics"], detail=False):
+            console.print(table)
+    console.print(summary_table("Seconds per step", {name: f"{seconds:.1f}" for name, seconds in result["steps"].items()}))
+    for run in result["runs"].values():
+        console.print(verdict(run["metrics"]), highlight=False)
+    console.print(f"[bold]Demo finished in {result['seconds']:.0f} s.[/]")
+    for model, run in result["runs"].items():
+        console.print(f"{model}: figures in {run['figures'][0].parent}/, metrics in {run['metrics_file']}",
+                      highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------
 # info
 
 

@@ -108,3 +108,109 @@ def test_block_sizes_match_the_fixed_masks():
         forced = lay_blocks(valid, draws, min_block=s, max_block=s, min_ratio=0.1, max_ratio=0.7)
         rows = torch.from_numpy(sizes == s)
         assert torch.equal(forced[rows], hidden[rows]), s
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny trained run, scored end to end
+
+
+def finite_leaves(obj, path="metrics"):
+    """Every number in a nested dict/list, with its path; fails on NaN/inf."""
+    import math
+
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from finite_leaves(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from finite_leaves(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        assert math.isfinite(obj), path
+        yield path, obj
+
+
+def interpolate_by_loops(t, y, visible):
+    """Slow reference: each hidden point on the line through its visible neighbours in time."""
+    out = np.array(y, dtype=np.float64)
+    idx = np.flatnonzero(visible)
+    for j in range(len(y)):
+        if visible[j]:
+            continue
+        before, after = idx[idx < j], idx[idx > j]
+        if before.size and after.size:
+            a, b = before[-1], after[0]
+            out[j] = y[a] + (y[b] - y[a]) * (t[j] - t[a]) / (t[b] - t[a])
+        else:
+            out[j] = y[before[-1]] if before.size else y[after[0]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def ts_run(tmp_path_factory):
+    from lcgen.convert import ConvertConfig, convert
+    from lcgen.simulate import SimulateConfig, generate
+    from lcgen.train import TrainConfig, fit
+
+    d = tmp_path_factory.mktemp("evalrun")
+    generate(SimulateConfig(n_samples=30, output=str(d / "raw.h5"), seed=5), workers=1)
+    convert(ConvertConfig(input=str(d / "raw.h5"), output=str(d / "ts.h5"), max_length=64, min_points=16))
+    result = fit(TrainConfig(model_name="transformer", preset="tiny", data=str(d / "ts.h5"), epochs=1,
+                             batch_size=16, lr=3e-3, runs_dir=str(d / "runs"), device="cpu",
+                             test_fraction=0.2), name="tiny")
+    return result["run_dir"]
+
+
+def test_evaluate_writes_finite_metrics_on_the_same_masks(ts_run):
+    import json
+
+    import h5py
+    import torch
+
+    from lcgen.data import load_split
+    from lcgen.evaluate import EvaluateConfig, evaluate_run
+    from lcgen.masking import fixed_mask
+    from lcgen.train import load_run
+
+    metrics = evaluate_run(ts_run, EvaluateConfig(mask_seed=11, batch_size=7))
+    on_disk = json.loads((ts_run / "metrics.json").read_text())
+    assert on_disk == metrics
+    assert len(list(finite_leaves(on_disk))) > 50
+    for key in ("overall", "vs_baselines", "by_mask_ratio", "by_block_size", "by_lc_type", "signal"):
+        assert on_disk[key], key
+    test_rows = np.sort(load_split(ts_run)["test"])
+    assert metrics["n_samples"] == len(test_rows) > 0
+    # Independent recomputation on the test rows: masks from fixed_mask by row index and seed,
+    # the linear baseline by explicit loops, the model from load_run.
+    with h5py.File(metrics["data"]) as f:
+        flux, time, mask = f["flux"][:][test_rows], f["time"][:][test_rows], f["mask"][:][test_rows]
+        signal = f["signal"][:][test_rows]
+        types = f["meta/lc_type"].asstr()[:][test_rows]
+    valid = torch.from_numpy(mask)
+    ranges = {k: metrics["mask"][k] for k in ("min_block", "max_block", "min_ratio", "max_ratio")}
+    hidden = fixed_mask(valid, torch.from_numpy(test_rows), seed=11, **ranges).numpy()
+    sse = n = sse_mean = 0.0
+    for i in range(len(test_rows)):
+        visible = mask[i] & ~hidden[i]
+        ref = interpolate_by_loops(time[i], flux[i].astype(np.float64), visible)
+        sel = mask[i] & hidden[i]
+        sse += ((ref[sel] - flux[i][sel]) ** 2).sum()
+        sse_mean += ((flux[i][visible].astype(np.float64).mean() - flux[i][sel]) ** 2).sum()
+        n += sel.sum()
+    assert metrics["overall"]["linear"]["masked_mse"] == pytest.approx(sse / n, rel=1e-6)
+    assert metrics["overall"]["mean"]["masked_mse"] == pytest.approx(sse_mean / n, rel=1e-6)
+    assert metrics["n_masked_positions"] == n
+    model, _ = load_run(ts_run)
+    batch = {"values": torch.from_numpy(flux), "valid": valid, "hidden": torch.from_numpy(hidden),
+             "time": torch.from_numpy(time), "index": torch.from_numpy(test_rows)}
+    with torch.no_grad():
+        pred = model.forward_batch(batch)["reconstructed"].reshape(flux.shape).double().numpy()
+    sel = mask & hidden
+    assert metrics["overall"]["model"]["masked_mse"] == pytest.approx(((pred - flux)[sel] ** 2).mean(), rel=1e-5)
+    assert metrics["signal"]["data"]["masked_mse"] == pytest.approx(((flux - signal)[sel] ** 2).mean(), rel=1e-5)
+    ratio = metrics["vs_baselines"]["linear"]["masked_mse_ratio"]
+    assert ratio == pytest.approx(metrics["overall"]["model"]["masked_mse"] / (sse / n))
+    # breakdowns partition the samples
+    assert sum(g["n_samples"] for g in metrics["by_lc_type"]) == len(test_rows)
+    assert {g["group"] for g in metrics["by_lc_type"]} == set(types.tolist())
+    assert sum(g["n_samples"] for g in metrics["by_block_size"]) == len(test_rows)
+    assert all(g["group"] in (1, 2, 4, 8, 16, 32) for g in metrics["by_block_size"])

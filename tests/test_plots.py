@@ -67,3 +67,52 @@ def test_hidden_spans_extend_halfway_to_neighbours():
     x = np.array([0.0, 1.0, 2.0, 4.0, 6.0])
     hidden = np.array([1, 0, 1, 1, 0], bool)
     assert _hidden_spans(x, hidden) == [(0.0, 0.5), (1.5, 5.0)]
+
+
+# --------------------------------------------------------------------------------------------
+# A run's figures, and the evaluate/plot commands, on a tiny spectral run
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory):
+    from lcgen.train import TrainConfig, fit
+    from tests.test_data import write_spectra
+
+    d = tmp_path_factory.mktemp("mlprun")
+    write_spectra(d / "spectra.h5", n=40, length=64)
+    result = fit(TrainConfig(model_name="mlp", preset="tiny", data=str(d / "spectra.h5"), epochs=1,
+                             batch_size=8, lr=1e-3, runs_dir=str(d / "runs"), device="cpu",
+                             test_fraction=0.2), name="tiny")
+    return result["run_dir"]
+
+
+def test_plot_run_writes_both_figures(mlp_run):
+    from lcgen.plots import plot_run
+
+    paths = plot_run(mlp_run, n_examples=3, seed=2)
+    assert [p.name for p in paths] == ["training.png", "reconstructions.png"]
+    assert all(p.parent == mlp_run / "figures" and p.stat().st_size > 10_000 for p in paths)
+    assert png_size(paths[0]) == (10 * DPI, 7 * DPI)
+    assert png_size(paths[1]) == (2 * 6.5 * DPI, 2 * 3.0 * DPI)  # 3 panels: 2 columns, 2 rows
+
+
+def test_evaluate_and_plot_commands(mlp_run):
+    import json
+
+    from typer.testing import CliRunner
+
+    from lcgen.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["evaluate", str(mlp_run), "--split", "val", "--mask-seed", "4"],
+                      env={"COLUMNS": "150"})
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((mlp_run / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["mask"]["seed"] == 4 and metrics["data_kind"] == "spectra"
+    assert "linear interpolation" in r.output and "masked MSE by block size" in r.output
+    assert "mlp: " in r.output and "than linear interpolation (ratio" in r.output
+    r = runner.invoke(app, ["plot", str(mlp_run), "--examples", "2"], env={"COLUMNS": "150"})
+    assert r.exit_code == 0, r.output
+    assert "reconstructions.png" in r.output and png_size(mlp_run / "figures" / "reconstructions.png") == (1300, 300)
+    r = runner.invoke(app, ["evaluate", str(mlp_run.parent / "nothing")])
+    assert r.exit_code != 0 and "does not exist; train one with `lcgen train MODEL`" in str(r.exception)
