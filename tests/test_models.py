@@ -260,6 +260,7 @@ def test_time_encoding_matches_direct_formula():
     enc = TimeEncoding(8, 0.00278, 1640.0)
     t = torch.tensor([[0.0, 0.5, 17.25, 499.0]])
     periods = torch.logspace(math.log10(0.00278), math.log10(1640.0), 4, dtype=torch.float64)
-    angle = 2 * math.pi * t.double()[..., None] / periods.float().double()
+    frequency = (1 / periods).float().double()  # the model keeps 1/P_k in float32
+    angle = 2 * math.pi * t.double()[..., None] * frequency
     expected = torch.cat([angle.sin(), angle.cos()], -1).float()
     assert torch.allclose(enc(t), expected, atol=1e-5)
