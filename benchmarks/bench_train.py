@@ -42,8 +42,8 @@ def write_spectra(path: Path, n: int, length: int = 1024, seed: int = 0) -> None
     rng = np.random.default_rng(seed)
     with atomic_h5(path) as f:
         write_header(f, "spectra", {"made_by": "bench_train"})
-        sets = {c: f.create_dataset(c, shape=(n, length), dtype="f4", chunks=(256, length)) for c in CHANNELS}
-        mask = f.create_dataset("mask", shape=(n, length), dtype=bool, chunks=(256, length))
+        sets = {c: f.create_dataset(c, shape=(n, length), dtype="f4", chunks=(min(256, n), length)) for c in CHANNELS}
+        mask = f.create_dataset("mask", shape=(n, length), dtype=bool, chunks=(min(256, n), length))
         for start in range(0, n, 4096):
             stop = min(n, start + 4096)
             for ds in sets.values():
@@ -77,12 +77,13 @@ def one(model: str, preset: str, steps: int, device: str, workdir: Path) -> dict
     """Train ``model`` at ``preset`` for two epochs of ``steps`` steps; epoch-2 samples/s."""
     import torch
 
+    from lcgen.data import load_split, n_batches
     from lcgen.models import MODELS
     from lcgen.train import TrainConfig, complete_config, fit
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     cfg = complete_config(TrainConfig(model_name=model, preset=preset, device=device))
-    rows = int(cfg.batch_size * steps / 0.8) + 2  # 80% of the rows train
+    rows = round(cfg.batch_size * steps / 0.8)  # 10% validation, 10% test: `steps` full batches train
     data = workdir / f"{model}.h5"
     if MODELS[model].data == "spectra":
         write_spectra(data, rows)
@@ -96,9 +97,9 @@ def one(model: str, preset: str, steps: int, device: str, workdir: Path) -> dict
     row = result["history"][-1]
     ckpt = torch.load(result["run_dir"] / "last.pt", weights_only=True)
     params = sum(v.numel() for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    n_steps = n_batches(len(load_split(result["run_dir"])["train"]), cfg.batch_size)
     out = {"model": model, "preset": preset, "params": params, "batch": cfg.batch_size,
-           "steps": steps, "samples_per_s": row["samples_per_s"],
-           "step_ms": 1000 * row["seconds"] / max(1, -(-int(rows * 0.8) // cfg.batch_size)),
+           "steps": n_steps, "samples_per_s": row["samples_per_s"], "step_ms": 1000 * row["seconds"] / n_steps,
            "peak_rss_mb": peak_rss_mb(), "rss_before_fit_mb": base, "wall_s": time.perf_counter() - start}
     if device.startswith("cuda"):
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -127,7 +128,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--presets", nargs="*", default=["small", "default"])
-    parser.add_argument("--steps", type=int, default=6, help="training steps per epoch")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per epoch [default: 6 for small, 1 for default]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pipeline-rows", type=int, default=20000)
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PRESET"), help=argparse.SUPPRESS)
@@ -136,7 +138,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.one:
-            print(json.dumps(one(*args.one, args.steps, args.device, Path(tmp))))
+            print(json.dumps(one(*args.one, args.steps or 6, args.device, Path(tmp))))
             return
         if args.pipeline:
             print(json.dumps(pipeline(args.pipeline_rows, Path(tmp))))
@@ -146,16 +148,18 @@ def main() -> None:
 
     models = args.models or list_models()
     print(f"device {args.device}, torch threads {os.environ.get('BENCH_THREADS', 'default')}, "
-          f"{args.steps} steps/epoch, model default batch sizes; samples/s of epoch 2")
-    print(f"{'model':<12}{'preset':<9}{'params':>12}{'batch':>7}{'ms/step':>10}{'samples/s':>11}{'peak RSS MB':>13}")
+          f"load average {os.getloadavg()[0]:.1f}; default batch sizes; samples/s of epoch 2")
+    print(f"{'model':<12}{'preset':<9}{'params':>12}{'batch':>7}{'steps':>7}{'ms/step':>10}{'samples/s':>11}"
+          f"{'peak RSS MB':>13}")
     for model in models:
         for preset in args.presets:
-            r = _child(["--one", model, preset, "--steps", str(args.steps), "--device", args.device])
+            steps = args.steps or (1 if preset == "default" else 6)
+            r = _child(["--one", model, preset, "--steps", str(steps), "--device", args.device])
             if "error" in r:
                 print(f"{model:<12}{preset:<9}  failed: {r['error']}")
                 continue
             gpu = f"  (GPU peak {r['peak_gpu_mb']:,.0f} MB)" if "peak_gpu_mb" in r else ""
-            print(f"{model:<12}{preset:<9}{r['params']:>12,}{r['batch']:>7}{r['step_ms']:>10.1f}"
+            print(f"{model:<12}{preset:<9}{r['params']:>12,}{r['batch']:>7}{r['steps']:>7}{r['step_ms']:>10.1f}"
                   f"{r['samples_per_s']:>11,.1f}{r['peak_rss_mb']:>13,.0f}{gpu}")
     r = _child(["--pipeline", "--pipeline-rows", str(args.pipeline_rows)])
     if "error" not in r:

@@ -274,7 +274,8 @@ def train(
     console.print("")
     console.print(summary_table(f"Run {result['run_dir']}", {
         "status": result["status"], "epochs done": result["epoch"],
-        "best val loss": f"{result['best_val']:.6f}", "history": str(result["run_dir"] / "history.csv")}))
+        "best val loss": f"{result['best_val']:.6f}" if result["epoch"] else "-",
+        "history": str(result["run_dir"] / "history.csv")}))
     if result["status"] == "interrupted":
         raise typer.Exit(130)
 
