@@ -187,9 +187,10 @@ def _check_valid(valid: torch.Tensor) -> None:
 
 
 def _n_keys_needed(length: int, min_block: int) -> int:
-    """Most blocks any sample of this length can have (blocks are >= 2**p_lo long)."""
+    """Most blocks any sample of this length can have: ceil(L / 2**p_lo), or, for a span too
+    short for min_block (< 2**(p_lo + 1), cut into smaller blocks), up to that span."""
     p_lo = _power_range(min_block, min_block)[0]
-    return max(1, -(-length // (1 << p_lo)))
+    return max(1, -(-length // (1 << p_lo)), min(length, (1 << (p_lo + 1)) - 1))
 
 
 def draw_train(

@@ -76,12 +76,13 @@ SETTINGS = [
     dict(min_block=1, max_block=32, min_ratio=0.1, max_ratio=0.7),
     dict(min_block=2, max_block=8, min_ratio=0.3, max_ratio=0.5),
     dict(min_block=3, max_block=100, min_ratio=0.0, max_ratio=1.0),
+    dict(min_block=4, max_block=8, min_ratio=0.5, max_ratio=0.9),  # short rows: blocks < 4
 ]
 
 
 @pytest.mark.parametrize("settings", SETTINGS)
 @pytest.mark.parametrize("kind", ["prefix", "subrange", "scattered", "edge"])
-@pytest.mark.parametrize("L", [64, 100])
+@pytest.mark.parametrize("L", [9, 64, 100])
 def test_block_mask_matches_reference(settings, kind, L):
     gen = torch.Generator().manual_seed(L + len(kind))
     valid = make_valid(kind, 12, L, gen)
