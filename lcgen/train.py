@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from lcgen import __version__
-from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, parse_set
+from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, merge, parse_set
 from lcgen.convert import DEFAULT_TIMESERIES
 from lcgen.data import (SPLIT_FILE, iter_batches, load_split, n_batches, open_source, save_split,
                         split_rows)
@@ -137,7 +137,8 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
                          f"choose one of {', '.join(spec.presets)}")
     overrides = {}
     if cfg.model:
-        checked = config_from_dict(spec.config_cls, cfg.model, where="model")
+        # checked (types, names, consistency) as they will be used: laid over the preset
+        checked = merge(config_from_dict(spec.config_cls, spec.presets[cfg.preset]), cfg.model, where="model")
         overrides = {key: _plain(getattr(checked, key)) for key in cfg.model}
     defaults = MODEL_DEFAULTS.get(cfg.model_name, FALLBACK_DEFAULTS)
     cfg = dataclasses.replace(

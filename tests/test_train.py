@@ -306,13 +306,16 @@ def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp
     assert result.exit_code == 0, result.output
     assert (runs / "mlp" / "again" / "config.yaml").read_text() == saved.read_text()
     assert_same_weights(weights(runs / "mlp" / "e2e"), weights(runs / "mlp" / "again"))
+    # --resume through the command: a finished run has nothing left to do
+    result = CliRunner().invoke(app, ["train", "--resume", str(runs / "mlp" / "e2e"), "--device", "cpu"])
+    assert result.exit_code == 0 and "has finished all 1 epochs; nothing to do" in result.output
     # rerunning into an existing run points at --resume
     result = CliRunner().invoke(app, ["train", "--config", str(saved), "--name", "again"])
     assert isinstance(result.exception, LcgenError)
     assert "already holds a run; continue it with --resume" in str(result.exception)
 
 
-def test_lcgen_train_help_and_errors(tmp_path, monkeypatch):
+def test_lcgen_train_help_and_errors(tmp_path, monkeypatch, timeseries_file):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
@@ -323,6 +326,8 @@ def test_lcgen_train_help_and_errors(tmp_path, monkeypatch):
             (["train", "gpt2"], f"unknown model 'gpt2'; registered models: {', '.join(MODELS)}"),
             (["train", "transformer"], "data/mock_lightcurves/timeseries.h5 does not exist"),  # the default file
             (["train", "mlp"], "data/mock_lightcurves/preprocessed.h5 does not exist"),
+            (["train", "mlp", "--data", str(timeseries_file)], "is an lcgen 'timeseries' file; expected a 'spectra' file"),
+            (["train", "mlp", "--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda, cuda:N"),
             (["train", "--resume", "nowhere", "--epochs", "3"], "drop --epochs"),
             (["train", "--resume", "nowhere"], "nowhere holds no last.pt to resume from")):
         result = runner.invoke(app, args)
