@@ -146,7 +146,8 @@ class TimeSeriesTransformer(nn.Module):
         self.bottleneck = Stage(dims[-1], config)
         # kernel 4, stride 2, padding 1: exact doubling, every output sees two inputs (no checkerboard)
         self.up = nn.ModuleList(
-            nn.ConvTranspose1d(d_next, d, kernel_size=4, stride=2, padding=1) for d, d_next in zip(dims, below))
+            nn.ConvTranspose1d(d_next, d, kernel_size=4, stride=2, padding=1)
+            for d, d_next in zip(dims, below))
         self.fuse = nn.ModuleList(nn.Linear(2 * d, d) for d in dims)
         self.decoder = nn.ModuleList(Stage(d, config) for d in dims)
         self.norm_out = nn.LayerNorm(dims[0])

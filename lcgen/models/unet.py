@@ -90,7 +90,8 @@ class UNetAutoencoder(nn.Module):
         dims = list(config.encoder_dims)
         self.levels = len(dims)
         self.stem = nn.Conv1d(config.in_channels, dims[0], 7, padding=3)
-        self.encoder = nn.ModuleList(ConvBlock(d_in, d, config) for d_in, d in zip(dims[:1] + dims[:-1], dims))
+        widths_in = dims[:1] + dims[:-1]  # the stem already gives dims[0] channels
+        self.encoder = nn.ModuleList(ConvBlock(d_in, d, config) for d_in, d in zip(widths_in, dims))
         self.pool = nn.MaxPool1d(2)
         self.bottleneck = ConvBlock(dims[-1], dims[-1], config)
         below = dims[1:] + dims[-1:]  # width arriving from below at each level
