@@ -59,6 +59,8 @@ MODEL_DEFAULTS = {
 FALLBACK_DEFAULTS = {"epochs": 50, "batch_size": 64, "lr": 1e-3}
 CHECKPOINT_FORMAT = "lcgen-checkpoint"
 CHECKPOINT_VERSION = 1
+# history.csv: lr is the learning rate at the end of the epoch; losses are pooled over the epoch's
+# positions; seconds and samples/s count training steps only (validation excluded).
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_masked", "train_unmasked", "val_loss",
                    "val_masked", "val_unmasked", "seconds", "samples_per_s")
 # Settings a resumed run may change: where the data lives and where it runs.
