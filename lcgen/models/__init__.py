@@ -49,7 +49,7 @@ MODELS: dict[str, ModelSpec] = {
             "tiny": dict(encoder_dims=[16, 32], nhead=2, num_transformer_blocks=1, dropout=0.0),
             # head width 16-64: wide enough heads for fast attention kernels on CPU
             "small": dict(encoder_dims=[32, 64, 96, 128], nhead=2, num_transformer_blocks=1,
-                          ff_mult=2),
+                          ff_mult=2, dropout=0.0),
             "default": {},
         },
         summary="hierarchical U-Net transformer on time series",
