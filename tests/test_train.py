@@ -322,6 +322,7 @@ def test_lcgen_train_help_and_errors(tmp_path, monkeypatch, timeseries_file):
     result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0
     assert f"Model to train: {', '.join(MODELS)}" in result.output
+    assert "Epochs. [default: 50]" in result.output  # the brackets survive Rich markup
     for args, message in (
             (["train", "gpt2"], f"unknown model 'gpt2'; registered models: {', '.join(MODELS)}"),
             (["train", "transformer"], "data/mock_lightcurves/timeseries.h5 does not exist"),  # the default file
