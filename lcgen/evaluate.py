@@ -367,6 +367,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             metrics["by_lc_type"] = breakdown(scores, ev.lc_type[index])
         if signal_parts:
             metrics["signal"] = summarise(concat_scores(signal_parts))
+        metrics["summary"] = verdict(metrics)
     write_metrics(output or Path(run_dir) / METRICS_FILE, metrics)
     return metrics
 

@@ -209,6 +209,7 @@ def test_evaluate_writes_finite_metrics_on_the_same_masks(ts_run):
     assert metrics["signal"]["data"]["masked_mse"] == pytest.approx(((flux - signal)[sel] ** 2).mean(), rel=1e-5)
     ratio = metrics["vs_baselines"]["linear"]["masked_mse_ratio"]
     assert ratio == pytest.approx(metrics["overall"]["model"]["masked_mse"] / (sse / n))
+    assert f"(ratio {ratio:.3f})" in metrics["summary"]
     # breakdowns partition the samples
     assert sum(g["n_samples"] for g in metrics["by_lc_type"]) == len(test_rows)
     assert {g["group"] for g in metrics["by_lc_type"]} == set(types.tolist())
