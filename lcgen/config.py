@@ -48,10 +48,16 @@ def merge(cfg: Any, data: dict, *, where: str = "") -> Any:
         if key not in fields:
             raise LcgenError(f"unknown setting '{path}'{_did_you_mean(key, fields, where)}")
         current = getattr(cfg, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[key] = merge(current, value, where=path)
-        else:
-            changes[key] = coerce(value, hints[key], path)
+        if isinstance(current, dict) or dataclasses.is_dataclass(current):
+            if value is None:  # a YAML section holding only comments
+                continue
+            if isinstance(value, dict):
+                # Sections merge: `--set model.x=1` adds to a `model:` section, never replaces it.
+                merged = merge(current, value, where=path) if dataclasses.is_dataclass(current) \
+                    else _deep_update(dict(current), value)
+                changes[key] = coerce(merged, hints[key], path)
+                continue
+        changes[key] = coerce(value, hints[key], path)
     return dataclasses.replace(cfg, **changes)
 
 
@@ -74,6 +80,29 @@ def parse_set(items: list[str] | None) -> dict:
                 raise LcgenError(f"--set {item}: '{part}' is set both as a value and a section")
         node[parts[-1]] = value
     return out
+
+
+def nest_flags(flags: dict) -> dict:
+    """``{"a.b": 1, "c": None}`` → ``{"a": {"b": 1}}``: dotted keys nested, unset (None) dropped."""
+    nested: dict = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        node = nested
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return nested
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = _deep_update(dict(base[key]), value)
+        else:
+            base[key] = value
+    return base
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -103,16 +132,7 @@ def resolve_config(cls: type, *, config_file: str | Path | None = None, flags: d
     if config_file is not None:
         cfg = merge(cfg, load_yaml(config_file), where="")
     if flags:
-        nested: dict = {}
-        for key, value in flags.items():
-            if value is None:
-                continue
-            node = nested
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
-        cfg = merge(cfg, nested)
+        cfg = merge(cfg, nest_flags(flags))
     if sets:
         cfg = merge(cfg, parse_set(sets))
     return cfg

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from lcgen import __version__
-from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, merge, parse_set
+from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, merge, resolve_config
 from lcgen.convert import DEFAULT_TIMESERIES
 from lcgen.data import (SPLIT_FILE, iter_batches, load_split, n_batches, open_source, save_split,
                         split_rows)
@@ -103,28 +103,10 @@ class TrainConfig:
 def resolve_train_config(model_name: str | None = None, *, config_file: str | Path | None = None,
                          flags: dict | None = None, sets: list[str] | None = None) -> TrainConfig:
     """Defaults < ``--config`` YAML < flags < ``--set``, then the per-model defaults for what is
-    still unset (:func:`complete_config`).
-
-    The layers are merged as nested dicts first, so ``--set model.x=1`` adds to a ``model:``
-    section from the YAML instead of replacing it.
-    """
-    layers: dict = {}
-    if config_file is not None:
-        _deep_update(layers, load_yaml(config_file))
-        if "model" in layers and layers["model"] is None:  # a `model:` section of comments only
-            layers["model"] = {}
-    nested: dict = {}
-    for key, value in {**(flags or {}), "model_name": model_name}.items():
-        if value is None:
-            continue
-        node = nested
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    _deep_update(layers, nested)
-    _deep_update(layers, parse_set(sets))
-    return complete_config(config_from_dict(TrainConfig, layers))
+    still unset (:func:`complete_config`)."""
+    cfg = resolve_config(TrainConfig, config_file=config_file,
+                         flags={**(flags or {}), "model_name": model_name}, sets=sets)
+    return complete_config(cfg)
 
 
 def complete_config(cfg: TrainConfig) -> TrainConfig:
@@ -750,15 +732,6 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
             bar.update(task, completed=state.step, loss=f"{loss:.4f}", rate=f"{rate:,.0f} samples/s")
 
         yield update
-
-
-def _deep_update(base: dict, new: dict) -> dict:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 def _to_cpu(obj):

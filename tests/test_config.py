@@ -1,7 +1,7 @@
 """Config precedence, type checking and errors."""
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import pytest
 import yaml
@@ -24,6 +24,7 @@ class Outer:
     mode: Literal["a", "b"] = "a"
     flag: bool = False
     inner: Inner = field(default_factory=Inner)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def test_precedence_defaults_yaml_flags_set(tmp_path):
@@ -85,3 +86,11 @@ def test_int_accepted_for_float_and_integral_float_for_int():
     with pytest.raises(LcgenError, match="is not an int"):
         config_from_dict(Outer, {"epochs": 5.5})
     assert yaml.safe_load(config_to_yaml(cfg))["lr"] == 1.0
+
+
+def test_sections_merge_across_layers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("extra:\n  depth: 3\n  widths: [1, 2]\ninner:\n  # only comments here\n")
+    cfg = resolve_config(Outer, config_file=path, sets=["extra.dropout=0.1", "extra.widths=[4]"])
+    assert cfg.extra == {"depth": 3, "widths": [4], "dropout": 0.1}
+    assert cfg.inner == Inner()
