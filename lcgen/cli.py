@@ -372,7 +372,7 @@ def plot(
 def demo(
     workdir: Annotated[Optional[Path], typer.Option(help="Where the demo writes data/ and runs/. [default: demo]")] = None,
     n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", help="Mock light curves. [default: 1500]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs of both models. [default: 8]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs of both models. [default: 8 transformer, 20 spectral]")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Size of both models: tiny or small. [default: small]")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. [default: cpu]")] = None,
     workers: WorkersOpt = None,

@@ -8,6 +8,7 @@ returns its path. Figures are sized in inches at ``DPI`` dots per inch, so a fig
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,7 +18,7 @@ matplotlib.use("Agg")  # headless: no display needed, same output everywhere
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lcgen.errors import LcgenError  # noqa: E402
@@ -117,6 +118,36 @@ def plot_reconstructions(examples: Sequence[Mapping], path: str | Path, *, kind:
     return _save(fig, path)
 
 
+def plot_metrics(metrics: Mapping, path: str | Path) -> Path:
+    """Masked MSE of the model and both baselines by block size, hidden fraction and (where
+    known) light-curve type: grouped bars on a log axis, from a ``metrics.json`` dict."""
+    panels = [(k, label) for k, label in (("by_block_size", "block size [points]"),
+                                          ("by_mask_ratio", "hidden fraction of real points"),
+                                          ("by_lc_type", "light-curve type")) if metrics.get(k)]
+    if not panels:
+        raise LcgenError("the metrics hold no breakdown to plot; rerun `lcgen evaluate`")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.2), squeeze=False,
+                             constrained_layout=True)
+    bars = (("model", metrics["model_name"], MODEL_COLOR), ("linear", "linear interpolation", LINEAR_COLOR),
+            ("mean", "per-curve mean", "0.6"))
+    for ax, (key, label) in zip(axes[0], panels):
+        groups = metrics[key]
+        x = np.arange(len(groups))
+        width = 0.8 / len(bars)
+        heights = np.array([[g[name]["masked_mse"] for g in groups] for name, _, _ in bars])  # (3, G)
+        for j, (name, legend, color) in enumerate(bars):
+            ax.bar(x + (j - 1) * width, heights[j], width, color=color, label=legend)
+        ax.set_xticks(x, [f"{g['group']}\n(n={g['n_samples']})" for g in groups], fontsize=8)
+        _log_if_positive(ax, heights.ravel())
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0, 0].set_ylabel("masked MSE (normalised units)")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"{metrics['model_name']}: masked MSE on {metrics['n_samples']:,} {metrics['split']} rows "
+                 f"against the baselines (same masks)")
+    return _save(fig, path)
+
+
 def _plot_one(ax, ex: Mapping, kind: str, xscale: str) -> None:
     valid = np.asarray(ex["valid"], bool)
     hidden = np.asarray(ex["hidden"], bool) & valid
@@ -158,12 +189,26 @@ def _hidden_spans(x: np.ndarray, hidden: np.ndarray) -> list[tuple[float, float]
     return spans
 
 
-def _log_if_positive(ax) -> None:
-    lines = [ln.get_ydata() for ln in ax.get_lines()]
-    data = np.concatenate([np.asarray(d, float) for d in lines]) if lines else np.array([])
+def _log_if_positive(ax, data: np.ndarray | None = None) -> None:
+    """Log y axis when every plotted value (default: the lines' y data) is positive, ticks
+    written as plain numbers."""
+    if data is None:
+        lines = [ln.get_ydata() for ln in ax.get_lines()]
+        data = np.concatenate([np.asarray(d, float) for d in lines]) if lines else np.array([])
+    data = np.asarray(data, float)
     data = data[np.isfinite(data)]
     if data.size and (data > 0).all():
         ax.set_yscale("log")
+        span = data.max() / data.min()
+        # label minor ticks too on short axes (under a decade none but one major tick shows):
+        # all of them below one decade, those at 2 and 5 × 10^k below two decades
+        keep = (2, 3, 4, 5, 6, 7, 8, 9) if span < 10 else (2, 5) if span < 100 else ()
+
+        def minor(v, _):
+            return f"{v:.3g}" if round(v / 10 ** math.floor(math.log10(v))) in keep else ""
+
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -186,9 +231,10 @@ def _float(value) -> float:
 
 
 def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_config=None) -> list[Path]:
-    """Write ``RUN_DIR/figures/training.png`` (from history.csv) and
+    """Write ``RUN_DIR/figures/training.png`` (from history.csv),
     ``RUN_DIR/figures/reconstructions.png`` (``n_examples`` test rows, several light-curve types,
-    chosen by ``seed``, on the same fixed masks as ``lcgen evaluate``). Returns the paths."""
+    chosen by ``seed``, on the same fixed masks as ``lcgen evaluate``) and, once the run has a
+    metrics.json, ``RUN_DIR/figures/metrics.png`` (:func:`plot_metrics`). Returns the paths."""
     from lcgen.evaluate import choose_examples, open_evaluation, reconstruction_examples
 
     run_dir = Path(run_dir)
@@ -209,4 +255,8 @@ def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_co
         paths.append(plot_reconstructions(
             examples, figures / "reconstructions.png", kind=ev.kind, **labels,
             title=f"{name}: reconstructions of {ev.split} rows (grey: hidden; mask seed {ev.config.mask_seed})"))
+    if (run_dir / "metrics.json").is_file():
+        from lcgen.evaluate import read_metrics
+
+        paths.append(plot_metrics(read_metrics(run_dir), figures / "metrics.png"))
     return paths

@@ -86,14 +86,20 @@ def mlp_run(tmp_path_factory):
     return result["run_dir"]
 
 
-def test_plot_run_writes_both_figures(mlp_run):
+def test_plot_run_writes_every_figure(mlp_run):
+    from lcgen.evaluate import evaluate_run
     from lcgen.plots import plot_run
 
+    (mlp_run / "metrics.json").unlink(missing_ok=True)
     paths = plot_run(mlp_run, n_examples=3, seed=2)
-    assert [p.name for p in paths] == ["training.png", "reconstructions.png"]
+    assert [p.name for p in paths] == ["training.png", "reconstructions.png"]  # not evaluated yet
+    evaluate_run(mlp_run)
+    paths = plot_run(mlp_run, n_examples=3, seed=2)
+    assert [p.name for p in paths] == ["training.png", "reconstructions.png", "metrics.png"]
     assert all(p.parent == mlp_run / "figures" and p.stat().st_size > 10_000 for p in paths)
     assert png_size(paths[0]) == (10 * DPI, 7 * DPI)
     assert png_size(paths[1]) == (2 * 6.5 * DPI, 2 * 3.0 * DPI)  # 3 panels: 2 columns, 2 rows
+    assert png_size(paths[2]) == (2 * 5.0 * DPI, 4.2 * DPI)  # by block size, by hidden fraction
 
 
 def test_evaluate_and_plot_commands(mlp_run):
