@@ -332,11 +332,11 @@ def evaluate(
 ) -> None:
     """Score a trained run on fixed, seeded masks against linear interpolation and the per-curve
     mean (same masks); MSE/MAE on hidden and visible real positions, by block size, mask ratio and
-    light-curve type. Writes RUN_DIR/metrics.json.
+    light-curve type. Writes RUN_DIR/metrics.json (metrics-val.json etc. for other rows).
 
     Example: [cyan]lcgen evaluate runs/transformer/demo[/]   [cyan]lcgen evaluate runs/mlp/demo --split val[/]
     """
-    from lcgen.evaluate import EvaluateConfig, evaluate_run, verdict
+    from lcgen.evaluate import EvaluateConfig, evaluate_run, metrics_path, verdict
 
     cfg = resolve_config(EvaluateConfig, config_file=config, sets=set_, flags={
         "data": _str(data), "split": split, "mask_seed": mask_seed, "checkpoint": checkpoint,
@@ -345,7 +345,7 @@ def evaluate(
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
-    console.print(f"Wrote {run_dir / 'metrics.json'}")
+    console.print(f"Wrote {metrics_path(run_dir, metrics['split'], cfg.data)}")
 
 
 @app.command()

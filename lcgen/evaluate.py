@@ -318,7 +318,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
                  output: str | Path | None = None, progress=None) -> dict:
     """Score a trained run on fixed, seeded masks against the linear and mean baselines.
 
-    Writes ``output`` (default ``RUN_DIR/metrics.json``) and returns the same dict: ``overall``
+    Writes ``output`` (default :func:`metrics_path`: ``RUN_DIR/metrics.json`` for the test split)
+    and returns the same dict: ``overall``
     (pooled MSE/MAE per predictor on masked and unmasked real positions), ``vs_baselines`` (the
     model's error over each baseline's), ``by_mask_ratio``, ``by_block_size``, ``by_lc_type``
     (where the data carry it) and, for mock data, ``signal`` (errors against the noise-free
@@ -368,8 +369,17 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         if signal_parts:
             metrics["signal"] = summarise(concat_scores(signal_parts))
         metrics["summary"] = verdict(metrics)
-    write_metrics(output or Path(run_dir) / METRICS_FILE, metrics)
+    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data), metrics)
     return metrics
+
+
+def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | None = None) -> Path:
+    """Where :func:`evaluate_run` writes: ``RUN_DIR/metrics.json`` for the test split of the run's
+    own data, ``metrics-SPLIT.json`` for another split and ``metrics-STEM[-SPLIT].json`` for a
+    ``--data`` file, so scoring other rows never overwrites the test metrics."""
+    name = "metrics" + (f"-{Path(data).stem}" if data is not None else "")
+    name += "" if (split == "test" or (data is not None and split == "all")) else f"-{split}"
+    return Path(run_dir) / f"{name}.json"
 
 
 def write_metrics(path: str | Path, metrics: dict) -> Path:

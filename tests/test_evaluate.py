@@ -215,3 +215,13 @@ def test_evaluate_writes_finite_metrics_on_the_same_masks(ts_run):
     assert {g["group"] for g in metrics["by_lc_type"]} == set(types.tolist())
     assert sum(g["n_samples"] for g in metrics["by_block_size"]) == len(test_rows)
     assert all(g["group"] in (1, 2, 4, 8, 16, 32) for g in metrics["by_block_size"])
+
+
+def test_metrics_path_keeps_test_metrics_apart(tmp_path):
+    from lcgen.evaluate import metrics_path
+
+    assert metrics_path(tmp_path) == tmp_path / "metrics.json"
+    assert metrics_path(tmp_path, "val") == tmp_path / "metrics-val.json"
+    assert metrics_path(tmp_path, "all", "other/kepler.h5") == tmp_path / "metrics-kepler.json"
+    assert metrics_path(tmp_path, "test", "other/kepler.h5") == tmp_path / "metrics-kepler.json"
+    assert metrics_path(tmp_path, "train", "other/kepler.h5") == tmp_path / "metrics-kepler-train.json"
