@@ -286,22 +286,28 @@ def train(
 RunDirArg = Annotated[Path, typer.Argument(help="A run directory written by lcgen train (runs/MODEL/NAME).", metavar="RUN_DIR")]
 
 
+def _fmt(value: Optional[float], spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     """Rich tables of a metrics dict: overall errors, errors against the noise-free signal and
     (``detail``) the masked MSE by block size, mask ratio and light-curve type."""
+    from lcgen.evaluate import ratio
+
     names = {"model": m["model_name"], "linear": "linear interpolation", "mean": "per-curve mean",
              "data": "the data itself (noise)"}
     overall = Table("predictor", "masked MSE", "masked MAE", "unmasked MSE", "unmasked MAE", title_justify="left",
                     title=f"{m['model_name']} on {m['n_samples']:,} {m['split']} rows of {m['data']} "
                           f"({m['n_masked_positions']:,} hidden positions, mask seed {m['mask']['seed']})")
     for key, row in m["overall"].items():
-        overall.add_row(names[key], *(f"{row[k]:.4f}" for k in ("masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae")))
+        overall.add_row(names[key], *(_fmt(row[k]) for k in ("masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae")))
     tables = [overall]
     if "signal" in m:
         signal = Table("predictor", "masked MSE", "unmasked MSE", title_justify="left",
                        title="against the noise-free signal (mock data)")
         for key, row in m["signal"].items():
-            signal.add_row(names[key], f"{row['masked_mse']:.4f}", f"{row['unmasked_mse']:.4f}")
+            signal.add_row(names[key], _fmt(row["masked_mse"]), _fmt(row["unmasked_mse"]))
         tables.append(signal)
     if not detail:
         return tables
@@ -311,9 +317,9 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
         t = Table(label, "samples", f"{m['model_name']}", "linear", "mean", "model / linear", title_justify="left",
                   title=f"masked MSE by {label}")
         for g in m[key]:
-            t.add_row(str(g["group"]), f"{g['n_samples']:,}", f"{g['model']['masked_mse']:.4f}",
-                      f"{g['linear']['masked_mse']:.4f}", f"{g['mean']['masked_mse']:.4f}",
-                      f"{g['model']['masked_mse'] / g['linear']['masked_mse']:.3f}")
+            t.add_row(str(g["group"]), f"{g['n_samples']:,}", _fmt(g["model"]["masked_mse"]),
+                      _fmt(g["linear"]["masked_mse"]), _fmt(g["mean"]["masked_mse"]),
+                      _fmt(ratio(g["model"]["masked_mse"], g["linear"]["masked_mse"]), ".3f"))
         tables.append(t)
     return tables
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
@@ -125,7 +124,7 @@ def summarise(scores: dict, rows: np.ndarray | None = None) -> dict[str, dict[st
     """Pooled MSE and MAE per predictor and region over the samples ``rows`` (default: all).
 
     Returns ``{predictor: {"masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae"}}``; a
-    region with no positions gives NaN (callers skip empty groups).
+    region with no positions gives None (JSON null: undefined, not a number).
     """
     out = {}
     for name, by_region in scores.items():
@@ -133,8 +132,8 @@ def summarise(scores: dict, rows: np.ndarray | None = None) -> dict[str, dict[st
         for region, sums in by_region.items():
             take = slice(None) if rows is None else rows
             n = int(sums["n"][take].sum())
-            row[f"{region}_mse"] = float(sums["sse"][take].sum() / n) if n else float("nan")
-            row[f"{region}_mae"] = float(sums["sae"][take].sum() / n) if n else float("nan")
+            row[f"{region}_mse"] = float(sums["sse"][take].sum() / n) if n else None
+            row[f"{region}_mae"] = float(sums["sae"][take].sum() / n) if n else None
         out[name] = row
     return out
 
@@ -166,8 +165,13 @@ def ratio_bins(ratio: np.ndarray, edges: Sequence[float]) -> tuple[np.ndarray, l
 
 def compare(overall: dict[str, dict[str, float]], *, baselines: Sequence[str] = ("linear", "mean"),
             metric: str = "masked_mse") -> dict[str, float]:
-    """Model error divided by each baseline's (< 1: the model is better)."""
-    return {b: overall["model"][metric] / overall[b][metric] for b in baselines if b in overall}
+    """Model error divided by each baseline's (< 1: the model is better; None where undefined)."""
+    return {b: ratio(overall["model"][metric], overall[b][metric]) for b in baselines if b in overall}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing or b is 0 (a baseline that is exact)."""
+    return a / b if a is not None and b else None
 
 
 def _as_2d(x) -> np.ndarray:
@@ -358,8 +362,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             "n_unmasked_positions": int(scores["model"]["unmasked"]["n"].sum()),
             "mask": {"seed": cfg.mask_seed, **m}, "units": UNITS[ev.kind],
             "overall": overall,
-            "vs_baselines": {b: {"masked_mse_ratio": overall["model"]["masked_mse"] / overall[b]["masked_mse"],
-                                 "masked_mae_ratio": overall["model"]["masked_mae"] / overall[b]["masked_mae"]}
+            "vs_baselines": {b: {"masked_mse_ratio": ratio(overall["model"]["masked_mse"], overall[b]["masked_mse"]),
+                                 "masked_mae_ratio": ratio(overall["model"]["masked_mae"], overall[b]["masked_mae"])}
                              for b in ("linear", "mean")},
             "by_mask_ratio": breakdown(scores, ratio_labels, order=ratio_order),
             "by_block_size": breakdown(scores, blocks),
@@ -404,8 +408,8 @@ def verdict(metrics: dict) -> str:
     parts = []
     for name, label in (("linear", "linear interpolation"), ("mean", "the per-curve mean")):
         r = metrics["vs_baselines"][name]["masked_mse_ratio"]
-        if not math.isfinite(r):
-            parts.append(f"not comparable with {label}")
+        if r is None:
+            parts.append(f"not comparable with {label} (no hidden positions, or it is exact)")
         elif r <= 1:
             parts.append(f"{1 - r:.0%} lower masked MSE than {label} (ratio {r:.3f})")
         else:
@@ -419,8 +423,9 @@ def metrics_markdown(metrics: dict) -> str:
              "|---|---:|---:|---:|---:|"]
     names = {"model": metrics["model_name"], "linear": "linear interpolation", "mean": "per-curve mean"}
     for key, row in metrics["overall"].items():
-        lines.append(f"| {names.get(key, key)} | {row['masked_mse']:.4f} | {row['masked_mae']:.4f} | "
-                     f"{row['unmasked_mse']:.4f} | {row['unmasked_mae']:.4f} |")
+        cells = " | ".join("-" if row[k] is None else f"{row[k]:.4f}"
+                           for k in ("masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae"))
+        lines.append(f"| {names.get(key, key)} | {cells} |")
     return "\n".join(lines)
 
 

@@ -134,7 +134,8 @@ def plot_metrics(metrics: Mapping, path: str | Path) -> Path:
         groups = metrics[key]
         x = np.arange(len(groups))
         width = 0.8 / len(bars)
-        heights = np.array([[g[name]["masked_mse"] for g in groups] for name, _, _ in bars])  # (3, G)
+        heights = np.array([[np.nan if g[name]["masked_mse"] is None else g[name]["masked_mse"] for g in groups]
+                            for name, _, _ in bars], dtype=float)  # (3, G)
         for j, (name, legend, color) in enumerate(bars):
             ax.bar(x + (j - 1) * width, heights[j], width, color=color, label=legend)
         ax.set_xticks(x, [f"{g['group']}\n(n={g['n_samples']})" for g in groups], fontsize=8)

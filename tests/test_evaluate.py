@@ -115,7 +115,7 @@ def test_block_sizes_match_the_fixed_masks():
 
 
 def finite_leaves(obj, path="metrics"):
-    """Every number in a nested dict/list, with its path; fails on NaN/inf."""
+    """Every number in a nested dict/list, with its path; fails on NaN, inf and null."""
     import math
 
     if isinstance(obj, dict):
@@ -127,6 +127,8 @@ def finite_leaves(obj, path="metrics"):
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
         assert math.isfinite(obj), path
         yield path, obj
+    else:
+        assert obj is not None, f"{path} is undefined"
 
 
 def interpolate_by_loops(t, y, visible):
@@ -225,3 +227,21 @@ def test_metrics_path_keeps_test_metrics_apart(tmp_path):
     assert metrics_path(tmp_path, "all", "other/kepler.h5") == tmp_path / "metrics-kepler.json"
     assert metrics_path(tmp_path, "test", "other/kepler.h5") == tmp_path / "metrics-kepler.json"
     assert metrics_path(tmp_path, "train", "other/kepler.h5") == tmp_path / "metrics-kepler-train.json"
+
+
+def test_undefined_metrics_are_null_not_nan(tmp_path):
+    import json
+
+    from lcgen.evaluate import metrics_markdown, ratio, write_metrics
+
+    values = np.array([[1.0, 2.0, 3.0]])
+    valid = np.ones((1, 3), bool)
+    hidden = np.zeros((1, 3), bool)  # nothing hidden: masked errors are undefined
+    scores = score_batch(values, valid, hidden, {"model": values, "linear": values, "mean": values})
+    s = summarise(scores)
+    assert s["model"]["masked_mse"] is None and s["model"]["unmasked_mse"] == 0.0
+    assert ratio(0.5, 0.0) is None and ratio(None, 1.0) is None and ratio(1.0, 4.0) == 0.25
+    assert compare(s) == {"linear": None, "mean": None}
+    assert "| m | - | - | 0.0000 | 0.0000 |" in metrics_markdown({"model_name": "m", "overall": s})
+    path = write_metrics(tmp_path / "m.json", s)  # valid JSON: null, never NaN
+    assert json.loads(path.read_text())["model"]["masked_mse"] is None
