@@ -13,8 +13,11 @@ standardised spectra).
 Two baselines are scored on exactly the same masks as the model:
 
 - ``linear``: linear interpolation across each hidden run between the nearest visible real
-  positions, in time for time series and along frequency (or lag) for spectra; hidden positions
-  before the first or after the last visible one take the nearest visible value.
+  positions, in time for time series and along the frequency (or lag) grid for spectra, in grid
+  steps: on the default log-spaced grid that is a straight line in log frequency, as the spectra
+  are plotted (and a stronger baseline than one linear in frequency: on the demo's PSDs its
+  masked MSE is ~30 % lower); hidden positions before the first or after the last visible one
+  take the nearest visible value.
 - ``mean``: every position set to the mean of the curve's visible real values.
 """
 
@@ -307,10 +310,12 @@ def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str
             out = ev.model.forward_batch({k: v.to(ev.device) for k, v in batch.items()})
         b = {k: v.numpy() for k, v in batch.items()}
         coord = b["time"] if ev.kind == "timeseries" else np.broadcast_to(ev.coord, b["values"].shape)
+        # spectra: interpolate in grid steps (log frequency on a log grid), see the module docstring
+        knots = b["time"] if ev.kind == "timeseries" else np.arange(b["values"].shape[1], dtype=np.float64)
         result = {"values": b["values"], "valid": b["valid"], "hidden": b["hidden"], "coord": coord,
                   "index": b["index"],
                   "model": out["reconstructed"].float().reshape(b["values"].shape).cpu().numpy(),
-                  "linear": linear_baseline(b["values"], b["valid"], b["hidden"], coord),
+                  "linear": linear_baseline(b["values"], b["valid"], b["hidden"], knots),
                   "mean": mean_baseline(b["values"], b["valid"], b["hidden"])}
         if has_signal:
             signal = read_rows(ev.source.f["signal"], b["index"])

@@ -3,6 +3,7 @@
 import csv
 import struct
 
+import h5py
 import numpy as np
 import pytest
 
@@ -80,6 +81,9 @@ def mlp_run(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("mlprun")
     write_spectra(d / "spectra.h5", n=40, length=64)
+    with h5py.File(d / "spectra.h5", "r+") as f:  # a log-spaced grid, as lcgen preprocess makes
+        del f["frequency"]
+        f["frequency"] = np.geomspace(0.01, 5, 64)
     result = fit(TrainConfig(model_name="mlp", preset="tiny", data=str(d / "spectra.h5"), epochs=1,
                              batch_size=8, lr=1e-3, runs_dir=str(d / "runs"), device="cpu",
                              test_fraction=0.2), name="tiny")
@@ -124,3 +128,29 @@ def test_evaluate_and_plot_commands(mlp_run):
     assert "reconstructions.png" in r.output and png_size(mlp_run / "figures" / "reconstructions.png") == (1300, 300)
     r = runner.invoke(app, ["evaluate", str(mlp_run.parent / "nothing")])
     assert r.exit_code != 0 and "does not exist; train one with `lcgen train MODEL`" in str(r.exception)
+
+
+def test_spectra_baseline_runs_in_grid_steps_on_the_same_masks(mlp_run):
+    import torch
+
+    from lcgen.data import load_split
+    from lcgen.evaluate import EvaluateConfig, evaluate_run
+    from lcgen.masking import fixed_mask
+    from tests.test_evaluate import interpolate_by_loops
+
+    metrics = evaluate_run(mlp_run, EvaluateConfig(mask_seed=3), output=mlp_run / "m3.json")
+    rows = np.sort(load_split(mlp_run)["test"])
+    with h5py.File(metrics["data"]) as f:
+        psd, mask, freq = f["psd"][:][rows], f["mask"][:][rows].astype(bool), f["frequency"][:]
+    ranges = {k: metrics["mask"][k] for k in ("min_block", "max_block", "min_ratio", "max_ratio")}
+    hidden = fixed_mask(torch.from_numpy(mask), torch.from_numpy(rows), seed=3, **ranges).numpy()
+    sel = mask & hidden
+
+    def pooled(coord):
+        ref = np.stack([interpolate_by_loops(coord, psd[i].astype(np.float64), mask[i] & ~hidden[i])
+                        for i in range(len(rows))])
+        return ((ref - psd)[sel] ** 2).mean()
+
+    steps, in_frequency = pooled(np.arange(64.0)), pooled(freq)
+    assert metrics["overall"]["linear"]["masked_mse"] == pytest.approx(steps, rel=1e-6)
+    assert abs(steps - in_frequency) > 1e-3 * steps  # the grid is log-spaced: the two differ
