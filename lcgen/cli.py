@@ -102,9 +102,9 @@ def summary_table(title: str, rows: dict) -> Table:
 
 @app.command()
 def generate(
-    n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", help="Light curves to simulate. [default: 50000]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Master seed; curve i draws from SeedSequence(seed, spawn_key=(i,)). [default: 42]")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Raw file to write. [default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
+    n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", help="Light curves to simulate. \\[default: 50000]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Master seed; curve i draws from SeedSequence(seed, spawn_key=(i,)). \\[default: 42]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Raw file to write. \\[default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -135,11 +135,11 @@ def generate(
 
 @app.command()
 def convert(
-    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Raw light-curve file. [default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Time-series file to write. [default: data/mock_lightcurves/timeseries.h5]")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Points per window. [default: 512]")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="'window': every consecutive window; 'truncate': the first only. [default: window]")] = None,
-    min_points: Annotated[Optional[int], typer.Option(help="Drop windows with fewer real points. [default: 32]")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Raw light-curve file. \\[default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Time-series file to write. \\[default: data/mock_lightcurves/timeseries.h5]")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Points per window. \\[default: 512]")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="'window': every consecutive window; 'truncate': the first only. \\[default: window]")] = None,
+    min_points: Annotated[Optional[int], typer.Option(help="Drop windows with fewer real points. \\[default: 32]")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -170,8 +170,8 @@ def convert(
 
 @app.command()
 def preprocess(
-    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Raw light-curve file. [default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Spectral-feature file to write. [default: data/mock_lightcurves/preprocessed.h5]")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Raw light-curve file. \\[default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Spectral-feature file to write. \\[default: data/mock_lightcurves/preprocessed.h5]")] = None,
     workers: WorkersOpt = None,
     shard: Annotated[Optional[str], typer.Option(help="Process only slice I of N (0-based), e.g. 0/4, into OUTPUT with .shard-I-of-N; join with --merge-shards N.")] = None,
     merge_shards: Annotated[Optional[int], typer.Option(help="Join the N shard files of OUTPUT into OUTPUT (after every --shard I/N run finished).")] = None,
@@ -328,11 +328,11 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
 def evaluate(
     run_dir: RunDirArg,
     data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Score every row of this file instead of the run's test split.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Rows to score: test, val, train or all. [default: test; all with --data]")] = None,
-    mask_seed: Annotated[Optional[int], typer.Option(help="Seed fixing every sample's mask (same masks for every run). [default: 1]")] = None,
-    checkpoint: Annotated[Optional[str], typer.Option(help="best (lowest validation loss) or last. [default: best]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass. [default: 64]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. [default: cpu]")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Rows to score: test, val, train or all. \\[default: test; all with --data]")] = None,
+    mask_seed: Annotated[Optional[int], typer.Option(help="Seed fixing every sample's mask (same masks for every run). \\[default: 1]")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="best (lowest validation loss) or last. \\[default: best]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass. \\[default: 64]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -359,7 +359,7 @@ def plot(
     run_dir: RunDirArg,
     examples: Annotated[int, typer.Option(help="Reconstruction panels (one light-curve type after another).")] = 6,
     seed: Annotated[int, typer.Option(help="Chooses which rows are shown.")] = 0,
-    mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. [default: 1]")] = None,
+    mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. \\[default: 1]")] = None,
 ) -> None:
     """Draw a run's training curves and reconstructions of test rows (data, hidden regions,
     model, linear interpolation) as PNGs under RUN_DIR/figures/.
@@ -376,11 +376,11 @@ def plot(
 
 @app.command()
 def demo(
-    workdir: Annotated[Optional[Path], typer.Option(help="Where the demo writes data/ and runs/. [default: demo]")] = None,
-    n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", help="Mock light curves. [default: 1500]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs of both models. [default: 8 transformer, 20 spectral]")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Size of both models: tiny or small. [default: small]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. [default: cpu]")] = None,
+    workdir: Annotated[Optional[Path], typer.Option(help="Where the demo writes data/ and runs/. \\[default: demo]")] = None,
+    n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", help="Mock light curves. \\[default: 1500]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs of both models. \\[default: 8 transformer, 20 spectral]")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Size of both models: tiny or small. \\[default: small]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -427,16 +427,19 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
     d = describe(path)
     console.print(f"[bold]{d['path']}[/]: lcgen [bold]{d['format']}[/] file (format v{d['format_version']}, "
                   f"lcgen {d['lcgen_version']}, created {d['created']}), {d['n_curves']:,} rows")
-    table = Table("dataset", "shape", "dtype", "min", "max", "mean", "std", "note")
+    table = Table("dataset", "shape", "dtype", "range", "mean ± std", "note")
+    table.columns[0].no_wrap = True
     for row in d["datasets"]:
-        def fmt(key: str) -> str:
-            return f"{row[key]:.4g}" if key in row else ""
+        stats = ("", "")
+        if "min" in row:
+            stats = (f"{row['min']:.4g} … {row['max']:.4g}", f"{row['mean']:.4g} ± {row['std']:.3g}")
         note = ""
         if row.get("non_finite"):
-            note = f"{row['non_finite']:,} non-finite"
+            note = "all NaN" if "min" not in row else f"{row['non_finite']:,} non-finite"
         if "values" in row:
             note = ", ".join(f"{k}: {v:,}" for k, v in list(row["values"].items())[:8])
-        table.add_row(row["name"], str(row["shape"]), row["dtype"], fmt("min"), fmt("max"), fmt("mean"), fmt("std"), note)
+        shape = "×".join(str(n) for n in row["shape"])
+        table.add_row(row["name"], shape, row["dtype"], *stats, note)
     console.print(table)
     if show_config and d["config"].strip():
         console.print("[bold]config[/]")
