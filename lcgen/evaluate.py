@@ -192,30 +192,14 @@ def _plain(value):
 
 def mask_block_sizes(valid: np.ndarray, index: np.ndarray, *, seed: int, min_block: int = 1,
                      max_block: int = 32) -> np.ndarray:
-    """Block size of each sample's fixed mask (:func:`lcgen.masking.fixed_mask`), (B,) int64.
-
-    Recomputed from the same per-index draws with the rule of :func:`lcgen.masking.lay_blocks`:
-    ``2**p`` with ``p = p_lo + floor(u · n)``, ``n`` the powers of two in ``[min_block,
-    max_block]`` that leave at least two blocks in the sample's span of real positions.
-    """
+    """Block size of each sample's fixed mask (:func:`lcgen.masking.fixed_mask`), (B,) int64."""
     import torch
 
-    from lcgen.masking import draw_fixed
+    from lcgen.masking import block_sizes, draw_fixed
 
     valid_t = torch.as_tensor(np.asarray(valid, bool))
     draws = draw_fixed(valid_t, torch.as_tensor(np.asarray(index, np.int64)), seed=seed, min_block=min_block)
-    valid = np.asarray(valid, bool)
-    L = valid.shape[1]
-    any_valid = valid.any(axis=1)
-    first = np.where(any_valid, valid.argmax(axis=1), 0)
-    last = np.where(any_valid, L - 1 - valid[:, ::-1].argmax(axis=1), -1)
-    span = np.where(any_valid, last - first + 1, 0)
-    p_lo, p_hi = (min_block - 1).bit_length(), max_block.bit_length() - 1
-    p_top = np.minimum(np.floor(np.log2(np.maximum(span // 2, 1))).astype(np.int64), p_hi)
-    n_choices = np.maximum(p_top - p_lo + 1, 1)
-    p = np.floor(p_lo + draws.u_block.numpy() * n_choices).astype(np.int64)
-    p = np.maximum(np.minimum(p, p_top), 0)
-    return (1 << p).astype(np.int64)
+    return block_sizes(valid_t, draws, min_block=min_block, max_block=max_block).numpy().astype(np.int64)
 
 
 @dataclasses.dataclass
