@@ -23,7 +23,7 @@ from lcgen.errors import LcgenError
 
 def config_to_dict(cfg: Any) -> dict:
     """Plain nested dict of a dataclass config (lists, not tuples, so YAML stays plain)."""
-    return _plain(dataclasses.asdict(cfg))
+    return plain(dataclasses.asdict(cfg))
 
 
 def config_to_yaml(cfg: Any) -> str:
@@ -222,9 +222,10 @@ def _did_you_mean(key: str, options, where: str = "") -> str:
     return f"; known settings: {', '.join(prefix + o for o in sorted(options))}"
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Tuples become lists, recursively, so values dump to plain YAML."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value

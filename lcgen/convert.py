@@ -21,10 +21,7 @@ import h5py
 import numpy as np
 
 from lcgen.errors import LcgenError
-from lcgen.io import atomic_h5, read_raw, write_header
-
-DEFAULT_RAW = "data/mock_lightcurves/mock_lightcurves.h5"
-DEFAULT_TIMESERIES = "data/mock_lightcurves/timeseries.h5"
+from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, atomic_h5, read_raw, write_header
 
 
 @dataclasses.dataclass

@@ -29,6 +29,11 @@ import yaml
 from lcgen import __version__
 from lcgen.errors import LcgenError
 
+# Where each command reads and writes when given no path.
+DEFAULT_RAW = "data/mock_lightcurves/mock_lightcurves.h5"
+DEFAULT_SPECTRA = "data/mock_lightcurves/preprocessed.h5"
+DEFAULT_TIMESERIES = "data/mock_lightcurves/timeseries.h5"
+
 FORMAT_VERSION = 1
 FORMATS = ("raw", "spectra", "timeseries")
 RAW_KEYS = ("time", "flux", "flux_err", "offsets")

@@ -52,11 +52,9 @@ import numpy as np
 from lcgen.config import config_to_dict
 from lcgen.convert import clean_curve
 from lcgen.errors import LcgenError
-from lcgen.io import RAW_KEYS, atomic_h5, open_checked, partial_path, read_config, write_header
+from lcgen.io import DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, open_checked, partial_path, read_config, write_header
 from lcgen.multitaper import autocorrelation, multitaper
 
-DEFAULT_RAW = "data/mock_lightcurves/mock_lightcurves.h5"
-DEFAULT_SPECTRA = "data/mock_lightcurves/preprocessed.h5"
 CHANNELS = ("psd", "acf", "fstat")
 COUNT_COLUMNS = ("n_nonfinite", "n_duplicates", "n_outliers")
 

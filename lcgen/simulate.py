@@ -54,8 +54,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from lcgen.errors import LcgenError
-
-DEFAULT_RAW = "data/mock_lightcurves/mock_lightcurves.h5"
+from lcgen.io import DEFAULT_RAW
 
 
 def _range(lo: float, hi: float) -> Callable[[], list[float]]:

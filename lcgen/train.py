@@ -41,14 +41,13 @@ import numpy as np
 import torch
 
 from lcgen import __version__
-from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, merge, resolve_config
-from lcgen.convert import DEFAULT_TIMESERIES
+from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, merge, plain, resolve_config
 from lcgen.data import (SPLIT_FILE, iter_batches, load_split, n_batches, open_source, save_split,
                         split_rows)
 from lcgen.errors import LcgenError
+from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES
 from lcgen.masking import MaskConfig, block_mask, fixed_mask
 
-DEFAULT_SPECTRA = "data/mock_lightcurves/preprocessed.h5"
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA}
 # The original project's defaults, per model; models registered later get FALLBACK_DEFAULTS.
 MODEL_DEFAULTS = {
@@ -123,7 +122,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.model:
         # checked (types, names, consistency) as they will be used: laid over the preset
         checked = merge(config_from_dict(spec.config_cls, spec.presets[cfg.preset]), cfg.model, where="model")
-        overrides = {key: _plain(getattr(checked, key)) for key in cfg.model}
+        overrides = {key: plain(getattr(checked, key)) for key in cfg.model}
     defaults = MODEL_DEFAULTS.get(cfg.model_name, FALLBACK_DEFAULTS)
     cfg = dataclasses.replace(
         cfg, model=overrides,
@@ -742,11 +741,3 @@ def _to_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(v) for v in obj)
     return obj
-
-
-def _plain(value):
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
