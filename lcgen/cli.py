@@ -37,7 +37,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings (a run's config.yaml works too).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings (presets in configs/; every output file stores the one that made it).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override any setting: --set section.key=value (repeatable).")]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", "-j", help="Worker processes (default: all cores).")]
 
@@ -241,7 +241,7 @@ def train(
     name: Annotated[Optional[str], typer.Option(help="Run name: writes runs/MODEL/NAME/. \\[default: a timestamp]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. \\[default: auto]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
-    config: ConfigOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Train a masked autoencoder with the shared trainer; writes runs/MODEL/NAME/ (config.yaml,
@@ -357,7 +357,7 @@ def evaluate(
 @app.command()
 def plot(
     run_dir: RunDirArg,
-    examples: Annotated[int, typer.Option(help="Reconstruction panels (one light-curve type after another).")] = 6,
+    examples: Annotated[int, typer.Option(min=1, help="Reconstruction panels (one light-curve type after another).")] = 6,
     seed: Annotated[int, typer.Option(help="Chooses which rows are shown.")] = 0,
     mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. \\[default: 1]")] = None,
 ) -> None:

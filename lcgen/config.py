@@ -32,8 +32,22 @@ def config_to_yaml(cfg: Any) -> str:
 
 
 def config_from_dict(cls: type, data: dict, *, where: str = "") -> Any:
-    """Build ``cls`` from a (possibly partial) nested dict, checking keys and types."""
-    return merge(cls(), data, where=where)
+    """Build ``cls`` from a (possibly partial) nested dict, checking keys and types.
+
+    The dataclass is constructed once from the given values (missing ones take their defaults),
+    so a ``__post_init__`` that derives one field from another sees only what was given.
+    """
+    if not isinstance(data, dict):
+        raise LcgenError(f"{where or 'config'}: expected a mapping of settings, got {data!r}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
+    values = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise LcgenError(f"unknown setting '{path}'{_did_you_mean(key, fields, where)}")
+        values[key] = coerce(value, hints[key], path)
+    return cls(**values)
 
 
 def merge(cfg: Any, data: dict, *, where: str = "") -> Any:
@@ -154,7 +168,7 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
                 return coerce(value, option, path)
             except LcgenError:
                 pass
-        raise LcgenError(f"setting '{path}' = {value!r} is not a {_type_name(hint)}")
+        raise LcgenError(f"setting '{path}' = {value!r} is not {_type_name(hint)}")
     if origin is typing.Literal:
         allowed = get_args(hint)
         if value not in allowed:
@@ -189,6 +203,11 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, str):  # YAML 1.1 reads 1e2 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, float) and value.is_integer():
             return int(value)
         raise LcgenError(f"setting '{path}' = {value!r} is not an int")
@@ -211,6 +230,10 @@ def coerce(value: Any, hint: Any, path: str) -> Any:
 
 
 def _type_name(hint: Any) -> str:
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in get_args(hint))
+    if get_origin(hint) is not None:
+        return str(hint).replace("typing.", "")
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 

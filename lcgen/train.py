@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from lcgen import __version__
-from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, merge, plain, resolve_config
+from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, plain, resolve_config
 from lcgen.data import (SPLIT_FILE, iter_batches, load_split, n_batches, open_source, save_split,
                         split_rows)
 from lcgen.errors import LcgenError
@@ -121,7 +121,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     overrides = {}
     if cfg.model:
         # checked (types, names, consistency) as they will be used: laid over the preset
-        checked = merge(config_from_dict(spec.config_cls, spec.presets[cfg.preset]), cfg.model, where="model")
+        checked = config_from_dict(spec.config_cls, {**spec.presets[cfg.preset], **cfg.model}, where="model")
         overrides = {key: plain(getattr(checked, key)) for key in cfg.model}
     defaults = MODEL_DEFAULTS.get(cfg.model_name, FALLBACK_DEFAULTS)
     cfg = dataclasses.replace(

@@ -55,6 +55,7 @@ def test_saved_yaml_round_trips_as_config(tmp_path):
     (["flag=3"], "setting 'flag' = 3 is not a bool"),
     (["inner.sizes=[1, x]"], "setting 'inner.sizes[1]' = 'x' is not an int"),
     (["epochs"], "--set expects KEY=VALUE"),
+    (["name=[1]"], "setting 'name' = [1] is not str or null"),
 ])
 def test_bad_settings_name_key_value_and_type(sets, message):
     with pytest.raises(LcgenError) as err:
@@ -80,6 +81,7 @@ def test_parse_set_nests_and_parses_values():
 
 
 def test_int_accepted_for_float_and_integral_float_for_int():
+    assert config_from_dict(Outer, {"epochs": "1e2"}).epochs == 100  # YAML reads 1e2 as a string
     cfg = config_from_dict(Outer, {"lr": 1, "epochs": 5.0})
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.epochs == 5 and isinstance(cfg.epochs, int)
@@ -94,3 +96,22 @@ def test_sections_merge_across_layers(tmp_path):
     cfg = resolve_config(Outer, config_file=path, sets=["extra.dropout=0.1", "extra.widths=[4]"])
     assert cfg.extra == {"depth": 3, "widths": [4], "dropout": 0.1}
     assert cfg.inner == Inner()
+
+
+@dataclass
+class Derived:
+    width: Optional[int] = None
+    double: Optional[int] = None
+
+    def __post_init__(self):
+        if self.width is None:
+            self.width = self.double // 2 if self.double is not None else 8
+        if self.double is None:
+            self.double = 2 * self.width
+        if self.double != 2 * self.width:
+            raise ValueError("inconsistent")
+
+
+def test_config_from_dict_builds_once_so_derived_fields_follow():
+    assert config_from_dict(Derived, {"double": 6}) == Derived(width=3, double=6)
+    assert config_from_dict(Derived, {"width": 5}) == Derived(width=5, double=10)

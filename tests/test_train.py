@@ -229,6 +229,9 @@ def test_config_precedence_and_per_model_defaults(tmp_path):
     assert cfg.mask.max_block == 16 and cfg.mask.min_block == 1
     assert cfg.model == {"dropout": 0.2, "latent_dim": 8}  # --set adds to the YAML's model section
     assert resolve_train_config("unet", config_file=path).model_name == "unet"  # MODEL beats the file
+    # One of two linked model settings is enough: the other follows it (mlp input_dim = 2 L).
+    assert resolve_train_config("mlp", sets=["model.input_length=256"]).model == {"input_length": 256}
+    assert resolve_train_config("mlp", sets=["model.input_dim=512"]).model == {"input_dim": 512}
 
 
 @pytest.mark.parametrize("model", list(MODELS))
