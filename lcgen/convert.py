@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from lcgen.errors import LcgenError
-from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, atomic_h5, read_raw, write_header
+from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, append_rows, atomic_h5, read_raw, write_header
 
 
 @dataclasses.dataclass
@@ -85,67 +85,57 @@ def robust_scale(y: np.ndarray) -> tuple[float, float]:
     return float(med), float(iqr)
 
 
-def window_starts(n: int, max_length: int, strategy: str) -> list[int]:
-    """Start indices of the windows cut from a curve of ``n`` points."""
-    if strategy == "truncate":
+def window_starts(n: int, max_length: int, strategy: str, min_points: int = 1) -> list[int]:
+    """Start indices of the windows cut from a curve of ``n`` points.
+
+    With ``"window"`` a tail shorter than ``min_points`` is not dropped: the last window is
+    aligned to the curve's end instead (it then overlaps the one before it).
+    """
+    if strategy == "truncate" or n <= max_length:
         return [0]
-    return list(range(0, max(n, 1), max_length))
+    starts = list(range(0, n, max_length))
+    if n - starts[-1] < min_points:
+        starts[-1] = n - max_length
+    return starts
+
+
+CHUNK_CURVES = 2048  # curves converted between writes: bounds memory, not the result
+POINT_KEYS = ("flux", "flux_err", "time", "signal")  # (N, L) float32 per row
+ROW_KEYS = {"median": np.float64, "iqr": np.float64, "t0": np.float64, "source": np.int64, "start": np.int64}
 
 
 def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None) -> dict:
-    """Convert ``cfg.input`` (raw) into ``cfg.output`` (time series). Returns a summary dict."""
+    """Convert ``cfg.input`` (raw) into ``cfg.output`` (time series). Returns a summary dict.
+
+    Rows are appended chunk by chunk, so memory holds one chunk of windows, not the output.
+    """
     if cfg.max_length < 2:
         raise LcgenError(f"max_length must be at least 2, got {cfg.max_length}")
     if cfg.min_points < 1 or cfg.min_points > cfg.max_length:
         raise LcgenError(f"min_points must be in [1, max_length={cfg.max_length}], got {cfg.min_points}")
     raw = read_raw(cfg.input)
     L = cfg.max_length
-    has_signal = raw.signal is not None
-    rows: dict[str, list] = {k: [] for k in ("flux", "flux_err", "time", "mask", "median", "iqr",
-                                             "source", "start", "t0")}
-    if has_signal:
-        rows["signal"] = []
+    point_keys = [k for k in POINT_KEYS if k != "signal" or raw.signal is not None]
     counts = CleanCounts()
     short = 0
-    for i in range(len(raw)):
-        s = raw.span(i)
-        extra = (raw.signal[s].astype(np.float64),) if has_signal else ()
-        t, y, e, *extra, c = clean_curve(raw.time[s], raw.flux[s].astype(np.float64),
-                                         raw.flux_err[s].astype(np.float64), *extra)
-        counts.add(c)
-        for start in window_starts(len(t), L, cfg.strategy):
-            stop = min(start + L, len(t))
-            n = stop - start
-            if n < cfg.min_points:
-                short += 1
-                continue
-            med, iqr = robust_scale(y[start:stop])
-            rows["flux"].append(_pad((y[start:stop] - med) / iqr, L))
-            rows["flux_err"].append(_pad(e[start:stop] / iqr, L))
-            rows["time"].append(_pad(t[start:stop] - t[start], L))
-            rows["mask"].append(np.arange(L) < n)
-            rows["median"].append(med)
-            rows["iqr"].append(iqr)
-            rows["source"].append(i)
-            rows["start"].append(start)
-            rows["t0"].append(t[start])
-            if has_signal:
-                rows["signal"].append(_pad((extra[0][start:stop] - med) / iqr, L))
-        if progress is not None:
-            progress(1)
-    if not rows["flux"]:
-        raise LcgenError(f"{cfg.input}: no window has at least min_points={cfg.min_points} points; "
-                         f"lower --min-points")
-    source = np.asarray(rows["source"], np.int64)
     with atomic_h5(cfg.output) as f:
         write_header(f, "timeseries", cfg)
-        for key in ("flux", "flux_err", "time") + (("signal",) if has_signal else ()):
-            f.create_dataset(key, data=np.stack(rows[key]).astype(np.float32), chunks=(min(256, len(source)), L))
-        f.create_dataset("mask", data=np.stack(rows["mask"]), chunks=(min(256, len(source)), L))
-        for key, dtype in (("median", np.float64), ("iqr", np.float64), ("t0", np.float64),
-                           ("source", np.int64), ("start", np.int64)):
-            f.create_dataset(key, data=np.asarray(rows[key], dtype))
+        for key in point_keys:
+            f.create_dataset(key, (0, L), maxshape=(None, L), dtype=np.float32, chunks=(256, L))
+        f.create_dataset("mask", (0, L), maxshape=(None, L), dtype=bool, chunks=(256, L))
+        for key, dtype in ROW_KEYS.items():
+            f.create_dataset(key, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+        for lo in range(0, len(raw), CHUNK_CURVES):
+            rows, n_short = _windows(raw, range(lo, min(lo + CHUNK_CURVES, len(raw))), cfg, counts, progress)
+            short += n_short
+            for key, values in rows.items():
+                append_rows(f[key], values)
+        n_rows = f["source"].shape[0]
+        if n_rows == 0:
+            raise LcgenError(f"{cfg.input}: no window has at least min_points={cfg.min_points} points; "
+                             f"lower --min-points")
         # Per-row copies of the raw metadata (light-curve type, true parameters) for evaluation.
+        source = f["source"][:]
         meta = f.create_group("meta")
         for key, values in raw.meta.items():
             values = values[source]
@@ -156,11 +146,54 @@ def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None
         for key, value in dataclasses.asdict(counts).items():
             f.attrs[f"clean_{key}"] = value
         f.attrs["windows_too_short"] = short
-    return {"output": cfg.output, "curves": len(raw), "windows": len(source), "too_short": short,
+    return {"output": cfg.output, "curves": len(raw), "windows": n_rows, "too_short": short,
             **dataclasses.asdict(counts)}
 
 
+def _windows(raw, curves: range, cfg: ConvertConfig, counts: CleanCounts,
+             progress: Callable[[int], None] | None) -> tuple[dict[str, np.ndarray], int]:
+    """Clean, cut and normalise ``curves``; returns the rows as stacked arrays and the number of
+    windows dropped as too short."""
+    L = cfg.max_length
+    has_signal = raw.signal is not None
+    rows: dict[str, list] = {k: [] for k in (*POINT_KEYS, "mask", *ROW_KEYS)}
+    short = 0
+    for i in curves:
+        s = raw.span(i)
+        extra = (raw.signal[s].astype(np.float64),) if has_signal else ()
+        t, y, e, *extra, c = clean_curve(raw.time[s], raw.flux[s].astype(np.float64),
+                                         raw.flux_err[s].astype(np.float64), *extra)
+        counts.add(c)
+        for start in window_starts(len(t), L, cfg.strategy, cfg.min_points):
+            stop = min(start + L, len(t))
+            n = stop - start
+            if n < cfg.min_points:
+                short += 1
+                continue
+            med, iqr = robust_scale(y[start:stop])
+            rows["flux"].append(_pad((y[start:stop] - med) / iqr, L))
+            rows["flux_err"].append(_pad(e[start:stop] / iqr, L))
+            rows["time"].append(_pad(t[start:stop] - t[start], L))
+            if has_signal:
+                rows["signal"].append(_pad((extra[0][start:stop] - med) / iqr, L))
+            rows["mask"].append(np.arange(L) < n)
+            for key, value in (("median", med), ("iqr", iqr), ("t0", t[start]), ("source", i), ("start", start)):
+                rows[key].append(value)
+        if progress is not None:
+            progress(1)
+    stacked = {}
+    for key, values in rows.items():
+        if key in POINT_KEYS or key == "mask":
+            if values:
+                stacked[key] = np.stack(values)
+            elif key != "signal" or has_signal:
+                stacked[key] = np.zeros((0, L), bool if key == "mask" else np.float32)
+        else:
+            stacked[key] = np.asarray(values, ROW_KEYS[key])
+    return stacked, short
+
+
 def _pad(x: np.ndarray, length: int) -> np.ndarray:
-    out = np.zeros(length, dtype=np.float64)
+    out = np.zeros(length, dtype=np.float32)
     out[: len(x)] = x
     return out

@@ -246,8 +246,8 @@ class RawWriter:
         if signals is not None:
             columns["signal"] = signals
         for key, arrays in columns.items():
-            _extend(self.f[key], np.concatenate(arrays) if n else np.zeros(0))
-        _extend(self.f["offsets"], self.n_points + np.cumsum(lengths))
+            append_rows(self.f[key], np.concatenate(arrays) if n else np.zeros(0))
+        append_rows(self.f["offsets"], self.n_points + np.cumsum(lengths))
         group = self.f["meta"]
         for key, values in (meta or {}).items():
             values = np.asarray(values)
@@ -260,14 +260,15 @@ class RawWriter:
                 self._new(key, dtype, group)
             if values.dtype.kind in "USO":
                 values = values.astype(object)
-            _extend(group[key], values)
+            append_rows(group[key], values)
         self.n_curves += n
         self.n_points += int(lengths.sum())
 
 
-def _extend(ds: h5py.Dataset, values: np.ndarray) -> None:
+def append_rows(ds: h5py.Dataset, values: np.ndarray) -> None:
+    """Append ``values`` along the first axis of a resizable dataset."""
     start = ds.shape[0]
-    ds.resize((start + len(values),))
+    ds.resize(start + len(values), axis=0)
     if len(values):
         ds[start:] = values
 

@@ -62,6 +62,21 @@ def test_min_points_drops_short_windows(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+def test_short_tail_becomes_an_end_aligned_window(tmp_path):
+    raw_path, out = tmp_path / "raw.h5", tmp_path / "ts.h5"
+    t = np.arange(100.0)
+    with RawWriter(raw_path) as w:
+        w.append([t], [np.sin(t)], [t * 0 + 0.1])
+    result = convert(ConvertConfig(input=str(raw_path), output=str(out), max_length=64, min_points=40))
+    # 100 points: [0, 64) and, since a 36-point tail is under min_points, [36, 100) (overlapping)
+    assert result["windows"] == 2 and result["too_short"] == 0
+    with h5py.File(out) as f:
+        np.testing.assert_array_equal(f["start"][:], [0, 36])
+        assert f["mask"][:].all()
+        np.testing.assert_allclose(f["time"][1], np.arange(64.0))
+        np.testing.assert_allclose(f["t0"][:], [0.0, 36.0])
+
+
 def test_clean_curve_counts_and_merges():
     t = np.array([3.0, 1.0, 2.0, 2.0, np.nan, 5.0])
     y = np.array([3.0, 1.0, 2.0, 4.0, 9.0, np.inf])
