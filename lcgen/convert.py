@@ -14,7 +14,6 @@ Times are days from the window's first point. Short windows are padded with zero
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Callable, Literal
 
 import h5py

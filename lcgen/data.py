@@ -22,7 +22,6 @@ row is its own group. Rows that failed preprocessing are left out of every split
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from lcgen.errors import LcgenError
-from lcgen.io import open_checked
+from lcgen.io import atomic_path, open_checked
 
 CHANNELS = ("psd", "acf", "fstat")
 SPLITS = ("train", "val", "test")
@@ -229,11 +228,8 @@ def split_rows(groups: np.ndarray, usable: np.ndarray | None = None, *, val_frac
 
 def save_split(path: str | Path, split: dict[str, np.ndarray], n_rows: int) -> None:
     """Write a split as ``.npz`` (plain integer arrays, no pickle), atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, n_rows=np.int64(n_rows), **{k: split[k] for k in SPLITS})
-    os.replace(tmp, path)
 
 
 def load_split(run_dir: str | Path) -> dict[str, np.ndarray]:

@@ -26,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
 from lcgen.errors import LcgenError
+from lcgen.io import atomic_path
 
 PREDICTORS = ("model", "linear", "mean")
 REGIONS = ("masked", "unmasked")
@@ -378,10 +378,9 @@ def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | No
 def write_metrics(path: str | Path, metrics: dict) -> Path:
     """Write ``metrics`` as indented JSON, atomically (NaN is refused: it is not JSON)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 

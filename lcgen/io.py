@@ -46,8 +46,8 @@ def partial_path(path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
-    """Open ``path.partial`` for writing; rename it to ``path`` only if the block succeeds.
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield ``path.partial`` to write to; rename it to ``path`` only if the block succeeds.
 
     On any exception (Ctrl-C included) the partial file is removed and nothing appears under
     the final name.
@@ -56,12 +56,18 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:
-        with h5py.File(tmp, "w") as f:
-            yield f
+        yield tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
+    """An HDF5 file open for writing under ``path.partial``, renamed to ``path`` on success."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        yield f
 
 
 def config_yaml(config: Any) -> str:

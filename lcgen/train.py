@@ -29,7 +29,6 @@ import csv
 import dataclasses
 import datetime as _dt
 import math
-import os
 import random
 import signal
 import threading
@@ -45,7 +44,7 @@ from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_
 from lcgen.data import (SPLIT_FILE, iter_batches, load_split, n_batches, open_source, save_split,
                         split_rows)
 from lcgen.errors import LcgenError
-from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES
+from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
 from lcgen.masking import MaskConfig, block_mask, fixed_mask
 
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA}
@@ -268,10 +267,8 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tor
 
 def save_checkpoint(path: str | Path, ckpt: dict) -> None:
     """``torch.save`` to a temporary name, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -571,14 +568,11 @@ class _Loop:
 
 def write_history(path: str | Path, rows: list[dict]) -> None:
     """history.csv: one row per finished epoch (columns ``HISTORY_COLUMNS``), written atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------

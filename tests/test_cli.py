@@ -1,7 +1,6 @@
 """The CLI as a user meets it, through real subprocesses."""
 
 import h5py
-import numpy as np
 import pytest
 
 from lcgen import __version__
