@@ -244,6 +244,8 @@ def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> I
     split = cfg.split or ("test" if cfg.data is None else "all")
     source = open_source(data_path, kind, tcfg.channel)
     try:
+        if cfg.data is not None and Path(tcfg.data).exists():
+            _check_same_grid(source, tcfg.data, kind, tcfg.channel)
         if split == "all":
             rows = np.asarray(source.usable, np.int64)
         else:
@@ -274,6 +276,24 @@ def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> I
                          mask=dataclasses.asdict(tcfg.mask))
     finally:
         source.close()
+
+
+def _check_same_grid(source, trained_on: str, kind: str, channel: str) -> None:
+    """Refuse to score a model on data laid out differently from its training data (another
+    window length, or another frequency/lag grid): its numbers would mean nothing."""
+    from lcgen.data import open_source
+
+    with open_source(trained_on, kind, channel) as train_source:
+        problem = None
+        if train_source.length != source.length:
+            problem = f"rows of {source.length} points, not {train_source.length}"
+        elif kind == "spectra":
+            key = "lag" if channel == "acf" else "frequency"
+            if key in source.f and key in train_source.f and not np.array_equal(source.f[key][:], train_source.f[key][:]):
+                problem = f"another {key} grid"
+        if problem:
+            raise LcgenError(f"{source.path} has {problem} than {trained_on}, which the model was trained on; "
+                             f"preprocess/convert it with the same settings (see `lcgen info {trained_on}`)")
 
 
 def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:

@@ -245,3 +245,15 @@ def test_undefined_metrics_are_null_not_nan(tmp_path):
     assert "| m | - | - | 0.0000 | 0.0000 |" in metrics_markdown({"model_name": "m", "overall": s})
     path = write_metrics(tmp_path / "m.json", s)  # valid JSON: null, never NaN
     assert json.loads(path.read_text())["model"]["masked_mse"] is None
+
+
+def test_data_laid_out_differently_from_training_is_refused(ts_run, tmp_path):
+    from lcgen.convert import ConvertConfig, convert
+    from lcgen.errors import LcgenError
+    from lcgen.evaluate import EvaluateConfig, evaluate_run
+
+    raw = ts_run.parents[2] / "raw.h5"
+    other = tmp_path / "ts32.h5"
+    convert(ConvertConfig(input=str(raw), output=str(other), max_length=32, min_points=16))
+    with pytest.raises(LcgenError, match="has rows of 32 points, not 64 than .*ts.h5, which the model was trained on"):
+        evaluate_run(ts_run, EvaluateConfig(data=str(other)))
