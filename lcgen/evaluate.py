@@ -358,6 +358,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         scores = concat_scores(parts)
         index, hidden_frac, blocks = map(np.concatenate, (index, hidden_frac, blocks))
         overall = summarise(scores)
+        mse_ratio, mae_ratio = compare(overall), compare(overall, metric="masked_mae")
         m = ev.mask
         edges = np.linspace(m["min_ratio"], m["max_ratio"], cfg.ratio_bins + 1)
         ratio_labels, ratio_order = ratio_bins(hidden_frac, edges)
@@ -371,9 +372,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             "n_unmasked_positions": int(scores["model"]["unmasked"]["n"].sum()),
             "mask": {"seed": cfg.mask_seed, **m}, "units": UNITS[ev.kind],
             "overall": overall,
-            "vs_baselines": {b: {"masked_mse_ratio": ratio(overall["model"]["masked_mse"], overall[b]["masked_mse"]),
-                                 "masked_mae_ratio": ratio(overall["model"]["masked_mae"], overall[b]["masked_mae"])}
-                             for b in ("linear", "mean")},
+            "vs_baselines": {b: {"masked_mse_ratio": mse_ratio[b], "masked_mae_ratio": mae_ratio[b]}
+                             for b in mse_ratio},
             "by_mask_ratio": breakdown(scores, ratio_labels, order=ratio_order),
             "by_block_size": breakdown(scores, blocks),
         }
