@@ -172,17 +172,23 @@ class RawLightCurves:
         return self.time[s], self.flux[s], self.flux_err[s]
 
 
+def raw_offsets(f: h5py.File) -> np.ndarray:
+    """The checked ``offsets`` (N+1,) of an open raw file: they must partition its points."""
+    offsets = f["offsets"][:].astype(np.int64)
+    n_points = f["time"].shape[0]
+    sizes = {k: f[k].shape[0] for k in ("time", "flux", "flux_err", "signal") if k in f}
+    if len(set(sizes.values())) != 1:
+        raise LcgenError(f"{f.filename}: point arrays differ in length ({sizes}); the file is corrupt")
+    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n_points \
+            or np.any(np.diff(offsets) < 0):
+        raise LcgenError(f"{f.filename}: 'offsets' does not partition the {n_points} points; the file is corrupt")
+    return offsets
+
+
 def read_raw(path: str | Path) -> RawLightCurves:
     """Read a whole raw file into memory, validating its structure."""
     with open_checked(path, "raw", RAW_KEYS) as f:
-        offsets = f["offsets"][:].astype(np.int64)
-        n_points = f["time"].shape[0]
-        sizes = {k: f[k].shape[0] for k in ("time", "flux", "flux_err", "signal") if k in f}
-        if len(set(sizes.values())) != 1:
-            raise LcgenError(f"{path}: point arrays differ in length ({sizes}); the file is corrupt")
-        if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n_points \
-                or np.any(np.diff(offsets) < 0):
-            raise LcgenError(f"{path}: 'offsets' does not partition the {n_points} points; the file is corrupt")
+        offsets = raw_offsets(f)
         meta = {}
         n = len(offsets) - 1
         for key, ds in f.get("meta", {}).items():

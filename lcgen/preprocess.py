@@ -52,7 +52,7 @@ import numpy as np
 from lcgen.config import config_to_dict
 from lcgen.convert import clean_curve
 from lcgen.errors import LcgenError
-from lcgen.io import DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, open_checked, partial_path, read_config, write_header
+from lcgen.io import DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, raw_offsets, open_checked, partial_path, read_config, write_header
 from lcgen.multitaper import autocorrelation, multitaper
 
 CHANNELS = ("psd", "acf", "fstat")
@@ -284,11 +284,7 @@ def shard_path(output: str | Path, index: int, count: int) -> Path:
 def survey_input(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Baseline T (days) and number of finite points of every raw curve, read in blocks."""
     with open_checked(path, "raw", RAW_KEYS) as f:
-        offsets = f["offsets"][:].astype(np.int64)
-        n_points = f["time"].shape[0]
-        if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != n_points \
-                or np.any(np.diff(offsets) < 0):
-            raise LcgenError(f"{path}: 'offsets' does not partition the {n_points} points; the file is corrupt")
+        offsets = raw_offsets(f)
         n = offsets.size - 1
         spans = np.zeros(n)
         counts = np.zeros(n, dtype=np.int64)
