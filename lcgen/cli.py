@@ -272,9 +272,10 @@ def train(
         err_console.print("[bold red]interrupted[/]")
         raise typer.Exit(130)
     console.print("")
+    best = "best val loss" if cfg.val_fraction > 0 else "best train loss (no validation split)"
     console.print(summary_table(f"Run {result['run_dir']}", {
         "status": result["status"], "epochs done": result["epoch"],
-        "best val loss": f"{result['best_val']:.6f}" if result["epoch"] else "-",
+        best: f"{result['best_val']:.6f}" if result["epoch"] else "-",
         "history": str(result["run_dir"] / "history.csv")}))
     if result["status"] == "interrupted":
         raise typer.Exit(130)
