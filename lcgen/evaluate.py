@@ -226,7 +226,8 @@ class Evaluation:
 def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> Iterator[Evaluation]:
     """Rebuild a run's model from its directory alone and open the rows it is scored on."""
     from lcgen.data import load_split, open_source
-    from lcgen.train import load_run, model_spec, resolve_device
+    from lcgen.models import get_spec
+    from lcgen.train import load_run, resolve_device
 
     cfg = cfg or EvaluateConfig()
     run_dir = Path(run_dir)
@@ -236,7 +237,7 @@ def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> I
         raise LcgenError(f"batch_size must be >= 1, got {cfg.batch_size}")
     device = resolve_device(cfg.device)
     model, tcfg = load_run(run_dir, which=cfg.checkpoint, device=device)
-    kind = model_spec(tcfg.model_name).data
+    kind = get_spec(tcfg.model_name).data
     data_path = cfg.data or tcfg.data
     if not Path(data_path).exists():
         raise LcgenError(f"{data_path}, the data file of {run_dir}, does not exist (paths are relative to "

@@ -46,6 +46,7 @@ from lcgen.data import (SPLIT_FILE, iter_batches, load_split, n_batches, open_so
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
 from lcgen.masking import MaskConfig, block_mask, fixed_mask
+from lcgen.models import create_model, get_spec
 
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA}
 # The original project's defaults, per model; models registered later get FALLBACK_DEFAULTS.
@@ -113,7 +114,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     Unknown model names and presets fail listing the known ones; model overrides are checked
     (and converted) against the model's own config class.
     """
-    spec = model_spec(cfg.model_name)
+    spec = get_spec(cfg.model_name)
     if cfg.preset not in spec.presets:
         raise LcgenError(f"model '{cfg.model_name}' has no preset '{cfg.preset}'; "
                          f"choose one of {', '.join(spec.presets)}")
@@ -158,19 +159,6 @@ def resume_config(run_dir: str | Path, *, data: str | None = None, device: str |
     if device is not None:
         resolve_device(device, check_available=False)
     return dataclasses.replace(saved, **changes)
-
-
-def model_spec(name: str):
-    """The registry entry of ``name``; an unknown name fails listing the registered models."""
-    from lcgen.models import MODELS
-
-    if name not in MODELS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(MODELS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise LcgenError(f"unknown model '{name}'{hint}; registered models: {', '.join(MODELS)}")
-    return MODELS[name]
 
 
 def resolve_device(name: str, *, check_available: bool = True) -> torch.device:
@@ -237,9 +225,7 @@ def masked_mse(pred: torch.Tensor, batch: dict[str, torch.Tensor],
 def build_model(name: str, preset: str = "default", overrides: dict | None = None,
                 length: int | None = None) -> torch.nn.Module:
     """A registered model; ``length`` sets ``input_length`` unless the overrides set it."""
-    from lcgen.models import create_model
-
-    spec = model_spec(name)
+    spec = get_spec(name)
     overrides = dict(overrides or {})
     if length is not None and "input_length" not in overrides and any(
             f.name == "input_length" for f in dataclasses.fields(spec.config_cls)):
@@ -259,7 +245,7 @@ def model_config_dict(model: torch.nn.Module) -> dict:
 
 def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
-    spec = model_spec(ckpt["model_name"])
+    spec = get_spec(ckpt["model_name"])
     model = spec.cls(config_from_dict(spec.config_cls, ckpt["model_config"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval()
@@ -374,7 +360,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         run_dir = None
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    spec = model_spec(cfg.model_name)
+    spec = get_spec(cfg.model_name)
 
     log(f"Using device: {_device_name(device)}")
     log("")

@@ -89,16 +89,21 @@ def _did_you_mean(word: str, options) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name``; an unknown name fails listing the registered models."""
+    if name not in MODELS:
+        raise LcgenError(f"unknown model '{name}'{_did_you_mean(name, MODELS)}; "
+                         f"registered models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
 def create_model(name: str, preset: str = "default", **overrides: Any) -> nn.Module:
     """Build registered model ``name`` at ``preset`` size with config ``overrides`` on top.
 
     Overrides left ``None`` are dropped (so unset CLI options keep the model's defaults); a full
     config dict as overrides rebuilds a saved model whatever the preset.
     """
-    if name not in MODELS:
-        raise LcgenError(f"unknown model '{name}'{_did_you_mean(name, MODELS)}; "
-                         f"registered models: {', '.join(MODELS)}")
-    spec = MODELS[name]
+    spec = get_spec(name)
     if preset not in spec.presets:
         raise LcgenError(f"model '{name}' has no preset '{preset}'{_did_you_mean(preset, spec.presets)}; "
                          f"choose one of {', '.join(spec.presets)}")
