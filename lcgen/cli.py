@@ -243,14 +243,28 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
+    nproc: Annotated[Optional[int], typer.Option(help="Train with N processes on this machine (DistributedDataParallel; one GPU each on CUDA): runs this command under torchrun --standalone --nproc_per_node N.", min=1)] = None,
 ) -> None:
     """Train a masked autoencoder with the shared trainer; writes runs/MODEL/NAME/ (config.yaml,
     split.npz, history.csv, best.pt, last.pt). Models: {models}.
 
     Example: [cyan]lcgen train transformer --epochs 50[/]   [cyan]lcgen train mlp --channel acf --preset small[/]
     Ctrl-C saves last.pt; continue with [cyan]lcgen train --resume runs/MODEL/NAME[/].
+    Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
+    [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
     """
+    from lcgen.distributed import from_env
     from lcgen.train import fit, resolve_train_config, resume_config
+
+    if nproc is not None and nproc > 1 and not from_env().enabled:
+        args = [model] if model else []
+        for flag, value in (("--data", data), ("--channel", channel), ("--epochs", epochs),
+                            ("--batch-size", batch_size), ("--lr", lr), ("--preset", preset),
+                            ("--name", name), ("--device", device), ("--resume", resume),
+                            ("--config", config), *(("--set", s) for s in set_ or [])):
+            if value is not None:
+                args += [flag, str(value)]
+        raise typer.Exit(run_torchrun(nproc, ["train", *args]))
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
              "lr": lr, "preset": preset, "device": device}
@@ -271,6 +285,8 @@ def train(
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         err_console.print("[bold red]interrupted[/]")
         raise typer.Exit(130)
+    if not from_env().main:  # under torchrun, rank 0 reports
+        raise typer.Exit(130 if result["status"] == "interrupted" else 0)
     console.print("")
     best = "best val loss" if cfg.val_fraction > 0 else "best train loss (no validation split)"
     console.print(summary_table(f"Run {result['run_dir']}", {
@@ -445,6 +461,21 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
     if show_config and d["config"].strip():
         console.print("[bold]config[/]")
         console.print(d["config"].rstrip(), highlight=False, markup=False)
+
+
+def run_torchrun(nproc: int, args: list[str]) -> int:
+    """``torchrun --standalone --nproc_per_node NPROC -m lcgen ARGS`` on this machine; its exit code."""
+    import signal
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "lcgen", *args]
+    proc = subprocess.Popen(command)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the terminal's Ctrl-C reached torchrun's workers too; let them save
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _str(path: Optional[Path]) -> Optional[str]:
