@@ -253,10 +253,7 @@ def train(
     Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
     [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
     """
-    from lcgen.distributed import from_env
-    from lcgen.train import fit, resolve_train_config, resume_config
-
-    if nproc is not None and nproc > 1 and not from_env().enabled:
+    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
         args = [model] if model else []
         for flag, value in (("--data", data), ("--channel", channel), ("--epochs", epochs),
                             ("--batch-size", batch_size), ("--lr", lr), ("--preset", preset),
@@ -265,6 +262,9 @@ def train(
             if value is not None:
                 args += [flag, str(value)]
         raise typer.Exit(run_torchrun(nproc, ["train", *args]))
+    from lcgen.distributed import from_env
+    from lcgen.train import fit, resolve_train_config, resume_config
+
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
              "lr": lr, "preset": preset, "device": device}

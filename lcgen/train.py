@@ -68,6 +68,8 @@ HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_masked", "train_unmasked"
 RESUMABLE_CHANGES = ("data", "device", "compile", "log_every", "prefetch")
 # Steps between host reads of the loss on CUDA when log_every is 0 (on the CPU a read is free).
 CUDA_LOG_EVERY = 50
+# Batches read ahead on CUDA when prefetch is unset.
+CUDA_PREFETCH = 2
 
 
 @dataclasses.dataclass
@@ -97,7 +99,7 @@ class TrainConfig:
     amp: bool = True  # (bool) bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # (bool) torch.compile the model; falls back to eager where compiling fails
     log_every: int = 0  # (int) steps between host reads of the loss (progress bar, non-finite and Ctrl-C checks); 0: every step on CPU, 50 on CUDA
-    prefetch: int = 2  # (int) batches read ahead by a background thread (0: read in the training loop)
+    prefetch: Optional[int] = None  # (int) batches read ahead by a background thread, 0 for none; default 2 on CUDA, 0 on the CPU (where the thread would compete with torch's)
     runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
 
@@ -149,7 +151,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("final_div_factor", cfg.final_div_factor, cfg.final_div_factor > 0, "> 0"),
             ("buffer_rows", cfg.buffer_rows, cfg.buffer_rows >= 1, ">= 1"),
             ("log_every", cfg.log_every, cfg.log_every >= 0, ">= 0 (0: automatic)"),
-            ("prefetch", cfg.prefetch, cfg.prefetch >= 0, ">= 0 (0: no read-ahead)"),
+            ("prefetch", cfg.prefetch, cfg.prefetch is None or cfg.prefetch >= 0, ">= 0 (0: no read-ahead)"),
             ("seed", cfg.seed, cfg.seed >= 0, ">= 0"),
             ("val_mask_seed", cfg.val_mask_seed, cfg.val_mask_seed >= 0, ">= 0")):
         if not ok:
@@ -492,6 +494,7 @@ class _Loop:
                              enabled=cfg.amp and device.type == "cuda")
         # Host reads of the device-side loss sums (each one waits for the GPU) every this many steps.
         self.log_every = cfg.log_every or (CUDA_LOG_EVERY if device.type == "cuda" else 1)
+        self.prefetch = cfg.prefetch if cfg.prefetch is not None else (CUDA_PREFETCH if device.type == "cuda" else 0)
         self.forward = self._wrap(model)
 
     def _wrap(self, model: torch.nn.Module) -> Callable:
@@ -542,7 +545,7 @@ class _Loop:
         batches = iter_batches(self.source, self.split["train"], cfg.batch_size, shuffle=True,
                                seed=cfg.seed, epoch=epoch, start_batch=state.step,
                                buffer_rows=cfg.buffer_rows, rank=place.rank, world_size=place.world_size)
-        batches = prefetch(batches, cfg.prefetch, pin_memory=self.device.type == "cuda")
+        batches = prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda")
         # Loss sums of the steps since the last host read, on the device; the worst non-finite
         # gradient norm seen (0 if none).
         pending = torch.zeros(4, dtype=torch.float64, device=self.device)
@@ -627,7 +630,7 @@ class _Loop:
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         batches = iter_batches(self.source, rows, self.cfg.batch_size, buffer_rows=self.cfg.buffer_rows,
                                rank=self.place.rank, world_size=self.place.world_size)
-        for batch in prefetch(batches, self.cfg.prefetch, pin_memory=self.device.type == "cuda"):
+        for batch in prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda"):
             batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
                                          **self.mask_args)
             batch = self._to_device(batch)
