@@ -245,3 +245,86 @@ def test_resume_with_another_number_of_processes(runs):
     result = fit(resume=root / "mlp" / "killed-1")
     assert result["status"] == "finished" and result["epoch"] == 3
     assert max_diff(state(root / "mlp" / "two"), state(root / "mlp" / "killed-1")) < ATOL
+
+
+# --------------------------------------------------------------------------------------------
+# The GPU path's switches, run on the CPU
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small") / "spectra.h5"
+    write_spectra(path, n=60, length=LENGTH)
+    return path
+
+
+def test_deferred_loss_reads_and_prefetch_change_nothing(small, tmp_path):
+    """log_every > 1 (the CUDA default: the loss stays on the device between reads) and the
+    prefetching reader give the same run, bit for bit."""
+    base = fit(config(small, tmp_path, epochs=2, log_every=1, prefetch=0), name="base")
+    other = fit(config(small, tmp_path, epochs=2, log_every=4, prefetch=3), name="other")
+    assert max_diff(state(base["run_dir"]), state(other["run_dir"])) == 0
+    assert [r["train_loss"] for r in base["history"]] == [r["train_loss"] for r in other["history"]]
+    assert all(0 <= r["data_wait_s"] <= r["seconds"] for r in other["history"])
+
+
+def test_a_non_finite_loss_between_deferred_reads_names_the_steps(small, tmp_path, monkeypatch):
+    real_build, count = train.build_model, [0]
+
+    def poisoned_build(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        forward = model.forward_batch
+
+        def forward_batch(batch):
+            out = forward(batch)
+            count[0] += model.training
+            return {**out, "reconstructed": out["reconstructed"] * float("nan")} if count[0] == 3 else out
+
+        model.forward_batch = forward_batch
+        return model
+
+    monkeypatch.setattr(train, "build_model", poisoned_build)
+    with pytest.raises(LcgenError, match=r"non-finite loss \(nan\) at epoch 1, steps 1-4: training stopped "
+                                         r"and no checkpoint was written yet"):
+        fit(config(small, tmp_path, log_every=4), name="nan")
+
+
+def test_compile_switch_gives_the_same_loss(small, tmp_path):
+    """torch.compile (inductor, with this machine's C++ compiler) against eager: the same
+    training losses to float tolerance (the compiled kernels fuse and reorder float32 work)."""
+    # batches of 8 divide the 48 training rows: one batch shape, one compilation
+    eager = fit(config(small, tmp_path, epochs=1, batch_size=8), name="eager")
+    compiled = fit(config(small, tmp_path, epochs=1, batch_size=8, compile=True), name="compiled")
+    np.testing.assert_allclose([r["train_loss"] for r in compiled["history"]],
+                               [r["train_loss"] for r in eager["history"]], rtol=1e-5)
+    assert max_diff(state(eager["run_dir"]), state(compiled["run_dir"])) < ATOL
+
+
+def test_compile_falls_back_to_eager_where_it_fails(small, tmp_path, monkeypatch):
+    def broken_compile(module, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+        return call
+
+    eager = fit(config(small, tmp_path, epochs=1), name="eager")
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    lines = []
+    console = type("Console", (), {"print": lambda self, text, **kw: lines.append(text)})()
+    fallback = fit(config(small, tmp_path, epochs=1, compile=True), name="fallback", console=console)
+    assert "torch.compile failed (RuntimeError: no C++ compiler found); training without it" in lines
+    assert max_diff(state(eager["run_dir"]), state(fallback["run_dir"])) == 0
+
+
+def test_cuda_settings_fused_adamw_and_tf32():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    cfg = TrainConfig(lr=1e-2)
+    fused = train._make_optimizer(model, cfg, torch.device("cuda"))
+    plain = train._make_optimizer(model, cfg, torch.device("cpu"))
+    assert fused.defaults["fused"] is True and not plain.defaults["fused"]
+    assert [len(g["params"]) for g in fused.param_groups] == [1, 3]  # no decay on biases and gains
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with train._fast_cuda_math(torch.device("cuda")):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == saved
+    with train._fast_cuda_math(torch.device("cpu")):
+        assert torch.backends.cuda.matmul.allow_tf32 == saved[0]
