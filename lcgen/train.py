@@ -592,7 +592,9 @@ class _Loop:
                     if _any_rank(interrupt["stop"], place, self.device):
                         return False
         train = losses_from_sums(torch.tensor(state.sums, dtype=torch.float64), cfg.unmasked_weight)
-        val = self.validate()
+        val = self.validate(interrupt)
+        if val is None:
+            return False
         lr = self.scheduler.get_last_lr()[0]
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(train[0]), "train_masked": float(train[1]),
                "train_unmasked": float(train[2]), "val_loss": val[0], "val_masked": val[1],
@@ -620,9 +622,9 @@ class _Loop:
         return True
 
     @torch.no_grad()
-    def validate(self) -> tuple[float, float, float]:
+    def validate(self, interrupt: dict) -> tuple[float, float, float] | None:
         """Pooled (loss, masked, unmasked) over the validation rows with their fixed masks; each
-        rank scores its share of every batch."""
+        rank scores its share of every batch. None if interrupted."""
         rows = self.split["val"]
         if not len(rows):
             return (float("nan"),) * 3
@@ -630,13 +632,17 @@ class _Loop:
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         batches = iter_batches(self.source, rows, self.cfg.batch_size, buffer_rows=self.cfg.buffer_rows,
                                rank=self.place.rank, world_size=self.place.world_size)
-        for batch in prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda"):
-            batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
-                                         **self.mask_args)
-            batch = self._to_device(batch)
-            with torch.autocast(**self.autocast):
-                out = self.model.forward_batch(batch)  # no gradients: DDP is not needed
-            sums += mse_sums(out["reconstructed"], batch)
+        batches = prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda")
+        with contextlib.closing(batches):
+            for k, batch in enumerate(batches, 1):
+                batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
+                                             **self.mask_args)
+                batch = self._to_device(batch)
+                with torch.autocast(**self.autocast):
+                    out = self.model.forward_batch(batch)  # no gradients: DDP is not needed
+                sums += mse_sums(out["reconstructed"], batch)
+                if k % self.log_every == 0 and _any_rank(interrupt["stop"], self.place, self.device):
+                    return None
         self.model.train()
         sums = all_sum(sums, self.place).cpu()
         return tuple(float(x) for x in losses_from_sums(sums, self.cfg.unmasked_weight))
