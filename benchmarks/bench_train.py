@@ -39,9 +39,9 @@ def peak_rss_mb() -> float:
 def write_spectra(path: Path, n: int, length: int = 1024, seed: int = 0, compression: str | None = None) -> None:
     """A spectra file of standard-normal channels, all bins valid, written chunk by chunk.
 
-    The values are rounded to 12 bits of mantissa, about what arcsinh-standardised spectra
-    carry, so compression has something to find (white noise at full float32 precision would
-    not compress at all)."""
+    The values are rounded to 12 bits of mantissa so that compression has something to find
+    (white noise at full float32 precision would not compress at all); real files compress by
+    their own ratio (README, "Data at scale")."""
     import numpy as np
 
     from lcgen.data import CHANNELS
