@@ -265,7 +265,6 @@ def train(
     from lcgen.distributed import from_env
     from lcgen.train import fit, resolve_train_config, resume_config
 
-
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
              "lr": lr, "preset": preset, "device": device}
     if resume is not None:

@@ -4,7 +4,9 @@ Nothing here loads a whole file: rows are read by contiguous slices (or HDF5 chu
 into a buffer of at most ``buffer_rows`` rows, and batches are cut from that buffer. Shuffling is
 two-level, the usual trade-off for data on disk: blocks of consecutive rows are shuffled, then the
 rows inside each buffer. The order depends only on ``(seed, epoch)``, so an epoch can be restarted
-at any batch without reading the batches before it (exact ``--resume`` after Ctrl-C).
+at any batch without reading the batches before it (exact ``--resume`` after Ctrl-C). With
+several training processes, each reads only its share of every global batch (``rank``,
+``world_size`` of :func:`iter_batches`), so the order is the same whatever their number.
 
 A batch is a dict of tensors (see ``notes``: "Batch and model interface"):
 
