@@ -253,15 +253,6 @@ def train(
     Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
     [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
     """
-    if nproc is not None and nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet under torchrun
-        args = [model] if model else []
-        for flag, value in (("--data", data), ("--channel", channel), ("--epochs", epochs),
-                            ("--batch-size", batch_size), ("--lr", lr), ("--preset", preset),
-                            ("--name", name), ("--device", device), ("--resume", resume),
-                            ("--config", config), *(("--set", s) for s in set_ or [])):
-            if value is not None:
-                args += [flag, str(value)]
-        raise typer.Exit(run_torchrun(nproc, ["train", *args]))
     from lcgen.distributed import from_env
     from lcgen.train import fit, resolve_train_config, resume_config
 
@@ -279,6 +270,20 @@ def train(
             raise LcgenError(f"{resume} is a '{cfg.model_name}' run, not '{model}'")
     else:
         cfg = resolve_train_config(model, config_file=config, flags=flags, sets=set_)
+    if nproc is not None and nproc > 1 and not from_env().enabled:  # not yet under torchrun
+        from lcgen.data import open_source
+        from lcgen.models import get_spec
+
+        # settings and data checked here: a mistake is one line, not one per process
+        open_source(cfg.data, get_spec(cfg.model_name).data, cfg.channel).close()
+        args = [model] if model else []
+        for flag, value in (("--data", data), ("--channel", channel), ("--epochs", epochs),
+                            ("--batch-size", batch_size), ("--lr", lr), ("--preset", preset),
+                            ("--name", name), ("--device", device), ("--resume", resume),
+                            ("--config", config), *(("--set", s) for s in set_ or [])):
+            if value is not None:
+                args += [flag, str(value)]
+        raise typer.Exit(run_torchrun(nproc, ["train", *args]))
     try:
         result = fit(cfg, name=name, resume=resume, console=console, progress=show_progress())
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
