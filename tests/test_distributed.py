@@ -187,7 +187,8 @@ def test_prefetch_keeps_the_order_and_passes_errors_on():
 def runs(data, tmp_path_factory):
     """The multi-process runs of this module (3 epochs of 80 steps), two started together to share
     their start-up time: an uninterrupted 2-process run, and the same run killed after its first
-    epoch, then resumed with 2 processes (and a copy of it with 1, in this process)."""
+    epoch, then resumed with 2 processes (and a copy of it with 1, in this process); and a
+    1-process run stopped after one epoch, resumed with 2 processes."""
     root = tmp_path_factory.mktemp("runs")
     killed = start(*cli_args(data, root, "killed"), "--nproc", 2)
     two = start(*cli_args(data, root, "two"), "--nproc", 2)
@@ -203,8 +204,11 @@ def runs(data, tmp_path_factory):
     assert kill_epoch < 3, "the run finished before it could be killed"
     shutil.copytree(root / "mlp" / "killed", root / "mlp" / "killed-1")
     resumed = start("train", "--resume", root / "mlp" / "killed", "--nproc", 2)
+    fit(config(data, root), name="half", stop_after=1)
+    across = start("train", "--resume", root / "mlp" / "half", "--nproc", 2)
     fit(config(data, root), name="one")
-    return {"root": root, "two": finish(two), "resumed": finish(resumed), "kill_epoch": kill_epoch}
+    return {"root": root, "two": finish(two), "resumed": finish(resumed), "across": finish(across),
+            "kill_epoch": kill_epoch}
 
 
 def test_two_processes_train_as_one(runs, data):
@@ -245,6 +249,9 @@ def test_resume_with_another_number_of_processes(runs):
     result = fit(resume=root / "mlp" / "killed-1")
     assert result["status"] == "finished" and result["epoch"] == 3
     assert max_diff(state(root / "mlp" / "two"), state(root / "mlp" / "killed-1")) < ATOL
+    # and the other way: 1 process for the first epoch, 2 for the rest, ends where 1 process ends
+    assert "Resuming training at epoch 2/3, step 1" in runs["across"]
+    assert max_diff(state(root / "mlp" / "one"), state(root / "mlp" / "half")) < ATOL
 
 
 # --------------------------------------------------------------------------------------------
