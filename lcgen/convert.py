@@ -117,24 +117,25 @@ def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None
     point_keys = [k for k in POINT_KEYS if k != "signal" or raw.signal is not None]
     counts = CleanCounts()
     short = 0
-    with atomic_h5(cfg.output) as f:
+    with atomic_h5(cfg.output, inputs=[cfg.input]) as f:
         write_header(f, "timeseries", cfg)
-        for key in point_keys:
-            f.create_dataset(key, (0, L), maxshape=(None, L), dtype=np.float32, chunks=(256, L))
-        f.create_dataset("mask", (0, L), maxshape=(None, L), dtype=bool, chunks=(256, L))
+        # Datasets held open for the whole write (see lcgen.io.RawWriter._new).
+        columns = {key: f.create_dataset(key, (0, L), maxshape=(None, L), dtype=np.float32, chunks=(256, L))
+                   for key in point_keys}
+        columns["mask"] = f.create_dataset("mask", (0, L), maxshape=(None, L), dtype=bool, chunks=(256, L))
         for key, dtype in ROW_KEYS.items():
-            f.create_dataset(key, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+            columns[key] = f.create_dataset(key, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
         for lo in range(0, len(raw), CHUNK_CURVES):
             rows, n_short = _windows(raw, range(lo, min(lo + CHUNK_CURVES, len(raw))), cfg, counts, progress)
             short += n_short
             for key, values in rows.items():
-                append_rows(f[key], values)
-        n_rows = f["source"].shape[0]
+                append_rows(columns[key], values)
+        n_rows = columns["source"].shape[0]
         if n_rows == 0:
             raise LcgenError(f"{cfg.input}: no window has at least min_points={cfg.min_points} points; "
                              f"lower --min-points")
         # Per-row copies of the raw metadata (light-curve type, true parameters) for evaluation.
-        source = f["source"][:]
+        source = columns["source"][:]
         meta = f.create_group("meta")
         for key, values in raw.meta.items():
             values = values[source]

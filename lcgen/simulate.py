@@ -42,8 +42,6 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import math
-import multiprocessing
-import os
 import signal as _signal
 import threading
 import time as _time
@@ -53,8 +51,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lcgen.errors import LcgenError
+from lcgen.errors import Interrupted, LcgenError
 from lcgen.io import DEFAULT_RAW
+from lcgen.workers import check_workers, process_pool, result
 
 
 def _range(lo: float, hi: float) -> Callable[[], list[float]]:
@@ -227,6 +226,8 @@ def check_config(cfg: SimulateConfig) -> None:
     """Raise :class:`LcgenError` naming the first setting that cannot work."""
     if cfg.n_samples < 1:
         raise LcgenError(f"n_samples = {cfg.n_samples}: need at least 1 light curve")
+    if cfg.seed < 0:
+        raise LcgenError(f"seed = {cfg.seed}: must be >= 0 (numpy seeds are non-negative integers)")
     for mix in ("types", "samplings"):
         weights = dataclasses.asdict(getattr(cfg, mix))
         bad = {k: w for k, w in weights.items() if not (w >= 0 and math.isfinite(w))}
@@ -753,11 +754,6 @@ def _deferred_interrupt() -> Iterator[Callable[[], None]]:
         _signal.signal(_signal.SIGINT, previous)
 
 
-def _ignore_sigint() -> None:
-    # Workers leave Ctrl-C to the parent, which cancels the pool and removes the partial file.
-    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-
-
 def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256):
     """Yield :class:`Chunk` objects in index order, computed in ``workers`` processes.
 
@@ -768,10 +764,7 @@ def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256)
         for start, stop in bounds:
             yield simulate_chunk(cfg, start, stop)
         return
-    ctx = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=ctx,
-                                  initializer=_ignore_sigint)
-    try:
+    with process_pool(min(workers, len(bounds))) as pool:
         pending: list[cf.Future] = []
         todo = iter(bounds)
         for start, stop in todo:
@@ -779,17 +772,11 @@ def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256)
             if len(pending) >= 2 * workers:
                 break
         while pending:
-            try:
-                chunk = pending.pop(0).result()
-            except cf.process.BrokenProcessPool:
-                raise LcgenError("a worker process died (out of memory, killed, or it could not import "
-                                 "the calling script, e.g. code run from stdin); rerun with --workers 1") from None
+            chunk = result(pending.pop(0))
             nxt = next(todo, None)
             if nxt is not None:
                 pending.append(pool.submit(simulate_chunk, cfg, *nxt))
             yield chunk
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int = 256,
@@ -806,24 +793,27 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     check_config(cfg)
     if chunk_size < 1:
         raise LcgenError(f"chunk_size = {chunk_size}: must be >= 1")
-    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    workers = min(workers, math.ceil(cfg.n_samples / chunk_size))  # no idle processes
+    workers = min(check_workers(workers), math.ceil(cfg.n_samples / chunk_size))  # no idle processes
     begin = _time.perf_counter()
     types: Counter = Counter()
     samplings: Counter = Counter()
     chunks = iter_chunks(cfg, workers=workers, chunk_size=chunk_size)
     # Exit order: the writer removes its partial file, then the pool shuts down, then Ctrl-C is restored.
-    with _deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
-        for chunk in chunks:
-            check_interrupt()
-            writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),
-                          chunk.split("signal"), chunk.meta)
-            types.update(chunk.meta["lc_type"].tolist())
-            samplings.update(chunk.meta["sampling"].tolist())
-            if progress is not None:
-                progress(len(chunk.lengths))
-            check_interrupt()
-        n_points = writer.n_points
+    try:
+        with _deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
+            for chunk in chunks:
+                check_interrupt()
+                writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),
+                              chunk.split("signal"), chunk.meta)
+                types.update(chunk.meta["lc_type"].tolist())
+                samplings.update(chunk.meta["sampling"].tolist())
+                if progress is not None:
+                    progress(len(chunk.lengths))
+                check_interrupt()
+            n_points = writer.n_points
+    except KeyboardInterrupt:
+        raise Interrupted(f"nothing written to {cfg.output} (generate does not resume: rerun to start "
+                          f"again)") from None
     seconds = _time.perf_counter() - begin
     return {
         "output": str(cfg.output), "curves": cfg.n_samples, "points": int(n_points),

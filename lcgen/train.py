@@ -253,8 +253,8 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tor
 
 def save_checkpoint(path: str | Path, ckpt: dict) -> None:
     """``torch.save`` to a temporary name, then rename: a crash never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: torch then keeps the OSError
+        torch.save(ckpt, fh)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -365,9 +365,10 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     log(f"Using device: {_device_name(device)}")
     log("")
     source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
-    with contextlib.closing(source):
+    with contextlib.closing(source), contextlib.ExitStack() as cleanup:
         if run_dir is None:
             run_dir = _new_run_dir(cfg, name)
+            cleanup.callback(_remove_if_unstarted, run_dir)
             (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         log(f"Loading data from {source.description}...")
         log("")
@@ -601,6 +602,17 @@ def _new_run_dir(cfg: TrainConfig, name: str | None) -> Path:
                          f"or choose another --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _remove_if_unstarted(run_dir: Path) -> None:
+    """A new run directory that never got a checkpoint (the start failed) holds nothing to keep:
+    remove what the run wrote there, and the directory if that leaves it empty."""
+    if (run_dir / "last.pt").exists():
+        return
+    for name in ("config.yaml", SPLIT_FILE, "history.csv", "best.pt"):
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 def _resumed_config(ckpt: dict, cfg: TrainConfig | None, run_dir: Path) -> TrainConfig:
