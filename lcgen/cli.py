@@ -194,8 +194,9 @@ def convert(
         result = run_convert(cfg, progress=advance)
     console.print(summary_table(f"Wrote {result['output']}", {
         "curves read": result["curves"], "windows written": result["windows"],
-        "windows too short (dropped)": result["too_short"], "non-finite points dropped": result["non_finite"],
-        "curves re-sorted": result["unsorted_curves"], "duplicate times merged": result["duplicates_merged"]}))
+        "windows too short (dropped)": result["too_short"], "invalid points dropped (non-finite, error ≤ 0)": result["non_finite"],
+        "curves re-sorted": result["unsorted_curves"], "duplicate times merged": result["duplicates_merged"],
+        "curves skipped (times span > 1e5 d)": result["absurd_span"]}))
 
 
 # ------------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def preprocess(
         title = f"Wrote {result['output']}"
     rows = {"curves": result["curves"], "analysed": result["analysed"], "failed": result["failed"]}
     rows.update({f"  {reason}": count for reason, count in list(result["fail_reasons"].items())[:5]})
-    rows.update({"non-finite points dropped": result["n_nonfinite"], "duplicate times merged": result["n_duplicates"],
+    rows.update({"invalid points dropped (non-finite, error ≤ 0)": result["n_nonfinite"], "duplicate times merged": result["n_duplicates"],
                  f"outliers clipped (>{cfg.outlier_iqr:g}×IQR)": result["n_outliers"]})
     if "seconds" in result:
         rows["frequency grid"] = "{:.4g} – {:.4g} c/d".format(*result["freq_range"])
@@ -386,7 +387,7 @@ def evaluate(
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
-    console.print(f"Wrote {metrics_path(run_dir, metrics['split'], cfg.data)}")
+    console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint)}")
 
 
 @app.command()

@@ -22,7 +22,9 @@ import errno
 import fcntl
 import os
 import re
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -264,6 +266,34 @@ def atomic_h5(path: str | Path, *, inputs: Sequence[str | Path] = ()) -> Iterato
                 raise LcgenError(f"{tmp} was written without its header; it is not renamed to {path}")
 
 
+def available_memory() -> int:
+    """Bytes of memory this process can still take: the kernel's MemAvailable, capped by the
+    address-space limit (RLIMIT_AS) when one is set."""
+    avail = None
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/meminfo") as fh:
+            avail = 1024 * int(next(line for line in fh if line.startswith("MemAvailable:")).split()[1])
+    if avail is None:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return avail if limit == resource.RLIM_INFINITY else min(avail, limit)
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse, before any work, a setting whose arrays would not fit in the memory available
+    (instead of a MemoryError, or a machine swapping, hours later)."""
+    avail = available_memory()
+    if nbytes > avail:
+        raise LcgenError(f"{what} would need about {_gib(nbytes)} of memory, more than the {_gib(avail)} "
+                         f"available; choose a smaller value")
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:,.0f} MiB"
+
+
 def config_yaml(config: Any) -> str:
     """YAML text of a dataclass config or a plain dict."""
     if dataclasses.is_dataclass(config):
@@ -295,6 +325,7 @@ def open_checked(path: str | Path, fmt: str | None = None, required: Sequence[st
         raise LcgenError(f"{path} is a directory, not an lcgen HDF5 file")
     if not h5py.is_hdf5(path):
         raise LcgenError(f"{path} is not an HDF5 file (lcgen reads and writes .h5 files)")
+    _check_header_readable(path)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -312,10 +343,56 @@ def open_checked(path: str | Path, fmt: str | None = None, required: Sequence[st
         missing = [k for k in required if k not in f]
         if missing:
             raise LcgenError(f"{path} lacks {', '.join(missing)}; it holds {', '.join(sorted(f.keys())) or 'nothing'}")
+    except LcgenError:
+        f.close()
+        raise
+    except Exception as exc:  # KeyError, RuntimeError ... from HDF5 reading garbage
+        f.close()
+        raise damaged(path, exc) from None
     except BaseException:
         f.close()
         raise
     return f
+
+
+def damaged(path: str | Path, exc: BaseException) -> LcgenError:
+    """The error for a file HDF5 cannot read although its header is intact."""
+    detail = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+    return LcgenError(f"{path} is damaged (HDF5: {detail}); make it again or restore it from a copy")
+
+
+HEADER_TIMEOUT = 10.0  # seconds a forked child may take to read a file's root attributes
+
+
+def _check_header_readable(path: Path) -> None:
+    """Read the root attributes and names of ``path`` in a forked child first: HDF5 can loop
+    for minutes on some damaged files (zeroed global heap) while holding the GIL, where
+    nothing in this process could stop it; a child that takes longer than ``HEADER_TIMEOUT``
+    is killed and the file reported as damaged."""
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: read, then leave without any cleanup
+        code = 1
+        try:
+            with h5py.File(path, "r") as f:
+                for key in f.attrs:
+                    f.attrs[key]
+                list(f.keys())
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + HEADER_TIMEOUT
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return  # whatever failed in the child fails here again, with its message
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise LcgenError(f"{path} is damaged (HDF5 did not finish reading its attributes in "
+                             f"{HEADER_TIMEOUT:g} s); make it again or restore it from a copy")
+        time.sleep(0.01)
 
 
 def read_config(path_or_file: str | Path | h5py.File) -> dict:
@@ -367,12 +444,17 @@ class RawLightCurves:
 
 
 def raw_offsets(f: h5py.File) -> np.ndarray:
-    """The checked ``offsets`` (N+1,) of an open raw file: they must partition its points."""
-    offsets = f["offsets"][:].astype(np.int64)
-    n_points = f["time"].shape[0]
+    """The checked ``offsets`` (N+1,) of an open raw file: they must partition its points, and
+    the point columns must be 1-D numbers."""
+    for key in ("time", "flux", "flux_err", "signal", "offsets"):
+        if key in f and (f[key].ndim != 1 or f[key].dtype.kind not in ("iu" if key == "offsets" else "fiu")):
+            raise LcgenError(f"{f.filename}: '{key}' holds {f[key].dtype} values of shape {f[key].shape}; a raw "
+                             f"file stores it as 1-D numbers")
     sizes = {k: f[k].shape[0] for k in ("time", "flux", "flux_err", "signal") if k in f}
     if len(set(sizes.values())) != 1:
         raise LcgenError(f"{f.filename}: point arrays differ in length ({sizes}); the file is corrupt")
+    n_points = f["time"].shape[0]
+    offsets = f["offsets"][:].astype(np.int64)
     if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n_points \
             or np.any(np.diff(offsets) < 0):
         raise LcgenError(f"{f.filename}: 'offsets' does not partition the {n_points} points; the file is corrupt")
@@ -537,7 +619,10 @@ def describe(path: str | Path) -> dict:
                 row["values"] = dict(zip(values.tolist(), counts.tolist()))
             info["datasets"].append(row)
 
-        f.visititems(visit)
+        try:
+            f.visititems(visit)
+        except Exception as exc:  # a damaged inside: HDF5 reads garbage
+            raise damaged(path, exc) from None
         if "offsets" in f:
             info["n_curves"] = int(f["offsets"].shape[0] - 1)
         else:

@@ -49,11 +49,12 @@ import h5py
 import numpy as np
 
 from lcgen.config import config_to_dict
-from lcgen.convert import clean_curve
+from lcgen.convert import MAX_BASELINE_DAYS, clean_curve
 from lcgen.errors import LcgenError
 from lcgen.errors import Interrupted
-from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_path, discard_h5, open_checked,
-                      open_h5_for_writing, quiet_hdf5_deallocs, raw_offsets, read_config, sync_h5, write_error, write_header)
+from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_path, check_memory, discard_h5,
+                      open_checked, open_h5_for_writing, quiet_hdf5_deallocs, raw_offsets, read_config, sync_h5,
+                      write_error, write_header)
 from lcgen.workers import check_workers, process_pool, result
 from lcgen.multitaper import autocorrelation, multitaper
 
@@ -162,6 +163,8 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
             raise _Failed("flux has zero interquartile range after outlier clipping", row)
     x = (y - med) / iqr
     span = float(t[-1] - t[0])
+    if span > MAX_BASELINE_DAYS:
+        raise _Failed(f"times span {span:.3g} d, more than {MAX_BASELINE_DAYS:.0e} d (wrong units?)", row)
     nyquist = t.size / (2 * span)
     row.update(n_points=t.size, baseline=span, nyquist=nyquist, flux_median=med, flux_iqr=iqr)
 
@@ -291,7 +294,9 @@ def shard_path(output: str | Path, index: int, count: int) -> Path:
 
 
 def survey_input(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline T (days) and number of finite points of every raw curve, read in blocks."""
+    """Baseline T (days) and number of finite points of every raw curve, read in blocks. A curve
+    whose times span more than ``MAX_BASELINE_DAYS`` gets T = 0, so it cannot stretch the shared
+    grid (it is recorded as failed on its own)."""
     with open_checked(path, "raw", RAW_KEYS) as f:
         offsets = raw_offsets(f)
         n = offsets.size - 1
@@ -306,6 +311,7 @@ def survey_input(path: str) -> tuple[np.ndarray, np.ndarray]:
                 ti = ti[np.isfinite(ti)]
                 counts[i] = ti.size
                 spans[i] = ti.max() - ti.min() if ti.size else 0.0
+    spans[spans > MAX_BASELINE_DAYS] = 0.0  # absurd times: that curve fails alone, the grid ignores it
     return spans, counts
 
 
@@ -361,7 +367,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
     not mix), so a script that calls this must do so under ``if __name__ == "__main__":``.
     """
     started = time.perf_counter()
-    _check_config(cfg)
+    check_config(cfg)
     shard = parse_shard(cfg.shard)
     workers = check_workers(cfg.workers)
     out = Path(cfg.output) if shard is None else shard_path(cfg.output, *shard)
@@ -451,7 +457,8 @@ def check_rows(path: str | Path) -> None:
                          f"failed; the file is not kept, rerun to recompute it")
 
 
-def _check_config(cfg: PreprocessConfig) -> None:
+def check_config(cfg: PreprocessConfig) -> None:
+    """Raise :class:`LcgenError` naming the first setting that cannot work."""
     if cfg.chunk_size < 1:
         raise LcgenError(f"chunk_size = {cfg.chunk_size} must be at least 1")
     if not 0 < cfg.acf_max_fraction <= 1:
@@ -464,6 +471,15 @@ def _check_config(cfg: PreprocessConfig) -> None:
 
     grid = np.linspace(0.0, 1.0, max(cfg.min_points, 9, int(4 * cfg.nw) + 1))
     check_series(grid, np.sin(grid), cfg.nw, cfg.k)  # nw/k errors now, not once per curve
+    if cfg.n_freq < 2 or cfg.n_lags < 3:
+        raise LcgenError(f"n_freq = {cfg.n_freq} and n_lags = {cfg.n_lags} must be at least 2 and 3")
+    # Memory: up to 2 chunks of finished rows per worker in flight, and per worker one curve's
+    # eigencoefficients (K tapers × n_freq, complex) with their float64 companions.
+    workers = check_workers(cfg.workers)
+    row_bytes = 13 * cfg.n_freq + 5 * cfg.n_lags + 128
+    tapers = cfg.k or max(1, int(2 * cfg.nw) - 1)
+    need = 2 * workers * cfg.chunk_size * row_bytes + workers * (48 * tapers + 80) * (cfg.n_freq + cfg.n_lags)
+    check_memory(need, f"n_freq = {cfg.n_freq:,}, n_lags = {cfg.n_lags:,} with {workers} workers")
 
 
 def _open_partial(tmp: Path, cfg: PreprocessConfig, grids: Grids, n: int, chunks: list[tuple[int, int]],

@@ -52,7 +52,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from lcgen.errors import Interrupted, LcgenError
-from lcgen.io import DEFAULT_RAW
+from lcgen.io import DEFAULT_RAW, check_memory
 from lcgen.workers import check_workers, process_pool, result
 
 
@@ -794,6 +794,10 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     if chunk_size < 1:
         raise LcgenError(f"chunk_size = {chunk_size}: must be >= 1")
     workers = min(check_workers(workers), math.ceil(cfg.n_samples / chunk_size))  # no idle processes
+    # Up to 2 packed chunks per worker in flight (~28 bytes a point) plus one curve's temporaries.
+    most = max(cfg.n_points[1], cfg.tess.max_points, cfg.kepler.max_points)
+    check_memory(2 * workers * min(chunk_size, cfg.n_samples) * most * 28 + workers * most * 128,
+                 f"curves of up to {most:,} points")
     begin = _time.perf_counter()
     types: Counter = Counter()
     samplings: Counter = Counter()
