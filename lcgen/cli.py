@@ -405,6 +405,8 @@ def plot(
     from lcgen.evaluate import EvaluateConfig
     from lcgen.plots import plot_run
 
+    if seed < 0:
+        raise LcgenError(f"--seed {seed}: must be >= 0")
     cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})
     for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg):
         console.print(f"Wrote {path}")
