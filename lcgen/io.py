@@ -371,7 +371,10 @@ def _check_header_readable(path: Path) -> None:
     is killed and the file reported as damaged."""
     if not hasattr(os, "fork"):
         return
-    pid = os.fork()
+    from h5py._objects import phil  # h5py's global lock: held across the fork, so no other
+                                    # thread can be inside HDF5 then (its lock would never free)
+    with phil:
+        pid = os.fork()
     if pid == 0:  # the child: read, then leave without any cleanup
         code = 1
         try:
