@@ -90,12 +90,13 @@ def _print_error(label: str, message: str) -> None:
 
 
 @contextlib.contextmanager
-def reporting_interrupts() -> Iterator[None]:
-    """Ctrl-C in a long command: one line saying what was kept, exit code 130."""
+def reporting_interrupts(nothing_kept: str = "nothing was kept") -> Iterator[None]:
+    """Ctrl-C in a long command: one line saying what was kept (the library's
+    :class:`Interrupted` message, else ``nothing_kept``), exit code 130."""
     try:
         yield
     except KeyboardInterrupt as exc:
-        _print_error("interrupted:", str(exc) if isinstance(exc, Interrupted) else "nothing was kept")
+        _print_error("interrupted:", str(exc) if isinstance(exc, Interrupted) else nothing_kept)
         raise typer.Exit(130) from None
 
 
@@ -154,7 +155,8 @@ def generate(
 
     cfg = resolve_config(SimulateConfig, config_file=config, sets=set_, flags={
         "n_samples": n_samples, "seed": seed, "output": _str(output)})
-    with reporting_interrupts(), progress_bar("generate", cfg.n_samples) as advance:
+    with reporting_interrupts(f"nothing written to {cfg.output} (generate does not resume: rerun to start again)"), \
+            progress_bar("generate", cfg.n_samples) as advance:
         result = run_generate(cfg, workers=workers, progress=advance)
     console.print(summary_table(f"Wrote {result['output']}", {
         "curves": result["curves"], "points": result["points"],

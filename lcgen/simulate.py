@@ -51,7 +51,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lcgen.errors import Interrupted, LcgenError
+from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_RAW, check_memory
 from lcgen.workers import check_workers, process_pool, result
 
@@ -803,21 +803,17 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     samplings: Counter = Counter()
     chunks = iter_chunks(cfg, workers=workers, chunk_size=chunk_size)
     # Exit order: the writer removes its partial file, then the pool shuts down, then Ctrl-C is restored.
-    try:
-        with _deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
-            for chunk in chunks:
-                check_interrupt()
-                writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),
-                              chunk.split("signal"), chunk.meta)
-                types.update(chunk.meta["lc_type"].tolist())
-                samplings.update(chunk.meta["sampling"].tolist())
-                if progress is not None:
-                    progress(len(chunk.lengths))
-                check_interrupt()
-            n_points = writer.n_points
-    except KeyboardInterrupt:
-        raise Interrupted(f"nothing written to {cfg.output} (generate does not resume: rerun to start "
-                          f"again)") from None
+    with _deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
+        for chunk in chunks:
+            check_interrupt()
+            writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),
+                          chunk.split("signal"), chunk.meta)
+            types.update(chunk.meta["lc_type"].tolist())
+            samplings.update(chunk.meta["sampling"].tolist())
+            if progress is not None:
+                progress(len(chunk.lengths))
+            check_interrupt()
+        n_points = writer.n_points
     seconds = _time.perf_counter() - begin
     return {
         "output": str(cfg.output), "curves": cfg.n_samples, "points": int(n_points),
