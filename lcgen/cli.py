@@ -290,6 +290,7 @@ def train(
     name: Annotated[Optional[str], typer.Option(help="Run name: writes runs/MODEL/NAME/. \\[default: a timestamp]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. \\[default: auto]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data.", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -297,14 +298,15 @@ def train(
     split.npz, history.csv, best.pt, last.pt). Models: {models}.
 
     Example: [cyan]lcgen train transformer --epochs 50[/]   [cyan]lcgen train mlp --channel acf --preset small[/]
+    Fine-tune on real data: [cyan]lcgen train transformer --data data/real/timeseries.h5 --init runs/transformer/NAME --lr 3e-5[/]
     Ctrl-C saves last.pt; continue with [cyan]lcgen train --resume runs/MODEL/NAME[/].
     """
     from lcgen.train import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
-             "lr": lr, "preset": preset, "device": device}
+             "lr": lr, "preset": preset, "device": device, "init": _str(init)}
     if resume is not None:
-        fixed = {"--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
+        fixed = {"--init": init, "--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
                  "--preset": preset, "--name": name, "--config": config, "--set": set_}
         given = [flag for flag, value in fixed.items() if value]
         if given:
