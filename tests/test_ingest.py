@@ -387,3 +387,38 @@ def test_real_data_chain_through_the_cli(archive, tmp_path):
         fit(TrainConfig(data=str(ts128), init=str(base), **tiny), name="bad")
     with pytest.raises(LcgenError, match="is a 'transformer' run; train that model"):
         fit(TrainConfig(**{**tiny, "model_name": "mlp"}, init=str(base)), name="bad2")
+
+
+def test_fast_fits_reader_matches_astropy(archive, tmp_path):
+    """The plain-subset FITS parser (fitsfile) against astropy on every product layout."""
+    from lcgen.ingest.readers import _open_fits_astropy, open_fits
+
+    d, _ = archive
+    n = 60
+    t = 1500 + TESS_2MIN_D * np.arange(n)
+    write_qlp(tmp_path / "qlp.fits", ticid=3, sector=60, time=t, sap=np.ones(n), det=np.ones(n),
+              det_err=np.ones(n), quality=np.arange(n), names="det")
+    write_kepler_legacy(tmp_path / "old.fits", kepid=1, quarter=0, barytime=t, corr_flux=np.ones(n), corr_err=np.ones(n))
+    table = Table({"time": t, "flux": np.ones(n), "name": ["star A"] * n})
+    fits.BinTableHDU(table).writeto(tmp_path / "tab.fits")
+    paths = sorted(d.iterdir()) + [tmp_path / "qlp.fits", tmp_path / "old.fits", tmp_path / "tab.fits"]
+    for path in paths:
+        primary, names, tables = open_fits(path)
+        ref_primary, ref_names, ref_tables = _open_fits_astropy(path)
+        assert names == ref_names, path
+        for key in ("TELESCOP", "OBJECT", "KEPLERID", "TICID", "QUARTER", "CAMPAIGN", "SECTOR", "ORIGIN", "CREATOR"):
+            assert primary.get(key) == ref_primary.get(key), (path, key)
+        for fast, ref in zip(tables, ref_tables):
+            assert (fast is None) == (ref is None)
+            if fast is None:
+                continue
+            assert fast.names == ref.names
+            for key in ("TIMEDEL", "BJDREFI", "BJDREFF", "NAXIS2"):
+                assert fast.header.get(key) == ref.header.get(key), (path, key)
+            for name in fast.names:
+                got, want = fast.column(name), ref.column(name)
+                if want.dtype.kind in "SU":
+                    assert list(got) == [str(v).strip() for v in want]
+                else:
+                    np.testing.assert_array_equal(got, want, err_msg=f"{path}: {name}")
+                    assert got.dtype.isnative

@@ -29,7 +29,7 @@ from lcgen.io import RawWriter, partial_path
 # Per-curve columns written under meta/ (one row per curve).
 META_COLUMNS = ("target", "mission", "pipeline", "segments", "n_segments", "cadence_s", "sources", "flux_column",
                 "quality_mask", "n_cadences", "n_quality_dropped", "n_nonfinite_dropped", "time_system")
-FLUSH_POINTS = 2_000_000  # curves are buffered up to this many points between writes
+FLUSH_POINTS = 250_000  # curves are buffered up to this many points between writes (~6 MB)
 
 
 @dataclasses.dataclass

@@ -55,9 +55,11 @@ from __future__ import annotations
 import dataclasses
 import gzip
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 
+from lcgen.ingest import fitsfile
 from lcgen.ingest.options import IngestConfig
 from lcgen.ingest.quality import bitmask, flagged
 
@@ -129,50 +131,93 @@ def sniff(path: str | Path) -> str:
 # FITS
 
 
-def fits_target(path: str | Path) -> str | None:
-    """The target name of a mission FITS light curve from its primary header alone (cheap: used
-    to group files before reading them), or None when it cannot tell."""
+@dataclasses.dataclass
+class _Table:
+    """A FITS binary table as the readers see it, whichever parser opened the file."""
+
+    header: Mapping
+    names: list[str]  # column names as written
+    get: Callable[[str], np.ndarray]  # column by upper-case name
+
+    def has(self, name: str) -> bool:
+        return name.upper() in {n.upper() for n in self.names}
+
+    def column(self, name: str) -> np.ndarray:
+        return self.get(name.upper())
+
+
+def open_fits(path: str | Path) -> tuple[Mapping, list[str], list[_Table | None]]:
+    """(primary header, HDU names, one :class:`_Table` or None per HDU) of a FITS file, by the
+    fast parser of :mod:`lcgen.ingest.fitsfile`, or by astropy for what that does not handle."""
+    try:
+        buf = fitsfile.file_bytes(path)
+        hdus = fitsfile.read_hdus(buf)
+        tables = []
+        for hdu in hdus:
+            columns = hdu.columns() if hdu.is_table else None
+            tables.append(None if columns is None else _Table(
+                hdu.header, [c.name for c in columns.values()],
+                lambda name, hdu=hdu, columns=columns: fitsfile.read_column(buf, hdu, columns[name])))
+        return hdus[0].header, [h.name for h in hdus], tables
+    except (fitsfile.Unsupported, KeyError, ValueError):
+        return _open_fits_astropy(path)
+
+
+def _open_fits_astropy(path: str | Path) -> tuple[Mapping, list[str], list[_Table | None]]:
     from astropy.io import fits
 
     try:
-        header = fits.getheader(path, 0)
-    except Exception:
+        with fits.open(path, memmap=False) as hdul:
+            tables = []
+            for hdu in hdul:
+                if not isinstance(hdu, fits.BinTableHDU):
+                    tables.append(None)
+                    continue
+                data = {name.upper(): np.array(hdu.data[name]) for name in hdu.columns.names} if hdu.data is not None else {}
+                tables.append(_Table(hdu.header.copy(), list(hdu.columns.names), data.__getitem__))
+            return hdul[0].header.copy(), [h.name.upper() for h in hdul], tables
+    except Exception as exc:
+        raise Unreadable(f"not a readable FITS file ({_short(exc)})") from None
+
+
+def fits_target(path: str | Path) -> str | None:
+    """The target name of a mission FITS light curve from its primary header alone (cheap: used
+    to group files before reading them), or None when it cannot tell."""
+    try:
+        header = fitsfile.primary_header(path)
+    except (fitsfile.Unsupported, OSError, EOFError):
         return None
     mission = _mission(header)
     return _target_name(header, None, mission) if mission else None
 
 
 def read_fits(path: str | Path, cfg: IngestConfig) -> list[Segment]:
-    from astropy.io import fits
+    primary, names, tables = open_fits(path)
+    if "TARGETTABLES" in names or "targetpixel" in str(primary.get("CREATOR", "")).lower():
+        raise Unreadable("a target-pixel file, not a light curve (make a light curve first, e.g. with "
+                         "lightkurve, and pass it to lcgen.ingest.from_lightkurve)")
+    mission = _mission(primary)
+    if mission and "LIGHTCURVE" in names:
+        return [_read_mission(path, tables[names.index("LIGHTCURVE")], primary, mission, cfg)]
+    found = [t for t in tables if t is not None]
+    if mission == "Kepler" and found and found[0].has("BARYTIME"):
+        return [_read_kepler_legacy(path, found[0], primary, cfg)]
+    if cfg.time_col and cfg.flux_col:
+        for table in found:
+            if table.has(cfg.time_col):
+                columns = {name: table.column(name) for name in table.names if _scalar(table, name)}
+                return _table_segments(path, columns, {"OBJECT": primary.get("OBJECT") or table.header.get("OBJECT")}, cfg)
+        raise Unreadable(f"no binary table with a column {cfg.time_col!r} (HDUs: {', '.join(names)})")
+    what = f"a {mission} FITS file" if mission else "a FITS file"
+    raise Unreadable(f"{what} without a LIGHTCURVE table (HDUs: {', '.join(names)}); "
+                     f"for another FITS table give --time-col and --flux-col")
 
+
+def _scalar(table: _Table, name: str) -> bool:
     try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
-    except Exception as exc:
-        raise Unreadable(f"not a readable FITS file ({_short(exc)})") from None
-    with hdul:
-        try:
-            primary = hdul[0].header
-            names = [h.name.upper() for h in hdul]
-        except Exception as exc:
-            raise Unreadable(f"a corrupt FITS file ({_short(exc)})") from None
-        if "TARGETTABLES" in names or "targetpixel" in str(primary.get("CREATOR", "")).lower():
-            raise Unreadable("a target-pixel file, not a light curve (make a light curve first, e.g. with "
-                             "lightkurve, and pass it to lcgen.ingest.from_lightkurve)")
-        mission = _mission(primary)
-        if mission and "LIGHTCURVE" in names:
-            return [_read_mission(path, hdul, primary, mission, cfg)]
-        tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
-        if mission == "Kepler" and tables and "BARYTIME" in _upper(tables[0].columns.names):
-            return [_read_kepler_legacy(path, tables[0], primary, cfg)]
-        if cfg.time_col and cfg.flux_col:
-            for hdu in tables:
-                if cfg.time_col.upper() in _upper(hdu.columns.names):
-                    obj = primary.get("OBJECT") or hdu.header.get("OBJECT")
-                    return _table_segments(path, _columns(hdu), {"OBJECT": obj}, cfg)
-            raise Unreadable(f"no binary table with a column {cfg.time_col!r} (HDUs: {', '.join(names)})")
-        what = f"a {mission} FITS file" if mission else "a FITS file"
-        raise Unreadable(f"{what} without a LIGHTCURVE table (HDUs: {', '.join(names)}); "
-                         f"for another FITS table give --time-col and --flux-col")
+        return table.column(name).ndim == 1
+    except (fitsfile.Unsupported, KeyError):
+        return False
 
 
 def _mission(primary) -> str | None:
@@ -228,14 +273,10 @@ def _flux_columns(product: dict, choice: str, present: set[str], what: str) -> t
                      f"(flux columns: {', '.join(have) or 'none'}); choose another --flux")
 
 
-def _read_mission(path, hdul, primary, mission: str, cfg: IngestConfig) -> Segment:
-    try:
-        hdu = hdul["LIGHTCURVE"]
-        header, data = hdu.header, hdu.data
-        present = set(_upper(hdu.columns.names))
-    except Exception as exc:
-        raise Unreadable(f"a corrupt LIGHTCURVE table ({_short(exc)})") from None
-    if data is None or "TIME" not in present:
+def _read_mission(path, table: _Table, primary, mission: str, cfg: IngestConfig) -> Segment:
+    header = table.header
+    present = {n.upper() for n in table.names}
+    if "TIME" not in present or not int(header.get("NAXIS2", 1) or 0):
         raise Unreadable("a LIGHTCURVE table without rows or without a TIME column")
     pipeline = _pipeline(primary, mission)
     flux_col, err_col = _flux_columns(_QLP_FLUX if pipeline == "QLP" else _SPOC_FLUX, cfg.flux, present,
@@ -243,40 +284,35 @@ def _read_mission(path, hdul, primary, mission: str, cfg: IngestConfig) -> Segme
     quality_col = next((c for c in ("SAP_QUALITY", "QUALITY") if c in present), None)
     bjdref = float(header.get("BJDREFI", DEFAULT_BJDREF[mission])) + float(header.get("BJDREFF", 0.0))
     try:
-        time = np.asarray(data["TIME"], np.float64) + (bjdref - JD_REF)
-        flux = np.asarray(data[flux_col], np.float64)
-        err = np.asarray(data[err_col], np.float64)
-        quality = np.asarray(data[quality_col]) if quality_col else None
+        time = table.column("TIME").astype(np.float64) + (bjdref - JD_REF)
+        flux = table.column(flux_col).astype(np.float64)
+        err = table.column(err_col).astype(np.float64)
+        quality = table.column(quality_col) if quality_col else None
     except Exception as exc:
         raise Unreadable(f"unreadable LIGHTCURVE columns ({_short(exc)})") from None
     timedel = header.get("TIMEDEL")
-    flags = "tess" if mission == "TESS" else "kepler"
-    mask = bitmask(cfg.quality, flags) if quality_col else 0
+    mask = bitmask(cfg.quality, "tess" if mission == "TESS" else "kepler") if quality_col else 0
     return clean_segment(time, flux, err, quality, mask, cfg, target=_target_name(primary, header, mission),
                          mission=mission, pipeline=pipeline, segment=_segment_label((primary, header), mission),
                          cadence_s=float(timedel) * 86400.0 if timedel else None, source=Path(path).name,
                          flux_column=flux_col, time_system=TIME_SYSTEM)
 
 
-def _read_kepler_legacy(path, hdu, primary, cfg: IngestConfig) -> Segment:
+def _read_kepler_legacy(path, table: _Table, primary, cfg: IngestConfig) -> Segment:
     """The first public Kepler releases: barytime (BJD − 2400000) and ap_* flux in e-/cadence."""
-    present = set(_upper(hdu.columns.names))
+    present = {n.upper() for n in table.names}
     product = {"pdcsap": [("AP_CORR_FLUX", "AP_CORR_ERR")], "sap": [("AP_RAW_FLUX", "AP_RAW_ERR")]}
     flux_col, err_col = _flux_columns(product, cfg.flux, present, "this early-release Kepler file")
-    data, header = hdu.data, hdu.header
-    time = np.asarray(data["BARYTIME"], np.float64)
+    header = table.header
     kind = str(header.get("DATATYPE", primary.get("DATATYPE", ""))).strip().lower()
     exposure = LEGACY_CADENCE_S.get(kind, 1.0)  # e-/cadence → e-/s (cancels in normalisation)
-    return clean_segment(time, np.asarray(data[flux_col], np.float64) / exposure,
-                         np.asarray(data[err_col], np.float64) / exposure, None, 0, cfg,
+    return clean_segment(table.column("BARYTIME").astype(np.float64),
+                         table.column(flux_col).astype(np.float64) / exposure,
+                         table.column(err_col).astype(np.float64) / exposure, None, 0, cfg,
                          target=_target_name(primary, header, "Kepler"), mission="Kepler",
                          pipeline="Kepler SOC (early release)", segment=_segment_label((primary, header), "Kepler"),
                          cadence_s=None, source=Path(path).name, flux_column=flux_col.lower(),
                          time_system=TIME_SYSTEM)
-
-
-def _columns(hdu) -> dict[str, np.ndarray]:
-    return {name: np.asarray(hdu.data[name]) for name in hdu.columns.names if hdu.data[name].ndim == 1}
 
 
 # --------------------------------------------------------------------------------------------
