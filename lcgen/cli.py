@@ -24,7 +24,7 @@ app = typer.Typer(
     name="lcgen",
     help=(
         "Learned representations, reconstructions and gap-fills of stellar light curves.\n\n"
-        "The pipeline: [bold]generate[/] mock light curves → [bold]preprocess[/] them into multitaper "
+        "The pipeline: [bold]generate[/] mock light curves (or [bold]ingest[/] real ones) → [bold]preprocess[/] them into multitaper "
         "spectra (PSD, ACF, F-statistic) and/or [bold]convert[/] them into fixed-length time series → "
         "[bold]train[/] a masked autoencoder → [bold]evaluate[/] and [bold]plot[/] the run. "
         "Every command works with no arguments on the default paths under data/ and runs/."

@@ -422,3 +422,26 @@ def test_fast_fits_reader_matches_astropy(archive, tmp_path):
                 else:
                     np.testing.assert_array_equal(got, want, err_msg=f"{path}: {name}")
                     assert got.dtype.isnative
+
+
+def test_shipped_config_holds_the_defaults_and_flags_reach_the_config(tmp_path):
+    from lcgen.config import load_yaml
+    from tests.conftest import ROOT
+
+    assert load_yaml(ROOT / "configs" / "ingest.yaml") == {
+        k: v for k, v in __import__("dataclasses").asdict(IngestConfig()).items()}
+    n = 40
+    rows = "\n".join(f"s{i % 2};{59000 + i * 0.1!r};{12 + 0.01 * (i % 5)!r}" for i in range(2 * n))
+    (tmp_path / "t.csv").write_text("id;mjd;v\n" + rows + "\n")  # semicolon-separated
+    out = tmp_path / "o.h5"
+    r = run_cli("ingest", tmp_path / "t.csv", "-o", out, "--time-col", "mjd", "--flux-col", "v", "--id-col", "id",
+                "--mag", "--time-ref", 2400000.5, "--no-normalise", "--quality", "hard", "--config",
+                ROOT / "configs" / "ingest.yaml")
+    assert r.returncode == 0, r.stderr
+    raw = read_raw(out)
+    assert list(raw.meta["target"]) == ["s0", "s1"]
+    assert raw.time[0] == pytest.approx(59000.5)
+    with h5py.File(out) as f:
+        assert "mag: true" in f.attrs["config"] and "quality: hard" in f.attrs["config"]
+    r = run_cli("ingest", tmp_path / "t.csv", "-o", out, "--quality", "medium")
+    assert r.returncode == 1 and "unknown quality level 'medium'" in r.stderr

@@ -101,7 +101,8 @@ class Segment:
 
 
 def sniff(path: str | Path) -> str:
-    """'fits', 'ecsv', 'csv', 'tsv' or 'ascii' (whitespace-separated), from the file's bytes."""
+    """'fits', 'ecsv', 'csv', 'tsv', 'ssv' (semicolons) or 'ascii' (whitespace-separated), from
+    the file's bytes."""
     with open(path, "rb") as fh:
         head = fh.read(2880)
     if head[:2] == b"\x1f\x8b":
@@ -124,7 +125,7 @@ def sniff(path: str | Path) -> str:
     if not lines:
         raise Unreadable("a text file without a table")
     first = lines[0]
-    return "tsv" if "\t" in first else "csv" if "," in first else "ascii"
+    return "tsv" if "\t" in first else "csv" if "," in first else "ssv" if ";" in first else "ascii"
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,9 +323,10 @@ def _read_kepler_legacy(path, table: _Table, primary, cfg: IngestConfig) -> Segm
 def read_table(path: str | Path, kind: str, cfg: IngestConfig) -> list[Segment]:
     from astropy.io import ascii as astro_ascii
 
-    fmt = {"ecsv": "ecsv", "csv": "csv", "tsv": "tab", "ascii": "basic"}[kind]
+    fmt, options = {"ecsv": ("ecsv", {}), "csv": ("csv", {}), "tsv": ("tab", {}), "ssv": ("csv", {"delimiter": ";"}),
+                    "ascii": ("basic", {})}[kind]
     try:
-        table = astro_ascii.read(path, format=fmt, guess=False)
+        table = astro_ascii.read(path, format=fmt, guess=False, **options)
     except Exception as exc:
         raise Unreadable(f"an unreadable {kind.upper()} table ({_short(exc)})") from None
     columns = {name: np.asarray(table[name]) for name in table.colnames if table[name].ndim == 1}
