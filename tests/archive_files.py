@@ -48,6 +48,13 @@ def _table(columns, values: dict, n: int) -> fits.BinTableHDU:
     return fits.BinTableHDU.from_columns(cols, name="LIGHTCURVE")
 
 
+def _time_keys(bjdrefi: int, time, timedel: float) -> dict:
+    """The LIGHTCURVE header's time keywords (barycentric TDB days from BJDREFI + BJDREFF)."""
+    return {"TIMEREF": "SOLARSYSTEM", "TASSIGN": "SPACECRAFT", "TIMESYS": "TDB", "BJDREFI": bjdrefi, "BJDREFF": 0.0,
+            "TIMEUNIT": "d", "TSTART": float(np.nanmin(time)), "TSTOP": float(np.nanmax(time)), "TIMEPIXR": 0.5,
+            "TIMEDEL": timedel}
+
+
 def _aperture() -> fits.ImageHDU:
     return fits.ImageHDU(np.ones((5, 5), np.int32), name="APERTURE")
 
@@ -64,53 +71,20 @@ def write_kepler(path, *, kepid, segment, time, pdc, pdc_err, quality, sap=None,
                  timedel=KEPLER_LONG_CADENCE_D, seed=0) -> None:
     """A Kepler (``segment`` = quarter) or K2 (``k2=True``, ``segment`` = campaign) long-cadence
     light-curve file: TIME in BKJD, SAP_QUALITY."""
+    primary = fits.PrimaryHDU()
+    h = primary.header
+    h.update({"NEXTEND": 2, "EXTNAME": "PRIMARY", "ORIGIN": "NASA/Ames", "CREATOR": "917482 FluxExporter2PipelineModule",
+              "FILEVER": "6.1", "TELESCOP": "Kepler", "INSTRUME": "Kepler Photometer",
+              "OBJECT": f"{'EPIC' if k2 else 'KIC'} {kepid}", "KEPLERID": kepid, "CHANNEL": 44, "MODULE": 13, "OUTPUT": 4})
+    h.update({"CAMPAIGN": segment, "MISSION": "K2"} if k2 else {"QUARTER": segment, "SEASON": segment % 4, "MISSION": "Kepler"})
+    h.update({"DATA_REL": 25, "OBSMODE": "long cadence", "RADESYS": "ICRS", "KEPMAG": 12.3})
     rng = np.random.default_rng(seed)
     sap = pdc * 0.97 if sap is None else sap
     sap_err = pdc_err if sap_err is None else sap_err
-    primary = fits.PrimaryHDU()
-    h = primary.header
-    h["NEXTEND"] = 2
-    h["EXTNAME"] = "PRIMARY"
-    h["ORIGIN"] = "NASA/Ames"
-    h["CREATOR"] = "917482 FluxExporter2PipelineModule"
-    h["FILEVER"] = "6.1"
-    h["TELESCOP"] = "Kepler"
-    h["INSTRUME"] = "Kepler Photometer"
-    h["OBJECT"] = f"{'EPIC' if k2 else 'KIC'} {kepid}"
-    h["KEPLERID"] = kepid
-    h["CHANNEL"] = 44
-    h["MODULE"] = 13
-    h["OUTPUT"] = 4
-    if k2:
-        h["CAMPAIGN"] = segment
-        h["MISSION"] = "K2"
-    else:
-        h["QUARTER"] = segment
-        h["SEASON"] = segment % 4
-        h["MISSION"] = "Kepler"
-    h["DATA_REL"] = 25
-    h["OBSMODE"] = "long cadence"
-    h["RADESYS"] = "ICRS"
-    h["KEPMAG"] = 12.3
     table = _table(_spoc_columns("SAP_QUALITY", "BJD - 2454833"),
                    _spoc_values(time, sap, sap_err, pdc, pdc_err, quality, "SAP_QUALITY", rng), len(time))
-    t = table.header
-    t["TELESCOP"] = "Kepler"
-    t["OBJECT"] = h["OBJECT"]
-    t["KEPLERID"] = kepid
-    t["TIMEREF"] = "SOLARSYSTEM"
-    t["TASSIGN"] = "SPACECRAFT"
-    t["TIMESYS"] = "TDB"
-    t["BJDREFI"] = 2454833
-    t["BJDREFF"] = 0.0
-    t["TIMEUNIT"] = "d"
-    t["TSTART"] = float(np.nanmin(time))
-    t["TSTOP"] = float(np.nanmax(time))
-    t["TIMEPIXR"] = 0.5
-    t["TIMEDEL"] = timedel
-    t["INT_TIME"] = 6.01980290327
-    t["NUM_FRM"] = 270
-    t["PDCMETHD"] = "msMAP"
+    table.header.update({"TELESCOP": "Kepler", "OBJECT": h["OBJECT"], "KEPLERID": kepid, **_time_keys(2454833, time, timedel),
+                         "INT_TIME": 6.01980290327, "NUM_FRM": 270, "PDCMETHD": "msMAP"})
     fits.HDUList([primary, table, _aperture()]).writeto(path, overwrite=True)
 
 
@@ -118,50 +92,21 @@ def write_tess(path, *, ticid, sector, time, pdc, pdc_err, quality, sap=None, sa
                hlsp=False, seed=0) -> None:
     """A TESS SPOC light-curve file (2-min ``*_lc.fits`` or, with ``timedel=TESS_20S_D``,
     20-s ``*_fast-lc.fits``); ``hlsp=True`` writes a TESS-SPOC FFI light curve instead."""
+    primary = fits.PrimaryHDU()
+    h = primary.header
+    h.update({"NEXTEND": 2, "EXTNAME": "PRIMARY", "ORIGIN": "NASA/Ames", "CREATOR": "18469 LightCurveExporterPipelineModule",
+              "PROCVER": "spoc-4.0.26-20200323", "FILEVER": "1.0", "TELESCOP": "TESS", "INSTRUME": "TESS Photometer",
+              "DATA_REL": 26, "OBJECT": f"TIC {ticid}", "TICID": ticid, "SECTOR": sector, "CAMERA": 1, "CCD": 2,
+              "RADESYS": "ICRS", "TESSMAG": 9.1})
+    if hlsp:
+        h.update({"HLSPID": "TESS-SPOC", "HLSPLEAD": "Douglas A. Caldwell", "HLSPVER": "v1.0", "HLSPTARG": f"TIC {ticid}"})
     rng = np.random.default_rng(seed)
     sap = pdc * 0.97 if sap is None else sap
     sap_err = pdc_err if sap_err is None else sap_err
-    primary = fits.PrimaryHDU()
-    h = primary.header
-    h["NEXTEND"] = 2
-    h["EXTNAME"] = "PRIMARY"
-    h["ORIGIN"] = "NASA/Ames"
-    h["CREATOR"] = "18469 LightCurveExporterPipelineModule"
-    h["PROCVER"] = "spoc-4.0.26-20200323"
-    h["FILEVER"] = "1.0"
-    h["TELESCOP"] = "TESS"
-    h["INSTRUME"] = "TESS Photometer"
-    h["DATA_REL"] = 26
-    h["OBJECT"] = f"TIC {ticid}"
-    h["TICID"] = ticid
-    h["SECTOR"] = sector
-    h["CAMERA"] = 1
-    h["CCD"] = 2
-    h["RADESYS"] = "ICRS"
-    h["TESSMAG"] = 9.1
-    if hlsp:
-        h["HLSPID"] = "TESS-SPOC"
-        h["HLSPLEAD"] = "Douglas A. Caldwell"
-        h["HLSPVER"] = "v1.0"
-        h["HLSPTARG"] = f"TIC {ticid}"
     table = _table(_spoc_columns("QUALITY", "BJD - 2457000, days"),
                    _spoc_values(time, sap, sap_err, pdc, pdc_err, quality, "QUALITY", rng), len(time))
-    t = table.header
-    t["TELESCOP"] = "TESS"
-    t["OBJECT"] = h["OBJECT"]
-    t["TICID"] = ticid
-    t["TIMEREF"] = "SOLARSYSTEM"
-    t["TASSIGN"] = "SPACECRAFT"
-    t["TIMESYS"] = "TDB"
-    t["BJDREFI"] = 2457000
-    t["BJDREFF"] = 0.0
-    t["TIMEUNIT"] = "d"
-    t["TSTART"] = float(np.nanmin(time))
-    t["TSTOP"] = float(np.nanmax(time))
-    t["TIMEPIXR"] = 0.5
-    t["TIMEDEL"] = timedel
-    t["INT_TIME"] = 1.98
-    t["PDCMETHD"] = "msMAP"
+    table.header.update({"TELESCOP": "TESS", "OBJECT": h["OBJECT"], "TICID": ticid, **_time_keys(2457000, time, timedel),
+                         "INT_TIME": 1.98, "PDCMETHD": "msMAP"})
     fits.HDUList([primary, table, _aperture()]).writeto(path, overwrite=True)
 
 
@@ -170,27 +115,14 @@ def write_qlp(path, *, ticid, sector, time, sap, det, det_err, quality, names="k
     the detrended flux as KSPSAP_* (sectors 1–55) or DET_* (``names="det"``, sector 56 on)."""
     n = len(time)
     primary = fits.PrimaryHDU()
-    h = primary.header
-    h["ORIGIN"] = "MIT/QLP"
-    h["TELESCOP"] = "TESS"
-    h["INSTRUME"] = "TESS Photometer"
-    h["OBJECT"] = f"TIC {ticid}"
-    h["TICID"] = ticid
-    h["SECTOR"] = sector
-    h["CAMERA"] = 3
-    h["CCD"] = 1
+    primary.header.update({"ORIGIN": "MIT/QLP", "TELESCOP": "TESS", "INSTRUME": "TESS Photometer", "OBJECT": f"TIC {ticid}",
+                           "TICID": ticid, "SECTOR": sector, "CAMERA": 3, "CCD": 1})
     det_name = "KSPSAP_FLUX" if names == "ksp" else "DET_FLUX"
     values = {"TIME": time, "CADENCENO": np.arange(n, dtype=np.int32), "SAP_FLUX": sap, det_name: det,
               det_name + "_ERR": det_err, "QUALITY": quality.astype(np.int32),
               "ORBITID": np.where(np.arange(n) < n // 2, 2 * sector - 1, 2 * sector).astype(np.int32)}
     table = _table(_QLP_COLUMNS[names], values, n)
-    t = table.header
-    t["TIMEREF"] = "SOLARSYSTEM"
-    t["TIMESYS"] = "TDB"
-    t["BJDREFI"] = 2457000
-    t["BJDREFF"] = 0.0
-    t["TIMEUNIT"] = "d"
-    t["TIMEDEL"] = 600.0 / 86400.0
+    table.header.update(_time_keys(2457000, time, 600.0 / 86400.0))
     fits.HDUList([primary, table]).writeto(path, overwrite=True)
 
 
