@@ -349,6 +349,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     the epoch and step, leaving the last good checkpoint untouched.
     """
     log = _logger(console)
+    init_ckpt = None  # --init: the checkpoint whose weights a new run starts from
     if resume is not None:
         run_dir = Path(resume)
         ckpt = load_checkpoint(run_dir / "last.pt")
@@ -357,7 +358,6 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         if cfg is None:
             raise ValueError("fit needs a config or resume=RUN_DIR")
         cfg = complete_config(cfg)
-        init_ckpt = None
         if cfg.init is not None:
             init_ckpt, cfg = _init_checkpoint(cfg)
         ckpt = None
@@ -370,6 +370,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     log("")
     source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
     with contextlib.closing(source):
+        if init_ckpt is not None:
+            _check_init_data(init_ckpt, cfg, source)
         if run_dir is None:
             run_dir = _new_run_dir(cfg, name)
             (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
@@ -382,7 +384,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         if ckpt is not None:
             model = model_from_checkpoint(ckpt)
         elif init_ckpt is not None:
-            model = _init_model(init_ckpt, cfg, source)
+            model = model_from_checkpoint(init_ckpt)
             log(f"Fine-tuning from {cfg.init} (epoch {init_ckpt['epoch']}, fresh optimizer and schedule)")
             del init_ckpt
         else:
@@ -641,14 +643,12 @@ def _init_checkpoint(cfg: TrainConfig) -> tuple[dict, TrainConfig]:
     return ckpt, dataclasses.replace(cfg, preset=saved["preset"], model=saved["model"], init=str(run_dir))
 
 
-def _init_model(ckpt: dict, cfg: TrainConfig, source) -> torch.nn.Module:
-    """The model of ``ckpt`` with its weights, after checking the data has the shape it was
-    trained on."""
+def _check_init_data(ckpt: dict, cfg: TrainConfig, source) -> None:
+    """Refuse data whose rows differ in length from those the ``--init`` run was trained on."""
     trained = ckpt["model_config"].get("input_length")
     if trained is not None and trained != source.length:
         raise LcgenError(f"--init {cfg.init} was trained on rows of length {trained}, but {source.path} has rows of "
                          f"length {source.length}; remake the data with that length (e.g. lcgen convert --max-length {trained})")
-    return model_from_checkpoint(ckpt)
 
 
 def _load_or_make_split(cfg: TrainConfig, source, run_dir: Path, resuming: bool) -> dict:

@@ -385,6 +385,7 @@ def test_real_data_chain_through_the_cli(archive, tmp_path):
     convert(ConvertConfig(input=str(raw), output=str(ts128), max_length=128))
     with pytest.raises(LcgenError, match="trained on rows of length 64.*--max-length 64"):
         fit(TrainConfig(data=str(ts128), init=str(base), **tiny), name="bad")
+    assert not (tmp_path / "runs" / "transformer" / "bad").exists()  # refused before a run directory is made
     with pytest.raises(LcgenError, match="is a 'transformer' run; train that model"):
         fit(TrainConfig(**{**tiny, "model_name": "mlp"}, init=str(base)), name="bad2")
 
