@@ -3,6 +3,7 @@ lightkurve objects → lcgen's raw format (`lcgen ingest`).
 
 - :mod:`lcgen.ingest.readers`: format detection and one reader per product; the archive
   layouts relied on, with references, are in its docstring.
+- :mod:`lcgen.ingest.fitsfile`: a fast reader of FITS headers and binary-table columns.
 - :mod:`lcgen.ingest.quality`: quality-flag levels from the missions' bit definitions.
 - :mod:`lcgen.ingest.pipeline`: stitching, the `ingest` command and the Python API.
 

@@ -1,5 +1,7 @@
 """Read one light-curve file into :class:`Segment` s: Kepler/K2/TESS FITS products, any FITS
 binary table, CSV/TSV/ECSV tables. The format is detected from the file's bytes, not its name.
+FITS files are parsed by :mod:`lcgen.ingest.fitsfile` (astropy reads what that does not handle);
+text tables by astropy.io.ascii.
 
 Archive layouts (what the readers rely on)
 ------------------------------------------
