@@ -446,3 +446,20 @@ def test_shipped_config_holds_the_defaults_and_flags_reach_the_config(tmp_path):
         assert "mag: true" in f.attrs["config"] and "quality: hard" in f.attrs["config"]
     r = run_cli("ingest", tmp_path / "t.csv", "-o", out, "--quality", "medium")
     assert r.returncode == 1 and "unknown quality level 'medium'" in r.stderr
+
+
+def test_sniff_and_own_output_in_the_input_folder(archive, tmp_path):
+    from lcgen.ingest.readers import Unreadable, sniff
+
+    (tmp_path / "w.txt").write_text("# comment\ntime flux\n1.0 2.0\n2.0 2.5\n3.0 2.25\n4.0 2.5\n")
+    assert sniff(tmp_path / "w.txt") == "ascii"
+    np.testing.assert_array_equal(read_lightcurve(tmp_path / "w.txt", normalise=False).flux, [2.0, 2.5, 2.25, 2.5])
+    (tmp_path / "s.csv").write_text("time;flux\n1;2\n")
+    assert sniff(tmp_path / "s.csv") == "ssv"
+    d, files = archive
+    out = d / "raw.h5"  # the output inside the folder being ingested
+    for _ in range(2):  # the second run must not read the first run's output
+        result = ingest(IngestConfig(inputs=[str(d)], output=str(out)))
+        assert result["files"] == len(files) and result["skipped"] == []
+    with pytest.raises(Unreadable, match="neither FITS nor a text table"):
+        sniff(out)
