@@ -154,9 +154,7 @@ def ingest(cfg: IngestConfig, *, progress: Callable[[int], None] | None = None) 
     missions = Counter()
     buffer: list[LightCurve] = []
     with RawWriter(cfg.output, cfg) as writer:
-        writer.f.attrs["time_system"] = TIME_SYSTEM
-        writer.f.attrs["time_ref_jd"] = JD_REF
-        writer.f.attrs["time_unit"] = "d"
+        _stamp_time_convention(writer)
         for files in groups.values():
             segments = []
             for path in files:
@@ -191,6 +189,10 @@ def ingest(cfg: IngestConfig, *, progress: Callable[[int], None] | None = None) 
             "seconds": seconds, "files_per_s": len(paths) / seconds}
 
 
+def _stamp_time_convention(writer: RawWriter) -> None:
+    writer.f.attrs.update({"time_system": TIME_SYSTEM, "time_ref_jd": JD_REF, "time_unit": "d"})
+
+
 def _append(writer: RawWriter, curves: list[LightCurve], totals: Counter, missions: Counter) -> None:
     if not curves:
         return
@@ -210,9 +212,7 @@ def write_lightcurves(curves: list[LightCurve], path: str | Path, config: Any = 
     if not curves:
         raise LcgenError("no light curves to write")
     with RawWriter(path, config if config is not None else {"made_by": "lcgen.ingest.write_lightcurves"}) as writer:
-        writer.f.attrs["time_system"] = TIME_SYSTEM
-        writer.f.attrs["time_ref_jd"] = JD_REF
-        writer.f.attrs["time_unit"] = "d"
+        _stamp_time_convention(writer)
         _append(writer, curves, Counter(), Counter())
     return Path(path)
 
