@@ -32,9 +32,9 @@ value  meaning                               default hard
 ====== ===================================== ======= ====
 
 TESS bits (TESS Science Data Products Description Document, EXP-TESS-ARC-ICD-0014, Table 28;
-bit 16 from the sector-20 data release notes). QLP's ``QUALITY`` column uses the same
-spacecraft bits; its own pipeline flags sit in bits this table does not name, which only
-``hardest`` drops:
+bit 16 from the sector-20 data release notes). QLP's ``QUALITY`` column is read with the same
+table, as lightkurve reads it; the QLP data product description was not checked bit by bit
+here, so ``hardest`` (drop any flagged cadence) is the safe choice for QLP:
 
 ====== ===================================== ======= ====
 value  meaning                               default hard
