@@ -28,7 +28,8 @@ Products Description Document EXP-TESS-ARC-ICD-0014 §5.4): primary ``TELESCOP =
 ``QUALITY``; ``TIME`` is BTJD (unit 'BJD - 2457000, days', ``BJDREFI = 2457000``);
 ``TIMEDEL`` 0.001389 d (2 min) or 0.000231 d (20 s). TESS-SPOC full-frame-image light curves
 (MAST HLSP ``hlsp_tess-spoc_*_lc.fits``; Caldwell et al. 2020) share that layout at 1800/600/200-s
-cadence and name themselves in ``HLSPID``/``HLSPACRN``. QLP (MIT Quick-Look Pipeline HLSP,
+cadence; they are labelled TESS-SPOC when an HLSP keyword (``HLSPID``, ``HLSPACRN``,
+``HLSPNAME``) says so, else SPOC (the label is all that differs: the columns are the same). QLP (MIT Quick-Look Pipeline HLSP,
 ``hlsp_qlp_*_llc.fits``; Huang et al. 2020, RNAAS 4, 204; Kunimoto et al. 2022, RNAAS 6, 236):
 primary ``ORIGIN = 'MIT/QLP'``, ``TICID``, ``SECTOR``; extension ``LIGHTCURVE`` with ``TIME``
 (BTJD), ``CADENCENO``, ``SAP_FLUX`` (normalised, no error column of its own), the detrended
