@@ -456,6 +456,11 @@ def test_sniff_and_own_output_in_the_input_folder(archive, tmp_path):
     np.testing.assert_array_equal(read_lightcurve(tmp_path / "w.txt", normalise=False).flux, [2.0, 2.5, 2.25, 2.5])
     (tmp_path / "s.csv").write_text("time;flux\n1;2\n")
     assert sniff(tmp_path / "s.csv") == "ssv"
+    # empty cells are missing values (dropped as non-finite), not astropy's fill value
+    (tmp_path / "gaps.csv").write_text("time,flux,flux_err\n1,2.0,0.1\n2,,0.1\n3,2.5,\n4,2.25,0.1\n")
+    gaps = read_lightcurve(tmp_path / "gaps.csv", normalise=False)
+    np.testing.assert_array_equal(gaps.flux, [2.0, 2.25])
+    assert gaps.meta["n_nonfinite_dropped"] == 2
     d, files = archive
     out = d / "raw.h5"  # the output inside the folder being ingested
     for _ in range(2):  # the second run must not read the first run's output

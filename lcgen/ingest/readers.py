@@ -332,8 +332,16 @@ def read_table(path: str | Path, kind: str, cfg: IngestConfig) -> list[Segment]:
         table = astro_ascii.read(path, format=fmt, guess=False, **options)
     except Exception as exc:
         raise Unreadable(f"an unreadable {kind.upper()} table ({_short(exc)})") from None
-    columns = {name: np.asarray(table[name]) for name in table.colnames if table[name].ndim == 1}
+    columns = {name: _filled(table[name]) for name in table.colnames if table[name].ndim == 1}
     return _table_segments(path, columns, dict(table.meta), cfg)
+
+
+def _filled(column) -> np.ndarray:
+    """A table column as an array; empty cells of a numeric column become NaN (dropped and
+    counted as non-finite), never astropy's fill value."""
+    if getattr(column, "mask", None) is not None and np.any(column.mask) and column.dtype.kind in "fiu":
+        return column.astype(np.float64).filled(np.nan)
+    return np.asarray(column)
 
 
 def _table_segments(path, columns: dict[str, np.ndarray], meta: dict, cfg: IngestConfig) -> list[Segment]:
@@ -377,7 +385,7 @@ def _table_segments(path, columns: dict[str, np.ndarray], meta: dict, cfg: Inges
         if cfg.mag:
             y, e = magnitudes_to_flux(y, e)
         if e is None:
-            e = np.full(len(y), scatter_error(y))
+            e = np.full(len(y), scatter_error(y[np.argsort(time[rows], kind="stable")]))
         segments.append(clean_segment(
             time[rows], y, e, None, 0, cfg, target=target, mission="table", pipeline="table", segment="",
             cadence_s=None, source=Path(path).name, flux_column=(cfg.flux_col or "flux") + (" (mag)" if cfg.mag else ""),
