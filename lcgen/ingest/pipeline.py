@@ -181,7 +181,9 @@ def ingest(cfg: IngestConfig, *, progress: Callable[[int], None] | None = None) 
                              + (f" ({reasons}{'; …' if len(skipped) > 3 else ''})" if reasons else ""))
         group = writer.f.create_group("skipped")
         for key, values in (("source", [p for p, _ in skipped]), ("reason", [r for _, r in skipped])):
-            group.create_dataset(key, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
+            # held open with the writer's columns, so they are flushed when the file closes
+            writer.columns[f"skipped/{key}"] = group.create_dataset(
+                key, data=np.array(values, dtype=object), dtype=h5py.string_dtype())
     seconds = _time.perf_counter() - start
     return {"output": cfg.output, "files": len(paths), "files_read": totals["files_read"],
             "curves": totals["curves"], "points": totals["points"], "n_quality": totals["n_quality"],
