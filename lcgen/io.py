@@ -220,6 +220,7 @@ class RawWriter:
         self.f: h5py.File | None = None
         self.n_curves = 0
         self.n_points = 0
+        self._open: dict[str, h5py.Dataset] = {}  # handles kept open: re-opening one per append costs its chunk cache
 
     def __enter__(self) -> "RawWriter":
         self._stack = contextlib.ExitStack()
@@ -227,7 +228,8 @@ class RawWriter:
         write_header(self.f, "raw", self.config)
         for key, dtype in (("time", "f8"), ("flux", "f4"), ("flux_err", "f4")):
             self._new(key, dtype)
-        self.f.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(65536,))
+        self._open["offsets"] = self.f.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,),
+                                                      chunks=(65536,))
         self.f.create_group("meta")
         return self
 
@@ -237,7 +239,9 @@ class RawWriter:
 
     def _new(self, key: str, dtype: str, group: h5py.Group | None = None) -> h5py.Dataset:
         group = group if group is not None else self.f
-        return group.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(65536,))
+        ds = group.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(65536,))
+        self._open[ds.name.lstrip("/")] = ds
+        return ds
 
     def append(self, times: Sequence[np.ndarray], fluxes: Sequence[np.ndarray],
                errors: Sequence[np.ndarray], signals: Sequence[np.ndarray] | None = None,
@@ -258,8 +262,8 @@ class RawWriter:
         if signals is not None:
             columns["signal"] = signals
         for key, arrays in columns.items():
-            append_rows(self.f[key], np.concatenate(arrays) if n else np.zeros(0))
-        append_rows(self.f["offsets"], self.n_points + np.cumsum(lengths))
+            append_rows(self._open[key], np.concatenate(arrays) if n else np.zeros(0))
+        append_rows(self._open["offsets"], self.n_points + np.cumsum(lengths))
         group = self.f["meta"]
         for key, values in (meta or {}).items():
             values = np.asarray(values)
@@ -272,7 +276,7 @@ class RawWriter:
                 self._new(key, dtype, group)
             if values.dtype.kind in "USO":
                 values = values.astype(object)
-            append_rows(group[key], values)
+            append_rows(self._open[f"meta/{key}"], values)
         self.n_curves += n
         self.n_points += int(lengths.sum())
 
