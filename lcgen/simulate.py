@@ -653,8 +653,8 @@ def transit_geometry(period: float, k: float, duration: float, ingress: float, *
     X s23² = (1 − k)² − b², hence X = 4k / (s14² − s23²), b² = (1 + k)² − X s14², (a/R*)² = X + b².
     Needs ``ingress`` ≥ the central (b = 0) value and T23 = (1 − 2·ingress) T14 > 0; the caller
     keeps to those (:func:`add_overlays`). If the result has a/R* < ``min_a_rstar`` the orbit is
-    put at ``min_a_rstar`` and b solved (bisection; the ingress fraction grows monotonically
-    with b) so the ingress fraction is kept; the duration then comes out shorter.
+    put at ``min_a_rstar`` and b solved (Brent's method; the ingress fraction grows
+    monotonically with b) so the ingress fraction is kept; the duration then comes out shorter.
     """
     s14 = math.sin(math.pi * duration / period) ** 2
     s23 = math.sin(math.pi * duration * (1.0 - 2.0 * ingress) / period) ** 2
@@ -665,17 +665,15 @@ def transit_geometry(period: float, k: float, duration: float, ingress: float, *
         return a_rstar, math.sqrt(b2)
     a_rstar = min_a_rstar
 
-    def fraction(b: float) -> float:
+    def excess(b: float) -> float:  # realised minus wanted ingress fraction, increasing in b
         t14, t23 = contact_durations(period, a_rstar, b, k)
-        return 0.5 * (1.0 - t23 / t14)
+        return 0.5 * (1.0 - t23 / t14) - ingress
 
-    lo, hi = 0.0, 1.0 - k
-    if fraction(lo) >= ingress:
+    if excess(0.0) >= 0:
         return a_rstar, 0.0
-    for _ in range(60):  # 2^-60 of the range: b exact to double precision
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if fraction(mid) < ingress else (lo, mid)
-    return a_rstar, 0.5 * (lo + hi)
+    from scipy.optimize import brentq
+
+    return a_rstar, brentq(excess, 0.0, 1.0 - k, xtol=1e-13, rtol=1e-13)
 
 
 def central_ingress(period: float, k: float, duration: float) -> float:
