@@ -344,7 +344,7 @@ def test_tess_sectors_have_2_min_cadence_and_a_downlink_gap_per_orbit():
     assert np.allclose(dt[dt < 0.5], 2 / 1440, rtol=1e-9)  # every step inside an orbit: 2 min
     gaps = dt[dt > 0.5]
     assert gaps.size == 1 and gaps[0] == pytest.approx(1.0, abs=1e-9)  # the mid-sector downlink gap
-    assert c.time.size == 2 * (12.7 * 720 + 1) and c.time[-1] == pytest.approx(26.4)  # 18,290 points
+    assert c.time.size == 18290 == 2 * (12.7 * 720 + 1) and c.time[-1] == pytest.approx(26.4)  # README
     cfg.tess.blocks = [2, 2]
     c = simulate_curve(cfg, 0)
     dt = np.diff(c.time)
@@ -357,6 +357,7 @@ def test_tess_sectors_have_2_min_cadence_and_a_downlink_gap_per_orbit():
 
 def test_kepler_quarters_have_30_min_cadence_and_monthly_gaps():
     cfg = only("sinusoid", "kepler")
+    assert simulate_curve(cfg, 0).time.size == 4407  # the default: one quarter (README)
     cfg.kepler.blocks = [2, 2]
     c = simulate_curve(cfg, 0)
     dt = np.diff(c.time)
