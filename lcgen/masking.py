@@ -176,10 +176,12 @@ def lay_blocks(
     chosen = (before | (up_to_cut & -tie)).bool()  # (B, N)
 
     # Spread block choices over positions: position j >= first lies in block (j - first) >> p;
-    # positions outside the span are dropped by `& valid`.
+    # positions outside the span are dropped by `& valid`. A flat index_select reads the
+    # (B, N) choices about twice as fast as gather along dim 1.
     pos = torch.arange(L, device=device, dtype=small)
-    block_of = (pos - first_s[:, None]) >> p_s[:, None]  # (B, L)
-    return chosen.gather(1, block_of.clamp_(0, N - 1).long()) & valid
+    block_of = ((pos - first_s[:, None]) >> p_s[:, None]).clamp_(0, N - 1)  # (B, L)
+    flat = block_of.long() + torch.arange(0, B * N, N, device=device)[:, None]
+    return chosen.view(-1).index_select(0, flat.view(-1)).view(B, L) & valid
 
 
 def _check_valid(valid: torch.Tensor) -> None:
@@ -204,8 +206,8 @@ def draw_train(
     B, L = valid.shape
     N = _n_keys_needed(L, min_block)
     u = torch.rand(B, 2, generator=generator, device=valid.device, dtype=torch.float64)
-    # 62 random bits per int64 word; viewed as four int16, each gives one 10-bit key.
-    words = torch.randint(0, 2**62, (B, -(-N // 4)), generator=generator, device=valid.device)
+    # 63 random bits per int64 word; viewed as four int16, each gives one 10-bit key.
+    words = torch.empty(B, -(-N // 4), dtype=torch.int64, device=valid.device).random_(generator=generator)
     keys = words.view(torch.int16)[:, :N] & (_N_KEYS - 1)
     return MaskDraws(u_block=u[:, 0], u_ratio=u[:, 1], keys=keys)
 
