@@ -724,9 +724,9 @@ def add_overlays(cfg: SimulateConfig, t: np.ndarray, flux: np.ndarray, rng: np.r
 
     Transits/eclipses multiply the stellar flux by 1 − δ (primary + ratio · secondary), the
     uniform-disk profiles of :func:`eclipse_profiles` for the orbit that :func:`transit_geometry`
-    finds for the drawn duration and ingress fraction (δ = k²; realised values in ``meta``); flares add offset·a_k·FRED; red noise adds rms·x(t). One uniform
-    decides each overlay, in this order, so each overlay's draws do not depend on the others'
-    probabilities.
+    finds for the drawn duration and ingress fraction (δ = k²; realised values in ``meta``);
+    flares add offset·a_k·FRED; red noise adds rms·x(t). One uniform decides each overlay, in
+    this order, so each overlay's draws do not depend on the others' probabilities.
     """
     tc, fc, rc = cfg.transit, cfg.flare, cfg.red_noise
     use_transit, use_flare, use_red = rng.random(3) < [tc.probability, fc.probability, rc.probability]
