@@ -471,6 +471,25 @@ def test_cli_generate_end_to_end(tmp_path):
     assert not (tmp_path / "x.h5").exists()
 
 
+def test_native_cadence_curves_go_through_preprocess_and_convert(tmp_path):
+    """A TESS sector (18,290 points) and a Kepler quarter (4,407) through the real commands."""
+    raw, spectra, windows = tmp_path / "raw.h5", tmp_path / "spectra.h5", tmp_path / "ts.h5"
+    sets = ["samplings={regular: 0, random_gaps: 0, variable_cadence: 0, seasonal: 0, tess: 1, kepler: 1}"]
+    res = run_cli("generate", "-n", "2", "--seed", "3", "-o", raw, "-j", "1", *[a for s in sets for a in ("--set", s)])
+    assert res.returncode == 0, res.stderr
+    lengths = read_raw(raw).meta["n_points"]
+    assert lengths.tolist() == [18290, 4407]  # seed 3: one of each
+    res = run_cli("preprocess", "-i", raw, "-o", spectra, "-j", "1")
+    assert res.returncode == 0, res.stderr
+    with h5py.File(spectra, "r") as f:
+        assert f["psd"].shape[0] == 2 and not f["failed"][:].any()
+    res = run_cli("convert", "-i", raw, "-o", windows)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(windows, "r") as f:
+        per_curve = np.bincount(f["source"][:], minlength=2)
+    np.testing.assert_array_equal(per_curve, -(-lengths // 512))  # every point in a 512-point window
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_leaves_no_file(tmp_path, workers):
     out = tmp_path / "mock.h5"
