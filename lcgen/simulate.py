@@ -419,15 +419,37 @@ def sample_space(sc: SpaceConfig, rng: np.random.Generator, meta: dict) -> np.nd
     blocks = _integer(rng, sc.blocks)
     segment = sc.block_days / sc.segments_per_block
     n_segments = blocks * sc.segments_per_block
+    cadence, per_segment = _space_grid(sc, n_segments)
+    t = np.arange(n_segments)[:, None] * segment + np.arange(per_segment)[None, :] * cadence
+    meta["duration"] = blocks * sc.block_days
+    return t.ravel()
+
+
+def _space_grid(sc: SpaceConfig, n_segments: int) -> tuple[float, int]:
+    """(cadence in days, points per segment) of :func:`sample_space` for ``n_segments`` segments."""
     cadence = sc.cadence_minutes / 1440.0
-    usable = segment - sc.gap_days
+    usable = sc.block_days / sc.segments_per_block - sc.gap_days
     per_segment = int(usable / cadence + 1e-9) + 1  # cadences in [0, usable]
     if sc.max_points and n_segments * per_segment > sc.max_points:
         cadence *= math.ceil(n_segments * per_segment / sc.max_points)
         per_segment = min(int(usable / cadence + 1e-9) + 1, sc.max_points // n_segments) or 1
-    t = np.arange(n_segments)[:, None] * segment + np.arange(per_segment)[None, :] * cadence
-    meta["duration"] = blocks * sc.block_days
-    return t.ravel()
+    return cadence, per_segment
+
+
+def longest_curve(cfg: SimulateConfig) -> int:
+    """The most points any curve of ``cfg`` can have (over the samplings with a weight > 0), e.g.
+    to size memory: ``n_points[1]`` on the ground, the longest run of blocks in space."""
+    most = 0
+    for name in _SAMPLINGS:
+        if getattr(cfg.samplings, name) <= 0:
+            continue
+        if name in ("tess", "kepler"):
+            sc: SpaceConfig = getattr(cfg, name)
+            n_segments = sc.blocks[1] * sc.segments_per_block
+            most = max(most, n_segments * _space_grid(sc, n_segments)[1])
+        else:
+            most = max(most, cfg.n_points[1])
+    return most
 
 
 SAMPLERS: dict[str, Callable] = {

@@ -19,7 +19,7 @@ from lcgen.errors import LcgenError
 from lcgen.io import read_raw
 from lcgen.simulate import (SAMPLERS, SIGNALS, SamplingMix, SimulateConfig, TypeMix, check_config,
                             contact_durations, disk_overlap, eclipse_profiles, flare_profile, generate,
-                            ou_process, power_law_noise, simulate_curve, transit_geometry)
+                            longest_curve, ou_process, power_law_noise, simulate_curve, transit_geometry)
 
 from tests.conftest import ROOT, run_cli
 
@@ -367,6 +367,17 @@ def test_kepler_quarters_have_30_min_cadence_and_monthly_gaps():
     per_month = int(30.0 / (29.4244 / 1440)) + 1  # 31-d months with their last day lost: 1,469 points
     assert c.time.size == 6 * per_month and c.meta["duration"] == 186.0
     assert 4300 < 3 * per_month < 4500  # ~4,400 long cadences a quarter, as real quarters (Q4: 4,397)
+
+
+def test_longest_curve_bounds_every_curve():
+    cfg = all_on()
+    cfg.tess.blocks = [1, 2]
+    assert longest_curve(cfg) == 4 * 9145 and longest_curve(SimulateConfig()) == 999
+    sizes = {}
+    for i in range(120):
+        c = simulate_curve(cfg, i)
+        sizes[c.sampling] = max(sizes.get(c.sampling, 0), c.time.size)
+    assert max(sizes.values()) <= longest_curve(cfg) and sizes["kepler"] == 4407
 
 
 def test_default_mix_follows_the_weights():
