@@ -175,19 +175,22 @@ def test_pvalue_closed_form_matches_scipy():
 
 
 def test_f_uses_the_dc_of_the_applied_tapers_across_a_gap():
-    # A noiseless sine across a 1-d gap, evaluated exactly at its frequency: with the applied
-    # tapers' DC the residual is tiny and F huge; tapify's raw-spline DC gives a far smaller F.
+    # A noiseless sine across a 3-d gap, evaluated exactly at its frequency: with the applied
+    # tapers' DC the residual is tiny and F huge; tapify's convention (raw spline tapers scaled by
+    # their energy, DC of the raw spline with the odd tapers' zeroed) gives a far smaller F.
     rng = np.random.default_rng(8)
-    t = tess_times(rng, gap=1.0)
+    t = tess_times(rng, gap=3.0)
     y = 1.3 * np.sin(2 * np.pi * 2.0 * t + 0.4)
     freq, coef, tapers = mt.eigencoefficients(t, y, np.array([2.0]))
     f_ours, mu = mt.harmonic_fstat(coef, tapers.dc)
     v, _ = mt.dpss_tapers(t.size, 4.0, 7)
     raw = make_interp_spline(np.linspace(t[0], t[-1], t.size), v.T, k=3)(t).T  # tapify's h_k(t_n)
+    applied = raw * (np.sqrt(tapers.dt) / np.sum(raw * raw, axis=1))[:, None]
+    coef_tapify = ((y - y.mean()) * applied) @ np.exp(2j * np.pi * 2.0 * (t - 0.5 * (t[0] + t[-1])))
     raw_dc = raw.sum(axis=1) * np.sqrt(tapers.dt)
-    raw_dc[1::2] = 0.0  # tapify zeroes the odd tapers' DC
-    f_raw, _ = mt.harmonic_fstat(coef, raw_dc)
-    assert f_ours[0] > 3000 and f_ours[0] > 10 * f_raw[0]
+    raw_dc[1::2] = 0.0
+    f_tapify, _ = mt.harmonic_fstat(coef_tapify[:, None], raw_dc)
+    assert f_ours[0] > 3000 and f_ours[0] > 10 * f_tapify[0]
     assert 2 * abs(mu[0]) == pytest.approx(1.3, rel=0.01)
 
 

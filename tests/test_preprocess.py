@@ -86,14 +86,24 @@ def test_outputs_have_the_documented_shapes_and_one_shared_grid(full_run, raw_fi
         assert freq.shape == lag.shape == (1024,)
         spans = np.array([t.max() - t.min() for t in times])
         counts = np.array([np.isfinite(t).sum() for t in times])
-        assert freq[0] == pytest.approx(1 / spans.max()) and freq[-1] == pytest.approx(np.median(counts / (2 * spans)))
+        analysed = counts >= 32  # min_points: the short curve does not set the grid
+        # from 1/T of the longest curve to the highest Nyquist frequency of any analysed curve
+        assert freq[0] == pytest.approx(1 / spans.max()) and freq[-1] == pytest.approx(np.max((counts / (2 * spans))[analysed]))
+        edges = f["frequency"].attrs["edges"]
+        assert edges.shape == (1025,) and np.all((edges[:-1] < freq) & (freq < edges[1:]))
         assert np.allclose(np.diff(np.log(freq)), np.log(freq[1] / freq[0]))  # log-spaced
         assert lag[0] == 0 and lag[-1] == pytest.approx(0.75 * spans.max())
         ok = ~f["failed"][:]
-        mask, baseline, nyquist = f["mask"][:], f["baseline"][:], f["nyquist"][:]
-        # validity = bins inside [1/T, Nyquist] of each curve
-        expected = (freq[None] >= 1 / baseline[:, None]) & (freq[None] <= nyquist[:, None])
+        mask, baseline, nyquist, n = f["mask"][:], f["baseline"][:], f["nyquist"][:], f["n_points"][:]
+        # validity = bins inside [W, f_hi] of each curve: W = NW/(N Δt) = 2 NW f_N / N; f_hi = f_N,
+        # or f_N − W for exactly regular curves, whose Nyquist is (N − 1)/(2T) (not N/(2T))
+        regular = np.isclose(nyquist, (n - 1) / (2 * baseline), rtol=1e-9)
+        assert regular[ok].sum() == len(range(0, N_CURVES, 3)) - 1  # every third curve; the short one failed
+        w = 2 * 4.0 * nyquist / n
+        f_hi = np.where(regular, nyquist - w, nyquist)
+        expected = (freq[None] >= w[:, None]) & (freq[None] <= f_hi[:, None])
         assert np.array_equal(mask[ok], expected[ok])
+        assert np.all(f["band_kept"][:][ok] == 1.0)  # the default grid covers every curve's band
         for key, m in (("psd", mask), ("fstat", mask), ("acf", f["acf_mask"][:])):
             z = f[key][:][ok]
             mk = m[ok]
@@ -138,13 +148,15 @@ def test_normalisation_inverts_to_the_multitaper_values(full_run):
     with h5py.File(out, "r") as f:
         freq, lag, mask, amask = f["frequency"][:], f["lag"][:], f["mask"][i], f["acf_mask"][i]
         assert f["n_outliers"][i] == 0
-    res = mt.multitaper(t, x, freq=freq)
+    res = mt.binned_multitaper(t, x, freq, mt.bin_edges(freq, log=True))
     acf = mt.autocorrelation(t, x, lag[lag <= 0.75 * (t[-1] - t[0])])
     psd = physical_features(out, "psd", i)
     fstat = physical_features(out, "fstat", i)
     acf_back = physical_features(out, "acf", i)
     assert np.allclose(psd[mask], res.psd[mask], rtol=2e-5, atol=0)
     assert np.allclose(fstat[mask], res.fstat[mask], rtol=2e-5, atol=1e-6)
+    with h5py.File(out, "r") as f:
+        assert np.allclose(f["pvalue"][i][mask], res.pvalue[mask], rtol=1e-5, atol=1e-30)
     assert np.allclose(acf_back[amask], acf[amask[: acf.size]], atol=1e-5)
     assert np.isnan(psd[~mask]).all()
 
