@@ -201,12 +201,12 @@ def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
         tau = np.linspace(t[0], t[-1], n)
         h = make_interp_spline(tau, v.T, k=3)(t).T  # (K, N), all tapers in one spline
         dt = span / n
-    gram = h @ h.T  # (K, K)
+    gram = np.einsum("jn,kn->jk", h, h)  # (K, K); einsum, not BLAS: same bits in every process
     w, q = np.linalg.eigh(gram)
     if not w[0] > 1e-10 * w[-1]:
         raise LcgenError(f"the sampling leaves the {k} tapers linearly dependent (Gram eigenvalues "
                          f"{w[0]:.2g} … {w[-1]:.2g}); use fewer tapers (smaller k or nw)")
-    applied = np.ascontiguousarray(((q * (np.sqrt(dt) / np.sqrt(w))) @ q.T) @ h)  # (K, N)
+    applied = np.einsum("jk,kn->jn", (q * (np.sqrt(dt) / np.sqrt(w))) @ q.T, h)  # (K, N) = √Δt G^{−1/2} h
     return Tapers(applied=applied, eigvals=np.array(lam), dc=applied.sum(axis=1), dt=dt, regular=regular)
 
 
@@ -270,8 +270,23 @@ def eigencoefficients(t, y, freq=None, *, nw: float = 4.0, k: int | None = None,
         coef = finufft.nufft1d1(x, strengths, m, eps=eps, isign=1, nthreads=1)
     else:
         freq = check_grid(freq)
-        coef = finufft.nufft1d3(t - tc, c.astype(np.complex128), 2 * np.pi * freq, eps=eps, isign=1, nthreads=1)
+        coef = _transform(t - tc, c, freq, eps)
     return freq, np.atleast_2d(coef), tapers
+
+
+def _transform(x: np.ndarray, c: np.ndarray, freq: np.ndarray, eps: float) -> np.ndarray:
+    """Σ_n c[:, n] exp(2πi f x_n) at ``freq``: a type-1 NUFFT when ``freq`` is an evenly spaced
+    grid f_0 + j δ with δ · span(x) ≤ 1 (to 1e−10/span, far below the NUFFT precision), else a
+    type-3 NUFFT at exactly those frequencies."""
+    span = float(x[-1] - x[0])
+    m = freq.size
+    if m > 2:
+        df = (freq[-1] - freq[0]) / (m - 1)
+        if 0 < df * span <= 1 and np.max(np.abs(freq - (freq[0] + df * np.arange(m)))) * span <= 1e-10:
+            phase = 2 * np.pi * df * x  # within ±π
+            strengths = c * np.exp(1j * (2 * np.pi * freq[0] * x + (m // 2) * phase))  # modes 0..m−1
+            return finufft.nufft1d1(phase, strengths, m, eps=eps, isign=1, nthreads=1)
+    return finufft.nufft1d3(x, c.astype(np.complex128), 2 * np.pi * freq, eps=eps, isign=1, nthreads=1)
 
 
 def direct_eigencoefficients(t, y, freq, *, nw: float = 4.0, k: int | None = None) -> np.ndarray:
@@ -352,6 +367,76 @@ def harmonic_fstat(coef: np.ndarray, dc: np.ndarray) -> tuple[np.ndarray, np.nda
     return fstat, mu
 
 
+def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """The harmonic F-test where a line's mirror image matters: near f = 0 (f < 2W) and, for
+    regular data, near the Nyquist frequency, where a real sinusoid's component at −f (or its
+    alias) leaks into the tapers at +f and the plain test's F(2, 2K − 2) law fails.
+
+    The 2K real numbers z = (Re Y_k(f), Im Y_k(f)) are regressed on the exact response to a real
+    sinusoid α cos θ − γ sin θ (θ = 2πf(t − t_c)), mean removal included:
+
+        X = R (I − 11ᵀ/N) [cos θ, −sin θ],   R = the 2K × N rows (a_k cos θ, a_k sin θ),
+
+    by generalised least squares with the exact white-noise covariance of z,
+    C = R (I − 11ᵀ/N) Rᵀ (σ² cancels). Whitened by C^{−1/2} on the r directions with noise (r = 2K
+    except very close to f = 0), F_r = (|fit|²/2) / (|residual|²/(r − 2)) follows F(2, r − 2)
+    exactly under Gaussian white noise; it is returned as the F(2, 2K − 2) value with the same
+    p-value, so :func:`fstat_pvalue` applies unchanged. Far from the mirror (f ≫ W) it equals
+    :func:`harmonic_fstat`. All sums are transforms at f and 2f: with orthonormal tapers
+    R Rᵀ = ½[[Δt I + Re V, Im V], [Im V, Δt I − Re V]], V_jk = Σ_n a_j a_k e^{2iθ_n},
+    R 1 = (Re h, Im h), h_k = Σ_n a_k e^{iθ_n}, R [cos θ, −sin θ] from U_k and
+    w_k = Σ_n a_k e^{2iθ_n}. ``coef`` (K, P) are the eigencoefficients at ``freq`` (P,); the sums
+    are direct (O(N·P), meant for the few frequencies near a mirror).
+    """
+    a = tapers.applied  # (K, N)
+    k, n = a.shape
+    ju, ku = np.triu_indices(k)
+    # few frequencies (those within 2W of a mirror): direct sums beat a type-3 NUFFT's setup
+    e1 = np.exp(2j * np.pi * np.outer(freq, t - 0.5 * (t[0] + t[-1])))  # (P, N) e^{iθ}
+    e2 = e1 * e1  # e^{2iθ}
+    # einsum, not a BLAS product: the same bits whatever the BLAS threading (1 or N workers)
+    one = np.einsum("kn,pn->kp", np.concatenate([a, np.ones((1, n))]), e1)  # (K + 1, P): h_k, then h0 = Σ e^{iθ}
+    two = np.einsum("kn,pn->kp", np.concatenate([a, a[ju] * a[ku]]), e2)  # (K + K(K+1)/2, P): w_k, then V_jk
+    h, h0, w = one[:k].T, one[k], two[:k].T  # (P, K), (P,), (P, K)
+    p = freq.size
+    v = np.zeros((p, k, k), dtype=np.complex128)
+    v[:, ju, ku] = two[k:].T
+    v[:, ku, ju] = two[k:].T
+    eye = tapers.dt * np.eye(k)
+    cov = 0.5 * np.block([[eye + v.real, v.imag], [v.imag, eye - v.real]])  # (P, 2K, 2K) = R Rᵀ
+    r1 = np.concatenate([h.real, h.imag], axis=1)  # (P, 2K) = R 1
+    cov -= r1[:, :, None] * r1[:, None, :] / n
+    u = tapers.dc[None, :]  # (1, K)
+    x = 0.5 * np.stack([np.concatenate([u + w.real, w.imag], axis=1),
+                        np.concatenate([-w.imag, -(u - w.real)], axis=1)], axis=2)  # (P, 2K, 2)
+    x -= r1[:, :, None] * np.stack([h0.real, -h0.imag], axis=1)[:, None, :] / n
+    z = np.concatenate([coef.real.T, coef.imag.T], axis=1)  # (P, 2K)
+    # Whiten by C^{−1/2} on the directions that carry noise: close to f = 0 mean removal and the
+    # mirror leave some combinations of z (nearly) noise-free, and those are dropped; with r
+    # directions kept the fit has 2 and r − 2 degrees of freedom.
+    val, vec = np.linalg.eigh(cov)  # (P, 2K), (P, 2K, 2K)
+    keep = val > 1e-6 * val[:, -1:]
+    scale = np.where(keep, 1.0 / np.sqrt(np.where(keep, val, 1.0)), 0.0)
+    zt = np.einsum("pji,pj->pi", vec, z) * scale
+    xt = np.einsum("pji,pjc->pic", vec, x) * scale[:, :, None]
+    beta = _batched_lstsq(xt, zt)
+    fit = np.einsum("pic,pc->pi", xt, beta)
+    dfd = keep.sum(axis=1) - 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_r = (np.sum(fit * fit, axis=1) / 2) / (np.sum((zt - fit) ** 2, axis=1) / dfd)  # ~ F(2, r − 2)
+        log_p = -0.5 * dfd * np.log1p(2 * f_r / dfd)  # P(F(2, d) > F) = (1 + 2F/d)^(−d/2)
+        fstat = (k - 1) * np.expm1(-log_p / (k - 1))  # the F(2, 2K − 2) value with the same p
+    return np.where(dfd >= 1, fstat, np.nan)
+
+
+def _batched_lstsq(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Least-squares β (P, C) of z (P, M) on x (P, M, C), one small problem per row, through the
+    SVD (robust when a column vanishes)."""
+    u, sv, vt = np.linalg.svd(x, full_matrices=False)  # (P, M, C), (P, C), (P, C, C)
+    inv = np.where(sv > 1e-12 * sv[:, :1], 1.0 / np.where(sv > 0, sv, 1.0), 0.0)
+    return np.einsum("pdc,pd,pmd,pm->pc", vt, inv, u, z)
+
+
 def fstat_pvalue(fstat: np.ndarray, k: int) -> np.ndarray:
     """P(F' > F) for F' ~ F(2, 2K − 2): the closed form (1 + F/(K − 1))^{−(K − 1)}."""
     return np.power(1.0 + np.asarray(fstat, dtype=np.float64) / (k - 1), -(k - 1.0))
@@ -398,6 +483,11 @@ def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adapti
     fstat = pvalue = mu = None
     if ftest and k >= 2:
         fstat, mu = harmonic_fstat(coef, tapers.dc)
+        w, _, nyquist = resolvable_band(t, nw)
+        near = (freq < 2 * w) | (tapers.regular & (freq > nyquist - 2 * w))  # a line's mirror image leaks in
+        near &= freq > 0
+        if near.any():
+            fstat[near] = mirror_fstat(t, tapers, freq[near], coef[:, near])
         pvalue = fstat_pvalue(fstat, k)
     elif ftest:
         raise LcgenError("ftest=True needs at least 2 tapers; raise k or pass ftest=False")
@@ -435,26 +525,29 @@ def bin_edges(centres, *, log: bool) -> np.ndarray:
 
 
 def sub_frequencies(centres: np.ndarray, edges: np.ndarray, band: tuple[float, float],
-                    spacing: float) -> tuple[np.ndarray, np.ndarray]:
-    """The frequencies at which bins are evaluated. A bin whose centre lies inside ``band`` and
-    whose width (clipped to the band) is at least ``spacing`` gets the points j·spacing of one
-    lattice (integer j) inside it; a narrower bin gets its centre. The points of all bins thus
-    cover the band at most ``spacing`` apart, and wide bins are sampled at exactly that spacing
-    (what the multiplicity correction of :func:`aggregate_log_pvalue` was calibrated at).
-    Returns (fine (Σm,), m (B,) points per bin, 0 outside the band); each bin's points are
-    contiguous and in order."""
+                    spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each bin is evaluated: on ONE lattice of frequencies j·``spacing`` (integer j) over
+    ``band``. A bin whose centre lies in the band takes the lattice points inside it (its edges
+    clipped to the band) or, when it is narrower than the spacing and holds none, the point
+    nearest its centre. Every frequency of the band is thus within spacing/2 of a point used,
+    wide bins are sampled at exactly that spacing (what :func:`aggregate_log_pvalue` was
+    calibrated at), and the lattice makes the transform a type-1 NUFFT.
+
+    Returns (lattice (L,), index (Σm,) into the lattice, m (B,) points per bin, 0 outside the
+    band); each bin's points are contiguous in ``index``."""
     lo, hi = band
-    valid = (centres >= lo) & (centres <= hi)
-    a = np.maximum(edges[:-1], lo)
-    b = np.minimum(edges[1:], hi)
-    wide = valid & (b - a >= spacing)
-    j0 = np.ceil(a / spacing)
-    m = np.where(wide, np.ceil(b / spacing) - j0, valid).astype(np.int64)  # (B,), ≥ 1 where wide
-    owner = np.repeat(np.arange(centres.size), m)  # bin of each point
-    first = np.cumsum(m) - m
-    i = np.arange(owner.size) - first[owner]  # index within its bin
-    fine = np.where(wide[owner], (j0[owner] + i) * spacing, centres[owner])
-    return fine, m
+    j_lo, j_hi = int(np.ceil(lo / spacing)), int(np.floor(hi / spacing))
+    lattice = spacing * np.arange(j_lo, j_hi + 1)
+    done = (centres >= lo) & (centres <= hi)
+    first = np.ceil(np.maximum(edges[:-1], lo) / spacing)
+    stop = np.ceil(np.minimum(edges[1:], hi) / spacing)  # points j·spacing in [a, b): first ≤ j < stop
+    wide = done & (stop > first)
+    nearest = np.clip(np.rint(centres / spacing), j_lo, j_hi)
+    m = np.where(wide, stop - first, done).astype(np.int64)  # (B,)
+    start = (np.where(wide, first, nearest) - j_lo).astype(np.int64)
+    owner = np.repeat(np.arange(centres.size), m)
+    index = start[owner] + np.arange(owner.size) - (np.cumsum(m) - m)[owner]
+    return lattice, index, m
 
 
 def binned_multitaper(t, y, centres, edges, *, nw: float = 4.0, k: int | None = None,
@@ -463,8 +556,9 @@ def binned_multitaper(t, y, centres, edges, *, nw: float = 4.0, k: int | None = 
 
     A shared log grid is coarser than a long curve's resolution 1/T at high frequency, and a line
     between two bin centres is then missed by the F-test (whose peak is only ~1/(4T) wide). So
-    each bin between 1/T and the Nyquist frequency is evaluated at m sub-frequencies spaced
-    at most 1/(``oversample``·T) (its centre alone when it is narrower) and aggregated:
+    the curve is computed on a lattice of spacing δ = 1/(``oversample``·T) from 1/T to its
+    Nyquist frequency (:func:`sub_frequencies`): each bin takes the m lattice points inside it
+    (the nearest one when it is narrower than δ), and they are aggregated:
 
     - PSD: the mean over the sub-frequencies (the bin-averaged density);
     - F-test: the largest F in the bin, i.e. the smallest single-test p-value p_min, corrected
@@ -487,19 +581,19 @@ def binned_multitaper(t, y, centres, edges, *, nw: float = 4.0, k: int | None = 
     edges = np.asarray(edges, dtype=np.float64)
     span = t[-1] - t[0]
     w, f_hi, nyquist = resolvable_band(t, nw)
-    fine, m = sub_frequencies(centres, edges, (1.0 / span, nyquist), 1.0 / (oversample * span))
+    lattice, index, m = sub_frequencies(centres, edges, (1.0 / span, nyquist), 1.0 / (oversample * span))
     valid = (centres >= w) & (centres <= f_hi)
     psd = np.full(centres.size, np.nan)
     fstat = np.full(centres.size, np.nan)
     pvalue = np.full(centres.size, np.nan)
     done = m > 0
     if done.any():
-        res = multitaper(t, y, nw=nw, k=k, freq=fine, adaptive=adaptive, ftest=k >= 2, eps=eps)
+        res = multitaper(t, y, nw=nw, k=k, freq=lattice, adaptive=adaptive, ftest=k >= 2, eps=eps)
         md = m[done]
         starts = np.cumsum(md) - md
-        psd[done] = np.add.reduceat(res.psd, starts) / md
+        psd[done] = np.add.reduceat(res.psd[index], starts) / md
         if res.fstat is not None:
-            fmax = np.maximum.reduceat(np.nan_to_num(res.fstat, nan=0.0), starts)
+            fmax = np.maximum.reduceat(np.nan_to_num(res.fstat, nan=0.0)[index], starts)
             log_p = aggregate_log_pvalue(fmax, md, k)
             pvalue[done] = np.exp(log_p)
             fstat[done] = (k - 1) * np.expm1(-log_p / (k - 1))  # inverse of fstat_pvalue
