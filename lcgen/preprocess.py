@@ -518,6 +518,20 @@ def _summarise(f: h5py.File) -> dict:
     return out
 
 
+def band_coverage(path: str | Path) -> dict | None:
+    """How much of each analysed curve's resolvable band [W, f_hi] the shared frequency grid keeps
+    (the ``band_kept`` column): min, median and the number of curves with less than all of it.
+    None for a file without that column (written before it existed) or with no analysed curve."""
+    with open_checked(path, "spectra") as f:
+        if "band_kept" not in f:
+            return None
+        kept = f["band_kept"][:][~f["failed"][:]]
+    if kept.size == 0:
+        return None
+    return {"min": float(kept.min()), "median": float(np.median(kept)), "curves": int(kept.size),
+            "partial": int(np.sum(kept < 1.0))}
+
+
 def _fail_reasons(path: Path) -> dict[str, int]:
     """Failure reasons with counts, most common first (numbers replaced by # so reasons group;
     each row's ``fail_reason`` keeps the numbers)."""

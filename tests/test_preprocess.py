@@ -238,3 +238,26 @@ def test_cli_preprocess_end_to_end(raw_file, tmp_path):
     assert "failed" in result.output and "Wrote" in result.output
     with h5py.File(out, "r") as f:
         assert f["psd"].shape == (N_CURVES, 256) and f["acf"].shape == (N_CURVES, 128)
+
+
+def test_band_kept_with_a_capped_grid_and_info_reports_it(raw_file, tmp_path):
+    out = tmp_path / "capped.h5"
+    runner = CliRunner()
+    result = runner.invoke(app, ["preprocess", "-i", str(raw_file), "-o", str(out), "--workers", "1",
+                                 "--set", "freq_max=1.0", "--set", "n_freq=128", "--set", "n_lags=64"],
+                           env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        ok = ~f["failed"][:]
+        n, nyq, kept = f["n_points"][:][ok], f["nyquist"][:][ok], f["band_kept"][:][ok]
+        fmin = f["frequency"][0]
+        regular = np.isclose(nyq, (n - 1) / (2 * f["baseline"][:][ok]), rtol=1e-9)
+    w = 2 * 4.0 * nyq / n
+    f_hi = np.where(regular, nyq - w, nyq)
+    assert np.allclose(kept, np.clip((np.minimum(f_hi, 1.0) - np.maximum(w, fmin)) / (f_hi - w), 0, 1))
+    assert (kept < 1).sum() > 5  # curves whose Nyquist frequency lies above 1 c/d lose part of their band
+    info = runner.invoke(app, ["info", str(out), "--no-config"], env={"COLUMNS": "200"})
+    assert info.exit_code == 0, info.output
+    line = next(line for line in info.output.splitlines() if line.startswith("frequency grid keeps"))
+    assert f"{100 * np.median(kept):.1f} % of the median curve's band" in line
+    assert f"{(kept < 1).sum()} of {kept.size} curves lose part" in line
