@@ -14,7 +14,7 @@ all tapers in one NUFFT call). On exactly regular data the tapers, PSD and F-tes
   Chave 2019). On near-regular data it changes tapify's numbers by ~1e−4 (TESS-like jitter);
   on strongly uneven sampling by up to ~10 % in the PSD, which is the point;
 - the F-test uses the DC values of the tapers actually applied, and near a mirror frequency
-  (f < 2W, or within 2W of the Nyquist frequency of regular data), where a real sinusoid's
+  (f < 1.5W, or within 1.5W of the Nyquist frequency of regular data), where a real sinusoid's
   image leaks into the tapers, an exact generalised-least-squares form (:func:`mirror_fstat`),
   so the null law F(2, 2K − 2) holds from f = 1/T up;
 - regular data: tapify labels FFT bins with spacing T/N although samples are T/(N−1) apart; here
@@ -61,6 +61,7 @@ from lcgen.errors import LcgenError
 
 EPS = 1e-9  # NUFFT precision; single precision gave 2.5% PSD / 78% F errors at N = 20k
 REGULAR_RTOL = 1e-10  # tapify's test for "all spacings equal"
+MIRROR_ZONE = 1.5  # the exact mirror F-test is used within this many half-bandwidths W of a mirror
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,8 +388,9 @@ def harmonic_fstat(coef: np.ndarray, dc: np.ndarray) -> tuple[np.ndarray, np.nda
     return fstat, mu
 
 
-def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """The harmonic F-test where a line's mirror image matters: near f = 0 (f < 2W) and, for
+def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarray, *,
+                 eps: float = EPS) -> np.ndarray:
+    """The harmonic F-test where a line's mirror image matters: near f = 0 (f < 1.5W) and, for
     regular data, near the Nyquist frequency, where a real sinusoid's component at −f (or its
     alias) leaks into the tapers at +f and the plain test's F(2, 2K − 2) law fails.
 
@@ -405,18 +407,14 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
     :func:`harmonic_fstat`. All sums are transforms at f and 2f: with orthonormal tapers
     R Rᵀ = ½[[Δt I + Re V, Im V], [Im V, Δt I − Re V]], V_jk = Σ_n a_j a_k e^{2iθ_n},
     R 1 = (Re h, Im h), h_k = Σ_n a_k e^{iθ_n}, R [cos θ, −sin θ] from U_k and
-    w_k = Σ_n a_k e^{2iθ_n}. ``coef`` (K, P) are the eigencoefficients at ``freq`` (P,); the sums
-    are direct (O(N·P), meant for the few frequencies near a mirror).
+    w_k = Σ_n a_k e^{2iθ_n}. ``coef`` (K, P) are the eigencoefficients at ``freq`` (P,).
     """
     a = tapers.applied  # (K, N)
     k, n = a.shape
     ju, ku = np.triu_indices(k)
-    # few frequencies (those within 2W of a mirror): direct sums beat a type-3 NUFFT's setup
-    e1 = np.exp(2j * np.pi * np.outer(freq, t - 0.5 * (t[0] + t[-1])))  # (P, N) e^{iθ}
-    e2 = e1 * e1  # e^{2iθ}
-    # einsum, not a BLAS product: the same bits whatever the BLAS threading (1 or N workers)
-    one = np.einsum("kn,pn->kp", np.concatenate([a, np.ones((1, n))]), e1)  # (K + 1, P): h_k, then h0 = Σ e^{iθ}
-    two = np.einsum("kn,pn->kp", np.concatenate([a, a[ju] * a[ku]]), e2)  # (K + K(K+1)/2, P): w_k, then V_jk
+    x = t - 0.5 * (t[0] + t[-1])
+    one = _transform(x, np.concatenate([a, np.ones((1, n))]), freq, eps)  # (K + 1, P): h_k, then h0 = Σ e^{iθ}
+    two = _transform(x, np.concatenate([a, a[ju] * a[ku]]), 2 * freq, eps)  # (K + K(K+1)/2, P): w_k, then V_jk
     h, h0, w = one[:k].T, one[k], two[:k].T  # (P, K), (P,), (P, K)
     p = freq.size
     v = np.zeros((p, k, k), dtype=np.complex128)
@@ -435,7 +433,7 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
     # mirror leave some combinations of z (nearly) noise-free, and those are dropped; with r
     # directions kept the fit has 2 and r − 2 degrees of freedom.
     val, vec = np.linalg.eigh(cov)  # (P, 2K), (P, 2K, 2K)
-    keep = val > 1e-6 * val[:, -1:]
+    keep = val > 1e-4 * val[:, -1:]  # below, NUFFT rounding (eps 1e-9) would be amplified
     scale = np.where(keep, 1.0 / np.sqrt(np.where(keep, val, 1.0)), 0.0)
     zt = np.einsum("pji,pj->pi", vec, z) * scale
     xt = np.einsum("pji,pjc->pic", vec, x) * scale[:, :, None]
@@ -486,7 +484,7 @@ def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adapti
     Δt = T/(N − 1) (tapify labels bin j as j/(N_pad·T/N), off by (N−1)/N, and scales the PSD by
     T/N); the tapers are orthonormal on the samples (identical to tapify's on regular data,
     within ~1e−4 on jittered near-regular data, different where gaps or uneven cadence made
-    tapify's miscalibrated); the F-test uses the applied tapers' DC values and, within 2W of a
+    tapify's miscalibrated); the F-test uses the applied tapers' DC values and, within 1.5W of a
     mirror frequency, the exact GLS form of :func:`mirror_fstat`; adaptive weighting converges
     in every bin.
     """
@@ -506,10 +504,11 @@ def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adapti
     if ftest and k >= 2:
         fstat, mu = harmonic_fstat(coef, tapers.dc)
         w, _, nyquist = resolvable_band(t, nw)
-        near = (freq < 2 * w) | (tapers.regular & (freq > nyquist - 2 * w))  # a line's mirror image leaks in
+        # where a line's mirror image leaks in; from 1.1W up the plain test was measured calibrated
+        near = (freq < MIRROR_ZONE * w) | (tapers.regular & (freq > nyquist - MIRROR_ZONE * w))
         near &= freq > 0
         if near.any():
-            fstat[near] = mirror_fstat(t, tapers, freq[near], coef[:, near])
+            fstat[near] = mirror_fstat(t, tapers, freq[near], coef[:, near], eps=eps)
         pvalue = fstat_pvalue(fstat, k)
     elif ftest:
         raise LcgenError("ftest=True needs at least 2 tapers; raise k or pass ftest=False")
