@@ -156,6 +156,7 @@ def is_regular(t: np.ndarray) -> bool:
 
 _DPSS_CACHE: "OrderedDict[tuple[int, float, int], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
 DPSS_CACHE_BYTES = 64 * 2 ** 20  # per process; survey curves repeat a few hundred lengths
+DPSS_BUCKET = 64  # irregular data interpolate DPSS built for N rounded up to a multiple of this
 
 
 def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +191,7 @@ def clear_dpss_cache() -> None:
 
 _PLANS: "OrderedDict[tuple, finufft.Plan]" = OrderedDict()
 PLAN_MODES = 64  # type-1/2 mode counts are rounded up to a multiple of this, so plans repeat
+PLAN_CACHE_BYTES = 64 * 2 ** 20  # per process
 
 
 def _nufft(kind: int, x: np.ndarray, data: np.ndarray, n_modes: int, isign: int, eps: float,
@@ -205,7 +207,8 @@ def _nufft(kind: int, x: np.ndarray, data: np.ndarray, n_modes: int, isign: int,
         extra = {} if upsampfac is None else {"upsampfac": upsampfac}
         plan = finufft.Plan(kind, (int(n_modes),), n_trans=data.shape[0], eps=eps, isign=isign, nthreads=1, **extra)
         _PLANS[key] = plan
-        if len(_PLANS) > 32:
+        # a plan holds about its upsampled grid, 2 · modes · transforms complex values
+        while len(_PLANS) > 1 and sum(32 * k[1] * k[2] for k in _PLANS) > PLAN_CACHE_BYTES:
             _PLANS.popitem(last=False)
     else:
         _PLANS.move_to_end(key)
@@ -220,7 +223,9 @@ def _round_modes(m: int) -> int:
 def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
     """DPSS tapers on irregular times, orthonormal on the actual samples.
 
-    1. v_k = DPSS(N, NW, K) on the regular grid τ_m = linspace(t_0, t_{N−1}, N) (Patil et al. 2024);
+    1. v_k = DPSS(M, NW, K) on the regular grid τ_m = linspace(t_0, t_{N−1}, M) (Patil et al.
+       2024 take M = N; here M is N rounded up to a multiple of ``DPSS_BUCKET`` so that the
+       costly DPSS are shared by curves of similar length; regular data use M = N exactly);
     2. h_k(t_n) = cubic not-a-knot spline through (τ_m, v_k[m]) at t_n (skipped when regular);
     3. applied tapers a = sqrt(Δt) · G^{−1/2} h with G = h hᵀ (K × K) the tapers' Gram matrix on
        the samples (Löwdin's symmetric orthonormalisation), so Σ_n a_j(t_n) a_k(t_n) = Δt δ_jk;
@@ -241,14 +246,18 @@ def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
     Δt = T/N (tapify's mean cadence); for exactly regular data Δt = T/(N−1), the true spacing.
     """
     n = t.size
-    v, lam = dpss_tapers(n, float(nw), int(k))
     regular = is_regular(t)
     span = t[-1] - t[0]
     if regular:
+        v, lam = dpss_tapers(n, float(nw), int(k))
         h = v
         dt = span / (n - 1)
     else:
-        tau = np.linspace(t[0], t[-1], n)
+        # The spline only needs the DPSS on some fine regular grid: build them for N rounded up to
+        # a multiple of DPSS_BUCKET, so that curves of similar length share one (cached) set.
+        m = -(-n // DPSS_BUCKET) * DPSS_BUCKET
+        v, lam = dpss_tapers(m, float(nw), int(k))
+        tau = np.linspace(t[0], t[-1], m)
         h = make_interp_spline(tau, v.T, k=3)(t).T  # (K, N), all tapers in one spline
         dt = span / n
     gram = np.einsum("jn,kn->jk", h, h)  # (K, K); einsum, not BLAS: same bits in every process
@@ -299,8 +308,9 @@ def eigencoefficients(t, y, freq=None, *, nw: float = 4.0, k: int | None = None,
         Y_k(f) = Σ_n c_k[n] · exp(+2πi f (t_n − t_c)),   t_c = (t_0 + t_{N−1}) / 2.
 
     The phase centre t_c cancels in |Y_k|² and in the F-test. With ``freq=None`` the grid is
-    :func:`default_frequencies` and the sum is a type-1 NUFFT; on any other grid it is a type-3
-    NUFFT evaluated at exactly those frequencies. Both transform all K tapers in one finufft call
+    :func:`default_frequencies` and the sum is a type-1 NUFFT; any other grid is evaluated at
+    exactly its frequencies (a type-1 NUFFT when it is evenly spaced, else type-3). All K tapers
+    go through one finufft call
     (double precision, ``eps``, ``nthreads=1``: parallelise over curves with processes instead).
 
     Returns ``(freq (F,), Y (K, F) complex128, tapers)``.
@@ -500,7 +510,7 @@ def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adapti
     nw : time-bandwidth product NW (default 4); the resolution half-width is W = NW/T.
     k : number of tapers, 1 ≤ K ≤ 2NW (default 2NW − 1).
     freq : (F,) frequencies in cycles per unit of t. ``None`` uses tapify's default grid
-        (:func:`default_frequencies`); any other grid is evaluated there exactly (type-3 NUFFT).
+        (:func:`default_frequencies`); any other grid is evaluated there exactly.
     adaptive : Thomson's adaptive weights (:func:`adaptive_psd`); else the mean of S_k.
     ftest : compute the F-statistic, its p-value and the line amplitude.
 

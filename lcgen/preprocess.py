@@ -169,7 +169,7 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
     span = float(t[-1] - t[0])
     w, f_hi, nyquist = resolvable_band(t, cfg.nw)
     freq, lag = grids.frequency, grids.lag
-    kept = (min(f_hi, freq[-1]) - max(w, freq[0])) / (f_hi - w)
+    kept = (min(f_hi, freq[-1]) - max(w, freq[0])) / (f_hi - w) if f_hi > w else 0.0
     row.update(n_points=t.size, baseline=span, nyquist=nyquist, band_kept=float(np.clip(kept, 0.0, 1.0)),
                flux_median=med, flux_iqr=iqr)
     fmask = (freq >= w) & (freq <= f_hi)
