@@ -625,11 +625,13 @@ def binned_multitaper(t, y, centres, edges, *, nw: float = 4.0, k: int | None = 
     - F-test: the largest F in the bin, i.e. the smallest single-test p-value p_min, corrected
       for the m tries as independent tests of an effective number m_eff = 1 + ρ(m − 1)
       (Šidák): p = 1 − (1 − p_min)^{m_eff}. Neighbouring sub-frequencies are correlated, so
-      m_eff < m; ρ = ``SUBBIN_RHO`` = 0.8 was measured from white-noise draws on every sampling
-      pattern of :mod:`lcgen.simulate` at the default NW = 4, K = 7 and oversample = 4 (the 1 %
-      quantile of p_min over m sub-frequencies is 0.01/m_eff with m_eff/m = 0.77–0.9), the same
-      empirical route Horne & Baliunas (1986) took for the number of independent frequencies of
-      a periodogram. ``fstat`` is reported as the F whose single-test p-value is the corrected
+      m_eff < m; ρ = ``SUBBIN_RHO`` = 0.7 was measured from white-noise draws on the sampling
+      patterns of :mod:`lcgen.simulate` at the default NW = 4, K = 7 and spacing 1/(4T) (the
+      1 % quantile of p_min over m = 2–128 lattice points is 0.01/m_eff with
+      (m_eff − 1)/(m − 1) = 0.6–0.85, median ≈ 0.7), the empirical route Horne & Baliunas (1986)
+      took for the number of independent frequencies of a periodogram. The test suite checks the
+      result: 1.0 ± 0.2 % of null bins at p < 0.01 on every sampling. Other NW, K or
+      ``oversample`` keep the same ρ, which is then only approximate. ``fstat`` is reported as the F whose single-test p-value is the corrected
       one, so fstat and pvalue keep the closed-form relation of :func:`fstat_pvalue` and the
       F channel means the same in narrow and wide bins.
 
