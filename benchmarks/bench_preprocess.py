@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,9 +97,9 @@ def main() -> None:
                       f"({m['wall']:.1f} s wall, {m['failed']} failed)", flush=True)
         print("\n| tree | CPU ms per curve, 1 worker (median of rounds) |\n|---|---|")
         for name, values in per_curve.items():
-            print(f"| {name} | {sorted(values)[len(values) // 2]:.2f} |")
+            print(f"| {name} | {statistics.median(values):.2f} |")
         if args.against:
-            a, b = (sorted(v)[len(v) // 2] for v in per_curve.values())
+            a, b = (statistics.median(v) for v in per_curve.values())
             print(f"\nthis tree / against = {a / b:.2f}")
         if args.workers:
             one, two = measure(HERE, raw, 1), measure(HERE, raw, 2)
