@@ -290,6 +290,7 @@ def preprocess(
                  f"outliers clipped (>{cfg.outlier_iqr:g}×IQR)": result["n_outliers"]})
     if "seconds" in result:
         rows["frequency grid"] = "{:.4g} – {:.4g} c/d".format(*result["freq_range"])
+        rows["band kept"] = _band_kept_line(cfg.output if cfg.shard is None else result["output"])
         rows["lag grid"] = "0, {:.4g} – {:.4g} d".format(*result["lag_range"])
         rows["time"] = (f"{result['seconds']:.1f} s ({result['curves_per_second']:,.0f} curves/s, "
                         f"{result['workers']} workers" + (f", resumed {result['resumed_chunks']} chunks)" if result["resumed_chunks"] else ")"))
@@ -534,6 +535,8 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
         table.add_row(row["name"], shape, row["dtype"], *stats, note)
     console.print(table)
     _print_real_curves(path)
+    if d["format"] == "spectra":
+        console.print(f"frequency grid keeps {_band_kept_line(path)}", highlight=False)
     if show_config and d["config"].strip():
         console.print("config", style="bold")
         console.print(d["config"].rstrip(), highlight=False)
@@ -558,6 +561,15 @@ def _print_real_curves(path: Path) -> None:
         for source, reason in real["skipped"][:20]:
             skipped.add_row(source, reason)
         console.print(skipped)
+def _band_kept_line(path) -> str:
+    """What share of each curve's resolvable band [W, Nyquist] the shared frequency grid keeps."""
+    from lcgen.preprocess import band_coverage
+
+    c = band_coverage(path)
+    if c is None:
+        return "(no band_kept column: file written by an older lcgen)"
+    return (f"{100 * c['median']:.1f} % of the median curve's band (min {100 * c['min']:.1f} %; "
+            f"{c['partial']:,} of {c['curves']:,} curves lose part of theirs)")
 
 
 def _str(path: Optional[Path]) -> Optional[str]:
