@@ -10,8 +10,9 @@ positions (``valid``); padding and unresolvable bins never contribute:
 
 pooled over all positions of the batch (and, for the logged epoch values, of the epoch).
 
-Optimisation: AdamW (no weight decay on biases and norm gains), OneCycleLR stepped per batch,
-gradient-norm clipping, bf16 autocast on CUDA. Training masks are drawn from a seeded
+Optimisation: AdamW (no weight decay on biases and norm gains; torch's fused kernel by default),
+OneCycleLR stepped per batch, gradient-norm clipping, bf16 autocast on CUDA, and optionally
+``torch.compile``. Training masks are drawn from a seeded
 ``torch.Generator``; validation masks are fixed per sample index, so validation losses compare
 across epochs and runs.
 
@@ -348,7 +349,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     the per-epoch lines; ``progress`` shows a live progress bar per epoch, and without it a line
     goes to ``console`` every ``log_every`` seconds within an epoch (None: never). ``stop_after`` ends
     this call after that many epochs (the schedule still spans ``cfg.epochs``; resume later).
-    With ``resume``, ``cfg`` may only change ``data`` and ``device`` of the saved config.
+    With ``resume``, ``cfg`` may only change ``data``, ``device`` and ``threads`` of the saved config.
 
     Returns ``{"run_dir", "status" ("finished", "stopped" or "interrupted"), "epoch",
     "best_val", "history"}``. A non-finite loss or gradient raises :class:`LcgenError` naming
