@@ -8,7 +8,8 @@ RSS. A second table times the data pipeline alone on a larger spectra file, to s
 is cheap and that memory stays bounded by the read buffer, not the file.
 
 ``--profile`` instead profiles one training step of each model (torch.profiler, the operators
-with the most self CPU time). ``--against REF`` compares this tree with git revision REF step by
+with the most self CPU time; the profiler times each operator on the clock, so under load read
+the shares, not the seconds). ``--against REF`` compares this tree with git revision REF step by
 step: children of the two trees alternate (A B A B ...) on the same batch, seed and threads, and
 the table gives CPU seconds per step (``time.process_time``, which other processes' load barely
 moves), wall seconds, samples/s and peak RSS, and the ratio old / new. On a shared machine, quote
