@@ -327,6 +327,8 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Model size: tiny, small or default. \\[default: default]")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: writes runs/MODEL/NAME/. \\[default: a timestamp]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. \\[default: auto]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seeds the split, initialisation, batch order and masks. \\[default: 0]")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 on a busy machine). \\[default: torch's choice, one per core]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data.", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
@@ -342,15 +344,15 @@ def train(
     from lcgen.train import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
-             "lr": lr, "preset": preset, "device": device, "init": _str(init)}
+             "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads, "init": _str(init)}
     if resume is not None:
         fixed = {"--init": init, "--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
-                 "--preset": preset, "--name": name, "--config": config, "--set": set_}
-        given = [flag for flag, value in fixed.items() if value]
+                 "--preset": preset, "--seed": seed, "--name": name, "--config": config, "--set": set_}
+        given = [flag for flag, value in fixed.items() if value is not None]
         if given:
             raise LcgenError(f"--resume continues {resume} with its saved settings; drop {', '.join(given)} "
-                             f"(only --data and --device may change)")
-        cfg = resume_config(resume, data=_str(data), device=device)
+                             f"(only --data, --device and --threads may change)")
+        cfg = resume_config(resume, data=_str(data), device=device, threads=threads)
         if model is not None and model != cfg.model_name:
             raise LcgenError(f"{resume} is a '{cfg.model_name}' run, not '{model}'")
     else:
