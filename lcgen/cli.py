@@ -443,7 +443,8 @@ def evaluate(
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
-    console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint)}")
+    console.print(f"Wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint)} "
+                  f"(scored {Path(run_dir) / cfg.checkpoint}.pt)")
 
 
 @app.command()

@@ -61,7 +61,7 @@ from lcgen.errors import Interrupted
 from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_path, check_memory, discard_h5,
                       open_checked, open_h5_for_writing, quiet_hdf5_deallocs, raw_offsets, read_config, sync_h5,
                       write_error, write_header)
-from lcgen.workers import check_workers, process_pool, result
+from lcgen.workers import check_workers, deferred_interrupt, process_pool, result
 from lcgen.multitaper import autocorrelation, bin_edges, binned_multitaper, resolvable_band
 
 CHANNELS = ("psd", "acf", "fstat")
@@ -385,7 +385,8 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
     workers = check_workers(cfg.workers)
     out = Path(cfg.output) if shard is None else shard_path(cfg.output, *shard)
     kept = [0]  # finished chunks on disk, for the error path
-    with atomic_path(out, inputs=[cfg.input], keep_partial=lambda: kept[0] > 0) as tmp, quiet_hdf5_deallocs():
+    with atomic_path(out, inputs=[cfg.input], keep_partial=lambda: kept[0] > 0) as tmp, quiet_hdf5_deallocs(), \
+            deferred_interrupt() as check_interrupt:
         spans, counts = survey_input(cfg.input)
         grids = make_grids(cfg, spans, counts)
         n_total = spans.size
@@ -414,6 +415,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
                 kept[0] += 1
                 if progress is not None:
                     progress(b - a)
+                check_interrupt()  # Ctrl-C stops here, between chunks (a second one at once)
             summary = _summarise(f)
             for key, value in summary.items():
                 f.attrs[key] = value

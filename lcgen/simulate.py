@@ -45,18 +45,16 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import math
-import signal as _signal
-import threading
 import time as _time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_RAW, check_memory
-from lcgen.workers import check_workers, process_pool, result
+from lcgen.workers import check_workers, deferred_interrupt, process_pool, result
 
 
 def _range(lo: float, hi: float) -> Callable[[], list[float]]:
@@ -894,37 +892,6 @@ def simulate_chunk(cfg: SimulateConfig, start: int, stop: int) -> Chunk:
                  signal=cat("signal", np.float32), meta=meta)
 
 
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], None]]:
-    """Turn Ctrl-C into a flag that ``check()`` raises as KeyboardInterrupt between chunks.
-
-    A KeyboardInterrupt raised at an arbitrary bytecode can land in a finaliser (h5py, pools),
-    where Python prints "Exception ignored" and carries on; checking a flag at chunk boundaries
-    makes the stop certain. A second Ctrl-C interrupts at once. Only the main thread's default
-    handler is replaced (and restored afterwards).
-    """
-    if threading.current_thread() is not threading.main_thread() or \
-            _signal.getsignal(_signal.SIGINT) is not _signal.default_int_handler:
-        yield lambda: None
-        return
-    hits: list[int] = []
-
-    def handler(signum, frame):
-        hits.append(signum)
-        if len(hits) > 1:
-            raise KeyboardInterrupt
-
-    def check() -> None:
-        if hits:
-            raise KeyboardInterrupt
-
-    previous = _signal.signal(_signal.SIGINT, handler)
-    try:
-        yield check
-    finally:
-        _signal.signal(_signal.SIGINT, previous)
-
-
 def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256):
     """Yield :class:`Chunk` objects in index order, computed in ``workers`` processes.
 
@@ -974,7 +941,7 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     samplings: Counter = Counter()
     chunks = iter_chunks(cfg, workers=workers, chunk_size=chunk_size)
     # Exit order: the writer removes its partial file, then the pool shuts down, then Ctrl-C is restored.
-    with _deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
+    with deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
         for chunk in chunks:
             check_interrupt()
             writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),
