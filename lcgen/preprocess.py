@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -427,7 +426,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
             what = f"{kept[0]} of {len(chunks)} chunks kept in {tmp}"
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"{what}; rerun the same command to continue" if kept[0] else
-                                  f"no chunk finished; nothing kept") from None
+                                  "no chunk finished; nothing kept") from None
             error = write_error(exc, out)
             if error is not None and kept[0]:
                 raise LcgenError(f"{error}; {what}: free space and rerun the same command to continue") from None
