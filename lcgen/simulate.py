@@ -834,7 +834,9 @@ def simulate_curve(cfg: SimulateConfig, index: int) -> MockCurve:
         s = SIGNALS[lc_type](cfg, t, rng, meta)
         mean = s.sum() / s.size
         dev = s - mean
-        spread = math.sqrt(dev.dot(dev) / s.size)  # np.std(s), without its overhead
+        # np.std(s) without its overhead; numpy's pairwise sum, not BLAS dot, whose last bit
+        # depends on the process (the file must not depend on the worker count)
+        spread = math.sqrt((dev * dev).sum() / s.size)
         if spread > 1e-6 * abs(mean):
             break
     else:
@@ -843,7 +845,7 @@ def simulate_curve(cfg: SimulateConfig, index: int) -> MockCurve:
     offset, snr = _uniform(rng, cfg.offset), _uniform(rng, cfg.snr)
     z = rng.standard_normal(2 * t.size)  # [error scatter | noise]
     scatter = np.exp(cfg.error_scatter * z[:t.size])
-    scatter *= 1.0 / math.sqrt(scatter.dot(scatter) / t.size)  # rms(scatter) = 1 exactly
+    scatter *= 1.0 / math.sqrt((scatter * scatter).sum() / t.size)  # rms(scatter) = 1 exactly
     noise_rms = spread / snr
     flux_err = noise_rms * scatter
     noise = flux_err * z[t.size:]
