@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 # Markup off: paths, settings and messages hold user text, and a "[" in it must print as it is.
 # Styles are given as Text and style= arguments instead.
-console = Console(markup=False)
+console = Console(markup=False, soft_wrap=True)  # paths are never broken across lines
 err_console = Console(stderr=True, markup=False)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings (presets in configs/; every output file stores the one that made it).")]
