@@ -292,35 +292,54 @@ def _fmt(value: Optional[float], spec: str = ".4f") -> str:
 
 
 def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
-    """Rich tables of a metrics dict: overall errors, errors against the noise-free signal and
-    (``detail``) the masked MSE by block size, mask ratio and light-curve type."""
-    from lcgen.evaluate import ratio
+    """Rich tables of a metrics dict: overall errors, calibration (predictors with a variance),
+    errors against the noise-free signal and (``detail``) the masked MSE by block size, mask ratio
+    and light-curve type."""
+    from lcgen.evaluate import BASELINE_LABELS, ratio
 
-    names = {"model": m["model_name"], "linear": "linear interpolation", "mean": "per-curve mean",
+    names = {**BASELINE_LABELS, "model": m["model_name"], "mean": "per-curve mean",
              "data": "the data itself (noise)"}
-    overall = Table("predictor", "masked MSE", "masked MAE", "unmasked MSE", "unmasked MAE", title_justify="left",
-                    title=f"{m['model_name']} on {m['n_samples']:,} {m['split']} rows of {m['data']} "
-                          f"({m['n_masked_positions']:,} hidden positions, mask seed {m['mask']['seed']})")
+    forecast = m.get("mode") == "forecast"
+    where = (f"last {m['mask']['forecast_points']} points of each window hidden" if forecast
+             else f"mask seed {m['mask']['seed']}")
+    overall = Table("predictor", "masked MSE", "masked MAE", "masked median AE", "unmasked MSE", "unmasked MAE",
+                    title_justify="left",
+                    title=f"{m['model_name']}{' forecasting' if forecast else ''} on {m['n_samples']:,} {m['split']} "
+                          f"rows of {m['data']} ({m['n_masked_positions']:,} hidden positions, {where})")
     for key, row in m["overall"].items():
-        overall.add_row(names[key], *(_fmt(row[k]) for k in ("masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae")))
+        overall.add_row(names.get(key, key), *(_fmt(row.get(k)) for k in (
+            "masked_mse", "masked_mae", "masked_medae", "unmasked_mse", "unmasked_mae")))
     tables = [overall]
+    calibrated = {k: row for k, row in m["overall"].items() if "coverage_68" in row}
+    if calibrated:
+        cal = Table("predictor", "68 % coverage", "95 % coverage", "NLL", "CRPS", title_justify="left",
+                    title="calibration on hidden positions (nominal 0.683 / 0.950)")
+        for key, row in calibrated.items():
+            cal.add_row(names.get(key, key), _fmt(row["coverage_68"], ".3f"), _fmt(row["coverage_95"], ".3f"),
+                        _fmt(row["nll"]), _fmt(row["crps"]))
+        tables.append(cal)
     if "signal" in m:
         signal = Table("predictor", "masked MSE", "unmasked MSE", title_justify="left",
                        title="against the noise-free signal (mock data)")
         for key, row in m["signal"].items():
-            signal.add_row(names[key], _fmt(row["masked_mse"]), _fmt(row["unmasked_mse"]))
+            signal.add_row(names.get(key, key), _fmt(row["masked_mse"]), _fmt(row["unmasked_mse"]))
         tables.append(signal)
     if not detail:
         return tables
-    for key, label in (("by_block_size", "block size"), ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
+    predictors = list(m["overall"])
+    first = predictors[1] if len(predictors) > 1 else None
+    for key, label in (("by_block_size", "forecast horizon" if forecast else "block size"),
+                       ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
         if not m.get(key):
             continue
-        t = Table(label, "samples", f"{m['model_name']}", "linear", "mean", "model / linear", title_justify="left",
+        extra = (f"model / {first}",) if first else ()
+        t = Table(label, "samples", *(names.get(p, p) for p in predictors), *extra, title_justify="left",
                   title=f"masked MSE by {label}")
         for g in m[key]:
-            t.add_row(str(g["group"]), f"{g['n_samples']:,}", _fmt(g["model"]["masked_mse"]),
-                      _fmt(g["linear"]["masked_mse"]), _fmt(g["mean"]["masked_mse"]),
-                      _fmt(ratio(g["model"]["masked_mse"], g["linear"]["masked_mse"]), ".3f"))
+            cells = [_fmt(g[p]["masked_mse"]) for p in predictors]
+            if first:
+                cells.append(_fmt(ratio(g["model"]["masked_mse"], g[first]["masked_mse"]), ".3f"))
+            t.add_row(str(g["group"]), f"{g['n_samples']:,}", *cells)
         tables.append(t)
     return tables
 
@@ -334,25 +353,29 @@ def evaluate(
     checkpoint: Annotated[Optional[str], typer.Option(help="best (lowest validation loss) or last. \\[default: best]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass. \\[default: 64]")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    baselines: Annotated[Optional[str], typer.Option(help="Comma list. mask mode: linear, mean, gp (celerite2 GP, slow: ~0.1 s per window); forecast mode: persistence, extrapolation, mean, gp. \\[default: all but gp]")] = None,
+    forecast: Annotated[Optional[int], typer.Option("--forecast", metavar="N", help="Forecast mode: hide the last N real points of each window (writes metrics-forecast.json).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Score a trained run on fixed, seeded masks against linear interpolation and the per-curve
-    mean (same masks); MSE/MAE on hidden and visible real positions, by block size, mask ratio and
-    light-curve type. Writes RUN_DIR/metrics.json (metrics-val.json etc. for other rows).
+    mean (same masks); MSE/MAE/median AE on hidden and visible real positions, by block size, mask
+    ratio and light-curve type, and, for a run with a variance head, 68/95 % coverage, NLL and
+    CRPS. Writes RUN_DIR/metrics.json (metrics-val.json etc. for other rows).
 
-    Example: [cyan]lcgen evaluate runs/transformer/demo[/]   [cyan]lcgen evaluate runs/mlp/demo --split val[/]
+    Example: [cyan]lcgen evaluate runs/transformer/demo --baselines linear,mean,gp[/]   [cyan]lcgen evaluate runs/transformer/demo --forecast 16[/]
     """
     from lcgen.evaluate import EvaluateConfig, evaluate_run, metrics_path, verdict
 
     cfg = resolve_config(EvaluateConfig, config_file=config, sets=set_, flags={
         "data": _str(data), "split": split, "mask_seed": mask_seed, "checkpoint": checkpoint,
-        "batch_size": batch_size, "device": device})
+        "batch_size": batch_size, "device": device, "baselines": baselines,
+        "mode": None if forecast is None else "forecast", "forecast_points": forecast})
     metrics = evaluate_run(run_dir, cfg)
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
-    console.print(f"Wrote {metrics_path(run_dir, metrics['split'], cfg.data)}")
+    console.print(f"Wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.mode)}")
 
 
 @app.command()
