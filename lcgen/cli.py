@@ -379,20 +379,62 @@ def evaluate(
 
 
 @app.command()
-def plot(
+def fill(
     run_dir: RunDirArg,
-    examples: Annotated[int, typer.Option(min=1, help="Reconstruction panels (one light-curve type after another).")] = 6,
+    input: Annotated[Path, typer.Argument(help="Raw light-curve file (lcgen generate or lcgen ingest).", metavar="INPUT")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: an .h5 file (raw layout + filled), or a directory for --format csv/fits.")],
+    cadence: Annotated[Optional[float], typer.Option(help="Grid spacing in days. \\[default: each curve's median spacing]")] = None,
+    max_gap: Annotated[Optional[float], typer.Option(help="Leave gaps longer than this many days unfilled (counted in the summary). \\[default: fill every gap]")] = None,
+    forecast: Annotated[Optional[float], typer.Option(help="Also predict this many days past each curve's last observation. \\[default: 0]")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="h5 (one file), csv or fits (one file per curve in the OUTPUT directory). \\[default: h5]")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fill the gaps of every light curve in INPUT with a trained time-series run: a regular grid
+    at the curve's cadence, predicted mean and sigma at the grid points with no observation,
+    overlapping windows blended, observed points kept, output in the input's units.
+
+    Example: [cyan]lcgen fill runs/transformer/demo data/ingested.h5 -o filled.h5 --max-gap 5 --forecast 2[/]
+    """
+    from lcgen.fill import FillConfig, fill_file
+
+    cfg = resolve_config(FillConfig, config_file=config, sets=set_, flags={
+        "cadence": cadence, "max_gap": max_gap, "forecast": forecast, "format": format,
+        "checkpoint": checkpoint, "device": device})
+    with progress_bar("fill", None, unit="windows") as advance:
+        result = fill_file(run_dir, input, output, cfg, progress=advance)
+    rate = result.pop("filled points / cpu s")
+    result["cpu seconds"] = f"{result['cpu seconds']:.2f}" + (f" ({rate:,.0f} filled points/s)" if rate else "")
+    if not result["has variance"]:
+        console.print("[yellow]note:[/] the run has no variance head (train with --set loss=nll): "
+                      "flux_err of filled points is NaN")
+    console.print(summary_table(f"Wrote {result.pop('output')}", result))
+
+
+@app.command()
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (lcgen train), or a file written by lcgen fill.", metavar="RUN_DIR|FILLED.h5")],
+    examples: Annotated[int, typer.Option(min=1, help="Reconstruction panels (one light-curve type after another); curves of a filled file.")] = 6,
     seed: Annotated[int, typer.Option(help="Chooses which rows are shown.")] = 0,
     mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. \\[default: 1]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG for a filled file. \\[default: FILLED.png beside it]")] = None,
 ) -> None:
-    """Draw a run's training curves and reconstructions of test rows (data, hidden regions,
-    model, linear interpolation) as PNGs under RUN_DIR/figures/.
+    """Draw a run's training curves, reconstructions of test rows (data, hidden regions, model,
+    linear interpolation), its errors by block size and, for a run with a variance head, its
+    calibration (reliability) as PNGs under RUN_DIR/figures/. Given a file written by lcgen fill,
+    draw its observed points, the filled mean and the 1 and 2 sigma bands.
 
-    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]
+    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]   [cyan]lcgen plot filled.h5[/]
     """
     from lcgen.evaluate import EvaluateConfig
-    from lcgen.plots import plot_run
+    from lcgen.plots import plot_filled, plot_run
 
+    if run_dir.is_file():
+        path = plot_filled(run_dir, output or run_dir.with_suffix(".png"), n_curves=examples)
+        console.print(f"Wrote {path}")
+        return
     cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})
     for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg):
         console.print(f"Wrote {path}")

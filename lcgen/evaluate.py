@@ -546,6 +546,24 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
     return metrics
 
 
+def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.99,),
+                predictor: str = "model") -> tuple[np.ndarray, np.ndarray]:
+    """Observed coverage of the central intervals at nominal ``levels`` on the hidden positions
+    of ``ev.rows`` (the model's total predictive variance, as in the metrics). Returns
+    (levels, coverage), each (K,)."""
+    from scipy.special import ndtri
+
+    levels = np.asarray(levels, np.float64)
+    zs = []
+    for out in predict(ev):
+        sel = out["valid"] & out["hidden"]
+        zs.append(np.abs(out[predictor][sel] - out["values"][sel]) / np.sqrt(out[f"{predictor}_var"][sel]))
+    z = np.sort(np.concatenate(zs)) if zs else np.zeros(0)
+    half = ndtri(0.5 + levels / 2)  # central interval of N(0, 1) holding `level`
+    coverage = np.searchsorted(z, half, side="right") / max(z.size, 1)
+    return levels, coverage
+
+
 def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
                  mode: str = "mask") -> Path:
     """Where :func:`evaluate_run` writes: ``RUN_DIR/metrics.json`` for the test split of the run's
