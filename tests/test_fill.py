@@ -5,6 +5,7 @@ import pytest
 
 from lcgen.fill import FillConfig, blend_weights, gap_points, window_starts
 from lcgen.io import RawWriter, read_raw
+from lcgen.masking import MaskConfig
 from tests.conftest import run_cli
 
 CADENCE = 0.2
@@ -70,7 +71,7 @@ def sine_run(tmp_path_factory):
     convert(ConvertConfig(input=str(d / "raw.h5"), output=str(d / "ts.h5"), max_length=64, min_points=32))
     result = fit(TrainConfig(model_name="transformer", preset="tiny", data=str(d / "ts.h5"), epochs=6,
                              batch_size=16, lr=3e-3, runs_dir=str(d / "runs"), device="cpu", loss="nll",
-                             mask={"min_block": 1, "max_block": 16, "min_ratio": 0.1, "max_ratio": 0.5},
+                             mask=MaskConfig(min_block=1, max_block=16, min_ratio=0.1, max_ratio=0.5),
                              model={"interp_residual": True, "input_dim": 3}), name="sine")
     return result["run_dir"]
 
