@@ -128,16 +128,18 @@ def plot_metrics(metrics: Mapping, path: str | Path) -> Path:
         raise LcgenError("the metrics hold no breakdown to plot; rerun `lcgen evaluate`")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.2), squeeze=False,
                              constrained_layout=True)
-    bars = (("model", metrics["model_name"], MODEL_COLOR), ("linear", "linear interpolation", LINEAR_COLOR),
-            ("mean", "per-curve mean", "0.6"))
+    colors = {"model": MODEL_COLOR, "linear": LINEAR_COLOR, "mean": "0.6", "gp": "tab:purple"}
+    labels = {"model": metrics["model_name"], "linear": "linear interpolation", "mean": "per-curve mean",
+              "gp": "GP (celerite2)"}
+    bars = tuple((name, labels.get(name, name), colors.get(name)) for name in metrics["overall"])
     for ax, (key, label) in zip(axes[0], panels):
         groups = metrics[key]
         x = np.arange(len(groups))
         width = 0.8 / len(bars)
         heights = np.array([[np.nan if g[name]["masked_mse"] is None else g[name]["masked_mse"] for g in groups]
-                            for name, _, _ in bars], dtype=float)  # (3, G)
+                            for name, _, _ in bars], dtype=float)  # (predictors, G)
         for j, (name, legend, color) in enumerate(bars):
-            ax.bar(x + (j - 1) * width, heights[j], width, color=color, label=legend)
+            ax.bar(x + (j - (len(bars) - 1) / 2) * width, heights[j], width, color=color, label=legend)
         ax.set_xticks(x, [f"{g['group']}\n(n={g['n_samples']})" for g in groups], fontsize=8)
         _log_if_positive(ax, heights.ravel())
         ax.set_xlabel(label)

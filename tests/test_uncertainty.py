@@ -32,6 +32,15 @@ def test_gaussian_nll_matches_a_hand_computation():
     tailed = gaussian_nll_sums(pred, log_var, batch, tail=3.0)
     expect = 0.5 * (math.log(2 * math.pi) + 2 * 3.0 * 10.0 - 9.0) + 0.5 * math.log(2 * math.pi * 0.5)
     assert tailed[0].item() == pytest.approx(expect, rel=1e-6)
+    # beta-NLL with beta = 1: each point weighted by its (detached) variance, so the gradient on
+    # the mean is the MSE's, pred - y, whatever the variance
+    pred = pred.clone().requires_grad_(True)
+    batch["values"] = values
+    sums = gaussian_nll_sums(pred, log_var, batch, beta=1.0)
+    assert sums[0].item() == pytest.approx(1.0 * 0.5 * (math.log(2 * math.pi) + 1.0)
+                                           + 0.5 * 0.5 * (math.log(2 * math.pi * 0.5) + 0.5), rel=1e-6)
+    sums[0].backward()
+    np.testing.assert_allclose(pred.grad.numpy(), [[-1.0, 0.5, 0.0, 0.0]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["transformer", "unet", "mlp"])
