@@ -8,7 +8,9 @@ For every curve of a raw file (simulated or ingested):
    ``cadence``), extended by ``forecast`` days past the last observation; a grid point with no
    observation within half a cadence is a gap point;
 3. gaps (runs of consecutive gap points) longer than ``max_gap`` days, measured between the
-   observations on either side, are left unfilled and counted (forecast points are always kept);
+   observations on either side, are left unfilled and counted (forecast points are kept), and
+   so is any run of more than half a window (L/2 grid points, forecasts included): no window
+   would see both of its sides, or any observation at all;
 4. the observed points and the gap points, in time order, are covered by windows of the model's
    length overlapping by half; each window is normalised as ``convert`` does (median / IQR of its
    observed points) and the model predicts mean and variance at its gap points, which are hidden
@@ -121,6 +123,17 @@ def prepare_curves(curves, cfg: FillConfig, length: int) -> tuple[list[dict], li
         gaps, n_gaps, n_dropped = gap_points(t, cadence, max_gap=cfg.max_gap, forecast=cfg.forecast)
         order = np.argsort(np.concatenate([t, gaps]), kind="stable")
         filled = np.concatenate([np.zeros(t.size, bool), np.ones(gaps.size, bool)])[order]
+        # A run of gap points longer than half a window cannot be seen from both sides (a window
+        # could hold no observation at all): it stays unfilled, and is counted.
+        edges = np.diff(np.concatenate([[0], filled.astype(np.int8), [0]]))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        too_long = (stops - starts) > length // 2
+        keep = np.ones(filled.size, bool)
+        for a, b in zip(starts[too_long], stops[too_long]):
+            keep[a:b] = False
+        n_gaps += int(too_long.sum())
+        n_dropped += int((stops - starts)[too_long].sum())
+        order, filled = order[keep], filled[keep]
         prepared.append(dict(time=np.concatenate([t, gaps])[order], flux=np.concatenate([y, np.zeros(gaps.size)])[order],
                              err=np.concatenate([e, np.zeros(gaps.size)])[order], filled=filled,
                              n_gaps=n_gaps, n_dropped=n_dropped))
@@ -228,7 +241,7 @@ def fill_file(run_dir: str | Path, input: str | Path, output: str | Path, cfg: F
     written = write_filled(output, results, meta, config, cfg.format)
     n_filled = int(meta["n_filled"].sum())
     return {"output": str(written), "curves": len(results), "observed points": int(sum((~r.filled).sum() for r in results)),
-            "filled points": n_filled, "gaps left unfilled (> max_gap)": sum(r.unfilled_gaps for r in results),
+            "filled points": n_filled, "gaps left unfilled (> max_gap or > half a window)": sum(r.unfilled_gaps for r in results),
             "grid points left unfilled": sum(r.unfilled_points for r in results),
             "has variance": bool(getattr(model.config, "variance_head", False)), "cpu seconds": seconds,
             "filled points / cpu s": n_filled / seconds if seconds > 0 else None}
