@@ -410,6 +410,7 @@ def fill(
     if not result["has variance"]:
         console.print("[yellow]note:[/] the run has no variance head (train with --set loss=nll): "
                       "flux_err of filled points is NaN")
+    result["has variance"] = "yes" if result["has variance"] else "no"
     console.print(summary_table(f"Wrote {result.pop('output')}", result))
 
 
