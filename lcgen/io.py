@@ -549,7 +549,7 @@ class RawWriter:
                 raise ValueError(f"curve {self.n_curves + i}: time, flux and errors differ in length")
         if self.n_curves == 0 and signals is not None:
             self._new("signal", "f4")
-        if ("signal" in self.f) != (signals is not None):
+        if ("signal" in self.columns) != (signals is not None):
             raise ValueError("either every chunk has signals or none does")
         columns = {"time": times, "flux": fluxes, "flux_err": errors}
         if signals is not None:
@@ -562,7 +562,7 @@ class RawWriter:
             values = np.asarray(values)
             if len(values) != n:
                 raise ValueError(f"meta column {key!r} has {len(values)} values for {n} curves")
-            if key not in group:
+            if f"meta/{key}" not in self.columns:
                 if self.n_curves:
                     raise ValueError(f"meta column {key!r} appeared after the first chunk")
                 dtype = h5py.string_dtype() if values.dtype.kind in "USO" else values.dtype

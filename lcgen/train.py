@@ -99,6 +99,7 @@ class TrainConfig:
     compile: bool = False  # (bool) torch.compile the model (minutes of compiling first; see README for when it pays)
     runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
+    init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,6 +375,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     the epoch and step, leaving the last good checkpoint untouched.
     """
     log = _logger(console)
+    init_ckpt = None  # --init: the checkpoint whose weights a new run starts from
     if resume is not None:
         run_dir = Path(resume)
         ckpt = load_checkpoint(run_dir / "last.pt")
@@ -385,6 +387,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         if cfg is None:
             raise ValueError("fit needs a config or resume=RUN_DIR")
         cfg = complete_config(cfg)
+        if cfg.init is not None:
+            init_ckpt, cfg = _init_checkpoint(cfg)
         ckpt = None
         run_dir = None
     device = resolve_device(cfg.device)
@@ -397,6 +401,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     log("")
     source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
     with contextlib.closing(source), contextlib.ExitStack() as cleanup:
+        if init_ckpt is not None:
+            _check_init_data(init_ckpt, cfg, source)
         if run_dir is None:
             run_dir = _new_run_dir(cfg, name)
             cleanup.callback(_remove_if_unstarted, run_dir)
@@ -407,10 +413,14 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         stats = source.statistics(np.sort(np.concatenate([split[k] for k in ("train", "val", "test")])))
         _log_dataset(log, stats, split, source)
 
-        if ckpt is None:
-            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length)
-        else:
+        if ckpt is not None:
             model = model_from_checkpoint(ckpt)
+        elif init_ckpt is not None:
+            model = model_from_checkpoint(init_ckpt)
+            log(f"Fine-tuning from {cfg.init} (epoch {init_ckpt['epoch']}, fresh optimizer and schedule)")
+            del init_ckpt
+        else:
+            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length)
         model.to(device)
         log(f"Creating {_model_title(cfg.model_name)} autoencoder (preset {cfg.preset})...")
         log(f"Model parameters: {sum(p.numel() for p in model.parameters()):,}")
@@ -664,6 +674,32 @@ def _resumed_config(ckpt: dict, cfg: TrainConfig | None, run_dir: Path) -> Train
         raise LcgenError(f"--resume {run_dir} continues that run with its saved settings; "
                          f"{', '.join(changed)} cannot change (start a new run instead)")
     return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUMABLE_CHANGES})
+
+
+# --init (fine-tuning): the weights and model config of another run, nothing else of it.
+
+
+def _init_checkpoint(cfg: TrainConfig) -> tuple[dict, TrainConfig]:
+    """The checkpoint ``cfg.init`` starts from (best.pt, else last.pt) and ``cfg`` with that
+    run's model settings (preset and overrides), so config.yaml says what was trained."""
+    run_dir = Path(cfg.init)
+    path = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    if not path.is_file():
+        raise LcgenError(f"--init {run_dir}: no best.pt or last.pt there; give a run directory written by lcgen train")
+    ckpt = load_checkpoint(path)
+    if ckpt["model_name"] != cfg.model_name:
+        raise LcgenError(f"--init {run_dir} is a '{ckpt['model_name']}' run; train that model: "
+                         f"lcgen train {ckpt['model_name']} --init {run_dir}")
+    saved = ckpt["train_config"]
+    return ckpt, dataclasses.replace(cfg, preset=saved["preset"], model=saved["model"], init=str(run_dir))
+
+
+def _check_init_data(ckpt: dict, cfg: TrainConfig, source) -> None:
+    """Refuse data whose rows differ in length from those the ``--init`` run was trained on."""
+    trained = ckpt["model_config"].get("input_length")
+    if trained is not None and trained != source.length:
+        raise LcgenError(f"--init {cfg.init} was trained on rows of length {trained}, but {source.path} has rows of "
+                         f"length {source.length}; remake the data with that length (e.g. lcgen convert --max-length {trained})")
 
 
 def _load_or_make_split(cfg: TrainConfig, source, run_dir: Path, resuming: bool) -> dict:
