@@ -25,7 +25,7 @@ app = typer.Typer(
     name="lcgen",
     help=(
         "Learned representations, reconstructions and gap-fills of stellar light curves.\n\n"
-        "The pipeline: [bold]generate[/] mock light curves → [bold]preprocess[/] them into multitaper "
+        "The pipeline: [bold]generate[/] mock light curves (or [bold]ingest[/] real ones) → [bold]preprocess[/] them into multitaper "
         "spectra (PSD, ACF, F-statistic) and/or [bold]convert[/] them into fixed-length time series → "
         "[bold]train[/] a masked autoencoder → [bold]evaluate[/] and [bold]plot[/] the run. "
         "Every command works with no arguments on the default paths under data/ and runs/."
@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 # Markup off: paths, settings and messages hold user text, and a "[" in it must print as it is.
 # Styles are given as Text and style= arguments instead.
-console = Console(markup=False)
+console = Console(markup=False, soft_wrap=True)  # paths are never broken across lines
 err_console = Console(stderr=True, markup=False)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings (presets in configs/; every output file stores the one that made it).")]
@@ -166,6 +166,55 @@ def generate(
 
 
 # ------------------------------------------------------------------------------------------
+# ingest
+
+
+@app.command()
+def ingest(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Light-curve files, directories (searched recursively) and quoted globs, in any mix.", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Raw file to write. \\[default: data/real/raw.h5]")] = None,
+    flux: Annotated[Optional[str], typer.Option(help="Flux column: auto (PDCSAP where the product has it, else SAP, as for QLP), pdcsap, sap, or det (QLP's detrended KSPSAP/DET flux). \\[default: auto]")] = None,
+    quality: Annotated[Optional[str], typer.Option(help="Cadences to drop by their quality flags: default (pointing, safe mode, momentum dumps, manual excludes), hard (+ cosmic rays, stray light, K2 thruster firings), hardest (any flag), none, or an integer bitmask. \\[default: default]")] = None,
+    normalise: Annotated[Optional[bool], typer.Option("--normalise/--no-normalise", help="Divide each quarter/campaign/sector by its median flux (errors alike). \\[default: on]", show_default=False)] = None,
+    stitch: Annotated[Optional[bool], typer.Option("--stitch/--no-stitch", help="Files of one target become one curve, segments in time order (else one curve per file). \\[default: on]", show_default=False)] = None,
+    time_col: Annotated[Optional[str], typer.Option(help="Tables: the time column. \\[default: time]")] = None,
+    flux_col: Annotated[Optional[str], typer.Option(help="Tables: the flux (or magnitude) column. \\[default: flux]")] = None,
+    err_col: Annotated[Optional[str], typer.Option(help="Tables: the error column. \\[default: flux_err if present, else the point-to-point scatter]")] = None,
+    id_col: Annotated[Optional[str], typer.Option(help="Tables: a target-id column; each id becomes its own curve.")] = None,
+    mag: Annotated[Optional[bool], typer.Option("--mag", help="Tables: the flux column holds magnitudes: f = 10^(-0.4 (m - median m)), sigma_f = 0.4 ln(10) f sigma_m.", show_default=False)] = None,
+    time_ref: Annotated[Optional[float], typer.Option(help="Tables: Julian date of time 0 (2400000.5 for MJD, 0 for JD), to put them on lcgen's BJD - 2400000 axis. \\[default: times kept as given]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Read real light curves (Kepler, K2, TESS SPOC 2-min/20-s, TESS-SPOC and QLP FITS; any
+    FITS/CSV/TSV/ECSV table) into one raw file that convert, preprocess, train and evaluate use
+    unchanged. Formats are detected from the files' contents. Times become days, BJD_TDB - 2400000,
+    for every mission. Files that give nothing are listed with their reason (and stored under
+    skipped/ in the output); the command fails only if no file could be read.
+
+    Example: [cyan]lcgen ingest downloads/tess/ -o data/real/raw.h5 --quality hard[/]
+    Tables: [cyan]lcgen ingest "phot/*.csv" --time-col mjd --flux-col mag --err-col mag_err --mag --time-ref 2400000.5[/]
+    """
+    from lcgen.ingest import IngestConfig, ingest as run_ingest, planned_files
+
+    cfg = resolve_config(IngestConfig, config_file=config, sets=set_, flags={
+        "inputs": paths or None, "output": _str(output), "flux": flux, "quality": quality, "normalise": normalise,
+        "stitch": stitch, "time_col": time_col, "flux_col": flux_col, "err_col": err_col, "id_col": id_col,
+        "mag": mag, "time_ref": time_ref})
+    with progress_bar("ingest", planned_files(cfg), unit="files") as advance:
+        result = run_ingest(cfg, progress=advance)
+    rows = {"files": result["files"], "files read": result["files_read"], "light curves": result["curves"],
+            "points": result["points"], "missions": ", ".join(f"{k} {v:,}" for k, v in result["missions"].items()),
+            "dropped by quality flags": result["n_quality"], "dropped as non-finite": result["n_nonfinite"],
+            "skipped": len(result["skipped"])}
+    rows.update({f"  {Path(p).name}": reason for p, reason in result["skipped"][:10]})
+    if len(result["skipped"]) > 10:
+        rows["  …"] = f"{len(result['skipped']) - 10} more under skipped/ in the output (lcgen info)"
+    rows["time"] = f"{result['seconds']:.1f} s ({result['files_per_s']:,.0f} files/s)"
+    console.print(summary_table(f"Wrote {result['output']}", rows))
+
+
+# ------------------------------------------------------------------------------------------
 # convert
 
 
@@ -241,6 +290,7 @@ def preprocess(
                  f"outliers clipped (>{cfg.outlier_iqr:g}×IQR)": result["n_outliers"]})
     if "seconds" in result:
         rows["frequency grid"] = "{:.4g} – {:.4g} c/d".format(*result["freq_range"])
+        rows["band kept"] = _band_kept_line(cfg.output if cfg.shard is None else result["output"])
         rows["lag grid"] = "0, {:.4g} – {:.4g} d".format(*result["lag_range"])
         rows["time"] = (f"{result['seconds']:.1f} s ({result['curves_per_second']:,.0f} curves/s, "
                         f"{result['workers']} workers" + (f", resumed {result['resumed_chunks']} chunks)" if result["resumed_chunks"] else ")"))
@@ -277,7 +327,10 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Model size: tiny, small or default. \\[default: default]")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: writes runs/MODEL/NAME/. \\[default: a timestamp]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. \\[default: auto]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seeds the split, initialisation, batch order and masks. \\[default: 0]")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 on a busy machine). \\[default: torch's choice, one per core]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data.", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
     nproc: Annotated[Optional[int], typer.Option(help="Train with N processes on this machine (DistributedDataParallel; one GPU each on CUDA): runs this command under torchrun --standalone --nproc_per_node N.", min=1)] = None,
@@ -286,6 +339,7 @@ def train(
     split.npz, history.csv, best.pt, last.pt). Models: {models}.
 
     Example: [cyan]lcgen train transformer --epochs 50[/]   [cyan]lcgen train mlp --channel acf --preset small[/]
+    Fine-tune on real data: [cyan]lcgen train transformer --data data/real/timeseries.h5 --init runs/transformer/NAME --lr 3e-5[/]
     Ctrl-C saves last.pt; continue with [cyan]lcgen train --resume runs/MODEL/NAME[/].
     Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
     [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
@@ -294,15 +348,15 @@ def train(
     from lcgen.train import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
-             "lr": lr, "preset": preset, "device": device}
+             "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads, "init": _str(init)}
     if resume is not None:
-        fixed = {"--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
-                 "--preset": preset, "--name": name, "--config": config, "--set": set_}
-        given = [flag for flag, value in fixed.items() if value]
+        fixed = {"--init": init, "--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
+                 "--preset": preset, "--seed": seed, "--name": name, "--config": config, "--set": set_}
+        given = [flag for flag, value in fixed.items() if value is not None]
         if given:
             raise LcgenError(f"--resume continues {resume} with its saved settings; drop {', '.join(given)} "
-                             f"(only --data and --device may change)")
-        cfg = resume_config(resume, data=_str(data), device=device)
+                             f"(only --data, --device and --threads may change)")
+        cfg = resume_config(resume, data=_str(data), device=device, threads=threads)
         if model is not None and model != cfg.model_name:
             raise LcgenError(f"{resume} is a '{cfg.model_name}' run, not '{model}'")
     else:
@@ -316,7 +370,8 @@ def train(
         args = [model] if model else []
         for flag, value in (("--data", data), ("--channel", channel), ("--epochs", epochs),
                             ("--batch-size", batch_size), ("--lr", lr), ("--preset", preset),
-                            ("--name", name), ("--device", device), ("--resume", resume),
+                            ("--name", name), ("--device", device), ("--seed", seed), ("--threads", threads),
+                            ("--resume", resume), ("--init", init),
                             ("--config", config), *(("--set", s) for s in set_ or [])):
             if value is not None:
                 args += [flag, str(value)]
@@ -349,35 +404,54 @@ def _fmt(value: Optional[float], spec: str = ".4f") -> str:
 
 
 def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
-    """Rich tables of a metrics dict: overall errors, errors against the noise-free signal and
-    (``detail``) the masked MSE by block size, mask ratio and light-curve type."""
-    from lcgen.evaluate import ratio
+    """Rich tables of a metrics dict: overall errors, calibration (predictors with a variance),
+    errors against the noise-free signal and (``detail``) the masked MSE by block size, mask ratio
+    and light-curve type."""
+    from lcgen.evaluate import BASELINE_LABELS, ratio
 
-    names = {"model": m["model_name"], "linear": "linear interpolation", "mean": "per-curve mean",
+    names = {**BASELINE_LABELS, "model": m["model_name"], "mean": "per-curve mean",
              "data": "the data itself (noise)"}
-    overall = Table("predictor", "masked MSE", "masked MAE", "unmasked MSE", "unmasked MAE", title_justify="left",
-                    title=f"{m['model_name']} on {m['n_samples']:,} {m['split']} rows of {m['data']} "
-                          f"({m['n_masked_positions']:,} hidden positions, mask seed {m['mask']['seed']})")
+    forecast = m.get("mode") == "forecast"
+    where = (f"last {m['mask']['forecast_points']} points of each window hidden" if forecast
+             else f"mask seed {m['mask']['seed']}")
+    overall = Table("predictor", "masked MSE", "masked MAE", "masked median AE", "unmasked MSE", "unmasked MAE",
+                    title_justify="left",
+                    title=f"{m['model_name']}{' forecasting' if forecast else ''} on {m['n_samples']:,} {m['split']} "
+                          f"rows of {m['data']} ({m['n_masked_positions']:,} hidden positions, {where})")
     for key, row in m["overall"].items():
-        overall.add_row(names[key], *(_fmt(row[k]) for k in ("masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae")))
+        overall.add_row(names.get(key, key), *(_fmt(row.get(k)) for k in (
+            "masked_mse", "masked_mae", "masked_medae", "unmasked_mse", "unmasked_mae")))
     tables = [overall]
+    calibrated = {k: row for k, row in m["overall"].items() if "coverage_68" in row}
+    if calibrated:
+        cal = Table("predictor", "68 % coverage", "95 % coverage", "NLL", "CRPS", title_justify="left",
+                    title="calibration on hidden positions (nominal 0.683 / 0.950)")
+        for key, row in calibrated.items():
+            cal.add_row(names.get(key, key), _fmt(row["coverage_68"], ".3f"), _fmt(row["coverage_95"], ".3f"),
+                        _fmt(row["nll"]), _fmt(row["crps"]))
+        tables.append(cal)
     if "signal" in m:
         signal = Table("predictor", "masked MSE", "unmasked MSE", title_justify="left",
                        title="against the noise-free signal (mock data)")
         for key, row in m["signal"].items():
-            signal.add_row(names[key], _fmt(row["masked_mse"]), _fmt(row["unmasked_mse"]))
+            signal.add_row(names.get(key, key), _fmt(row["masked_mse"]), _fmt(row["unmasked_mse"]))
         tables.append(signal)
     if not detail:
         return tables
-    for key, label in (("by_block_size", "block size"), ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
+    predictors = list(m["overall"])
+    first = predictors[1] if len(predictors) > 1 else None
+    for key, label in (("by_block_size", "forecast horizon" if forecast else "block size"),
+                       ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
         if not m.get(key):
             continue
-        t = Table(label, "samples", f"{m['model_name']}", "linear", "mean", "model / linear", title_justify="left",
+        extra = (f"model / {first}",) if first else ()
+        t = Table(label, "samples", *(names.get(p, p) for p in predictors), *extra, title_justify="left",
                   title=f"masked MSE by {label}")
         for g in m[key]:
-            t.add_row(str(g["group"]), f"{g['n_samples']:,}", _fmt(g["model"]["masked_mse"]),
-                      _fmt(g["linear"]["masked_mse"]), _fmt(g["mean"]["masked_mse"]),
-                      _fmt(ratio(g["model"]["masked_mse"], g["linear"]["masked_mse"]), ".3f"))
+            cells = [_fmt(g[p]["masked_mse"]) for p in predictors]
+            if first:
+                cells.append(_fmt(ratio(g["model"]["masked_mse"], g[first]["masked_mse"]), ".3f"))
+            t.add_row(str(g["group"]), f"{g['n_samples']:,}", *cells)
         tables.append(t)
     return tables
 
@@ -391,42 +465,90 @@ def evaluate(
     checkpoint: Annotated[Optional[str], typer.Option(help="best (lowest validation loss) or last. \\[default: best]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass. \\[default: 64]")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    baselines: Annotated[Optional[str], typer.Option(help="Comma list. mask mode: linear, mean, gp (celerite2 GP, slow: ~0.1 s per window); forecast mode: persistence, extrapolation, mean, gp. \\[default: all but gp]")] = None,
+    forecast: Annotated[Optional[int], typer.Option("--forecast", metavar="N", help="Forecast mode: hide the last N real points of each window (writes metrics-forecast.json).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Score a trained run on fixed, seeded masks against linear interpolation and the per-curve
-    mean (same masks); MSE/MAE on hidden and visible real positions, by block size, mask ratio and
-    light-curve type. Writes RUN_DIR/metrics.json (metrics-val.json etc. for other rows).
+    mean (same masks); MSE/MAE/median AE on hidden and visible real positions, by block size, mask
+    ratio and light-curve type, and, for a run with a variance head, 68/95 % coverage, NLL and
+    CRPS. Writes RUN_DIR/metrics.json (metrics-val.json etc. for other rows).
 
-    Example: [cyan]lcgen evaluate runs/transformer/demo[/]   [cyan]lcgen evaluate runs/mlp/demo --split val[/]
+    Example: [cyan]lcgen evaluate runs/transformer/demo --baselines linear,mean,gp[/]   [cyan]lcgen evaluate runs/transformer/demo --forecast 16[/]
     """
     from lcgen.evaluate import EvaluateConfig, evaluate_run, metrics_path, verdict
 
     cfg = resolve_config(EvaluateConfig, config_file=config, sets=set_, flags={
         "data": _str(data), "split": split, "mask_seed": mask_seed, "checkpoint": checkpoint,
-        "batch_size": batch_size, "device": device})
+        "batch_size": batch_size, "device": device, "baselines": baselines,
+        "mode": None if forecast is None else "forecast", "forecast_points": forecast})
     metrics = evaluate_run(run_dir, cfg)
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
-    console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint)}")
+    console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote "
+                  f"{metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint, mode=cfg.mode)}")
+
+
+@app.command()
+def fill(
+    run_dir: RunDirArg,
+    input: Annotated[Path, typer.Argument(help="Raw light-curve file (lcgen generate or lcgen ingest).", metavar="INPUT")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: an .h5 file (raw layout + filled), or a directory for --format csv/fits.")],
+    cadence: Annotated[Optional[float], typer.Option(help="Grid spacing in days. \\[default: each curve's median spacing]")] = None,
+    max_gap: Annotated[Optional[float], typer.Option(help="Leave gaps longer than this many days unfilled (counted in the summary). \\[default: fill every gap]")] = None,
+    forecast: Annotated[Optional[float], typer.Option(help="Also predict this many days past each curve's last observation. \\[default: 0]")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="h5 (one file), csv or fits (one file per curve in the OUTPUT directory). \\[default: h5]")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fill the gaps of every light curve in INPUT with a trained time-series run: a regular grid
+    at the curve's cadence, predicted mean and sigma at the grid points with no observation,
+    overlapping windows blended, observed points kept, output in the input's units.
+
+    Example: [cyan]lcgen fill runs/transformer/demo data/ingested.h5 -o filled.h5 --max-gap 5 --forecast 2[/]
+    """
+    from lcgen.fill import FillConfig, fill_file
+
+    cfg = resolve_config(FillConfig, config_file=config, sets=set_, flags={
+        "cadence": cadence, "max_gap": max_gap, "forecast": forecast, "format": format,
+        "checkpoint": checkpoint, "device": device})
+    with progress_bar("fill", None, unit="windows") as advance:
+        result = fill_file(run_dir, input, output, cfg, progress=advance)
+    rate = result.pop("filled points / cpu s")
+    result["cpu seconds"] = f"{result['cpu seconds']:.2f}" + (f" ({rate:,.0f} filled points/s)" if rate else "")
+    if not result["has variance"]:
+        console.print(Text.assemble(("note:", "yellow"), " the run has no variance head (train with --set loss=nll): "
+                                    "flux_err of filled points is NaN"))
+    result["has variance"] = "yes" if result["has variance"] else "no"
+    console.print(summary_table(f"Wrote {result.pop('output')}", result))
 
 
 @app.command()
 def plot(
-    run_dir: RunDirArg,
-    examples: Annotated[int, typer.Option(min=1, help="Reconstruction panels (one light-curve type after another).")] = 6,
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (lcgen train), or a file written by lcgen fill.", metavar="RUN_DIR|FILLED.h5")],
+    examples: Annotated[int, typer.Option(min=1, help="Reconstruction panels (one light-curve type after another); curves of a filled file.")] = 6,
     seed: Annotated[int, typer.Option(help="Chooses which rows are shown.")] = 0,
     mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. \\[default: 1]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG for a filled file. \\[default: FILLED.png beside it]")] = None,
 ) -> None:
-    """Draw a run's training curves and reconstructions of test rows (data, hidden regions,
-    model, linear interpolation) as PNGs under RUN_DIR/figures/.
+    """Draw a run's training curves, reconstructions of test rows (data, hidden regions, model,
+    linear interpolation), its errors by block size and, for a run with a variance head, its
+    calibration (reliability) as PNGs under RUN_DIR/figures/. Given a file written by lcgen fill,
+    draw its observed points, the filled mean and the 1 and 2 sigma bands.
 
-    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]
+    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]   [cyan]lcgen plot filled.h5[/]
     """
     from lcgen.evaluate import EvaluateConfig
-    from lcgen.plots import plot_run
+    from lcgen.plots import plot_filled, plot_run
 
+    if run_dir.is_file():
+        path = plot_filled(run_dir, output or run_dir.with_suffix(".png"), n_curves=examples)
+        console.print(f"Wrote {path}")
+        return
     if seed < 0:
         raise LcgenError(f"--seed {seed}: must be >= 0")
     cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})
@@ -502,9 +624,44 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
         shape = "×".join(str(n) for n in row["shape"])
         table.add_row(row["name"], shape, row["dtype"], *stats, note)
     console.print(table)
+    _print_real_curves(path)
+    if d["format"] == "spectra":
+        console.print(f"frequency grid keeps {_band_kept_line(path)}", highlight=False)
     if show_config and d["config"].strip():
         console.print("config", style="bold")
         console.print(d["config"].rstrip(), highlight=False)
+
+
+def _print_real_curves(path: Path) -> None:
+    """`lcgen info` on an ingested file: one line per light curve and the skipped files."""
+    from lcgen.ingest import describe_curves
+
+    real = describe_curves(path)
+    if real is None:
+        return
+    table = Table("target", "mission", "pipeline", "segments", "points", "cadence", "flux", "dropped (quality / non-finite)",
+                  title_justify="left", title=f"light curves ({len(real['curves'])} of {real['n_curves']:,} shown; "
+                                              f"times in days, {real['time_system'] or 'as given'})")
+    for c in real["curves"]:
+        table.add_row(c["target"], c["mission"], c["pipeline"], c["segments"] or "-", f"{c['points']:,}",
+                      f"{c['cadence_s']:.4g} s", c["flux_column"], f"{c['n_quality_dropped']:,} / {c['n_nonfinite_dropped']:,}")
+    console.print(table)
+    if real["skipped"]:
+        skipped = Table("skipped file", "reason", title_justify="left", title=f"{len(real['skipped']):,} files skipped")
+        for source, reason in real["skipped"][:20]:
+            skipped.add_row(source, reason)
+        console.print(skipped)
+
+
+def _band_kept_line(path) -> str:
+    """What share of each curve's resolvable band [W, Nyquist] the shared frequency grid keeps."""
+    from lcgen.preprocess import band_coverage
+
+    c = band_coverage(path)
+    if c is None:
+        return "(no band_kept column: file written by an older lcgen)"
+    return (f"{100 * c['median']:.1f} % of the median curve's band (min {100 * c['min']:.1f} %; "
+            f"{c['partial']:,} of {c['curves']:,} curves lose part of theirs)")
 
 
 def run_torchrun(nproc: int, args: list[str]) -> int:

@@ -10,8 +10,25 @@ positions (``valid``); padding and unresolvable bins never contribute:
 
 pooled over all positions of the batch (and, for the logged epoch values, of the epoch).
 
-Optimisation: AdamW (no weight decay on biases and norm gains), OneCycleLR stepped per batch,
-gradient-norm clipping, bf16 autocast on CUDA. Training masks are drawn from a seeded
+With ``loss: nll`` the model also predicts a log-variance (its variance head is switched on) and
+both terms are Gaussian negative log-likelihoods instead of MSEs:
+
+    nll = ½ [log(2π s²) + ρ((y − ŷ)² / s²)],   s² = exp(log_var) + flux_err²
+
+with ``flux_err`` the point's own normalised error (0 for spectra), so the model learns the
+uncertainty of the signal and the noise of the data is not counted twice. ``ρ`` is the identity
+up to ``nll_tail`` standard deviations and linear beyond (Huber tails: ρ(r²) = 2c|r| − c²), so a
+flare or an outlier pulls with a bounded force instead of dominating the batch; for Gaussian
+residuals that changes nothing (P(|r| > 5) ≈ 6e-7). Each point's NLL is weighted by
+``stop_gradient(s²)^β`` (β-NLL, Seitzer et al. 2022; ``nll_beta``, default 1): with the plain NLL
+(β = 0) the gradient on the mean is scaled by 1/s², the variance absorbs the error and the mean
+stays where it starts (measured on the demo: a transformer with ``interp_residual`` stuck at 0.99×
+linear interpolation after 4 of 8 epochs, while calibrated); with β = 1 the mean gets the MSE's
+gradient and the variance still converges to the squared residual.
+
+Optimisation: AdamW (no weight decay on biases and norm gains; torch's fused kernel by default),
+OneCycleLR stepped per batch, gradient-norm clipping, bf16 autocast on CUDA, and optionally
+``torch.compile``. Training masks are drawn from a seeded
 ``torch.Generator``; validation masks are fixed per sample index, so validation losses compare
 across epochs and runs.
 
@@ -67,7 +84,7 @@ RESUME_KEYS = ("optimizer", "scheduler", "rng", "progress")  # last.pt, to conti
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_masked", "train_unmasked", "val_loss",
                    "val_masked", "val_unmasked", "seconds", "samples_per_s", "data_wait_s")
 # Settings a resumed run may change: where the data lives, where and how fast it runs.
-RESUMABLE_CHANGES = ("data", "device", "compile", "log_every", "prefetch")
+RESUMABLE_CHANGES = ("data", "device", "threads", "compile", "log_every", "prefetch")
 # Steps between host reads of the loss on CUDA when log_every is 0 (on the CPU a read is free).
 CUDA_LOG_EVERY = 50
 # Batches read ahead on CUDA when prefetch is unset.
@@ -88,6 +105,9 @@ class TrainConfig:
     lr: Optional[float] = None  # (float) peak learning rate of OneCycleLR; default 1e-4 (transformer) or 1e-3
     weight_decay: float = 0.01  # (float) AdamW decoupled weight decay (not on biases and norm gains)
     unmasked_weight: float = 0.1  # (float) weight of the unmasked-position MSE in the loss
+    loss: Literal["mse", "nll"] = "mse"  # (str) mse, or nll: Gaussian NLL with a predicted variance (turns the variance head on)
+    nll_tail: float = 5.0  # (float) nll: residuals beyond this many sigma count linearly (robust to flares); 0 = pure Gaussian
+    nll_beta: float = 1.0  # (float) nll: weight each point by stop-gradient(variance)^beta (beta-NLL); 0 = plain NLL
     grad_clip: float = 1.0  # (float) clip the global gradient norm to this; 0 turns clipping off
     pct_start: float = 0.1  # (float) OneCycleLR: fraction of steps spent warming up
     div_factor: float = 100.0  # (float) OneCycleLR: initial lr = lr / div_factor
@@ -98,12 +118,15 @@ class TrainConfig:
     val_mask_seed: int = 0  # (int) fixes the validation masks (per sample index)
     mask: MaskConfig = dataclasses.field(default_factory=MaskConfig)  # block masking ranges
     device: str = "auto"  # (str) auto, cpu, cuda or cuda:N
+    threads: Optional[int] = None  # (int) CPU threads torch uses; default: torch's choice (one per core)
     amp: bool = True  # (bool) bf16 autocast on CUDA (ignored on CPU)
-    compile: bool = False  # (bool) torch.compile the model; falls back to eager where compiling fails
-    log_every: int = 0  # (int) steps between host reads of the loss (progress bar, non-finite and Ctrl-C checks); 0: every step on CPU, 50 on CUDA
+    optimizer_impl: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # (str) AdamW kernel: auto = fused (one kernel over all parameters)
+    compile: bool = False  # (bool) torch.compile the model (minutes of compiling first; see README for when it pays); falls back to eager where compiling fails
+    log_every: int = 0  # (int) steps between host reads of the loss (progress, non-finite and Ctrl-C checks); 0: every step on CPU, 50 on CUDA
     prefetch: Optional[int] = None  # (int) batches read ahead by a background thread, 0 for none; default 2 on CUDA, 0 on the CPU (where the thread would compete with torch's)
     runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
+    init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,6 +157,11 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
         # checked (types, names, consistency) as they will be used: laid over the preset
         checked = config_from_dict(spec.config_cls, {**spec.presets[cfg.preset], **cfg.model}, where="model")
         overrides = {key: plain(getattr(checked, key)) for key in cfg.model}
+    if cfg.loss == "nll":
+        if overrides.get("variance_head") is False:
+            raise LcgenError("loss nll needs the model's variance head; drop model.variance_head=false "
+                             "or use loss mse")
+        overrides["variance_head"] = True
     defaults = MODEL_DEFAULTS.get(cfg.model_name, FALLBACK_DEFAULTS)
     cfg = dataclasses.replace(
         cfg, model=overrides,
@@ -147,6 +175,8 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("lr", cfg.lr, cfg.lr > 0 and math.isfinite(cfg.lr), "> 0"),
             ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0, ">= 0"),
             ("unmasked_weight", cfg.unmasked_weight, cfg.unmasked_weight >= 0, ">= 0"),
+            ("nll_tail", cfg.nll_tail, cfg.nll_tail >= 0, ">= 0 (0 turns the Huber tails off)"),
+            ("nll_beta", cfg.nll_beta, 0 <= cfg.nll_beta <= 1, "in [0, 1]"),
             ("grad_clip", cfg.grad_clip, cfg.grad_clip >= 0, ">= 0 (0 turns clipping off)"),
             ("pct_start", cfg.pct_start, 0 < cfg.pct_start < 1, "in (0, 1)"),
             ("div_factor", cfg.div_factor, cfg.div_factor > 0, "> 0"),
@@ -154,6 +184,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("buffer_rows", cfg.buffer_rows, cfg.buffer_rows >= 1, ">= 1"),
             ("log_every", cfg.log_every, cfg.log_every >= 0, ">= 0 (0: automatic)"),
             ("prefetch", cfg.prefetch, cfg.prefetch is None or cfg.prefetch >= 0, ">= 0 (0: no read-ahead)"),
+            ("threads", cfg.threads, cfg.threads is None or cfg.threads >= 1, ">= 1 (or unset)"),
             ("seed", cfg.seed, cfg.seed >= 0, ">= 0"),
             ("val_mask_seed", cfg.val_mask_seed, cfg.val_mask_seed >= 0, ">= 0")):
         if not ok:
@@ -162,13 +193,14 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def resume_config(run_dir: str | Path, *, data: str | None = None, device: str | None = None) -> TrainConfig:
-    """The saved config of ``run_dir`` (its config.yaml), with a new data path or device."""
+def resume_config(run_dir: str | Path, *, data: str | None = None, device: str | None = None,
+                  threads: int | None = None) -> TrainConfig:
+    """The saved config of ``run_dir`` (its config.yaml), with a new data path, device or threads."""
     run_dir = Path(run_dir)
     if not (run_dir / "last.pt").is_file():
         raise LcgenError(f"{run_dir} holds no last.pt to resume from; is it an lcgen run directory?")
     saved = config_from_dict(TrainConfig, load_yaml(run_dir / "config.yaml"))
-    changes = {k: v for k, v in (("data", data), ("device", device)) if v is not None}
+    changes = {k: v for k, v in (("data", data), ("device", device), ("threads", threads)) if v is not None}
     if device is not None:
         resolve_device(device, check_available=False)
     return dataclasses.replace(saved, **changes)
@@ -212,6 +244,41 @@ def mse_sums(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor
     err = torch.where(valid, pred - batch["values"].float(), zero) ** 2  # (B, L)
     return torch.stack([torch.where(masked, err, zero).sum(), masked.sum().to(err.dtype),
                         torch.where(unmasked, err, zero).sum(), unmasked.sum().to(err.dtype)])
+
+
+def gaussian_nll_sums(pred: torch.Tensor, log_var: torch.Tensor, batch: dict[str, torch.Tensor], *,
+                      tail: float = 0.0, beta: float = 0.0) -> torch.Tensor:
+    """Gaussian NLL sums and counts: tensor([Σ_hidden nll, n_hidden, Σ_visible nll, n_visible]).
+
+    ``nll = ½ [log(2π s²) + ρ(r²)]`` with ``s² = exp(log_var) + flux_err²`` (``flux_err`` from the
+    batch where present, else 0) and ``r = (y − pred) / s``; ``ρ(r²) = r²`` for ``|r| <= tail``
+    and ``2·tail·|r| − tail²`` beyond (``tail = 0``: always r²). With ``beta > 0`` each point's
+    NLL is multiplied by ``s².detach() ** beta`` (β-NLL). Padding never counts.
+    """
+    shape = batch["values"].shape
+    pred, log_var = pred.reshape(shape).float(), log_var.reshape(shape).float()
+    valid, hidden = batch["valid"], batch["hidden"]
+    masked, unmasked = valid & hidden, valid & ~hidden
+    zero = pred.new_zeros(())
+    var = log_var.exp()
+    if "flux_err" in batch:
+        var = var + torch.where(valid, batch["flux_err"].float(), zero) ** 2
+    r2 = torch.where(valid, pred - batch["values"].float(), zero) ** 2 / var  # (B, L)
+    if tail > 0:
+        r = r2.clamp(min=1e-12).sqrt()
+        r2 = torch.where(r <= tail, r2, 2 * tail * r - tail * tail)
+    nll = 0.5 * (torch.log(2 * math.pi * var) + r2)
+    if beta > 0:
+        nll = nll * var.detach() ** beta
+    return torch.stack([torch.where(masked, nll, zero).sum(), masked.sum().to(nll.dtype),
+                        torch.where(unmasked, nll, zero).sum(), unmasked.sum().to(nll.dtype)])
+
+
+def loss_sums(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: "TrainConfig") -> torch.Tensor:
+    """The sums of the configured loss (:func:`mse_sums` or :func:`gaussian_nll_sums`)."""
+    if cfg.loss == "nll":
+        return gaussian_nll_sums(out["reconstructed"], out["log_var"], batch, tail=cfg.nll_tail, beta=cfg.nll_beta)
+    return mse_sums(out["reconstructed"], batch)
 
 
 def losses_from_sums(sums: torch.Tensor, unmasked_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -376,7 +443,7 @@ class _State:
 
     epoch: int = 0  # completed epochs
     step: int = 0  # completed training batches of the current epoch
-    sums: list = dataclasses.field(default_factory=lambda: [0.0] * 4)  # mse_sums of the epoch so far
+    sums: list = dataclasses.field(default_factory=lambda: [0.0] * 4)  # loss_sums of the epoch so far
     samples: int = 0  # training samples seen in the epoch so far
     seconds: float = 0.0  # training time of the epoch so far
     data_wait: float = 0.0  # the part of `seconds` spent waiting for batches
@@ -385,13 +452,17 @@ class _State:
 
 
 def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str | Path | None = None,
-        console=None, progress: bool = False, stop_after: int | None = None) -> dict:
+        console=None, progress: bool = False, log_every: float | None = 60.0,
+        stop_after: int | None = None) -> dict:
     """Train ``cfg.model_name`` on ``cfg.data``; or, with ``resume=RUN_DIR``, continue that run.
 
     Writes the run directory (see the module docstring). ``console`` (a Rich console) receives
-    the per-epoch lines; ``progress`` shows a live progress bar per epoch. ``stop_after`` ends
+    the per-epoch lines; ``progress`` shows a live progress bar per epoch, and without it a line
+    goes to ``console`` every ``log_every`` seconds within an epoch (None: never; this argument is
+    not the setting ``cfg.log_every``, the steps between host reads of the loss). ``stop_after`` ends
     this call after that many epochs (the schedule still spans ``cfg.epochs``; resume later).
-    With ``resume``, ``cfg`` may only change ``RESUMABLE_CHANGES`` of the saved config.
+    With ``resume``, ``cfg`` may only change ``RESUMABLE_CHANGES`` of the saved config (``data``,
+    ``device``, ``threads``, ``compile``, ``log_every``, ``prefetch``).
 
     Started by torchrun (``RANK``/``WORLD_SIZE`` in the environment), every process calls this
     and they train one model with DistributedDataParallel (:mod:`lcgen.distributed`); rank 0
@@ -404,6 +475,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     place = from_env()
     log = _logger(console if place.main else None)
     progress = progress and place.main
+    init_ckpt = None  # --init: the checkpoint whose weights a new run starts from
     if resume is not None:
         run_dir = Path(resume)
         ckpt = load_checkpoint(run_dir / "last.pt")
@@ -415,9 +487,13 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         if cfg is None:
             raise ValueError("fit needs a config or resume=RUN_DIR")
         cfg = complete_config(cfg)
+        if cfg.init is not None:
+            init_ckpt, cfg = _init_checkpoint(cfg)
         ckpt = None
         run_dir = None
     device = _process_device(cfg.device, place)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     spec = get_spec(cfg.model_name)
 
@@ -426,6 +502,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
     with contextlib.closing(source), contextlib.ExitStack() as cleanup, process_group(place, device), \
             _fast_cuda_math(device):
+        if init_ckpt is not None:
+            _check_init_data(init_ckpt, cfg, source)
         if run_dir is None:
             run_dir = on_main(lambda: _new_run_dir(cfg, name, config_to_yaml(cfg)), place)
             if place.main:
@@ -437,17 +515,21 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             stats = source.statistics(np.sort(np.concatenate([split[k] for k in ("train", "val", "test")])))
             _log_dataset(log, stats, split, source)
 
-        if ckpt is None:
-            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length)
-        else:
+        if ckpt is not None:
             model = model_from_checkpoint(ckpt)
+        elif init_ckpt is not None:
+            model = model_from_checkpoint(init_ckpt)
+            log(f"Fine-tuning from {cfg.init} (epoch {init_ckpt['epoch']}, fresh optimizer and schedule)")
+            del init_ckpt
+        else:
+            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length)
         model.to(device)
         log(f"Creating {_model_title(cfg.model_name)} autoencoder (preset {cfg.preset})...")
         log(f"Model parameters: {sum(p.numel() for p in model.parameters()):,}")
         log("")
 
         steps = n_batches(len(split["train"]), cfg.batch_size)
-        optimizer = _make_optimizer(model, cfg, device)
+        optimizer = _make_optimizer(model, cfg)
         scheduler = _make_scheduler(optimizer, cfg, steps)
         generator = torch.Generator().manual_seed(cfg.seed)  # training masks, on the CPU, same on every rank
         if place.enabled:  # dropout differs between ranks
@@ -475,8 +557,11 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
                 f"{cfg.batch_size} = about {cfg.batch_size // place.world_size} per process")
         log(f"Run directory: {run_dir}")
 
+        if cfg.compile:
+            log("Compiling the model with torch.compile (the first steps take minutes)...")
+            model.compile()  # in place: forward_batch's self(...) runs compiled, state_dict keys unchanged
         loop = _Loop(cfg, model, optimizer, scheduler, generator, source, split, device, run_dir,
-                     spec, log, progress, place)
+                     spec, log, progress, log_every, place)
         with _catch_interrupt() as interrupt:
             done_here = 0
             while state.epoch < cfg.epochs:
@@ -508,42 +593,44 @@ class _Loop:
     """One epoch of training and validation, plus checkpointing (the state lives in _State)."""
 
     def __init__(self, cfg, model, optimizer, scheduler, generator, source, split, device,
-                 run_dir, spec, log, progress, place: Dist = Dist()):
+                 run_dir, spec, log, progress, log_every: float | None = None, place: Dist = Dist()):
         self.cfg, self.model, self.optimizer, self.scheduler = cfg, model, optimizer, scheduler
         self.generator, self.source, self.split, self.device = generator, source, split, device
         self.run_dir, self.spec, self.log, self.progress, self.place = run_dir, spec, log, progress, place
+        self.line_every = log_every  # seconds between progress lines without a progress bar
         self.steps = n_batches(len(split["train"]), cfg.batch_size)
         self.mask_args = dataclasses.asdict(cfg.mask)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=cfg.amp and device.type == "cuda")
         # Host reads of the device-side loss sums (each one waits for the GPU) every this many steps.
-        self.log_every = cfg.log_every or (CUDA_LOG_EVERY if device.type == "cuda" else 1)
+        self.read_every = cfg.log_every or (CUDA_LOG_EVERY if device.type == "cuda" else 1)
         self.prefetch = cfg.prefetch if cfg.prefetch is not None else (CUDA_PREFETCH if device.type == "cuda" else 0)
         self.forward = self._wrap(model)
+        self.compiled = cfg.compile  # until the compiled model fails (then eager)
 
-    def _wrap(self, model: torch.nn.Module) -> Callable:
-        """The model's batch forward, under DDP for several processes and compiled if asked."""
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model's batch forward, under DDP for several processes (the model itself is
+        compiled in place by :func:`fit` if asked, so DDP wraps the compiled model)."""
         net: torch.nn.Module = _Forward(model)
         if self.place.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if not self.cfg.compile:
-            return net
-        compiled, eager = torch.compile(net), net
+        return net
 
-        def forward(batch):
-            nonlocal compiled
-            if compiled is None:
-                return eager(batch)
-            try:
-                return compiled(batch)
-            except Exception as exc:  # no compiler toolchain, unsupported platform or operator
-                compiled = None
-                self.log(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                         f"training without it")
-                return eager(batch)
-        return forward
+    def _forward(self, forward: Callable, batch: dict) -> dict:
+        """``forward(batch)``; if the compiled model fails (no compiler toolchain, an unsupported
+        platform or operator), say so once, put the model back to eager and run it again."""
+        if not self.compiled:
+            return forward(batch)
+        try:
+            return forward(batch)
+        except Exception as exc:
+            self.compiled = False
+            self.model._compiled_call_impl = None  # undoes Module.compile(): plain forward from here on
+            self.log(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                     f"training without it")
+            return forward(batch)
 
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -575,8 +662,8 @@ class _Loop:
         pending = torch.zeros(4, dtype=torch.float64, device=self.device)
         bad_norm = torch.zeros((), device=self.device)
         first_pending = state.step
-        with contextlib.closing(batches), _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}",
-                                                     self.steps, state.step, cfg.unmasked_weight) as bar:
+        with contextlib.closing(batches), _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}", self.steps,
+                                                     state.step, cfg.unmasked_weight, self.log, self.line_every) as bar:
             tick = time.perf_counter()
             while state.step < self.steps:
                 batch = next(batches)
@@ -585,16 +672,17 @@ class _Loop:
                 batch["hidden"] = self._train_mask(batch["valid"], state.step)
                 batch = self._to_device(batch)
                 with torch.autocast(**self.autocast):
-                    out = self.forward(batch)
-                sums = mse_sums(out["reconstructed"], batch)  # this rank's rows
+                    out = self._forward(self.forward, batch)
+                sums = loss_sums(out, batch, cfg)  # this rank's rows
                 totals = all_sum(sums.detach().clone(), place)  # the global batch's
-                # Pooled over the global batch; DDP averages gradients over ranks, hence the factor.
+                # Pooled over the global batch (MSE or NLL alike); DDP averages gradients over ranks,
+                # hence the factor.
                 total = place.world_size * (sums[0] / totals[1].clamp(min=1)
                                             + cfg.unmasked_weight * sums[2] / totals[3].clamp(min=1))
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.grad_clip > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
                     bad_norm = torch.where(torch.isfinite(norm), bad_norm, norm.detach())
                 self.optimizer.step()
                 self.scheduler.step()
@@ -606,7 +694,7 @@ class _Loop:
                 state.seconds += now - tick
                 state.data_wait += waited
                 tick = now
-                if state.step % self.log_every == 0 or state.step == self.steps:
+                if state.step % self.read_every == 0 or state.step == self.steps:
                     # the one host read of the loss (it waits for the device)
                     self._check_finite(pending, bad_norm, state, first_pending)
                     state.sums = [a + b for a, b in zip(state.sums, pending.tolist())]
@@ -663,9 +751,9 @@ class _Loop:
                                              **self.mask_args)
                 batch = self._to_device(batch)
                 with torch.autocast(**self.autocast):
-                    out = self.model.forward_batch(batch)  # no gradients: DDP is not needed
-                sums += mse_sums(out["reconstructed"], batch)
-                if k % self.log_every == 0 and _any_rank(interrupt["stop"], self.place, self.device):
+                    out = self._forward(self.model.forward_batch, batch)  # no gradients: DDP is not needed
+                sums += loss_sums(out, batch, self.cfg).double()
+                if k % self.read_every == 0 and _any_rank(interrupt["stop"], self.place, self.device):
                     return None
         self.model.train()
         sums = all_sum(sums, self.place).cpu()
@@ -725,14 +813,16 @@ def write_history(path: str | Path, rows: list[dict]) -> None:
 # Helpers of fit
 
 
-def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
-                    device: torch.device = torch.device("cpu")) -> torch.optim.AdamW:
+def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     # Decay matrices and embeddings only; biases and norm gains (1-D) are left alone.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # fused: one kernel for the whole update on CUDA instead of several per parameter
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=device.type == "cuda")
+    impl = cfg.optimizer_impl
+    if impl == "auto":  # torch has fused AdamW kernels for CPU and CUDA
+        impl = "fused" if all(p.device.type in ("cpu", "cuda") for p in params) else "foreach"
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=impl == "fused",
+                             foreach=impl == "foreach")
 
 
 def _make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -788,6 +878,32 @@ def _resumed_config(ckpt: dict, cfg: TrainConfig | None, run_dir: Path) -> Train
         raise LcgenError(f"--resume {run_dir} continues that run with its saved settings; "
                          f"{', '.join(changed)} cannot change (start a new run instead)")
     return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUMABLE_CHANGES})
+
+
+# --init (fine-tuning): the weights and model config of another run, nothing else of it.
+
+
+def _init_checkpoint(cfg: TrainConfig) -> tuple[dict, TrainConfig]:
+    """The checkpoint ``cfg.init`` starts from (best.pt, else last.pt) and ``cfg`` with that
+    run's model settings (preset and overrides), so config.yaml says what was trained."""
+    run_dir = Path(cfg.init)
+    path = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    if not path.is_file():
+        raise LcgenError(f"--init {run_dir}: no best.pt or last.pt there; give a run directory written by lcgen train")
+    ckpt = load_checkpoint(path)
+    if ckpt["model_name"] != cfg.model_name:
+        raise LcgenError(f"--init {run_dir} is a '{ckpt['model_name']}' run; train that model: "
+                         f"lcgen train {ckpt['model_name']} --init {run_dir}")
+    saved = ckpt["train_config"]
+    return ckpt, dataclasses.replace(cfg, preset=saved["preset"], model=saved["model"], init=str(run_dir))
+
+
+def _check_init_data(ckpt: dict, cfg: TrainConfig, source) -> None:
+    """Refuse data whose rows differ in length from those the ``--init`` run was trained on."""
+    trained = ckpt["model_config"].get("input_length")
+    if trained is not None and trained != source.length:
+        raise LcgenError(f"--init {cfg.init} was trained on rows of length {trained}, but {source.path} has rows of "
+                         f"length {source.length}; remake the data with that length (e.g. lcgen convert --max-length {trained})")
 
 
 def _load_or_make_split(cfg: TrainConfig, source, run_dir: Path, resuming: bool) -> dict:
@@ -900,11 +1016,30 @@ def _catch_interrupt() -> Iterator[dict]:
             signal.signal(sig, old)
 
 
+def _running(state: _State, unmasked_weight: float) -> tuple[float, float]:
+    """The epoch's pooled loss and samples/s so far."""
+    s = state.sums
+    loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
+    return loss, state.samples / state.seconds if state.seconds > 0 else 0.0
+
+
 @contextlib.contextmanager
-def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float):
-    """A transient Rich bar with live loss and samples/s; yields ``update(state)``."""
+def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float,
+               log: Callable[[str], None], log_every: float | None):
+    """A transient Rich bar with live loss and samples/s; without one (output to a log or pipe), a
+    line through ``log`` every ``log_every`` seconds. Yields ``update(state)``."""
     if not enabled:
-        yield lambda state: None
+        last = time.monotonic()
+
+        def log_line(state: _State) -> None:
+            nonlocal last
+            if log_every is None or time.monotonic() - last < log_every:
+                return
+            last = time.monotonic()
+            loss, rate = _running(state, unmasked_weight)
+            log(f"  {description} step {state.step}/{total}: loss {loss:.4f}, {rate:,.1f} samples/s")
+
+        yield log_line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -915,9 +1050,7 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
         task = bar.add_task(description, total=total, completed=done, loss="-", rate="")
 
         def update(state: _State) -> None:
-            s = state.sums  # the epoch's pooled loss so far
-            loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
-            rate = state.samples / state.seconds if state.seconds > 0 else 0.0
+            loss, rate = _running(state, unmasked_weight)
             bar.update(task, completed=state.step, loss=f"{loss:.4f}", rate=f"{rate:,.0f} samples/s")
 
         yield update
