@@ -188,10 +188,14 @@ def runs(data, tmp_path_factory):
     """The multi-process runs of this module (3 epochs of 80 steps), two started together to share
     their start-up time: an uninterrupted 2-process run, and the same run killed after its first
     epoch, then resumed with 2 processes (and a copy of it with 1, in this process); and a
-    1-process run stopped after one epoch, resumed with 2 processes."""
+    1-process run stopped after one epoch, resumed with 2 processes; and one epoch of the
+    Gaussian NLL loss (variance head) with 2 processes."""
     root = tmp_path_factory.mktemp("runs")
     killed = start(*cli_args(data, root, "killed"), "--nproc", 2)
     two = start(*cli_args(data, root, "two"), "--nproc", 2)
+    nll_args = cli_args(data, root, "two-nll")
+    nll_args[nll_args.index("--epochs") + 1] = 1
+    nll = start(*nll_args, "--set", "loss=nll", "--nproc", 2)
     last = root / "mlp" / "killed" / "last.pt"
     deadline = time.monotonic() + 600
     while not (last.is_file() and load_checkpoint(last)["epoch"] >= 1) and killed.poll() is None:
@@ -207,8 +211,9 @@ def runs(data, tmp_path_factory):
     fit(config(data, root), name="half", stop_after=1)
     across = start("train", "--resume", root / "mlp" / "half", "--nproc", 2)
     fit(config(data, root), name="one")
+    fit(config(data, root, epochs=1, loss="nll"), name="one-nll")
     return {"root": root, "two": finish(two), "resumed": finish(resumed), "across": finish(across),
-            "kill_epoch": kill_epoch}
+            "nll": finish(nll), "kill_epoch": kill_epoch}
 
 
 def test_two_processes_train_as_one(runs, data):
@@ -229,6 +234,18 @@ def test_two_processes_train_as_one(runs, data):
     # the comparison can fail: another global batch is another training run
     other = fit(config(data, root, batch_size=5, epochs=1), name="half-batch")
     assert max_diff(state(other["run_dir"]), two) > 1e-3
+
+
+def test_two_processes_train_as_one_with_the_nll_loss(runs):
+    """The NLL sums are pooled over the global batch's counts as the MSE's are: 2 processes train
+    the variance-head model 1 process does."""
+    root = runs["root"]
+    one, two = load_checkpoint(root / "mlp" / "one-nll" / "last.pt"), load_checkpoint(root / "mlp" / "two-nll" / "last.pt")
+    assert two["train_config"]["loss"] == "nll" and two["model_config"]["variance_head"] is True
+    assert max_diff(one["state_dict"], two["state_dict"]) < ATOL
+    for key in ("train_loss", "train_masked", "val_loss"):
+        np.testing.assert_allclose([r[key] for r in two["progress"]["history"]],
+                                   [r[key] for r in one["progress"]["history"]], rtol=1e-5)
 
 
 def test_killed_two_process_run_resumes_where_an_uninterrupted_one_ends(runs):
