@@ -363,13 +363,18 @@ def plot(
     mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. \\[default: 1]")] = None,
 ) -> None:
     """Draw a run's training curves and reconstructions of test rows (data, hidden regions,
-    model, linear interpolation) as PNGs under RUN_DIR/figures/.
+    model, linear interpolation) as PNGs under RUN_DIR/figures/, and the 2-D map of its
+    embeddings.h5 (PCA, or UMAP when umap-learn is installed) coloured by light-curve type. Given
+    an embeddings file instead of a run, draws its map beside it (STEM_map.png).
 
-    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]
+    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]   [cyan]lcgen plot emb.h5[/]
     """
     from lcgen.evaluate import EvaluateConfig
-    from lcgen.plots import plot_run
+    from lcgen.plots import plot_embeddings, plot_run
 
+    if run_dir.is_file():  # an embeddings file: its 2-D map
+        console.print(f"Wrote {plot_embeddings(run_dir)}")
+        return
     cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})
     for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg):
         console.print(f"Wrote {path}")
@@ -413,6 +418,101 @@ def demo(
 
 
 # ------------------------------------------------------------------------------------------
+# embed, probe
+
+
+@app.command()
+def embed(
+    run_dir: RunDirArg,
+    input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
+    level: Annotated[Optional[str], typer.Option(help="Latent level: bottleneck, level0, level1, ... (mlp: latent), or all (every level, concatenated). \\[default: bottleneck]")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max or meanmax (both). \\[default: mean]")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="trained, or random (the same architecture freshly initialised: a control). \\[default: trained]")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Rows per forward pass. \\[default: 256]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Take a trained run's representation out: the latent of every row pooled over its real
+    positions (padding never counts) into one float32 vector, and per source light curve the mean
+    of its windows. Writes an HDF5 'embeddings' file (window, curve, source, start, meta/, the
+    run it came from); read it with lcgen.embed.read_embeddings, score it with lcgen probe.
+
+    Example: [cyan]lcgen embed runs/transformer/demo data/mock_lightcurves/timeseries.h5 -o emb.h5[/]
+    """
+    from lcgen.embed import EMBEDDINGS_FILE, EmbedConfig, embed as run_embed, write_embeddings
+    from lcgen.embed.extract import count_rows
+
+    cfg = resolve_config(EmbedConfig, config_file=config, sets=set_, flags={
+        "level": level, "pooling": pooling, "weights": weights, "checkpoint": checkpoint,
+        "batch_size": batch_size, "device": device})
+    with progress_bar("embed", count_rows(run_dir, input), unit="rows") as advance:
+        emb = run_embed(run_dir, input, cfg, progress=advance)
+    path = write_embeddings(output or Path(run_dir) / EMBEDDINGS_FILE, emb)
+    a = emb.attrs
+    console.print(summary_table(f"Wrote {path}", {
+        "run": f"{a['run_dir']} ({a['model_name']} {a['preset']}, {a['checkpoint']}.pt, {a['weights']} weights)",
+        "input": a["input"], "latent": f"{a['level']}, {a['pooling']}-pooled over real positions",
+        "windows": f"{emb.window.shape[0]:,} × {emb.window.shape[1]}",
+        "curves": f"{emb.curve.shape[0]:,} × {emb.curve.shape[1]}",
+        "time": f"{a['seconds']:.1f} s ({emb.window.shape[0] / max(a['seconds'], 1e-9):,.0f} rows/s)"}))
+
+
+@app.command()
+def probe(
+    embeddings: Annotated[Path, typer.Argument(help="An embeddings file written by lcgen embed.")],
+    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="meta column to read out (repeatable); text columns are classified, numbers regressed, log10(NAME) regresses the log. \\[default: lc_type, log10(period), log10(tau)]")] = None,
+    rows: Annotated[Optional[str], typer.Option(help="curve (one vector per light curve) or window. \\[default: curve]")] = None,
+    baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="Also probe hand-crafted features and random weights on the same split. \\[default: on]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seeds the split, few-shot draws and random weights. \\[default: 0]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON to write. \\[default: probe.json beside the embeddings]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Measure what simple probes read from embeddings, on a split by light curve: logistic
+    regression and kNN for the light-curve type (macro-F1, accuracy, few-shot at 10 and 100 curves
+    per class), ridge and kNN for log period and log DRW timescale, or any meta column you name;
+    against hand-crafted features and the random-weight control on the same split.
+
+    Example: [cyan]lcgen probe runs/transformer/demo/embeddings.h5[/]   [cyan]lcgen probe emb.h5 -t sampling -t "log10(snr)"[/]
+    """
+    from lcgen.embed.probe import ProbeConfig, probe_file, probe_path
+
+    cfg = resolve_config(ProbeConfig, config_file=config, sets=set_, flags={
+        "targets": target or None, "rows": rows, "baselines": baselines, "seed": seed})
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=not show_progress()) as bar:
+        tasks: dict = {}
+
+        def advance(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        report = probe_file(embeddings, cfg, output=output, progress=advance)
+    console.print(probe_table(report))
+    for line in report["summary"]:
+        console.print(line, highlight=False)
+    console.print(f"Wrote {output or probe_path(embeddings)}")
+
+
+def probe_table(report: dict) -> Table:
+    """The headline probe scores, one column per representation."""
+    from lcgen.embed.probe import headline, score
+
+    reps = list(report["representations"])
+    s = report["split"]
+    table = Table("score", *reps, title_justify="left",
+                  title=f"probes on {s['n_test_rows']:,} test / {s['n_train_rows']:,} train {report['rows']} rows "
+                        f"(split by light curve, seed {s['seed']}); {report['level']} {report['pooling']}-pooled")
+    for target, probe_name, metric, label in headline(report):
+        table.add_row(label, *(_fmt(score(report, r, target, probe_name, metric), ".3f") for r in reps))
+    return table
+
+
+# ------------------------------------------------------------------------------------------
 # info
 
 
@@ -428,6 +528,8 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
     d = describe(path)
     console.print(f"[bold]{d['path']}[/]: lcgen [bold]{d['format']}[/] file (format v{d['format_version']}, "
                   f"lcgen {d['lcgen_version']}, created {d['created']}), {d['n_curves']:,} rows")
+    if "provenance" in d:
+        console.print(", ".join(f"{k}: {v}" for k, v in d["provenance"].items()), highlight=False, soft_wrap=True)
     table = Table("dataset", "shape", "dtype", "range", "mean ± std", "note")
     table.columns[0].no_wrap = True
     for row in d["datasets"]:

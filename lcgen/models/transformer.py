@@ -159,6 +159,23 @@ class TimeSeriesTransformer(nn.Module):
 
         Returns ``reconstructed`` (B, L, 1) and ``encoded`` (B, ceil(L / 2**levels), D_last).
         """
+        levels = self.encode(x, t, valid)
+        L = x.shape[1]
+        h, _ = levels[-1]
+        encoded = h  # (B, Lp / 2**levels, D_last)
+        for i in reversed(range(self.levels)):
+            skip, valid_i = levels[i]
+            h = self.up[i](h.transpose(1, 2)).transpose(1, 2)  # (B, 2 L, D_i)
+            h = self.fuse[i](torch.cat([h, skip], dim=-1))
+            h = self.decoder[i](h, valid_i)
+        out = self.head(self.norm_out(h))[:, :L]  # (B, L, 1)
+        return {"reconstructed": out, "encoded": encoded}
+
+    def encode(self, x: torch.Tensor, t: torch.Tensor | None = None,
+               valid: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The encoder half of :meth:`forward`: ``(h, valid)`` after each encoder level (the
+        skips, h (B, Lp / 2**i, D_i)) and, last, the bottleneck (``encoded``); ``valid`` (B, L')
+        marks the real positions of each level, and h is zero elsewhere."""
         if x.dim() != 3 or x.shape[-1] != self.config.input_dim:
             raise LcgenError(f"transformer input must be (batch, length, {self.config.input_dim}), "
                              f"got {tuple(x.shape)}")
@@ -181,21 +198,25 @@ class TimeSeriesTransformer(nn.Module):
         x, t_rel, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, valid))
 
         h = self.embed(x) + self.time_encoding(t_rel)  # (B, Lp, D0)
-        skips, masks = [], []
+        levels = []
         for stage, down in zip(self.encoder, self.down):
             h = stage(h, valid)  # zero at padding
-            skips.append(h)
-            masks.append(valid)
+            levels.append((h, valid))
             h = down(h.transpose(1, 2)).transpose(1, 2)  # (B, L/2, D_next)
             valid = valid.view(B, -1, 2).any(-1)  # coarse real if either fine position is
-        h = self.bottleneck(h, valid)
-        encoded = h  # (B, Lp / 2**levels, D_last)
-        for i in reversed(range(self.levels)):
-            h = self.up[i](h.transpose(1, 2)).transpose(1, 2)  # (B, 2 L, D_i)
-            h = self.fuse[i](torch.cat([h, skips[i]], dim=-1))
-            h = self.decoder[i](h, masks[i])
-        out = self.head(self.norm_out(h))[:, :L]  # (B, L, 1)
-        return {"reconstructed": out, "encoded": encoded}
+        levels.append((self.bottleneck(h, valid), valid))
+        return levels
+
+    def latents(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every latent level of a batch dict (values, valid, time; ``hidden`` optional, default
+        nothing hidden): ``level0`` .. ``level{n-1}`` (after each encoder level) and
+        ``bottleneck``, each ``(h (B, L', D), valid (B, L') bool)``; h is zero where not valid."""
+        hidden = batch.get("hidden")
+        hidden = torch.zeros_like(batch["valid"]) if hidden is None else hidden
+        x = model_input(batch["values"], batch["valid"], hidden)
+        levels = self.encode(x, batch["time"], batch["valid"])
+        names = [f"level{i}" for i in range(self.levels)] + ["bottleneck"]
+        return dict(zip(names, levels))
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch dict (values, valid, hidden, time) -> reconstructed (B, L), encoded."""
