@@ -26,7 +26,8 @@ app = typer.Typer(
         "Learned representations, reconstructions and gap-fills of stellar light curves.\n\n"
         "The pipeline: [bold]generate[/] mock light curves → [bold]preprocess[/] them into multitaper "
         "spectra (PSD, ACF, F-statistic) and/or [bold]convert[/] them into fixed-length time series → "
-        "[bold]train[/] a masked autoencoder → [bold]evaluate[/] and [bold]plot[/] the run. "
+        "[bold]train[/] a masked autoencoder → [bold]evaluate[/] and [bold]plot[/] the run, "
+        "[bold]embed[/] data with it and [bold]probe[/] what its representation knows. "
         "Every command works with no arguments on the default paths under data/ and runs/."
     ),
     no_args_is_help=True,

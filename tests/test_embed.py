@@ -302,3 +302,22 @@ def test_cli_train_embed_probe_plot(tmp_path):
     r = run_cli("plot", run / "embeddings.h5", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (run / "embeddings_map.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", ["unet", "mlp"])
+def test_spectral_runs_embed_one_vector_per_analysed_curve(tmp_path, name):
+    from lcgen.embed import EmbedConfig
+    from lcgen.train import TrainConfig, fit
+    from tests.test_data import write_spectra
+
+    write_spectra(tmp_path / "spectra.h5", n=24, length=64, failed=(3, 10))
+    run = fit(TrainConfig(model_name=name, preset="tiny", data=str(tmp_path / "spectra.h5"), epochs=1,
+                          batch_size=8, runs_dir=str(tmp_path / "runs"), device="cpu"), name="t")["run_dir"]
+    emb = embed(run, cfg=EmbedConfig(level="all" if name == "unet" else None))
+    kept = [i for i in range(24) if i not in (3, 10)]  # failed rows are not embedded
+    np.testing.assert_array_equal(emb.row, kept)
+    np.testing.assert_array_equal(emb.curve_source, kept)  # one row per curve: curve = window
+    np.testing.assert_array_equal(emb.curve, emb.window)
+    np.testing.assert_array_equal(emb.start, 0)
+    assert emb.attrs["input_format"] == "spectra" and np.isfinite(emb.window).all()
+    assert emb.window.shape[1] == (8 + 16 + 16 if name == "unet" else 8)  # unet tiny: every level
