@@ -154,6 +154,14 @@ def test_embed_is_deterministic_and_round_trips(ts_run, tmp_path):
     assert back.attrs["format"] == "embeddings" and back.attrs["run_dir"] == str(ts_run.resolve())
     assert back.attrs["level"] == "bottleneck" and back.attrs["pooling"] == "mean"
     assert "model_name: transformer" in back.attrs["run_config"]
+    # probing windows: split by curve, so a curve's windows are all train or all test
+    from lcgen.embed.probe import ProbeConfig, probe_file
+
+    report = probe_file(path, ProbeConfig(rows="window", baselines=False, few_shot=[2], repeats=1,
+                                          targets=["lc_type", "log10(snr)"]))
+    assert (tmp_path / "probe-e.json").is_file() and report["split"]["n_curves"] == 24
+    assert report["split"]["n_train_rows"] + report["split"]["n_test_rows"] == n_rows
+    assert report["representations"]["learned"]["targets"]["log10(snr)"]["n_test"] == report["split"]["n_test_rows"]
     # the random-weight control: same shapes, other vectors, reproducible by its seed
     r1 = embed(ts_run, cfg=EmbedConfig(weights="random", seed=4))
     r2 = embed(ts_run, cfg=EmbedConfig(weights="random", seed=4))
