@@ -131,10 +131,11 @@ def ts_run(tmp_path_factory):
 def test_embed_is_deterministic_and_round_trips(ts_run, tmp_path):
     from lcgen.embed import EmbedConfig
 
-    a = embed(ts_run, cfg=EmbedConfig(batch_size=7))
-    np.testing.assert_array_equal(embed(ts_run, cfg=EmbedConfig(batch_size=7)).window, a.window)
+    a = embed(ts_run, cfg=EmbedConfig(batch_size=7, level="bottleneck", pooling="mean"))
+    np.testing.assert_array_equal(embed(ts_run, cfg=EmbedConfig(batch_size=7, level="bottleneck",
+                                                                pooling="mean")).window, a.window)
     # other batch sizes run other matmul kernels: the same vectors to float32 rounding
-    b = embed(ts_run, cfg=EmbedConfig(batch_size=64))
+    b = embed(ts_run, cfg=EmbedConfig(batch_size=64, level="bottleneck", pooling="mean"))
     np.testing.assert_allclose(b.window, a.window, rtol=1e-5, atol=1e-6)
     with h5py.File(a.attrs["input"], "r") as f:
         n_rows = f["flux"].shape[0]
@@ -163,8 +164,8 @@ def test_embed_is_deterministic_and_round_trips(ts_run, tmp_path):
     assert report["split"]["n_train_rows"] + report["split"]["n_test_rows"] == n_rows
     assert report["representations"]["learned"]["targets"]["log10(snr)"]["n_test"] == report["split"]["n_test_rows"]
     # the random-weight control: same shapes, other vectors, reproducible by its seed
-    r1 = embed(ts_run, cfg=EmbedConfig(weights="random", seed=4))
-    r2 = embed(ts_run, cfg=EmbedConfig(weights="random", seed=4))
+    r1 = embed(ts_run, cfg=EmbedConfig(weights="random", seed=4, level="bottleneck", pooling="mean"))
+    r2 = embed(ts_run, cfg=EmbedConfig(weights="random", seed=4, level="bottleneck", pooling="mean"))
     np.testing.assert_array_equal(r1.window, r2.window)
     assert r1.window.shape == a.window.shape and not np.allclose(r1.window, a.window)
 
@@ -283,9 +284,10 @@ def test_cli_train_embed_probe_plot(tmp_path):
     run = tmp_path / "runs" / "transformer" / "t"
     r = run_cli("embed", run, tmp_path / "raw.h5", cwd=tmp_path)  # a raw file: say what to run first
     assert r.returncode == 1 and "lcgen convert" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("embed", run, tmp_path / "ts.h5", "--pooling", "meanmax", cwd=tmp_path)
+    r = run_cli("embed", run, tmp_path / "ts.h5", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "rows/s" in r.stdout and "60 × 64" in r.stdout  # curves × (mean, max of 32 channels)
+    # default: every level (16 + 32 + 32 channels), mean and max: 160 numbers per curve
+    assert "rows/s" in r.stdout and "60 × 160" in r.stdout
     r = run_cli("info", run / "embeddings.h5", cwd=tmp_path)
     assert r.returncode == 0 and "embeddings" in r.stdout and "meanmax" in r.stdout
     r = run_cli("probe", run / "embeddings.h5", "--set", "few_shot=[2]", "--set", "repeats=2", cwd=tmp_path)
@@ -293,7 +295,7 @@ def test_cli_train_embed_probe_plot(tmp_path):
     report = json.loads((run / "probe.json").read_text())
     assert set(report["representations"]) == {"learned", "handcrafted", "random"}
     assert report["representations"]["handcrafted"]["dim"] == len(FEATURES)
-    assert report["representations"]["random"]["dim"] == 64
+    assert report["representations"]["random"]["dim"] == 160
     for rep in report["representations"].values():
         t = rep["targets"]
         assert set(t) == {"lc_type", "log10(period)", "log10(tau)"}
@@ -321,7 +323,7 @@ def test_spectral_runs_embed_one_vector_per_analysed_curve(tmp_path, name):
     write_spectra(tmp_path / "spectra.h5", n=24, length=64, failed=(3, 10))
     run = fit(TrainConfig(model_name=name, preset="tiny", data=str(tmp_path / "spectra.h5"), epochs=1,
                           batch_size=8, runs_dir=str(tmp_path / "runs"), device="cpu"), name="t")["run_dir"]
-    emb = embed(run, cfg=EmbedConfig(level="all" if name == "unet" else None))
+    emb = embed(run, cfg=EmbedConfig(level="all" if name == "unet" else None, pooling="mean"))
     kept = [i for i in range(24) if i not in (3, 10)]  # failed rows are not embedded
     np.testing.assert_array_equal(emb.row, kept)
     np.testing.assert_array_equal(emb.curve_source, kept)  # one row per curve: curve = window

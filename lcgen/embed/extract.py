@@ -47,8 +47,8 @@ class EmbedConfig:
     """Settings of ``lcgen embed``."""
 
     checkpoint: Literal["best", "last"] = "best"  # (str) best.pt (lowest validation loss) or last.pt
-    level: Optional[str] = None  # (str) latent level to pool (transformer/unet: level0.., bottleneck; mlp: latent); null = the model's bottleneck; 'all' = every level, concatenated
-    pooling: Literal["mean", "max", "meanmax"] = "mean"  # (str) over the real positions: mean, max, or both concatenated
+    level: Optional[str] = "all"  # (str) latent level to pool: all (every level, concatenated; best measured), or one of level0.., bottleneck (mlp: latent); null = the model's bottleneck
+    pooling: Literal["mean", "max", "meanmax"] = "meanmax"  # (str) over the real positions: mean, max, or both concatenated (best measured)
     weights: Literal["trained", "random"] = "trained"  # (str) random: the same architecture freshly initialised (a control)
     seed: int = 0  # (int) initialisation seed of random weights
     batch_size: int = 256  # (int) rows per forward pass
