@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from lcgen import __version__
 from lcgen.config import resolve_config
-from lcgen.errors import LcgenError
+from lcgen.errors import Interrupted, LcgenError
 
 app = typer.Typer(
     name="lcgen",
@@ -35,8 +36,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: paths, settings and messages hold user text, and a "[" in it must print as it is.
+# Styles are given as Text and style= arguments instead.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings (presets in configs/; every output file stores the one that made it).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override any setting: --set section.key=value (repeatable).")]
@@ -56,14 +59,46 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def main() -> None:
-    """Console entry point: run the app, turning expected errors into one red line."""
+    """Console entry point: run the app, turning expected errors into one red line (exit 1).
+    Out of memory and OS failures that nothing more specific caught get one line too."""
     try:
         app(prog_name="lcgen")
-    except LcgenError as exc:
+    except (LcgenError, MemoryError, OSError) as exc:
         if os.environ.get("LCGEN_DEBUG") == "1":
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        if isinstance(exc, LcgenError):
+            message = str(exc)
+        elif isinstance(exc, MemoryError):
+            message = "out of memory; use smaller settings or a machine with more memory"
+        else:
+            message = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        _print_error("error:", message)
+        _exit(1)
+
+
+def _exit(code: int) -> None:
+    from lcgen.io import hdf5_broken
+
+    if hdf5_broken():  # HDF5's cleanup at exit would crash on the file a full disk broke
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _print_error(label: str, message: str) -> None:
+    err_console.print(Text.assemble((label, "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def reporting_interrupts(nothing_kept: str = "nothing was kept") -> Iterator[None]:
+    """Ctrl-C in a long command: one line saying what was kept (the library's
+    :class:`Interrupted` message, else ``nothing_kept``), exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        _print_error("interrupted:", str(exc) if isinstance(exc, Interrupted) else nothing_kept)
+        raise typer.Exit(130) from None
 
 
 def show_progress() -> bool:
@@ -121,7 +156,8 @@ def generate(
 
     cfg = resolve_config(SimulateConfig, config_file=config, sets=set_, flags={
         "n_samples": n_samples, "seed": seed, "output": _str(output)})
-    with progress_bar("generate", cfg.n_samples) as advance:
+    with reporting_interrupts(f"nothing written to {cfg.output} (generate does not resume: rerun to start again)"), \
+            progress_bar("generate", cfg.n_samples) as advance:
         result = run_generate(cfg, workers=workers, progress=advance)
     console.print(summary_table(f"Wrote {result['output']}", {
         "curves": result["curves"], "points": result["points"],
@@ -157,12 +193,13 @@ def convert(
 
     with open_checked(cfg.input, "raw", ("offsets",)) as f:
         total = f["offsets"].shape[0] - 1
-    with progress_bar("convert", total) as advance:
+    with reporting_interrupts(), progress_bar("convert", total) as advance:
         result = run_convert(cfg, progress=advance)
     console.print(summary_table(f"Wrote {result['output']}", {
         "curves read": result["curves"], "windows written": result["windows"],
-        "windows too short (dropped)": result["too_short"], "non-finite points dropped": result["non_finite"],
-        "curves re-sorted": result["unsorted_curves"], "duplicate times merged": result["duplicates_merged"]}))
+        "windows too short (dropped)": result["too_short"], "invalid points dropped (non-finite, error ≤ 0)": result["non_finite"],
+        "curves re-sorted": result["unsorted_curves"], "duplicate times merged": result["duplicates_merged"],
+        "curves skipped (times span > 1e5 d)": result["absurd_span"]}))
 
 
 # ------------------------------------------------------------------------------------------
@@ -196,12 +233,12 @@ def preprocess(
         result = run_merge(cfg.output, merge_shards)
         title = f"Merged {result['shards']} shards into {result['output']}"
     else:
-        with progress_bar("preprocess", planned_rows(cfg)) as advance:
+        with reporting_interrupts(), progress_bar("preprocess", planned_rows(cfg)) as advance:
             result = run_preprocess(cfg, progress=advance)
         title = f"Wrote {result['output']}"
     rows = {"curves": result["curves"], "analysed": result["analysed"], "failed": result["failed"]}
     rows.update({f"  {reason}": count for reason, count in list(result["fail_reasons"].items())[:5]})
-    rows.update({"non-finite points dropped": result["n_nonfinite"], "duplicate times merged": result["n_duplicates"],
+    rows.update({"invalid points dropped (non-finite, error ≤ 0)": result["n_nonfinite"], "duplicate times merged": result["n_duplicates"],
                  f"outliers clipped (>{cfg.outlier_iqr:g}×IQR)": result["n_outliers"]})
     if "seconds" in result:
         rows["frequency grid"] = "{:.4g} – {:.4g} c/d".format(*result["freq_range"])
@@ -270,7 +307,7 @@ def train(
     try:
         result = fit(cfg, name=name, resume=resume, console=console, progress=show_progress())
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
-        err_console.print("[bold red]interrupted[/]")
+        err_console.print(Text("interrupted", style="bold red"))
         raise typer.Exit(130)
     console.print("")
     best = "best val loss" if cfg.val_fraction > 0 else "best train loss (no validation split)"
@@ -353,7 +390,7 @@ def evaluate(
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
-    console.print(f"Wrote {metrics_path(run_dir, metrics['split'], cfg.data)}")
+    console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint)}")
 
 
 @app.command()
@@ -376,6 +413,8 @@ def plot(
     if run_dir.is_file():  # an embeddings file: its 2-D map
         console.print(f"Wrote {plot_embeddings(run_dir)}")
         return
+    if seed < 0:
+        raise LcgenError(f"--seed {seed}: must be >= 0")
     cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})
     for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg):
         console.print(f"Wrote {path}")
@@ -404,15 +443,15 @@ def demo(
         "workdir": _str(workdir), "n_samples": n_samples, "transformer_epochs": epochs,
         "spectral_epochs": epochs, "preset": preset, "device": device, "workers": workers})
     result = run_demo(cfg, console=console, progress=show_progress(),
-                      on_step=lambda name: console.rule(f"[bold]{name}"))
-    console.rule("[bold]results")
+                      on_step=lambda name: console.rule(Text(name, style="bold")))
+    console.rule(Text("results", style="bold"))
     for run in result["runs"].values():
         for table in metrics_tables(run["metrics"], detail=False):
             console.print(table)
     console.print(summary_table("Seconds per step", {name: f"{seconds:.1f}" for name, seconds in result["steps"].items()}))
     for run in result["runs"].values():
         console.print(verdict(run["metrics"]), highlight=False)
-    console.print(f"[bold]Demo finished in {result['seconds']:.0f} s.[/]")
+    console.print(f"Demo finished in {result['seconds']:.0f} s.", style="bold")
     for model, run in result["runs"].items():
         console.print(f"{model}: figures in {run['figures'][0].parent}/, metrics in {run['metrics_file']}",
                       highlight=False, soft_wrap=True)
@@ -527,10 +566,12 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
     from lcgen.io import describe
 
     d = describe(path)
-    console.print(f"[bold]{d['path']}[/]: lcgen [bold]{d['format']}[/] file (format v{d['format_version']}, "
-                  f"lcgen {d['lcgen_version']}, created {d['created']}), {d['n_curves']:,} rows")
+    console.print(Text.assemble((d["path"], "bold"), ": lcgen ", (d["format"], "bold"),
+                                f" file (format v{d['format_version']}, lcgen {d['lcgen_version']}, "
+                                f"created {d['created']}), {d['n_curves']:,} rows"))
     if "provenance" in d:
-        console.print(", ".join(f"{k}: {v}" for k, v in d["provenance"].items()), highlight=False, soft_wrap=True)
+        console.print(", ".join(f"{k}: {v}" for k, v in d["provenance"].items()), highlight=False,
+                      markup=False, soft_wrap=True)
     table = Table("dataset", "shape", "dtype", "range", "mean ± std", "note")
     table.columns[0].no_wrap = True
     for row in d["datasets"]:
@@ -546,8 +587,8 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
         table.add_row(row["name"], shape, row["dtype"], *stats, note)
     console.print(table)
     if show_config and d["config"].strip():
-        console.print("[bold]config[/]")
-        console.print(d["config"].rstrip(), highlight=False, markup=False)
+        console.print("config", style="bold")
+        console.print(d["config"].rstrip(), highlight=False)
 
 
 def _str(path: Optional[Path]) -> Optional[str]:

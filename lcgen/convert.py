@@ -1,8 +1,9 @@
 """Raw light curves → fixed-length, normalised time-series windows (the transformer's data).
 
-Each curve is cleaned (non-finite points dropped, times sorted, duplicate times merged), cut into
-consecutive windows of ``max_length`` points (``strategy="window"``, nothing thrown away) or only
-its first window (``"truncate"``), and each window is median-centred and IQR-scaled:
+Each curve is cleaned (invalid points dropped: non-finite, error <= 0; times sorted; duplicate
+times merged; a curve whose times span more than ``MAX_BASELINE_DAYS`` is skipped whole), cut
+into consecutive windows of ``max_length`` points (``strategy="window"``, nothing thrown away) or
+only its first window (``"truncate"``), and each window is median-centred and IQR-scaled:
 
     flux_norm = (flux − median) / iqr,   flux_err_norm = flux_err / iqr,
 
@@ -20,7 +21,7 @@ import h5py
 import numpy as np
 
 from lcgen.errors import LcgenError
-from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, append_rows, atomic_h5, read_raw, write_header
+from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, append_rows, atomic_h5, check_memory, read_raw, write_header
 
 
 @dataclasses.dataclass
@@ -32,11 +33,16 @@ class ConvertConfig:
     min_points: int = 32  # (int) windows with fewer real points are dropped
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_BASELINE_DAYS = 1e5  # a curve spanning longer (~270 years) has absurd times (wrong units?)
+
+
 @dataclasses.dataclass
 class CleanCounts:
-    non_finite: int = 0  # points dropped for NaN/inf time, flux or error
+    non_finite: int = 0  # points dropped: NaN/inf time, flux or error, error <= 0, |value| beyond float32
     unsorted_curves: int = 0  # curves whose times had to be sorted
     duplicates_merged: int = 0  # points merged into another with the same time
+    absurd_span: int = 0  # curves skipped whole: their times span more than MAX_BASELINE_DAYS
 
     def add(self, other: "CleanCounts") -> None:
         for f in dataclasses.fields(self):
@@ -44,13 +50,14 @@ class CleanCounts:
 
 
 def clean_curve(t: np.ndarray, y: np.ndarray, e: np.ndarray, *extra: np.ndarray):
-    """Drop non-finite points, sort by time, merge points that share a time.
+    """Drop unusable points (non-finite time, flux or error; error <= 0; flux or error beyond the
+    float32 range the files store), sort by time, merge points that share a time.
 
     Merged points take the mean flux (and mean of ``extra`` arrays) and the error of that mean,
     sqrt(Σ e²)/n. Returns ``(t, y, e, *extra, counts)``.
     """
     counts = CleanCounts()
-    good = np.isfinite(t) & np.isfinite(y) & np.isfinite(e)
+    good = np.isfinite(t) & (np.abs(y) <= FLOAT32_MAX) & (e > 0) & (e <= FLOAT32_MAX)  # NaN fails all
     counts.non_finite = int(good.size - good.sum())
     if counts.non_finite:
         t, y, e = t[good], y[good], e[good]
@@ -103,38 +110,46 @@ POINT_KEYS = ("flux", "flux_err", "time", "signal")  # (N, L) float32 per row
 ROW_KEYS = {"median": np.float64, "iqr": np.float64, "t0": np.float64, "source": np.int64, "start": np.int64}
 
 
+def check_config(cfg: ConvertConfig) -> None:
+    """Raise :class:`LcgenError` naming the first setting that cannot work."""
+    if cfg.max_length < 2:
+        raise LcgenError(f"max_length must be at least 2, got {cfg.max_length}")
+    if cfg.min_points < 1 or cfg.min_points > cfg.max_length:
+        raise LcgenError(f"min_points must be in [1, max_length={cfg.max_length}], got {cfg.min_points}")
+    # one block of windows is held in memory: (CHUNK_CURVES, L) for each row array
+    check_memory(CHUNK_CURVES * cfg.max_length * (4 * len(POINT_KEYS) + 1), f"max_length = {cfg.max_length}")
+
+
 def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None) -> dict:
     """Convert ``cfg.input`` (raw) into ``cfg.output`` (time series). Returns a summary dict.
 
     Rows are appended chunk by chunk, so memory holds one chunk of windows, not the output.
     """
-    if cfg.max_length < 2:
-        raise LcgenError(f"max_length must be at least 2, got {cfg.max_length}")
-    if cfg.min_points < 1 or cfg.min_points > cfg.max_length:
-        raise LcgenError(f"min_points must be in [1, max_length={cfg.max_length}], got {cfg.min_points}")
+    check_config(cfg)
     raw = read_raw(cfg.input)
     L = cfg.max_length
     point_keys = [k for k in POINT_KEYS if k != "signal" or raw.signal is not None]
     counts = CleanCounts()
     short = 0
-    with atomic_h5(cfg.output) as f:
+    with atomic_h5(cfg.output, inputs=[cfg.input]) as f:
         write_header(f, "timeseries", cfg)
-        for key in point_keys:
-            f.create_dataset(key, (0, L), maxshape=(None, L), dtype=np.float32, chunks=(256, L))
-        f.create_dataset("mask", (0, L), maxshape=(None, L), dtype=bool, chunks=(256, L))
+        # Datasets held open for the whole write (see lcgen.io.RawWriter._new).
+        columns = {key: f.create_dataset(key, (0, L), maxshape=(None, L), dtype=np.float32, chunks=(256, L))
+                   for key in point_keys}
+        columns["mask"] = f.create_dataset("mask", (0, L), maxshape=(None, L), dtype=bool, chunks=(256, L))
         for key, dtype in ROW_KEYS.items():
-            f.create_dataset(key, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+            columns[key] = f.create_dataset(key, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
         for lo in range(0, len(raw), CHUNK_CURVES):
             rows, n_short = _windows(raw, range(lo, min(lo + CHUNK_CURVES, len(raw))), cfg, counts, progress)
             short += n_short
             for key, values in rows.items():
-                append_rows(f[key], values)
-        n_rows = f["source"].shape[0]
+                append_rows(columns[key], values)
+        n_rows = columns["source"].shape[0]
         if n_rows == 0:
             raise LcgenError(f"{cfg.input}: no window has at least min_points={cfg.min_points} points; "
                              f"lower --min-points")
         # Per-row copies of the raw metadata (light-curve type, true parameters) for evaluation.
-        source = f["source"][:]
+        source = columns["source"][:]
         meta = f.create_group("meta")
         for key, values in raw.meta.items():
             values = values[source]
@@ -162,8 +177,11 @@ def _windows(raw, curves: range, cfg: ConvertConfig, counts: CleanCounts,
         extra = (raw.signal[s].astype(np.float64),) if has_signal else ()
         t, y, e, *extra, c = clean_curve(raw.time[s], raw.flux[s].astype(np.float64),
                                          raw.flux_err[s].astype(np.float64), *extra)
+        if t.size and t[-1] - t[0] > MAX_BASELINE_DAYS:  # wrong units or a bad time: this curve only
+            c.absurd_span = 1
+            t = t[:0]
         counts.add(c)
-        for start in window_starts(len(t), L, cfg.strategy, cfg.min_points):
+        for start in window_starts(len(t), L, cfg.strategy, cfg.min_points) if t.size else ():
             stop = min(start + L, len(t))
             n = stop - start
             if n < cfg.min_points:

@@ -211,10 +211,14 @@ def split_rows(groups: np.ndarray, usable: np.ndarray | None = None, *, val_frac
     labels = np.asarray(groups)[rows]
     unique = np.unique(labels)
     order = np.random.default_rng(seed).permutation(len(unique))
+    needed = 1 + (val_fraction > 0) + (test_fraction > 0)  # a group for training and each split asked for
+    if len(unique) < needed:
+        raise LcgenError(f"only {len(unique)} light curve(s): training with a validation and/or test split "
+                         f"needs at least {needed}; use more data (or val_fraction=0 and test_fraction=0)")
 
     def count(frac: float) -> int:
         n = int(round(frac * len(unique)))
-        return max(n, 1) if frac > 0 and len(unique) >= 3 else n
+        return max(n, 1) if frac > 0 else n
 
     n_test, n_val = count(test_fraction), count(val_fraction)
     test_groups, val_groups = unique[order[:n_test]], unique[order[n_test:n_test + n_val]]
@@ -238,8 +242,25 @@ def load_split(run_dir: str | Path) -> dict[str, np.ndarray]:
     path = Path(run_dir) / SPLIT_FILE
     if not path.is_file():
         raise LcgenError(f"{path} does not exist; is {run_dir} an lcgen run directory?")
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in (*SPLITS, "n_rows")}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in (*SPLITS, "n_rows") if k not in z.files]
+            if missing:
+                raise LcgenError(f"{path} lacks {', '.join(missing)}; it is not the split lcgen train wrote")
+            split = {k: z[k] for k in (*SPLITS, "n_rows")}
+    except LcgenError:
+        raise
+    except Exception as exc:  # not a zip, torn, or holding objects
+        raise LcgenError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:120]}); it cannot be "
+                         f"rebuilt, so evaluate with --split all, or train the run again") from None
+    n_rows = split["n_rows"]
+    bad = [] if n_rows.shape == () and n_rows.dtype.kind in "iu" else ["n_rows"]
+    bad += [k for k in SPLITS if not bad and (split[k].ndim != 1 or split[k].dtype.kind not in "iu" or (
+        split[k].size and (split[k].min() < 0 or split[k].max() >= int(n_rows))))]
+    if bad:
+        raise LcgenError(f"{path} is damaged ({', '.join(bad)}: not row indices of the data); "
+                         f"evaluate with --split all, or train the run again")
+    return split
 
 
 # --------------------------------------------------------------------------------------------

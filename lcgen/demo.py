@@ -57,23 +57,61 @@ def paths(cfg: DemoConfig) -> dict[str, Path]:
             "timeseries": data / "timeseries.h5", "runs": root / "runs"}
 
 
+def step_configs(cfg: DemoConfig) -> dict[str, Any]:
+    """The config of every step, each checked as its command would check it, so a bad setting
+    fails before any work (not after generating and preprocessing)."""
+    from lcgen.convert import ConvertConfig, check_config as check_convert
+    from lcgen.preprocess import PreprocessConfig, check_config as check_preprocess
+    from lcgen.simulate import SimulateConfig, check_config as check_simulate
+    from lcgen.train import TrainConfig, complete_config
+    from lcgen.workers import check_workers
+
+    _check(cfg)
+    check_workers(cfg.workers)
+    p = paths(cfg)
+    steps = {
+        "generate": SimulateConfig(n_samples=cfg.n_samples, seed=cfg.seed, output=str(p["raw"])),
+        "preprocess": PreprocessConfig(input=str(p["raw"]), output=str(p["spectra"]), workers=cfg.workers,
+                                       resume=False, n_freq=cfg.n_freq, n_lags=cfg.n_freq),
+        "convert": ConvertConfig(input=str(p["raw"]), output=str(p["timeseries"]), max_length=cfg.max_length,
+                                 min_points=min(32, cfg.max_length)),
+        "transformer": TrainConfig(
+            model_name="transformer", preset=cfg.preset, model=dict(cfg.transformer),
+            data=str(p["timeseries"]), epochs=cfg.transformer_epochs, lr=cfg.transformer_lr,
+            batch_size=cfg.transformer_batch_size, seed=cfg.seed, device=cfg.device,
+            runs_dir=str(p["runs"])),
+        cfg.spectral_model: TrainConfig(
+            model_name=cfg.spectral_model, preset=cfg.preset, data=str(p["spectra"]),
+            channel=cfg.channel, epochs=cfg.spectral_epochs, lr=cfg.spectral_lr,
+            batch_size=cfg.spectral_batch_size, seed=cfg.seed, device=cfg.device,
+            runs_dir=str(p["runs"])),
+    }
+    check_simulate(steps["generate"])
+    check_preprocess(steps["preprocess"])
+    check_convert(steps["convert"])
+    for model in ("transformer", cfg.spectral_model):
+        steps[model] = complete_config(steps[model])
+    return steps
+
+
 def run_demo(cfg: DemoConfig | None = None, *, console=None, progress: bool = False,
              on_step: Callable[[str], None] | None = None) -> dict:
     """Run the pipeline; returns ``{"steps": {name: seconds}, "seconds", "runs": {model:
     {"run_dir", "metrics", "figures"}}, "paths"}``.
 
     ``console`` (Rich) receives the trainer's per-epoch lines; ``progress`` shows its bars;
-    ``on_step(name)`` is called as each step starts.
+    ``on_step(name)`` is called as each step starts. Every setting is checked before the first
+    step (:func:`step_configs`).
     """
-    from lcgen.convert import ConvertConfig, convert
+    from lcgen.convert import convert
     from lcgen.evaluate import EvaluateConfig, evaluate_run
     from lcgen.plots import plot_run
-    from lcgen.preprocess import PreprocessConfig, preprocess
-    from lcgen.simulate import SimulateConfig, generate
-    from lcgen.train import TrainConfig, fit
+    from lcgen.preprocess import preprocess
+    from lcgen.simulate import generate
+    from lcgen.train import fit
 
     cfg = cfg or DemoConfig()
-    _check(cfg)
+    configs = step_configs(cfg)
     p = paths(cfg)
     p["raw"].parent.mkdir(parents=True, exist_ok=True)
     steps: dict[str, float] = {}
@@ -87,29 +125,13 @@ def run_demo(cfg: DemoConfig | None = None, *, console=None, progress: bool = Fa
         steps[name] = time.perf_counter() - tick
         return out
 
-    step("generate", lambda: generate(
-        SimulateConfig(n_samples=cfg.n_samples, seed=cfg.seed, output=str(p["raw"])), workers=cfg.workers))
-    step("preprocess", lambda: preprocess(PreprocessConfig(
-        input=str(p["raw"]), output=str(p["spectra"]), workers=cfg.workers, resume=False,
-        n_freq=cfg.n_freq, n_lags=cfg.n_freq)))
-    step("convert", lambda: convert(ConvertConfig(
-        input=str(p["raw"]), output=str(p["timeseries"]), max_length=cfg.max_length,
-        min_points=min(32, cfg.max_length))))
+    step("generate", lambda: generate(configs["generate"], workers=cfg.workers))
+    step("preprocess", lambda: preprocess(configs["preprocess"]))
+    step("convert", lambda: convert(configs["convert"]))
 
-    trainings = {
-        "transformer": TrainConfig(
-            model_name="transformer", preset=cfg.preset, model=dict(cfg.transformer),
-            data=str(p["timeseries"]), epochs=cfg.transformer_epochs, lr=cfg.transformer_lr,
-            batch_size=cfg.transformer_batch_size, seed=cfg.seed, device=cfg.device,
-            runs_dir=str(p["runs"])),
-        cfg.spectral_model: TrainConfig(
-            model_name=cfg.spectral_model, preset=cfg.preset, data=str(p["spectra"]),
-            channel=cfg.channel, epochs=cfg.spectral_epochs, lr=cfg.spectral_lr,
-            batch_size=cfg.spectral_batch_size, seed=cfg.seed, device=cfg.device,
-            runs_dir=str(p["runs"])),
-    }
     runs = {}
-    for model, tcfg in trainings.items():
+    for model in ("transformer", cfg.spectral_model):
+        tcfg = configs[model]
         run_dir = p["runs"] / model / RUN_NAME
         if run_dir.exists():
             shutil.rmtree(run_dir)  # the previous demo's run: the demo always starts afresh

@@ -383,16 +383,19 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         if signal_parts:
             metrics["signal"] = summarise(concat_scores(signal_parts))
         metrics["summary"] = verdict(metrics)
-    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data), metrics)
+    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data, cfg.checkpoint), metrics)
     return metrics
 
 
-def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | None = None) -> Path:
+def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
+                 checkpoint: str = "best") -> Path:
     """Where :func:`evaluate_run` writes: ``RUN_DIR/metrics.json`` for the test split of the run's
-    own data, ``metrics-SPLIT.json`` for another split and ``metrics-STEM[-SPLIT].json`` for a
-    ``--data`` file, so scoring other rows never overwrites the test metrics."""
+    own data scored with ``best.pt``, ``metrics-SPLIT.json`` for another split,
+    ``metrics-STEM[-SPLIT].json`` for a ``--data`` file and ``...-last.json`` for ``last.pt``, so
+    scoring other rows or another checkpoint never overwrites the test metrics."""
     name = "metrics" + (f"-{Path(data).stem}" if data is not None else "")
     name += "" if (split == "test" or (data is not None and split == "all")) else f"-{split}"
+    name += "" if checkpoint == "best" else f"-{checkpoint}"
     return Path(run_dir) / f"{name}.json"
 
 

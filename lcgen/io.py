@@ -19,9 +19,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import errno
+import fcntl
 import os
+import re
+import signal
+import sys
+import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -46,29 +52,247 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield ``path.partial`` to write to; rename it to ``path`` only if the block succeeds.
+# --------------------------------------------------------------------------------------------
+# Writing: every output goes to a locked NAME.partial, renamed only once written and checked
 
-    On any exception (Ctrl-C included) the partial file is removed and nothing appears under
-    the final name.
+# OS errors a write can meet, as the user should read them.
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (the file-size limit was reached)",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EIO: "input/output error",
+}
+
+
+def write_error(exc: BaseException, path: str | Path) -> LcgenError | None:
+    """The one-line error for an OS failure ``exc`` met while writing ``path``, or None when
+    ``exc`` is not one. h5py reports some failures as RuntimeError or ValueError with
+    "errno = N" inside; torch raises a RuntimeError whose context is the OSError."""
+    if isinstance(exc, LcgenError) or not isinstance(exc, Exception):
+        return None
+    seen, code = exc, None
+    while seen is not None and not code:
+        code = getattr(seen, "errno", None)
+        if not code:
+            found = re.search(r"errno = (\d+)", str(seen))
+            code = int(found.group(1)) if found else None
+        seen = seen.__cause__ or seen.__context__
+    if code in WRITE_ERRORS:
+        return LcgenError(f"{WRITE_ERRORS[code]} writing {path}")
+    if code and isinstance(exc, OSError):
+        return LcgenError(f"could not write {path}: {os.strerror(code)}")
+    return None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (through links and relative paths too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(path: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
+    """Refuse an output path that cannot work before any work is done: a directory, a path under
+    a regular file, or one of the ``inputs`` (writing it would destroy the input)."""
+    path = Path(path)
+    if path.is_dir():
+        raise LcgenError(f"output {path} is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise LcgenError(f"cannot write {path}: {parent} is a file, not a directory")
+    for source in inputs:
+        if source is not None and (same_file(path, source) or same_file(partial_path(path), source)):
+            raise LcgenError(f"output {path} is the input file {source}; writing it would destroy the "
+                             f"input, so give another output path")
+    return path
+
+
+@contextlib.contextmanager
+def locked_partial(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on ``path.partial`` for the block and yield that path.
+
+    The lock (``flock`` on a descriptor of its own; lcgen opens the file in HDF5 with
+    ``locking=False``) is taken before the file is truncated or read, so a second lcgen process
+    writing the same output is refused with a clear error and never touches the first one's
+    file. The lock dies with its process, so a partial file left by a killed run is taken over.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, path) or LcgenError(f"cannot create the directory of {path}: {exc}") from None
+    while True:
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: it may be someone else's
+        except OSError as exc:
+            raise write_error(exc, tmp) or LcgenError(f"cannot write {tmp}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LcgenError(f"{path} is being written by another lcgen process (it holds {tmp}); wait "
+                             f"for it to finish or write elsewhere") from None
+        # The file may have been renamed or removed between open and lock: lock the one at tmp.
+        try:
+            mine = os.stat(tmp)
+            held = os.fstat(fd)
+            if (mine.st_dev, mine.st_ino) == (held.st_dev, held.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
-def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
-    """An HDF5 file open for writing under ``path.partial``, renamed to ``path`` on success."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        yield f
+def atomic_path(path: str | Path, *, inputs: Sequence[str | Path] = (),
+                keep_partial: Callable[[], bool] = lambda: False) -> Iterator[Path]:
+    """Yield ``path.partial`` (locked, see :func:`locked_partial`) to write to; rename it to
+    ``path`` only if the block succeeds.
+
+    On any exception (Ctrl-C included) the partial file is removed, unless ``keep_partial()``
+    says it holds work a rerun continues; nothing appears under the final name. OS failures
+    (disk full, file-size limit, permissions) become one-line :class:`LcgenError` messages.
+    """
+    path = check_output(path, inputs=inputs)
+    with locked_partial(path) as tmp:
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:  # durable before it appears complete
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            if not keep_partial():
+                tmp.unlink(missing_ok=True)
+            error = write_error(exc, path)
+            if error is not None:
+                raise error from exc
+            raise
+
+
+_BROKEN: list[h5py.File] = []  # files whose close failed after a write failure (see discard_h5)
+
+
+def discard_h5(f: h5py.File) -> None:
+    """Close ``f`` without writing another byte to its file.
+
+    After a failed write (disk full, file-size limit) HDF5 cannot flush the file, and its close
+    at interpreter exit would crash the process; pointing its descriptor at /dev/null first lets
+    it close cleanly. What was on disk before stays as it was. When even that close fails (a
+    flush that failed half way leaves HDF5 unable to close the file), the file object is kept
+    here for good and :func:`hdf5_broken` says so: the process must then leave with
+    ``os._exit``, as HDF5's own cleanup at exit would crash it.
+    """
+    if not f.id.valid:
+        return
+    with contextlib.suppress(Exception):
+        fd = f.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, fd)
+        os.close(null)
+    try:
+        f.close()
+    except Exception:
+        _BROKEN.append(f)
+
+
+def hdf5_broken() -> bool:
+    """Whether a failed write left HDF5 unable to close a file (see :func:`discard_h5`)."""
+    return bool(_BROKEN)
+
+
+@contextlib.contextmanager
+def quiet_hdf5_deallocs() -> Iterator[None]:
+    """Keep HDF5 write failures met while closing temporary objects off stderr.
+
+    h5py closes an object when its last reference goes, and a failed write there prints a
+    traceback per object (Cython reports it through ``sys.excepthook``, then
+    ``sys.unraisablehook``); the same failure is raised by the next flush (:func:`sync_h5`), so
+    those reports are dropped. Anything else passes on to the hooks in place before.
+    """
+    except_hook, unraisable_hook = sys.excepthook, sys.unraisablehook
+
+    def on_except(kind, value, tb) -> None:
+        if write_error(value, "") is None:
+            except_hook(kind, value, tb)
+
+    def on_unraisable(unraisable) -> None:
+        from_h5py = "h5py" in str(unraisable.object)
+        if not (from_h5py and (unraisable.exc_value is None or write_error(unraisable.exc_value, "") is not None)):
+            unraisable_hook(unraisable)
+
+    sys.excepthook, sys.unraisablehook = on_except, on_unraisable
+    try:
+        yield
+    finally:
+        sys.excepthook, sys.unraisablehook = except_hook, unraisable_hook
+
+
+def open_h5_for_writing(tmp: str | Path, mode: str = "w") -> h5py.File:
+    """Open a partial file that :func:`locked_partial` holds (HDF5's own lock would clash)."""
+    return h5py.File(tmp, mode, locking=False)
+
+
+def sync_h5(f: h5py.File) -> None:
+    """Flush ``f`` and fsync its file: what was written is on disk when this returns."""
+    f.flush()
+    os.fsync(f.id.get_vfd_handle())
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | Path, *, inputs: Sequence[str | Path] = ()) -> Iterator[h5py.File]:
+    """An HDF5 file open for writing under ``path.partial``, renamed to ``path`` on success,
+    after it was closed and read back."""
+    with atomic_path(path, inputs=inputs) as tmp, quiet_hdf5_deallocs():
+        f = open_h5_for_writing(tmp)
+        try:
+            yield f
+            sync_h5(f)  # a failed write shows here, with every object still open (see discard_h5)
+            f.close()
+        except BaseException:
+            discard_h5(f)
+            raise
+        with h5py.File(tmp, "r", locking=False) as check:
+            if "format" not in check.attrs:
+                raise LcgenError(f"{tmp} was written without its header; it is not renamed to {path}")
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still take: the kernel's MemAvailable, capped by the
+    address-space limit (RLIMIT_AS) when one is set."""
+    avail = None
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/meminfo") as fh:
+            avail = 1024 * int(next(line for line in fh if line.startswith("MemAvailable:")).split()[1])
+    if avail is None:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return avail if limit == resource.RLIM_INFINITY else min(avail, limit)
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse, before any work, a setting whose arrays would not fit in the memory available
+    (instead of a MemoryError, or a machine swapping, hours later)."""
+    avail = available_memory()
+    if nbytes > avail:
+        raise LcgenError(f"{what} would need about {_gib(nbytes)} of memory, more than the {_gib(avail)} "
+                         f"available; choose a smaller value")
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:,.0f} MiB"
 
 
 def config_yaml(config: Any) -> str:
@@ -102,6 +326,7 @@ def open_checked(path: str | Path, fmt: str | None = None, required: Sequence[st
         raise LcgenError(f"{path} is a directory, not an lcgen HDF5 file")
     if not h5py.is_hdf5(path):
         raise LcgenError(f"{path} is not an HDF5 file (lcgen reads and writes .h5 files)")
+    _check_header_readable(path)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -119,10 +344,59 @@ def open_checked(path: str | Path, fmt: str | None = None, required: Sequence[st
         missing = [k for k in required if k not in f]
         if missing:
             raise LcgenError(f"{path} lacks {', '.join(missing)}; it holds {', '.join(sorted(f.keys())) or 'nothing'}")
+    except LcgenError:
+        f.close()
+        raise
+    except Exception as exc:  # KeyError, RuntimeError ... from HDF5 reading garbage
+        f.close()
+        raise damaged(path, exc) from None
     except BaseException:
         f.close()
         raise
     return f
+
+
+def damaged(path: str | Path, exc: BaseException) -> LcgenError:
+    """The error for a file HDF5 cannot read although its header is intact."""
+    detail = str(exc).strip("'\"").splitlines()[0] if str(exc) else type(exc).__name__
+    return LcgenError(f"{path} is damaged (HDF5: {detail}); make it again or restore it from a copy")
+
+
+HEADER_TIMEOUT = 10.0  # seconds a forked child may take to read a file's root attributes
+
+
+def _check_header_readable(path: Path) -> None:
+    """Read the root attributes and names of ``path`` in a forked child first: HDF5 can loop
+    for minutes on some damaged files (zeroed global heap) while holding the GIL, where
+    nothing in this process could stop it; a child that takes longer than ``HEADER_TIMEOUT``
+    is killed and the file reported as damaged."""
+    if not hasattr(os, "fork"):
+        return
+    from h5py._objects import phil  # h5py's global lock: held across the fork, so no other
+                                    # thread can be inside HDF5 then (its lock would never free)
+    with phil:
+        pid = os.fork()
+    if pid == 0:  # the child: read, then leave without any cleanup
+        code = 1
+        try:
+            with h5py.File(path, "r") as f:
+                for key in f.attrs:
+                    f.attrs[key]
+                list(f.keys())
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + HEADER_TIMEOUT
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return  # whatever failed in the child fails here again, with its message
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise LcgenError(f"{path} is damaged (HDF5 did not finish reading its attributes in "
+                             f"{HEADER_TIMEOUT:g} s); make it again or restore it from a copy")
+        time.sleep(0.01)
 
 
 def read_config(path_or_file: str | Path | h5py.File) -> dict:
@@ -175,12 +449,17 @@ class RawLightCurves:
 
 
 def raw_offsets(f: h5py.File) -> np.ndarray:
-    """The checked ``offsets`` (N+1,) of an open raw file: they must partition its points."""
-    offsets = f["offsets"][:].astype(np.int64)
-    n_points = f["time"].shape[0]
+    """The checked ``offsets`` (N+1,) of an open raw file: they must partition its points, and
+    the point columns must be 1-D numbers."""
+    for key in ("time", "flux", "flux_err", "signal", "offsets"):
+        if key in f and (f[key].ndim != 1 or f[key].dtype.kind not in ("iu" if key == "offsets" else "fiu")):
+            raise LcgenError(f"{f.filename}: '{key}' holds {f[key].dtype} values of shape {f[key].shape}; a raw "
+                             f"file stores it as 1-D numbers")
     sizes = {k: f[k].shape[0] for k in ("time", "flux", "flux_err", "signal") if k in f}
     if len(set(sizes.values())) != 1:
         raise LcgenError(f"{f.filename}: point arrays differ in length ({sizes}); the file is corrupt")
+    n_points = f["time"].shape[0]
+    offsets = f["offsets"][:].astype(np.int64)
     if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n_points \
             or np.any(np.diff(offsets) < 0):
         raise LcgenError(f"{f.filename}: 'offsets' does not partition the {n_points} points; the file is corrupt")
@@ -215,31 +494,47 @@ class RawWriter:
     appears under its final name only when the ``with`` block ends without error.
     """
 
-    def __init__(self, path: str | Path, config: Any = None):
+    def __init__(self, path: str | Path, config: Any = None, *, inputs: Sequence[str | Path] = ()):
         self.path = Path(path)
         self.config = config
+        self.inputs = inputs
         self._stack: contextlib.ExitStack | None = None
         self.f: h5py.File | None = None
+        self.columns: dict[str, h5py.Dataset] = {}  # held open for the whole write (see below)
         self.n_curves = 0
         self.n_points = 0
 
     def __enter__(self) -> "RawWriter":
         self._stack = contextlib.ExitStack()
-        self.f = self._stack.enter_context(atomic_h5(self.path))
+        self.f = self._stack.enter_context(atomic_h5(self.path, inputs=self.inputs))
         write_header(self.f, "raw", self.config)
-        for key, dtype in (("time", "f8"), ("flux", "f4"), ("flux_err", "f4")):
-            self._new(key, dtype)
-        self.f.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(65536,))
         self.f.create_group("meta")
         return self
 
     def __exit__(self, *exc) -> bool:
         assert self._stack is not None
+        if exc[0] is None and "offsets" not in self.f:  # no curve appended: an empty, valid file
+            self._create_columns(0, 0)
         return self._stack.__exit__(*exc)
 
+    def _create_columns(self, n_curves: int, n_points: int) -> None:
+        """The point and per-curve columns, chunked to the size of the first append (a few
+        curves make a small file; a catalogue gets 64K-element chunks)."""
+        self._chunks = {"points": _chunk_length(n_points), "curves": _chunk_length(n_curves + 1)}
+        for key, dtype in (("time", "f8"), ("flux", "f4"), ("flux_err", "f4")):
+            self._new(key, dtype)
+        self.columns["offsets"] = self.f.create_dataset("offsets", data=np.zeros(1, np.int64), maxshape=(None,),
+                                                        chunks=(self._chunks["curves"],))
+
     def _new(self, key: str, dtype: str, group: h5py.Group | None = None) -> h5py.Dataset:
+        # Datasets stay open until the file closes: a dataset closed mid-write flushes its cache
+        # in a destructor, where a full disk cannot be reported and HDF5 can crash.
+        per = "points" if group is None else "curves"
+        name = key if group is None else f"{group.name.strip('/')}/{key}"
         group = group if group is not None else self.f
-        return group.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(65536,))
+        self.columns[name] = group.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dtype,
+                                                  chunks=(self._chunks[per],))
+        return self.columns[name]
 
     def append(self, times: Sequence[np.ndarray], fluxes: Sequence[np.ndarray],
                errors: Sequence[np.ndarray], signals: Sequence[np.ndarray] | None = None,
@@ -248,6 +543,8 @@ class RawWriter:
         if not (len(fluxes) == len(errors) == n) or (signals is not None and len(signals) != n):
             raise ValueError("times, fluxes, errors (and signals) need one array per curve")
         lengths = np.array([len(t) for t in times], dtype=np.int64)
+        if "offsets" not in self.f:
+            self._create_columns(n, int(lengths.sum()))
         for i in range(n):
             if not (len(fluxes[i]) == len(errors[i]) == lengths[i]) or (
                     signals is not None and len(signals[i]) != lengths[i]):
@@ -260,8 +557,8 @@ class RawWriter:
         if signals is not None:
             columns["signal"] = signals
         for key, arrays in columns.items():
-            append_rows(self.f[key], np.concatenate(arrays) if n else np.zeros(0))
-        append_rows(self.f["offsets"], self.n_points + np.cumsum(lengths))
+            append_rows(self.columns[key], np.concatenate(arrays) if n else np.zeros(0))
+        append_rows(self.columns["offsets"], self.n_points + np.cumsum(lengths))
         group = self.f["meta"]
         for key, values in (meta or {}).items():
             values = np.asarray(values)
@@ -274,9 +571,15 @@ class RawWriter:
                 self._new(key, dtype, group)
             if values.dtype.kind in "USO":
                 values = values.astype(object)
-            append_rows(group[key], values)
+            append_rows(self.columns[f"meta/{key}"], values)
         self.n_curves += n
         self.n_points += int(lengths.sum())
+
+
+def _chunk_length(n: int) -> int:
+    """HDF5 chunk length for a growing 1-D column whose first write holds ``n`` values: the next
+    power of two, between 64 and 65,536."""
+    return int(min(65536, max(64, 1 << max(0, int(n) - 1).bit_length())))
 
 
 def append_rows(ds: h5py.Dataset, values: np.ndarray) -> None:
@@ -321,7 +624,10 @@ def describe(path: str | Path) -> dict:
                 row["values"] = dict(zip(values.tolist(), counts.tolist()))
             info["datasets"].append(row)
 
-        f.visititems(visit)
+        try:
+            f.visititems(visit)
+        except Exception as exc:  # a damaged inside: HDF5 reads garbage
+            raise damaged(path, exc) from None
         if info["format"] == "embeddings":  # where the vectors came from
             info["provenance"] = {k: _attr_str(f.attrs[k]) for k in (
                 "run_dir", "model_name", "preset", "checkpoint", "weights", "level", "pooling", "input")

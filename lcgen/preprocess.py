@@ -39,7 +39,6 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import hashlib
-import multiprocessing
 import os
 import re
 import time
@@ -50,9 +49,13 @@ import h5py
 import numpy as np
 
 from lcgen.config import config_to_dict
-from lcgen.convert import clean_curve
+from lcgen.convert import MAX_BASELINE_DAYS, clean_curve
 from lcgen.errors import LcgenError
-from lcgen.io import DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, raw_offsets, open_checked, partial_path, read_config, write_header
+from lcgen.errors import Interrupted
+from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_path, check_memory, discard_h5,
+                      open_checked, open_h5_for_writing, quiet_hdf5_deallocs, raw_offsets, read_config, sync_h5,
+                      write_error, write_header)
+from lcgen.workers import check_workers, process_pool, result
 from lcgen.multitaper import autocorrelation, multitaper
 
 CHANNELS = ("psd", "acf", "fstat")
@@ -160,6 +163,8 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
             raise _Failed("flux has zero interquartile range after outlier clipping", row)
     x = (y - med) / iqr
     span = float(t[-1] - t[0])
+    if span > MAX_BASELINE_DAYS:
+        raise _Failed(f"times span {span:.3g} d, more than {MAX_BASELINE_DAYS:.0e} d (wrong units?)", row)
     nyquist = t.size / (2 * span)
     row.update(n_points=t.size, baseline=span, nyquist=nyquist, flux_median=med, flux_iqr=iqr)
 
@@ -244,8 +249,15 @@ def process_chunk(path: str, start: int, stop: int, grids: Grids, cfg: Preproces
             row, reasons[i] = {}, f"{type(exc).__name__}: {exc}"
         for name, value in row.items():
             out[name][i] = value
-    out["fail_reason"] = np.array(reasons, dtype=object)
+    out["fail_reason"] = np.array([_fit_reason(r) for r in reasons], dtype=object)
     return out
+
+
+REASON_BYTES = 256  # fail_reason is stored fixed-length (UTF-8), so writing rows never grows the file
+
+
+def _fit_reason(reason: str) -> str:
+    return reason.encode()[:REASON_BYTES].decode(errors="ignore")
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,7 +294,9 @@ def shard_path(output: str | Path, index: int, count: int) -> Path:
 
 
 def survey_input(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline T (days) and number of finite points of every raw curve, read in blocks."""
+    """Baseline T (days) and number of finite points of every raw curve, read in blocks. A curve
+    whose times span more than ``MAX_BASELINE_DAYS`` gets T = 0, so it cannot stretch the shared
+    grid (it is recorded as failed on its own)."""
     with open_checked(path, "raw", RAW_KEYS) as f:
         offsets = raw_offsets(f)
         n = offsets.size - 1
@@ -297,6 +311,7 @@ def survey_input(path: str) -> tuple[np.ndarray, np.ndarray]:
                 ti = ti[np.isfinite(ti)]
                 counts[i] = ti.size
                 spans[i] = ti.max() - ti.min() if ti.size else 0.0
+    spans[spans > MAX_BASELINE_DAYS] = 0.0  # absurd times: that curve fails alone, the grid ignores it
     return spans, counts
 
 
@@ -341,45 +356,69 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
     """Run ``cfg`` (see the module docstring); returns a summary dict. ``progress(n)`` is called
     as chunks of n curves finish.
 
+    ``OUTPUT.partial`` is locked for the whole run (a second run on the same output is refused).
+    A chunk counts as done only once its rows are on disk (flushed and fsynced before its mark);
+    a rerun checks the rows of every done chunk and redoes any that are not whole, and the file
+    is renamed only after every row was checked to be analysed or recorded as failed. After
+    Ctrl-C or a write failure the partial file is kept when it holds finished chunks, and the
+    error says how many; rerunning the same command continues from them.
+
     With more than one worker the pool starts processes with "spawn" (h5py and forked children do
     not mix), so a script that calls this must do so under ``if __name__ == "__main__":``.
     """
     started = time.perf_counter()
-    _check_config(cfg)
+    check_config(cfg)
     shard = parse_shard(cfg.shard)
-    spans, counts = survey_input(cfg.input)
-    grids = make_grids(cfg, spans, counts)
-    n_total = spans.size
-    first, last = (0, n_total) if shard is None else (shard[0] * n_total // shard[1], (shard[0] + 1) * n_total // shard[1])
-    n = last - first
-    if n == 0:
-        raise LcgenError(f"{cfg.input} holds no curves{' in shard ' + cfg.shard if shard else ''}")
+    workers = check_workers(cfg.workers)
     out = Path(cfg.output) if shard is None else shard_path(cfg.output, *shard)
-    run_hash = _run_hash(cfg, _input_id(cfg.input))
-    chunks = [(a, min(n, a + cfg.chunk_size)) for a in range(0, n, cfg.chunk_size)]
-    workers = cfg.workers or os.cpu_count() or 1
-
-    f, resumed = _open_partial(out, cfg, grids, n, len(chunks), run_hash, first)
-    try:
-        done = f["chunk_done"][:]
-        todo = [c for c in range(len(chunks)) if not done[c]]
-        if progress is not None and len(chunks) > len(todo):
-            progress(sum(chunks[c][1] - chunks[c][0] for c in range(len(chunks)) if done[c]))
-        for c, result in _map_chunks(cfg, grids, first, [chunks[c] for c in todo], todo, workers):
-            a, b = chunks[c]
-            for name, values in result.items():
-                f[name][a:b] = values
-            f["chunk_done"][c] = True
-            f.flush()
-            if progress is not None:
-                progress(b - a)
-        summary = _summarise(f)
-        for key, value in summary.items():
-            f.attrs[key] = value
-        del f["chunk_done"]
-    finally:
-        f.close()
-    os.replace(partial_path(out), out)
+    kept = [0]  # finished chunks on disk, for the error path
+    with atomic_path(out, inputs=[cfg.input], keep_partial=lambda: kept[0] > 0) as tmp, quiet_hdf5_deallocs():
+        spans, counts = survey_input(cfg.input)
+        grids = make_grids(cfg, spans, counts)
+        n_total = spans.size
+        first, last = (0, n_total) if shard is None else (shard[0] * n_total // shard[1], (shard[0] + 1) * n_total // shard[1])
+        n = last - first
+        if n == 0:
+            raise LcgenError(f"{cfg.input} holds no curves{' in shard ' + cfg.shard if shard else ''}")
+        run_hash = _run_hash(cfg, _input_id(cfg.input))
+        chunks = [(a, min(n, a + cfg.chunk_size)) for a in range(0, n, cfg.chunk_size)]
+        f, done = _open_partial(tmp, cfg, grids, n, chunks, run_hash, first)
+        resumed = int(done.sum())
+        kept[0] = resumed
+        # Datasets held open for the whole run (see lcgen.io.RawWriter._new).
+        columns = {name: f[name] for name in (*_columns(1, 1), "fail_reason", "chunk_done")}
+        try:
+            todo = [c for c in range(len(chunks)) if not done[c]]
+            if progress is not None and resumed:
+                progress(sum(chunks[c][1] - chunks[c][0] for c in range(len(chunks)) if done[c]))
+            for c, result in _map_chunks(cfg, grids, first, [chunks[c] for c in todo], todo, workers):
+                a, b = chunks[c]
+                for name, values in result.items():
+                    columns[name][a:b] = values
+                sync_h5(f)  # the rows are on disk before the chunk is marked done
+                columns["chunk_done"][c] = True
+                sync_h5(f)
+                kept[0] += 1
+                if progress is not None:
+                    progress(b - a)
+            summary = _summarise(f)
+            for key, value in summary.items():
+                f.attrs[key] = value
+            del f["chunk_done"]
+            sync_h5(f)
+            f.close()
+        except BaseException as exc:
+            discard_h5(f)  # done chunks are on disk already; after a failed write HDF5 cannot close normally
+            what = f"{kept[0]} of {len(chunks)} chunks kept in {tmp}"
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(f"{what}; rerun the same command to continue" if kept[0] else
+                                  f"no chunk finished; nothing kept") from None
+            error = write_error(exc, out)
+            if error is not None and kept[0]:
+                raise LcgenError(f"{error}; {what}: free space and rerun the same command to continue") from None
+            raise
+        kept[0] = 0  # a file that fails the check below is not worth resuming
+        check_rows(tmp)
     elapsed = time.perf_counter() - started
     return {"output": str(out), "curves": n, "first_row": first, "resumed_chunks": resumed,
             "chunks": len(chunks), "seconds": elapsed, "curves_per_second": n / elapsed,
@@ -388,11 +427,40 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
             **summary, "fail_reasons": _fail_reasons(out)}
 
 
-def _check_config(cfg: PreprocessConfig) -> None:
+def bad_rows(f: h5py.File, a: int, b: int) -> np.ndarray:
+    """Rows ``a:b`` (relative) of a spectra file that are neither analysed nor recorded as
+    failed: a failed row needs its ``fail_reason``; an analysed row finite normalisation
+    constants, at least one valid bin and finite values at its valid bins."""
+    failed = f["failed"][a:b]
+    reason = f["fail_reason"].asstr()[a:b]
+    bad = failed & (np.char.str_len(reason.astype(str)) == 0)
+    ok = ~failed
+    mask, acf_mask = f["mask"][a:b], f["acf_mask"][a:b]
+    ok &= mask.any(1) & acf_mask.any(1)
+    for name in CHANNELS:
+        for const in ("scale", "mean", "std"):
+            ok &= np.isfinite(f[f"{name}_{const}"][a:b])
+        valid = acf_mask if name == "acf" else mask
+        ok &= np.all(np.isfinite(f[name][a:b]) | ~valid, axis=1)
+    return bad | (~failed & ~ok)
+
+
+def check_rows(path: str | Path) -> None:
+    """Refuse a spectra file with any row neither analysed nor recorded as failed (read back from
+    disk, in blocks)."""
+    with h5py.File(path, "r", locking=False) as f:
+        n = f["failed"].shape[0]
+        bad = np.concatenate([bad_rows(f, a, min(n, a + 4096)) for a in range(0, n, 4096)] or [np.zeros(0, bool)])
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise LcgenError(f"{path}: {rows.size} rows (first {rows[0]}) are neither analysed nor recorded as "
+                         f"failed; the file is not kept, rerun to recompute it")
+
+
+def check_config(cfg: PreprocessConfig) -> None:
+    """Raise :class:`LcgenError` naming the first setting that cannot work."""
     if cfg.chunk_size < 1:
         raise LcgenError(f"chunk_size = {cfg.chunk_size} must be at least 1")
-    if cfg.workers is not None and cfg.workers < 1:
-        raise LcgenError(f"workers = {cfg.workers} must be at least 1 (or null for all cores)")
     if not 0 < cfg.acf_max_fraction <= 1:
         raise LcgenError(f"acf_max_fraction = {cfg.acf_max_fraction} must be in (0, 1]")
     if cfg.outlier_iqr < 0:
@@ -403,23 +471,40 @@ def _check_config(cfg: PreprocessConfig) -> None:
 
     grid = np.linspace(0.0, 1.0, max(cfg.min_points, 9, int(4 * cfg.nw) + 1))
     check_series(grid, np.sin(grid), cfg.nw, cfg.k)  # nw/k errors now, not once per curve
+    if cfg.n_freq < 2 or cfg.n_lags < 3:
+        raise LcgenError(f"n_freq = {cfg.n_freq} and n_lags = {cfg.n_lags} must be at least 2 and 3")
+    # Memory: up to 2 chunks of finished rows per worker in flight, and per worker one curve's
+    # eigencoefficients (K tapers × n_freq, complex) with their float64 companions.
+    workers = check_workers(cfg.workers)
+    row_bytes = 13 * cfg.n_freq + 5 * cfg.n_lags + 128
+    tapers = cfg.k or max(1, int(2 * cfg.nw) - 1)
+    need = 2 * workers * cfg.chunk_size * row_bytes + workers * (48 * tapers + 80) * (cfg.n_freq + cfg.n_lags)
+    check_memory(need, f"n_freq = {cfg.n_freq:,}, n_lags = {cfg.n_lags:,} with {workers} workers")
 
 
-def _open_partial(out: Path, cfg: PreprocessConfig, grids: Grids, n: int, n_chunks: int, run_hash: str,
-                  first: int) -> tuple[h5py.File, int]:
-    """Reopen ``out.partial`` if it belongs to this exact run, else start it afresh."""
-    tmp = partial_path(out)
-    if tmp.exists() and cfg.resume:
+def _open_partial(tmp: Path, cfg: PreprocessConfig, grids: Grids, n: int, chunks: list[tuple[int, int]],
+                  run_hash: str, first: int) -> tuple[h5py.File, np.ndarray]:
+    """Reopen the partial file (locked by the caller) if it belongs to this exact run, else start
+    it afresh. Returns the file and which chunks are done: those marked done whose rows pass
+    :func:`bad_rows` (a chunk torn by a crash or a full disk is redone)."""
+    if cfg.resume and tmp.stat().st_size > 0:
         try:
-            f = h5py.File(tmp, "r+")
-        except OSError:
+            f = open_h5_for_writing(tmp, "r+")
+        except Exception:
             f = None  # killed mid-write beyond repair: start again
         if f is not None:
-            if f.attrs.get("run_hash") == run_hash and "chunk_done" in f and f["chunk_done"].shape == (n_chunks,):
-                return f, int(f["chunk_done"][:].sum())
-            f.close()
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    f = h5py.File(tmp, "w")
+            try:
+                if f.attrs.get("run_hash") == run_hash and f.get("chunk_done", np.zeros(0)).shape == (len(chunks),):
+                    done = f["chunk_done"][:]
+                    for c in np.flatnonzero(done):
+                        if bad_rows(f, *chunks[c]).any():
+                            done[c] = False
+                            f["chunk_done"][c] = False
+                    return f, done
+            except Exception:
+                pass
+            discard_h5(f)
+    f = open_h5_for_writing(tmp, "w")
     try:
         write_header(f, "spectra", cfg)
         f.attrs["run_hash"] = run_hash
@@ -428,20 +513,30 @@ def _open_partial(out: Path, cfg: PreprocessConfig, grids: Grids, n: int, n_chun
         f.create_dataset("lag", data=grids.lag)
         f["frequency"].attrs["units"] = "cycles/day"
         f["lag"].attrs["units"] = "day"
+        # Every row's space is allocated (and filled) now, so the file never grows while chunks
+        # are written: a full disk shows here, before any work, and a partial file left by a
+        # crash keeps consistent metadata.
         rows = min(64, n)
         for name, (shape, dtype, fill) in _columns(grids.frequency.size, grids.lag.size).items():
             f.create_dataset(name, shape=(n, *shape), dtype=dtype, fillvalue=fill,
-                             chunks=(rows, *shape) if shape else None)
-        f.create_dataset("fail_reason", shape=(n,), dtype=h5py.string_dtype())
+                             chunks=(rows, *shape) if shape else None, **_preallocated())
+        f.create_dataset("fail_reason", shape=(n,), dtype=h5py.string_dtype(length=REASON_BYTES),
+                         **_preallocated())
         f.create_dataset("source", data=np.arange(first, first + n, dtype=np.int64))
-        f.create_dataset("chunk_done", data=np.zeros(n_chunks, dtype=bool))
+        f.create_dataset("chunk_done", data=np.zeros(len(chunks), dtype=bool))
         _copy_meta(cfg.input, f, first, first + n)
-        f.flush()
+        sync_h5(f)
     except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
+        discard_h5(f)
         raise
-    return f, 0
+    return f, np.zeros(len(chunks), dtype=bool)
+
+
+def _preallocated() -> dict:
+    """create_dataset options: allocate the whole dataset at creation and write its fill."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    return {"dcpl": dcpl, "fill_time": "alloc"}
 
 
 def _copy_meta(path: str, f: h5py.File, first: int, last: int) -> None:
@@ -462,38 +557,16 @@ def _map_chunks(cfg: PreprocessConfig, grids: Grids, first: int, spans: list[tup
         for c, (a, b) in zip(ids, spans):
             yield c, process_chunk(cfg.input, first + a, first + b, grids, cfg)
         return
-    with _single_threaded_children(), cf.ProcessPoolExecutor(
-            max_workers=min(workers, len(spans)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pool(min(workers, len(spans))) as pool:
         pending: dict[cf.Future, int] = {}
         queue = list(zip(ids, spans))
-        try:
-            while queue or pending:
-                while queue and len(pending) < 2 * workers:  # bounded: results are big
-                    c, (a, b) = queue.pop(0)
-                    pending[pool.submit(process_chunk, cfg.input, first + a, first + b, grids, cfg)] = c
-                finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for future in finished:
-                    yield pending.pop(future), future.result()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-
-
-@contextlib.contextmanager
-def _single_threaded_children() -> Iterator[None]:
-    """Spawned workers inherit one BLAS/OpenMP thread each: parallelism is across curves, and
-    thread pools inside each worker on a busy machine were many times slower."""
-    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update({k: "1" for k in names})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:  # bounded: results are big
+                c, (a, b) = queue.pop(0)
+                pending[pool.submit(process_chunk, cfg.input, first + a, first + b, grids, cfg)] = c
+            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in finished:
+                yield pending.pop(future), result(future)
 
 
 def _summarise(f: h5py.File) -> dict:
@@ -520,6 +593,8 @@ def _fail_reasons(path: Path) -> dict[str, int]:
 def merge_shards(output: str | Path, count: int) -> dict:
     """Join ``OUTPUT.shard-I-of-N.h5`` for I = 0..N−1 into ``output`` (checked: same run settings,
     same grids, consecutive rows). The shard files are left in place."""
+    if count < 1:
+        raise LcgenError(f"--merge-shards {count}: the number of shards must be at least 1")
     paths = [shard_path(output, i, count) for i in range(count)]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -537,7 +612,7 @@ def merge_shards(output: str | Path, count: int) -> dict:
                 raise LcgenError(f"{p} starts at row {int(f.attrs['first_row'])}, expected {expected}; shards are not consecutive")
             expected += f["failed"].shape[0]
         total = expected - int(ref.attrs["first_row"])
-        with atomic_h5(output) as out:
+        with atomic_h5(output, inputs=paths) as out:
             write_header(out, "spectra", _unsharded_settings(ref))
             out.attrs["first_row"] = int(ref.attrs["first_row"])
             for name in ("frequency", "lag"):
@@ -552,14 +627,15 @@ def merge_shards(output: str | Path, count: int) -> dict:
                 ds = ref["meta"][key]
                 meta.create_dataset(key, shape=(total,), dtype=ds.dtype)
             row = 0
+            columns = {key: out[key] for key in (*row_keys, *(f"meta/{k}" for k in ref.get("meta", {})))}
             for f in files:
                 m = f["failed"].shape[0]
                 for key in row_keys:
                     for a in range(0, m, 4096):
                         b = min(m, a + 4096)
-                        out[key][row + a: row + b] = f[key][a:b]
+                        columns[key][row + a: row + b] = f[key][a:b]
                 for key in f.get("meta", {}):
-                    out["meta"][key][row: row + m] = f["meta"][key][:]
+                    columns[f"meta/{key}"][row: row + m] = f["meta"][key][:]
                 row += m
             summary = _summarise(out)
             out.attrs.update(summary)

@@ -42,8 +42,6 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import math
-import multiprocessing
-import os
 import signal as _signal
 import threading
 import time as _time
@@ -54,7 +52,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from lcgen.errors import LcgenError
-from lcgen.io import DEFAULT_RAW
+from lcgen.io import DEFAULT_RAW, check_memory
+from lcgen.workers import check_workers, process_pool, result
 
 
 def _range(lo: float, hi: float) -> Callable[[], list[float]]:
@@ -227,6 +226,8 @@ def check_config(cfg: SimulateConfig) -> None:
     """Raise :class:`LcgenError` naming the first setting that cannot work."""
     if cfg.n_samples < 1:
         raise LcgenError(f"n_samples = {cfg.n_samples}: need at least 1 light curve")
+    if cfg.seed < 0:
+        raise LcgenError(f"seed = {cfg.seed}: must be >= 0 (numpy seeds are non-negative integers)")
     for mix in ("types", "samplings"):
         weights = dataclasses.asdict(getattr(cfg, mix))
         bad = {k: w for k, w in weights.items() if not (w >= 0 and math.isfinite(w))}
@@ -753,11 +754,6 @@ def _deferred_interrupt() -> Iterator[Callable[[], None]]:
         _signal.signal(_signal.SIGINT, previous)
 
 
-def _ignore_sigint() -> None:
-    # Workers leave Ctrl-C to the parent, which cancels the pool and removes the partial file.
-    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-
-
 def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256):
     """Yield :class:`Chunk` objects in index order, computed in ``workers`` processes.
 
@@ -768,10 +764,7 @@ def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256)
         for start, stop in bounds:
             yield simulate_chunk(cfg, start, stop)
         return
-    ctx = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=ctx,
-                                  initializer=_ignore_sigint)
-    try:
+    with process_pool(min(workers, len(bounds))) as pool:
         pending: list[cf.Future] = []
         todo = iter(bounds)
         for start, stop in todo:
@@ -779,17 +772,11 @@ def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256)
             if len(pending) >= 2 * workers:
                 break
         while pending:
-            try:
-                chunk = pending.pop(0).result()
-            except cf.process.BrokenProcessPool:
-                raise LcgenError("a worker process died (out of memory, killed, or it could not import "
-                                 "the calling script, e.g. code run from stdin); rerun with --workers 1") from None
+            chunk = result(pending.pop(0))
             nxt = next(todo, None)
             if nxt is not None:
                 pending.append(pool.submit(simulate_chunk, cfg, *nxt))
             yield chunk
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int = 256,
@@ -806,8 +793,11 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     check_config(cfg)
     if chunk_size < 1:
         raise LcgenError(f"chunk_size = {chunk_size}: must be >= 1")
-    workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
-    workers = min(workers, math.ceil(cfg.n_samples / chunk_size))  # no idle processes
+    workers = min(check_workers(workers), math.ceil(cfg.n_samples / chunk_size))  # no idle processes
+    # Up to 2 packed chunks per worker in flight (~28 bytes a point) plus one curve's temporaries.
+    most = max(cfg.n_points[1], cfg.tess.max_points, cfg.kepler.max_points)
+    check_memory(2 * workers * min(chunk_size, cfg.n_samples) * most * 28 + workers * most * 128,
+                 f"curves of up to {most:,} points")
     begin = _time.perf_counter()
     types: Counter = Counter()
     samplings: Counter = Counter()

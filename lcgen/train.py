@@ -58,6 +58,8 @@ MODEL_DEFAULTS = {
 FALLBACK_DEFAULTS = {"epochs": 50, "batch_size": 64, "lr": 1e-3}
 CHECKPOINT_FORMAT = "lcgen-checkpoint"
 CHECKPOINT_VERSION = 1
+CHECKPOINT_KEYS = ("model_name", "model_config", "state_dict", "train_config")  # every checkpoint
+RESUME_KEYS = ("optimizer", "scheduler", "rng", "progress")  # last.pt, to continue a run
 # history.csv: lr is the learning rate at the end of the epoch; losses are pooled over the epoch's
 # positions; seconds and samples/s count training steps only (validation excluded).
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_masked", "train_unmasked", "val_loss",
@@ -247,14 +249,19 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tor
     """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
     spec = get_spec(ckpt["model_name"])
     model = spec.cls(config_from_dict(spec.config_cls, ckpt["model_config"]))
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:  # shapes or names that do not match the model it describes
+        detail = " ".join(str(exc).split())
+        raise LcgenError(f"the checkpoint's weights do not fit the '{ckpt['model_name']}' model it "
+                         f"describes ({detail[:200]})") from None
     return model.to(device).eval()
 
 
 def save_checkpoint(path: str | Path, ckpt: dict) -> None:
     """``torch.save`` to a temporary name, then rename: a crash never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: torch then keeps the OSError
+        torch.save(ckpt, fh)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -264,10 +271,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise LcgenError(f"{path} does not exist; is {path.parent} an lcgen run directory?")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # a torn or foreign file: say which and why
-        raise LcgenError(f"{path} is not a readable lcgen checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # a torn or foreign file (torch's own message talks of weights_only)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LcgenError(f"{path} is not a valid lcgen checkpoint (damaged or not written by lcgen: "
+                         f"{first[:160]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise LcgenError(f"{path} is not an lcgen checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise LcgenError(f"{path} is not a valid lcgen checkpoint: it lacks {', '.join(missing)}")
     return ckpt
 
 
@@ -275,14 +287,20 @@ def load_run(run_dir: str | Path, *, which: Literal["best", "last"] = "best",
              device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
     """The trained model (eval mode, on ``device``) and the config of a run directory.
 
-    ``which="best"`` reads ``best.pt`` (lowest validation loss), falling back to ``last.pt``.
+    ``which="best"`` reads ``best.pt`` (lowest validation loss), ``"last"`` ``last.pt``; a
+    missing one is an error (never silently the other: their metrics would be mixed up).
     """
     run_dir = Path(run_dir)
     path = run_dir / f"{which}.pt"
     if which == "best" and not path.is_file() and (run_dir / "last.pt").is_file():
-        path = run_dir / "last.pt"
+        raise LcgenError(f"{run_dir} has no best.pt (no epoch finished, or it was removed); score its "
+                         f"last.pt with --checkpoint last")
     ckpt = load_checkpoint(path)
-    return model_from_checkpoint(ckpt, device), config_from_dict(TrainConfig, ckpt["train_config"])
+    try:
+        model = model_from_checkpoint(ckpt, device)
+    except LcgenError as exc:
+        raise LcgenError(f"{path}: {exc}") from None
+    return model, config_from_dict(TrainConfig, ckpt["train_config"])
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -351,6 +369,9 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     if resume is not None:
         run_dir = Path(resume)
         ckpt = load_checkpoint(run_dir / "last.pt")
+        missing = [k for k in RESUME_KEYS if k not in ckpt]
+        if missing:
+            raise LcgenError(f"{run_dir / 'last.pt'} cannot be resumed: it lacks {', '.join(missing)}")
         cfg = _resumed_config(ckpt, cfg, run_dir)
     else:
         if cfg is None:
@@ -365,9 +386,10 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     log(f"Using device: {_device_name(device)}")
     log("")
     source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
-    with contextlib.closing(source):
+    with contextlib.closing(source), contextlib.ExitStack() as cleanup:
         if run_dir is None:
             run_dir = _new_run_dir(cfg, name)
+            cleanup.callback(_remove_if_unstarted, run_dir)
             (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
         log(f"Loading data from {source.description}...")
         log("")
@@ -601,6 +623,17 @@ def _new_run_dir(cfg: TrainConfig, name: str | None) -> Path:
                          f"or choose another --name")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _remove_if_unstarted(run_dir: Path) -> None:
+    """A new run directory that never got a checkpoint (the start failed) holds nothing to keep:
+    remove what the run wrote there, and the directory if that leaves it empty."""
+    if (run_dir / "last.pt").exists():
+        return
+    for name in ("config.yaml", SPLIT_FILE, "history.csv", "best.pt"):
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 def _resumed_config(ckpt: dict, cfg: TrainConfig | None, run_dir: Path) -> TrainConfig:

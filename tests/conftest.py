@@ -41,9 +41,21 @@ def raw_file(tmp_path):
     return path
 
 
-def run_cli(*args, cwd=None, env=None):
-    """Run `python -m lcgen ARGS` in a subprocess, as a user would."""
+def cli_command(*args, env=None):
+    """The argv and environment of `python -m lcgen ARGS` run from this tree."""
     full_env = {**os.environ, "CI": "true", "COLUMNS": "120", **(env or {})}
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "lcgen", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=600)
+    return [sys.executable, "-m", "lcgen", *map(str, args)], full_env
+
+
+def run_cli(*args, cwd=None, env=None, file_size_limit=None, timeout=600):
+    """Run `python -m lcgen ARGS` in a subprocess, as a user would. ``file_size_limit`` (bytes)
+    sets RLIMIT_FSIZE in the child: a write past it fails as on a full disk."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    argv, full_env = cli_command(*args, env=env)
+    return subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit if file_size_limit is not None else None)

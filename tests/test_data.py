@@ -172,8 +172,11 @@ def test_split_keeps_groups_together_and_is_seeded(tmp_path):
     assert int(loaded["n_rows"]) == 150 and all(np.array_equal(s[k], loaded[k]) for k in s)
     # tiny data still gets one validation and one test curve
     assert [len(v) for v in split_rows(np.arange(3)).values()] == [1, 1, 1]
-    assert [len(v) for v in split_rows(np.zeros(5, int)).values()] == [5, 0, 0]  # one curve: train only
-    with pytest.raises(LcgenError, match="nothing left to train on"):
+    assert [len(v) for v in split_rows(np.zeros(5, int), val_fraction=0, test_fraction=0).values()] == [5, 0, 0]
+    with pytest.raises(LcgenError, match="only 1 light curve.*needs at least 3"):  # one curve is no split
+        split_rows(np.zeros(5, int))
+    assert [len(v) for v in split_rows(np.arange(2), test_fraction=0).values()] == [1, 1, 0]
+    with pytest.raises(LcgenError, match="only 2 light curve.*needs at least 3"):
         split_rows(np.arange(2), val_fraction=0.5, test_fraction=0.45)
     with pytest.raises(LcgenError, match="leaves no training data"):
         split_rows(groups, val_fraction=0.5, test_fraction=0.5)

@@ -14,6 +14,7 @@ from lcgen.embed.probe import probe_arrays, split_groups, target_values
 from lcgen.errors import LcgenError
 from lcgen.models import MODELS, create_model
 from tests.conftest import run_cli
+from tests.test_evaluate import ts_run  # noqa: F401  (the fixture)
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,18 +115,7 @@ def test_curve_rows_are_the_mean_of_their_windows():
 # Embedding a trained run
 
 
-@pytest.fixture(scope="module")
-def ts_run(tmp_path_factory):
-    from lcgen.convert import ConvertConfig, convert
-    from lcgen.simulate import SimulateConfig, generate
-    from lcgen.train import TrainConfig, fit
-
-    d = tmp_path_factory.mktemp("embedrun")
-    generate(SimulateConfig(n_samples=24, output=str(d / "raw.h5"), seed=3), workers=1)
-    convert(ConvertConfig(input=str(d / "raw.h5"), output=str(d / "ts.h5"), max_length=64, min_points=16))
-    result = fit(TrainConfig(model_name="transformer", preset="tiny", data=str(d / "ts.h5"), epochs=1,
-                             batch_size=16, lr=3e-3, runs_dir=str(d / "runs"), device="cpu"), name="tiny")
-    return result["run_dir"]
+# ts_run: a tiny transformer trained one epoch on 30 mock curves (64-point windows)
 
 
 def test_embed_is_deterministic_and_round_trips(ts_run, tmp_path):
@@ -143,7 +133,7 @@ def test_embed_is_deterministic_and_round_trips(ts_run, tmp_path):
         np.testing.assert_array_equal(a.start, f["start"][:])
         np.testing.assert_array_equal(a.meta["lc_type"], f["meta/lc_type"].asstr()[:])
     assert a.window.shape == (n_rows, 32) and a.window.dtype == np.float32  # tiny: widths [16, 32]
-    assert np.isfinite(a.window).all() and a.curve.shape == (24, 32)
+    assert np.isfinite(a.window).all() and a.curve.shape == (30, 32)
     for k, s in enumerate(a.curve_source):
         np.testing.assert_allclose(a.curve[k], a.window[a.source == s].mean(0), rtol=1e-6, atol=1e-7)
         assert a.curve_meta["lc_type"][k] == a.meta["lc_type"][a.source == s][0]
@@ -160,7 +150,7 @@ def test_embed_is_deterministic_and_round_trips(ts_run, tmp_path):
 
     report = probe_file(path, ProbeConfig(rows="window", baselines=False, few_shot=[2], repeats=1,
                                           targets=["lc_type", "log10(snr)"]))
-    assert (tmp_path / "probe-e.json").is_file() and report["split"]["n_curves"] == 24
+    assert (tmp_path / "probe-e.json").is_file() and report["split"]["n_curves"] == 30
     assert report["split"]["n_train_rows"] + report["split"]["n_test_rows"] == n_rows
     assert report["representations"]["learned"]["targets"]["log10(snr)"]["n_test"] == report["split"]["n_test_rows"]
     # the random-weight control: same shapes, other vectors, reproducible by its seed

@@ -100,3 +100,29 @@ def test_describe_counts_and_ranges(raw_file):
     assert rows["time"]["min"] == raw.time.min() and rows["time"]["max"] == raw.time.max()
     assert rows["meta/lc_type"]["values"] == {"sinusoid": 6}
     assert "made_by: tests" in d["config"]
+
+
+def test_raw_chunks_fit_the_data(tmp_path):
+    """A handful of curves makes a small file (fixed 65,536-element chunks made 5 curves 16 MB),
+    and a catalogue still gets large chunks."""
+    write_sine_raw(tmp_path / "small.h5", n_curves=5, n_range=(400, 500))
+    assert (tmp_path / "small.h5").stat().st_size < 200_000
+    with h5py.File(tmp_path / "small.h5") as f:
+        assert f["time"].chunks == (4096,) and f["meta/period"].chunks == (64,)
+    rng = np.random.default_rng(0)
+    t = [np.sort(rng.uniform(0, 1, 300)) for _ in range(1000)]
+    with RawWriter(tmp_path / "big.h5") as w:
+        w.append(t, t, t)
+    with h5py.File(tmp_path / "big.h5") as f:
+        assert f["time"].chunks == (65536,) and f["offsets"].chunks == (1024,)
+
+
+def test_same_file_through_links(tmp_path):
+    from lcgen.io import check_output
+
+    (tmp_path / "a.h5").write_bytes(b"x")
+    (tmp_path / "sym.h5").symlink_to(tmp_path / "a.h5")
+    for spelling in (tmp_path / "a.h5", tmp_path / "sym.h5", tmp_path / "d" / ".." / "a.h5"):
+        with pytest.raises(LcgenError, match="is the input file"):
+            check_output(spelling, inputs=[tmp_path / "a.h5"])
+    assert check_output(tmp_path / "b.h5", inputs=[tmp_path / "a.h5"]) == tmp_path / "b.h5"

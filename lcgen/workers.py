@@ -1,0 +1,92 @@
+"""Worker processes for the parallel commands (``generate``, ``preprocess``): a process pool
+whose workers leave Ctrl-C to their parent and die with it.
+
+Workers are started with "spawn" (h5py and forked children do not mix) and each holds one
+BLAS/OpenMP thread: the parallelism is across light curves. When the parent is killed
+(SIGKILL, out of memory) the kernel kills its workers too (Linux ``PR_SET_PDEATHSIG``; elsewhere
+a thread in each worker watches for the parent to go), so no orphan keeps computing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Iterator
+
+from lcgen.errors import LcgenError
+
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def check_workers(workers: int | None) -> int:
+    """``workers`` checked (at least 1), or every core when None."""
+    if workers is None:
+        return os.cpu_count() or 1
+    if workers < 1:
+        raise LcgenError(f"workers = {workers} must be at least 1 (leave --workers out to use every core)")
+    return workers
+
+
+def _init_worker(parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before the line above ran
+                os._exit(1)
+            return
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[cf.ProcessPoolExecutor]:
+    """A spawn-started pool of ``workers`` single-threaded processes that die with this one.
+
+    Leaving the block normally waits for the workers to exit; leaving it with an exception
+    (Ctrl-C included) cancels what has not started and stops the workers at once (they only
+    compute: what they hold is lost work, never a file), so no worker outlives the command.
+    """
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
+    try:
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(os.getpid(),))
+        try:
+            yield pool
+        except BaseException:
+            processes = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def result(future: cf.Future):
+    """``future.result()``, with a dead worker turned into one clear error."""
+    try:
+        return future.result()
+    except cf.process.BrokenProcessPool:
+        raise LcgenError("a worker process died (out of memory, killed, or it could not import the "
+                         "calling script, e.g. code run from stdin); rerun with --workers 1") from None
