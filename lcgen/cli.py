@@ -464,7 +464,7 @@ def demo(
 @app.command()
 def embed(
     run_dir: RunDirArg,
-    input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False)] = None,
+    input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False, metavar="INPUT")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
     level: Annotated[Optional[str], typer.Option(help="Latent level: all (every level, concatenated), or one of bottleneck, level0, level1, ... (mlp: latent). \\[default: all]")] = None,
     pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max or meanmax (both, concatenated). \\[default: meanmax]")] = None,

@@ -22,7 +22,6 @@ numbers are reproducible. Chance for macro-F1 with K balanced classes is 1/K; fo
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
@@ -238,7 +237,7 @@ def representations(emb, cfg: ProbeConfig, *, progress: Callable[[str, int, int]
     the same windows, averaged per curve like the embeddings) and ``random`` (the run's
     architecture with random weights, same level and pooling). ``progress(name, done, total)``
     reports the slow steps."""
-    from lcgen.embed.extract import EmbedConfig, curve_means, embed
+    from lcgen.embed.extract import EmbedConfig, embed
     from lcgen.embed.features import timeseries_features
 
     per_curve = cfg.rows == "curve"

@@ -211,8 +211,7 @@ class TimeSeriesTransformer(nn.Module):
         """Every latent level of a batch dict (values, valid, time; ``hidden`` optional, default
         nothing hidden): ``level0`` .. ``level{n-1}`` (after each encoder level) and
         ``bottleneck``, each ``(h (B, L', D), valid (B, L') bool)``; h is zero where not valid."""
-        hidden = batch.get("hidden")
-        hidden = torch.zeros_like(batch["valid"]) if hidden is None else hidden
+        hidden = batch.get("hidden", torch.zeros_like(batch["valid"]))
         x = model_input(batch["values"], batch["valid"], hidden)
         levels = self.encode(x, batch["time"], batch["valid"])
         names = [f"level{i}" for i in range(self.levels)] + ["bottleneck"]

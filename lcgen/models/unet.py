@@ -128,8 +128,7 @@ class UNetAutoencoder(nn.Module):
         hidden): ``level0`` .. ``level{n-1}`` and ``bottleneck``, each ``(h (B, L', D), valid
         (B, L') bool)``. A coarse position is valid when any bin under it is; convolutions mix
         neighbouring bins, so unlike the transformer's, h there is not independent of the rest."""
-        hidden = batch.get("hidden")
-        hidden = torch.zeros_like(batch["valid"]) if hidden is None else hidden
+        hidden = batch.get("hidden", torch.zeros_like(batch["valid"]))
         x = model_input(batch["values"], batch["valid"], hidden).transpose(1, 2)
         if x.dim() != 3 or x.shape[1] != self.config.in_channels:
             raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
