@@ -7,9 +7,19 @@ forward, backward, clipping and the optimiser step; validation excluded) and the
 RSS. A second table times the data pipeline alone on a larger spectra file, to show that reading
 is cheap and that memory stays bounded by the read buffer, not the file.
 
+``--profile`` instead profiles one training step of each model (torch.profiler, the operators
+with the most self CPU time; the profiler times each operator on the clock, so under load read
+the shares, not the seconds). ``--against REF`` compares this tree with git revision REF step by
+step: children of the two trees alternate (A B A B ...) on the same batch, seed and threads, and
+the table gives CPU seconds per step (``time.process_time``, which other processes' load barely
+moves), wall seconds, samples/s and peak RSS, and the ratio old / new. On a shared machine, quote
+the ratios and the CPU time, and the load average printed with them.
+
     python benchmarks/bench_train.py                  # all models, small and default
     python benchmarks/bench_train.py --models mlp --presets small --steps 20
     python benchmarks/bench_train.py --device cuda    # on a GPU (bf16 autocast)
+    python benchmarks/bench_train.py --profile --models unet --batch 32
+    BENCH_THREADS=2 python benchmarks/bench_train.py --against main --models transformer --rounds 2
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, os.environ.get("BENCH_TREE", str(ROOT)))  # --against: children import the old tree
 
 
 def peak_rss_mb() -> float:
@@ -106,6 +116,77 @@ def one(model: str, preset: str, steps: int, device: str, workdir: Path) -> dict
     return out
 
 
+def step_batch(model: str, batch_size: int, seed: int = 0) -> dict:
+    """One training batch for ``model`` at its default window length: noisy sinusoids on
+    irregular times (time series) or standard-normal spectra, a quarter of the rows padded at the
+    end, block masks from a seeded generator."""
+    import torch
+
+    from lcgen.masking import block_mask
+    from lcgen.models import MODELS
+
+    timeseries = MODELS[model].data == "timeseries"
+    length = 512 if timeseries else 1024
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.ones(batch_size, length, dtype=torch.bool)
+    valid[: batch_size // 4, length - length // 8:] = False
+    time_ = torch.cumsum(torch.rand(batch_size, length, generator=g), 1)
+    if timeseries:
+        period = 2 + 48 * torch.rand(batch_size, 1, generator=g)
+        values = torch.sin(2 * torch.pi * time_ / period) + 0.1 * torch.randn(batch_size, length, generator=g)
+    else:
+        values = torch.randn(batch_size, length, generator=g)
+    batch = {"values": torch.where(valid, values, 0.0), "valid": valid, "time": time_,
+             "index": torch.arange(batch_size)}
+    batch["hidden"] = block_mask(valid, generator=g)
+    return batch
+
+
+def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profile: bool = False) -> dict:
+    """CPU and wall seconds per training step (forward, masked loss, backward, clipping, AdamW
+    as the trainer sets it up) after one warm-up step; with ``profile``, the top operators."""
+    import torch
+
+    from lcgen import train
+    from lcgen.models import create_model
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    torch.manual_seed(0)
+    cfg = train.complete_config(train.TrainConfig(model_name=model_name, preset=preset, device="cpu"))
+    model = create_model(model_name, preset).train()
+    optimizer = train._make_optimizer(model, cfg)
+    batch = step_batch(model_name, batch_size)
+
+    def step():
+        out = model.forward_batch(batch)
+        total = train.losses_from_sums(train.mse_sums(out["reconstructed"], batch), cfg.unmasked_weight)[0]
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+        optimizer.step()
+
+    step()
+    cpu, wall = [], []
+    for _ in range(steps):
+        c, w = time.process_time(), time.perf_counter()
+        step()
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - w)
+    out = {"model": model_name, "preset": preset, "batch": batch_size, "threads": torch.get_num_threads(),
+           "cpu_s": min(cpu), "wall_s": min(wall), "peak_rss_mb": peak_rss_mb(), "load": os.getloadavg()[0]}
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in events)
+        out["top"] = [(e.key, e.self_cpu_time_total / 1e6, e.self_cpu_time_total / total, e.count)
+                      for e in events[:14]]
+    return out
+
+
 def pipeline(rows: int, workdir: Path) -> dict:
     """Rows/s and peak RSS of shuffled batch reading alone (no model)."""
     import numpy as np
@@ -132,13 +213,22 @@ def main() -> None:
                         help="training steps per epoch [default: 6 for small, 1 for default]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pipeline-rows", type=int, default=20000)
+    parser.add_argument("--profile", action="store_true", help="profile one training step per model and preset")
+    parser.add_argument("--against", metavar="REF", help="compare training steps with git revision REF, interleaved")
+    parser.add_argument("--rounds", type=int, default=2, help="--against: children per tree, alternating")
+    parser.add_argument("--batch", type=int, default=None, help="--profile/--against: batch size [default: the trainer's]")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PRESET"), help=argparse.SUPPRESS)
+    parser.add_argument("--step", nargs=3, metavar=("MODEL", "PRESET", "BATCH"), help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.one:
             print(json.dumps(one(*args.one, args.steps or 6, args.device, Path(tmp))))
+            return
+        if args.step:
+            model, preset, batch = args.step
+            print(json.dumps(train_steps(model, preset, int(batch), args.steps or 2, args.profile)))
             return
         if args.pipeline:
             print(json.dumps(pipeline(args.pipeline_rows, Path(tmp))))
@@ -147,6 +237,9 @@ def main() -> None:
     from lcgen.models import list_models
 
     models = args.models or list_models()
+    if args.profile or args.against:
+        steps_table(args, models, ["default"] if args.presets == ["small", "default"] else args.presets)
+        return
     print(f"device {args.device}, torch threads {os.environ.get('BENCH_THREADS', 'default')}, "
           f"load average {os.getloadavg()[0]:.1f}; default batch sizes; samples/s of epoch 2")
     print(f"{'model':<12}{'preset':<9}{'params':>12}{'batch':>7}{'steps':>7}{'ms/step':>10}{'samples/s':>11}"
@@ -168,8 +261,51 @@ def main() -> None:
               f"(peak {r['peak_rss_mb']:.0f} MB)")
 
 
-def _child(extra: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True)
+def steps_table(args, models: list[str], presets: list[str]) -> None:
+    """--profile and --against: per-step CPU time in children, this tree and (--against) REF."""
+    from lcgen.train import MODEL_DEFAULTS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"new": ROOT}
+        if args.against:
+            trees = {"old": Path(tmp) / "old", "new": ROOT}
+            trees["old"].mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against, "lcgen"],
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(trees["old"])], input=archive, check=True)
+        print(f"training steps on cpu, torch threads {os.environ.get('BENCH_THREADS', 'default')}, "
+              f"load average {os.getloadavg()[0]:.1f} at the start; min over {args.steps or 2} steps per child "
+              f"after a warm-up step" + (f"; {args.rounds} children per tree, alternating" if args.against else ""))
+        for model in models:
+            batch = args.batch or MODEL_DEFAULTS.get(model, {"batch_size": 64})["batch_size"]
+            for preset in presets:
+                results = {name: [] for name in trees}
+                for _ in range(args.rounds if args.against else 1):
+                    for name, tree in trees.items():
+                        extra = ["--step", model, preset, str(batch), "--steps", str(args.steps or 2)]
+                        r = _child(extra + (["--profile"] if args.profile and name == "new" else []), tree)
+                        if "error" in r:
+                            print(f"{model} {preset} {name}: failed: {r['error']}")
+                            continue
+                        results[name].append(r)
+                        print(f"  {model:<12}{preset:<9}{name:<4} batch {batch:>4}, {r['threads']} threads: "
+                              f"{r['cpu_s']:7.2f} s CPU/step, {r['wall_s']:7.2f} s wall/step "
+                              f"({batch / r['wall_s']:6.1f} samples/s), peak RSS {r['peak_rss_mb']:,.0f} MB, "
+                              f"load {r['load']:.1f}", flush=True)
+                        for op, seconds, share, count in r.get("top", []):
+                            print(f"      {op[:60]:<62}{seconds:8.3f} s {share:6.1%} {count:6d} calls")
+                if args.against and all(results.values()):
+                    best = {name: min(rs, key=lambda r: r["cpu_s"]) for name, rs in results.items()}
+                    old, new = best["old"], best["new"]
+                    print(f"{model} {preset} batch {batch}: CPU/step {old['cpu_s']:.2f} -> {new['cpu_s']:.2f} s "
+                          f"({old['cpu_s'] / new['cpu_s']:.2f}x), wall/step {min(r['wall_s'] for r in results['old']):.2f} "
+                          f"-> {min(r['wall_s'] for r in results['new']):.2f} s, peak RSS "
+                          f"{old['peak_rss_mb']:,.0f} -> {new['peak_rss_mb']:,.0f} MB", flush=True)
+
+
+def _child(extra: list[str], tree: Path = ROOT) -> dict:
+    env = {**os.environ, "BENCH_TREE": str(tree)}
+    proc = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return {"error": lines[-1] if lines else f"exit {proc.returncode}"}

@@ -25,7 +25,7 @@ app = typer.Typer(
     name="lcgen",
     help=(
         "Learned representations, reconstructions and gap-fills of stellar light curves.\n\n"
-        "The pipeline: [bold]generate[/] mock light curves → [bold]preprocess[/] them into multitaper "
+        "The pipeline: [bold]generate[/] mock light curves (or [bold]ingest[/] real ones) → [bold]preprocess[/] them into multitaper "
         "spectra (PSD, ACF, F-statistic) and/or [bold]convert[/] them into fixed-length time series → "
         "[bold]train[/] a masked autoencoder → [bold]evaluate[/] and [bold]plot[/] the run, "
         "[bold]embed[/] data with it and [bold]probe[/] what its representation knows. "
@@ -167,6 +167,55 @@ def generate(
 
 
 # ------------------------------------------------------------------------------------------
+# ingest
+
+
+@app.command()
+def ingest(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Light-curve files, directories (searched recursively) and quoted globs, in any mix.", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Raw file to write. \\[default: data/real/raw.h5]")] = None,
+    flux: Annotated[Optional[str], typer.Option(help="Flux column: auto (PDCSAP where the product has it, else SAP, as for QLP), pdcsap, sap, or det (QLP's detrended KSPSAP/DET flux). \\[default: auto]")] = None,
+    quality: Annotated[Optional[str], typer.Option(help="Cadences to drop by their quality flags: default (pointing, safe mode, momentum dumps, manual excludes), hard (+ cosmic rays, stray light, K2 thruster firings), hardest (any flag), none, or an integer bitmask. \\[default: default]")] = None,
+    normalise: Annotated[Optional[bool], typer.Option("--normalise/--no-normalise", help="Divide each quarter/campaign/sector by its median flux (errors alike). \\[default: on]", show_default=False)] = None,
+    stitch: Annotated[Optional[bool], typer.Option("--stitch/--no-stitch", help="Files of one target become one curve, segments in time order (else one curve per file). \\[default: on]", show_default=False)] = None,
+    time_col: Annotated[Optional[str], typer.Option(help="Tables: the time column. \\[default: time]")] = None,
+    flux_col: Annotated[Optional[str], typer.Option(help="Tables: the flux (or magnitude) column. \\[default: flux]")] = None,
+    err_col: Annotated[Optional[str], typer.Option(help="Tables: the error column. \\[default: flux_err if present, else the point-to-point scatter]")] = None,
+    id_col: Annotated[Optional[str], typer.Option(help="Tables: a target-id column; each id becomes its own curve.")] = None,
+    mag: Annotated[Optional[bool], typer.Option("--mag", help="Tables: the flux column holds magnitudes: f = 10^(-0.4 (m - median m)), sigma_f = 0.4 ln(10) f sigma_m.", show_default=False)] = None,
+    time_ref: Annotated[Optional[float], typer.Option(help="Tables: Julian date of time 0 (2400000.5 for MJD, 0 for JD), to put them on lcgen's BJD - 2400000 axis. \\[default: times kept as given]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Read real light curves (Kepler, K2, TESS SPOC 2-min/20-s, TESS-SPOC and QLP FITS; any
+    FITS/CSV/TSV/ECSV table) into one raw file that convert, preprocess, train and evaluate use
+    unchanged. Formats are detected from the files' contents. Times become days, BJD_TDB - 2400000,
+    for every mission. Files that give nothing are listed with their reason (and stored under
+    skipped/ in the output); the command fails only if no file could be read.
+
+    Example: [cyan]lcgen ingest downloads/tess/ -o data/real/raw.h5 --quality hard[/]
+    Tables: [cyan]lcgen ingest "phot/*.csv" --time-col mjd --flux-col mag --err-col mag_err --mag --time-ref 2400000.5[/]
+    """
+    from lcgen.ingest import IngestConfig, ingest as run_ingest, planned_files
+
+    cfg = resolve_config(IngestConfig, config_file=config, sets=set_, flags={
+        "inputs": paths or None, "output": _str(output), "flux": flux, "quality": quality, "normalise": normalise,
+        "stitch": stitch, "time_col": time_col, "flux_col": flux_col, "err_col": err_col, "id_col": id_col,
+        "mag": mag, "time_ref": time_ref})
+    with progress_bar("ingest", planned_files(cfg), unit="files") as advance:
+        result = run_ingest(cfg, progress=advance)
+    rows = {"files": result["files"], "files read": result["files_read"], "light curves": result["curves"],
+            "points": result["points"], "missions": ", ".join(f"{k} {v:,}" for k, v in result["missions"].items()),
+            "dropped by quality flags": result["n_quality"], "dropped as non-finite": result["n_nonfinite"],
+            "skipped": len(result["skipped"])}
+    rows.update({f"  {Path(p).name}": reason for p, reason in result["skipped"][:10]})
+    if len(result["skipped"]) > 10:
+        rows["  …"] = f"{len(result['skipped']) - 10} more under skipped/ in the output (lcgen info)"
+    rows["time"] = f"{result['seconds']:.1f} s ({result['files_per_s']:,.0f} files/s)"
+    console.print(summary_table(f"Wrote {result['output']}", rows))
+
+
+# ------------------------------------------------------------------------------------------
 # convert
 
 
@@ -242,6 +291,7 @@ def preprocess(
                  f"outliers clipped (>{cfg.outlier_iqr:g}×IQR)": result["n_outliers"]})
     if "seconds" in result:
         rows["frequency grid"] = "{:.4g} – {:.4g} c/d".format(*result["freq_range"])
+        rows["band kept"] = _band_kept_line(cfg.output if cfg.shard is None else result["output"])
         rows["lag grid"] = "0, {:.4g} – {:.4g} d".format(*result["lag_range"])
         rows["time"] = (f"{result['seconds']:.1f} s ({result['curves_per_second']:,.0f} curves/s, "
                         f"{result['workers']} workers" + (f", resumed {result['resumed_chunks']} chunks)" if result["resumed_chunks"] else ")"))
@@ -278,7 +328,10 @@ def train(
     preset: Annotated[Optional[str], typer.Option(help="Model size: tiny, small or default. \\[default: default]")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: writes runs/MODEL/NAME/. \\[default: a timestamp]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. \\[default: auto]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seeds the split, initialisation, batch order and masks. \\[default: 0]")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 on a busy machine). \\[default: torch's choice, one per core]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data.", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -286,20 +339,21 @@ def train(
     split.npz, history.csv, best.pt, last.pt). Models: {models}.
 
     Example: [cyan]lcgen train transformer --epochs 50[/]   [cyan]lcgen train mlp --channel acf --preset small[/]
+    Fine-tune on real data: [cyan]lcgen train transformer --data data/real/timeseries.h5 --init runs/transformer/NAME --lr 3e-5[/]
     Ctrl-C saves last.pt; continue with [cyan]lcgen train --resume runs/MODEL/NAME[/].
     """
     from lcgen.train import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
-             "lr": lr, "preset": preset, "device": device}
+             "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads, "init": _str(init)}
     if resume is not None:
-        fixed = {"--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
-                 "--preset": preset, "--name": name, "--config": config, "--set": set_}
-        given = [flag for flag, value in fixed.items() if value]
+        fixed = {"--init": init, "--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
+                 "--preset": preset, "--seed": seed, "--name": name, "--config": config, "--set": set_}
+        given = [flag for flag, value in fixed.items() if value is not None]
         if given:
             raise LcgenError(f"--resume continues {resume} with its saved settings; drop {', '.join(given)} "
-                             f"(only --data and --device may change)")
-        cfg = resume_config(resume, data=_str(data), device=device)
+                             f"(only --data, --device and --threads may change)")
+        cfg = resume_config(resume, data=_str(data), device=device, threads=threads)
         if model is not None and model != cfg.model_name:
             raise LcgenError(f"{resume} is a '{cfg.model_name}' run, not '{model}'")
     else:
@@ -390,7 +444,8 @@ def evaluate(
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
-    console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint)}")
+    console.print(f"Wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint)} "
+                  f"(scored {Path(run_dir) / cfg.checkpoint}.pt)")
 
 
 @app.command()
@@ -586,9 +641,42 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
         shape = "×".join(str(n) for n in row["shape"])
         table.add_row(row["name"], shape, row["dtype"], *stats, note)
     console.print(table)
+    _print_real_curves(path)
+    if d["format"] == "spectra":
+        console.print(f"frequency grid keeps {_band_kept_line(path)}", highlight=False)
     if show_config and d["config"].strip():
         console.print("config", style="bold")
         console.print(d["config"].rstrip(), highlight=False)
+
+
+def _print_real_curves(path: Path) -> None:
+    """`lcgen info` on an ingested file: one line per light curve and the skipped files."""
+    from lcgen.ingest import describe_curves
+
+    real = describe_curves(path)
+    if real is None:
+        return
+    table = Table("target", "mission", "pipeline", "segments", "points", "cadence", "flux", "dropped (quality / non-finite)",
+                  title_justify="left", title=f"light curves ({len(real['curves'])} of {real['n_curves']:,} shown; "
+                                              f"times in days, {real['time_system'] or 'as given'})")
+    for c in real["curves"]:
+        table.add_row(c["target"], c["mission"], c["pipeline"], c["segments"] or "-", f"{c['points']:,}",
+                      f"{c['cadence_s']:.4g} s", c["flux_column"], f"{c['n_quality_dropped']:,} / {c['n_nonfinite_dropped']:,}")
+    console.print(table)
+    if real["skipped"]:
+        skipped = Table("skipped file", "reason", title_justify="left", title=f"{len(real['skipped']):,} files skipped")
+        for source, reason in real["skipped"][:20]:
+            skipped.add_row(source, reason)
+        console.print(skipped)
+def _band_kept_line(path) -> str:
+    """What share of each curve's resolvable band [W, Nyquist] the shared frequency grid keeps."""
+    from lcgen.preprocess import band_coverage
+
+    c = band_coverage(path)
+    if c is None:
+        return "(no band_kept column: file written by an older lcgen)"
+    return (f"{100 * c['median']:.1f} % of the median curve's band (min {100 * c['min']:.1f} %; "
+            f"{c['partial']:,} of {c['curves']:,} curves lose part of theirs)")
 
 
 def _str(path: Optional[Path]) -> Optional[str]:

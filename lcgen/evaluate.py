@@ -245,8 +245,8 @@ def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> I
     split = cfg.split or ("test" if cfg.data is None else "all")
     source = open_source(data_path, kind, tcfg.channel)
     try:
-        if cfg.data is not None and Path(tcfg.data).exists():
-            _check_same_grid(source, tcfg.data, kind, tcfg.channel)
+        if cfg.data is not None:
+            _check_same_layout(source, run_dir, model, tcfg, kind)
         if split == "all":
             rows = np.asarray(source.usable, np.int64)
         else:
@@ -279,22 +279,26 @@ def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> I
         source.close()
 
 
-def _check_same_grid(source, trained_on: str, kind: str, channel: str) -> None:
-    """Refuse to score a model on data laid out differently from its training data (another
-    window length, or another frequency/lag grid): its numbers would mean nothing."""
+def _check_same_layout(source, run_dir: Path, model, tcfg, kind: str) -> None:
+    """Refuse to score a model on data laid out differently from its training data: another
+    window length (checked against the length the run's model was built for, wherever lcgen runs)
+    or, when the training file is still found, another frequency/lag grid. Its numbers would mean
+    nothing."""
     from lcgen.data import open_source
 
-    with open_source(trained_on, kind, channel) as train_source:
-        problem = None
-        if train_source.length != source.length:
-            problem = f"rows of {source.length} points, not {train_source.length}"
-        elif kind == "spectra":
-            key = "lag" if channel == "acf" else "frequency"
-            if key in source.f and key in train_source.f and not np.array_equal(source.f[key][:], train_source.f[key][:]):
-                problem = f"another {key} grid"
-        if problem:
-            raise LcgenError(f"{source.path} has {problem} than {trained_on}, which the model was trained on; "
-                             f"preprocess/convert it with the same settings (see `lcgen info {trained_on}`)")
+    how = "convert" if kind == "timeseries" else "preprocess"
+    trained = getattr(model.config, "input_length", None)
+    if trained is not None and trained != source.length:
+        raise LcgenError(f"{source.path} has rows of {source.length} points but {run_dir} was trained on "
+                         f"rows of {trained}; {how} the data with the settings of its training data "
+                         f"({tcfg.data})")
+    if kind != "spectra" or not Path(tcfg.data).exists():
+        return
+    key = "lag" if tcfg.channel == "acf" else "frequency"
+    with open_source(tcfg.data, kind, tcfg.channel) as train_source:
+        if key in source.f and key in train_source.f and not np.array_equal(source.f[key][:], train_source.f[key][:]):
+            raise LcgenError(f"{source.path} has another {key} grid than {tcfg.data}, which {run_dir} was "
+                             f"trained on; {how} it with the same settings (see `lcgen info {tcfg.data}`)")
 
 
 def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:

@@ -90,23 +90,24 @@ def _power_range(min_block: int, max_block: int) -> tuple[int, int]:
 def _first_and_span(valid: torch.Tensor, small: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """First real index (B,) and span (B,) = last - first + 1 of each row; span 0 if none.
 
-    Two max-reductions: last = max(j + 1) - 1 and first = L - max(L - j) over valid j.
+    One product and one max-reduction over a (2, L) position table: last + 1 = max(j + 1) and
+    L - first = max(L - j) over valid j (both 0 where nothing is valid).
     """
     L = valid.shape[1]
-    valid_u8 = valid.view(torch.uint8)
     pos1 = torch.arange(1, L + 1, device=valid.device, dtype=small)  # j + 1
-    last = (valid_u8 * pos1).amax(1).long() - 1  # -1 where nothing is valid
-    first = L - (valid_u8 * pos1.flip(0)).amax(1).long()  # L where nothing is valid
-    return first, (last - first + 1).clamp(min=0)
+    table = torch.stack((pos1, pos1.flip(0)))  # (2, L): j + 1 and L - j
+    ends = (valid.view(torch.uint8)[:, None, :] * table).amax(2).long()  # (B, 2)
+    first = L - ends[:, 1]  # L where nothing is valid
+    return first, (ends[:, 0] - first).clamp_(min=0)
 
 
 def _block_exponent(span: torch.Tensor, u_block: torch.Tensor, p_lo: int, p_hi: int) -> torch.Tensor:
     """p (B,): uniform over [p_lo, p_top], p_top = min(p_hi, floor(log2(span / 2))) so that the
     span holds at least two blocks (p_top itself where p_top < p_lo)."""
-    cap = torch.log2((span // 2).clamp(min=1).double()).floor().long()
-    p_top = cap.clamp(max=p_hi)
-    n_choices = (p_top - p_lo + 1).clamp(min=1)
-    return (p_lo + (u_block * n_choices).long()).clamp(max=p_top).clamp(min=0)
+    # floor(log2(x)) for integer x >= 1 is frexp's exponent - 1 (exact in float64).
+    p_top = (torch.frexp((span >> 1).clamp_(min=1).double())[1] - 1).clamp_(max=p_hi).long()
+    n_choices = (p_top - (p_lo - 1)).clamp_(min=1)
+    return (p_lo + (u_block * n_choices).long()).minimum(p_top).clamp_(min=0)
 
 
 def _int_types(length: int) -> tuple[torch.dtype, int]:
@@ -133,9 +134,11 @@ def lay_blocks(
 ) -> torch.Tensor:
     """Turn per-sample random draws into the hidden mask (B, L) bool; see the module docstring.
 
-    Vectorised over the batch: about fifteen (B, L)-sized passes, no Python loop over samples.
-    Comparisons are written as integer arithmetic in a small type, ``(a - b) >> 15`` = -1 where
-    ``a < b`` else 0, which vectorises; torch's comparison kernels are ~8x slower on CPU.
+    Vectorised over the batch: about fifteen (B, L)-sized passes and as few small ones, no Python
+    loop over samples (at 32 x 512 the fixed cost per tensor op, a few microseconds, is most of
+    the time). Comparisons are written as integer arithmetic in a small type,
+    ``(a - b) >> 15`` = -1 where ``a < b`` else 0, which vectorises; torch's comparison kernels
+    are ~8x slower on CPU.
     """
     B, L = valid.shape
     device = valid.device
@@ -144,9 +147,11 @@ def lay_blocks(
 
     first, span = _first_and_span(valid, small)  # (B,), (B,)
     p = _block_exponent(span, draws.u_block, p_lo, p_hi)  # (B,) block size 2**p
-    n_blocks = (span + (1 << p) - 1) >> p  # ceil(span / 2**p)
-    ratio = min_ratio + draws.u_ratio * (max_ratio - min_ratio)
-    count = torch.minimum((n_blocks * ratio).long().clamp(min=1), n_blocks - 1).clamp(min=0)
+    n_blocks = ((span - 1) >> p) + 1  # ceil(span / 2**p); 0 for an empty row (-1 >> p = -1)
+    ratio = draws.u_ratio * (max_ratio - min_ratio) + min_ratio
+    count = (n_blocks * ratio).long().clamp_(min=1).minimum(n_blocks - 1).clamp_(min=0)
+    # small-type copies of the per-row numbers, made in one conversion
+    n_s, count_s, first_s, p_s = torch.stack((n_blocks, count, first, p)).to(small)  # rows contiguous
 
     # Choose `count` of the first n_blocks blocks: smallest keys, ties broken by block index.
     # Histogram of the keys of real blocks -> key value q* where the running count reaches
@@ -154,28 +159,29 @@ def lay_blocks(
     keys = draws.keys.to(small)  # (B, N)
     N = keys.shape[1]
     block = torch.arange(N, device=device, dtype=small)
-    real_block = -((block - n_blocks[:, None].to(small)) >> top)  # (B, N) 1 if block < n
+    not_real = (block - n_s[:, None]) >> top  # (B, N) -1 if block < n (real), else 0
     hist = torch.zeros(B, _N_KEYS, dtype=small, device=device)
-    hist.scatter_add_(1, keys.long(), real_block)
+    hist.scatter_add_(1, keys.long(), -not_real)
     at_most = hist.cumsum(1, dtype=small)  # (B, 1024): real blocks with key <= q
-    count_s = count[:, None].to(small)
-    q_star = torch.searchsorted(at_most, count_s).clamp_(max=_N_KEYS - 1)  # (B, 1)
-    below = torch.where(q_star > 0, at_most.gather(1, (q_star - 1).clamp(min=0)), 0)  # (B, 1)
+    q_star = torch.searchsorted(at_most, count_s[:, None]).clamp_(max=_N_KEYS - 1)  # (B, 1)
+    below = at_most.gather(1, q_star) - hist.gather(1, q_star)  # (B, 1) real blocks with key < q*
     diff = keys - q_star.to(small)  # (B, N)
     before = diff >> top  # -1 where key < q*
     tie = 1 + ((diff | -diff) >> top)  # 1 where key == q*
     # index of the m-th tie, the last block chosen among the ties; -1 if nothing is chosen
-    m_th_tie = torch.searchsorted(tie.cumsum(1, dtype=small), count_s - below.to(small))
-    m_th_tie = torch.where(count[:, None] > 0, m_th_tie, -1).to(small)
-    up_to_cut = (block - m_th_tie - 1) >> top  # -1 where block <= m_th_tie
+    m_th_tie = torch.searchsorted(tie.cumsum(1, dtype=small), count_s[:, None] - below.to(small))
+    after_cut = torch.where(count[:, None] > 0, m_th_tie + 1, 0).to(small)  # (B, 1)
+    up_to_cut = (block - after_cut) >> top  # -1 where block <= m_th_tie
     # Blocks >= n_blocks hold no real position, so whether they are "chosen" is moot.
     chosen = (before | (up_to_cut & -tie)).bool()  # (B, N)
 
     # Spread block choices over positions: position j >= first lies in block (j - first) >> p;
-    # positions outside the span are dropped by `& valid`.
+    # positions outside the span are dropped by `& valid`. A flat index_select reads the
+    # (B, N) choices about twice as fast as gather along dim 1.
     pos = torch.arange(L, device=device, dtype=small)
-    block_of = (pos - first[:, None].to(small)) >> p[:, None].to(small)  # (B, L)
-    return chosen.gather(1, block_of.clamp_(0, N - 1).long()) & valid
+    block_of = ((pos - first_s[:, None]) >> p_s[:, None]).clamp_(0, N - 1)  # (B, L)
+    flat = block_of.long() + torch.arange(0, B * N, N, device=device)[:, None]
+    return chosen.view(-1).index_select(0, flat.view(-1)).view(B, L) & valid
 
 
 def _check_valid(valid: torch.Tensor) -> None:
@@ -200,8 +206,8 @@ def draw_train(
     B, L = valid.shape
     N = _n_keys_needed(L, min_block)
     u = torch.rand(B, 2, generator=generator, device=valid.device, dtype=torch.float64)
-    # 62 random bits per int64 word; viewed as four int16, each gives one 10-bit key.
-    words = torch.randint(0, 2**62, (B, -(-N // 4)), generator=generator, device=valid.device)
+    # 63 random bits per int64 word; viewed as four int16, each gives one 10-bit key.
+    words = torch.empty(B, -(-N // 4), dtype=torch.int64, device=valid.device).random_(generator=generator)
     keys = words.view(torch.int16)[:, :N] & (_N_KEYS - 1)
     return MaskDraws(u_block=u[:, 0], u_ratio=u[:, 1], keys=keys)
 
@@ -221,11 +227,13 @@ def block_mask(
     """
     _check_valid(valid)
     check_mask_settings(min_block, max_block, min_ratio, max_ratio)
-    draws = draw_train(valid, min_block=min_block, generator=generator)
-    return lay_blocks(
-        valid, draws, min_block=min_block, max_block=max_block,
-        min_ratio=min_ratio, max_ratio=max_ratio,
-    )
+    with torch.inference_mode():  # masks need no autograd: skip its bookkeeping on ~90 small ops
+        draws = draw_train(valid, min_block=min_block, generator=generator)
+        hidden = lay_blocks(
+            valid, draws, min_block=min_block, max_block=max_block,
+            min_ratio=min_ratio, max_ratio=max_ratio,
+        )
+    return hidden.clone()  # a normal tensor again: autograd may save it (an inference tensor may not)
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -244,6 +252,15 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
+def _hash32_int(x: int) -> int:
+    """:func:`_hash32` on one Python int (no tensor ops for per-call constants)."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    return x ^ (x >> 16)
+
+
 def draw_fixed(
     valid: torch.Tensor, index: torch.Tensor, *, seed: int, min_block: int = 1
 ) -> MaskDraws:
@@ -254,8 +271,7 @@ def draw_fixed(
     B, L = valid.shape
     N = _n_keys_needed(L, min_block)
     device = valid.device
-    seed_word = _hash32(torch.tensor(seed & _M32, device=device) ^ _hash32(
-        torch.tensor((seed >> 32) & _M32, device=device)))
+    seed_word = _hash32_int((seed & _M32) ^ _hash32_int((seed >> 32) & _M32))
     index = index.to(device=device, dtype=torch.int64)
     row = _hash32(seed_word ^ (index & _M32))
     row = _hash32(row ^ _hash32((index >> 32) & _M32))  # (B,)
@@ -291,11 +307,13 @@ def fixed_mask(
         raise LcgenError(
             f"index must have shape ({valid.shape[0]},) to match valid, got {tuple(index.shape)}"
         )
-    draws = draw_fixed(valid, index, seed=seed, min_block=min_block)
-    return lay_blocks(
-        valid, draws, min_block=min_block, max_block=max_block,
-        min_ratio=min_ratio, max_ratio=max_ratio,
-    )
+    with torch.inference_mode():  # as in block_mask
+        draws = draw_fixed(valid, index, seed=seed, min_block=min_block)
+        hidden = lay_blocks(
+            valid, draws, min_block=min_block, max_block=max_block,
+            min_ratio=min_ratio, max_ratio=max_ratio,
+        )
+    return hidden.clone()
 
 
 def model_input(values: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

@@ -3,18 +3,31 @@
 The method is Thomson's (1982) multitaper estimate carried to irregular sampling by Patil, Eadie,
 Speagle & Thomson (2024, AJ, arXiv:2209.15027; harmonic F-test arXiv:2405.18509), as implemented
 in their package ``tapify``. This module reimplements it on scipy and finufft (double precision,
-all tapers in one NUFFT call) so that on tapify's default grid a tapify user gets the same
-numbers, and it fixes three things tapify gets wrong (see ``shared/MULTITAPER.md``):
+all tapers in one NUFFT call). On exactly regular data the tapers, PSD and F-test are tapify's
+(to rounding); where tapify is wrong, this module differs on purpose (see ``shared/MULTITAPER.md``):
 
+- tapers orthonormal on the actual samples (:func:`taper_times`): the spline-interpolated DPSS
+  lose orthogonality and unit energy across gaps and uneven cadence, which made the F-test's
+  false-alarm rate 2–42 % instead of 1 % and the white-noise PSD 1.2–1.7× too high on seasonal
+  curves. The fix is Löwdin's symmetric orthonormalisation of the interpolated tapers on the
+  samples: the cheap relative of solving for the tapers on the actual times (Bronez 1988;
+  Chave 2019). On near-regular data it changes tapify's numbers by ~1e−4 (TESS-like jitter);
+  on strongly uneven sampling by up to ~10 % in the PSD, which is the point;
+- the F-test uses the DC values of the tapers actually applied, and near a mirror frequency
+  (f < 1.5W, or within 1.5W of the Nyquist frequency of regular data), where a real sinusoid's
+  image leaks into the tapers, an exact generalised-least-squares form (:func:`mirror_fstat`),
+  so the null law F(2, 2K − 2) holds from f = 1/T up;
 - regular data: tapify labels FFT bins with spacing T/N although samples are T/(N−1) apart; here
   the eigencoefficients are always transforms at the *actual* times, so frequencies are physical;
-- the F-test uses the DC values of the tapers actually applied (tapify uses the raw spline
-  tapers, which no longer match the applied ones across gaps);
-- the adaptive-weighting stopping rule is made scale-free (tapify's is in absolute PSD units).
+- adaptive weighting iterates until every bin has converged, with a scale-free criterion;
+- spectra for a grid shared by many curves are computed on a lattice fine enough for each curve
+  and aggregated into the shared bins (:func:`binned_multitaper`), the F-test with a p-value
+  corrected for the frequencies tried in a bin.
 
 Notation: data (t_n, x_n), n = 0..N−1, sorted; T = t_{N−1} − t_0; mean cadence Δt = T/N
 (tapify's convention; T/(N−1) for exactly regular data); NW the time-bandwidth product; K the
-number of tapers (default 2NW − 1). Frequencies are in cycles per unit of t.
+number of tapers (default 2NW − 1); W = NW/(N Δt) the half-bandwidth. Frequencies are in cycles
+per unit of t.
 
 References
 ----------
@@ -22,6 +35,13 @@ Thomson, D. J. 1982, Proc. IEEE 70, 1055, "Spectrum estimation and harmonic anal
 Percival, D. B. & Walden, A. T. 1993, *Spectral Analysis for Physical Applications*, CUP, ch. 7
 (adaptive weighting §7.4, harmonic F-test §10.11).
 Patil, A. A., Eadie, G. M., Speagle, J. S. & Thomson, D. J. 2024, AJ (mtNUFFT), arXiv:2209.15027.
+Bronez, T. P. 1988, IEEE Trans. ASSP 36, 1862, "Spectral estimation of irregularly sampled
+multidimensional processes by generalized prolate spheroidal sequences".
+Chave, A. D. 2019, Geophys. J. Int. 218, 2165, "A multitaper spectral estimator for time-series
+with missing data".
+Löwdin, P.-O. 1950, J. Chem. Phys. 18, 365 (symmetric orthonormalisation); Carlson, B. C. &
+Keller, J. M. 1957, Phys. Rev. 105, 102 (its least-squares optimality).
+Horne, J. H. & Baliunas, S. L. 1986, ApJ 302, 757 (effective number of independent frequencies).
 Edelson, R. A. & Krolik, J. H. 1988, ApJ 333, 646 (discrete correlation function);
 Welsh, W. F. 1999, PASP 111, 1347 (locally normalised DCF);
 Rehfeld, K. et al. 2011, Nonlin. Processes Geophys. 18, 389 (Gaussian-kernel ACF).
@@ -41,14 +61,16 @@ from lcgen.errors import LcgenError
 
 EPS = 1e-9  # NUFFT precision; single precision gave 2.5% PSD / 78% F errors at N = 20k
 REGULAR_RTOL = 1e-10  # tapify's test for "all spacings equal"
+MIRROR_ZONE = 1.5  # the exact mirror F-test is used within this many half-bandwidths W of a mirror
 
 
 @dataclasses.dataclass(frozen=True)
 class Tapers:
     """DPSS tapers as applied to one set of sample times.
 
-    ``applied[k, n] = h_k(t_n) · sqrt(Δt) / Σ_m h_k(t_m)²`` (tapify's normalisation: it divides by
-    the energy, not its square root), ``dc[k] = Σ_n applied[k, n]`` (the U_k of the F-test).
+    ``applied`` (K, N) are orthonormal on the samples up to the factor Δt:
+    Σ_n a_j(t_n) a_k(t_n) = Δt δ_jk (see :func:`taper_times`); ``dc[k] = Σ_n applied[k, n]`` is
+    the U_k of the F-test.
     """
 
     applied: np.ndarray  # (K, N)
@@ -134,6 +156,7 @@ def is_regular(t: np.ndarray) -> bool:
 
 _DPSS_CACHE: "OrderedDict[tuple[int, float, int], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
 DPSS_CACHE_BYTES = 64 * 2 ** 20  # per process; survey curves repeat a few hundred lengths
+DPSS_BUCKET = 64  # irregular data interpolate DPSS built for N rounded up to a multiple of this
 
 
 def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,28 +189,101 @@ def clear_dpss_cache() -> None:
     _DPSS_CACHE.clear()
 
 
-def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
-    """DPSS tapers on irregular times (Patil et al. 2024, §3).
+_PLANS: "OrderedDict[tuple, finufft.Plan]" = OrderedDict()
+PLAN_MODES = 64  # type-1/2 mode counts are rounded up to a multiple of this, so plans repeat
+PLAN_CACHE_BYTES = 64 * 2 ** 20  # per process
 
-    1. v_k = DPSS(N, NW, K) on the regular grid τ_m = linspace(t_0, t_{N−1}, N);
+
+def _nufft(kind: int, x: np.ndarray, data: np.ndarray, n_modes: int, isign: int, eps: float,
+           upsampfac: float | None = None) -> np.ndarray:
+    """A type-1 (``data`` = strengths (T, N) → modes (T, n_modes)) or type-2 (``data`` = modes
+    (T, n_modes) → values (T, N)) NUFFT with a cached finufft plan (single-threaded). A fresh
+    plan costs ~0.35 ms of setup, as much as a whole small transform; callers round ``n_modes``
+    up to multiples of ``PLAN_MODES`` so that curves of similar size share plans."""
+    data = np.ascontiguousarray(data, dtype=np.complex128)
+    key = (kind, int(n_modes), data.shape[0], isign, eps, upsampfac)
+    plan = _PLANS.get(key)
+    if plan is None:
+        extra = {} if upsampfac is None else {"upsampfac": upsampfac}
+        plan = finufft.Plan(kind, (int(n_modes),), n_trans=data.shape[0], eps=eps, isign=isign, nthreads=1, **extra)
+        _PLANS[key] = plan
+        # a plan holds about its upsampled grid, 2 · modes · transforms complex values
+        while len(_PLANS) > 1 and sum(32 * k[1] * k[2] for k in _PLANS) > PLAN_CACHE_BYTES:
+            _PLANS.popitem(last=False)
+    else:
+        _PLANS.move_to_end(key)
+    plan.setpts(np.ascontiguousarray(x, dtype=np.float64))
+    return plan.execute(data).reshape(data.shape[0], -1)
+
+
+def _round_modes(m: int) -> int:
+    return -(-int(m) // PLAN_MODES) * PLAN_MODES
+
+
+def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
+    """DPSS tapers on irregular times, orthonormal on the actual samples.
+
+    1. v_k = DPSS(M, NW, K) on the regular grid τ_m = linspace(t_0, t_{N−1}, M) (Patil et al.
+       2024 take M = N; here M is N rounded up to a multiple of ``DPSS_BUCKET`` so that the
+       costly DPSS are shared by curves of similar length; regular data use M = N exactly);
     2. h_k(t_n) = cubic not-a-knot spline through (τ_m, v_k[m]) at t_n (skipped when regular);
-    3. applied taper a_k(t_n) = h_k(t_n) · sqrt(Δt) / Σ_m h_k(t_m)²,  U_k = Σ_n a_k(t_n).
+    3. applied tapers a = sqrt(Δt) · G^{−1/2} h with G = h hᵀ (K × K) the tapers' Gram matrix on
+       the samples (Löwdin's symmetric orthonormalisation), so Σ_n a_j(t_n) a_k(t_n) = Δt δ_jk;
+       U_k = Σ_n a_k(t_n).
+
+    Why step 3: under white noise of variance σ² the eigencoefficients Y_k(f) have covariance
+    σ² Σ_n a_j a_k, so the harmonic F-test follows F(2, 2K − 2) and the PSD level is σ² Δt only
+    when the applied tapers are orthonormal on the samples that exist. Interpolated tapers are
+    not once gaps or uneven cadence remove part of their support (tapify's normalisation
+    h sqrt(Δt)/Σh² then also raises the PSD by 1/Σh², by up to 4× across seasonal gaps). Of all
+    orthonormal sets spanning the interpolated tapers, Löwdin's is the one closest to them in
+    least squares (Löwdin 1950; Carlson & Keller 1957), i.e. the smallest change that restores
+    the properties the statistics rely on. It is the cheap relative of solving for the tapers on
+    the actual times (Bronez 1988; Chave 2019), which costs O(N²)–O(N³) per curve; λ_k stay the
+    regular-grid concentrations. On regular data G = I to rounding, so the tapers (and the
+    numbers) are tapify's exactly.
 
     Δt = T/N (tapify's mean cadence); for exactly regular data Δt = T/(N−1), the true spacing.
     """
     n = t.size
-    v, lam = dpss_tapers(n, float(nw), int(k))
     regular = is_regular(t)
     span = t[-1] - t[0]
     if regular:
+        v, lam = dpss_tapers(n, float(nw), int(k))
         h = v
         dt = span / (n - 1)
     else:
-        tau = np.linspace(t[0], t[-1], n)
+        # The spline only needs the DPSS on some fine regular grid: build them for N rounded up to
+        # a multiple of DPSS_BUCKET, so that curves of similar length share one (cached) set.
+        m = -(-n // DPSS_BUCKET) * DPSS_BUCKET
+        v, lam = dpss_tapers(m, float(nw), int(k))
+        tau = np.linspace(t[0], t[-1], m)
         h = make_interp_spline(tau, v.T, k=3)(t).T  # (K, N), all tapers in one spline
         dt = span / n
-    applied = np.ascontiguousarray(h * (np.sqrt(dt) / np.sum(h * h, axis=1))[:, None])  # (K, N)
+    gram = np.einsum("jn,kn->jk", h, h)  # (K, K); einsum, not BLAS: same bits in every process
+    w, q = np.linalg.eigh(gram)
+    if not w[0] > 1e-10 * w[-1]:
+        raise LcgenError(f"the sampling leaves the {k} tapers linearly dependent (Gram eigenvalues "
+                         f"{w[0]:.2g} … {w[-1]:.2g}); use fewer tapers (smaller k or nw)")
+    applied = np.einsum("jk,kn->jn", (q * (np.sqrt(dt) / np.sqrt(w))) @ q.T, h)  # (K, N) = √Δt G^{−1/2} h
     return Tapers(applied=applied, eigvals=np.array(lam), dc=applied.sum(axis=1), dt=dt, regular=regular)
+
+
+def resolvable_band(t: np.ndarray, nw: float) -> tuple[float, float, float]:
+    """(W, f_hi, f_N) for sorted times ``t``: the band [W, f_hi] that a multitaper estimate
+    resolves without bias, and the Nyquist frequency f_N = 1/(2Δt) (Δt as in :func:`taper_times`:
+    the mean cadence T/N, or the true spacing T/(N − 1) of exactly regular data).
+
+    W = NW/(N Δt) is the half-bandwidth: below it the spectral windows at +f and −f overlap
+    (white noise then reads ~12 % low and the F-test loses its F(2, 2K − 2) law). Irregular data
+    have no exact alias, so f_hi = f_N; exactly regular data alias at f_N, and their band stops
+    W below it, where the window meets its mirror image."""
+    n, span = t.size, float(t[-1] - t[0])
+    regular = is_regular(t)
+    dt = span / (n - 1) if regular else span / n
+    w = nw / (n * dt)
+    nyquist = 0.5 / dt
+    return w, nyquist - w if regular else nyquist, nyquist
 
 
 def default_frequencies(n: int, dt: float) -> np.ndarray:
@@ -212,8 +308,9 @@ def eigencoefficients(t, y, freq=None, *, nw: float = 4.0, k: int | None = None,
         Y_k(f) = Σ_n c_k[n] · exp(+2πi f (t_n − t_c)),   t_c = (t_0 + t_{N−1}) / 2.
 
     The phase centre t_c cancels in |Y_k|² and in the F-test. With ``freq=None`` the grid is
-    :func:`default_frequencies` and the sum is a type-1 NUFFT; on any other grid it is a type-3
-    NUFFT evaluated at exactly those frequencies. Both transform all K tapers in one finufft call
+    :func:`default_frequencies` and the sum is a type-1 NUFFT; any other grid is evaluated at
+    exactly its frequencies (a type-1 NUFFT when it is evenly spaced, else type-3). All K tapers
+    go through one finufft call
     (double precision, ``eps``, ``nthreads=1``: parallelise over curves with processes instead).
 
     Returns ``(freq (F,), Y (K, F) complex128, tapers)``.
@@ -230,11 +327,27 @@ def eigencoefficients(t, y, freq=None, *, nw: float = 4.0, k: int | None = None,
         # finufft returns modes −m/2 .. m/2−1; shifting the strengths by exp(i m/2 x) turns them
         # into modes 0 .. m−1, the non-negative grid, at no extra cost.
         strengths = c * np.exp(1j * (m // 2) * x)
-        coef = finufft.nufft1d1(x, strengths, m, eps=eps, isign=1, nthreads=1)
+        coef = _nufft(1, x, strengths, m, 1, eps)
     else:
         freq = check_grid(freq)
-        coef = finufft.nufft1d3(t - tc, c.astype(np.complex128), 2 * np.pi * freq, eps=eps, isign=1, nthreads=1)
+        coef = _transform(t - tc, c, freq, eps)
     return freq, np.atleast_2d(coef), tapers
+
+
+def _transform(x: np.ndarray, c: np.ndarray, freq: np.ndarray, eps: float) -> np.ndarray:
+    """Σ_n c[:, n] exp(2πi f x_n) at ``freq``: a type-1 NUFFT when ``freq`` is an evenly spaced
+    grid f_0 + j δ with δ · span(x) ≤ 1 (to 1e−10/span, far below the NUFFT precision), else a
+    type-3 NUFFT at exactly those frequencies."""
+    span = float(x[-1] - x[0])
+    m = freq.size
+    if m > 2:
+        df = (freq[-1] - freq[0]) / (m - 1)
+        if 0 < df * span <= 1 and np.max(np.abs(freq - (freq[0] + df * np.arange(m)))) * span <= 1e-10:
+            phase = 2 * np.pi * df * x  # within ±π
+            modes = _round_modes(m)  # a few spare frequencies beyond the grid, dropped: plans repeat
+            strengths = c * np.exp(1j * (2 * np.pi * freq[0] * x + (modes // 2) * phase))  # modes 0..modes−1
+            return _nufft(1, phase, np.atleast_2d(strengths), modes, 1, eps)[:, :m].reshape(*c.shape[:-1], m)
+    return finufft.nufft1d3(x, c.astype(np.complex128), 2 * np.pi * freq, eps=eps, isign=1, nthreads=1)
 
 
 def direct_eigencoefficients(t, y, freq, *, nw: float = 4.0, k: int | None = None) -> np.ndarray:
@@ -251,7 +364,7 @@ def direct_eigencoefficients(t, y, freq, *, nw: float = 4.0, k: int | None = Non
 
 
 def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | None = None,
-                 n: int | None = None, tol: float = 1e-12, max_iter: int = 100) -> tuple[np.ndarray, int]:
+                 n: int | None = None, tol: float = 1e-10, max_iter: int = 500) -> tuple[np.ndarray, int]:
     """Thomson's adaptively weighted multitaper PSD (Thomson 1982 §V; Percival & Walden §7.4).
 
     From S = (S_0 + S_1)/2, repeat:
@@ -261,33 +374,36 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
         d_k = S / (λ_k S + B_k)
         S ← Σ_k λ_k d_k² S_k / Σ_k λ_k d_k²
 
-    until the 95th percentile over f of r² is below ``tol``, where
-    r = S · Σ_k λ_k (S − S_k) / (λ_k S + B_k)² is the residual of Thomson's eq. (5.4) made
-    dimensionless (tapify compares the residual without the factor S, so its stopping point
-    depends on the data's units). ``power`` is (K, F) eigenspectra |Y_k|²; returns (S, iterations).
+    until the relative change |ΔS|/S is below ``tol`` in EVERY bin. The map contracts (each bin's
+    step shrinks by a roughly constant factor), so the distance to the fixed point is about the
+    last step times a small factor: ~1e−9 at the default tol. (tapify stops when the 95th
+    percentile of its residual is small, which left up to 1 % error in the remaining bins.) With
+    ``variance`` given the bins are independent and only the unconverged ones are iterated;
+    with tapify's σ², which couples all bins, every bin is. ``power`` is (K, F) eigenspectra
+    |Y_k|²; returns (S, iterations).
     """
     k = power.shape[0]
     if k == 1:
         return power[0].copy(), 0
     lam = eigvals[:, None]  # (K, 1)
     fallback = power.mean(axis=0)  # where every weight vanishes (S = 0)
-    q = int(0.95 * (power.shape[1] - 1))  # the 95th percentile, without interpolation
     spec = 0.5 * (power[0] + power[1])
+    active = np.arange(spec.size)  # bins still moving (all of them while σ² couples the bins)
     it = 0
     with np.errstate(divide="ignore", invalid="ignore"):
         for it in range(1, max_iter + 1):
             sigma2 = variance if variance is not None else spec.sum() / n
-            leak = (1.0 - lam) * sigma2  # (K, 1)
-            d = spec / (lam * spec + leak)  # (K, F)
+            s, pw, fb = spec[active], power[:, active], fallback[active]
+            d = s / (lam * s + (1.0 - lam) * sigma2)  # (K, F_active)
             w = lam * d * d
-            new = np.einsum("kf,kf->f", w, power) / w.sum(axis=0)
-            new = np.where(np.isfinite(new), new, fallback)
-            den = lam * new + leak
-            resid = new * np.einsum("kf,kf->f", lam * (new - power), 1.0 / (den * den))
-            resid = np.where(np.isfinite(resid), resid * resid, 0.0)
-            spec = new
-            if np.partition(resid, q)[q] < tol:
+            new = np.einsum("kf,kf->f", w, pw) / w.sum(axis=0)
+            new = np.where(np.isfinite(new), new, fb)
+            moving = ~(np.abs(new - s) <= tol * new)  # NaN-safe: a NaN change counts as moving
+            spec[active] = new
+            if not moving.any():
                 break
+            if variance is not None:
+                active = active[moving]
     return spec, it
 
 
@@ -312,6 +428,73 @@ def harmonic_fstat(coef: np.ndarray, dc: np.ndarray) -> tuple[np.ndarray, np.nda
     return fstat, mu
 
 
+def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarray, *,
+                 eps: float = EPS) -> np.ndarray:
+    """The harmonic F-test where a line's mirror image matters: near f = 0 (f < 1.5W) and, for
+    regular data, near the Nyquist frequency, where a real sinusoid's component at −f (or its
+    alias) leaks into the tapers at +f and the plain test's F(2, 2K − 2) law fails.
+
+    The 2K real numbers z = (Re Y_k(f), Im Y_k(f)) are regressed on the exact response to a real
+    sinusoid α cos θ − γ sin θ (θ = 2πf(t − t_c)), mean removal included:
+
+        X = R (I − 11ᵀ/N) [cos θ, −sin θ],   R = the 2K × N rows (a_k cos θ, a_k sin θ),
+
+    by generalised least squares with the exact white-noise covariance of z,
+    C = R (I − 11ᵀ/N) Rᵀ (σ² cancels). Whitened by C^{−1/2} on the r directions with noise (r = 2K
+    except very close to f = 0), F_r = (|fit|²/2) / (|residual|²/(r − 2)) follows F(2, r − 2)
+    exactly under Gaussian white noise; it is returned as the F(2, 2K − 2) value with the same
+    p-value, so :func:`fstat_pvalue` applies unchanged. Far from the mirror (f ≫ W) it equals
+    :func:`harmonic_fstat`. All sums are transforms at f and 2f: with orthonormal tapers
+    R Rᵀ = ½[[Δt I + Re V, Im V], [Im V, Δt I − Re V]], V_jk = Σ_n a_j a_k e^{2iθ_n},
+    R 1 = (Re h, Im h), h_k = Σ_n a_k e^{iθ_n}, R [cos θ, −sin θ] from U_k and
+    w_k = Σ_n a_k e^{2iθ_n}. ``coef`` (K, P) are the eigencoefficients at ``freq`` (P,).
+    """
+    a = tapers.applied  # (K, N)
+    k, n = a.shape
+    ju, ku = np.triu_indices(k)
+    x = t - 0.5 * (t[0] + t[-1])
+    one = _transform(x, np.concatenate([a, np.ones((1, n))]), freq, eps)  # (K + 1, P): h_k, then h0 = Σ e^{iθ}
+    two = _transform(x, np.concatenate([a, a[ju] * a[ku]]), 2 * freq, eps)  # (K + K(K+1)/2, P): w_k, then V_jk
+    h, h0, w = one[:k].T, one[k], two[:k].T  # (P, K), (P,), (P, K)
+    p = freq.size
+    v = np.zeros((p, k, k), dtype=np.complex128)
+    v[:, ju, ku] = two[k:].T
+    v[:, ku, ju] = two[k:].T
+    eye = tapers.dt * np.eye(k)
+    cov = 0.5 * np.block([[eye + v.real, v.imag], [v.imag, eye - v.real]])  # (P, 2K, 2K) = R Rᵀ
+    r1 = np.concatenate([h.real, h.imag], axis=1)  # (P, 2K) = R 1
+    cov -= r1[:, :, None] * r1[:, None, :] / n
+    u = tapers.dc[None, :]  # (1, K)
+    x = 0.5 * np.stack([np.concatenate([u + w.real, w.imag], axis=1),
+                        np.concatenate([-w.imag, -(u - w.real)], axis=1)], axis=2)  # (P, 2K, 2)
+    x -= r1[:, :, None] * np.stack([h0.real, -h0.imag], axis=1)[:, None, :] / n
+    z = np.concatenate([coef.real.T, coef.imag.T], axis=1)  # (P, 2K)
+    # Whiten by C^{−1/2} on the directions that carry noise: close to f = 0 mean removal and the
+    # mirror leave some combinations of z (nearly) noise-free, and those are dropped; with r
+    # directions kept the fit has 2 and r − 2 degrees of freedom.
+    val, vec = np.linalg.eigh(cov)  # (P, 2K), (P, 2K, 2K)
+    keep = val > 1e-4 * val[:, -1:]  # below, NUFFT rounding (eps 1e-9) would be amplified
+    scale = np.where(keep, 1.0 / np.sqrt(np.where(keep, val, 1.0)), 0.0)
+    zt = np.einsum("pji,pj->pi", vec, z) * scale
+    xt = np.einsum("pji,pjc->pic", vec, x) * scale[:, :, None]
+    beta = _batched_lstsq(xt, zt)
+    fit = np.einsum("pic,pc->pi", xt, beta)
+    dfd = keep.sum(axis=1) - 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_r = (np.sum(fit * fit, axis=1) / 2) / (np.sum((zt - fit) ** 2, axis=1) / dfd)  # ~ F(2, r − 2)
+        log_p = -0.5 * dfd * np.log1p(2 * f_r / dfd)  # P(F(2, d) > F) = (1 + 2F/d)^(−d/2)
+        fstat = (k - 1) * np.expm1(-log_p / (k - 1))  # the F(2, 2K − 2) value with the same p
+    return np.where(dfd >= 1, fstat, np.nan)
+
+
+def _batched_lstsq(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Least-squares β (P, C) of z (P, M) on x (P, M, C), one small problem per row, through the
+    SVD (robust when a column vanishes)."""
+    u, sv, vt = np.linalg.svd(x, full_matrices=False)  # (P, M, C), (P, C), (P, C, C)
+    inv = np.where(sv > 1e-12 * sv[:, :1], 1.0 / np.where(sv > 0, sv, 1.0), 0.0)
+    return np.einsum("pdc,pd,pmd,pm->pc", vt, inv, u, z)
+
+
 def fstat_pvalue(fstat: np.ndarray, k: int) -> np.ndarray:
     """P(F' > F) for F' ~ F(2, 2K − 2): the closed form (1 + F/(K − 1))^{−(K − 1)}."""
     return np.power(1.0 + np.asarray(fstat, dtype=np.float64) / (k - 1), -(k - 1.0))
@@ -327,7 +510,7 @@ def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adapti
     nw : time-bandwidth product NW (default 4); the resolution half-width is W = NW/T.
     k : number of tapers, 1 ≤ K ≤ 2NW (default 2NW − 1).
     freq : (F,) frequencies in cycles per unit of t. ``None`` uses tapify's default grid
-        (:func:`default_frequencies`); any other grid is evaluated there exactly (type-3 NUFFT).
+        (:func:`default_frequencies`); any other grid is evaluated there exactly.
     adaptive : Thomson's adaptive weights (:func:`adaptive_psd`); else the mean of S_k.
     ftest : compute the F-statistic, its p-value and the line amplitude.
 
@@ -339,9 +522,11 @@ def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adapti
 
     Differences from tapify, by design: exactly regular data get physical frequencies and
     Δt = T/(N − 1) (tapify labels bin j as j/(N_pad·T/N), off by (N−1)/N, and scales the PSD by
-    T/N); the F-test uses the applied tapers' DC values; the adaptive stopping rule is
-    scale-free. On irregular data without gaps the numbers agree with tapify to the NUFFT
-    precision and the stopping tolerance.
+    T/N); the tapers are orthonormal on the samples (identical to tapify's on regular data,
+    within ~1e−4 on jittered near-regular data, different where gaps or uneven cadence made
+    tapify's miscalibrated); the F-test uses the applied tapers' DC values and, within 1.5W of a
+    mirror frequency, the exact GLS form of :func:`mirror_fstat`; adaptive weighting converges
+    in every bin.
     """
     t, y, k = check_series(t, y, nw, k)
     if np.all(y == y[0]):
@@ -358,10 +543,134 @@ def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adapti
     fstat = pvalue = mu = None
     if ftest and k >= 2:
         fstat, mu = harmonic_fstat(coef, tapers.dc)
+        w, _, nyquist = resolvable_band(t, nw)
+        # where a line's mirror image leaks in; from 1.1W up the plain test was measured calibrated
+        near = (freq < MIRROR_ZONE * w) | (tapers.regular & (freq > nyquist - MIRROR_ZONE * w))
+        near &= freq > 0
+        if near.any():
+            fstat[near] = mirror_fstat(t, tapers, freq[near], coef[:, near], eps=eps)
         pvalue = fstat_pvalue(fstat, k)
     elif ftest:
         raise LcgenError("ftest=True needs at least 2 tapers; raise k or pass ftest=False")
     return MultitaperResult(freq=freq, psd=psd, fstat=fstat, pvalue=pvalue, amplitude=mu, n_iter=n_iter)
+
+
+# --------------------------------------------------------------------------------------------
+# Spectra aggregated into the bins of a shared grid
+
+OVERSAMPLE = 4  # sub-frequencies per Rayleigh resolution 1/T inside a wide bin
+SUBBIN_RHO = 0.7  # effective independent F tests per extra sub-frequency (calibrated, see binned_multitaper)
+
+
+@dataclasses.dataclass(frozen=True)
+class BinnedSpectrum:
+    """Output of :func:`binned_multitaper`; arrays are (B,) over the shared bins, NaN outside
+    the curve's resolvable band."""
+
+    psd: np.ndarray  # mean PSD over the bin's sub-frequencies (same density units as multitaper)
+    fstat: np.ndarray  # the F(2, 2K−2) value whose single-test p-value equals ``pvalue``
+    pvalue: np.ndarray  # p-value of the largest F in the bin, corrected for the sub-frequencies tried
+    n_sub: np.ndarray  # sub-frequencies evaluated per bin (0 outside the band)
+    valid: np.ndarray  # bin centre inside the resolvable band [W, f_hi] (resolvable_band)
+
+
+def bin_edges(centres, *, log: bool) -> np.ndarray:
+    """(B + 1,) edges of the bins around sorted ``centres``: midpoints between neighbours (geometric
+    midpoints when ``log``), the outer edges half a step beyond the outer centres."""
+    c = np.log(centres) if log else np.asarray(centres, dtype=np.float64)
+    if c.size < 2 or not np.all(np.diff(c) > 0):
+        raise LcgenError("bin centres must be at least 2 increasing (and, for log bins, positive) values")
+    mid = 0.5 * (c[1:] + c[:-1])
+    e = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+    return np.exp(e) if log else e
+
+
+def sub_frequencies(centres: np.ndarray, edges: np.ndarray, band: tuple[float, float],
+                    spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each bin is evaluated: on ONE lattice of frequencies j·``spacing`` (integer j) over
+    ``band``. A bin whose centre lies in the band takes the lattice points inside it (its edges
+    clipped to the band) or, when it is narrower than the spacing and holds none, the point
+    nearest its centre. Every frequency of the band is thus within spacing/2 of a point used,
+    wide bins are sampled at exactly that spacing (what :func:`aggregate_log_pvalue` was
+    calibrated at), and the lattice makes the transform a type-1 NUFFT.
+
+    Returns (lattice (L,), index (Σm,) into the lattice, m (B,) points per bin, 0 outside the
+    band); each bin's points are contiguous in ``index``."""
+    lo, hi = band
+    j_lo, j_hi = int(np.ceil(lo / spacing)), int(np.floor(hi / spacing))
+    lattice = spacing * np.arange(j_lo, j_hi + 1)
+    done = (centres >= lo) & (centres <= hi)
+    first = np.ceil(np.maximum(edges[:-1], lo) / spacing)
+    stop = np.ceil(np.minimum(edges[1:], hi) / spacing)  # points j·spacing in [a, b): first ≤ j < stop
+    wide = done & (stop > first)
+    nearest = np.clip(np.rint(centres / spacing), j_lo, j_hi)
+    m = np.where(wide, stop - first, done).astype(np.int64)  # (B,)
+    start = (np.where(wide, first, nearest) - j_lo).astype(np.int64)
+    owner = np.repeat(np.arange(centres.size), m)
+    index = start[owner] + np.arange(owner.size) - (np.cumsum(m) - m)[owner]
+    return lattice, index, m
+
+
+def binned_multitaper(t, y, centres, edges, *, nw: float = 4.0, k: int | None = None,
+                      adaptive: bool = True, oversample: int = OVERSAMPLE, eps: float = EPS) -> BinnedSpectrum:
+    """Multitaper PSD and harmonic F-test of one curve, aggregated into shared frequency bins.
+
+    A shared log grid is coarser than a long curve's resolution 1/T at high frequency, and a line
+    between two bin centres is then missed by the F-test (whose peak is only ~1/(4T) wide). So
+    the curve is computed on a lattice of spacing δ = 1/(``oversample``·T) from 1/T to its
+    Nyquist frequency (:func:`sub_frequencies`): each bin takes the m lattice points inside it
+    (the nearest one when it is narrower than δ), and they are aggregated:
+
+    - PSD: the mean over the sub-frequencies (the bin-averaged density);
+    - F-test: the largest F in the bin, i.e. the smallest single-test p-value p_min, corrected
+      for the m tries as independent tests of an effective number m_eff = 1 + ρ(m − 1)
+      (Šidák): p = 1 − (1 − p_min)^{m_eff}. Neighbouring sub-frequencies are correlated, so
+      m_eff < m; ρ = ``SUBBIN_RHO`` = 0.7 was measured from white-noise draws on the sampling
+      patterns of :mod:`lcgen.simulate` at the default NW = 4, K = 7 and spacing 1/(4T) (the
+      1 % quantile of p_min over m = 2–128 lattice points is 0.01/m_eff with
+      (m_eff − 1)/(m − 1) = 0.6–0.85, median ≈ 0.7), the empirical route Horne & Baliunas (1986)
+      took for the number of independent frequencies of a periodogram. The test suite checks the
+      result: 1.0 ± 0.2 % of null bins at p < 0.01 on every sampling. Other NW, K or
+      ``oversample`` keep the same ρ, which is then only approximate. ``fstat`` is reported as the F whose single-test p-value is the corrected
+      one, so fstat and pvalue keep the closed-form relation of :func:`fstat_pvalue` and the
+      F channel means the same in narrow and wide bins.
+
+    ``centres`` (B,) and ``edges`` (B + 1,) describe the bins (:func:`bin_edges`). Bins outside
+    [1/T, f_N] are NaN; ``valid`` marks the unbiased part [W, f_hi] of :func:`resolvable_band`
+    (the bins between 1/T and W carry values, biased, for users who want them).
+    """
+    t, y, k = check_series(t, y, nw, k)
+    centres = check_grid(centres, "centres")
+    edges = np.asarray(edges, dtype=np.float64)
+    span = t[-1] - t[0]
+    w, f_hi, nyquist = resolvable_band(t, nw)
+    lattice, index, m = sub_frequencies(centres, edges, (1.0 / span, nyquist), 1.0 / (oversample * span))
+    valid = (centres >= w) & (centres <= f_hi)
+    psd = np.full(centres.size, np.nan)
+    fstat = np.full(centres.size, np.nan)
+    pvalue = np.full(centres.size, np.nan)
+    done = m > 0
+    if done.any():
+        res = multitaper(t, y, nw=nw, k=k, freq=lattice, adaptive=adaptive, ftest=k >= 2, eps=eps)
+        md = m[done]
+        starts = np.cumsum(md) - md
+        psd[done] = np.add.reduceat(res.psd[index], starts) / md
+        if res.fstat is not None:
+            fmax = np.maximum.reduceat(np.nan_to_num(res.fstat, nan=0.0)[index], starts)
+            log_p = aggregate_log_pvalue(fmax, md, k)
+            pvalue[done] = np.exp(log_p)
+            fstat[done] = (k - 1) * np.expm1(-log_p / (k - 1))  # inverse of fstat_pvalue
+    return BinnedSpectrum(psd=psd, fstat=fstat, pvalue=pvalue, n_sub=m, valid=valid)
+
+
+def aggregate_log_pvalue(fmax: np.ndarray, m: np.ndarray, k: int, rho: float = SUBBIN_RHO) -> np.ndarray:
+    """log p of the largest of m correlated F(2, 2K − 2) values: Šidák with m_eff = 1 + ρ(m − 1),
+    p = 1 − (1 − p_min)^{m_eff}, computed in logs so that tiny p-values do not underflow."""
+    log_pmin = -(k - 1) * np.log1p(np.asarray(fmax, dtype=np.float64) / (k - 1))  # log of fstat_pvalue
+    m_eff = 1.0 + rho * (np.asarray(m, dtype=np.float64) - 1.0)
+    with np.errstate(divide="ignore"):
+        sidak = np.log(-np.expm1(m_eff * np.log1p(-np.exp(log_pmin))))
+    return np.where(log_pmin < -30, np.log(m_eff) + log_pmin, np.minimum(sidak, 0.0))  # Bonferroni limit
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,11 +733,10 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     bands = np.floor(np.log(np.maximum(relative_width * lags / h0, 1.0)) / np.log(4.0)).astype(int)  # (L,)
     widths = h0 * 4.0 ** bands
     df = 1.0 / (reach + 10 * widths.max())
-    half = int(np.ceil(1.2 / (h0 * df)))  # G(1.2/h) = exp(−2π²·1.44) ≈ 5e−13
+    half = _round_modes(np.ceil(1.2 / (h0 * df))) // 2 * 2  # G(1.2/h) = exp(−2π²·1.44) ≈ 5e−13; rounded for plan reuse
     phase = 2 * np.pi * df * (t - 0.5 * (t[0] + t[-1]))  # (N,), within ±π
     strengths = np.stack([x, np.ones_like(x), x * x]).astype(np.complex128)  # (3, N): x, window, x²
-    xf, wf, x2f = finufft.nufft1d1(phase, strengths, 2 * half, eps=eps, isign=-1, nthreads=1,
-                                   upsampfac=1.25)  # modes −half..half−1; FFT-bound, so a small upsampling
+    xf, wf, x2f = _nufft(1, phase, strengths, 2 * half, -1, eps, upsampfac=1.25)  # modes −half..half−1; FFT-bound, so a small upsampling
     # conj(A)·B transforms back to Σ_{n,m} a_n b_m g(τ − (t_m − t_n)), a at the earlier time. Each
     # such spectrum is Hermitian (its transform is real), so two ride in one complex transform:
     # spectrum a + i·b gives sum_a + i·sum_b.
@@ -441,10 +749,9 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     for band in np.unique(bands):  # one call per band, on only the modes its kernel needs
         h = h0 * 4.0 ** band
         sel = bands == band
-        m = min(half, int(np.ceil(1.2 / (h * df))))  # the wider kernel needs fewer modes
+        m = min(half, _round_modes(2 * np.ceil(1.2 / (h * df))) // 2)  # the wider kernel needs fewer modes
         part = cross[:, half - m: half + m] * np.exp(-2 * np.pi ** 2 * h * h * f[half - m: half + m] ** 2)
-        out = finufft.nufft1d2(2 * np.pi * df * lags[sel], np.ascontiguousarray(part), eps=eps, isign=1,
-                               nthreads=1, upsampfac=1.25)  # (3, L_band) complex
+        out = _nufft(2, 2 * np.pi * df * lags[sel], part, 2 * m, 1, eps, upsampfac=1.25)  # (3, L_band) complex
         sums[0::2, sel] = out.real
         sums[1::2, sel] = out.imag
         pairs[sel] = out[0].imag * df * np.sqrt(2 * np.pi) * h  # pairs within ~h of τ (g(0) = 1)

@@ -5,12 +5,18 @@ Per curve (:func:`analyse_curve`):
 1. clean: drop non-finite points, sort, merge duplicate times (:func:`lcgen.convert.clean_curve`),
    drop points further than ``outlier_iqr`` × IQR from the median, then scale
    x = (flux − median) / IQR (median and IQR of the kept points, stored per row);
-2. spectra on ONE frequency grid shared by every curve (1024 log-spaced bins by default, from
-   1/longest baseline to the median mean-cadence Nyquist): adaptive multitaper PSD, harmonic
-   F-statistic and its p-value (:func:`lcgen.multitaper.multitaper`, type-3 NUFFT at exactly the
-   grid frequencies); the window-corrected ACF on ONE lag grid (days, lag 0 then log-spaced);
-3. validity masks: frequency bins within [1/T, N/(2T)] (``mask``), lags up to
-   ``acf_max_fraction`` × T with enough pairs (``acf_mask``);
+2. spectra in ONE set of frequency bins shared by every curve (1024 log-spaced bins by default,
+   from 1/T of the longest curve to the highest Nyquist frequency of any curve, so every
+   curve's band is covered); each curve is computed on a grid
+   fine enough for it (at most 1/(4T) apart) and aggregated into the shared bins
+   (:func:`lcgen.multitaper.binned_multitaper`): adaptive multitaper PSD averaged over the bin,
+   harmonic F-statistic as the bin's largest F with its p-value corrected for the frequencies
+   tried; the window-corrected ACF on ONE lag grid (days, lag 0 then log-spaced);
+3. validity masks: frequency bins inside the curve's unbiased band [W, f_hi]
+   (:func:`lcgen.multitaper.resolvable_band`: W = NW/T, f_hi the mean-cadence Nyquist, or W
+   below the true Nyquist of exactly regular data) (``mask``; ``band_kept`` is the share of
+   that band the shared grid covers), lags up to ``acf_max_fraction`` × T with enough pairs
+   (``acf_mask``);
 4. normalise each channel c ∈ {psd, acf, fstat} for the networks, as the original did (arcsinh
    then per-sample standardisation), over the valid bins only:
 
@@ -55,8 +61,8 @@ from lcgen.errors import Interrupted
 from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_path, check_memory, discard_h5,
                       open_checked, open_h5_for_writing, quiet_hdf5_deallocs, raw_offsets, read_config, sync_h5,
                       write_error, write_header)
-from lcgen.workers import check_workers, process_pool, result
-from lcgen.multitaper import autocorrelation, multitaper
+from lcgen.workers import check_workers, deferred_interrupt, process_pool, result
+from lcgen.multitaper import autocorrelation, bin_edges, binned_multitaper, resolvable_band
 
 CHANNELS = ("psd", "acf", "fstat")
 COUNT_COLUMNS = ("n_nonfinite", "n_duplicates", "n_outliers")
@@ -73,7 +79,7 @@ class PreprocessConfig:
     n_freq: int = 1024  # (int) bins of the frequency grid shared by all curves
     freq_spacing: Literal["log", "linear"] = "log"  # (str) spacing of the frequency grid
     freq_min: Optional[float] = None  # (float) lowest frequency, cycles/day; null = 1 / longest baseline
-    freq_max: Optional[float] = None  # (float) highest frequency; null = median mean-cadence Nyquist N/(2T)
+    freq_max: Optional[float] = None  # (float) highest frequency; null = the highest mean-cadence Nyquist N/(2T) of any curve
     n_lags: int = 1024  # (int) lags of the ACF grid shared by all curves (lag 0, then log-spaced)
     lag_min: Optional[float] = None  # (float) first non-zero lag, days; null = median mean cadence T/N
     lag_max: Optional[float] = None  # (float) last lag, days; null = acf_max_fraction × longest baseline
@@ -90,8 +96,9 @@ class PreprocessConfig:
 class Grids:
     """The frequency (cycles/day) and lag (days) grids shared by every curve of a run."""
 
-    frequency: np.ndarray  # (n_freq,)
+    frequency: np.ndarray  # (n_freq,) bin centres
     lag: np.ndarray  # (n_lags,)
+    edges: np.ndarray  # (n_freq + 1,) bin edges (stored as the ``edges`` attribute of ``frequency``)
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,15 +172,16 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
     span = float(t[-1] - t[0])
     if span > MAX_BASELINE_DAYS:
         raise _Failed(f"times span {span:.3g} d, more than {MAX_BASELINE_DAYS:.0e} d (wrong units?)", row)
-    nyquist = t.size / (2 * span)
-    row.update(n_points=t.size, baseline=span, nyquist=nyquist, flux_median=med, flux_iqr=iqr)
-
+    w, f_hi, nyquist = resolvable_band(t, cfg.nw)
     freq, lag = grids.frequency, grids.lag
-    fmask = (freq >= 1.0 / span) & (freq <= nyquist)
+    kept = (min(f_hi, freq[-1]) - max(w, freq[0])) / (f_hi - w) if f_hi > w else 0.0
+    row.update(n_points=t.size, baseline=span, nyquist=nyquist, band_kept=float(np.clip(kept, 0.0, 1.0)),
+               flux_median=med, flux_iqr=iqr)
+    fmask = (freq >= w) & (freq <= f_hi)
     if fmask.sum() < cfg.min_valid_bins:
-        raise _Failed(f"{int(fmask.sum())} grid frequencies inside [1/T, Nyquist] = [{1 / span:.4g}, "
-                      f"{nyquist:.4g}] c/d (min_valid_bins = {cfg.min_valid_bins})", row)
-    spec = multitaper(t, x, nw=cfg.nw, k=cfg.k, freq=freq, adaptive=cfg.adaptive, ftest=True)
+        raise _Failed(f"{int(fmask.sum())} grid frequencies inside the resolvable band [W, f_hi] = [{w:.4g}, "
+                      f"{f_hi:.4g}] c/d (min_valid_bins = {cfg.min_valid_bins})", row)
+    spec = binned_multitaper(t, x, freq, grids.edges, nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
     in_reach = lag <= cfg.acf_max_fraction * span
     acf = np.full(lag.size, np.nan)
     acf[in_reach] = autocorrelation(t, x, lag[in_reach])
@@ -221,6 +229,7 @@ def _columns(n_freq: int, n_lags: int) -> dict[str, tuple[tuple[int, ...], str, 
         "pvalue": ((n_freq,), "f4", np.nan), "mask": ((n_freq,), "bool", False),
         "acf_mask": ((n_lags,), "bool", False), "failed": ((), "bool", True),
         "n_points": ((), "i4", 0), "baseline": ((), "f8", np.nan), "nyquist": ((), "f8", np.nan),
+        "band_kept": ((), "f8", np.nan),
         "flux_median": ((), "f8", np.nan), "flux_iqr": ((), "f8", np.nan),
         "n_nonfinite": ((), "i4", 0), "n_duplicates": ((), "i4", 0), "n_outliers": ((), "i4", 0),
     })
@@ -317,12 +326,16 @@ def survey_input(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def make_grids(cfg: PreprocessConfig, spans: np.ndarray, counts: np.ndarray) -> Grids:
     """The shared frequency and lag grids: given bounds, else bounds chosen from the data."""
-    ok = (spans > 0) & (counts >= 2)
+    ok = (spans > 0) & (counts >= max(2, cfg.min_points))  # curves that will be analysed
+    if not ok.any():
+        ok = (spans > 0) & (counts >= 2)
     if not ok.any() and None in (cfg.freq_min, cfg.freq_max, cfg.lag_min, cfg.lag_max):
         raise LcgenError(f"{cfg.input}: no curve has two distinct finite times, so no grid can be chosen")
     longest = float(spans[ok].max()) if ok.any() else np.nan
+    # from the lowest frequency any curve reaches (1/T of the longest) to the highest Nyquist
+    # frequency of any curve: every curve's band is covered, bins outside its own stay masked
     fmin = cfg.freq_min if cfg.freq_min is not None else 1.0 / longest
-    fmax = cfg.freq_max if cfg.freq_max is not None else float(np.median(counts[ok] / (2 * spans[ok])))
+    fmax = cfg.freq_max if cfg.freq_max is not None else float(np.max(counts[ok] / (2 * spans[ok])))
     lmin = cfg.lag_min if cfg.lag_min is not None else float(np.median(spans[ok] / counts[ok]))
     lmax = cfg.lag_max if cfg.lag_max is not None else cfg.acf_max_fraction * longest
     if cfg.n_freq < 2 or cfg.n_lags < 3:
@@ -334,7 +347,7 @@ def make_grids(cfg: PreprocessConfig, spans: np.ndarray, counts: np.ndarray) -> 
     space = np.geomspace if cfg.freq_spacing == "log" else np.linspace
     frequency = space(fmin, fmax, cfg.n_freq)
     lag = np.concatenate([[0.0], np.geomspace(lmin, lmax, cfg.n_lags - 1)])
-    return Grids(frequency=frequency, lag=lag)
+    return Grids(frequency=frequency, lag=lag, edges=bin_edges(frequency, log=cfg.freq_spacing == "log"))
 
 
 def _run_hash(cfg: PreprocessConfig, input_id: str) -> str:
@@ -372,7 +385,8 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
     workers = check_workers(cfg.workers)
     out = Path(cfg.output) if shard is None else shard_path(cfg.output, *shard)
     kept = [0]  # finished chunks on disk, for the error path
-    with atomic_path(out, inputs=[cfg.input], keep_partial=lambda: kept[0] > 0) as tmp, quiet_hdf5_deallocs():
+    with atomic_path(out, inputs=[cfg.input], keep_partial=lambda: kept[0] > 0) as tmp, quiet_hdf5_deallocs(), \
+            deferred_interrupt() as check_interrupt:
         spans, counts = survey_input(cfg.input)
         grids = make_grids(cfg, spans, counts)
         n_total = spans.size
@@ -401,6 +415,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
                 kept[0] += 1
                 if progress is not None:
                     progress(b - a)
+                check_interrupt()  # Ctrl-C stops here, between chunks (a second one at once)
             summary = _summarise(f)
             for key, value in summary.items():
                 f.attrs[key] = value
@@ -512,6 +527,7 @@ def _open_partial(tmp: Path, cfg: PreprocessConfig, grids: Grids, n: int, chunks
         f.create_dataset("frequency", data=grids.frequency)
         f.create_dataset("lag", data=grids.lag)
         f["frequency"].attrs["units"] = "cycles/day"
+        f["frequency"].attrs["edges"] = grids.edges  # bin j spans [edges[j], edges[j + 1])
         f["lag"].attrs["units"] = "day"
         # Every row's space is allocated (and filled) now, so the file never grows while chunks
         # are written: a full disk shows here, before any work, and a partial file left by a
@@ -575,6 +591,20 @@ def _summarise(f: h5py.File) -> dict:
     for name in COUNT_COLUMNS:
         out[name] = int(f[name][:].sum())
     return out
+
+
+def band_coverage(path: str | Path) -> dict | None:
+    """How much of each analysed curve's resolvable band [W, f_hi] the shared frequency grid keeps
+    (the ``band_kept`` column): min, median and the number of curves with less than all of it.
+    None for a file without that column (written before it existed) or with no analysed curve."""
+    with open_checked(path, "spectra") as f:
+        if "band_kept" not in f:
+            return None
+        kept = f["band_kept"][:][~f["failed"][:]]
+    if kept.size == 0:
+        return None
+    return {"min": float(kept.min()), "median": float(np.median(kept)), "curves": int(kept.size),
+            "partial": int(np.sum(kept < 1.0))}
 
 
 def _fail_reasons(path: Path) -> dict[str, int]:

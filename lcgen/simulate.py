@@ -14,10 +14,13 @@ A curve is built in four steps:
 
    with ``s`` the type's signal at the sampled times and ``σ_i`` the per-point errors: log-normal
    around the base level, ``σ_i = (std(s) / snr) · u_i``, ``u_i ∝ exp(error_scatter · g_i)`` with
-   ``g_i ~ N(0, 1)`` and ``u`` rescaled to ``rms(u) = 1`` (so the stored ``snr`` is exact).
+   ``g_i ~ N(0, 1)`` and ``u`` rescaled to ``rms(u) = 1`` (so the stored ``snr`` is exact). A
+   signal that comes out flat (a spot model seen from an unlucky angle) is drawn again, so no
+   curve is degenerate.
 4. **Overlays** (optional, drawn from a second generator so switching them on leaves the base
-   curve unchanged): transits/eclipses (multiplicative), flares and red noise (additive). They do
-   not change ``σ_i``.
+   curve and its noise unchanged): transits/eclipses (multiplicative), flares and red noise
+   (additive). They do not change ``σ_i``; the stored ``snr`` is then the realised one,
+   ``std(signal) / rms(σ)`` of the final noise-free flux.
 
 Then ``signal = offset + overlays(s)`` is the noise-free flux and
 
@@ -42,18 +45,16 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import math
-import signal as _signal
-import threading
 import time as _time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_RAW, check_memory
-from lcgen.workers import check_workers, process_pool, result
+from lcgen.workers import check_workers, deferred_interrupt, process_pool, result
 
 
 def _range(lo: float, hi: float) -> Callable[[], list[float]]:
@@ -127,10 +128,11 @@ class RotationConfig:
 class TransitConfig:
     probability: float = 0.0  # (float) fraction of curves with transits/eclipses
     period: list[float] = field(default_factory=_range(1.0, 20.0))  # (list[float]) orbital period range, days
-    depth: list[float] = field(default_factory=_range(0.002, 0.05))  # (list[float]) fractional depth range of the primary
-    duration: list[float] = field(default_factory=_range(0.05, 0.3))  # (list[float]) total duration range, days (capped at period/4)
-    ingress: list[float] = field(default_factory=_range(0.05, 0.3))  # (list[float]) ingress time as a fraction of the duration
+    depth: list[float] = field(default_factory=_range(0.002, 0.05))  # (list[float]) depth of the primary = (Rp/R*)^2, fraction of the flux
+    duration: list[float] = field(default_factory=_range(0.05, 0.3))  # (list[float]) first-to-fourth-contact duration range, days (shortened where a/R* would fall below min_a_rstar)
+    ingress: list[float] = field(default_factory=_range(0.05, 0.3))  # (list[float]) ingress (first-to-second contact) as a fraction of the duration, < 0.5 (raised to the central-transit value where smaller)
     secondary: list[float] = field(default_factory=_range(0.0, 0.0))  # (list[float]) secondary-eclipse depth / primary depth (0: planet)
+    min_a_rstar: float = 2.0  # (float) smallest orbit a/R*; ~ the Roche limit 2.44 (ρ*/ρp)^(1/3) of a planet denser than its star
 
 
 @dataclass
@@ -171,20 +173,21 @@ class SeasonalConfig:
 
 @dataclass
 class SpaceConfig:
-    """A space-telescope pattern: ``blocks`` of ``block_days``, each split into
-    ``segments_per_block`` equal segments whose last ``gap_days`` are lost to data downlink."""
+    """A space-telescope pattern at its native cadence: ``blocks`` consecutive blocks (TESS
+    sectors, Kepler quarters) of ``block_days``, each split into ``segments_per_block`` equal
+    segments (TESS orbits, Kepler months) whose last ``gap_days`` are lost to the data downlink.
+    The defaults are the missions' (sources in :func:`sample_space`); the point count follows."""
 
     cadence_minutes: float = 2.0  # (float) native cadence, minutes
     block_days: float = 27.4  # (float) sector/quarter length, days
     segments_per_block: int = 2  # (int) orbits (TESS) or months (Kepler) per block
-    gap_days: float = 1.0  # (float) data lost at the end of each segment, days
-    blocks: list[int] = field(default_factory=lambda: [1, 3])  # (list[int]) consecutive blocks, inclusive
-    max_points: int = 2000  # (int) cap; the cadence becomes the smallest multiple of the native one that fits (binning)
+    gap_days: float = 1.0  # (float) data lost at the end of each segment (downlink), days
+    blocks: list[int] = field(default_factory=lambda: [1, 1])  # (list[int]) consecutive blocks, inclusive
+    max_points: int = 0  # (int) 0: native cadence; else a cap: the cadence becomes the smallest multiple of the native one that fits (binning)
 
 
 def _kepler() -> SpaceConfig:
-    return SpaceConfig(cadence_minutes=29.4, block_days=93.0, segments_per_block=3, gap_days=1.0,
-                       blocks=[1, 2], max_points=2000)
+    return SpaceConfig(cadence_minutes=29.4244, block_days=93.0, segments_per_block=3, gap_days=1.0)
 
 
 @dataclass
@@ -246,6 +249,10 @@ def check_config(cfg: SimulateConfig) -> None:
         p = getattr(cfg, name).probability
         if not 0 <= p <= 1:
             raise LcgenError(f"{name}.probability = {p}: must be between 0 and 1")
+    tc = cfg.transit
+    if tc.depth[1] >= 1 or tc.ingress[1] >= 0.5 or tc.min_a_rstar <= 1:
+        raise LcgenError(f"transit: need depth < 1 (got {tc.depth}), ingress < 0.5 of the duration (got "
+                         f"{tc.ingress}) and min_a_rstar > 1 (got {tc.min_a_rstar})")
     if max(cfg.rotation.shear) >= 1:
         raise LcgenError(f"rotation.shear = {cfg.rotation.shear}: must be < 1")
     if cfg.rotation.max_spots < 1 or cfg.red_noise.max_modes < 1:
@@ -260,9 +267,9 @@ def check_config(cfg: SimulateConfig) -> None:
     for name in ("tess", "kepler"):
         s: SpaceConfig = getattr(cfg, name)
         seg = s.block_days / max(s.segments_per_block, 1)
-        if s.segments_per_block < 1 or s.blocks[0] < 1 or s.max_points < 2 or s.cadence_minutes <= 0 \
-                or not 0 <= s.gap_days < seg - s.cadence_minutes / 1440:
-            raise LcgenError(f"{name}: need segments_per_block >= 1, blocks >= 1, max_points >= 2, "
+        if s.segments_per_block < 1 or s.blocks[0] < 1 or s.max_points == 1 or s.max_points < 0 \
+                or s.cadence_minutes <= 0 or not 0 <= s.gap_days < seg - s.cadence_minutes / 1440:
+            raise LcgenError(f"{name}: need segments_per_block >= 1, blocks >= 1, max_points 0 (no cap) or >= 2, "
                              f"cadence_minutes > 0 and 0 <= gap_days < block_days / segments_per_block")
 
 
@@ -292,7 +299,9 @@ META_FLOAT = (
     "tau", "sigma",  # drw
     "q",  # qpo coherence
     "spot_lifetime", "n_spots", "shear", "inclination",  # rotation; inclination in degrees
-    "transit_period", "transit_depth", "transit_duration", "secondary_ratio",
+    # transits: duration T14 and ingress fraction T12/T14 as realised, orbit a/R*, impact b, epoch
+    "transit_period", "transit_depth", "transit_duration", "transit_ingress", "transit_a_rstar",
+    "transit_impact", "transit_epoch", "secondary_ratio",
     "n_flares", "flare_rate",
     "red_rms", "red_beta",
 )
@@ -306,12 +315,20 @@ def _empty_meta() -> dict:
 # Samplings: each returns strictly increasing times (days from 0) and fills meta["duration"].
 
 
+# Scalar draws through rng.random(): ~5x cheaper per call than rng.uniform / rng.integers, and
+# a curve makes a dozen of them.
 def _uniform(rng: np.random.Generator, r: list[float]) -> float:
-    return float(rng.uniform(r[0], r[1]))
+    return r[0] + (r[1] - r[0]) * rng.random()
 
 
 def _integer(rng: np.random.Generator, r: list[int]) -> int:
-    return int(rng.integers(r[0], r[1] + 1))
+    """Uniform on {r[0], ..., r[1]} (bias < 2^-50 for any range a config can hold)."""
+    return min(r[0] + int(rng.random() * (r[1] - r[0] + 1)), r[1])
+
+
+def _even(span: float, n: int) -> np.ndarray:
+    """n evenly spaced times from 0 to ``span`` (np.linspace without its Python overhead)."""
+    return np.arange(n) * (span / (n - 1)) if n > 1 else np.zeros(1)
 
 
 def insert_gaps(u: np.ndarray, cuts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -328,7 +345,7 @@ def sample_regular(cfg: SimulateConfig, rng: np.random.Generator, meta: dict) ->
     """n evenly spaced times over [0, T]."""
     duration, n = _uniform(rng, cfg.duration), _integer(rng, cfg.n_points)
     meta["duration"] = duration
-    return np.linspace(0.0, duration, n)
+    return _even(duration, n)
 
 
 def sample_random_gaps(cfg: SimulateConfig, rng: np.random.Generator, meta: dict) -> np.ndarray:
@@ -341,7 +358,7 @@ def sample_random_gaps(cfg: SimulateConfig, rng: np.random.Generator, meta: dict
     lengths = g * duration * split / split.sum()
     cuts = np.sort(rng.uniform(0.0, observed, k))
     meta["duration"] = duration
-    return insert_gaps(np.linspace(0.0, observed, n), cuts, lengths)
+    return insert_gaps(_even(observed, n), cuts, lengths)
 
 
 def sample_variable_cadence(cfg: SimulateConfig, rng: np.random.Generator, meta: dict) -> np.ndarray:
@@ -354,7 +371,7 @@ def sample_variable_cadence(cfg: SimulateConfig, rng: np.random.Generator, meta:
     density = rng.uniform(*cfg.variable_cadence.density, size=k)
     cumulative = np.concatenate([[0.0], np.cumsum(density * np.diff(edges))])
     meta["duration"] = duration
-    t = np.interp(np.linspace(0.0, cumulative[-1], n), cumulative, edges)
+    t = np.interp(_even(cumulative[-1], n), cumulative, edges)
     return _strictly_increasing(t)
 
 
@@ -369,29 +386,69 @@ def sample_seasonal(cfg: SimulateConfig, rng: np.random.Generator, meta: dict) -
     lengths = np.minimum(season, duration - starts)  # (n_seasons,)
     cuts = np.cumsum(lengths)[:-1]  # season ends in observed time
     grid_size = max(n, int(round(n / (1.0 - loss))))
-    keep = np.sort(rng.choice(grid_size, size=n, replace=False))
-    u = np.linspace(0.0, lengths.sum(), grid_size, endpoint=False)[keep]
+    # Weather removes grid_size - n points, never the first (the curve starts at t = 0).
+    drop = rng.choice(grid_size - 1, size=grid_size - n, replace=False, shuffle=False) + 1
+    keep = np.ones(grid_size, dtype=bool)
+    keep[drop] = False
+    u = np.arange(grid_size)[keep] * (lengths.sum() / grid_size)
     meta["duration"] = duration
     return insert_gaps(u, cuts, np.full(cuts.size, sc.year - season))
 
 
 def sample_space(sc: SpaceConfig, rng: np.random.Generator, meta: dict) -> np.ndarray:
-    """A space-telescope pattern (TESS sectors of two 13.7-d orbits, Kepler quarters of three
-    months): segments of ``block_days / segments_per_block`` days whose last ``gap_days`` are
-    lost, sampled on an even grid from the segment start. If the native cadence gives more than
-    ``max_points`` points, the cadence is the smallest multiple of it that fits (as if binned)."""
+    """A space-telescope pattern: ``blocks`` consecutive blocks of ``segments_per_block`` segments
+    of ``block_days / segments_per_block`` days, sampled at the native cadence from each segment
+    start, with the last ``gap_days`` of every segment lost to the data downlink.
+
+    Defaults, from the missions' documentation:
+
+    - TESS (``tess``): 27.4-d sectors of two 13.7-d orbits (Ricker et al. 2015, JATIS 1, 014003);
+      the science data are downlinked at perigee between the orbits, leaving ~1 d without data
+      (Sector 1: 1.13 d paused; Sector 13: 668 cadences = 0.93 d, TESS Data Release Notes,
+      Fausnaugh et al.), 2-min cadence for the target light curves: ~18,300 points per sector.
+    - Kepler (``kepler``): long cadence 29.4244 min (270 frames of 6.54 s; Kepler Instrument
+      Handbook, KSCI-19033), ~93-d quarters between the quarterly rolls, each of three months
+      ended by a ~1-d data downlink (Q4: 89.8 d of long-cadence data in 4,397 cadences, monthly
+      breaks 0.9–2 d; Kepler Data Release 6 Notes, KSCI-19046): ~4,400 points per quarter.
+
+    A curve is ``blocks`` ~ U{blocks} consecutive blocks (default one). ``max_points > 0`` caps
+    the point count by binning: the cadence becomes the smallest multiple of the native one that
+    fits. Momentum dumps, safe modes and quality-flagged cadences are not modelled.
+    """
     blocks = _integer(rng, sc.blocks)
     segment = sc.block_days / sc.segments_per_block
     n_segments = blocks * sc.segments_per_block
-    native = sc.cadence_minutes / 1440.0
-    usable = segment - sc.gap_days
-    per_segment = int(usable // native) + 1
-    factor = max(1, math.ceil(n_segments * per_segment / sc.max_points))
-    cadence = native * factor
-    per_segment = min(int(usable // cadence) + 1, sc.max_points // n_segments) or 1
+    cadence, per_segment = _space_grid(sc, n_segments)
     t = np.arange(n_segments)[:, None] * segment + np.arange(per_segment)[None, :] * cadence
     meta["duration"] = blocks * sc.block_days
     return t.ravel()
+
+
+def _space_grid(sc: SpaceConfig, n_segments: int) -> tuple[float, int]:
+    """(cadence in days, points per segment) of :func:`sample_space` for ``n_segments`` segments."""
+    cadence = sc.cadence_minutes / 1440.0
+    usable = sc.block_days / sc.segments_per_block - sc.gap_days
+    per_segment = int(usable / cadence + 1e-9) + 1  # cadences in [0, usable]
+    if sc.max_points and n_segments * per_segment > sc.max_points:
+        cadence *= math.ceil(n_segments * per_segment / sc.max_points)
+        per_segment = min(int(usable / cadence + 1e-9) + 1, sc.max_points // n_segments) or 1
+    return cadence, per_segment
+
+
+def longest_curve(cfg: SimulateConfig) -> int:
+    """The most points any curve of ``cfg`` can have (over the samplings with a weight > 0), e.g.
+    to size memory: ``n_points[1]`` on the ground, the longest run of blocks in space."""
+    most = 0
+    for name in _SAMPLINGS:
+        if getattr(cfg.samplings, name) <= 0:
+            continue
+        if name in ("tess", "kepler"):
+            sc: SpaceConfig = getattr(cfg, name)
+            n_segments = sc.blocks[1] * sc.segments_per_block
+            most = max(most, n_segments * _space_grid(sc, n_segments)[1])
+        else:
+            most = max(most, cfg.n_points[1])
+    return most
 
 
 SAMPLERS: dict[str, Callable] = {
@@ -406,7 +463,7 @@ SAMPLERS: dict[str, Callable] = {
 
 def _strictly_increasing(t: np.ndarray) -> np.ndarray:
     """Nudge any equal neighbours (possible only from float round-off) up by one ulp each."""
-    while np.any(bad := np.diff(t) <= 0):
+    while (bad := t[1:] <= t[:-1]).any():
         idx = np.flatnonzero(bad) + 1
         t[idx] = np.nextafter(t[idx - 1], np.inf)
     return t
@@ -419,7 +476,7 @@ def _strictly_increasing(t: np.ndarray) -> np.ndarray:
 def signal_sinusoid(cfg: SimulateConfig, t: np.ndarray, rng: np.random.Generator, meta: dict) -> np.ndarray:
     """s(t) = A sin(2π t / P + φ),  P ~ U(period), A ~ U(amplitude), φ ~ U(0, 2π)."""
     period, amp = _uniform(rng, cfg.sinusoid.period), _uniform(rng, cfg.sinusoid.amplitude)
-    phase = rng.uniform(0.0, 2 * np.pi)
+    phase = 2 * np.pi * rng.random()
     meta.update(period=period, amplitude=amp, n_components=1.0)
     return amp * np.sin(2 * np.pi * t / period + phase)
 
@@ -458,7 +515,7 @@ def ou_process(t: np.ndarray, tau: float, sigma: float, z: np.ndarray) -> np.nda
     x[0] = sigma * z[0]
     if n == 1:
         return x
-    steps = np.diff(t) / tau  # (n-1,)
+    steps = (t[1:] - t[:-1]) / tau  # (n-1,) (np.diff's Python overhead is most of its cost here)
     w = np.empty(n)
     w[0] = 0.0
     w[1:] = sigma * np.sqrt(-np.expm1(-2.0 * steps)) * z[1:]
@@ -494,8 +551,8 @@ def signal_qpo(cfg: SimulateConfig, t: np.ndarray, rng: np.random.Generator, met
     period, q, amp = _uniform(rng, cfg.qpo.period), _uniform(rng, cfg.qpo.q), _uniform(rng, cfg.qpo.amplitude)
     f0 = 1.0 / period
     diffusion = np.pi * f0 / q
-    steps = np.sqrt(2.0 * diffusion * np.diff(t)) * rng.standard_normal(t.size - 1)
-    phase = rng.uniform(0.0, 2 * np.pi) + np.concatenate([[0.0], np.cumsum(steps)])
+    steps = np.sqrt(2.0 * diffusion * (t[1:] - t[:-1])) * rng.standard_normal(t.size - 1)
+    phase = 2 * np.pi * rng.random() + np.concatenate([[0.0], np.cumsum(steps)])
     meta.update(period=period, q=q, amplitude=amp)
     return amp * np.sin(2 * np.pi * f0 * t + phase)
 
@@ -519,14 +576,15 @@ def signal_rotation(cfg: SimulateConfig, t: np.ndarray, rng: np.random.Generator
     rc = cfg.rotation
     period, amp = _uniform(rng, rc.period), _uniform(rng, rc.amplitude)
     lifetime, alive, shear = _uniform(rng, rc.spot_lifetime), _uniform(rng, rc.spots), _uniform(rng, rc.shear)
-    cos_i = rng.uniform(0.0, 1.0)
+    cos_i = rng.random()
     sin_i = math.sqrt(1.0 - cos_i**2)
     span = float(t[-1] - t[0])
     window = span + 4.0 * lifetime
     n_spots = int(min(rc.max_spots, max(1, rng.poisson(alive * window / (math.sqrt(2 * math.pi) * lifetime)))))
     centres = rng.uniform(-2.0 * lifetime, span + 2.0 * lifetime, n_spots) + t[0]
-    centres[0] = t[0] + rng.uniform(0.0, span)
+    centres[0] = t[0] + span * rng.random()
     lat = rng.uniform(-np.pi / 3, np.pi / 3, n_spots)
+    lat[0] = abs(lat[0])  # the first spot on the hemisphere facing us: some signal is always seen
     lon = rng.uniform(0.0, 2 * np.pi, n_spots)
     size = rng.uniform(0.3, 1.0, n_spots)
     spot_period = period / (1.0 - shear * np.sin(lat) ** 2)
@@ -552,12 +610,99 @@ SIGNALS: dict[str, Callable] = {
 # Overlays
 
 
-def transit_shape(t: np.ndarray, period: float, epoch: float, duration: float, ingress: float) -> np.ndarray:
-    """Trapezoid transit profile in [0, 1] (1 at full depth): flat bottom for |Δ| ≤ D/2 − τ,
-    linear ingress/egress to 0 at |Δ| = D/2, where Δ is the time from the nearest mid-transit
-    (Seager & Mallén-Ornelas 2003 use this shape for analytic transit fits)."""
-    dt = np.abs((t - epoch + 0.5 * period) % period - 0.5 * period)
-    return np.clip((0.5 * duration - dt) / ingress, 0.0, 1.0)
+def disk_overlap(z: np.ndarray, k: float) -> np.ndarray:
+    """λ(z, k): the fraction of a uniform disk of radius 1 covered by a disk of radius k < 1 whose
+    centre is z away (Mandel & Agol 2002, ApJ 580, L171, eq. 1, the uniform source):
+
+        λ = 0                                              for z ≥ 1 + k
+        λ = k²                                             for z ≤ 1 − k
+        λ = [k² κ0 + κ1 − sqrt(4z² − (1 + z² − k²)²) / 2] / π   otherwise,
+        κ0 = arccos((k² + z² − 1) / (2kz)),  κ1 = arccos((1 − k² + z²) / (2z)).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    lam = np.where(z <= 1.0 - k, k * k, 0.0)
+    part = (z > 1.0 - k) & (z < 1.0 + k)
+    if part.any():
+        zp = z[part]
+        kappa0 = np.arccos(np.clip((k * k + zp * zp - 1.0) / (2.0 * k * zp), -1.0, 1.0))
+        kappa1 = np.arccos(np.clip((1.0 - k * k + zp * zp) / (2.0 * zp), -1.0, 1.0))
+        root = np.sqrt(np.maximum(4.0 * zp * zp - (1.0 + zp * zp - k * k) ** 2, 0.0))
+        # Near the contacts the three terms nearly cancel (round-off ~1e-8 of k²): keep λ in [0, k²].
+        lam[part] = np.clip((k * k * kappa0 + kappa1 - 0.5 * root) / np.pi, 0.0, k * k)
+    return lam
+
+
+def eclipse_profiles(t: np.ndarray, period: float, epoch: float, a_rstar: float, impact: float,
+                     k: float) -> tuple[np.ndarray, np.ndarray]:
+    """Transit and occultation profiles, each in [0, 1] (1 = fully in eclipse), of a circular orbit.
+
+    The sky-projected separation in stellar radii is z = (a/R*) sqrt(sin²φ + cos²i cos²φ), with
+    φ = 2π (t − epoch) / P and b = (a/R*) cos i (Winn 2010, "Transits and Occultations", eq. 5).
+    With the planet in front (cos φ > 0) the transit blocks λ(z, k) of the star
+    (:func:`disk_overlap`), i.e. ``primary`` = λ / k²; behind it (cos φ < 0) the star hides the
+    same overlap area π λ of the planet's disk π k², i.e. ``secondary`` = λ / k². Uniform disks
+    (no limb darkening): the bottom is flat at exactly k² between second and third contact.
+    """
+    phase = 2.0 * np.pi * (t - epoch) / period
+    cos_i = impact / a_rstar
+    cos_phi = np.cos(phase)
+    z = a_rstar * np.sqrt(np.sin(phase) ** 2 + (cos_i * cos_phi) ** 2)
+    covered = disk_overlap(z, k) / (k * k)
+    front = cos_phi > 0
+    return np.where(front, covered, 0.0), np.where(front, 0.0, covered)
+
+
+def contact_durations(period: float, a_rstar: float, impact: float, k: float) -> tuple[float, float]:
+    """(T14, T23) in days for a circular orbit (Winn 2010, eqs. 14-15):
+
+        T14 = (P/π) asin( sqrt((1 + k)² − b²) / ((a/R*) sin i) ),
+        T23 = (P/π) asin( sqrt((1 − k)² − b²) / ((a/R*) sin i) ),   (a/R*)² sin² i = (a/R*)² − b².
+    """
+    x = math.sqrt(a_rstar**2 - impact**2)
+    t14 = period / math.pi * math.asin(min(1.0, math.sqrt(max((1 + k) ** 2 - impact**2, 0.0)) / x))
+    t23 = period / math.pi * math.asin(min(1.0, math.sqrt(max((1 - k) ** 2 - impact**2, 0.0)) / x))
+    return t14, t23
+
+
+def transit_geometry(period: float, k: float, duration: float, ingress: float, *,
+                     min_a_rstar: float = 2.0) -> tuple[float, float]:
+    """(a/R*, b) of the circular orbit whose transit lasts ``duration`` (T14) with ingress
+    τ = T12 = ``ingress`` · T14, for a planet of radius ratio k.
+
+    Exact inversion of :func:`contact_durations`: with s_j = sin(π T_j / P) and
+    X = (a/R*)² − b², the two contact equations give X s14² = (1 + k)² − b² and
+    X s23² = (1 − k)² − b², hence X = 4k / (s14² − s23²), b² = (1 + k)² − X s14², (a/R*)² = X + b².
+    Needs ``ingress`` ≥ the central (b = 0) value and T23 = (1 − 2·ingress) T14 > 0; the caller
+    keeps to those (:func:`add_overlays`). If the result has a/R* < ``min_a_rstar`` the orbit is
+    put at ``min_a_rstar`` and b solved (Brent's method; the ingress fraction grows
+    monotonically with b) so the ingress fraction is kept; the duration then comes out shorter.
+    """
+    s14 = math.sin(math.pi * duration / period) ** 2
+    s23 = math.sin(math.pi * duration * (1.0 - 2.0 * ingress) / period) ** 2
+    x = 4.0 * k / (s14 - s23)
+    b2 = max((1.0 + k) ** 2 - x * s14, 0.0)
+    a_rstar = math.sqrt(x + b2)
+    if a_rstar >= min_a_rstar:
+        return a_rstar, math.sqrt(b2)
+    a_rstar = min_a_rstar
+
+    def excess(b: float) -> float:  # realised minus wanted ingress fraction, increasing in b
+        t14, t23 = contact_durations(period, a_rstar, b, k)
+        return 0.5 * (1.0 - t23 / t14) - ingress
+
+    if excess(0.0) >= 0:
+        return a_rstar, 0.0
+    from scipy.optimize import brentq
+
+    return a_rstar, brentq(excess, 0.0, 1.0 - k, xtol=1e-13, rtol=1e-13)
+
+
+def central_ingress(period: float, k: float, duration: float) -> float:
+    """Ingress fraction τ / T14 of a central (b = 0) transit of duration T14: the smallest any
+    impact parameter gives (sin(π T23 / P) = sin(π T14 / P) (1 − k) / (1 + k) at b = 0)."""
+    theta14 = math.pi * duration / period
+    theta23 = math.asin(math.sin(theta14) * (1.0 - k) / (1.0 + k))
+    return 0.5 * (1.0 - theta23 / theta14)
 
 
 def flare_profile(t: np.ndarray, peaks: np.ndarray, amps: np.ndarray, rise: np.ndarray,
@@ -598,24 +743,34 @@ def add_overlays(cfg: SimulateConfig, t: np.ndarray, flux: np.ndarray, rng: np.r
                  meta: dict) -> np.ndarray:
     """Apply the optional overlays to the noise-free flux ``flux = offset + s`` (returns a new array).
 
-    Transits/eclipses multiply the stellar flux by (1 − δ·shape), with a secondary eclipse of
-    depth ratio·δ at phase 0.5; flares add offset·a_k·FRED; red noise adds rms·x(t). One uniform
-    decides each overlay, in this order, so each overlay's draws do not depend on the others'
-    probabilities.
+    Transits/eclipses multiply the stellar flux by 1 − δ (primary + ratio · secondary), the
+    uniform-disk profiles of :func:`eclipse_profiles` for the orbit that :func:`transit_geometry`
+    finds for the drawn duration and ingress fraction (δ = k²; realised values in ``meta``);
+    flares add offset·a_k·FRED; red noise adds rms·x(t). One uniform decides each overlay, in
+    this order, so each overlay's draws do not depend on the others' probabilities.
     """
     tc, fc, rc = cfg.transit, cfg.flare, cfg.red_noise
     use_transit, use_flare, use_red = rng.random(3) < [tc.probability, fc.probability, rc.probability]
     offset = meta["offset"]
     if use_transit:
         period, depth = _uniform(rng, tc.period), _uniform(rng, tc.depth)
-        duration = min(_uniform(rng, tc.duration), period / 4)
-        ingress = _uniform(rng, tc.ingress) * duration / 2
-        ratio, epoch = _uniform(rng, tc.secondary), rng.uniform(0.0, period)
-        dip = depth * transit_shape(t, period, epoch, duration, ingress)
-        if ratio > 0:
-            dip = dip + ratio * depth * transit_shape(t, period, epoch + period / 2, duration, ingress)
-        flux = flux * (1.0 - dip)
-        meta.update(transit_period=period, transit_depth=depth, transit_duration=duration, secondary_ratio=ratio)
+        k = math.sqrt(depth)  # uniform disks: the flat bottom is exactly k² deep
+        # No transit can last longer than the central one at a/R* = min_a_rstar.
+        longest = period / math.pi * math.asin(min(1.0, (1.0 + k) / tc.min_a_rstar))
+        duration = min(_uniform(rng, tc.duration), longest)
+        # Ingress fractions below the central-transit value need b² < 0: draw from the part
+        # of the configured range that geometry allows (its lowest value if none is left).
+        floor = central_ingress(period, k, duration)
+        lo, hi = max(tc.ingress[0], floor), max(tc.ingress[1], floor)
+        ingress = _uniform(rng, [lo, hi])
+        ratio, epoch = _uniform(rng, tc.secondary), period * rng.random()
+        a_rstar, impact = transit_geometry(period, k, duration, ingress, min_a_rstar=tc.min_a_rstar)
+        t14, t23 = contact_durations(period, a_rstar, impact, k)
+        primary, secondary = eclipse_profiles(t, period, epoch, a_rstar, impact, k)
+        flux = flux * (1.0 - depth * (primary + ratio * secondary))
+        meta.update(transit_period=period, transit_depth=depth, transit_duration=t14,
+                    transit_ingress=0.5 * (1.0 - t23 / t14), transit_a_rstar=a_rstar, transit_impact=impact,
+                    transit_epoch=epoch, secondary_ratio=ratio)
     if use_flare:
         rate = _uniform(rng, fc.rate)
         span = float(t[-1] - t[0])
@@ -648,14 +803,19 @@ class MockCurve:
     meta: dict  # META_FLOAT columns, NaN where not applicable
 
 
-def _pick(names: list[str], weights: list[float], u: float) -> str:
-    cdf = np.cumsum(weights)
-    return names[min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), len(names) - 1)]
+_TYPES = tuple(f.name for f in dataclasses.fields(TypeMix))
+_SAMPLINGS = tuple(f.name for f in dataclasses.fields(SamplingMix))
 
 
-def _mix(mix) -> tuple[list[str], list[float]]:
-    names = [f.name for f in dataclasses.fields(mix)]
-    return names, [getattr(mix, name) for name in names]
+def _pick(mix, names: tuple[str, ...], u: float) -> str:
+    """The name whose share of the cumulative weights holds u·total (u in [0, 1))."""
+    weights = [getattr(mix, name) for name in names]
+    target, total = u * sum(weights), 0.0
+    for name, w in zip(names, weights):
+        total += w
+        if target < total:
+            return name
+    return next(name for name, w in zip(names[::-1], weights[::-1]) if w > 0)  # round-off at u ~ 1
 
 
 def simulate_curve(cfg: SimulateConfig, index: int) -> MockCurve:
@@ -666,24 +826,33 @@ def simulate_curve(cfg: SimulateConfig, index: int) -> MockCurve:
     """
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index,)))
     u_type, u_sampling = rng.random(2)
-    lc_type = _pick(*_mix(cfg.types), u_type)
-    sampling = _pick(*_mix(cfg.samplings), u_sampling)
+    lc_type = _pick(cfg.types, _TYPES, u_type)
+    sampling = _pick(cfg.samplings, _SAMPLINGS, u_sampling)
     meta = _empty_meta()
     t = SAMPLERS[sampling](cfg, rng, meta)
-    s = SIGNALS[lc_type](cfg, t, rng, meta)
+    for _ in range(100):  # a flat signal has no scale for the noise: draw it again
+        s = SIGNALS[lc_type](cfg, t, rng, meta)
+        mean = s.sum() / s.size
+        dev = s - mean
+        spread = math.sqrt(dev.dot(dev) / s.size)  # np.std(s), without its overhead
+        if spread > 1e-6 * abs(mean):
+            break
+    else:
+        raise LcgenError(f"{lc_type} signals come out flat 100 times in a row (curve {index}); "
+                         f"check the {lc_type}.* amplitude settings")
     offset, snr = _uniform(rng, cfg.offset), _uniform(rng, cfg.snr)
-    scatter = np.exp(cfg.error_scatter * rng.standard_normal(t.size))
-    scatter /= np.sqrt(np.mean(scatter**2))  # rms(scatter) = 1 exactly
-    spread = float(np.std(s))
-    # A flat signal (zero amplitude) has no scale; fall back to 0.1 % of the offset.
-    noise_rms = spread / snr if spread > 0 else 1e-3 * abs(offset) or 1e-3
+    z = rng.standard_normal(2 * t.size)  # [error scatter | noise]
+    scatter = np.exp(cfg.error_scatter * z[:t.size])
+    scatter *= 1.0 / math.sqrt(scatter.dot(scatter) / t.size)  # rms(scatter) = 1 exactly
+    noise_rms = spread / snr
     flux_err = noise_rms * scatter
-    noise = flux_err * rng.standard_normal(t.size)
-    meta.update(offset=offset, snr=snr if spread > 0 else math.nan, noise_rms=noise_rms)
+    noise = flux_err * z[t.size:]
+    meta.update(offset=offset, snr=snr, noise_rms=noise_rms)
     clean = offset + s
     if cfg.transit.probability > 0 or cfg.flare.probability > 0 or cfg.red_noise.probability > 0:
         extra = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(index, 1)))
         clean = add_overlays(cfg, t, clean, extra, meta)
+        meta["snr"] = float(np.std(clean)) / noise_rms  # what was realised, overlays included
     return MockCurve(time=t, flux=clean + noise, flux_err=flux_err, signal=clean,
                      lc_type=lc_type, sampling=sampling, meta=meta)
 
@@ -721,37 +890,6 @@ def simulate_chunk(cfg: SimulateConfig, start: int, stop: int) -> Chunk:
     return Chunk(start=start, lengths=meta["n_points"].copy(), time=cat("time", np.float64),
                  flux=cat("flux", np.float32), flux_err=cat("flux_err", np.float32),
                  signal=cat("signal", np.float32), meta=meta)
-
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], None]]:
-    """Turn Ctrl-C into a flag that ``check()`` raises as KeyboardInterrupt between chunks.
-
-    A KeyboardInterrupt raised at an arbitrary bytecode can land in a finaliser (h5py, pools),
-    where Python prints "Exception ignored" and carries on; checking a flag at chunk boundaries
-    makes the stop certain. A second Ctrl-C interrupts at once. Only the main thread's default
-    handler is replaced (and restored afterwards).
-    """
-    if threading.current_thread() is not threading.main_thread() or \
-            _signal.getsignal(_signal.SIGINT) is not _signal.default_int_handler:
-        yield lambda: None
-        return
-    hits: list[int] = []
-
-    def handler(signum, frame):
-        hits.append(signum)
-        if len(hits) > 1:
-            raise KeyboardInterrupt
-
-    def check() -> None:
-        if hits:
-            raise KeyboardInterrupt
-
-    previous = _signal.signal(_signal.SIGINT, handler)
-    try:
-        yield check
-    finally:
-        _signal.signal(_signal.SIGINT, previous)
 
 
 def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256):
@@ -795,7 +933,7 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
         raise LcgenError(f"chunk_size = {chunk_size}: must be >= 1")
     workers = min(check_workers(workers), math.ceil(cfg.n_samples / chunk_size))  # no idle processes
     # Up to 2 packed chunks per worker in flight (~28 bytes a point) plus one curve's temporaries.
-    most = max(cfg.n_points[1], cfg.tess.max_points, cfg.kepler.max_points)
+    most = longest_curve(cfg)  # native-cadence TESS/Kepler curves: 18,290 / 4,407 points a block
     check_memory(2 * workers * min(chunk_size, cfg.n_samples) * most * 28 + workers * most * 128,
                  f"curves of up to {most:,} points")
     begin = _time.perf_counter()
@@ -803,7 +941,7 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     samplings: Counter = Counter()
     chunks = iter_chunks(cfg, workers=workers, chunk_size=chunk_size)
     # Exit order: the writer removes its partial file, then the pool shuts down, then Ctrl-C is restored.
-    with _deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
+    with deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
         for chunk in chunks:
             check_interrupt()
             writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),

@@ -10,8 +10,9 @@ positions (``valid``); padding and unresolvable bins never contribute:
 
 pooled over all positions of the batch (and, for the logged epoch values, of the epoch).
 
-Optimisation: AdamW (no weight decay on biases and norm gains), OneCycleLR stepped per batch,
-gradient-norm clipping, bf16 autocast on CUDA. Training masks are drawn from a seeded
+Optimisation: AdamW (no weight decay on biases and norm gains; torch's fused kernel by default),
+OneCycleLR stepped per batch, gradient-norm clipping, bf16 autocast on CUDA, and optionally
+``torch.compile``. Training masks are drawn from a seeded
 ``torch.Generator``; validation masks are fixed per sample index, so validation losses compare
 across epochs and runs.
 
@@ -65,7 +66,7 @@ RESUME_KEYS = ("optimizer", "scheduler", "rng", "progress")  # last.pt, to conti
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_masked", "train_unmasked", "val_loss",
                    "val_masked", "val_unmasked", "seconds", "samples_per_s")
 # Settings a resumed run may change: where the data lives and where it runs.
-RESUMABLE_CHANGES = ("data", "device")
+RESUMABLE_CHANGES = ("data", "device", "threads")
 
 
 @dataclasses.dataclass
@@ -92,9 +93,13 @@ class TrainConfig:
     val_mask_seed: int = 0  # (int) fixes the validation masks (per sample index)
     mask: MaskConfig = dataclasses.field(default_factory=MaskConfig)  # block masking ranges
     device: str = "auto"  # (str) auto, cpu, cuda or cuda:N
+    threads: Optional[int] = None  # (int) CPU threads torch uses; default: torch's choice (one per core)
     amp: bool = True  # (bool) bf16 autocast on CUDA (ignored on CPU)
+    optimizer_impl: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # (str) AdamW kernel: auto = fused (one kernel over all parameters)
+    compile: bool = False  # (bool) torch.compile the model (minutes of compiling first; see README for when it pays)
     runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
+    init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,6 +148,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("div_factor", cfg.div_factor, cfg.div_factor > 0, "> 0"),
             ("final_div_factor", cfg.final_div_factor, cfg.final_div_factor > 0, "> 0"),
             ("buffer_rows", cfg.buffer_rows, cfg.buffer_rows >= 1, ">= 1"),
+            ("threads", cfg.threads, cfg.threads is None or cfg.threads >= 1, ">= 1 (or unset)"),
             ("seed", cfg.seed, cfg.seed >= 0, ">= 0"),
             ("val_mask_seed", cfg.val_mask_seed, cfg.val_mask_seed >= 0, ">= 0")):
         if not ok:
@@ -151,13 +157,14 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def resume_config(run_dir: str | Path, *, data: str | None = None, device: str | None = None) -> TrainConfig:
-    """The saved config of ``run_dir`` (its config.yaml), with a new data path or device."""
+def resume_config(run_dir: str | Path, *, data: str | None = None, device: str | None = None,
+                  threads: int | None = None) -> TrainConfig:
+    """The saved config of ``run_dir`` (its config.yaml), with a new data path, device or threads."""
     run_dir = Path(run_dir)
     if not (run_dir / "last.pt").is_file():
         raise LcgenError(f"{run_dir} holds no last.pt to resume from; is it an lcgen run directory?")
     saved = config_from_dict(TrainConfig, load_yaml(run_dir / "config.yaml"))
-    changes = {k: v for k, v in (("data", data), ("device", device)) if v is not None}
+    changes = {k: v for k, v in (("data", data), ("device", device), ("threads", threads)) if v is not None}
     if device is not None:
         resolve_device(device, check_available=False)
     return dataclasses.replace(saved, **changes)
@@ -353,19 +360,22 @@ class _State:
 
 
 def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str | Path | None = None,
-        console=None, progress: bool = False, stop_after: int | None = None) -> dict:
+        console=None, progress: bool = False, log_every: float | None = 60.0,
+        stop_after: int | None = None) -> dict:
     """Train ``cfg.model_name`` on ``cfg.data``; or, with ``resume=RUN_DIR``, continue that run.
 
     Writes the run directory (see the module docstring). ``console`` (a Rich console) receives
-    the per-epoch lines; ``progress`` shows a live progress bar per epoch. ``stop_after`` ends
+    the per-epoch lines; ``progress`` shows a live progress bar per epoch, and without it a line
+    goes to ``console`` every ``log_every`` seconds within an epoch (None: never). ``stop_after`` ends
     this call after that many epochs (the schedule still spans ``cfg.epochs``; resume later).
-    With ``resume``, ``cfg`` may only change ``data`` and ``device`` of the saved config.
+    With ``resume``, ``cfg`` may only change ``data``, ``device`` and ``threads`` of the saved config.
 
     Returns ``{"run_dir", "status" ("finished", "stopped" or "interrupted"), "epoch",
     "best_val", "history"}``. A non-finite loss or gradient raises :class:`LcgenError` naming
     the epoch and step, leaving the last good checkpoint untouched.
     """
     log = _logger(console)
+    init_ckpt = None  # --init: the checkpoint whose weights a new run starts from
     if resume is not None:
         run_dir = Path(resume)
         ckpt = load_checkpoint(run_dir / "last.pt")
@@ -377,9 +387,13 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         if cfg is None:
             raise ValueError("fit needs a config or resume=RUN_DIR")
         cfg = complete_config(cfg)
+        if cfg.init is not None:
+            init_ckpt, cfg = _init_checkpoint(cfg)
         ckpt = None
         run_dir = None
     device = resolve_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     spec = get_spec(cfg.model_name)
 
@@ -387,6 +401,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     log("")
     source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
     with contextlib.closing(source), contextlib.ExitStack() as cleanup:
+        if init_ckpt is not None:
+            _check_init_data(init_ckpt, cfg, source)
         if run_dir is None:
             run_dir = _new_run_dir(cfg, name)
             cleanup.callback(_remove_if_unstarted, run_dir)
@@ -397,10 +413,14 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         stats = source.statistics(np.sort(np.concatenate([split[k] for k in ("train", "val", "test")])))
         _log_dataset(log, stats, split, source)
 
-        if ckpt is None:
-            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length)
-        else:
+        if ckpt is not None:
             model = model_from_checkpoint(ckpt)
+        elif init_ckpt is not None:
+            model = model_from_checkpoint(init_ckpt)
+            log(f"Fine-tuning from {cfg.init} (epoch {init_ckpt['epoch']}, fresh optimizer and schedule)")
+            del init_ckpt
+        else:
+            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length)
         model.to(device)
         log(f"Creating {_model_title(cfg.model_name)} autoencoder (preset {cfg.preset})...")
         log(f"Model parameters: {sum(p.numel() for p in model.parameters()):,}")
@@ -430,8 +450,11 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             f"mask ratio [{m.min_ratio:.0%}, {m.max_ratio:.0%}]")
         log(f"Run directory: {run_dir}")
 
+        if cfg.compile:
+            log("Compiling the model with torch.compile (the first steps take minutes)...")
+            model.compile()  # in place: forward_batch's self(...) runs compiled, state_dict keys unchanged
         loop = _Loop(cfg, model, optimizer, scheduler, generator, source, split, device, run_dir,
-                     spec, log, progress)
+                     spec, log, progress, log_every)
         with _catch_interrupt() as interrupt:
             done_here = 0
             while state.epoch < cfg.epochs:
@@ -452,10 +475,11 @@ class _Loop:
     """One epoch of training and validation, plus checkpointing (the state lives in _State)."""
 
     def __init__(self, cfg, model, optimizer, scheduler, generator, source, split, device,
-                 run_dir, spec, log, progress):
+                 run_dir, spec, log, progress, log_every):
         self.cfg, self.model, self.optimizer, self.scheduler = cfg, model, optimizer, scheduler
         self.generator, self.source, self.split, self.device = generator, source, split, device
         self.run_dir, self.spec, self.log, self.progress = run_dir, spec, log, progress
+        self.log_every = log_every
         self.steps = n_batches(len(split["train"]), cfg.batch_size)
         self.mask_args = dataclasses.asdict(cfg.mask)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
@@ -472,7 +496,7 @@ class _Loop:
                                seed=cfg.seed, epoch=epoch, start_batch=state.step,
                                buffer_rows=cfg.buffer_rows)
         with _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}", self.steps, state.step,
-                        cfg.unmasked_weight) as bar:
+                        cfg.unmasked_weight, self.log, self.log_every) as bar:
             tick = time.perf_counter()
             for batch in batches:
                 # Training masks come from the run's generator on the CPU: identical on any device.
@@ -487,7 +511,7 @@ class _Loop:
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.grad_clip > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
                     if not torch.isfinite(norm):
                         self._stop_non_finite("gradient norm", float(norm), state)
                 self.optimizer.step()
@@ -592,7 +616,11 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Ada
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    impl = cfg.optimizer_impl
+    if impl == "auto":  # torch has fused AdamW kernels for CPU and CUDA
+        impl = "fused" if all(p.device.type in ("cpu", "cuda") for p in params) else "foreach"
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, fused=impl == "fused",
+                             foreach=impl == "foreach")
 
 
 def _make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -646,6 +674,32 @@ def _resumed_config(ckpt: dict, cfg: TrainConfig | None, run_dir: Path) -> Train
         raise LcgenError(f"--resume {run_dir} continues that run with its saved settings; "
                          f"{', '.join(changed)} cannot change (start a new run instead)")
     return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUMABLE_CHANGES})
+
+
+# --init (fine-tuning): the weights and model config of another run, nothing else of it.
+
+
+def _init_checkpoint(cfg: TrainConfig) -> tuple[dict, TrainConfig]:
+    """The checkpoint ``cfg.init`` starts from (best.pt, else last.pt) and ``cfg`` with that
+    run's model settings (preset and overrides), so config.yaml says what was trained."""
+    run_dir = Path(cfg.init)
+    path = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    if not path.is_file():
+        raise LcgenError(f"--init {run_dir}: no best.pt or last.pt there; give a run directory written by lcgen train")
+    ckpt = load_checkpoint(path)
+    if ckpt["model_name"] != cfg.model_name:
+        raise LcgenError(f"--init {run_dir} is a '{ckpt['model_name']}' run; train that model: "
+                         f"lcgen train {ckpt['model_name']} --init {run_dir}")
+    saved = ckpt["train_config"]
+    return ckpt, dataclasses.replace(cfg, preset=saved["preset"], model=saved["model"], init=str(run_dir))
+
+
+def _check_init_data(ckpt: dict, cfg: TrainConfig, source) -> None:
+    """Refuse data whose rows differ in length from those the ``--init`` run was trained on."""
+    trained = ckpt["model_config"].get("input_length")
+    if trained is not None and trained != source.length:
+        raise LcgenError(f"--init {cfg.init} was trained on rows of length {trained}, but {source.path} has rows of "
+                         f"length {source.length}; remake the data with that length (e.g. lcgen convert --max-length {trained})")
 
 
 def _load_or_make_split(cfg: TrainConfig, source, run_dir: Path, resuming: bool) -> dict:
@@ -723,11 +777,30 @@ def _catch_interrupt() -> Iterator[dict]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _running(state: _State, unmasked_weight: float) -> tuple[float, float]:
+    """The epoch's pooled loss and samples/s so far."""
+    s = state.sums
+    loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
+    return loss, state.samples / state.seconds if state.seconds > 0 else 0.0
+
+
 @contextlib.contextmanager
-def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float):
-    """A transient Rich bar with live loss and samples/s; yields ``update(state)``."""
+def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float,
+               log: Callable[[str], None], log_every: float | None):
+    """A transient Rich bar with live loss and samples/s; without one (output to a log or pipe), a
+    line through ``log`` every ``log_every`` seconds. Yields ``update(state)``."""
     if not enabled:
-        yield lambda state: None
+        last = time.monotonic()
+
+        def log_line(state: _State) -> None:
+            nonlocal last
+            if log_every is None or time.monotonic() - last < log_every:
+                return
+            last = time.monotonic()
+            loss, rate = _running(state, unmasked_weight)
+            log(f"  {description} step {state.step}/{total}: loss {loss:.4f}, {rate:,.1f} samples/s")
+
+        yield log_line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -738,9 +811,7 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
         task = bar.add_task(description, total=total, completed=done, loss="-", rate="")
 
         def update(state: _State) -> None:
-            s = state.sums  # the epoch's pooled loss so far
-            loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
-            rate = state.samples / state.seconds if state.seconds > 0 else 0.0
+            loss, rate = _running(state, unmasked_weight)
             bar.update(task, completed=state.step, loss=f"{loss:.4f}", rate=f"{rate:,.0f} samples/s")
 
         yield update

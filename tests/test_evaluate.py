@@ -255,5 +255,14 @@ def test_data_laid_out_differently_from_training_is_refused(ts_run, tmp_path):
     raw = ts_run.parents[2] / "raw.h5"
     other = tmp_path / "ts32.h5"
     convert(ConvertConfig(input=str(raw), output=str(other), max_length=32, min_points=16))
-    with pytest.raises(LcgenError, match="has rows of 32 points, not 64 than .*ts.h5, which the model was trained on"):
+    refusal = "ts32.h5 has rows of 32 points but .*tiny was trained on rows of 64; convert the data"
+    with pytest.raises(LcgenError, match=refusal):
         evaluate_run(ts_run, EvaluateConfig(data=str(other)))
+    # checked against the run itself: refused the same when its training file is not found from here
+    train_data = ts_run.parents[2] / "ts.h5"
+    train_data.rename(tmp_path / "moved.h5")
+    try:
+        with pytest.raises(LcgenError, match=refusal):
+            evaluate_run(ts_run, EvaluateConfig(data=str(other)))
+    finally:
+        (tmp_path / "moved.h5").rename(train_data)

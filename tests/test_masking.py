@@ -192,6 +192,32 @@ def test_fixed_masks_ignore_batch_composition():
     assert not torch.equal(fixed_mask(valid, index + 1, seed=9), full)
 
 
+def lowbias32(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_fixed_draws_are_the_documented_hash_of_seed_and_index():
+    """Pins what fixed masks are made of, one Python integer at a time: row word
+    h(h(seed_lo ^ h(seed_hi)) ^ index_lo) mixed with h(index_hi), then one word
+    h(row ^ h(counter)) per counter: counters 0, 1 the two uniforms, then three 10-bit keys
+    (bits 22, 12, 2) per word. Any speed-up must leave these draws, and so the masks, alone."""
+    valid = torch.ones(3, 40, dtype=torch.bool)
+    index = torch.tensor([0, 7, 2**33 + 5])
+    seed = 2**35 + 123
+    draws = draw_fixed(valid, index, seed=seed)
+    seed_word = lowbias32((seed & 0xFFFFFFFF) ^ lowbias32(seed >> 32))
+    for b, i in enumerate(index.tolist()):
+        row = lowbias32(lowbias32(seed_word ^ (i & 0xFFFFFFFF)) ^ lowbias32(i >> 32))
+        words = [lowbias32(row ^ lowbias32(c)) for c in range(2 + 40 // 3 + 1)]
+        assert draws.u_block[b].item() == words[0] / 2**32 and draws.u_ratio[b].item() == words[1] / 2**32
+        keys = [(w >> s) & 1023 for w in words[2:] for s in (22, 12, 2)][:40]
+        assert draws.keys[b].tolist() == keys
+
+
 def test_train_masks_are_fresh_each_call():
     valid = torch.ones(16, 128, dtype=torch.bool)
     gen = torch.Generator().manual_seed(0)

@@ -86,14 +86,24 @@ def test_outputs_have_the_documented_shapes_and_one_shared_grid(full_run, raw_fi
         assert freq.shape == lag.shape == (1024,)
         spans = np.array([t.max() - t.min() for t in times])
         counts = np.array([np.isfinite(t).sum() for t in times])
-        assert freq[0] == pytest.approx(1 / spans.max()) and freq[-1] == pytest.approx(np.median(counts / (2 * spans)))
+        analysed = counts >= 32  # min_points: the short curve does not set the grid
+        # from 1/T of the longest curve to the highest Nyquist frequency of any analysed curve
+        assert freq[0] == pytest.approx(1 / spans.max()) and freq[-1] == pytest.approx(np.max((counts / (2 * spans))[analysed]))
+        edges = f["frequency"].attrs["edges"]
+        assert edges.shape == (1025,) and np.all((edges[:-1] < freq) & (freq < edges[1:]))
         assert np.allclose(np.diff(np.log(freq)), np.log(freq[1] / freq[0]))  # log-spaced
         assert lag[0] == 0 and lag[-1] == pytest.approx(0.75 * spans.max())
         ok = ~f["failed"][:]
-        mask, baseline, nyquist = f["mask"][:], f["baseline"][:], f["nyquist"][:]
-        # validity = bins inside [1/T, Nyquist] of each curve
-        expected = (freq[None] >= 1 / baseline[:, None]) & (freq[None] <= nyquist[:, None])
+        mask, baseline, nyquist, n = f["mask"][:], f["baseline"][:], f["nyquist"][:], f["n_points"][:]
+        # validity = bins inside [W, f_hi] of each curve: W = NW/(N Δt) = 2 NW f_N / N; f_hi = f_N,
+        # or f_N − W for exactly regular curves, whose Nyquist is (N − 1)/(2T) (not N/(2T))
+        regular = np.isclose(nyquist, (n - 1) / (2 * baseline), rtol=1e-9)
+        assert regular[ok].sum() == len(range(0, N_CURVES, 3)) - 1  # every third curve; the short one failed
+        w = 2 * 4.0 * nyquist / n
+        f_hi = np.where(regular, nyquist - w, nyquist)
+        expected = (freq[None] >= w[:, None]) & (freq[None] <= f_hi[:, None])
         assert np.array_equal(mask[ok], expected[ok])
+        assert np.all(f["band_kept"][:][ok] == 1.0)  # the default grid covers every curve's band
         for key, m in (("psd", mask), ("fstat", mask), ("acf", f["acf_mask"][:])):
             z = f[key][:][ok]
             mk = m[ok]
@@ -138,13 +148,15 @@ def test_normalisation_inverts_to_the_multitaper_values(full_run):
     with h5py.File(out, "r") as f:
         freq, lag, mask, amask = f["frequency"][:], f["lag"][:], f["mask"][i], f["acf_mask"][i]
         assert f["n_outliers"][i] == 0
-    res = mt.multitaper(t, x, freq=freq)
+    res = mt.binned_multitaper(t, x, freq, mt.bin_edges(freq, log=True))
     acf = mt.autocorrelation(t, x, lag[lag <= 0.75 * (t[-1] - t[0])])
     psd = physical_features(out, "psd", i)
     fstat = physical_features(out, "fstat", i)
     acf_back = physical_features(out, "acf", i)
     assert np.allclose(psd[mask], res.psd[mask], rtol=2e-5, atol=0)
     assert np.allclose(fstat[mask], res.fstat[mask], rtol=2e-5, atol=1e-6)
+    with h5py.File(out, "r") as f:
+        assert np.allclose(f["pvalue"][i][mask], res.pvalue[mask], rtol=1e-5, atol=1e-30)
     assert np.allclose(acf_back[amask], acf[amask[: acf.size]], atol=1e-5)
     assert np.isnan(psd[~mask]).all()
 
@@ -226,3 +238,26 @@ def test_cli_preprocess_end_to_end(raw_file, tmp_path):
     assert "failed" in result.output and "Wrote" in result.output
     with h5py.File(out, "r") as f:
         assert f["psd"].shape == (N_CURVES, 256) and f["acf"].shape == (N_CURVES, 128)
+
+
+def test_band_kept_with_a_capped_grid_and_info_reports_it(raw_file, tmp_path):
+    out = tmp_path / "capped.h5"
+    runner = CliRunner()
+    result = runner.invoke(app, ["preprocess", "-i", str(raw_file), "-o", str(out), "--workers", "1",
+                                 "--set", "freq_max=1.0", "--set", "n_freq=128", "--set", "n_lags=64"],
+                           env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        ok = ~f["failed"][:]
+        n, nyq, kept = f["n_points"][:][ok], f["nyquist"][:][ok], f["band_kept"][:][ok]
+        fmin = f["frequency"][0]
+        regular = np.isclose(nyq, (n - 1) / (2 * f["baseline"][:][ok]), rtol=1e-9)
+    w = 2 * 4.0 * nyq / n
+    f_hi = np.where(regular, nyq - w, nyq)
+    assert np.allclose(kept, np.clip((np.minimum(f_hi, 1.0) - np.maximum(w, fmin)) / (f_hi - w), 0, 1))
+    assert (kept < 1).sum() > 5  # curves whose Nyquist frequency lies above 1 c/d lose part of their band
+    info = runner.invoke(app, ["info", str(out), "--no-config"], env={"COLUMNS": "200"})
+    assert info.exit_code == 0, info.output
+    line = next(line for line in info.output.splitlines() if line.startswith("frequency grid keeps"))
+    assert f"{100 * np.median(kept):.1f} % of the median curve's band" in line
+    assert f"{(kept < 1).sum()} of {kept.size} curves lose part" in line

@@ -18,8 +18,8 @@ from lcgen.config import resolve_config
 from lcgen.errors import LcgenError
 from lcgen.io import read_raw
 from lcgen.simulate import (SAMPLERS, SIGNALS, SamplingMix, SimulateConfig, TypeMix, check_config,
-                            flare_profile, generate, ou_process, power_law_noise, simulate_curve,
-                            transit_shape)
+                            contact_durations, disk_overlap, eclipse_profiles, flare_profile, generate,
+                            longest_curve, ou_process, power_law_noise, simulate_curve, transit_geometry)
 
 from tests.conftest import ROOT, run_cli
 
@@ -72,6 +72,7 @@ def test_sinusoid_period_recovered_by_periodogram(sampling):
 
 def test_rotation_period_recovered_fundamental_or_harmonic():
     cfg = only("rotation", "tess", seed=5)
+    cfg.tess.blocks, cfg.tess.max_points = [1, 3], 2000  # 1-3 sectors, binned to <= 2000 points (fast)
     cfg.rotation.shear = [0.0, 0.0]
     cfg.rotation.period = [1.0, 8.0]
     for i in range(5):
@@ -171,15 +172,83 @@ def test_power_law_noise_matches_direct_sum_and_has_the_slope():
     assert abs(slope + beta) < 0.2, slope
 
 
-def test_transit_shape_against_brute_force():
-    t = np.linspace(-3, 30, 5001)
-    period, epoch, duration, ingress = 3.3, 1.2, 0.4, 0.05
-    got = transit_shape(t, period, epoch, duration, ingress)
-    mids = epoch + period * np.arange(-5, 15)
-    dist = np.abs(t[:, None] - mids[None, :]).min(1)
-    ref = np.where(dist <= duration / 2 - ingress, 1.0,
-                   np.where(dist >= duration / 2, 0.0, (duration / 2 - dist) / ingress))
-    np.testing.assert_allclose(got, ref, atol=1e-9)
+def test_disk_overlap_against_direct_integration():
+    # Both disks are centred on the x axis, so at each x their vertical chords are centred on y = 0
+    # and overlap over 2 min(half-chords): area = ∫ 2 min(sqrt(1 - x²), sqrt(k² - (x - z)²)) dx.
+    x = np.linspace(-1, 1, 2_000_001)
+    star = np.sqrt(np.clip(1 - x**2, 0, None))
+    for k in (0.05, 0.1, 0.3):
+        z = np.array([0.0, 0.5, 1 - k, 1 - k / 2, 1.0, 1 + k / 2, 1 + k, 1.5])
+        direct = [np.trapezoid(2 * np.minimum(star, np.sqrt(np.clip(k * k - (x - zi) ** 2, 0, None))), x) / np.pi
+                  for zi in z]
+        np.testing.assert_allclose(disk_overlap(z, k), direct, rtol=1e-6, atol=1e-9)
+        assert disk_overlap(z[:3], k) == pytest.approx([k * k] * 3, rel=1e-12)  # flat bottom: k²
+        assert disk_overlap(z[-2:], k).tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("period, a_rstar, impact, k", [(3.3, 8.0, 0.3, 0.1), (1.2, 2.5, 0.7, 0.2),
+                                                        (15.0, 30.0, 0.0, 0.05)])
+def test_eclipse_contacts_match_the_duration_formulas(period, a_rstar, impact, k):
+    t14, t23 = contact_durations(period, a_rstar, impact, k)
+    epoch = 0.37
+    t = epoch + period * np.arange(-3, 4)[:, None] + np.linspace(-0.6 * t14, 0.6 * t14, 120001)[None, :]
+    primary, secondary = eclipse_profiles(t.ravel(), period, epoch, a_rstar, impact, k)
+    primary = primary.reshape(t.shape)
+    step = 1.2 * t14 / 120000
+    for row in primary:  # every transit: first/fourth contact where the profile leaves 0, the flat
+        in_transit = np.flatnonzero(row > 0)  # bottom (exactly 1) between second and third
+        bottom = np.flatnonzero(row >= 1 - 1e-12)
+        assert (in_transit[-1] - in_transit[0]) * step == pytest.approx(t14, abs=2 * step)
+        assert (bottom[-1] - bottom[0]) * step == pytest.approx(t23, abs=2 * step)
+    assert secondary.max() == 0  # the occultation is half an orbit away
+    _, occ = eclipse_profiles(t.ravel() + period / 2, period, epoch, a_rstar, impact, k)
+    np.testing.assert_allclose(occ, primary.ravel(), atol=1e-5)  # same overlap, seen from behind
+
+
+def test_transit_geometry_inverts_the_contact_durations():
+    for period, k, duration, ingress in [(3.0, 0.1, 0.12, 0.2), (10.0, 0.05, 0.25, 0.06), (1.0, 0.2, 0.1, 0.4)]:
+        a_rstar, impact = transit_geometry(period, k, duration, ingress, min_a_rstar=1.5)
+        t14, t23 = contact_durations(period, a_rstar, impact, k)
+        assert t14 == pytest.approx(duration, rel=1e-10) and (t14 - t23) / (2 * t14) == pytest.approx(ingress, rel=1e-9)
+    # Too long for a/R* >= 4: the orbit sits at 4, the ingress fraction is kept, the transit is shorter.
+    a_rstar, impact = transit_geometry(2.0, 0.1, 0.3, 0.2, min_a_rstar=4.0)
+    t14, t23 = contact_durations(2.0, a_rstar, impact, 0.1)
+    assert a_rstar == 4.0 and (t14 - t23) / (2 * t14) == pytest.approx(0.2, rel=1e-9) and t14 < 0.3
+
+
+def transit_cfg(**transit) -> SimulateConfig:
+    cfg = only("sinusoid", "regular", seed=12, n_points=[200, 200])
+    cfg.transit.probability = 1.0
+    for key, value in transit.items():
+        setattr(cfg.transit, key, value)
+    return cfg
+
+
+def test_transits_realise_the_configured_ingress_and_keep_a_over_rstar_physical():
+    # Small planets (k <= 0.1): every ingress fraction in [0.15, 0.35] is geometrically possible
+    # (the central-transit value is ~k/(1+k) <= 0.09) and comes out exactly as drawn.
+    cfg = transit_cfg(depth=[0.001, 0.01], ingress=[0.15, 0.35], duration=[0.05, 0.3])
+    fractions = []
+    for i in range(300):
+        m = simulate_curve(cfg, i).meta
+        t14, t23 = contact_durations(m["transit_period"], m["transit_a_rstar"], m["transit_impact"],
+                                     np.sqrt(m["transit_depth"]))
+        assert t14 == pytest.approx(m["transit_duration"], rel=1e-12)
+        assert (t14 - t23) / (2 * t14) == pytest.approx(m["transit_ingress"], rel=1e-9)
+        assert m["transit_a_rstar"] >= cfg.transit.min_a_rstar and 0 <= m["transit_impact"] < 1
+        assert t14 <= 0.3 + 1e-12
+        fractions.append(m["transit_ingress"])
+    fractions = np.array(fractions)
+    assert fractions.min() >= 0.15 - 1e-9 and fractions.max() <= 0.35 + 1e-9
+    assert abs(fractions.mean() - 0.25) < 0.01  # uniform over the configured range (se 0.0033)
+    # Deep transits cannot have short ingresses: the fraction is raised to the central value, never below.
+    cfg = transit_cfg(depth=[0.04, 0.04], ingress=[0.05, 0.05], period=[1.0, 1.0], duration=[0.3, 0.3])
+    m = simulate_curve(cfg, 0).meta
+    k = 0.2
+    assert m["transit_impact"] < 1e-6 and m["transit_ingress"] == pytest.approx(
+        0.5 * (1 - np.arcsin(np.sin(np.pi * m["transit_duration"]) * (1 - k) / (1 + k)) / (np.pi * m["transit_duration"])),
+        rel=1e-6)
+    assert m["transit_a_rstar"] >= 2.0  # P = 1 d and 0.3 d would need a/R* ~ 1.2: shortened instead
 
 
 def test_flare_profile_peaks_rises_and_decays():
@@ -199,7 +268,7 @@ def test_overlays_appear_and_leave_the_base_curve_alone():
     a, b = simulate_curve(base, 0), simulate_curve(with_transit, 0)
     np.testing.assert_array_equal(a.time, b.time)
     np.testing.assert_array_equal(a.flux_err, b.flux_err)
-    np.testing.assert_array_equal(a.flux - a.signal, b.flux - b.signal)  # the same noise
+    np.testing.assert_allclose(a.flux - a.signal, b.flux - b.signal, rtol=0, atol=1e-12)  # the same noise
     ratio = b.signal / a.signal
     assert ratio.max() == pytest.approx(1.0) and ratio.min() == pytest.approx(1 - b.meta["transit_depth"], rel=1e-6)
     assert np.isnan(a.meta["transit_depth"])
@@ -226,6 +295,31 @@ def test_errors_are_honest_and_snr_is_exact():
     assert 0.1 < np.mean(rows) < 0.3  # heteroscedastic, about error_scatter = 0.2
 
 
+def test_snr_recorded_is_the_realised_one_with_overlays():
+    cfg = all_on()
+    cfg.transit.probability = cfg.flare.probability = cfg.red_noise.probability = 1.0
+    cfg.samplings = SamplingMix(1.0, 1.0, 1.0, 1.0, 0.0, 0.0)  # the overlays, not the long samplings, are the point
+    for i in range(60):
+        c = simulate_curve(cfg, i)
+        rms = np.sqrt(np.mean(c.flux_err**2))
+        assert rms == pytest.approx(c.meta["noise_rms"], rel=1e-12)
+        assert np.std(c.signal) / rms == pytest.approx(c.meta["snr"], rel=1e-9), (i, c.lc_type)
+
+
+def test_no_flat_curves_and_every_curve_starts_at_zero():
+    # Before: 0.85 % of rotation curves were flat (a lone spot on the hidden hemisphere) and
+    # seasonal curves lost their first point to weather 4 % of the time.
+    cfg = only("rotation", None, seed=21, n_points=[200, 200])
+    cfg.samplings = SamplingMix(1.0, 1.0, 1.0, 1.0, 0.0, 0.0)
+    cfg.rotation.spots = [0.2, 1.0]  # few spots: where the flat curves came from
+    ratios = []
+    for i in range(1500):
+        c = simulate_curve(cfg, i)
+        assert c.time[0] == 0.0, (i, c.sampling)
+        ratios.append(np.std(c.signal) / c.meta["amplitude"])
+    assert np.isfinite(ratios).all() and min(ratios) > 1e-6
+
+
 def test_times_strictly_increasing_and_ranges_respected():
     cfg = all_on()
     seen = set()
@@ -236,26 +330,54 @@ def test_times_strictly_increasing_and_ranges_respected():
         assert c.time[0] >= 0 and c.time[-1] <= c.meta["duration"] + 1e-9
         assert np.all(np.isfinite(c.flux)) and np.all(c.flux_err > 0)
         if c.sampling in ("tess", "kepler"):
-            assert c.time.size <= getattr(cfg, c.sampling).max_points
+            native = getattr(cfg, c.sampling).cadence_minutes / 1440
+            assert np.median(np.diff(c.time)) == pytest.approx(native, rel=1e-9)
         else:
             assert 200 <= c.time.size <= 999 and 50 <= c.meta["duration"] <= 500
     assert seen == set(SAMPLERS)
 
 
-def test_tess_sectors_have_mid_sector_gaps_and_cadence():
+def test_tess_sectors_have_2_min_cadence_and_a_downlink_gap_per_orbit():
     cfg = only("sinusoid", "tess")
+    c = simulate_curve(cfg, 0)  # default: one 27.4-d sector of two 13.7-d orbits
+    dt = np.diff(c.time)
+    assert np.allclose(dt[dt < 0.5], 2 / 1440, rtol=1e-9)  # every step inside an orbit: 2 min
+    gaps = dt[dt > 0.5]
+    assert gaps.size == 1 and gaps[0] == pytest.approx(1.0, abs=1e-9)  # the mid-sector downlink gap
+    assert c.time.size == 18290 == 2 * (12.7 * 720 + 1) and c.time[-1] == pytest.approx(26.4)  # README
     cfg.tess.blocks = [2, 2]
-    cfg.tess.max_points = 100000  # native 2-min cadence
     c = simulate_curve(cfg, 0)
     dt = np.diff(c.time)
-    assert np.median(dt) == pytest.approx(2 / 1440)
-    gaps = dt[dt > 0.5]
-    assert gaps.size == 3 and np.allclose(gaps, 1.0, atol=2 / 1440)  # two orbits per sector, 2 sectors
-    cfg.tess.max_points = 2000
+    assert (dt > 0.5).sum() == 3 and c.time.size == 4 * 9145  # 4 orbits, 3 gaps
+    cfg.tess.max_points = 2000  # opt-in binning: the smallest multiple of 2 min that fits
     c = simulate_curve(cfg, 0)
-    native = 4 * (int(12.7 * 720) + 1)  # 4 orbits of 12.7 d of data at 720 points/day
-    factor = int(np.ceil(native / 2000))  # the smallest binning that fits 2000 points: 19
+    factor = int(np.ceil(4 * 9145 / 2000))  # 19
     assert c.time.size <= 2000 and np.median(np.diff(c.time)) == pytest.approx(factor * 2 / 1440)
+
+
+def test_kepler_quarters_have_30_min_cadence_and_monthly_gaps():
+    cfg = only("sinusoid", "kepler")
+    assert simulate_curve(cfg, 0).time.size == 4407  # the default: one quarter (README)
+    cfg.kepler.blocks = [2, 2]
+    c = simulate_curve(cfg, 0)
+    dt = np.diff(c.time)
+    assert np.allclose(dt[dt < 0.5], 29.4244 / 1440, rtol=1e-9)  # long cadence
+    gaps = dt[dt > 0.5]
+    assert gaps.size == 5 and np.all((gaps >= 1.0) & (gaps < 1.0 + 29.4244 / 1440))  # 6 months, 5 downlinks
+    per_month = int(30.0 / (29.4244 / 1440)) + 1  # 31-d months with their last day lost: 1,469 points
+    assert c.time.size == 6 * per_month and c.meta["duration"] == 186.0
+    assert 4300 < 3 * per_month < 4500  # ~4,400 long cadences a quarter, as real quarters (Q4: 4,397)
+
+
+def test_longest_curve_bounds_every_curve():
+    cfg = all_on()
+    cfg.tess.blocks = [1, 2]
+    assert longest_curve(cfg) == 4 * 9145 and longest_curve(SimulateConfig()) == 999
+    sizes = {}
+    for i in range(120):
+        c = simulate_curve(cfg, i)
+        sizes[c.sampling] = max(sizes.get(c.sampling, 0), c.time.size)
+    assert max(sizes.values()) <= longest_curve(cfg) and sizes["kepler"] == 4407
 
 
 def test_default_mix_follows_the_weights():
@@ -358,6 +480,25 @@ def test_cli_generate_end_to_end(tmp_path):
     bad = run_cli("generate", "-n", "5", "-o", tmp_path / "x.h5", "--set", "types.rotatoin=1")
     assert bad.returncode == 1 and "did you mean 'types.rotation'" in bad.stderr
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_native_cadence_curves_go_through_preprocess_and_convert(tmp_path):
+    """A TESS sector (18,290 points) and a Kepler quarter (4,407) through the real commands."""
+    raw, spectra, windows = tmp_path / "raw.h5", tmp_path / "spectra.h5", tmp_path / "ts.h5"
+    sets = ["samplings={regular: 0, random_gaps: 0, variable_cadence: 0, seasonal: 0, tess: 1, kepler: 1}"]
+    res = run_cli("generate", "-n", "2", "--seed", "3", "-o", raw, "-j", "1", *[a for s in sets for a in ("--set", s)])
+    assert res.returncode == 0, res.stderr
+    lengths = read_raw(raw).meta["n_points"]
+    assert lengths.tolist() == [18290, 4407]  # seed 3: one of each
+    res = run_cli("preprocess", "-i", raw, "-o", spectra, "-j", "1")
+    assert res.returncode == 0, res.stderr
+    with h5py.File(spectra, "r") as f:
+        assert f["psd"].shape[0] == 2 and not f["failed"][:].any()
+    res = run_cli("convert", "-i", raw, "-o", windows)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(windows, "r") as f:
+        per_curve = np.bincount(f["source"][:], minlength=2)
+    np.testing.assert_array_equal(per_curve, -(-lengths // 512))  # every point in a 512-point window
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -318,6 +318,62 @@ def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp
     assert "already holds a run; continue it with --resume" in str(result.exception)
 
 
+def test_train_seed_threads_and_progress_lines(spectra_file, tmp_path):
+    """--seed is the run's seed; --threads sets torch's threads (and is saved); without a
+    progress bar (output not a terminal) a line comes every log_every seconds within an epoch."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(app, [
+            "train", "mlp", "--data", str(spectra_file), "--epochs", "1", "--batch-size", "8", "--preset", "tiny",
+            "--name", "seeded", "--device", "cpu", "--lr", "3e-3", "--seed", "3", "--threads", "1",
+            "--set", f"runs_dir={tmp_path}"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    saved = yaml.safe_load((tmp_path / "mlp" / "seeded" / "config.yaml").read_text())
+    assert saved["seed"] == 3 and saved["threads"] == 1
+    console = Console(file=io.StringIO(), width=200, record=True)
+    same = fit(mlp_config(spectra_file, tmp_path, epochs=1, seed=3, threads=1), name="same", console=console,
+               log_every=0)
+    torch.set_num_threads(before)
+    assert_same_weights(weights(tmp_path / "mlp" / "seeded"), weights(same["run_dir"]))
+    steps = train.n_batches(len(load_split(same["run_dir"])["train"]), 8)
+    lines = re.findall(r"^  Epoch 1/1 step (\d+)/(\d+): loss [0-9.]+, [0-9.,]+ samples/s$", console.export_text(),
+                       flags=re.MULTILINE)
+    assert lines == [(str(i), str(steps)) for i in range(1, steps + 1)]
+    # the default: no line within so short an epoch
+    quiet = Console(file=io.StringIO(), width=200, record=True)
+    fit(mlp_config(spectra_file, tmp_path, epochs=1), name="quiet", console=quiet)
+    assert " step 1/" not in quiet.export_text()
+
+
+def test_compile_switch_trains_the_compiled_model(spectra_file, tmp_path, monkeypatch):
+    """compile=True trains through torch.compile (here with the 'eager' backend: dynamo traces
+    the model and the loop as with inductor, without minutes of code generation) and matches
+    the uncompiled run; the checkpoint keeps the plain parameter names."""
+    calls = []
+    plain_compile = torch.nn.Module.compile
+
+    def eager_backend(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return plain_compile(self, backend="eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_backend)
+    compiled = fit(mlp_config(spectra_file, tmp_path, epochs=1, compile=True), name="compiled")
+    plain = fit(mlp_config(spectra_file, tmp_path, epochs=1), name="plain")
+    assert calls == ["MLPAutoencoder"]
+    a, b = weights(compiled["run_dir"]), weights(plain["run_dir"])
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5)
+
+
 def test_lcgen_train_help_and_errors(tmp_path, monkeypatch, timeseries_file):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")

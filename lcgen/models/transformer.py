@@ -87,6 +87,29 @@ class TimeEncoding(nn.Module):
         return torch.cat([phase.sin(), phase.cos()], dim=-1).float()
 
 
+def key_padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
+    """The attention mask for keys ``valid`` (B, L): (B, 1, 1, L) bool, True where a key may be
+    attended to, or None when every key is real (the fused kernel then skips the mask).
+
+    A row with no real key attends to all (zeroed) positions rather than to none, which would be
+    a softmax of all -inf (NaN).
+    """
+    if bool(valid.all()):
+        return None
+    return (valid | ~valid.any(1, keepdim=True))[:, None, None, :]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q kᵀ / √hs, keys where ``mask``) v for q, k, v (B, nh, L, hs) -> (B, nh, L, hs).
+
+    ``mask`` from :func:`key_padding_mask`. One fused kernel (flash attention on CPU and GPU); no
+    (L, L) mask is ever built, and there is no dropout on the attention weights, which would force
+    the slow materialised kernel on CPU. Strided q, k, v (heads split off one projection) are
+    taken as they are.
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)), then x + FFN(LN(x))."""
 
@@ -100,14 +123,12 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        """x (B, L, D); attend (B, 1, 1, L) bool, True where a key may be attended to."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, L, D); mask from :func:`key_padding_mask`."""
         B, L, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.nhead, D // self.nhead).unbind(2)
-        q, k, v = (a.transpose(1, 2) for a in (q, k, v))  # (B, nh, L, hs)
-        # No dropout on the attention weights: it would force the slow materialised kernel on CPU.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
-        y = y.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        q, k, v = (a.transpose(1, 2) for a in (q, k, v))  # (B, nh, L, hs), views of one (B, L, 3 D)
+        y = attention(q, k, v, mask).transpose(1, 2).reshape(B, L, D)  # (B, L, D)
         x = x + self.drop(self.proj(y))
         return x + self.drop(self.ff(self.norm2(x)))
 
@@ -121,11 +142,10 @@ class Stage(nn.Module):
             Block(dim, cfg.nhead, cfg.ff_mult, cfg.dropout) for _ in range(cfg.num_transformer_blocks))
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        # Rows with no real position attend everywhere rather than nowhere (softmax of all -inf).
-        attend = (valid | ~valid.any(1, keepdim=True))[:, None, None, :]  # (B, 1, 1, L)
+        mask = key_padding_mask(valid)
         for block in self.blocks:
-            x = block(x, attend)
-        return x.masked_fill(~valid[..., None], 0.0)
+            x = block(x, mask)
+        return x if mask is None else x.masked_fill(~valid[..., None], 0.0)
 
 
 class TimeSeriesTransformer(nn.Module):

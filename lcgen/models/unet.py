@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lcgen.errors import LcgenError
@@ -52,8 +53,10 @@ class UNetConfig:
 class ChannelNorm(nn.Module):
     """LayerNorm over the channels of a (B, C, L) tensor, at each position.
 
-    Written out in the (B, C, L) layout: transposing around ``nn.LayerNorm`` leaves
-    non-contiguous tensors that make the following activation's backward ~10x slower on CPU.
+    torch's fused layer norm on the (B, L, C) view, copied back to a contiguous (B, C, L): the
+    fused kernels (one pass forward, one backward) and two copies cost less on CPU than the
+    formula written out in (B, C, L), and the activation after it sees a contiguous tensor (on a
+    transposed one its backward is ~10x slower).
     """
 
     def __init__(self, channels: int, eps: float = 1e-5):
@@ -63,10 +66,8 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(1, keepdim=True)  # (B, 1, L)
-        centred = x - mean
-        var = centred.pow(2).mean(1, keepdim=True)  # biased, as nn.LayerNorm
-        return centred * torch.rsqrt(var + self.eps) * self.weight[:, None] + self.bias[:, None]
+        y = F.layer_norm(x.transpose(1, 2), (x.shape[1],), self.weight, self.bias, self.eps)  # (B, L, C)
+        return y.transpose(1, 2).contiguous()
 
 
 class ConvBlock(nn.Sequential):
