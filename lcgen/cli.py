@@ -37,7 +37,7 @@ app = typer.Typer(
 )
 # Markup off: paths, settings and messages hold user text, and a "[" in it must print as it is.
 # Styles are given as Text and style= arguments instead.
-console = Console(markup=False)
+console = Console(markup=False, soft_wrap=True)  # paths are never broken across lines
 err_console = Console(stderr=True, markup=False)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings (presets in configs/; every output file stores the one that made it).")]
@@ -384,35 +384,54 @@ def _fmt(value: Optional[float], spec: str = ".4f") -> str:
 
 
 def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
-    """Rich tables of a metrics dict: overall errors, errors against the noise-free signal and
-    (``detail``) the masked MSE by block size, mask ratio and light-curve type."""
-    from lcgen.evaluate import ratio
+    """Rich tables of a metrics dict: overall errors, calibration (predictors with a variance),
+    errors against the noise-free signal and (``detail``) the masked MSE by block size, mask ratio
+    and light-curve type."""
+    from lcgen.evaluate import BASELINE_LABELS, ratio
 
-    names = {"model": m["model_name"], "linear": "linear interpolation", "mean": "per-curve mean",
+    names = {**BASELINE_LABELS, "model": m["model_name"], "mean": "per-curve mean",
              "data": "the data itself (noise)"}
-    overall = Table("predictor", "masked MSE", "masked MAE", "unmasked MSE", "unmasked MAE", title_justify="left",
-                    title=f"{m['model_name']} on {m['n_samples']:,} {m['split']} rows of {m['data']} "
-                          f"({m['n_masked_positions']:,} hidden positions, mask seed {m['mask']['seed']})")
+    forecast = m.get("mode") == "forecast"
+    where = (f"last {m['mask']['forecast_points']} points of each window hidden" if forecast
+             else f"mask seed {m['mask']['seed']}")
+    overall = Table("predictor", "masked MSE", "masked MAE", "masked median AE", "unmasked MSE", "unmasked MAE",
+                    title_justify="left",
+                    title=f"{m['model_name']}{' forecasting' if forecast else ''} on {m['n_samples']:,} {m['split']} "
+                          f"rows of {m['data']} ({m['n_masked_positions']:,} hidden positions, {where})")
     for key, row in m["overall"].items():
-        overall.add_row(names[key], *(_fmt(row[k]) for k in ("masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae")))
+        overall.add_row(names.get(key, key), *(_fmt(row.get(k)) for k in (
+            "masked_mse", "masked_mae", "masked_medae", "unmasked_mse", "unmasked_mae")))
     tables = [overall]
+    calibrated = {k: row for k, row in m["overall"].items() if "coverage_68" in row}
+    if calibrated:
+        cal = Table("predictor", "68 % coverage", "95 % coverage", "NLL", "CRPS", title_justify="left",
+                    title="calibration on hidden positions (nominal 0.683 / 0.950)")
+        for key, row in calibrated.items():
+            cal.add_row(names.get(key, key), _fmt(row["coverage_68"], ".3f"), _fmt(row["coverage_95"], ".3f"),
+                        _fmt(row["nll"]), _fmt(row["crps"]))
+        tables.append(cal)
     if "signal" in m:
         signal = Table("predictor", "masked MSE", "unmasked MSE", title_justify="left",
                        title="against the noise-free signal (mock data)")
         for key, row in m["signal"].items():
-            signal.add_row(names[key], _fmt(row["masked_mse"]), _fmt(row["unmasked_mse"]))
+            signal.add_row(names.get(key, key), _fmt(row["masked_mse"]), _fmt(row["unmasked_mse"]))
         tables.append(signal)
     if not detail:
         return tables
-    for key, label in (("by_block_size", "block size"), ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
+    predictors = list(m["overall"])
+    first = predictors[1] if len(predictors) > 1 else None
+    for key, label in (("by_block_size", "forecast horizon" if forecast else "block size"),
+                       ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
         if not m.get(key):
             continue
-        t = Table(label, "samples", f"{m['model_name']}", "linear", "mean", "model / linear", title_justify="left",
+        extra = (f"model / {first}",) if first else ()
+        t = Table(label, "samples", *(names.get(p, p) for p in predictors), *extra, title_justify="left",
                   title=f"masked MSE by {label}")
         for g in m[key]:
-            t.add_row(str(g["group"]), f"{g['n_samples']:,}", _fmt(g["model"]["masked_mse"]),
-                      _fmt(g["linear"]["masked_mse"]), _fmt(g["mean"]["masked_mse"]),
-                      _fmt(ratio(g["model"]["masked_mse"], g["linear"]["masked_mse"]), ".3f"))
+            cells = [_fmt(g[p]["masked_mse"]) for p in predictors]
+            if first:
+                cells.append(_fmt(ratio(g["model"]["masked_mse"], g[first]["masked_mse"]), ".3f"))
+            t.add_row(str(g["group"]), f"{g['n_samples']:,}", *cells)
         tables.append(t)
     return tables
 
@@ -426,42 +445,90 @@ def evaluate(
     checkpoint: Annotated[Optional[str], typer.Option(help="best (lowest validation loss) or last. \\[default: best]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Samples per forward pass. \\[default: 64]")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    baselines: Annotated[Optional[str], typer.Option(help="Comma list. mask mode: linear, mean, gp (celerite2 GP, slow: ~0.1 s per window); forecast mode: persistence, extrapolation, mean, gp. \\[default: all but gp]")] = None,
+    forecast: Annotated[Optional[int], typer.Option("--forecast", metavar="N", help="Forecast mode: hide the last N real points of each window (writes metrics-forecast.json).")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Score a trained run on fixed, seeded masks against linear interpolation and the per-curve
-    mean (same masks); MSE/MAE on hidden and visible real positions, by block size, mask ratio and
-    light-curve type. Writes RUN_DIR/metrics.json (metrics-val.json etc. for other rows).
+    mean (same masks); MSE/MAE/median AE on hidden and visible real positions, by block size, mask
+    ratio and light-curve type, and, for a run with a variance head, 68/95 % coverage, NLL and
+    CRPS. Writes RUN_DIR/metrics.json (metrics-val.json etc. for other rows).
 
-    Example: [cyan]lcgen evaluate runs/transformer/demo[/]   [cyan]lcgen evaluate runs/mlp/demo --split val[/]
+    Example: [cyan]lcgen evaluate runs/transformer/demo --baselines linear,mean,gp[/]   [cyan]lcgen evaluate runs/transformer/demo --forecast 16[/]
     """
     from lcgen.evaluate import EvaluateConfig, evaluate_run, metrics_path, verdict
 
     cfg = resolve_config(EvaluateConfig, config_file=config, sets=set_, flags={
         "data": _str(data), "split": split, "mask_seed": mask_seed, "checkpoint": checkpoint,
-        "batch_size": batch_size, "device": device})
+        "batch_size": batch_size, "device": device, "baselines": baselines,
+        "mode": None if forecast is None else "forecast", "forecast_points": forecast})
     metrics = evaluate_run(run_dir, cfg)
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
-    console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote {metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint)}")
+    console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote "
+                  f"{metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint, mode=cfg.mode)}")
+
+
+@app.command()
+def fill(
+    run_dir: RunDirArg,
+    input: Annotated[Path, typer.Argument(help="Raw light-curve file (lcgen generate or lcgen ingest).", metavar="INPUT")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: an .h5 file (raw layout + filled), or a directory for --format csv/fits.")],
+    cadence: Annotated[Optional[float], typer.Option(help="Grid spacing in days. \\[default: each curve's median spacing]")] = None,
+    max_gap: Annotated[Optional[float], typer.Option(help="Leave gaps longer than this many days unfilled (counted in the summary). \\[default: fill every gap]")] = None,
+    forecast: Annotated[Optional[float], typer.Option(help="Also predict this many days past each curve's last observation. \\[default: 0]")] = None,
+    format: Annotated[Optional[str], typer.Option("--format", "-f", help="h5 (one file), csv or fits (one file per curve in the OUTPUT directory). \\[default: h5]")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Fill the gaps of every light curve in INPUT with a trained time-series run: a regular grid
+    at the curve's cadence, predicted mean and sigma at the grid points with no observation,
+    overlapping windows blended, observed points kept, output in the input's units.
+
+    Example: [cyan]lcgen fill runs/transformer/demo data/ingested.h5 -o filled.h5 --max-gap 5 --forecast 2[/]
+    """
+    from lcgen.fill import FillConfig, fill_file
+
+    cfg = resolve_config(FillConfig, config_file=config, sets=set_, flags={
+        "cadence": cadence, "max_gap": max_gap, "forecast": forecast, "format": format,
+        "checkpoint": checkpoint, "device": device})
+    with progress_bar("fill", None, unit="windows") as advance:
+        result = fill_file(run_dir, input, output, cfg, progress=advance)
+    rate = result.pop("filled points / cpu s")
+    result["cpu seconds"] = f"{result['cpu seconds']:.2f}" + (f" ({rate:,.0f} filled points/s)" if rate else "")
+    if not result["has variance"]:
+        console.print(Text.assemble(("note:", "yellow"), " the run has no variance head (train with --set loss=nll): "
+                                    "flux_err of filled points is NaN"))
+    result["has variance"] = "yes" if result["has variance"] else "no"
+    console.print(summary_table(f"Wrote {result.pop('output')}", result))
 
 
 @app.command()
 def plot(
-    run_dir: RunDirArg,
-    examples: Annotated[int, typer.Option(min=1, help="Reconstruction panels (one light-curve type after another).")] = 6,
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (lcgen train), or a file written by lcgen fill.", metavar="RUN_DIR|FILLED.h5")],
+    examples: Annotated[int, typer.Option(min=1, help="Reconstruction panels (one light-curve type after another); curves of a filled file.")] = 6,
     seed: Annotated[int, typer.Option(help="Chooses which rows are shown.")] = 0,
     mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. \\[default: 1]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG for a filled file. \\[default: FILLED.png beside it]")] = None,
 ) -> None:
-    """Draw a run's training curves and reconstructions of test rows (data, hidden regions,
-    model, linear interpolation) as PNGs under RUN_DIR/figures/.
+    """Draw a run's training curves, reconstructions of test rows (data, hidden regions, model,
+    linear interpolation), its errors by block size and, for a run with a variance head, its
+    calibration (reliability) as PNGs under RUN_DIR/figures/. Given a file written by lcgen fill,
+    draw its observed points, the filled mean and the 1 and 2 sigma bands.
 
-    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]
+    Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]   [cyan]lcgen plot filled.h5[/]
     """
     from lcgen.evaluate import EvaluateConfig
-    from lcgen.plots import plot_run
+    from lcgen.plots import plot_filled, plot_run
 
+    if run_dir.is_file():
+        path = plot_filled(run_dir, output or run_dir.with_suffix(".png"), n_curves=examples)
+        console.print(f"Wrote {path}")
+        return
     if seed < 0:
         raise LcgenError(f"--seed {seed}: must be >= 0")
     cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})

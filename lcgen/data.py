@@ -11,6 +11,8 @@ A batch is a dict of tensors (see ``notes``: "Batch and model interface"):
 - ``values`` (B, L) float32: the normalised target, 0 where not ``valid``;
 - ``valid``  (B, L) bool: a real observation (time series) or a resolvable bin (spectra);
 - ``time``   (B, L) float32: days since the window start (time series only);
+- ``flux_err`` (B, L) float32: normalised flux error, 0 where not valid (time series files that
+  have it);
 - ``index``  (B,) int64: the row in the data file.
 
 Masks (``hidden``) are added by the trainer, not here.
@@ -120,7 +122,12 @@ class TimeSeriesSource(_Source):
         values = read_rows(self.f["flux"], rows)
         valid = read_rows(self.f["mask"], rows).astype(bool)
         time = read_rows(self.f["time"], rows)
-        return _clean(values, valid, rows, self, time=time)
+        out = _clean(values, valid, rows, self, time=time)
+        if "flux_err" in self.f:
+            err = read_rows(self.f["flux_err"], rows)
+            ok = out["valid"] & np.isfinite(err)
+            out["flux_err"] = np.where(ok, err, 0).astype(np.float32)
+        return out
 
 
 class SpectraSource(_Source):

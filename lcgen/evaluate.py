@@ -19,6 +19,26 @@ Two baselines are scored on exactly the same masks as the model:
   masked MSE is ~30 % lower); hidden positions before the first or after the last visible one
   take the nearest visible value.
 - ``mean``: every position set to the mean of the curve's visible real values.
+- ``gp`` (time series, on request: ``--baselines linear,mean,gp``): a celerite2 Gaussian process
+  (SHO kernel + jitter) fitted on each window's visible points (:mod:`lcgen.gp`), with a variance.
+
+Beside MSE and MAE, the median absolute error on hidden positions (``masked_medae``) is reported:
+a single flare or outlier can dominate a mean of squares, not a median.
+
+Calibration (predictors with a variance: a model with a variance head, the GP). The predictive
+distribution of a hidden observation is N(μ, s²), s² = predicted variance + the point's own
+``flux_err``² (normalised; 0 for spectra), and with z = (y − μ)/s:
+
+    coverage_68 = fraction of |z| <= 0.9945,   coverage_95 = fraction of |z| <= 1.9600,
+    nll  = mean of ½ [log(2π s²) + z²],
+    crps = mean of s [z (2Φ(z) − 1) + 2φ(z) − 1/√π]   (Gneiting & Raftery 2007),
+
+pooled over hidden positions like the errors, overall and by block size.
+
+Forecast mode (``mode: forecast``) hides the last ``forecast_points`` real points of every window
+instead of blocks, and scores against ``persistence`` (the last visible value carried forward)
+and ``extrapolation`` (the least-squares line through the last ``forecast_points`` visible
+points, in time, continued) besides ``mean`` (and ``gp`` on request).
 """
 
 from __future__ import annotations
@@ -30,11 +50,15 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
 import numpy as np
+from scipy.special import ndtr
 
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_path
 
 PREDICTORS = ("model", "linear", "mean")
+BASELINES = {"mask": ("linear", "mean", "gp"), "forecast": ("persistence", "extrapolation", "mean", "gp")}
+DEFAULT_BASELINES = {"mask": "linear,mean", "forecast": "persistence,extrapolation,mean"}
+Z68, Z95 = 0.994457883, 1.959963985  # central 68.27 % and 95 % intervals of N(0, 1): Φ⁻¹(0.84135), Φ⁻¹(0.975)
 REGIONS = ("masked", "unmasked")
 METRICS_FILE = "metrics.json"
 UNITS = {"timeseries": "normalised flux: (flux - median) / IQR of each window",
@@ -52,6 +76,10 @@ class EvaluateConfig:
     batch_size: int = 64  # (int) samples per forward pass
     device: str = "cpu"  # (str) cpu, cuda, cuda:N or auto
     ratio_bins: int = 3  # (int) equal-width bins of the hidden fraction between the run's min and max mask ratio
+    mode: Literal["mask", "forecast"] = "mask"  # (str) mask: hide blocks; forecast: hide the last forecast_points of each window
+    forecast_points: int = 16  # (int) forecast mode: real points hidden at the end of each window
+    baselines: Optional[str] = None  # (str) comma list; mask: linear, mean, gp; forecast: persistence, extrapolation, mean, gp. default: all but gp (slow)
+    gp_max_iter: int = 60  # (int) gp baseline: L-BFGS-B iterations of each window's hyperparameter fit
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,6 +118,43 @@ def mean_baseline(values: np.ndarray, valid: np.ndarray, hidden: np.ndarray) -> 
     return np.repeat(mean[:, None], values.shape[1], axis=1)
 
 
+def forecast_mask(valid: np.ndarray, n: int) -> np.ndarray:
+    """Hide the last ``n`` real positions of each row (all but the first if it has fewer), (B, L)."""
+    valid = _as_2d(valid).astype(bool)
+    rank_from_end = np.cumsum(valid[:, ::-1], axis=1)[:, ::-1]  # 1 at the last real position
+    count = valid.sum(1, keepdims=True)
+    return valid & (rank_from_end <= np.minimum(n, count - 1))
+
+
+def persistence_baseline(values: np.ndarray, valid: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """Every position after the last visible one gets that value; others their own. (B, L)."""
+    values, valid, hidden = _as_2d(values), _as_2d(valid).astype(bool), _as_2d(hidden).astype(bool)
+    visible = valid & ~hidden
+    idx = np.where(visible, np.arange(values.shape[1]), -1)
+    last = np.maximum.accumulate(idx, axis=1)  # last visible index at or before each position
+    out = np.take_along_axis(values.astype(np.float64), np.maximum(last, 0), axis=1)
+    return np.where(last >= 0, out, 0.0)
+
+
+def extrapolation_baseline(values: np.ndarray, valid: np.ndarray, hidden: np.ndarray, coord: np.ndarray,
+                           n_fit: int) -> np.ndarray:
+    """Least-squares line (in ``coord``) through each row's last ``n_fit`` visible points,
+    evaluated at every position (visible positions keep their own value). (B, L) float64."""
+    values, valid, hidden = _as_2d(values), _as_2d(valid).astype(bool), _as_2d(hidden).astype(bool)
+    coord = np.broadcast_to(np.asarray(coord, np.float64), values.shape)
+    visible = valid & ~hidden
+    out = np.where(visible, values, 0.0).astype(np.float64)
+    for i in range(values.shape[0]):
+        knots = np.flatnonzero(visible[i])[-max(n_fit, 2):]
+        if knots.size == 0:
+            continue
+        x, y = coord[i, knots], values[i, knots].astype(np.float64)
+        slope = np.polyfit(x - x[-1], y, 1)[0] if knots.size > 1 and np.ptp(x) > 0 else 0.0
+        line = y.mean() + slope * (coord[i] - x.mean())
+        out[i] = np.where(visible[i], out[i], line)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Per-sample error sums and their pooled summaries
 
@@ -104,16 +169,44 @@ def error_sums(pred: np.ndarray, target: np.ndarray, select: np.ndarray) -> dict
             "n": select.sum(axis=1).astype(np.int64)}
 
 
+def calibration_sums(pred: np.ndarray, var: np.ndarray, target: np.ndarray,
+                     select: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-sample sums over the selected positions of a Gaussian prediction N(pred, var):
+    ``in68``/``in95`` (counts of |z| inside the central 68.27 %/95 % intervals), ``nll`` and
+    ``crps`` (see the module docstring); each (B,). ``var`` must be > 0 where selected."""
+    pred, var, target, select = _as_2d(pred), _as_2d(var), _as_2d(target), _as_2d(select).astype(bool)
+    s = np.sqrt(np.where(select, var.astype(np.float64), 1.0))
+    z = np.where(select, (target.astype(np.float64) - pred.astype(np.float64)) / s, 0.0)
+    nll = 0.5 * (np.log(2 * np.pi * s * s) + z * z)
+    pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    crps = s * (z * (2 * ndtr(z) - 1) + 2 * pdf - 1 / np.sqrt(np.pi))
+    absz = np.abs(z)
+    return {"in68": (select & (absz <= Z68)).sum(1), "in95": (select & (absz <= Z95)).sum(1),
+            "nll": np.where(select, nll, 0.0).sum(1), "crps": np.where(select, crps, 0.0).sum(1)}
+
+
 def score_batch(values: np.ndarray, valid: np.ndarray, hidden: np.ndarray,
-                predictions: Mapping[str, np.ndarray]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+                predictions: Mapping[str, np.ndarray],
+                variances: Mapping[str, np.ndarray] | None = None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Error sums of every prediction on the masked and the unmasked real positions.
 
-    Returns ``{predictor: {"masked": error_sums, "unmasked": error_sums}}``.
+    Returns ``{predictor: {"masked": error_sums, "unmasked": error_sums}}``. The masked sums
+    also hold ``ae``, the absolute errors of the hidden positions, flattened in row order (for the
+    median), and, for predictors with a total predictive variance in ``variances``,
+    :func:`calibration_sums`.
     """
     valid, hidden = _as_2d(valid).astype(bool), _as_2d(hidden).astype(bool)
     regions = {"masked": valid & hidden, "unmasked": valid & ~hidden}
-    return {name: {r: error_sums(pred, values, sel) for r, sel in regions.items()}
-            for name, pred in predictions.items()}
+    variances = variances or {}
+    out = {}
+    for name, pred in predictions.items():
+        out[name] = {r: error_sums(pred, values, sel) for r, sel in regions.items()}
+        sel = regions["masked"]
+        diff = np.abs(_as_2d(pred).astype(np.float64) - _as_2d(values).astype(np.float64))
+        out[name]["masked"]["ae"] = diff[sel].astype(np.float32)
+        if name in variances:
+            out[name]["masked"].update(calibration_sums(pred, variances[name], values, sel))
+    return out
 
 
 def concat_scores(parts: Sequence[dict]) -> dict:
@@ -123,11 +216,20 @@ def concat_scores(parts: Sequence[dict]) -> dict:
                 for r in first[p]} for p in first}
 
 
+def _take_ragged(flat: np.ndarray, counts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The segments of ``flat`` (sample i owns ``counts[i]`` consecutive values) of ``rows``."""
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    return np.concatenate([flat[starts[r]:ends[r]] for r in rows]) if len(rows) else flat[:0]
+
+
 def summarise(scores: dict, rows: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Pooled MSE and MAE per predictor and region over the samples ``rows`` (default: all).
 
-    Returns ``{predictor: {"masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae"}}``; a
-    region with no positions gives None (JSON null: undefined, not a number).
+    Returns ``{predictor: {"masked_mse", "masked_mae", "unmasked_mse", "unmasked_mae"}}``, plus
+    ``masked_medae`` (median absolute error) where the scores hold the hidden errors, and
+    ``coverage_68``, ``coverage_95``, ``nll``, ``crps`` (on hidden positions) for predictors with a
+    variance; a region with no positions gives None (JSON null: undefined, not a number).
     """
     out = {}
     for name, by_region in scores.items():
@@ -137,6 +239,12 @@ def summarise(scores: dict, rows: np.ndarray | None = None) -> dict[str, dict[st
             n = int(sums["n"][take].sum())
             row[f"{region}_mse"] = float(sums["sse"][take].sum() / n) if n else None
             row[f"{region}_mae"] = float(sums["sae"][take].sum() / n) if n else None
+            if "ae" in sums:
+                ae = sums["ae"] if rows is None else _take_ragged(sums["ae"], sums["n"], rows)
+                row[f"{region}_medae"] = float(np.median(ae)) if ae.size else None
+            for key, label in (("in68", "coverage_68"), ("in95", "coverage_95"), ("nll", "nll"), ("crps", "crps")):
+                if key in sums:
+                    row[label] = float(sums[key][take].sum() / n) if n else None
         out[name] = row
     return out
 
@@ -301,31 +409,73 @@ def _check_same_layout(source, run_dir: Path, model, tcfg, kind: str) -> None:
                              f"trained on; {how} it with the same settings (see `lcgen info {tcfg.data}`)")
 
 
+def baseline_names(cfg: EvaluateConfig, kind: str) -> list[str]:
+    """The baselines ``cfg`` asks for, checked against the mode (and gp: time series only)."""
+    text = cfg.baselines if cfg.baselines is not None else DEFAULT_BASELINES[cfg.mode]
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    allowed = BASELINES[cfg.mode]
+    for name in names:
+        if name not in allowed:
+            raise LcgenError(f"unknown baseline '{name}' for {cfg.mode} mode; choose from {', '.join(allowed)}")
+    if "gp" in names and kind != "timeseries":
+        raise LcgenError("the gp baseline needs time series (a run of the transformer)")
+    return list(dict.fromkeys(names))
+
+
+def hide(ev: Evaluation, batch: dict) -> Any:
+    """The fixed hidden positions of a batch: seeded blocks, or the window ends in forecast mode."""
+    import torch
+
+    from lcgen.masking import fixed_mask
+
+    if ev.config.mode == "forecast":
+        return torch.from_numpy(forecast_mask(batch["valid"].numpy(), ev.config.forecast_points))
+    return fixed_mask(batch["valid"], batch["index"], seed=ev.config.mask_seed, **ev.mask)
+
+
 def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Run the model and both baselines on ``rows`` (default: all of ``ev.rows``) with the fixed
+    """Run the model and the baselines on ``rows`` (default: all of ``ev.rows``) with the fixed
     masks, a batch at a time. Yields numpy dicts: ``values``, ``valid``, ``hidden``, ``coord``
-    (B, L), ``index`` (B,), ``model``, ``linear``, ``mean`` (B, L) and, where the file has the
-    noise-free signal, ``signal`` (B, L)."""
+    (B, L), ``index`` (B,), ``model`` and one (B, L) prediction per baseline and, where the file
+    has the noise-free signal, ``signal`` (B, L). Predictors with a variance (a model with a
+    variance head, the GP) add ``NAME_var``: the total predictive variance of an observation,
+    their variance plus the point's own ``flux_err``²."""
     import torch
 
     from lcgen.data import iter_batches, read_rows
-    from lcgen.masking import fixed_mask
 
     rows = ev.rows if rows is None else np.sort(np.asarray(rows, np.int64))
+    names = baseline_names(ev.config, ev.kind)
     has_signal = "signal" in ev.source.f and ev.source.f["signal"].shape == (ev.source.n_rows, ev.source.length)
     for batch in iter_batches(ev.source, rows, ev.config.batch_size):
-        batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=ev.config.mask_seed, **ev.mask)
+        batch["hidden"] = hide(ev, batch)
         with torch.no_grad():
             out = ev.model.forward_batch({k: v.to(ev.device) for k, v in batch.items()})
         b = {k: v.numpy() for k, v in batch.items()}
         coord = b["time"] if ev.kind == "timeseries" else np.broadcast_to(ev.coord, b["values"].shape)
         # spectra: interpolate in grid steps (log frequency on a log grid), see the module docstring
         knots = b["time"] if ev.kind == "timeseries" else np.arange(b["values"].shape[1], dtype=np.float64)
-        result = {"values": b["values"], "valid": b["valid"], "hidden": b["hidden"], "coord": coord,
-                  "index": b["index"],
-                  "model": out["reconstructed"].float().reshape(b["values"].shape).cpu().numpy(),
-                  "linear": linear_baseline(b["values"], b["valid"], b["hidden"], knots),
-                  "mean": mean_baseline(b["values"], b["valid"], b["hidden"])}
+        err2 = b["flux_err"].astype(np.float64) ** 2 if "flux_err" in b else 0.0
+        v, ok, hid = b["values"], b["valid"], b["hidden"]
+        result = {"values": v, "valid": ok, "hidden": hid, "coord": coord, "index": b["index"],
+                  "model": out["reconstructed"].float().reshape(v.shape).cpu().numpy()}
+        if "log_var" in out:
+            result["model_var"] = np.exp(out["log_var"].double().reshape(v.shape).cpu().numpy()) + err2
+        for name in names:
+            if name == "linear":
+                result[name] = linear_baseline(v, ok, hid, knots)
+            elif name == "mean":
+                result[name] = mean_baseline(v, ok, hid)
+            elif name == "persistence":
+                result[name] = persistence_baseline(v, ok, hid)
+            elif name == "extrapolation":
+                result[name] = extrapolation_baseline(v, ok, hid, knots, ev.config.forecast_points)
+            elif name == "gp":
+                from lcgen.gp import gp_baseline
+
+                result["gp"], var = gp_baseline(v, ok, hid, b["time"], b.get("flux_err"),
+                                                max_iter=ev.config.gp_max_iter)
+                result["gp_var"] = var + err2
         if has_signal:
             signal = read_rows(ev.source.f["signal"], b["index"])
             result["signal"] = np.where(b["valid"], signal, 0.0).astype(np.float32)
@@ -346,24 +496,31 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
     cfg = cfg or EvaluateConfig()
     if cfg.ratio_bins < 1:
         raise LcgenError(f"ratio_bins must be >= 1, got {cfg.ratio_bins}")
+    if cfg.forecast_points < 1:
+        raise LcgenError(f"forecast_points must be >= 1, got {cfg.forecast_points}")
     with open_evaluation(run_dir, cfg) as ev:
+        names = ["model", *baseline_names(cfg, ev.kind)]
         parts, signal_parts, index, hidden_frac, blocks = [], [], [], [], []
         for out in predict(ev):
-            preds = {name: out[name] for name in PREDICTORS}
-            parts.append(score_batch(out["values"], out["valid"], out["hidden"], preds))
+            preds = {name: out[name] for name in names}
+            variances = {name: out[f"{name}_var"] for name in names if f"{name}_var" in out}
+            parts.append(score_batch(out["values"], out["valid"], out["hidden"], preds, variances))
             if "signal" in out:
                 signal_parts.append(score_batch(out["signal"], out["valid"], out["hidden"],
                                                 {**preds, "data": out["values"]}))
             index.append(out["index"])
             hidden_frac.append(out["hidden"].sum(1) / np.maximum(out["valid"].sum(1), 1))
-            blocks.append(mask_block_sizes(out["valid"], out["index"], seed=cfg.mask_seed,
-                                           min_block=ev.mask["min_block"], max_block=ev.mask["max_block"]))
+            if cfg.mode == "mask":
+                blocks.append(mask_block_sizes(out["valid"], out["index"], seed=cfg.mask_seed,
+                                               min_block=ev.mask["min_block"], max_block=ev.mask["max_block"]))
+            else:
+                blocks.append(out["hidden"].sum(1).astype(np.int64))  # the forecast horizon in points
             if progress is not None:
                 progress(len(out["index"]))
         scores = concat_scores(parts)
         index, hidden_frac, blocks = map(np.concatenate, (index, hidden_frac, blocks))
         overall = summarise(scores)
-        mse_ratio, mae_ratio = compare(overall), compare(overall, metric="masked_mae")
+        mse_ratio, mae_ratio = (compare(overall, baselines=names[1:], metric=m) for m in ("masked_mse", "masked_mae"))
         m = ev.mask
         edges = np.linspace(m["min_ratio"], m["max_ratio"], cfg.ratio_bins + 1)
         ratio_labels, ratio_order = ratio_bins(hidden_frac, edges)
@@ -375,7 +532,9 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             "split": ev.split, "n_samples": int(index.size),
             "n_masked_positions": int(scores["model"]["masked"]["n"].sum()),
             "n_unmasked_positions": int(scores["model"]["unmasked"]["n"].sum()),
-            "mask": {"seed": cfg.mask_seed, **m}, "units": UNITS[ev.kind],
+            "mode": cfg.mode, "baselines": names[1:],
+            "mask": ({"seed": cfg.mask_seed, **m} if cfg.mode == "mask"
+                     else {"forecast_points": cfg.forecast_points}), "units": UNITS[ev.kind],
             "overall": overall,
             "vs_baselines": {b: {"masked_mse_ratio": mse_ratio[b], "masked_mae_ratio": mae_ratio[b]}
                              for b in mse_ratio},
@@ -387,17 +546,37 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         if signal_parts:
             metrics["signal"] = summarise(concat_scores(signal_parts))
         metrics["summary"] = verdict(metrics)
-    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data, cfg.checkpoint), metrics)
+    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data, cfg.checkpoint, mode=cfg.mode),
+                  metrics)
     return metrics
 
 
+def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.99,),
+                predictor: str = "model") -> tuple[np.ndarray, np.ndarray]:
+    """Observed coverage of the central intervals at nominal ``levels`` on the hidden positions
+    of ``ev.rows`` (the model's total predictive variance, as in the metrics). Returns
+    (levels, coverage), each (K,)."""
+    from scipy.special import ndtri
+
+    levels = np.asarray(levels, np.float64)
+    zs = []
+    for out in predict(ev):
+        sel = out["valid"] & out["hidden"]
+        zs.append(np.abs(out[predictor][sel] - out["values"][sel]) / np.sqrt(out[f"{predictor}_var"][sel]))
+    z = np.sort(np.concatenate(zs)) if zs else np.zeros(0)
+    half = ndtri(0.5 + levels / 2)  # central interval of N(0, 1) holding `level`
+    coverage = np.searchsorted(z, half, side="right") / max(z.size, 1)
+    return levels, coverage
+
+
 def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
-                 checkpoint: str = "best") -> Path:
+                 checkpoint: str = "best", *, mode: str = "mask") -> Path:
     """Where :func:`evaluate_run` writes: ``RUN_DIR/metrics.json`` for the test split of the run's
     own data scored with ``best.pt``, ``metrics-SPLIT.json`` for another split,
     ``metrics-STEM[-SPLIT].json`` for a ``--data`` file and ``...-last.json`` for ``last.pt``, so
-    scoring other rows or another checkpoint never overwrites the test metrics."""
-    name = "metrics" + (f"-{Path(data).stem}" if data is not None else "")
+    scoring other rows or another checkpoint never overwrites the test metrics; forecast mode
+    writes ``metrics-forecast[...].json``."""
+    name = "metrics" + ("-forecast" if mode == "forecast" else "") + (f"-{Path(data).stem}" if data is not None else "")
     name += "" if (split == "test" or (data is not None and split == "all")) else f"-{split}"
     name += "" if checkpoint == "best" else f"-{checkpoint}"
     return Path(run_dir) / f"{name}.json"
@@ -422,8 +601,8 @@ def read_metrics(run_dir: str | Path) -> dict:
 def verdict(metrics: dict) -> str:
     """One line: how much better or worse than each baseline the model is on masked MSE."""
     parts = []
-    for name, label in (("linear", "linear interpolation"), ("mean", "the per-curve mean")):
-        r = metrics["vs_baselines"][name]["masked_mse_ratio"]
+    for name, r in ((n, v["masked_mse_ratio"]) for n, v in metrics["vs_baselines"].items()):
+        label = BASELINE_LABELS.get(name, name)
         if r is None:
             parts.append(f"not comparable with {label} (no hidden positions, or it is exact)")
         elif r <= 1:
@@ -431,6 +610,10 @@ def verdict(metrics: dict) -> str:
         else:
             parts.append(f"{r - 1:.0%} higher masked MSE than {label} (ratio {r:.3f})")
     return f"{metrics['model_name']}: " + "; ".join(parts)
+
+
+BASELINE_LABELS = {"linear": "linear interpolation", "mean": "the per-curve mean", "gp": "the GP (celerite2)",
+                   "persistence": "persistence", "extrapolation": "linear extrapolation"}
 
 
 def metrics_markdown(metrics: dict) -> str:

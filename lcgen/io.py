@@ -362,14 +362,18 @@ def damaged(path: str | Path, exc: BaseException) -> LcgenError:
 
 
 HEADER_TIMEOUT = 10.0  # seconds a forked child may take to read a file's root attributes
+_HEADERS_READ: set[tuple] = set()  # (device, inode, size, mtime) of files already checked here
 
 
 def _check_header_readable(path: Path) -> None:
     """Read the root attributes and names of ``path`` in a forked child first: HDF5 can loop
     for minutes on some damaged files (zeroed global heap) while holding the GIL, where
     nothing in this process could stop it; a child that takes longer than ``HEADER_TIMEOUT``
-    is killed and the file reported as damaged."""
-    if not hasattr(os, "fork"):
+    is killed and the file reported as damaged. Each unchanged file is checked once per
+    process (the fork costs ~5 ms of CPU)."""
+    stat = path.stat()
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if not hasattr(os, "fork") or key in _HEADERS_READ:
         return
     from h5py._objects import phil  # h5py's global lock: held across the fork, so no other
                                     # thread can be inside HDF5 then (its lock would never free)
@@ -387,8 +391,10 @@ def _check_header_readable(path: Path) -> None:
             os._exit(code)
     deadline = time.monotonic() + HEADER_TIMEOUT
     while True:
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG)
         if done:
+            if os.waitstatus_to_exitcode(status) == 0:
+                _HEADERS_READ.add(key)
             return  # whatever failed in the child fails here again, with its message
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)

@@ -128,16 +128,18 @@ def plot_metrics(metrics: Mapping, path: str | Path) -> Path:
         raise LcgenError("the metrics hold no breakdown to plot; rerun `lcgen evaluate`")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.2), squeeze=False,
                              constrained_layout=True)
-    bars = (("model", metrics["model_name"], MODEL_COLOR), ("linear", "linear interpolation", LINEAR_COLOR),
-            ("mean", "per-curve mean", "0.6"))
+    colors = {"model": MODEL_COLOR, "linear": LINEAR_COLOR, "mean": "0.6", "gp": "tab:purple"}
+    labels = {"model": metrics["model_name"], "linear": "linear interpolation", "mean": "per-curve mean",
+              "gp": "GP (celerite2)"}
+    bars = tuple((name, labels.get(name, name), colors.get(name)) for name in metrics["overall"])
     for ax, (key, label) in zip(axes[0], panels):
         groups = metrics[key]
         x = np.arange(len(groups))
         width = 0.8 / len(bars)
         heights = np.array([[np.nan if g[name]["masked_mse"] is None else g[name]["masked_mse"] for g in groups]
-                            for name, _, _ in bars], dtype=float)  # (3, G)
+                            for name, _, _ in bars], dtype=float)  # (predictors, G)
         for j, (name, legend, color) in enumerate(bars):
-            ax.bar(x + (j - 1) * width, heights[j], width, color=color, label=legend)
+            ax.bar(x + (j - (len(bars) - 1) / 2) * width, heights[j], width, color=color, label=legend)
         ax.set_xticks(x, [f"{g['group']}\n(n={g['n_samples']})" for g in groups], fontsize=8)
         _log_if_positive(ax, heights.ravel())
         ax.set_xlabel(label)
@@ -147,6 +149,67 @@ def plot_metrics(metrics: Mapping, path: str | Path) -> Path:
     fig.suptitle(f"{metrics['model_name']}: masked MSE on {metrics['n_samples']:,} {metrics['split']} rows "
                  f"against the baselines (same masks)")
     return _save(fig, path)
+
+
+def plot_reliability(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
+                     title: str = "") -> Path:
+    """Calibration (reliability) diagram: observed coverage of the central intervals against
+    their nominal level, one line per predictor (``{name: (levels, coverage)}``); the diagonal is
+    perfect calibration, below it over-confident."""
+    fig, ax = plt.subplots(figsize=(5.2, 5.0), constrained_layout=True)
+    ax.plot([0, 1], [0, 1], ":", color="0.5", lw=1.0, label="perfect calibration")
+    colors = {"model": MODEL_COLOR, "gp": "tab:purple"}
+    for name, (levels, coverage) in curves.items():
+        ax.plot(levels, coverage, "o-", ms=3, color=colors.get(name), label=name)
+    for level in (0.6827, 0.95):
+        ax.axvline(level, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("nominal coverage of the central interval")
+    ax.set_ylabel("observed coverage of hidden points")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_filled(path: str | Path, output: str | Path, *, n_curves: int = 4) -> Path:
+    """A file written by ``lcgen fill``: for its first ``n_curves`` curves with filled points,
+    the observed points, the filled mean and the ±1σ / ±2σ bands of the filled points."""
+    import h5py
+
+    from lcgen.io import open_checked, raw_offsets
+
+    with open_checked(path, "raw", ("time", "flux", "flux_err", "offsets")) as f:
+        if "filled" not in f:
+            raise LcgenError(f"{path} has no 'filled' column: it is not a file written by lcgen fill; "
+                             f"give a run directory to plot a run")
+        offsets = raw_offsets(f)
+        filled_all = f["filled"][:]
+        n_filled = np.add.reduceat(filled_all, offsets[:-1]) if filled_all.size else np.zeros(len(offsets) - 1)
+        n_filled = np.where(np.diff(offsets) > 0, n_filled, 0)
+        curves = [i for i in np.flatnonzero(n_filled > 0)[:n_curves]] or list(range(min(n_curves, len(offsets) - 1)))
+        if not curves:
+            raise LcgenError(f"{path} holds no curves")
+        data = [(int(i), *(f[k][offsets[i]:offsets[i + 1]] for k in ("time", "flux", "flux_err", "filled")))
+                for i in curves]
+        target = f["meta/target"].asstr()[:] if "meta/target" in f and h5py.check_string_dtype(f["meta/target"].dtype) else None
+    fig, axes = plt.subplots(len(data), 1, figsize=(10, 2.6 * len(data)), squeeze=False, constrained_layout=True)
+    for ax, (i, t, y, e, filled) in zip(axes[:, 0], data):
+        sigma = np.where(filled, e, 0.0)  # observed points are known: the bands pinch there
+        for k, alpha in ((2, 0.18), (1, 0.35)):
+            ax.fill_between(t, y - k * sigma, y + k * sigma, color=MODEL_COLOR, alpha=alpha, lw=0,
+                            label=f"±{k}σ (filled)")
+        ax.plot(t, y, "-", color=MODEL_COLOR, lw=0.8, label="filled mean")
+        ax.plot(t[~filled], y[~filled], ".", color=DATA_COLOR, ms=3, label="observed")
+        name = target[i] if target is not None else f"curve {i}"
+        ax.set_title(f"{name}: {int(filled.sum())} filled points", fontsize=10)
+        ax.set_ylabel("flux")
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time [d]")
+    axes[0, 0].legend(fontsize=8, ncols=4, loc="upper right")
+    return _save(fig, output)
 
 
 def _plot_one(ax, ex: Mapping, kind: str, xscale: str) -> None:
@@ -165,7 +228,8 @@ def _plot_one(ax, ex: Mapping, kind: str, xscale: str) -> None:
     if ex.get("signal") is not None:
         ax.plot(x, np.asarray(ex["signal"])[valid], "-", color=SIGNAL_COLOR, lw=1.0, alpha=0.8,
                 label="noise-free signal")
-    ax.plot(x, np.asarray(ex["linear"])[valid], "--", color=LINEAR_COLOR, lw=1.0, label="linear interpolation")
+    if ex.get("linear") is not None:
+        ax.plot(x, np.asarray(ex["linear"])[valid], "--", color=LINEAR_COLOR, lw=1.0, label="linear interpolation")
     ax.plot(x, np.asarray(ex["reconstructed"])[valid], "-", color=MODEL_COLOR, lw=1.3, label="model")
     if xscale == "log" and (x > 0).any():
         ax.set_xscale("log")
@@ -234,7 +298,8 @@ def _float(value) -> float:
 def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_config=None) -> list[Path]:
     """Write ``RUN_DIR/figures/training.png`` (from history.csv),
     ``RUN_DIR/figures/reconstructions.png`` (``n_examples`` test rows, several light-curve types,
-    chosen by ``seed``, on the same fixed masks as ``lcgen evaluate``) and, once the run has a
+    chosen by ``seed``, on the same fixed masks as ``lcgen evaluate``), for a run with a variance
+    head ``RUN_DIR/figures/calibration.png`` (:func:`plot_reliability`) and, once the run has a
     metrics.json, ``RUN_DIR/figures/metrics.png`` (:func:`plot_metrics`). Returns the paths."""
     from lcgen.evaluate import choose_examples, open_evaluation, reconstruction_examples
 
@@ -256,6 +321,12 @@ def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_co
         paths.append(plot_reconstructions(
             examples, figures / "reconstructions.png", kind=ev.kind, **labels,
             title=f"{name}: reconstructions of {ev.split} rows (grey: hidden; mask seed {ev.config.mask_seed})"))
+        if getattr(ev.model.config, "variance_head", False):
+            from lcgen.evaluate import reliability
+
+            paths.append(plot_reliability(
+                {"model": reliability(ev)}, figures / "calibration.png",
+                title=f"{name}: calibration on hidden points of {ev.split} rows (mask seed {ev.config.mask_seed})"))
     if (run_dir / "metrics.json").is_file():
         from lcgen.evaluate import read_metrics
 

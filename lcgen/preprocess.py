@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import contextlib
 import dataclasses
 import hashlib
 import os
@@ -61,7 +60,7 @@ from lcgen.errors import Interrupted
 from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_path, check_memory, discard_h5,
                       open_checked, open_h5_for_writing, quiet_hdf5_deallocs, raw_offsets, read_config, sync_h5,
                       write_error, write_header)
-from lcgen.workers import check_workers, process_pool, result
+from lcgen.workers import check_workers, deferred_interrupt, process_pool, result
 from lcgen.multitaper import autocorrelation, bin_edges, binned_multitaper, resolvable_band
 
 CHANNELS = ("psd", "acf", "fstat")
@@ -385,7 +384,8 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
     workers = check_workers(cfg.workers)
     out = Path(cfg.output) if shard is None else shard_path(cfg.output, *shard)
     kept = [0]  # finished chunks on disk, for the error path
-    with atomic_path(out, inputs=[cfg.input], keep_partial=lambda: kept[0] > 0) as tmp, quiet_hdf5_deallocs():
+    with atomic_path(out, inputs=[cfg.input], keep_partial=lambda: kept[0] > 0) as tmp, quiet_hdf5_deallocs(), \
+            deferred_interrupt() as check_interrupt:
         spans, counts = survey_input(cfg.input)
         grids = make_grids(cfg, spans, counts)
         n_total = spans.size
@@ -414,6 +414,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
                 kept[0] += 1
                 if progress is not None:
                     progress(b - a)
+                check_interrupt()  # Ctrl-C stops here, between chunks (a second one at once)
             summary = _summarise(f)
             for key, value in summary.items():
                 f.attrs[key] = value
@@ -425,7 +426,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
             what = f"{kept[0]} of {len(chunks)} chunks kept in {tmp}"
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"{what}; rerun the same command to continue" if kept[0] else
-                                  f"no chunk finished; nothing kept") from None
+                                  "no chunk finished; nothing kept") from None
             error = write_error(exc, out)
             if error is not None and kept[0]:
                 raise LcgenError(f"{error}; {what}: free space and rerun the same command to continue") from None

@@ -45,18 +45,16 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import math
-import signal as _signal
-import threading
 import time as _time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_RAW, check_memory
-from lcgen.workers import check_workers, process_pool, result
+from lcgen.workers import check_workers, deferred_interrupt, process_pool, result
 
 
 def _range(lo: float, hi: float) -> Callable[[], list[float]]:
@@ -836,7 +834,9 @@ def simulate_curve(cfg: SimulateConfig, index: int) -> MockCurve:
         s = SIGNALS[lc_type](cfg, t, rng, meta)
         mean = s.sum() / s.size
         dev = s - mean
-        spread = math.sqrt(dev.dot(dev) / s.size)  # np.std(s), without its overhead
+        # np.std(s) without its overhead; numpy's pairwise sum, not BLAS dot, whose last bit
+        # depends on the process (the file must not depend on the worker count)
+        spread = math.sqrt((dev * dev).sum() / s.size)
         if spread > 1e-6 * abs(mean):
             break
     else:
@@ -845,7 +845,7 @@ def simulate_curve(cfg: SimulateConfig, index: int) -> MockCurve:
     offset, snr = _uniform(rng, cfg.offset), _uniform(rng, cfg.snr)
     z = rng.standard_normal(2 * t.size)  # [error scatter | noise]
     scatter = np.exp(cfg.error_scatter * z[:t.size])
-    scatter *= 1.0 / math.sqrt(scatter.dot(scatter) / t.size)  # rms(scatter) = 1 exactly
+    scatter *= 1.0 / math.sqrt((scatter * scatter).sum() / t.size)  # rms(scatter) = 1 exactly
     noise_rms = spread / snr
     flux_err = noise_rms * scatter
     noise = flux_err * z[t.size:]
@@ -892,37 +892,6 @@ def simulate_chunk(cfg: SimulateConfig, start: int, stop: int) -> Chunk:
     return Chunk(start=start, lengths=meta["n_points"].copy(), time=cat("time", np.float64),
                  flux=cat("flux", np.float32), flux_err=cat("flux_err", np.float32),
                  signal=cat("signal", np.float32), meta=meta)
-
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[Callable[[], None]]:
-    """Turn Ctrl-C into a flag that ``check()`` raises as KeyboardInterrupt between chunks.
-
-    A KeyboardInterrupt raised at an arbitrary bytecode can land in a finaliser (h5py, pools),
-    where Python prints "Exception ignored" and carries on; checking a flag at chunk boundaries
-    makes the stop certain. A second Ctrl-C interrupts at once. Only the main thread's default
-    handler is replaced (and restored afterwards).
-    """
-    if threading.current_thread() is not threading.main_thread() or \
-            _signal.getsignal(_signal.SIGINT) is not _signal.default_int_handler:
-        yield lambda: None
-        return
-    hits: list[int] = []
-
-    def handler(signum, frame):
-        hits.append(signum)
-        if len(hits) > 1:
-            raise KeyboardInterrupt
-
-    def check() -> None:
-        if hits:
-            raise KeyboardInterrupt
-
-    previous = _signal.signal(_signal.SIGINT, handler)
-    try:
-        yield check
-    finally:
-        _signal.signal(_signal.SIGINT, previous)
 
 
 def iter_chunks(cfg: SimulateConfig, *, workers: int = 1, chunk_size: int = 256):
@@ -974,7 +943,7 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     samplings: Counter = Counter()
     chunks = iter_chunks(cfg, workers=workers, chunk_size=chunk_size)
     # Exit order: the writer removes its partial file, then the pool shuts down, then Ctrl-C is restored.
-    with _deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
+    with deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
         for chunk in chunks:
             check_interrupt()
             writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from lcgen.errors import LcgenError
 
@@ -32,6 +32,37 @@ def check_workers(workers: int | None) -> int:
     if workers < 1:
         raise LcgenError(f"workers = {workers} must be at least 1 (leave --workers out to use every core)")
     return workers
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[Callable[[], None]]:
+    """Turn Ctrl-C into a flag that ``check()`` raises as KeyboardInterrupt between chunks.
+
+    A KeyboardInterrupt raised at an arbitrary bytecode can land in a finaliser (h5py, pools),
+    where Python prints "Exception ignored" and carries on; checking a flag at chunk boundaries
+    makes the stop certain. A second Ctrl-C interrupts at once. Only the main thread's default
+    handler is replaced (and restored afterwards).
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: None
+        return
+    hits: list[int] = []
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if len(hits) > 1:
+            raise KeyboardInterrupt
+
+    def check() -> None:
+        if hits:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _init_worker(parent: int) -> None:

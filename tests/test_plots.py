@@ -120,7 +120,7 @@ def test_evaluate_and_plot_commands(mlp_run):
     metrics = json.loads((mlp_run / "metrics-val.json").read_text())  # metrics.json stays the test split's
     assert metrics["split"] == "val" and metrics["mask"]["seed"] == 4 and metrics["data_kind"] == "spectra"
     assert json.loads((mlp_run / "metrics.json").read_text())["split"] == "test"
-    assert f"Wrote {mlp_run / 'metrics-val.json'}" in r.output.replace("\n", "")
+    assert f"; wrote {mlp_run / 'metrics-val.json'}" in r.output.replace("\n", "")  # "Scored RUN/best.pt; wrote ..."
     assert "linear interpolation" in r.output and "masked MSE by block size" in r.output
     assert "mlp: " in r.output and "than linear interpolation (ratio" in r.output
     r = runner.invoke(app, ["plot", str(mlp_run), "--examples", "2"], env={"COLUMNS": "150"})

@@ -50,3 +50,16 @@ def pad_length(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
         return x
     pad = [0, 0] * (x.dim() - 1 - dim % x.dim()) + [0, extra]
     return F.pad(x, pad)
+
+
+# Predicted log-variances are squashed into this range (normalised units): sigma from ~1e-3
+# to ~20. A soft clamp (sigmoid) keeps a gradient everywhere, unlike a hard clamp.
+LOG_VAR_RANGE = (-14.0, 6.0)
+
+
+def bounded_log_var(raw: torch.Tensor) -> torch.Tensor:
+    """Map the variance head's raw output into ``LOG_VAR_RANGE``: lo + (hi - lo) sigmoid(raw).
+
+    raw = 0 gives the middle of the range (log var = -4, sigma ~ 0.14)."""
+    lo, hi = LOG_VAR_RANGE
+    return lo + (hi - lo) * torch.sigmoid(raw)

@@ -15,7 +15,7 @@ from torch import nn
 
 from lcgen.errors import LcgenError
 from lcgen.masking import model_input
-from lcgen.models.layers import check_dims, make_activation
+from lcgen.models.layers import bounded_log_var, check_dims, make_activation
 
 
 @dataclass
@@ -33,6 +33,7 @@ class MLPConfig:
     decoder_hidden_dims: list[int] | None = None  # (list[int]) None = encoder widths reversed
     activation: str = "gelu"  # (str) gelu, relu, silu, tanh or leakyrelu
     dropout: float = 0.0  # (float) dropout after each hidden layer
+    variance_head: bool = False  # (bool) also predict a log-variance per bin (output log_var)
 
     def __post_init__(self) -> None:
         if self.input_dim is None and self.input_length is None:
@@ -77,7 +78,8 @@ class MLPAutoencoder(nn.Module):
         enc = list(config.encoder_hidden_dims)
         dec = list(config.decoder_hidden_dims) if config.decoder_hidden_dims is not None else enc[::-1]
         self.encoder = _stack([config.input_dim, *enc, config.latent_dim], config)
-        self.decoder = _stack([config.latent_dim, *dec, config.input_length], config)
+        n_out = config.input_length * (2 if config.variance_head else 1)
+        self.decoder = _stack([config.latent_dim, *dec, n_out], config)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B, input_dim), or (B, 2, L) flattened -> reconstructed (B, L), encoded (B, latent)."""
@@ -87,7 +89,12 @@ class MLPAutoencoder(nn.Module):
                              f"{self.config.input_length}), got {x.shape[1]}; build it with "
                              f"input_length={x.shape[1] // 2}")
         z = self.encoder(x)
-        return {"reconstructed": self.decoder(z), "encoded": z}
+        out = self.decoder(z)
+        L = self.config.input_length
+        result = {"reconstructed": out[:, :L], "encoded": z}
+        if self.config.variance_head:
+            result["log_var"] = bounded_log_var(out[:, L:])
+        return result
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch dict (values, valid, hidden) -> reconstructed (B, L), encoded (B, latent)."""

@@ -11,6 +11,24 @@ in days. Shape of the default model (L = 512):
     bottleneck: 2 blocks @ 512       (L 32)   = ``encoded``
     decoder, level 3..0: transposed conv x2 -> concat skip -> linear fuse -> 2 blocks
     head: LayerNorm + linear -> 1 channel (B, 512, 1) = ``reconstructed``
+          (+ 1 channel ``log_var`` (B, 512, 1) with ``variance_head``)
+
+Options (all off by default, so the original API and saved mean-only runs are unchanged):
+
+- ``input_dim=3``: a third input channel, the point's normalised ``flux_err`` where visible (0
+  elsewhere); ``forward_batch`` fills it from the batch.
+- ``variance_head``: a second output channel, the log of the predictive variance of the signal
+  at each position, squashed into ``layers.LOG_VAR_RANGE``.
+- ``interp_residual``: the model is fed the linear interpolation (in time) of the visible points
+  and the time gaps to the nearest visible point on each side, ``log1p(dt / cadence)`` with the
+  window's median spacing as cadence, and predicts a residual on top of the interpolation
+  (``reconstructed = interpolation + head``). Interpolation is then the model's starting point,
+  not something it must learn.
+- ``time_attention``: continuous-time rotary encodings in every attention: queries and keys
+  are rotated by angles ``2 pi t / P_k`` (periods log-spaced as the time encoding's), so the
+  attention score between two positions depends on their time difference ``t_i - t_j`` in days,
+  not on how many samples apart they are. At coarser levels a position's time is the mean of
+  its real fine positions.
 
 Padding. ``valid`` (B, L) marks real observations. A coarse position is real if either of its two
 fine positions is; every attention at every level, encoder and decoder, masks padded keys, and
@@ -35,7 +53,7 @@ from torch import nn
 
 from lcgen.errors import LcgenError
 from lcgen.masking import model_input
-from lcgen.models.layers import check_dims, check_levels, pad_length
+from lcgen.models.layers import bounded_log_var, check_dims, check_levels, pad_length
 
 
 @dataclass
@@ -52,6 +70,9 @@ class TransformerConfig:
     dropout: float = 0.1  # (float) dropout on the residual branches
     min_period: float = 0.00278  # (float) shortest period of the time encoding, days (4 min)
     max_period: float = 1640.0  # (float) longest period of the time encoding, days
+    variance_head: bool = False  # (bool) also predict a log-variance per position (output log_var)
+    interp_residual: bool = False  # (bool) predict a residual over linear interpolation of the visible points, given the gaps
+    time_attention: bool = False  # (bool) rotary encodings of observation times in every attention
 
     def __post_init__(self) -> None:
         dims = check_dims("encoder_dims", self.encoder_dims)
@@ -61,6 +82,9 @@ class TransformerConfig:
                              f"encoder_dims {dims}")
         if dims[0] % 2:
             raise LcgenError(f"transformer: encoder_dims[0]={dims[0]} must be even (sin/cos pairs)")
+        if self.time_attention and any((d // self.nhead) % 2 for d in dims):
+            raise LcgenError(f"transformer: time_attention needs an even head width (width / nhead) at "
+                             f"every level, got encoder_dims {dims} with nhead={self.nhead}")
         if self.num_transformer_blocks < 1 or self.ff_mult < 1 or self.input_dim < 1:
             raise LcgenError("transformer: num_transformer_blocks, ff_mult and input_dim must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -81,10 +105,59 @@ class TimeEncoding(nn.Module):
         self.register_buffer("frequency", (1.0 / periods).float(), persistent=False)  # cycles/day
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        wide = torch.float32 if t.device.type == "mps" else torch.float64  # MPS has no float64
-        cycles = t.to(wide)[..., None] * self.frequency.to(wide)  # (B, L, dim/2)
-        phase = (2 * math.pi) * torch.frac(cycles)  # whole cycles dropped before the sine
+        phase = time_phase(t, self.frequency)  # (B, L, dim/2)
         return torch.cat([phase.sin(), phase.cos()], dim=-1).float()
+
+
+def time_phase(t: torch.Tensor, frequency: torch.Tensor) -> torch.Tensor:
+    """``2 pi frac(t f_k)``, (..., K) for times (...) in days and frequencies (K,) in cycles/day.
+
+    Computed in float64 (whole cycles dropped before the sine) so that short periods keep their
+    phase over long windows."""
+    wide = torch.float32 if t.device.type == "mps" else torch.float64  # MPS has no float64
+    cycles = t.to(wide)[..., None] * frequency.to(wide)
+    return (2 * math.pi) * torch.frac(cycles)
+
+
+def rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotary encoding: rotate pairs (x_k, x_{k+hs/2}) of x (B, nh, L, hs) by the angles whose
+    (cos, sin) are given, each (B, 1, L, hs/2)."""
+    cos, sin = rope
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
+
+
+def interpolate_visible(values: torch.Tensor, visible: torch.Tensor, t: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear interpolation in time of each row's visible points, vectorised over the batch.
+
+    values, visible, t: (B, L), times increasing along the visible positions. Returns (interp,
+    dt_prev, dt_next), each (B, L): the straight line between the nearest visible neighbours
+    (the nearest visible value beyond the ends, 0 in a row with none; visible positions get their
+    own value, as :func:`lcgen.evaluate.linear_baseline`), and the time from the previous / to the
+    next visible position (0 where there is none).
+    """
+    B, L = values.shape
+    idx = torch.arange(L, device=values.device).expand(B, L)
+    prev = torch.where(visible, idx, -1).cummax(1).values  # last visible index <= j
+    nxt = torch.where(visible, idx, L).flip(1).cummin(1).values.flip(1)  # first visible index >= j
+    has_prev, has_next = prev >= 0, nxt < L
+    p, n = prev.clamp(min=0), nxt.clamp(max=L - 1)
+    vp, vn, tp, tn = values.gather(1, p), values.gather(1, n), t.gather(1, p), t.gather(1, n)
+    span = tn - tp
+    w = torch.where(span > 0, (t - tp) / torch.where(span > 0, span, 1.0), 0.0).clamp(0, 1)
+    interp = torch.where(has_prev & has_next, vp + w * (vn - vp),
+                         torch.where(has_prev, vp, torch.where(has_next, vn, 0.0)))
+    dt_prev = torch.where(has_prev, t - tp, 0.0).clamp(min=0)
+    dt_next = torch.where(has_next, tn - t, 0.0).clamp(min=0)
+    return interp, dt_prev, dt_next
+
+
+def median_spacing(t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Median time step between consecutive real positions of each row, (B, 1); 1 if undefined."""
+    dt = (t[:, 1:] - t[:, :-1]).masked_fill(~(valid[:, 1:] & valid[:, :-1]), float("nan"))
+    cadence = dt.nanmedian(1, keepdim=True).values
+    return torch.where(torch.isfinite(cadence) & (cadence > 0), cadence, torch.ones_like(cadence))
 
 
 def key_padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
@@ -123,11 +196,14 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x (B, L, D); mask from :func:`key_padding_mask`."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rope=None) -> torch.Tensor:
+        """x (B, L, D); mask from :func:`key_padding_mask`; rope: None or (cos, sin)
+        (B, 1, L, hs/2) of the time rotary encoding."""
         B, L, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.nhead, D // self.nhead).unbind(2)
         q, k, v = (a.transpose(1, 2) for a in (q, k, v))  # (B, nh, L, hs), views of one (B, L, 3 D)
+        if rope is not None:
+            q, k = rotate(q, rope), rotate(k, rope)
         y = attention(q, k, v, mask).transpose(1, 2).reshape(B, L, D)  # (B, L, D)
         x = x + self.drop(self.proj(y))
         return x + self.drop(self.ff(self.norm2(x)))
@@ -141,10 +217,10 @@ class Stage(nn.Module):
         self.blocks = nn.ModuleList(
             Block(dim, cfg.nhead, cfg.ff_mult, cfg.dropout) for _ in range(cfg.num_transformer_blocks))
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, rope=None) -> torch.Tensor:
         mask = key_padding_mask(valid)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, rope)
         return x if mask is None else x.masked_fill(~valid[..., None], 0.0)
 
 
@@ -158,6 +234,8 @@ class TimeSeriesTransformer(nn.Module):
         self.levels = len(dims)
         below = dims[1:] + dims[-1:]  # width after each downsampling: [128, 256, 512, 512]
         self.embed = nn.Linear(config.input_dim, dims[0])
+        if config.interp_residual:  # interpolation, log1p(dt_prev / cadence), log1p(dt_next / cadence)
+            self.embed_interp = nn.Linear(3, dims[0])
         self.time_encoding = TimeEncoding(dims[0], config.min_period, config.max_period)
         self.encoder = nn.ModuleList(Stage(d, config) for d in dims)
         # kernel 3, stride 2: each coarse position sees its two fine positions and one neighbour
@@ -171,7 +249,7 @@ class TimeSeriesTransformer(nn.Module):
         self.fuse = nn.ModuleList(nn.Linear(2 * d, d) for d in dims)
         self.decoder = nn.ModuleList(Stage(d, config) for d in dims)
         self.norm_out = nn.LayerNorm(dims[0])
-        self.head = nn.Linear(dims[0], 1)
+        self.head = nn.Linear(dims[0], 2 if config.variance_head else 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -195,30 +273,66 @@ class TimeSeriesTransformer(nn.Module):
         t_start = torch.where(valid, t, torch.inf).amin(1, keepdim=True)  # (B, 1)
         t_rel = torch.where(valid, t - t_start, 0.0)
         x = torch.where(valid[..., None], x, 0.0)  # NaN or junk at padding never enters
+        if self.config.interp_residual:
+            visible = valid & (x[..., 1] > 0.5)
+            interp, dt_prev, dt_next = interpolate_visible(x[..., 0], visible, t_rel)
+            cadence = median_spacing(t_rel, valid)  # (B, 1)
+            extra = torch.stack([interp, torch.log1p(dt_prev / cadence), torch.log1p(dt_next / cadence)], -1)
 
         # Pad the length to a multiple of 2**levels; the added positions are padding.
         multiple = 2 ** self.levels
         x, t_rel, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, valid))
 
         h = self.embed(x) + self.time_encoding(t_rel)  # (B, Lp, D0)
-        skips, masks = [], []
-        for stage, down in zip(self.encoder, self.down):
-            h = stage(h, valid)  # zero at padding
+        if self.config.interp_residual:
+            h = h + self.embed_interp(pad_length(extra, multiple, dim=1))
+        skips, masks, ropes = [], [], []
+        for level, (stage, down) in enumerate(zip(self.encoder, self.down)):
+            ropes.append(self._rope(t_rel, level))
+            h = stage(h, valid, ropes[-1])  # zero at padding
             skips.append(h)
             masks.append(valid)
             h = down(h.transpose(1, 2)).transpose(1, 2)  # (B, L/2, D_next)
+            # coarse time: mean of the real fine positions' times
+            weight = valid.view(B, -1, 2).float()
+            t_rel = (t_rel.view(B, -1, 2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
             valid = valid.view(B, -1, 2).any(-1)  # coarse real if either fine position is
-        h = self.bottleneck(h, valid)
+        h = self.bottleneck(h, valid, self._rope(t_rel, self.levels - 1))
         encoded = h  # (B, Lp / 2**levels, D_last)
         for i in reversed(range(self.levels)):
             h = self.up[i](h.transpose(1, 2)).transpose(1, 2)  # (B, 2 L, D_i)
             h = self.fuse[i](torch.cat([h, skips[i]], dim=-1))
-            h = self.decoder[i](h, masks[i])
-        out = self.head(self.norm_out(h))[:, :L]  # (B, L, 1)
-        return {"reconstructed": out, "encoded": encoded}
+            h = self.decoder[i](h, masks[i], ropes[i])
+        out = self.head(self.norm_out(h))[:, :L]  # (B, L, 1 or 2)
+        mean = out[..., :1]
+        if self.config.interp_residual:
+            mean = mean + extra[..., :1]
+        result = {"reconstructed": mean, "encoded": encoded}
+        if self.config.variance_head:
+            result["log_var"] = bounded_log_var(out[..., 1:])  # (B, L, 1)
+        return result
+
+    def _rope(self, t: torch.Tensor, level: int):
+        """(cos, sin) (B, 1, L, hs/2) of the time rotary encoding at ``level``; None when off.
+
+        The bottleneck shares the last level's width; the frequencies are log-spaced over
+        [min_period, max_period] as the additive time encoding's."""
+        if not self.config.time_attention:
+            return None
+        cfg = self.config
+        hs = cfg.encoder_dims[level] // cfg.nhead
+        periods = torch.logspace(math.log10(cfg.min_period), math.log10(cfg.max_period), hs // 2,
+                                 dtype=torch.float64, device=t.device)
+        phase = time_phase(t, 1.0 / periods)[:, None]  # (B, 1, L, hs/2)
+        return phase.cos().float(), phase.sin().float()
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Batch dict (values, valid, hidden, time) -> reconstructed (B, L), encoded."""
+        """Batch dict (values, valid, hidden, time[, flux_err]) -> reconstructed (B, L), encoded
+        (and log_var (B, L) with the variance head)."""
         x = model_input(batch["values"], batch["valid"], batch["hidden"])
+        if self.config.input_dim >= 3:  # flux_err where visible (0 where the batch has none)
+            err = batch.get("flux_err")
+            err = torch.zeros_like(x[..., 0]) if err is None else torch.where(x[..., 1] > 0, err.to(x.dtype), 0.0)
+            x = torch.cat([x, err[..., None], x.new_zeros(*x.shape[:2], self.config.input_dim - 3)], -1)
         out = self(x, batch["time"], batch["valid"])
-        return {"reconstructed": out["reconstructed"][..., 0], "encoded": out["encoded"]}
+        return {k: (v[..., 0] if k != "encoded" else v) for k, v in out.items()}

@@ -23,7 +23,7 @@ from torch import nn
 
 from lcgen.errors import LcgenError
 from lcgen.masking import model_input
-from lcgen.models.layers import check_dims, check_levels, make_activation, pad_length
+from lcgen.models.layers import bounded_log_var, check_dims, check_levels, make_activation, pad_length
 
 
 @dataclass
@@ -37,6 +37,7 @@ class UNetConfig:
     activation: str = "gelu"  # (str) gelu, relu, silu, tanh or leakyrelu
     kernel_size: int = 3  # (int) odd convolution width inside the blocks
     dropout: float = 0.0  # (float) dropout after each conv block
+    variance_head: bool = False  # (bool) also predict a log-variance per bin (output log_var)
 
     def __post_init__(self) -> None:
         dims = check_dims("encoder_dims", self.encoder_dims)
@@ -98,10 +99,11 @@ class UNetAutoencoder(nn.Module):
         below = dims[1:] + dims[-1:]  # width arriving from below at each level
         self.up = nn.ModuleList(nn.ConvTranspose1d(d_b, d, 2, stride=2) for d, d_b in zip(dims, below))
         self.decoder = nn.ModuleList(ConvBlock(2 * d, d, config) for d in dims)
-        self.head = nn.Conv1d(dims[0], 1, 1)
+        self.head = nn.Conv1d(dims[0], 2 if config.variance_head else 1, 1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x (B, in_channels, L) -> reconstructed (B, L), encoded (B, D_last, L / 2**levels)."""
+        """x (B, in_channels, L) -> reconstructed (B, L), encoded (B, D_last, L / 2**levels)
+        (and log_var (B, L) with the variance head)."""
         if x.dim() != 3 or x.shape[1] != self.config.in_channels:
             raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
                              f"got {tuple(x.shape)}")
@@ -116,7 +118,11 @@ class UNetAutoencoder(nn.Module):
         encoded = h
         for i in reversed(range(self.levels)):
             h = self.decoder[i](torch.cat([self.up[i](h), skips[i]], dim=1))
-        return {"reconstructed": self.head(h)[:, 0, :L], "encoded": encoded}
+        out = self.head(h)[:, :, :L]  # (B, 1 or 2, L)
+        result = {"reconstructed": out[:, 0], "encoded": encoded}
+        if self.config.variance_head:
+            result["log_var"] = bounded_log_var(out[:, 1])
+        return result
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch dict (values, valid, hidden) -> reconstructed (B, L), encoded."""
