@@ -202,7 +202,8 @@ def ingest(
         "inputs": paths or None, "output": _str(output), "flux": flux, "quality": quality, "normalise": normalise,
         "stitch": stitch, "time_col": time_col, "flux_col": flux_col, "err_col": err_col, "id_col": id_col,
         "mag": mag, "time_ref": time_ref})
-    with progress_bar("ingest", planned_files(cfg), unit="files") as advance:
+    with reporting_interrupts(f"nothing written to {cfg.output} (rerun to ingest again)"), \
+            progress_bar("ingest", planned_files(cfg), unit="files") as advance:
         result = run_ingest(cfg, progress=advance)
     rows = {"files": result["files"], "files read": result["files_read"], "light curves": result["curves"],
             "points": result["points"], "missions": ", ".join(f"{k} {v:,}" for k, v in result["missions"].items()),
