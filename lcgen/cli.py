@@ -27,7 +27,8 @@ app = typer.Typer(
         "Learned representations, reconstructions and gap-fills of stellar light curves.\n\n"
         "The pipeline: [bold]generate[/] mock light curves (or [bold]ingest[/] real ones) → [bold]preprocess[/] them into multitaper "
         "spectra (PSD, ACF, F-statistic) and/or [bold]convert[/] them into fixed-length time series → "
-        "[bold]train[/] a masked autoencoder → [bold]evaluate[/] and [bold]plot[/] the run. "
+        "[bold]train[/] a masked autoencoder → [bold]evaluate[/] and [bold]plot[/] the run, "
+        "[bold]embed[/] data with it and [bold]probe[/] what its representation knows. "
         "Every command works with no arguments on the default paths under data/ and runs/."
     ),
     no_args_is_help=True,
@@ -201,7 +202,8 @@ def ingest(
         "inputs": paths or None, "output": _str(output), "flux": flux, "quality": quality, "normalise": normalise,
         "stitch": stitch, "time_col": time_col, "flux_col": flux_col, "err_col": err_col, "id_col": id_col,
         "mag": mag, "time_ref": time_ref})
-    with progress_bar("ingest", planned_files(cfg), unit="files") as advance:
+    with reporting_interrupts(f"nothing written to {cfg.output} (rerun to ingest again)"), \
+            progress_bar("ingest", planned_files(cfg), unit="files") as advance:
         result = run_ingest(cfg, progress=advance)
     rows = {"files": result["files"], "files read": result["files_read"], "light curves": result["curves"],
             "points": result["points"], "missions": ", ".join(f"{k} {v:,}" for k, v in result["missions"].items()),
@@ -536,17 +538,25 @@ def plot(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG for a filled file. \\[default: FILLED.png beside it]")] = None,
 ) -> None:
     """Draw a run's training curves, reconstructions of test rows (data, hidden regions, model,
-    linear interpolation), its errors by block size and, for a run with a variance head, its
-    calibration (reliability) as PNGs under RUN_DIR/figures/. Given a file written by lcgen fill,
-    draw its observed points, the filled mean and the 1 and 2 sigma bands.
+    linear interpolation), its errors by block size, for a run with a variance head its
+    calibration (reliability), and the 2-D map of its embeddings.h5 (PCA, or UMAP when umap-learn
+    is installed) coloured by light-curve type, as PNGs under RUN_DIR/figures/. Given a file
+    written by lcgen fill, draw its observed points, the filled mean and the 1 and 2 sigma bands;
+    given an embeddings file, draw its map beside it (STEM_map.png).
 
     Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]   [cyan]lcgen plot filled.h5[/]
     """
     from lcgen.evaluate import EvaluateConfig
-    from lcgen.plots import plot_filled, plot_run
+    from lcgen.io import open_checked
+    from lcgen.plots import plot_embeddings, plot_filled, plot_run
 
     if run_dir.is_file():
-        path = plot_filled(run_dir, output or run_dir.with_suffix(".png"), n_curves=examples)
+        with open_checked(run_dir) as f:
+            fmt = str(f.attrs.get("format", ""))
+        if fmt == "embeddings":
+            path = plot_embeddings(run_dir)
+        else:
+            path = plot_filled(run_dir, output or run_dir.with_suffix(".png"), n_curves=examples)
         console.print(f"Wrote {path}")
         return
     if seed < 0:
@@ -594,6 +604,101 @@ def demo(
 
 
 # ------------------------------------------------------------------------------------------
+# embed, probe
+
+
+@app.command()
+def embed(
+    run_dir: RunDirArg,
+    input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False, metavar="INPUT")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
+    level: Annotated[Optional[str], typer.Option(help="Latent level: all (every level, concatenated), or one of bottleneck, level0, level1, ... (mlp: latent). \\[default: all]")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max or meanmax (both, concatenated). \\[default: meanmax]")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="trained, or random (the same architecture freshly initialised: a control). \\[default: trained]")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Rows per forward pass. \\[default: 256]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Take a trained run's representation out: the latent of every row pooled over its real
+    positions (padding never counts) into one float32 vector, and per source light curve the mean
+    of its windows. Writes an HDF5 'embeddings' file (window, curve, source, start, meta/, the
+    run it came from); read it with lcgen.embed.read_embeddings, score it with lcgen probe.
+
+    Example: [cyan]lcgen embed runs/transformer/demo data/mock_lightcurves/timeseries.h5 -o emb.h5[/]
+    """
+    from lcgen.embed import EMBEDDINGS_FILE, EmbedConfig, embed as run_embed, write_embeddings
+    from lcgen.embed.extract import count_rows
+
+    cfg = resolve_config(EmbedConfig, config_file=config, sets=set_, flags={
+        "level": level, "pooling": pooling, "weights": weights, "checkpoint": checkpoint,
+        "batch_size": batch_size, "device": device})
+    with progress_bar("embed", count_rows(run_dir, input), unit="rows") as advance:
+        emb = run_embed(run_dir, input, cfg, progress=advance)
+    path = write_embeddings(output or Path(run_dir) / EMBEDDINGS_FILE, emb)
+    a = emb.attrs
+    console.print(summary_table(f"Wrote {path}", {
+        "run": f"{a['run_dir']} ({a['model_name']} {a['preset']}, {a['checkpoint']}.pt, {a['weights']} weights)",
+        "input": a["input"], "latent": f"{a['level']}, {a['pooling']}-pooled over real positions",
+        "windows": f"{emb.window.shape[0]:,} × {emb.window.shape[1]}",
+        "curves": f"{emb.curve.shape[0]:,} × {emb.curve.shape[1]}",
+        "time": f"{a['seconds']:.1f} s ({emb.window.shape[0] / max(a['seconds'], 1e-9):,.0f} rows/s)"}))
+
+
+@app.command()
+def probe(
+    embeddings: Annotated[Path, typer.Argument(help="An embeddings file written by lcgen embed.")],
+    target: Annotated[Optional[list[str]], typer.Option("--target", "-t", help="meta column to read out (repeatable); text columns are classified, numbers regressed, log10(NAME) regresses the log. \\[default: lc_type, log10(period), log10(tau)]")] = None,
+    rows: Annotated[Optional[str], typer.Option(help="curve (one vector per light curve) or window. \\[default: curve]")] = None,
+    baselines: Annotated[Optional[bool], typer.Option("--baselines/--no-baselines", help="Also probe hand-crafted features and random weights on the same split. \\[default: on]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seeds the split, few-shot draws and random weights. \\[default: 0]")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSON to write. \\[default: probe.json beside the embeddings]")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Measure what simple probes read from embeddings, on a split by light curve: logistic
+    regression and kNN for the light-curve type (macro-F1, accuracy, few-shot at 10 and 100 curves
+    per class), ridge and kNN for log period and log DRW timescale, or any meta column you name;
+    against hand-crafted features and the random-weight control on the same split.
+
+    Example: [cyan]lcgen probe runs/transformer/demo/embeddings.h5[/]   [cyan]lcgen probe emb.h5 -t sampling -t "log10(snr)"[/]
+    """
+    from lcgen.embed.probe import ProbeConfig, probe_file, probe_path
+
+    cfg = resolve_config(ProbeConfig, config_file=config, sets=set_, flags={
+        "targets": target or None, "rows": rows, "baselines": baselines, "seed": seed})
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=not show_progress()) as bar:
+        tasks: dict = {}
+
+        def advance(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        report = probe_file(embeddings, cfg, output=output, progress=advance)
+    console.print(probe_table(report))
+    for line in report["summary"]:
+        console.print(line, highlight=False)
+    console.print(f"Wrote {output or probe_path(embeddings)}")
+
+
+def probe_table(report: dict) -> Table:
+    """The headline probe scores, one column per representation."""
+    from lcgen.embed.probe import headline, score
+
+    reps = list(report["representations"])
+    s = report["split"]
+    table = Table("score", *reps, title_justify="left",
+                  title=f"probes on {s['n_test_rows']:,} test / {s['n_train_rows']:,} train {report['rows']} rows "
+                        f"(split by light curve, seed {s['seed']}); {report['level']} {report['pooling']}-pooled")
+    for target, probe_name, metric, label in headline(report):
+        table.add_row(label, *(_fmt(score(report, r, target, probe_name, metric), ".3f") for r in reps))
+    return table
+
+
+# ------------------------------------------------------------------------------------------
 # info
 
 
@@ -610,6 +715,9 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
     console.print(Text.assemble((d["path"], "bold"), ": lcgen ", (d["format"], "bold"),
                                 f" file (format v{d['format_version']}, lcgen {d['lcgen_version']}, "
                                 f"created {d['created']}), {d['n_curves']:,} rows"))
+    if "provenance" in d:
+        console.print(", ".join(f"{k}: {v}" for k, v in d["provenance"].items()), highlight=False,
+                      markup=False, soft_wrap=True)
     table = Table("dataset", "shape", "dtype", "range", "mean ± std", "note")
     table.columns[0].no_wrap = True
     for row in d["datasets"]:

@@ -1,12 +1,13 @@
 """The lcgen HDF5 formats: atomic writes, checked reads.
 
-Three formats, each an HDF5 file whose root attributes name it:
+Four formats, each an HDF5 file whose root attributes name it:
 
 - ``raw``: ragged light curves. ``time`` (float64, days), ``flux``, ``flux_err`` and, for mocks,
   the noise-free ``signal`` (float32) as 1-D concatenations; ``offsets`` (N+1,) int64 so curve i
   is ``[offsets[i], offsets[i+1])``; per-curve metadata columns under the group ``meta``.
 - ``spectra``: multitaper features, written by :mod:`lcgen.preprocess`.
 - ``timeseries``: fixed-length windows, written by :mod:`lcgen.convert`.
+- ``embeddings``: a run's pooled latents, written by :mod:`lcgen.embed`.
 
 Every file carries ``format``, ``format_version``, ``lcgen_version``, ``created`` and ``config``
 (the YAML of the resolved config that produced it). Files are written under ``NAME.partial`` and
@@ -41,7 +42,7 @@ DEFAULT_SPECTRA = "data/mock_lightcurves/preprocessed.h5"
 DEFAULT_TIMESERIES = "data/mock_lightcurves/timeseries.h5"
 
 FORMAT_VERSION = 1
-FORMATS = ("raw", "spectra", "timeseries")
+FORMATS = ("raw", "spectra", "timeseries", "embeddings")
 RAW_KEYS = ("time", "flux", "flux_err", "offsets")
 
 
@@ -421,6 +422,7 @@ def _make_hint(fmt: str | None) -> str:
         "raw": "; make one with `lcgen generate` (mock data) or give the path with --input",
         "spectra": "; make one with `lcgen preprocess`",
         "timeseries": "; make one with `lcgen convert`",
+        "embeddings": "; make one with `lcgen embed RUN_DIR`",
     }.get(fmt or "", "")
 
 
@@ -678,6 +680,10 @@ def describe(path: str | Path) -> dict:
             f.visititems(visit)
         except Exception as exc:  # a damaged inside: HDF5 reads garbage
             raise damaged(path, exc) from None
+        if info["format"] == "embeddings":  # where the vectors came from
+            info["provenance"] = {k: _attr_str(f.attrs[k]) for k in (
+                "run_dir", "model_name", "preset", "checkpoint", "weights", "level", "pooling", "input")
+                if k in f.attrs}
         if "offsets" in f:
             info["n_curves"] = int(f["offsets"].shape[0] - 1)
         else:

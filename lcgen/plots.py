@@ -292,6 +292,56 @@ def _float(value) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# Embeddings
+
+
+def map_2d(X: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D coordinates of the rows of ``X`` (n, D), standardised first: UMAP when umap-learn is
+    installed, else the first two principal components. Returns (coords (n, 2), method name)."""
+    X = np.asarray(X, np.float64)
+    std = X.std(0)
+    Z = (X - X.mean(0)) / np.where(std > 0, std, 1.0)
+    try:
+        import umap  # optional: pip install umap-learn
+    except ImportError:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=seed).fit(Z)
+        share = pca.explained_variance_ratio_
+        return pca.transform(Z), f"PCA ({share[0]:.0%} + {share[1]:.0%} of the variance)"
+    return umap.UMAP(n_components=2, random_state=seed).fit_transform(Z), "UMAP"
+
+
+def plot_embedding_map(X: np.ndarray, labels: np.ndarray | None, path: str | Path, *, title: str = "") -> Path:
+    """Scatter of a 2-D map (:func:`map_2d`) of embeddings ``X`` (n, D), one colour per label."""
+    coords, method = map_2d(X)
+    labels = np.full(len(coords), "all") if labels is None else np.asarray(labels).astype(str)
+    fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
+    for k, label in enumerate(sorted(set(labels.tolist()))):
+        sel = labels == label
+        ax.scatter(*coords[sel].T, s=6, alpha=0.6, color=plt.cm.tab10(k % 10), label=f"{label} ({sel.sum():,})")
+    ax.set_xlabel(f"{method.split(' ')[0]} 1")
+    ax.set_ylabel(f"{method.split(' ')[0]} 2")
+    ax.legend(markerscale=3, fontsize="small")
+    ax.set_title(f"{title}\n{method}" if title else method, fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_embeddings(path: str | Path, output: str | Path | None = None) -> Path:
+    """The 2-D map of an embeddings file's curve vectors coloured by light-curve type; writes
+    ``output`` (default: beside the file, STEM_map.png)."""
+    from lcgen.embed import read_embeddings
+
+    path = Path(path)
+    emb = read_embeddings(path)
+    a = emb.attrs
+    title = (f"{a.get('model_name')} ({a.get('preset')}, {a.get('weights')} weights): "
+             f"{a.get('level')} {a.get('pooling')}-pooled, {emb.curve.shape[0]:,} curves")
+    return plot_embedding_map(emb.curve, emb.curve_meta.get("lc_type"),
+                              output or path.with_name(f"{path.stem}_map.png"), title=title)
+
+
+# --------------------------------------------------------------------------------------------
 # A run's figures
 
 
@@ -299,8 +349,9 @@ def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_co
     """Write ``RUN_DIR/figures/training.png`` (from history.csv),
     ``RUN_DIR/figures/reconstructions.png`` (``n_examples`` test rows, several light-curve types,
     chosen by ``seed``, on the same fixed masks as ``lcgen evaluate``), for a run with a variance
-    head ``RUN_DIR/figures/calibration.png`` (:func:`plot_reliability`) and, once the run has a
-    metrics.json, ``RUN_DIR/figures/metrics.png`` (:func:`plot_metrics`). Returns the paths."""
+    head ``RUN_DIR/figures/calibration.png`` (:func:`plot_reliability`), once the run has a
+    metrics.json ``RUN_DIR/figures/metrics.png`` (:func:`plot_metrics`) and, once it has an
+    embeddings.h5 (``lcgen embed``), ``RUN_DIR/figures/embedding_map.png``. Returns the paths."""
     from lcgen.evaluate import choose_examples, open_evaluation, reconstruction_examples
 
     run_dir = Path(run_dir)
@@ -331,4 +382,8 @@ def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_co
         from lcgen.evaluate import read_metrics
 
         paths.append(plot_metrics(read_metrics(run_dir), figures / "metrics.png"))
+    from lcgen.embed import EMBEDDINGS_FILE
+
+    if (run_dir / EMBEDDINGS_FILE).is_file():
+        paths.append(plot_embeddings(run_dir / EMBEDDINGS_FILE, figures / "embedding_map.png"))
     return paths

@@ -114,12 +114,14 @@ def test_evaluate_and_plot_commands(mlp_run):
     from lcgen.cli import app
 
     runner = CliRunner()
+    test_metrics = mlp_run / "metrics.json"  # the test split's (written by an earlier test, or not yet)
+    before = test_metrics.read_bytes() if test_metrics.exists() else None
     r = runner.invoke(app, ["evaluate", str(mlp_run), "--split", "val", "--mask-seed", "4"],
                       env={"COLUMNS": "150"})
     assert r.exit_code == 0, r.output
     metrics = json.loads((mlp_run / "metrics-val.json").read_text())  # metrics.json stays the test split's
     assert metrics["split"] == "val" and metrics["mask"]["seed"] == 4 and metrics["data_kind"] == "spectra"
-    assert json.loads((mlp_run / "metrics.json").read_text())["split"] == "test"
+    assert (test_metrics.read_bytes() if test_metrics.exists() else None) == before  # never overwritten
     assert f"; wrote {mlp_run / 'metrics-val.json'}" in r.output.replace("\n", "")  # "Scored RUN/best.pt; wrote ..."
     assert "linear interpolation" in r.output and "masked MSE by block size" in r.output
     assert "mlp: " in r.output and "than linear interpolation (ratio" in r.output

@@ -1,8 +1,9 @@
 """The model registry: name -> model class, config dataclass, the data it eats, size presets.
 
 Every model takes a batch dict (see :mod:`lcgen.masking`) in ``forward_batch`` and returns at
-least ``reconstructed`` (B, L) and ``encoded``; each keeps its resolved config as ``.config``, and
-``cls(config_cls(**dict_of_config))`` rebuilds it.
+least ``reconstructed`` (B, L) and ``encoded``; ``latents(batch)`` returns its latent levels by
+name, each ``(h (B, L', D), valid (B, L') bool)`` (what ``lcgen embed`` pools). Each keeps its
+resolved config as ``.config``, and ``cls(config_cls(**dict_of_config))`` rebuilds it.
 
     >>> model = create_model("unet", "tiny", input_length=256)
 """
@@ -38,6 +39,7 @@ class ModelSpec:
     data: str  # "timeseries" (lcgen convert) or "spectra" (lcgen preprocess, one channel)
     presets: dict[str, dict[str, Any]]  # preset name -> config overrides; "default" is the original size
     summary: str  # one line for --help listings
+    latent: str = "bottleneck"  # the level of ``model.latents(batch)`` that lcgen embed pools by default
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -75,6 +77,7 @@ MODELS: dict[str, ModelSpec] = {
             "default": {},
         },
         summary="MLP on one spectral channel",
+        latent="latent",
     ),
 }
 

@@ -100,3 +100,10 @@ class MLPAutoencoder(nn.Module):
         """Batch dict (values, valid, hidden) -> reconstructed (B, L), encoded (B, latent)."""
         x = model_input(batch["values"], batch["valid"], batch["hidden"])  # (B, L, 2)
         return self(x.transpose(1, 2))  # [values..., flags...] once flattened
+
+    def latents(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The latent vector of a batch dict (values, valid; ``hidden`` optional, default nothing
+        hidden) as one position: ``{"latent": (z (B, 1, latent_dim), valid (B, 1) all True)}``."""
+        hidden = batch.get("hidden", torch.zeros_like(batch["valid"]))
+        z = self(model_input(batch["values"], batch["valid"], hidden).transpose(1, 2))["encoded"]
+        return {"latent": (z[:, None, :], torch.ones(z.shape[0], 1, dtype=torch.bool, device=z.device))}

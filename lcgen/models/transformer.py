@@ -255,8 +255,33 @@ class TimeSeriesTransformer(nn.Module):
                 valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x (B, L, input_dim), t (B, L) or (B, L, 1) days, valid (B, L) bool (None: all real).
 
-        Returns ``reconstructed`` (B, L, 1) and ``encoded`` (B, ceil(L / 2**levels), D_last).
+        Returns ``reconstructed`` (B, L, 1), ``encoded`` (B, ceil(L / 2**levels), D_last) and, with
+        the variance head, ``log_var`` (B, L, 1).
         """
+        levels, ropes, extra = self.encode(x, t, valid)
+        L = x.shape[1]
+        h, _ = levels[-1]
+        encoded = h  # (B, Lp / 2**levels, D_last)
+        for i in reversed(range(self.levels)):
+            skip, valid_i = levels[i]
+            h = self.up[i](h.transpose(1, 2)).transpose(1, 2)  # (B, 2 L, D_i)
+            h = self.fuse[i](torch.cat([h, skip], dim=-1))
+            h = self.decoder[i](h, valid_i, ropes[i])
+        out = self.head(self.norm_out(h))[:, :L]  # (B, L, 1 or 2)
+        mean = out[..., :1]
+        if extra is not None:
+            mean = mean + extra[..., :1]
+        result = {"reconstructed": mean, "encoded": encoded}
+        if self.config.variance_head:
+            result["log_var"] = bounded_log_var(out[..., 1:])  # (B, L, 1)
+        return result
+
+    def encode(self, x: torch.Tensor, t: torch.Tensor | None = None, valid: torch.Tensor | None = None):
+        """The encoder half of :meth:`forward`. Returns ``(levels, ropes, extra)``: ``levels`` holds
+        ``(h, valid)`` after each encoder level (the skips, h (B, Lp / 2**i, D_i)) and, last, the
+        bottleneck (``encoded``), ``valid`` (B, L') marking the real positions of each level and h
+        zero elsewhere; ``ropes`` the time rotary encodings of the levels (None when off);
+        ``extra`` (B, L, 3) the interpolation features (None without ``interp_residual``)."""
         if x.dim() != 3 or x.shape[-1] != self.config.input_dim:
             raise LcgenError(f"transformer input must be (batch, length, {self.config.input_dim}), "
                              f"got {tuple(x.shape)}")
@@ -273,6 +298,7 @@ class TimeSeriesTransformer(nn.Module):
         t_start = torch.where(valid, t, torch.inf).amin(1, keepdim=True)  # (B, 1)
         t_rel = torch.where(valid, t - t_start, 0.0)
         x = torch.where(valid[..., None], x, 0.0)  # NaN or junk at padding never enters
+        extra = None
         if self.config.interp_residual:
             visible = valid & (x[..., 1] > 0.5)
             interp, dt_prev, dt_next = interpolate_visible(x[..., 0], visible, t_rel)
@@ -284,33 +310,20 @@ class TimeSeriesTransformer(nn.Module):
         x, t_rel, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, valid))
 
         h = self.embed(x) + self.time_encoding(t_rel)  # (B, Lp, D0)
-        if self.config.interp_residual:
+        if extra is not None:
             h = h + self.embed_interp(pad_length(extra, multiple, dim=1))
-        skips, masks, ropes = [], [], []
+        levels, ropes = [], []
         for level, (stage, down) in enumerate(zip(self.encoder, self.down)):
             ropes.append(self._rope(t_rel, level))
             h = stage(h, valid, ropes[-1])  # zero at padding
-            skips.append(h)
-            masks.append(valid)
+            levels.append((h, valid))
             h = down(h.transpose(1, 2)).transpose(1, 2)  # (B, L/2, D_next)
             # coarse time: mean of the real fine positions' times
             weight = valid.view(B, -1, 2).float()
             t_rel = (t_rel.view(B, -1, 2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
             valid = valid.view(B, -1, 2).any(-1)  # coarse real if either fine position is
-        h = self.bottleneck(h, valid, self._rope(t_rel, self.levels - 1))
-        encoded = h  # (B, Lp / 2**levels, D_last)
-        for i in reversed(range(self.levels)):
-            h = self.up[i](h.transpose(1, 2)).transpose(1, 2)  # (B, 2 L, D_i)
-            h = self.fuse[i](torch.cat([h, skips[i]], dim=-1))
-            h = self.decoder[i](h, masks[i], ropes[i])
-        out = self.head(self.norm_out(h))[:, :L]  # (B, L, 1 or 2)
-        mean = out[..., :1]
-        if self.config.interp_residual:
-            mean = mean + extra[..., :1]
-        result = {"reconstructed": mean, "encoded": encoded}
-        if self.config.variance_head:
-            result["log_var"] = bounded_log_var(out[..., 1:])  # (B, L, 1)
-        return result
+        levels.append((self.bottleneck(h, valid, self._rope(t_rel, self.levels - 1)), valid))
+        return levels, ropes, extra
 
     def _rope(self, t: torch.Tensor, level: int):
         """(cos, sin) (B, 1, L, hs/2) of the time rotary encoding at ``level``; None when off.
@@ -326,13 +339,28 @@ class TimeSeriesTransformer(nn.Module):
         phase = time_phase(t, 1.0 / periods)[:, None]  # (B, 1, L, hs/2)
         return phase.cos().float(), phase.sin().float()
 
-    def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Batch dict (values, valid, hidden, time[, flux_err]) -> reconstructed (B, L), encoded
-        (and log_var (B, L) with the variance head)."""
-        x = model_input(batch["values"], batch["valid"], batch["hidden"])
-        if self.config.input_dim >= 3:  # flux_err where visible (0 where the batch has none)
+    def _batch_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, L, input_dim) model input of a batch dict: values, mask channel and, when
+        ``input_dim >= 3``, flux_err where visible (0 where the batch has none); ``hidden``
+        optional (default nothing hidden)."""
+        hidden = batch.get("hidden")
+        x = model_input(batch["values"], batch["valid"], torch.zeros_like(batch["valid"]) if hidden is None else hidden)
+        if self.config.input_dim >= 3:
             err = batch.get("flux_err")
             err = torch.zeros_like(x[..., 0]) if err is None else torch.where(x[..., 1] > 0, err.to(x.dtype), 0.0)
             x = torch.cat([x, err[..., None], x.new_zeros(*x.shape[:2], self.config.input_dim - 3)], -1)
-        out = self(x, batch["time"], batch["valid"])
+        return x
+
+    def latents(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every latent level of a batch dict (values, valid, time; ``hidden`` optional, default
+        nothing hidden): ``level0`` .. ``level{n-1}`` (after each encoder level) and
+        ``bottleneck``, each ``(h (B, L', D), valid (B, L') bool)``; h is zero where not valid."""
+        levels, _, _ = self.encode(self._batch_input(batch), batch["time"], batch["valid"])
+        names = [f"level{i}" for i in range(self.levels)] + ["bottleneck"]
+        return dict(zip(names, levels))
+
+    def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Batch dict (values, valid, hidden, time[, flux_err]) -> reconstructed (B, L), encoded
+        (and log_var (B, L) with the variance head)."""
+        out = self(self._batch_input(batch), batch["time"], batch["valid"])
         return {k: (v[..., 0] if k != "encoded" else v) for k, v in out.items()}

@@ -108,13 +108,7 @@ class UNetAutoencoder(nn.Module):
             raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
                              f"got {tuple(x.shape)}")
         L = x.shape[-1]
-        h = self.stem(pad_length(x, 2 ** self.levels, dim=2))
-        skips = []
-        for block in self.encoder:
-            h = block(h)
-            skips.append(h)
-            h = self.pool(h)
-        h = self.bottleneck(h)
+        *skips, h = self.encode(x)
         encoded = h
         for i in reversed(range(self.levels)):
             h = self.decoder[i](torch.cat([self.up[i](h), skips[i]], dim=1))
@@ -123,6 +117,36 @@ class UNetAutoencoder(nn.Module):
         if self.config.variance_head:
             result["log_var"] = bounded_log_var(out[:, 1])
         return result
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder half of :meth:`forward`: the output of each encoder level (the skips,
+        (B, D_i, Lp / 2**i)) and, last, the bottleneck (``encoded``)."""
+        h = self.stem(pad_length(x, 2 ** self.levels, dim=2))
+        out = []
+        for block in self.encoder:
+            h = block(h)
+            out.append(h)
+            h = self.pool(h)
+        out.append(self.bottleneck(h))
+        return out
+
+    def latents(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every latent level of a batch dict (values, valid; ``hidden`` optional, default nothing
+        hidden): ``level0`` .. ``level{n-1}`` and ``bottleneck``, each ``(h (B, L', D), valid
+        (B, L') bool)``. A coarse position is valid when any bin under it is; convolutions mix
+        neighbouring bins, so unlike the transformer's, h there is not independent of the rest."""
+        hidden = batch.get("hidden", torch.zeros_like(batch["valid"]))
+        x = model_input(batch["values"], batch["valid"], hidden).transpose(1, 2)
+        if x.dim() != 3 or x.shape[1] != self.config.in_channels:
+            raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
+                             f"got {tuple(x.shape)}")
+        valid = pad_length(batch["valid"].bool(), 2 ** self.levels, dim=1)  # (B, Lp)
+        out = {}
+        for i, h in enumerate(self.encode(x)):
+            name = f"level{i}" if i < self.levels else "bottleneck"
+            step = valid.shape[1] // h.shape[2]
+            out[name] = (h.transpose(1, 2), valid.view(valid.shape[0], -1, step).any(-1))
+        return out
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch dict (values, valid, hidden) -> reconstructed (B, L), encoded."""

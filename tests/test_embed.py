@@ -1,0 +1,323 @@
+"""Embeddings and probes: pooling over real positions only, the embeddings file, probes that find
+a planted signal and only chance in noise, hand-crafted features, and the CLI chain end to end."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lcgen.embed import curve_means, embed, pool, pooled_latent, read_embeddings, write_embeddings
+from lcgen.embed.features import FEATURES, window_features
+from lcgen.embed.probe import probe_arrays, split_groups, target_values
+from lcgen.errors import LcgenError
+from lcgen.models import MODELS, create_model
+from tests.conftest import run_cli
+from tests.test_evaluate import ts_run  # noqa: F401  (the fixture)
+
+
+# --------------------------------------------------------------------------------------------
+# Pooling and the model latents
+
+
+@pytest.mark.parametrize("how", ["mean", "max", "meanmax"])
+def test_pooling_ignores_padding_exactly(how):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(4, 12, 5, generator=g)
+    valid = torch.zeros(4, 12, dtype=torch.bool)
+    for i, n in enumerate([12, 7, 3, 1]):
+        valid[i, :n] = True
+    junk = torch.where(valid[..., None], h, torch.tensor(1e30))  # padding holds anything
+    junk[1, 9, 0] = torch.nan
+    pooled = pool(junk, valid, how)
+    for i, n in enumerate([12, 7, 3, 1]):
+        alone = pool(h[i:i + 1, :n], torch.ones(1, n, dtype=torch.bool), how)  # unpadded
+        assert torch.equal(pooled[i], alone[0])
+        rows = h[i, :n].double()
+        expect = {"mean": rows.mean(0), "max": rows.amax(0)}
+        expect["meanmax"] = torch.cat([expect["mean"], expect["max"]])
+        assert torch.equal(pooled[i], expect[how].float())
+    # a row with no real position pools to zeros, not NaN
+    assert torch.equal(pool(h[:1], torch.zeros(1, 12, dtype=torch.bool), how),
+                       torch.zeros(1, 5 * (2 if how == "meanmax" else 1)))
+
+
+def _ts_batch(B=3, L=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.ones(B, L, dtype=torch.bool)
+    valid[0, 40:] = False
+    valid[1, 51:] = False
+    return {"values": torch.randn(B, L, generator=g), "valid": valid,
+            "time": torch.cumsum(0.1 + torch.rand(B, L, generator=g), 1)}
+
+
+def test_transformer_latents_do_not_see_padding():
+    torch.manual_seed(0)
+    model = create_model("transformer", "tiny", input_length=64).eval()
+    batch = _ts_batch()
+    junk = {k: v.clone() for k, v in batch.items()}
+    pad = ~batch["valid"]
+    junk["values"][pad] = 1e6
+    junk["time"][pad] = -5e4
+    longer = {k: torch.cat([v, v[:, :32]], 1) for k, v in junk.items()}  # 32 more padded positions
+    longer["valid"][:, 64:] = False
+    with torch.no_grad():
+        ref = pooled_latent(model, batch, "all")
+        # same length, other values at the padding: bit for bit the same vector at every level
+        assert torch.equal(pooled_latent(model, junk, "all"), ref)
+        assert torch.equal(pooled_latent(model, longer, "all"), ref)
+        # the first row without any padding (length 40): the same up to float32 rounding of the
+        # attention sums over a different number of (masked) keys
+        alone = pooled_latent(model, {k: v[:1, :40] for k, v in batch.items()}, "all")
+        torch.testing.assert_close(alone[0], ref[0], rtol=0, atol=1e-5)
+        levels = model.latents(batch)
+    assert list(levels) == ["level0", "level1", "bottleneck"]
+    for h, valid in levels.values():
+        assert h.shape[:2] == valid.shape and not h[~valid].any()  # zero where not real
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_model_has_latents_and_its_default_level(name):
+    torch.manual_seed(0)
+    model = create_model(name, "tiny", input_length=64).eval()
+    batch = _ts_batch()
+    with torch.no_grad():
+        levels = model.latents(batch)
+        assert MODELS[name].latent in levels
+        for h, valid in levels.values():
+            assert h.dim() == 3 and h.shape[0] == 3 and valid.shape == h.shape[:2] and valid.dtype == torch.bool
+            assert valid.any(1).all()
+        vec = pooled_latent(model, batch, MODELS[name].latent)
+        assert vec.shape == (3, levels[MODELS[name].latent][0].shape[-1]) and vec.dtype == torch.float32
+        # the default latent of the transformer and unet is their forward pass's `encoded`
+        if name != "mlp":
+            batch["hidden"] = torch.zeros_like(batch["valid"])
+            encoded = model.forward_batch(batch)["encoded"]
+            h = levels["bottleneck"][0]
+            torch.testing.assert_close(h, encoded if name == "transformer" else encoded.transpose(1, 2))
+    with pytest.raises(LcgenError, match="no latent level 'nope'"):
+        pooled_latent(model, batch, "nope")
+
+
+def test_curve_rows_are_the_mean_of_their_windows():
+    rng = np.random.default_rng(1)
+    window = rng.standard_normal((9, 3)).astype(np.float32)
+    source = np.array([7, 7, 2, 5, 5, 5, 2, 9, 7])
+    curve, curve_source, index = curve_means(window, source)
+    np.testing.assert_array_equal(curve_source, [2, 5, 7, 9])
+    np.testing.assert_array_equal(curve_source[index], source)
+    for k, s in enumerate(curve_source):
+        np.testing.assert_allclose(curve[k], window[source == s].mean(0), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding a trained run
+
+
+# ts_run: a tiny transformer trained one epoch on 30 mock curves (64-point windows)
+
+
+def test_embed_is_deterministic_and_round_trips(ts_run, tmp_path):
+    from lcgen.embed import EmbedConfig
+
+    a = embed(ts_run, cfg=EmbedConfig(batch_size=7, level="bottleneck", pooling="mean"))
+    np.testing.assert_array_equal(embed(ts_run, cfg=EmbedConfig(batch_size=7, level="bottleneck",
+                                                                pooling="mean")).window, a.window)
+    # other batch sizes run other matmul kernels: the same vectors to float32 rounding
+    b = embed(ts_run, cfg=EmbedConfig(batch_size=64, level="bottleneck", pooling="mean"))
+    np.testing.assert_allclose(b.window, a.window, rtol=1e-5, atol=1e-6)
+    with h5py.File(a.attrs["input"], "r") as f:
+        n_rows = f["flux"].shape[0]
+        np.testing.assert_array_equal(a.source, f["source"][:])
+        np.testing.assert_array_equal(a.start, f["start"][:])
+        np.testing.assert_array_equal(a.meta["lc_type"], f["meta/lc_type"].asstr()[:])
+    assert a.window.shape == (n_rows, 32) and a.window.dtype == np.float32  # tiny: widths [16, 32]
+    assert np.isfinite(a.window).all() and a.curve.shape == (30, 32)
+    for k, s in enumerate(a.curve_source):
+        np.testing.assert_allclose(a.curve[k], a.window[a.source == s].mean(0), rtol=1e-6, atol=1e-7)
+        assert a.curve_meta["lc_type"][k] == a.meta["lc_type"][a.source == s][0]
+    path = write_embeddings(tmp_path / "e.h5", a)
+    back = read_embeddings(path)
+    for key in ("window", "curve", "row", "source", "start", "curve_index", "curve_source"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(a, key))
+    np.testing.assert_array_equal(back.curve_meta["period"], a.curve_meta["period"])
+    assert back.attrs["format"] == "embeddings" and back.attrs["run_dir"] == str(ts_run.resolve())
+    assert back.attrs["level"] == "bottleneck" and back.attrs["pooling"] == "mean"
+    assert "model_name: transformer" in back.attrs["run_config"]
+    # probing windows: split by curve, so a curve's windows are all train or all test
+    from lcgen.embed.probe import ProbeConfig, probe_file
+
+    report = probe_file(path, ProbeConfig(rows="window", baselines=False, few_shot=[2], repeats=1,
+                                          targets=["lc_type", "log10(snr)"]))
+    assert (tmp_path / "probe-e.json").is_file() and report["split"]["n_curves"] == 30
+    assert report["split"]["n_train_rows"] + report["split"]["n_test_rows"] == n_rows
+    assert report["representations"]["learned"]["targets"]["log10(snr)"]["n_test"] == report["split"]["n_test_rows"]
+    # the random-weight control: same shapes, other vectors, reproducible by its seed
+    r1 = embed(ts_run, cfg=EmbedConfig(weights="random", seed=4, level="bottleneck", pooling="mean"))
+    r2 = embed(ts_run, cfg=EmbedConfig(weights="random", seed=4, level="bottleneck", pooling="mean"))
+    np.testing.assert_array_equal(r1.window, r2.window)
+    assert r1.window.shape == a.window.shape and not np.allclose(r1.window, a.window)
+
+
+def test_embed_errors_name_the_fix(ts_run):
+    raw = ts_run.parents[2] / "raw.h5"
+    with pytest.raises(LcgenError, match=r"'raw' file.*lcgen convert"):
+        embed(ts_run, raw)
+    from lcgen.embed import EmbedConfig
+
+    with pytest.raises(LcgenError, match="no latent level 'middle'"):
+        embed(ts_run, cfg=EmbedConfig(level="middle"))
+
+
+# --------------------------------------------------------------------------------------------
+# Probes
+
+
+def _classes(n, k, rng):
+    return np.repeat(np.array([f"c{i}" for i in range(k)]), n // k)[rng.permutation(n)]
+
+
+def test_split_keeps_each_curve_on_one_side():
+    groups = np.repeat(np.arange(50), 3)
+    train, test = split_groups(groups, 0.3, seed=2)
+    assert not (train & test).any() and (train | test).all()
+    assert not set(groups[train]) & set(groups[test]) and len(set(groups[test])) == 15
+
+
+def test_probes_recover_a_planted_signal():
+    rng = np.random.default_rng(0)
+    n, k = 1200, 4
+    y = _classes(n, k, rng)
+    z = rng.standard_normal(n)
+    X = rng.standard_normal((n, 10))
+    X[:, :k] += 4.0 * (y[:, None] == np.array([f"c{i}" for i in range(k)]))  # class means apart
+    X[:, 5] = z + 0.05 * rng.standard_normal(n)
+    meta = {"kind": y, "z": z, "scale": 10 ** z}
+    groups = np.arange(n)
+    train, test = split_groups(groups, 0.3, seed=0)
+    out = probe_arrays(X, meta, groups, ["kind", "z", "log10(scale)"], train=train, test=test,
+                       few_shot_sizes=[10, 100], repeats=3)
+    for probe in ("logistic", "knn"):
+        assert out["kind"][probe]["macro_f1"] > 0.95
+    assert out["kind"]["few_shot"]["10"]["macro_f1"] > 0.9
+    assert out["kind"]["few_shot"]["100"]["repeats"] == 3
+    for spec in ("z", "log10(scale)"):  # the log target is the planted z again
+        assert out[spec]["ridge"]["r2"] > 0.99 and out[spec]["ridge"]["rmse"] < 0.1
+        assert out[spec]["knn"]["r2"] > 0.6  # neighbours in 10 dimensions, 9 of them noise
+
+
+def test_probes_on_noise_score_chance():
+    # 4 balanced classes, 900 test rows: macro-F1 of a chance guesser is 0.25 with a standard
+    # deviation of about 0.015 here; the bounds are about 5 sigma
+    rng = np.random.default_rng(1)
+    n, k = 3000, 4
+    y = _classes(n, k, rng)
+    meta = {"kind": y, "z": rng.standard_normal(n)}
+    X = rng.standard_normal((n, 16))
+    groups = np.arange(n)
+    train, test = split_groups(groups, 0.3, seed=0)
+    out = probe_arrays(X, meta, groups, ["kind", "z"], train=train, test=test, few_shot_sizes=[100], repeats=2)
+    assert out["kind"]["chance_macro_f1"] == 0.25
+    for probe in ("logistic", "knn"):
+        assert abs(out["kind"][probe]["macro_f1"] - 0.25) < 0.075
+        assert abs(out["kind"][probe]["accuracy"] - 0.25) < 0.075
+    assert abs(out["kind"]["few_shot"]["100"]["macro_f1"] - 0.25) < 0.075
+    assert -0.05 < out["z"]["ridge"]["r2"] < 0.01  # no better than the mean of the train targets
+    assert out["z"]["knn"]["r2"] < 0.01
+
+
+def test_targets_and_their_errors():
+    meta = {"lc_type": np.array(["a", "b", "a"]), "period": np.array([1.0, np.nan, 100.0])}
+    y, usable, kind = target_values(meta, "log10(period)")
+    assert kind == "regression" and usable.tolist() == [True, False, True] and y[[0, 2]].tolist() == [0.0, 2.0]
+    assert target_values(meta, "lc_type")[2] == "classification"
+    with pytest.raises(LcgenError, match="no meta column 'snr'.*lc_type, period"):
+        target_values(meta, "snr")
+    with pytest.raises(LcgenError, match="not numeric"):
+        target_values(meta, "log10(lc_type)")
+
+
+# --------------------------------------------------------------------------------------------
+# Hand-crafted features
+
+
+def test_window_features_of_a_sinusoid_and_of_white_noise():
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(0, 200, 400))
+    y = 10 + 2 * np.sin(2 * np.pi * t / 12.5)
+    f = dict(zip(FEATURES, window_features(t, y)))
+    assert f["amp_5_95"] == pytest.approx((np.percentile(y, 95) - np.percentile(y, 5)) / 2)
+    assert f["std"] == pytest.approx(y.std()) and f["amp_5_95"] == pytest.approx(2, rel=0.05)
+    assert 10 ** -f["log_peak_freq"] == pytest.approx(12.5, rel=0.03)  # period from the PSD peak
+    assert 10 ** f["log_acf_lag"] == pytest.approx(12.5, rel=0.03) and f["acf_peak"] == 1
+    assert f["von_neumann"] < 0.2 and f["kurtosis"] == pytest.approx(-1.5, abs=0.1)  # smooth; arcsine law
+    noise = dict(zip(FEATURES, window_features(t, rng.standard_normal(t.size))))
+    assert noise["von_neumann"] == pytest.approx(2.0, abs=0.3) and abs(noise["skew"]) < 0.3
+    assert np.isnan(window_features(t[:5], y[:5])).all()  # too few points
+    assert np.isnan(window_features(t, np.ones_like(t))[3:]).all()  # constant: only amplitudes
+
+
+# --------------------------------------------------------------------------------------------
+# The command line, end to end
+
+
+def test_cli_train_embed_probe_plot(tmp_path):
+    r = run_cli("generate", "-n", 60, "--seed", 2, "-o", tmp_path / "raw.h5", "-j", 1, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("convert", "-i", tmp_path / "raw.h5", "-o", tmp_path / "ts.h5", "--max-length", 64,
+                "--min-points", 16, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("train", "transformer", "--preset", "tiny", "--epochs", 1, "--batch-size", 32,
+                "--data", tmp_path / "ts.h5", "--name", "t", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "runs" / "transformer" / "t"
+    r = run_cli("embed", run, tmp_path / "raw.h5", cwd=tmp_path)  # a raw file: say what to run first
+    assert r.returncode == 1 and "lcgen convert" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("embed", run, tmp_path / "ts.h5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # default: every level (16 + 32 + 32 channels), mean and max: 160 numbers per curve
+    assert "rows/s" in r.stdout and "60 × 160" in r.stdout
+    r = run_cli("info", run / "embeddings.h5", cwd=tmp_path)
+    assert r.returncode == 0 and "embeddings" in r.stdout and "meanmax" in r.stdout
+    r = run_cli("probe", run / "embeddings.h5", "--set", "few_shot=[2]", "--set", "repeats=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((run / "probe.json").read_text())
+    assert set(report["representations"]) == {"learned", "handcrafted", "random"}
+    assert report["representations"]["handcrafted"]["dim"] == len(FEATURES)
+    assert report["representations"]["random"]["dim"] == 160
+    for rep in report["representations"].values():
+        t = rep["targets"]
+        assert set(t) == {"lc_type", "log10(period)", "log10(tau)"}
+        assert 0 <= t["lc_type"]["logistic"]["macro_f1"] <= 1 and "2" in t["lc_type"]["few_shot"]
+        assert np.isfinite(t["log10(period)"]["ridge"]["rmse"])
+    assert report["split"]["n_test_rows"] == 18 and report["split"]["n_curves"] == 60
+    assert "lc_type macro-F1 (logistic)" in r.stdout
+    r = run_cli("probe", run / "embeddings.h5", "--no-baselines", "-t", "sampling", "-t", "log10(snr)",
+                "-o", tmp_path / "p.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    other = json.loads((tmp_path / "p.json").read_text())
+    assert list(other["representations"]) == ["learned"]
+    assert set(other["representations"]["learned"]["targets"]) == {"sampling", "log10(snr)"}
+    r = run_cli("plot", run / "embeddings.h5", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (run / "embeddings_map.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", ["unet", "mlp"])
+def test_spectral_runs_embed_one_vector_per_analysed_curve(tmp_path, name):
+    from lcgen.embed import EmbedConfig
+    from lcgen.train import TrainConfig, fit
+    from tests.test_data import write_spectra
+
+    write_spectra(tmp_path / "spectra.h5", n=24, length=64, failed=(3, 10))
+    run = fit(TrainConfig(model_name=name, preset="tiny", data=str(tmp_path / "spectra.h5"), epochs=1,
+                          batch_size=8, runs_dir=str(tmp_path / "runs"), device="cpu"), name="t")["run_dir"]
+    emb = embed(run, cfg=EmbedConfig(level="all" if name == "unet" else None, pooling="mean"))
+    kept = [i for i in range(24) if i not in (3, 10)]  # failed rows are not embedded
+    np.testing.assert_array_equal(emb.row, kept)
+    np.testing.assert_array_equal(emb.curve_source, kept)  # one row per curve: curve = window
+    np.testing.assert_array_equal(emb.curve, emb.window)
+    np.testing.assert_array_equal(emb.start, 0)
+    assert emb.attrs["input_format"] == "spectra" and np.isfinite(emb.window).all()
+    assert emb.window.shape[1] == (8 + 16 + 16 if name == "unet" else 8)  # unet tiny: every level
