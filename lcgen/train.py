@@ -579,7 +579,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
 
 class _Forward(torch.nn.Module):
-    """``model.forward_batch`` as a module's ``forward``: what DDP and torch.compile wrap."""
+    """``model.forward_batch`` as a module's ``forward``: what DDP wraps."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
