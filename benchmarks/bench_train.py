@@ -3,9 +3,11 @@
 For each model and preset (``small`` and ``default``, i.e. full size) a child process writes a
 small synthetic data file, runs ``lcgen.train.fit`` for two epochs of a few steps at the model's
 default batch size and reports the second epoch's training samples/s (masking, data reading,
-forward, backward, clipping and the optimiser step; validation excluded) and the child's peak
-RSS. A second table times the data pipeline alone on a larger spectra file, to show that reading
-is cheap and that memory stays bounded by the read buffer, not the file.
+forward, backward, clipping and the optimiser step; validation excluded), the seconds a
+50,000-window epoch would take at that rate, the share of the step time spent waiting for the
+next batch from the reader, and the child's peak RSS. A second table times the data pipeline
+alone on a larger spectra file, stored plain and compressed (gzip, lzf), to show that reading is
+cheap and that memory stays bounded by the read buffer, not the file.
 
 ``--profile`` instead profiles one training step of each model (torch.profiler, the operators
 with the most self CPU time; the profiler times each operator on the clock, so under load read
@@ -17,7 +19,9 @@ the ratios and the CPU time, and the load average printed with them.
 
     python benchmarks/bench_train.py                  # all models, small and default
     python benchmarks/bench_train.py --models mlp --presets small --steps 20
-    python benchmarks/bench_train.py --device cuda    # on a GPU (bf16 autocast)
+    python benchmarks/bench_train.py --device cuda    # on a GPU: bf16 autocast, TF32, fused AdamW,
+                                                      # prefetching reader, loss read every 50 steps
+    python benchmarks/bench_train.py --device cuda --compile   # and torch.compile
     python benchmarks/bench_train.py --profile --models unet --batch 32
     BENCH_THREADS=2 python benchmarks/bench_train.py --against main --models transformer --rounds 2
 """
@@ -42,8 +46,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def write_spectra(path: Path, n: int, length: int = 1024, seed: int = 0) -> None:
-    """A spectra file of standard-normal channels, all bins valid, written chunk by chunk."""
+def write_spectra(path: Path, n: int, length: int = 1024, seed: int = 0, compression: str | None = None) -> None:
+    """A spectra file of standard-normal channels, all bins valid, written chunk by chunk.
+
+    The values are rounded to 12 bits of mantissa so that compression has something to find
+    (white noise at full float32 precision would not compress at all); real files compress by
+    their own ratio (README, "Data at scale")."""
     import numpy as np
 
     from lcgen.data import CHANNELS
@@ -52,12 +60,15 @@ def write_spectra(path: Path, n: int, length: int = 1024, seed: int = 0) -> None
     rng = np.random.default_rng(seed)
     with atomic_h5(path) as f:
         write_header(f, "spectra", {"made_by": "bench_train"})
-        sets = {c: f.create_dataset(c, shape=(n, length), dtype="f4", chunks=(min(256, n), length)) for c in CHANNELS}
-        mask = f.create_dataset("mask", shape=(n, length), dtype=bool, chunks=(min(256, n), length))
+        packing = {"compression": compression, "shuffle": True} if compression else {}
+        sets = {c: f.create_dataset(c, shape=(n, length), dtype="f4", chunks=(min(256, n), length), **packing)
+                for c in CHANNELS}
+        mask = f.create_dataset("mask", shape=(n, length), dtype=bool, chunks=(min(256, n), length), **packing)
         for start in range(0, n, 4096):
             stop = min(n, start + 4096)
             for ds in sets.values():
-                ds[start:stop] = rng.standard_normal((stop - start, length), dtype=np.float32)
+                x = rng.standard_normal((stop - start, length), dtype=np.float32)
+                ds[start:stop] = (x.view(np.uint32) & np.uint32(0xFFFFF800)).view(np.float32)
             mask[start:stop] = True
         f["frequency"] = np.linspace(0.001, 24, length)
         f["lag"] = np.linspace(0, 500, length)
@@ -83,7 +94,7 @@ def write_timeseries(path: Path, n: int, length: int = 512, seed: int = 0) -> No
         f["source"] = np.arange(n)
 
 
-def one(model: str, preset: str, steps: int, device: str, workdir: Path) -> dict:
+def one(model: str, preset: str, steps: int, device: str, workdir: Path, compile_: bool = False) -> dict:
     """Train ``model`` at ``preset`` for two epochs of ``steps`` steps; epoch-2 samples/s."""
     import torch
 
@@ -101,7 +112,7 @@ def one(model: str, preset: str, steps: int, device: str, workdir: Path) -> dict
         write_timeseries(data, rows)
     base = peak_rss_mb()
     cfg = complete_config(TrainConfig(model_name=model, preset=preset, data=str(data), epochs=2,
-                                      runs_dir=str(workdir / "runs"), device=device))
+                                      runs_dir=str(workdir / "runs"), device=device, compile=compile_))
     start = time.perf_counter()
     result = fit(cfg, name=f"{model}-{preset}")
     row = result["history"][-1]
@@ -110,6 +121,7 @@ def one(model: str, preset: str, steps: int, device: str, workdir: Path) -> dict
     n_steps = n_batches(len(load_split(result["run_dir"])["train"]), cfg.batch_size)
     out = {"model": model, "preset": preset, "params": params, "batch": cfg.batch_size,
            "steps": n_steps, "samples_per_s": row["samples_per_s"], "step_ms": 1000 * row["seconds"] / n_steps,
+           "epoch_50k_s": 50_000 / row["samples_per_s"], "data_wait": row["data_wait_s"] / row["seconds"],
            "peak_rss_mb": peak_rss_mb(), "rss_before_fit_mb": base, "wall_s": time.perf_counter() - start}
     if device.startswith("cuda"):
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -187,21 +199,22 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
     return out
 
 
-def pipeline(rows: int, workdir: Path) -> dict:
-    """Rows/s and peak RSS of shuffled batch reading alone (no model)."""
+def pipeline(rows: int, workdir: Path, compression: str | None = None) -> dict:
+    """Rows/s (CPU time) and peak RSS of shuffled batch reading alone (no model)."""
     import numpy as np
 
     from lcgen.data import SpectraSource, iter_batches
 
     path = workdir / "pipeline.h5"
-    write_spectra(path, rows)
+    write_spectra(path, rows, compression=compression)
     file_mb = path.stat().st_size / 2**20
     base = peak_rss_mb()
     with SpectraSource(path, "psd") as src:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         n = sum(len(b["index"]) for b in iter_batches(src, np.arange(rows), 128, shuffle=True, seed=0))
-        seconds = time.perf_counter() - start
-    return {"rows": rows, "file_mb": file_mb, "rows_per_s": n / seconds,
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"rows": rows, "compression": compression or "none", "file_mb": file_mb,
+            "rows_per_s": n / seconds, "rows_per_cpu_s": n / cpu,
             "rss_growth_mb": peak_rss_mb() - base, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -211,7 +224,10 @@ def main() -> None:
     parser.add_argument("--presets", nargs="*", default=["small", "default"])
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps per epoch [default: 6 for small, 1 for default]")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--compile", action="store_true", help="train with torch.compile")
+    parser.add_argument("--compression", nargs="*", default=["none", "gzip", "lzf"],
+                        help="storage of the data-pipeline file(s)")
     parser.add_argument("--pipeline-rows", type=int, default=20000)
     parser.add_argument("--profile", action="store_true", help="profile one training step per model and preset")
     parser.add_argument("--against", metavar="REF", help="compare training steps with git revision REF, interleaved")
@@ -224,14 +240,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.one:
-            print(json.dumps(one(*args.one, args.steps or 6, args.device, Path(tmp))))
+            print(json.dumps(one(*args.one, args.steps or 6, args.device, Path(tmp), args.compile)))
             return
         if args.step:
             model, preset, batch = args.step
             print(json.dumps(train_steps(model, preset, int(batch), args.steps or 2, args.profile)))
             return
         if args.pipeline:
-            print(json.dumps(pipeline(args.pipeline_rows, Path(tmp))))
+            comp = args.compression[0]
+            print(json.dumps(pipeline(args.pipeline_rows, Path(tmp), None if comp == "none" else comp)))
             return
 
     from lcgen.models import list_models
@@ -240,25 +257,32 @@ def main() -> None:
     if args.profile or args.against:
         steps_table(args, models, ["default"] if args.presets == ["small", "default"] else args.presets)
         return
-    print(f"device {args.device}, torch threads {os.environ.get('BENCH_THREADS', 'default')}, "
-          f"load average {os.getloadavg()[0]:.1f}; default batch sizes; samples/s of epoch 2")
+    print(f"device {args.device}{' (compiled)' if args.compile else ''}, torch threads "
+          f"{os.environ.get('BENCH_THREADS', 'default')}, load average {os.getloadavg()[0]:.1f}; default batch "
+          f"sizes; samples/s of epoch 2")
     print(f"{'model':<12}{'preset':<9}{'params':>12}{'batch':>7}{'steps':>7}{'ms/step':>10}{'samples/s':>11}"
-          f"{'peak RSS MB':>13}")
+          f"{'s/50k epoch':>13}{'data wait':>11}{'peak RSS MB':>13}")
     for model in models:
         for preset in args.presets:
             steps = args.steps or (1 if preset == "default" else 6)
-            r = _child(["--one", model, preset, "--steps", str(steps), "--device", args.device])
+            r = _child(["--one", model, preset, "--steps", str(steps), "--device", args.device]
+                       + (["--compile"] if args.compile else []))
             if "error" in r:
                 print(f"{model:<12}{preset:<9}  failed: {r['error']}")
                 continue
             gpu = f"  (GPU peak {r['peak_gpu_mb']:,.0f} MB)" if "peak_gpu_mb" in r else ""
             print(f"{model:<12}{preset:<9}{r['params']:>12,}{r['batch']:>7}{r['steps']:>7}{r['step_ms']:>10.1f}"
-                  f"{r['samples_per_s']:>11,.1f}{r['peak_rss_mb']:>13,.0f}{gpu}")
-    r = _child(["--pipeline", "--pipeline-rows", str(args.pipeline_rows)])
-    if "error" not in r:
-        print(f"\ndata pipeline: {r['rows']:,} x 1024 spectra ({r['file_mb']:.0f} MB on disk), shuffled, "
-              f"batch 128: {r['rows_per_s']:,.0f} rows/s; RSS grew {r['rss_growth_mb']:.0f} MB while reading "
-              f"(peak {r['peak_rss_mb']:.0f} MB)")
+                  f"{r['samples_per_s']:>11,.1f}{r['epoch_50k_s']:>13,.1f}{r['data_wait']:>11.1%}"
+                  f"{r['peak_rss_mb']:>13,.0f}{gpu}")
+    print(f"\ndata pipeline: {args.pipeline_rows:,} x 1024 spectra (4 channels + mask), shuffled, batch 128")
+    print(f"{'storage':<10}{'MB on disk':>12}{'rows/s':>10}{'rows/CPU-s':>12}{'RSS growth MB':>15}")
+    for comp in args.compression:
+        r = _child(["--pipeline", "--pipeline-rows", str(args.pipeline_rows), "--compression", comp])
+        if "error" in r:
+            print(f"{comp:<10}  failed: {r['error']}")
+            continue
+        print(f"{comp:<10}{r['file_mb']:>12,.0f}{r['rows_per_s']:>10,.0f}{r['rows_per_cpu_s']:>12,.0f}"
+              f"{r['rss_growth_mb']:>15,.0f}")
 
 
 def steps_table(args, models: list[str], presets: list[str]) -> None:

@@ -335,6 +335,7 @@ def train(
     init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data.", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
+    nproc: Annotated[Optional[int], typer.Option(help="Train with N processes on this machine (DistributedDataParallel; one GPU each on CUDA): runs this command under torchrun --standalone --nproc_per_node N.", min=1)] = None,
 ) -> None:
     """Train a masked autoencoder with the shared trainer; writes runs/MODEL/NAME/ (config.yaml,
     split.npz, history.csv, best.pt, last.pt). Models: {models}.
@@ -342,7 +343,10 @@ def train(
     Example: [cyan]lcgen train transformer --epochs 50[/]   [cyan]lcgen train mlp --channel acf --preset small[/]
     Fine-tune on real data: [cyan]lcgen train transformer --data data/real/timeseries.h5 --init runs/transformer/NAME --lr 3e-5[/]
     Ctrl-C saves last.pt; continue with [cyan]lcgen train --resume runs/MODEL/NAME[/].
+    Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
+    [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
     """
+    from lcgen.distributed import from_env
     from lcgen.train import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
@@ -359,11 +363,28 @@ def train(
             raise LcgenError(f"{resume} is a '{cfg.model_name}' run, not '{model}'")
     else:
         cfg = resolve_train_config(model, config_file=config, flags=flags, sets=set_)
+    if nproc is not None and nproc > 1 and not from_env().enabled:  # not yet under torchrun
+        from lcgen.data import open_source
+        from lcgen.models import get_spec
+
+        # settings and data checked here: a mistake is one line, not one per process
+        open_source(cfg.data, get_spec(cfg.model_name).data, cfg.channel).close()
+        args = [model] if model else []
+        for flag, value in (("--data", data), ("--channel", channel), ("--epochs", epochs),
+                            ("--batch-size", batch_size), ("--lr", lr), ("--preset", preset),
+                            ("--name", name), ("--device", device), ("--seed", seed), ("--threads", threads),
+                            ("--resume", resume), ("--init", init),
+                            ("--config", config), *(("--set", s) for s in set_ or [])):
+            if value is not None:
+                args += [flag, str(value)]
+        raise typer.Exit(run_torchrun(nproc, ["train", *args]))
     try:
         result = fit(cfg, name=name, resume=resume, console=console, progress=show_progress())
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         err_console.print(Text("interrupted", style="bold red"))
         raise typer.Exit(130)
+    if not from_env().main:  # under torchrun, rank 0 reports
+        raise typer.Exit(130 if result["status"] == "interrupted" else 0)
     console.print("")
     best = "best val loss" if cfg.val_fraction > 0 else "best train loss (no validation split)"
     console.print(summary_table(f"Run {result['run_dir']}", {
@@ -738,6 +759,8 @@ def _print_real_curves(path: Path) -> None:
         for source, reason in real["skipped"][:20]:
             skipped.add_row(source, reason)
         console.print(skipped)
+
+
 def _band_kept_line(path) -> str:
     """What share of each curve's resolvable band [W, Nyquist] the shared frequency grid keeps."""
     from lcgen.preprocess import band_coverage
@@ -747,6 +770,21 @@ def _band_kept_line(path) -> str:
         return "(no band_kept column: file written by an older lcgen)"
     return (f"{100 * c['median']:.1f} % of the median curve's band (min {100 * c['min']:.1f} %; "
             f"{c['partial']:,} of {c['curves']:,} curves lose part of theirs)")
+
+
+def run_torchrun(nproc: int, args: list[str]) -> int:
+    """``torchrun --standalone --nproc_per_node NPROC -m lcgen ARGS`` on this machine; its exit code."""
+    import signal
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "lcgen", *args]
+    proc = subprocess.Popen(command)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # the terminal's Ctrl-C reached torchrun's workers too; let them save
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _str(path: Optional[Path]) -> Optional[str]:

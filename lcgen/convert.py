@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from lcgen.errors import LcgenError
-from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, append_rows, atomic_h5, check_memory, read_raw, write_header
+from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, RawReader, append_rows, atomic_h5, check_memory, write_header
 
 
 @dataclasses.dataclass
@@ -31,6 +31,7 @@ class ConvertConfig:
     max_length: int = 512  # (int) points per window
     strategy: Literal["window", "truncate"] = "window"  # (str) all windows, or only the first
     min_points: int = 32  # (int) windows with fewer real points are dropped
+    compression: Literal["none", "gzip", "lzf"] = "none"  # (str) HDF5 compression of the output (chunks of 256 rows); see README "Data at scale"
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -123,44 +124,51 @@ def check_config(cfg: ConvertConfig) -> None:
 def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None) -> dict:
     """Convert ``cfg.input`` (raw) into ``cfg.output`` (time series). Returns a summary dict.
 
-    Rows are appended chunk by chunk, so memory holds one chunk of windows, not the output.
+    The input is read and the rows appended a chunk of curves at a time, so memory holds one
+    chunk, whatever the sizes of the input and the output.
     """
     check_config(cfg)
-    raw = read_raw(cfg.input)
     L = cfg.max_length
-    point_keys = [k for k in POINT_KEYS if k != "signal" or raw.signal is not None]
     counts = CleanCounts()
     short = 0
-    with atomic_h5(cfg.output, inputs=[cfg.input]) as f:
+    packing = {} if cfg.compression == "none" else {"compression": cfg.compression, "shuffle": True}
+    with RawReader(cfg.input) as reader, atomic_h5(cfg.output, inputs=[cfg.input]) as f:
+        n_curves = len(reader)
+        point_keys = [k for k in POINT_KEYS if k != "signal" or reader.has_signal]
         write_header(f, "timeseries", cfg)
         # Datasets held open for the whole write (see lcgen.io.RawWriter._new).
-        columns = {key: f.create_dataset(key, (0, L), maxshape=(None, L), dtype=np.float32, chunks=(256, L))
-                   for key in point_keys}
-        columns["mask"] = f.create_dataset("mask", (0, L), maxshape=(None, L), dtype=bool, chunks=(256, L))
+        columns = {key: f.create_dataset(key, (0, L), maxshape=(None, L), dtype=np.float32, chunks=(256, L),
+                                         **packing) for key in point_keys}
+        columns["mask"] = f.create_dataset("mask", (0, L), maxshape=(None, L), dtype=bool, chunks=(256, L),
+                                           **packing)
         for key, dtype in ROW_KEYS.items():
             columns[key] = f.create_dataset(key, (0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-        for lo in range(0, len(raw), CHUNK_CURVES):
-            rows, n_short = _windows(raw, range(lo, min(lo + CHUNK_CURVES, len(raw))), cfg, counts, progress)
+        # Per-row copies of the raw metadata (light-curve type, true parameters) for evaluation.
+        meta = f.create_group("meta")
+        for key in reader.meta_keys:
+            kind = reader.meta(key, 0, 0).dtype
+            columns[f"meta/{key}"] = meta.create_dataset(
+                key, (0,), maxshape=(None,), chunks=(4096,),
+                dtype=h5py.string_dtype() if kind.kind in "USO" else kind)
+        for lo in range(0, n_curves, CHUNK_CURVES):  # one chunk of curves in memory at a time
+            raw = reader.read(lo, lo + CHUNK_CURVES)
+            rows, n_short = _windows(raw, range(len(raw)), cfg, counts, progress)
             short += n_short
+            local = rows["source"]
+            rows["source"] = local + lo
             for key, values in rows.items():
                 append_rows(columns[key], values)
+            for key, values in raw.meta.items():
+                values = values[local]
+                append_rows(columns[f"meta/{key}"], values.astype(object) if values.dtype.kind in "USO" else values)
         n_rows = columns["source"].shape[0]
         if n_rows == 0:
             raise LcgenError(f"{cfg.input}: no window has at least min_points={cfg.min_points} points; "
                              f"lower --min-points")
-        # Per-row copies of the raw metadata (light-curve type, true parameters) for evaluation.
-        source = columns["source"][:]
-        meta = f.create_group("meta")
-        for key, values in raw.meta.items():
-            values = values[source]
-            if values.dtype.kind in "USO":
-                meta.create_dataset(key, data=values.astype(object), dtype=h5py.string_dtype())
-            else:
-                meta.create_dataset(key, data=values)
         for key, value in dataclasses.asdict(counts).items():
             f.attrs[f"clean_{key}"] = value
         f.attrs["windows_too_short"] = short
-    return {"output": cfg.output, "curves": len(raw), "windows": n_rows, "too_short": short,
+    return {"output": cfg.output, "curves": n_curves, "windows": n_rows, "too_short": short,
             **dataclasses.asdict(counts)}
 
 

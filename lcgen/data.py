@@ -4,7 +4,9 @@ Nothing here loads a whole file: rows are read by contiguous slices (or HDF5 chu
 into a buffer of at most ``buffer_rows`` rows, and batches are cut from that buffer. Shuffling is
 two-level, the usual trade-off for data on disk: blocks of consecutive rows are shuffled, then the
 rows inside each buffer. The order depends only on ``(seed, epoch)``, so an epoch can be restarted
-at any batch without reading the batches before it (exact ``--resume`` after Ctrl-C).
+at any batch without reading the batches before it (exact ``--resume`` after Ctrl-C). With
+several training processes, each reads only its share of every global batch (``rank``,
+``world_size`` of :func:`iter_batches`), so the order is the same whatever their number.
 
 A batch is a dict of tensors (see ``notes``: "Batch and model interface"):
 
@@ -304,31 +306,127 @@ def n_batches(n_rows: int, batch_size: int, drop_last: bool = False) -> int:
     return n_rows // batch_size if drop_last else -(-n_rows // batch_size)
 
 
+def batch_share(size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rank ``rank``'s rows ``[start, stop)`` of a global batch of ``size`` rows.
+
+    Contiguous and as even as possible: the first ``size % world_size`` ranks get one row more;
+    a rank gets no rows when the batch has fewer rows than there are ranks.
+    """
+    base, extra = divmod(size, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + int(rank < extra)
+
+
+def rank_positions(n: int, batch_size: int, rank: int = 0, world_size: int = 1, *,
+                   start_batch: int = 0, drop_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Where one rank's rows lie in an epoch's sequence of ``n`` rows cut into global batches.
+
+    Returns ``(positions, cuts)``: the rank's positions in the sequence, in order, and its local
+    batch k = ``positions[cuts[k]:cuts[k+1]]``, one local batch per global batch from
+    ``start_batch`` on. Over all ranks the positions of each global batch are covered exactly
+    once (:func:`batch_share`).
+    """
+    parts, cuts = [], [0]
+    for k in range(start_batch, n_batches(n, batch_size, drop_last)):
+        s = k * batch_size
+        a, b = batch_share(min(batch_size, n - s), rank, world_size)
+        parts.append(np.arange(s + a, s + b, dtype=np.int64))
+        cuts.append(cuts[-1] + b - a)
+    positions = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return positions, np.asarray(cuts, dtype=np.int64)
+
+
 def iter_batches(source: _Source, rows: np.ndarray, batch_size: int, *, shuffle: bool = False,
                  seed: int = 0, epoch: int = 0, start_batch: int = 0, drop_last: bool = False,
-                 buffer_rows: int = 8192) -> Iterator[dict[str, torch.Tensor]]:
+                 buffer_rows: int = 8192, rank: int = 0, world_size: int = 1) -> Iterator[dict[str, torch.Tensor]]:
     """Yield batches (dicts of CPU tensors) over ``rows`` of ``source``.
 
     Each buffer is read once, its rows sorted for the read; batches may straddle two buffers.
     ``start_batch`` skips the first batches of the epoch without reading them.
+
+    With ``world_size`` > 1, batch k is rank ``rank``'s share of global batch k (global batches
+    of ``batch_size`` rows, in the order :func:`batch_order` gives whatever the world size), and
+    the rank reads only its own rows of each buffer. A rank whose share of a batch is empty
+    gets an empty batch, so every rank yields the same number of batches.
     """
     sequence, bounds = batch_order(rows, shuffle=shuffle, seed=seed, epoch=epoch, buffer_rows=buffer_rows)
-    n = sequence.size
-    total = n_batches(n, batch_size, drop_last)
+    positions, cuts = rank_positions(sequence.size, batch_size, rank, world_size,
+                                     start_batch=start_batch, drop_last=drop_last)
+    # this rank's rows of buffer j are mine[local[j]:local[j+1]]
+    mine, local = sequence[positions], np.searchsorted(positions, bounds)
     j, data = -1, None
-    for k in range(start_batch, total):
-        s, e = k * batch_size, min((k + 1) * batch_size, n)
+    for k in range(len(cuts) - 1):
+        s, e = int(cuts[k]), int(cuts[k + 1])
         parts = []
         pos = s
         while pos < e:
-            if j < 0 or pos >= bounds[j + 1]:  # move to the buffer holding position `pos`
-                j = int(np.searchsorted(bounds, pos, side="right")) - 1
-                data = _read_buffer(source, sequence[bounds[j]:bounds[j + 1]])
-            stop = min(e, int(bounds[j + 1]))
-            a, b = pos - int(bounds[j]), stop - int(bounds[j])
+            if j < 0 or pos >= local[j + 1]:  # move to the buffer holding local position `pos`
+                j = int(np.searchsorted(local, pos, side="right")) - 1
+                data = _read_buffer(source, mine[local[j]:local[j + 1]])
+            stop = min(e, int(local[j + 1]))
+            a, b = pos - int(local[j]), stop - int(local[j])
             parts.append({key: value[a:b] for key, value in data.items()})
             pos = stop
+        if not parts:  # an empty share: the right keys and shapes, no rows
+            parts = [{key: value[:0] for key, value in source.read(np.zeros(0, np.int64)).items()}]
         yield {key: torch.from_numpy(np.concatenate([p[key] for p in parts])) for key in parts[0]}
+
+
+_END = object()
+
+
+def prefetch(batches: Iterator[dict[str, torch.Tensor]], depth: int = 2, *,
+             pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield the batches of ``batches`` read ahead by a background thread, ``depth`` at most.
+
+    HDF5 reading and decompression then overlap the training step (torch releases the GIL
+    while it computes). ``pin_memory`` page-locks each batch, so copies to a GPU with
+    ``non_blocking=True`` run asynchronously. The order is unchanged. An error in the reader is
+    raised here; closing this generator (or leaving the loop) stops and joins the thread.
+    """
+    if depth <= 0:
+        for batch in batches:
+            yield {k: v.pin_memory() for k, v in batch.items()} if pin_memory else batch
+        return
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for batch in batches:
+                if pin_memory:
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                if not put(batch):
+                    return
+            put(_END)
+        except BaseException as exc:  # hand it to the consumer
+            put(exc)
+
+    thread = threading.Thread(target=work, name="lcgen-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _read_buffer(source: _Source, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -472,21 +472,67 @@ def raw_offsets(f: h5py.File) -> np.ndarray:
     return offsets
 
 
-def read_raw(path: str | Path) -> RawLightCurves:
-    """Read a whole raw file into memory, validating its structure."""
-    with open_checked(path, "raw", RAW_KEYS) as f:
-        offsets = raw_offsets(f)
-        meta = {}
-        n = len(offsets) - 1
-        for key, ds in f.get("meta", {}).items():
-            values = ds.asstr()[:] if h5py.check_string_dtype(ds.dtype) else ds[:]
-            if len(values) != n:
-                raise LcgenError(f"{path}: meta/{key} has {len(values)} rows for {n} curves; the file is corrupt")
-            meta[key] = np.asarray(values)
+def read_raw(path: str | Path, start: int = 0, stop: int | None = None) -> RawLightCurves:
+    """Read curves ``[start, stop)`` of a raw file (all of them by default) into memory,
+    validating its structure. For files larger than memory, :class:`RawReader` reads slices."""
+    with RawReader(path) as reader:
+        return reader.read(start, len(reader) if stop is None else stop)
+
+
+class RawReader:
+    """A raw file open for reading curves by slices: memory holds one slice, not the file.
+
+    >>> with RawReader("raw.h5") as r:
+    ...     for start in range(0, len(r), 2048):
+    ...         chunk = r.read(start, start + 2048)  # RawLightCurves, offsets from 0
+
+    The structure (offsets, point and metadata lengths) is checked on opening.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.f = open_checked(path, "raw", RAW_KEYS)
+        try:
+            self.offsets = raw_offsets(self.f)
+            n = len(self.offsets) - 1
+            self.meta_keys = list(self.f.get("meta", {}).keys())
+            for key in self.meta_keys:
+                if self.f["meta"][key].shape[0] != n:
+                    raise LcgenError(f"{path}: meta/{key} has {self.f['meta'][key].shape[0]} rows for {n} "
+                                     f"curves; the file is corrupt")
+            self.config = read_config(self.f)
+            self.has_signal = "signal" in self.f
+        except BaseException:
+            self.f.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __enter__(self) -> "RawReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.f.close()
+
+    def meta(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Metadata column ``key`` for curves ``[start, stop)`` (strings as str)."""
+        ds = self.f["meta"][key]
+        rows = slice(start, len(self) if stop is None else stop)
+        return np.asarray(ds.asstr()[rows] if h5py.check_string_dtype(ds.dtype) else ds[rows])
+
+    def read(self, start: int, stop: int) -> RawLightCurves:
+        """Curves ``[start, stop)`` (clipped to the file) with offsets counted from 0."""
+        start, stop = max(0, start), min(len(self), max(start, stop))
+        a, b = int(self.offsets[start]), int(self.offsets[stop])
         return RawLightCurves(
-            time=f["time"][:], flux=f["flux"][:], flux_err=f["flux_err"][:], offsets=offsets,
-            meta=meta, signal=f["signal"][:] if "signal" in f else None, config=read_config(f),
-        )
+            time=self.f["time"][a:b], flux=self.f["flux"][a:b], flux_err=self.f["flux_err"][a:b],
+            offsets=self.offsets[start:stop + 1] - a,
+            meta={key: self.meta(key, start, stop) for key in self.meta_keys},
+            signal=self.f["signal"][a:b] if self.has_signal else None, config=self.config)
 
 
 class RawWriter:

@@ -58,11 +58,12 @@ import torch
 
 from lcgen import __version__
 from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, plain, resolve_config
-from lcgen.data import (SPLIT_FILE, iter_batches, load_split, n_batches, open_source, save_split,
-                        split_rows)
+from lcgen.data import (SPLIT_FILE, batch_share, iter_batches, load_split, n_batches, open_source,
+                        prefetch, save_split, split_rows)
+from lcgen.distributed import Dist, all_sum, backend_for, from_env, gather, on_main, process_group
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
-from lcgen.masking import MaskConfig, block_mask, fixed_mask
+from lcgen.masking import MaskConfig, MaskDraws, draw_train, fixed_mask, lay_blocks
 from lcgen.models import create_model, get_spec
 
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA}
@@ -79,10 +80,15 @@ CHECKPOINT_KEYS = ("model_name", "model_config", "state_dict", "train_config")  
 RESUME_KEYS = ("optimizer", "scheduler", "rng", "progress")  # last.pt, to continue a run
 # history.csv: lr is the learning rate at the end of the epoch; losses are pooled over the epoch's
 # positions; seconds and samples/s count training steps only (validation excluded).
+# data_wait_s is the part of `seconds` spent waiting for the next batch from the reader.
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_masked", "train_unmasked", "val_loss",
-                   "val_masked", "val_unmasked", "seconds", "samples_per_s")
-# Settings a resumed run may change: where the data lives and where it runs.
-RESUMABLE_CHANGES = ("data", "device", "threads")
+                   "val_masked", "val_unmasked", "seconds", "samples_per_s", "data_wait_s")
+# Settings a resumed run may change: where the data lives, where and how fast it runs.
+RESUMABLE_CHANGES = ("data", "device", "threads", "compile", "log_every", "prefetch")
+# Steps between host reads of the loss on CUDA when log_every is 0 (on the CPU a read is free).
+CUDA_LOG_EVERY = 50
+# Batches read ahead on CUDA when prefetch is unset.
+CUDA_PREFETCH = 2
 
 
 @dataclasses.dataclass
@@ -115,7 +121,9 @@ class TrainConfig:
     threads: Optional[int] = None  # (int) CPU threads torch uses; default: torch's choice (one per core)
     amp: bool = True  # (bool) bf16 autocast on CUDA (ignored on CPU)
     optimizer_impl: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # (str) AdamW kernel: auto = fused (one kernel over all parameters)
-    compile: bool = False  # (bool) torch.compile the model (minutes of compiling first; see README for when it pays)
+    compile: bool = False  # (bool) torch.compile the model (minutes of compiling first; see README for when it pays); falls back to eager where compiling fails
+    log_every: int = 0  # (int) steps between host reads of the loss (progress, non-finite and Ctrl-C checks); 0: every step on CPU, 50 on CUDA
+    prefetch: Optional[int] = None  # (int) batches read ahead by a background thread, 0 for none; default 2 on CUDA, 0 on the CPU (where the thread would compete with torch's)
     runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
     init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule
@@ -174,6 +182,8 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("div_factor", cfg.div_factor, cfg.div_factor > 0, "> 0"),
             ("final_div_factor", cfg.final_div_factor, cfg.final_div_factor > 0, "> 0"),
             ("buffer_rows", cfg.buffer_rows, cfg.buffer_rows >= 1, ">= 1"),
+            ("log_every", cfg.log_every, cfg.log_every >= 0, ">= 0 (0: automatic)"),
+            ("prefetch", cfg.prefetch, cfg.prefetch is None or cfg.prefetch >= 0, ">= 0 (0: no read-ahead)"),
             ("threads", cfg.threads, cfg.threads is None or cfg.threads >= 1, ">= 1 (or unset)"),
             ("seed", cfg.seed, cfg.seed >= 0, ">= 0"),
             ("val_mask_seed", cfg.val_mask_seed, cfg.val_mask_seed >= 0, ">= 0")):
@@ -385,7 +395,22 @@ def _rng_state(generator: torch.Generator) -> dict:
     return state
 
 
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+def _rank_rng_state(device: torch.device) -> dict:
+    """The random state that differs between ranks (dropout): torch's CPU and this GPU's."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator, place: Dist = Dist(),
+                   device: torch.device = torch.device("cpu")) -> None:
+    """Restore :func:`_rng_state`; each rank takes its own saved state when the run had as many
+    ranks (with another number of ranks, ranks above 0 keep their fresh per-rank seeds)."""
+    ranks = state.get("ranks")
+    if place.enabled and not (ranks and len(ranks) == place.world_size):
+        generator.set_state(state["generator"])  # the masks; dropout streams start afresh
+        return
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])
     n = state["numpy"]
@@ -395,6 +420,11 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate((p["version"], tuple(p["state"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    if place.enabled:
+        own = ranks[place.rank]
+        torch.set_rng_state(own["cpu"])
+        if "cuda" in own and device.type == "cuda":
+            torch.cuda.set_rng_state(own["cuda"], device)
 
 
 def seed_everything(seed: int) -> None:
@@ -416,6 +446,7 @@ class _State:
     sums: list = dataclasses.field(default_factory=lambda: [0.0] * 4)  # loss_sums of the epoch so far
     samples: int = 0  # training samples seen in the epoch so far
     seconds: float = 0.0  # training time of the epoch so far
+    data_wait: float = 0.0  # the part of `seconds` spent waiting for batches
     best_val: float = math.inf
     history: list = dataclasses.field(default_factory=list)
 
@@ -427,15 +458,23 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
     Writes the run directory (see the module docstring). ``console`` (a Rich console) receives
     the per-epoch lines; ``progress`` shows a live progress bar per epoch, and without it a line
-    goes to ``console`` every ``log_every`` seconds within an epoch (None: never). ``stop_after`` ends
+    goes to ``console`` every ``log_every`` seconds within an epoch (None: never; this argument is
+    not the setting ``cfg.log_every``, the steps between host reads of the loss). ``stop_after`` ends
     this call after that many epochs (the schedule still spans ``cfg.epochs``; resume later).
-    With ``resume``, ``cfg`` may only change ``data``, ``device`` and ``threads`` of the saved config.
+    With ``resume``, ``cfg`` may only change ``RESUMABLE_CHANGES`` of the saved config (``data``,
+    ``device``, ``threads``, ``compile``, ``log_every``, ``prefetch``).
+
+    Started by torchrun (``RANK``/``WORLD_SIZE`` in the environment), every process calls this
+    and they train one model with DistributedDataParallel (:mod:`lcgen.distributed`); rank 0
+    alone writes and prints, and every rank returns the same result.
 
     Returns ``{"run_dir", "status" ("finished", "stopped" or "interrupted"), "epoch",
     "best_val", "history"}``. A non-finite loss or gradient raises :class:`LcgenError` naming
     the epoch and step, leaving the last good checkpoint untouched.
     """
-    log = _logger(console)
+    place = from_env()
+    log = _logger(console if place.main else None)
+    progress = progress and place.main
     init_ckpt = None  # --init: the checkpoint whose weights a new run starts from
     if resume is not None:
         run_dir = Path(resume)
@@ -452,27 +491,29 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             init_ckpt, cfg = _init_checkpoint(cfg)
         ckpt = None
         run_dir = None
-    device = resolve_device(cfg.device)
+    device = _process_device(cfg.device, place)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     spec = get_spec(cfg.model_name)
 
-    log(f"Using device: {_device_name(device)}")
+    log(f"Using device: {_device_name(device)}" + (f" x {place.world_size} processes" if place.enabled else ""))
     log("")
     source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
-    with contextlib.closing(source), contextlib.ExitStack() as cleanup:
+    with contextlib.closing(source), contextlib.ExitStack() as cleanup, process_group(place, device), \
+            _fast_cuda_math(device):
         if init_ckpt is not None:
             _check_init_data(init_ckpt, cfg, source)
         if run_dir is None:
-            run_dir = _new_run_dir(cfg, name)
-            cleanup.callback(_remove_if_unstarted, run_dir)
-            (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+            run_dir = on_main(lambda: _new_run_dir(cfg, name, config_to_yaml(cfg)), place)
+            if place.main:
+                cleanup.callback(_remove_if_unstarted, run_dir)
         log(f"Loading data from {source.description}...")
         log("")
-        split = _load_or_make_split(cfg, source, run_dir, resume is not None)
-        stats = source.statistics(np.sort(np.concatenate([split[k] for k in ("train", "val", "test")])))
-        _log_dataset(log, stats, split, source)
+        split = on_main(lambda: _load_or_make_split(cfg, source, run_dir, resume is not None), place)
+        if place.main:  # one full pass over the file, for the log only
+            stats = source.statistics(np.sort(np.concatenate([split[k] for k in ("train", "val", "test")])))
+            _log_dataset(log, stats, split, source)
 
         if ckpt is not None:
             model = model_from_checkpoint(ckpt)
@@ -490,12 +531,14 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
         steps = n_batches(len(split["train"]), cfg.batch_size)
         optimizer = _make_optimizer(model, cfg)
         scheduler = _make_scheduler(optimizer, cfg, steps)
-        generator = torch.Generator().manual_seed(cfg.seed)  # training masks, on the CPU
+        generator = torch.Generator().manual_seed(cfg.seed)  # training masks, on the CPU, same on every rank
+        if place.enabled:  # dropout differs between ranks
+            torch.manual_seed(cfg.seed + 1_000_003 * place.rank)
         state = _State()
         if ckpt is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
-            _set_rng_state(ckpt["rng"], generator)
+            _set_rng_state(ckpt["rng"], generator, place, device)
             state = _State(**ckpt["progress"])
             del ckpt  # the weights and optimiser state are in place; free the copy
 
@@ -509,13 +552,16 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             log(f"Starting training for {cfg.epochs} epochs...")
         log(f"Dynamic masking: block size [{m.min_block}, {m.max_block}], "
             f"mask ratio [{m.min_ratio:.0%}, {m.max_ratio:.0%}]")
+        if place.enabled:
+            log(f"Data parallel: {place.world_size} processes ({backend_for(device)}), global batch "
+                f"{cfg.batch_size} = about {cfg.batch_size // place.world_size} per process")
         log(f"Run directory: {run_dir}")
 
         if cfg.compile:
             log("Compiling the model with torch.compile (the first steps take minutes)...")
             model.compile()  # in place: forward_batch's self(...) runs compiled, state_dict keys unchanged
         loop = _Loop(cfg, model, optimizer, scheduler, generator, source, split, device, run_dir,
-                     spec, log, progress, log_every)
+                     spec, log, progress, log_every, place)
         with _catch_interrupt() as interrupt:
             done_here = 0
             while state.epoch < cfg.epochs:
@@ -532,61 +578,131 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     return _result(run_dir, "finished", state)
 
 
+class _Forward(torch.nn.Module):
+    """``model.forward_batch`` as a module's ``forward``: what DDP wraps."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model.forward_batch(batch)
+
+
 class _Loop:
     """One epoch of training and validation, plus checkpointing (the state lives in _State)."""
 
     def __init__(self, cfg, model, optimizer, scheduler, generator, source, split, device,
-                 run_dir, spec, log, progress, log_every):
+                 run_dir, spec, log, progress, log_every: float | None = None, place: Dist = Dist()):
         self.cfg, self.model, self.optimizer, self.scheduler = cfg, model, optimizer, scheduler
         self.generator, self.source, self.split, self.device = generator, source, split, device
-        self.run_dir, self.spec, self.log, self.progress = run_dir, spec, log, progress
-        self.log_every = log_every
+        self.run_dir, self.spec, self.log, self.progress, self.place = run_dir, spec, log, progress, place
+        self.line_every = log_every  # seconds between progress lines without a progress bar
         self.steps = n_batches(len(split["train"]), cfg.batch_size)
         self.mask_args = dataclasses.asdict(cfg.mask)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=cfg.amp and device.type == "cuda")
+        # Host reads of the device-side loss sums (each one waits for the GPU) every this many steps.
+        self.read_every = cfg.log_every or (CUDA_LOG_EVERY if device.type == "cuda" else 1)
+        self.prefetch = cfg.prefetch if cfg.prefetch is not None else (CUDA_PREFETCH if device.type == "cuda" else 0)
+        self.forward = self._wrap(model)
+        self.compiled = cfg.compile  # until the compiled model fails (then eager)
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model's batch forward, under DDP for several processes (the model itself is
+        compiled in place by :func:`fit` if asked, so DDP wraps the compiled model)."""
+        net: torch.nn.Module = _Forward(model)
+        if self.place.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return net
+
+    def _forward(self, forward: Callable, batch: dict) -> dict:
+        """``forward(batch)``; if the compiled model fails (no compiler toolchain, an unsupported
+        platform or operator), say so once, put the model back to eager and run it again."""
+        if not self.compiled:
+            return forward(batch)
+        try:
+            return forward(batch)
+        except Exception as exc:
+            self.compiled = False
+            self.model._compiled_call_impl = None  # undoes Module.compile(): plain forward from here on
+            self.log(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                     f"training without it")
+            return forward(batch)
 
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
+    def _share(self, step: int) -> tuple[int, int, int]:
+        """(global batch size, first row, end row) of this rank's share of training step ``step``."""
+        size = min(self.cfg.batch_size, len(self.split["train"]) - step * self.cfg.batch_size)
+        return (size, *batch_share(size, self.place.rank, self.place.world_size))
+
+    def _train_mask(self, valid: torch.Tensor, step: int) -> torch.Tensor:
+        """Training masks for this rank's rows: the draws of the whole global batch are made (the
+        same on every rank), this rank's rows kept, so a sample's mask does not depend on N."""
+        size, a, b = self._share(step)
+        draws = draw_train(torch.empty(size, valid.shape[1], dtype=torch.bool),
+                           min_block=self.cfg.mask.min_block, generator=self.generator)
+        draws = MaskDraws(draws.u_block[a:b], draws.u_ratio[a:b], draws.keys[a:b])
+        return lay_blocks(valid, draws, **self.mask_args)
+
     def run_epoch(self, state: _State, interrupt: dict) -> bool:
         """Train the rest of epoch ``state.epoch``, validate, checkpoint. False if interrupted."""
-        cfg, epoch = self.cfg, state.epoch
+        cfg, epoch, place = self.cfg, state.epoch, self.place
         self.model.train()
         batches = iter_batches(self.source, self.split["train"], cfg.batch_size, shuffle=True,
                                seed=cfg.seed, epoch=epoch, start_batch=state.step,
-                               buffer_rows=cfg.buffer_rows)
-        with _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}", self.steps, state.step,
-                        cfg.unmasked_weight, self.log, self.log_every) as bar:
+                               buffer_rows=cfg.buffer_rows, rank=place.rank, world_size=place.world_size)
+        batches = prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda")
+        # Loss sums of the steps since the last host read, on the device; the worst non-finite
+        # gradient norm seen (0 if none).
+        pending = torch.zeros(4, dtype=torch.float64, device=self.device)
+        bad_norm = torch.zeros((), device=self.device)
+        first_pending = state.step
+        with contextlib.closing(batches), _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}", self.steps,
+                                                     state.step, cfg.unmasked_weight, self.log, self.line_every) as bar:
             tick = time.perf_counter()
-            for batch in batches:
+            while state.step < self.steps:
+                batch = next(batches)
+                waited = time.perf_counter() - tick
                 # Training masks come from the run's generator on the CPU: identical on any device.
-                batch["hidden"] = block_mask(batch["valid"], generator=self.generator, **self.mask_args)
+                batch["hidden"] = self._train_mask(batch["valid"], state.step)
                 batch = self._to_device(batch)
                 with torch.autocast(**self.autocast):
-                    out = self.model.forward_batch(batch)
-                sums = loss_sums(out, batch, cfg)
-                total, masked, unmasked = losses_from_sums(sums, cfg.unmasked_weight)
-                if not torch.isfinite(total):
-                    self._stop_non_finite("loss", float(total.detach()), state)
+                    out = self._forward(self.forward, batch)
+                sums = loss_sums(out, batch, cfg)  # this rank's rows
+                totals = all_sum(sums.detach().clone(), place)  # the global batch's
+                # Pooled over the global batch (MSE or NLL alike); DDP averages gradients over ranks,
+                # hence the factor.
+                total = place.world_size * (sums[0] / totals[1].clamp(min=1)
+                                            + cfg.unmasked_weight * sums[2] / totals[3].clamp(min=1))
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.grad_clip > 0:
                     norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
-                    if not torch.isfinite(norm):
-                        self._stop_non_finite("gradient norm", float(norm), state)
+                    bad_norm = torch.where(torch.isfinite(norm), bad_norm, norm.detach())
                 self.optimizer.step()
                 self.scheduler.step()
 
+                pending += totals
                 state.step += 1
-                state.samples += len(batch["index"])
-                state.sums = [a + b for a, b in zip(state.sums, sums.detach().double().cpu().tolist())]
+                state.samples += self._share(state.step - 1)[0]
                 now = time.perf_counter()
                 state.seconds += now - tick
+                state.data_wait += waited
                 tick = now
-                bar(state)
-                if interrupt["stop"]:
-                    return False
+                if state.step % self.read_every == 0 or state.step == self.steps:
+                    # the one host read of the loss (it waits for the device)
+                    self._check_finite(pending, bad_norm, state, first_pending)
+                    state.sums = [a + b for a, b in zip(state.sums, pending.tolist())]
+                    pending.zero_()
+                    first_pending = state.step
+                    bar(state)
+                    if _any_rank(interrupt["stop"], place, self.device):
+                        return False
         train = losses_from_sums(torch.tensor(state.sums, dtype=torch.float64), cfg.unmasked_weight)
         val = self.validate(interrupt)
         if val is None:
@@ -595,7 +711,8 @@ class _Loop:
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(train[0]), "train_masked": float(train[1]),
                "train_unmasked": float(train[2]), "val_loss": val[0], "val_masked": val[1],
                "val_unmasked": val[2], "seconds": state.seconds,
-               "samples_per_s": state.samples / state.seconds if state.seconds > 0 else 0.0}
+               "samples_per_s": state.samples / state.seconds if state.seconds > 0 else 0.0,
+               "data_wait_s": state.data_wait}
         self.log("")
         self.log(f"Epoch {epoch + 1}/{cfg.epochs}")
         self.log(f"  Train - Loss: {row['train_loss']:.6f} | Masked: {row['train_masked']:.6f} | "
@@ -605,43 +722,60 @@ class _Loop:
         self.log(f"  Time  - {row['seconds']:.1f} s | {row['samples_per_s']:,.0f} samples/s | lr {lr:.3g}")
         # with no validation rows, "best" falls back to the training loss
         score = val[0] if len(self.split["val"]) else row["train_loss"]
-        state.epoch, state.step, state.sums, state.samples, state.seconds = epoch + 1, 0, [0.0] * 4, 0, 0.0
+        state.epoch, state.step, state.sums, state.samples = epoch + 1, 0, [0.0] * 4, 0
+        state.seconds = state.data_wait = 0.0
         state.history.append(row)
         if score < state.best_val:
             state.best_val = score
-            save_checkpoint(self.run_dir / "best.pt", self.checkpoint(state, full=False))
+            if self.place.main:
+                save_checkpoint(self.run_dir / "best.pt", self.checkpoint(state, full=False))
             self.log(f"  Saved best model to {self.run_dir / 'best.pt'}")
         self.save_last(state)
         return True
 
     @torch.no_grad()
     def validate(self, interrupt: dict) -> tuple[float, float, float] | None:
-        """Pooled (loss, masked, unmasked) over the validation rows with their fixed masks."""
+        """Pooled (loss, masked, unmasked) over the validation rows with their fixed masks; each
+        rank scores its share of every batch. None if interrupted."""
         rows = self.split["val"]
         if not len(rows):
             return (float("nan"),) * 3
         self.model.eval()
-        sums = torch.zeros(4, dtype=torch.float64)
-        for batch in iter_batches(self.source, rows, self.cfg.batch_size, buffer_rows=self.cfg.buffer_rows):
-            batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
-                                         **self.mask_args)
-            batch = self._to_device(batch)
-            with torch.autocast(**self.autocast):
-                out = self.model.forward_batch(batch)
-            sums += loss_sums(out, batch, self.cfg).double().cpu()
-            if interrupt["stop"]:
-                return None
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        batches = iter_batches(self.source, rows, self.cfg.batch_size, buffer_rows=self.cfg.buffer_rows,
+                               rank=self.place.rank, world_size=self.place.world_size)
+        batches = prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda")
+        with contextlib.closing(batches):
+            for k, batch in enumerate(batches, 1):
+                batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
+                                             **self.mask_args)
+                batch = self._to_device(batch)
+                with torch.autocast(**self.autocast):
+                    out = self._forward(self.model.forward_batch, batch)  # no gradients: DDP is not needed
+                sums += loss_sums(out, batch, self.cfg).double()
+                if k % self.read_every == 0 and _any_rank(interrupt["stop"], self.place, self.device):
+                    return None
         self.model.train()
+        sums = all_sum(sums, self.place).cpu()
         return tuple(float(x) for x in losses_from_sums(sums, self.cfg.unmasked_weight))
 
-    def _stop_non_finite(self, what: str, value: float, state: _State) -> None:
+    def _check_finite(self, pending: torch.Tensor, bad_norm: torch.Tensor, state: _State, first: int) -> None:
+        """Stop on a non-finite loss or gradient norm among steps ``first + 1 .. state.step``."""
+        loss = losses_from_sums(pending, self.cfg.unmasked_weight)[0]
+        if not torch.isfinite(loss):
+            self._stop_non_finite("loss", float(loss), state, first)
+        if float(bad_norm) != 0:
+            self._stop_non_finite("gradient norm", float(bad_norm), state, first)
+
+    def _stop_non_finite(self, what: str, value: float, state: _State, first: int) -> None:
         last = self.run_dir / "last.pt"
         kept = (f"the last good checkpoint {last} (after epoch {state.epoch}) is kept" if last.is_file()
                 else "no checkpoint was written yet")
-        raise LcgenError(f"non-finite {what} ({value}) at epoch {state.epoch + 1}, step {state.step + 1}: "
+        steps = f"step {state.step}" if first + 1 == state.step else f"steps {first + 1}-{state.step}"
+        raise LcgenError(f"non-finite {what} ({value}) at epoch {state.epoch + 1}, {steps}: "
                          f"training stopped and {kept}; lower --lr, keep grad_clip on, or check the data")
 
-    def checkpoint(self, state: _State, *, full: bool = True) -> dict:
+    def checkpoint(self, state: _State, *, full: bool = True, rng: dict | None = None) -> dict:
         model = self.model
         ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "lcgen_version": __version__,
                 "model_name": self.cfg.model_name, "model_config": model_config_dict(model),
@@ -651,12 +785,19 @@ class _Loop:
                 "train_config": config_to_dict(self.cfg)}
         if full:
             ckpt.update(optimizer=_to_cpu(self.optimizer.state_dict()), scheduler=self.scheduler.state_dict(),
-                        rng=_rng_state(self.generator), progress=dataclasses.asdict(state))
+                        rng=rng if rng is not None else _rng_state(self.generator),
+                        progress=dataclasses.asdict(state))
         return ckpt
 
     def save_last(self, state: _State) -> None:
-        save_checkpoint(self.run_dir / "last.pt", self.checkpoint(state))
-        write_history(self.run_dir / "history.csv", state.history)
+        """last.pt and history.csv, written by rank 0 (every rank must call this: the random
+        states of all ranks are gathered into the checkpoint)."""
+        rng = _rng_state(self.generator)
+        if self.place.enabled:
+            rng["ranks"] = gather(_rank_rng_state(self.device), self.place)
+        if self.place.main:
+            save_checkpoint(self.run_dir / "last.pt", self.checkpoint(state, rng=rng))
+            write_history(self.run_dir / "history.csv", state.history)
 
 
 def write_history(path: str | Path, rows: list[dict]) -> None:
@@ -696,7 +837,8 @@ def _make_scheduler(optimizer, cfg: TrainConfig, steps_per_epoch: int):
         div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
 
 
-def _new_run_dir(cfg: TrainConfig, name: str | None) -> Path:
+def _new_run_dir(cfg: TrainConfig, name: str | None, config_yaml: str) -> Path:
+    """Make RUNS_DIR/MODEL/NAME (NAME a timestamp by default) and write its config.yaml."""
     root = Path(cfg.runs_dir) / cfg.model_name
     if name is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -711,6 +853,7 @@ def _new_run_dir(cfg: TrainConfig, name: str | None) -> Path:
         raise LcgenError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                          f"or choose another --name")
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_yaml)
     return run_dir
 
 
@@ -799,6 +942,35 @@ def _model_title(name: str) -> str:
     return {"transformer": "Hierarchical Transformer", "unet": "UNet", "mlp": "MLP"}.get(name, name)
 
 
+def _process_device(name: str, place: Dist) -> torch.device:
+    """The device of this process: with several processes on CUDA, GPU ``LOCAL_RANK``."""
+    device = resolve_device(name)
+    if place.enabled and device.type == "cuda":
+        device = resolve_device(f"cuda:{place.local_rank}")
+    return device
+
+
+@contextlib.contextmanager
+def _fast_cuda_math(device: torch.device) -> Iterator[None]:
+    """TF32 matmuls and convolutions on CUDA for the duration (float32 work outside autocast)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _any_rank(flag: bool, place: Dist, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any (a Ctrl-C seen by one process stops all)."""
+    if not place.enabled:
+        return flag
+    return bool(all_sum(torch.tensor([float(flag)], device=device), place).item() > 0)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -819,23 +991,29 @@ def _logger(console) -> Callable[[str], None]:
 
 @contextlib.contextmanager
 def _catch_interrupt() -> Iterator[dict]:
-    """Turn the first Ctrl-C into a flag the loop checks after each step (so a step is never
-    cut in half); a second Ctrl-C interrupts at once."""
+    """Turn the first Ctrl-C (or SIGTERM, as a cluster scheduler sends before it kills) into a
+    flag the loop checks after each step, so a step is never cut in half; a second Ctrl-C
+    interrupts at once. Under torchrun one Ctrl-C arrives twice (from the terminal and
+    forwarded by torchrun), so a repeat within a second counts as the same one."""
     flag = {"stop": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    first = [0.0]
 
     def handler(signum, frame):
-        if flag["stop"]:
+        now = time.monotonic()
+        if flag["stop"] and now - first[0] > 1.0:
             raise KeyboardInterrupt
-        flag["stop"] = True
+        if not flag["stop"]:
+            flag["stop"], first[0] = True, now
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _running(state: _State, unmasked_weight: float) -> tuple[float, float]:

@@ -92,3 +92,33 @@ def test_robust_scale_never_divides_by_zero():
     assert robust_scale(np.array([5.0, 5.0, 5.0])) == (5.0, 1.0)
     med, iqr = robust_scale(np.array([0.0, 0.0, 0.0, 0.0, 10.0]))
     assert med == 0 and iqr == pytest.approx(4.0)  # IQR 0 → falls back to the std
+
+
+def test_convert_streams_the_input_and_compression_changes_no_value(tmp_path, monkeypatch):
+    """Any chunk size, with or without compression: the same rows; no read holds more than one
+    chunk of curves."""
+    import lcgen.convert as conv
+    from lcgen.io import RawReader
+
+    raw_path = tmp_path / "raw.h5"
+    write_sine_raw(raw_path, n_curves=7, n_range=(100, 400))
+    whole = tmp_path / "whole.h5"
+    convert(ConvertConfig(input=str(raw_path), output=str(whole), max_length=64))
+    real_read, sizes = RawReader.read, []
+
+    def recording_read(self, start, stop):
+        sizes.append(min(stop, len(self)) - start)
+        return real_read(self, start, stop)
+
+    monkeypatch.setattr(RawReader, "read", recording_read)
+    monkeypatch.setattr(conv, "CHUNK_CURVES", 3)
+    for compression in ("none", "gzip", "lzf"):
+        out = tmp_path / f"{compression}.h5"
+        convert(ConvertConfig(input=str(raw_path), output=str(out), max_length=64, compression=compression))
+        with h5py.File(whole) as a, h5py.File(out) as b:
+            assert b["flux"].compression == (None if compression == "none" else compression)
+            for key in ("flux", "flux_err", "time", "mask", "signal", "median", "iqr", "source", "start"):
+                np.testing.assert_array_equal(a[key][:], b[key][:], err_msg=key)
+            np.testing.assert_array_equal(a["meta/lc_type"].asstr()[:], b["meta/lc_type"].asstr()[:])
+            np.testing.assert_array_equal(a["meta/period"][:], b["meta/period"][:])
+    assert sizes == [3, 3, 1] * 3

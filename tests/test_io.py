@@ -102,6 +102,23 @@ def test_describe_counts_and_ranges(raw_file):
     assert "made_by: tests" in d["config"]
 
 
+def test_raw_reader_slices_match_the_whole_file(raw_file):
+    from lcgen.io import RawReader
+
+    whole = read_raw(raw_file)
+    with RawReader(raw_file) as reader:
+        assert len(reader) == len(whole) == 6
+        for start, stop in ((0, 2), (2, 5), (5, 6), (4, 99)):
+            part = reader.read(start, stop)
+            assert len(part) == min(stop, 6) - start and part.offsets[0] == 0
+            for i in range(len(part)):
+                for got, want in zip(part.curve(i), whole.curve(start + i)):
+                    np.testing.assert_array_equal(got, want)
+                np.testing.assert_array_equal(part.signal[part.span(i)], whole.signal[whole.span(start + i)])
+            np.testing.assert_array_equal(part.meta["lc_type"], whole.meta["lc_type"][start:stop])
+    assert len(read_raw(raw_file, 1, 3)) == 2
+
+
 def test_raw_chunks_fit_the_data(tmp_path):
     """A handful of curves makes a small file (fixed 65,536-element chunks made 5 curves 16 MB),
     and a catalogue still gets large chunks."""

@@ -156,7 +156,7 @@ def test_resume_continues_exactly(spectra_file, tmp_path):
 
 def test_ctrl_c_mid_epoch_saves_last_and_resume_matches(spectra_file, tmp_path, monkeypatch):
     whole = fit(mlp_config(spectra_file, tmp_path), name="whole")
-    real_mask, calls = train.block_mask, []
+    real_mask, calls = train._Loop._train_mask, []
 
     def interrupting_mask(*args, **kwargs):
         calls.append(1)
@@ -164,9 +164,9 @@ def test_ctrl_c_mid_epoch_saves_last_and_resume_matches(spectra_file, tmp_path, 
             os.kill(os.getpid(), signal.SIGINT)
         return real_mask(*args, **kwargs)
 
-    monkeypatch.setattr(train, "block_mask", interrupting_mask)
+    monkeypatch.setattr(train._Loop, "_train_mask", interrupting_mask)
     stopped = fit(mlp_config(spectra_file, tmp_path), name="cut")
-    monkeypatch.setattr(train, "block_mask", real_mask)
+    monkeypatch.setattr(train._Loop, "_train_mask", real_mask)
     assert stopped["status"] == "interrupted"
     ckpt = load_checkpoint(stopped["run_dir"] / "last.pt")
     assert ckpt["epoch"] == 0 and ckpt["progress"]["step"] == 3  # the step in flight was finished
