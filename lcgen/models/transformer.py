@@ -259,8 +259,15 @@ class TimeSeriesTransformer(nn.Module):
         the variance head, ``log_var`` (B, L, 1).
         """
         levels, ropes, extra = self.encode(x, t, valid)
-        L = x.shape[1]
-        h, _ = levels[-1]
+        return self.decode(levels, ropes, extra, x.shape[1])
+
+    def decode(self, levels, ropes, extra, length: int, bottleneck: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+        """The decoder half of :meth:`forward`, from :meth:`encode`'s output, back to ``length``
+        positions. ``bottleneck`` (B, Lp / 2**levels, D_last) replaces the encoder's bottleneck
+        (the multimodal model decodes from its shared latent); the skips are the encoder's."""
+        L = length
+        h = levels[-1][0] if bottleneck is None else bottleneck
         encoded = h  # (B, Lp / 2**levels, D_last)
         for i in reversed(range(self.levels)):
             skip, valid_i = levels[i]

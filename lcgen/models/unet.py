@@ -107,9 +107,14 @@ class UNetAutoencoder(nn.Module):
         if x.dim() != 3 or x.shape[1] != self.config.in_channels:
             raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
                              f"got {tuple(x.shape)}")
-        L = x.shape[-1]
         *skips, h = self.encode(x)
-        encoded = h
+        return self.decode(skips, h, x.shape[-1])
+
+    def decode(self, skips: list[torch.Tensor], bottleneck: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
+        """The decoder half of :meth:`forward`: from the skips and a bottleneck (B, D_last, Lp /
+        2**levels) (the encoder's, or the multimodal model's readout of its latent) to ``length`` bins."""
+        L = length
+        h = encoded = bottleneck
         for i in reversed(range(self.levels)):
             h = self.decoder[i](torch.cat([self.up[i](h), skips[i]], dim=1))
         out = self.head(h)[:, :, :L]  # (B, 1 or 2, L)
