@@ -165,10 +165,12 @@ def open_input(path: str | Path, kind: str, channel: str, run_dir: Path):
     with open_checked(path) as f:
         found = f.attrs.get("format")
         found = found.decode() if isinstance(found, bytes) else found
-    if found != kind:
+    expected = "timeseries" if kind == "paired" else kind  # paired: time series with per-window spectra
+    if found != expected:
         make = {"timeseries": f"`lcgen convert --input {path}` (with the --max-length the run was trained on)",
+                "paired": f"`lcgen convert --spectra --input {path}` (with the run's window and grid settings)",
                 "spectra": f"`lcgen preprocess --input {path}` (with the run's grid settings)"}[kind]
-        raise LcgenError(f"{path} is a '{found}' file, but the model of {run_dir} eats '{kind}' files; "
+        raise LcgenError(f"{path} is a '{found}' file, but the model of {run_dir} eats '{expected}' files; "
                          f"make one with {make} and embed that")
     return open_source(path, kind, channel)
 
