@@ -56,6 +56,10 @@ class WindowSpectraConfig:
     acf_max_fraction: float = 0.75  # (float) a window's ACF counts as valid up to this fraction of its span
     outlier_iqr: float = 5.0  # (float) spectra only: drop points more than this many IQRs from the median; 0 = keep all
     min_valid_bins: int = 8  # (int) windows with fewer valid frequency bins get no spectra (spectra_failed)
+    freq_min: Optional[float] = None  # (float) lowest frequency, cycles/day; null = 1 / longest window span
+    freq_max: Optional[float] = None  # (float) highest frequency; null = the highest mean-cadence Nyquist of any window
+    lag_min: Optional[float] = None  # (float) first non-zero lag, days; null = median mean cadence of the windows
+    lag_max: Optional[float] = None  # (float) last lag, days; null = acf_max_fraction × longest window span
 
 
 def preprocess_settings(cfg: WindowSpectraConfig, min_points: int) -> PreprocessConfig:
@@ -64,7 +68,8 @@ def preprocess_settings(cfg: WindowSpectraConfig, min_points: int) -> Preprocess
 
     return PreprocessConfig(n_freq=cfg.n_freq, n_lags=cfg.n_lags, freq_spacing=cfg.freq_spacing, nw=cfg.nw,
                             k=cfg.k, adaptive=cfg.adaptive, acf_max_fraction=cfg.acf_max_fraction,
-                            outlier_iqr=cfg.outlier_iqr, min_points=min_points, min_valid_bins=cfg.min_valid_bins)
+                            outlier_iqr=cfg.outlier_iqr, min_points=min_points, min_valid_bins=cfg.min_valid_bins,
+                            freq_min=cfg.freq_min, freq_max=cfg.freq_max, lag_min=cfg.lag_min, lag_max=cfg.lag_max)
 
 
 def window_points(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, mask: np.ndarray):
