@@ -366,27 +366,35 @@ def drop_modalities(u: torch.Tensor, present: torch.Tensor, p: float) -> torch.T
 
 def paired_masks(batch: dict[str, torch.Tensor], series_hidden: torch.Tensor, *, p_drop: float,
                  generator: torch.Generator | None = None, seed: int | None = None,
-                 **mask_args) -> dict[str, torch.Tensor]:
+                 share: tuple[int, int, int] | None = None, **mask_args) -> dict[str, torch.Tensor]:
     """Hidden masks of every modality of a paired batch, and the modality dropout.
 
     ``series_hidden`` is the time series' block mask (drawn as for the transformer, so fixed
     masks equal the transformer's on the same rows). Each spectral channel gets its own block
     mask (training: from ``generator``; validation/test: fixed by ``seed + k * SEED_STRIDE`` and
     the row index), then each modality is hidden whole with probability ``p_drop``
-    (:func:`drop_modalities`; uniforms from ``generator`` or fixed by ``seed``). Returns
-    ``{hidden key: (B, L_m) bool}`` and ``"dropped"`` (B, M) bool in ``MODALITIES`` order.
+    (:func:`drop_modalities`; uniforms from ``generator`` or fixed by ``seed``). Training draws
+    are made for a global batch of ``share = (size, a, b)`` rows of which the batch holds rows
+    ``a:b`` (one process of several; default the batch itself), so a row's masks do not depend
+    on the number of processes. Returns ``{hidden key: (B, L_m) bool}`` and ``"dropped"``
+    (B, M) bool in ``MODALITIES`` order.
     """
+    B = series_hidden.shape[0]
+    size, a, b = share or (B, 0, B)
     hidden = {"hidden": series_hidden}
     for k, name in enumerate(MODALITIES[1:], start=1):
         _, valid_key, hidden_key = modality_keys(name)
         valid = batch[valid_key]
         if seed is None:
-            hidden[hidden_key] = block_mask(valid, generator=generator, **mask_args)
+            draws = draw_train(torch.empty(size, valid.shape[1], dtype=torch.bool),
+                               min_block=mask_args.get("min_block", 1), generator=generator)
+            draws = MaskDraws(draws.u_block[a:b], draws.u_ratio[a:b], draws.keys[a:b])
+            hidden[hidden_key] = lay_blocks(valid, draws, **mask_args)
         else:
             hidden[hidden_key] = fixed_mask(valid, batch["index"], seed=seed + k * SEED_STRIDE, **mask_args)
     present = torch.stack([batch[modality_keys(m)[1]].any(1) for m in MODALITIES], 1)  # (B, M)
     if seed is None:
-        u = torch.rand(present.shape, generator=generator, dtype=torch.float64)
+        u = torch.rand(size, len(MODALITIES), generator=generator, dtype=torch.float64)[a:b]
     else:
         u = fixed_uniforms(batch["index"], seed=seed, n=len(MODALITIES))
     dropped = drop_modalities(u.to(present.device), present, p_drop)

@@ -300,7 +300,7 @@ def gaussian_nll_sums(pred: torch.Tensor, log_var: torch.Tensor, batch: dict[str
 def loss_sums(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: "TrainConfig") -> torch.Tensor:
     """The sums of the configured loss (:func:`mse_sums` or :func:`gaussian_nll_sums`); for paired
     data the :func:`mse_sums` of each modality in ``MODALITIES`` order, (4 M,)."""
-    if "psd_valid" in batch:
+    if get_spec(cfg.model_name).data == "paired":
         return torch.cat([mse_sums(out[recon_key(m)], {"values": batch[v], "valid": batch[ok], "hidden": batch[h]})
                           for m in MODALITIES for v, ok, h in [modality_keys(m)]])
     if cfg.loss == "nll":
@@ -744,7 +744,8 @@ class _Loop:
                 batch["hidden"] = self._train_mask(batch["valid"], state.step)
                 if self.weights is not None:  # paired data: the spectra's masks and modality dropout
                     batch.update(paired_masks(batch, batch["hidden"], p_drop=cfg.modality_dropout,
-                                              generator=self.generator, **self.mask_args))
+                                              generator=self.generator, share=self._share(state.step),
+                                              **self.mask_args))
                 batch = self._to_device(batch)
                 with torch.autocast(**self.autocast):
                     out = self._forward(self.forward, batch)
