@@ -129,6 +129,21 @@ def test_modality_dropout_hides_exactly_what_it_says(paired):
     assert torch.equal(again["dropped"], dropped[perm])
 
 
+def test_training_masks_of_a_row_do_not_depend_on_the_process_count(paired):
+    """One process's share of a global batch gets the rows' masks the whole batch gets."""
+    from lcgen.masking import block_mask
+
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 16))
+    gen = torch.Generator().manual_seed(0)
+    whole = paired_masks(batch, block_mask(batch["valid"], generator=gen), p_drop=0.4, generator=gen)
+    gen = torch.Generator().manual_seed(0)
+    series = block_mask(batch["valid"], generator=gen)[5:11]
+    share = paired_masks({k: v[5:11] for k, v in batch.items()}, series, p_drop=0.4, generator=gen, share=(16, 5, 11))
+    for key in whole:
+        assert torch.equal(whole[key][5:11], share[key]), key
+
+
 def test_drop_modalities_rate_and_the_one_left_visible():
     n = 40_000
     u = torch.rand(n, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
