@@ -404,11 +404,9 @@ def _check_same_layout(source, run_dir: Path, model, tcfg, kind: str) -> None:
                          f"rows of {trained}; {how} the data with the settings of its training data "
                          f"({tcfg.data})")
     if kind == "paired" and Path(tcfg.data).exists():
-        with open_source(tcfg.data, kind) as train_source:
-            for key in ("frequency", "lag"):
-                if not np.array_equal(source.f[key][:], train_source.f[key][:]):
-                    raise LcgenError(f"{source.path} has another {key} grid than {tcfg.data}, which {run_dir} was "
-                                     f"trained on; convert it with --spectra and the same settings")
+        from lcgen.io import check_same_grids
+
+        check_same_grids(source.path, tcfg.data, str(run_dir))
     if kind != "spectra" or not Path(tcfg.data).exists():
         return
     key = "lag" if tcfg.channel == "acf" else "frequency"

@@ -677,6 +677,18 @@ def check_paired(f: h5py.File, path: str | Path) -> tuple[int, int]:
     return widths["F"], widths["G"]
 
 
+def check_same_grids(path: str | Path, reference: str | Path, what: str) -> None:
+    """Refuse a paired file whose frequency or lag grid differs from ``reference``'s (the file a
+    run was trained on): the model's spectral inputs would mean other frequencies. ``what`` names
+    the run in the message."""
+    with open_checked(path, "timeseries") as f, open_checked(reference, "timeseries") as g:
+        for key in ("frequency", "lag"):
+            if key in g and (key not in f or not np.array_equal(f[key][:], g[key][:])):
+                raise LcgenError(f"{path} has another {key} grid than {reference}, which {what} was trained on; "
+                                 f"make it with `lcgen convert --spectra` and that file's grid "
+                                 f"(--set window_spectra.freq_min=... freq_max, lag_min, lag_max; see `lcgen info {reference}`)")
+
+
 def describe(path: str | Path) -> dict:
     """Format, attributes and per-dataset shape/dtype/range of any lcgen file."""
     with open_checked(path) as f:

@@ -97,6 +97,18 @@ def test_paired_source_reads_every_modality_and_io_checks_the_format(paired, tmp
         f["acf_mask"] = np.zeros((3, N_LAGS), bool)
     with pytest.raises(LcgenError, match=r"'acf_mask' has shape \(3, 24\), expected"):
         PairedSource(broken)
+    # another file shares a run's grids only when made with them (embed and evaluate refuse others)
+    from lcgen.io import check_same_grids
+
+    with h5py.File(paired) as f:
+        bounds = dict(freq_min=f["frequency"][0], freq_max=f["frequency"][-1], lag_min=f["lag"][1], lag_max=f["lag"][-1])
+    same, other = tmp_path / "same.h5", tmp_path / "other.h5"
+    for path, grid in ((same, bounds), (other, {})):
+        convert(ConvertConfig(input=str(paired.parent / "raw.h5"), output=str(path), max_length=WINDOW // 2, spectra=True,
+                              window_spectra=WindowSpectraConfig(n_freq=N_FREQ, n_lags=N_LAGS, **grid)))
+    check_same_grids(same, paired, "the run")
+    with pytest.raises(LcgenError, match="has another frequency grid than .*, which the run was trained on"):
+        check_same_grids(other, paired, "the run")
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,6 +201,10 @@ def embed(run_dir: str | Path, input: str | Path | None = None, cfg: EmbedConfig
         if source.length != _trained_length(model):
             raise LcgenError(f"{input} has rows of {source.length} points but {run_dir} was trained on "
                              f"{_trained_length(model)}; make the file with the run's settings")
+        if spec.data == "paired" and Path(tcfg.data).exists():  # the spectra on the run's grids
+            from lcgen.io import check_same_grids
+
+            check_same_grids(input, tcfg.data, str(run_dir))
         rows = np.asarray(source.usable, np.int64)
         if rows.size == 0:
             raise LcgenError(f"{input} has no usable rows to embed")
