@@ -105,7 +105,7 @@ CUDA_PREFETCH = 2
 class TrainConfig:
     """Everything that defines a training run (``lcgen train``); a run's config.yaml is one."""
 
-    model_name: str = "transformer"  # (str) registered model: transformer, unet, mlp
+    model_name: str = "transformer"  # (str) registered model: transformer, unet, mlp, multimodal
     preset: str = "default"  # (str) model size: tiny (tests), small (CPU), default (full size)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)  # (dict) overrides of the model's config, e.g. {dropout: 0.1}
     data: Optional[str] = None  # (str) data file; default timeseries.h5 (transformer) or preprocessed.h5 (unet, mlp)
@@ -1024,7 +1024,8 @@ def _log_dataset(log, stats: dict, split: dict, source) -> None:
 
 
 def _model_title(name: str) -> str:
-    return {"transformer": "Hierarchical Transformer", "unet": "UNet", "mlp": "MLP"}.get(name, name)
+    return {"transformer": "Hierarchical Transformer", "unet": "UNet", "mlp": "MLP",
+            "multimodal": "Multimodal (shared latent)"}.get(name, name)
 
 
 def _process_device(name: str, place: Dist) -> torch.device:

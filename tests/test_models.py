@@ -214,12 +214,12 @@ def test_readme_unet_and_mlp_configs():
 
 
 def test_registry():
-    assert list_models() == ["transformer", "unet", "mlp"]
+    assert list_models() == ["transformer", "unet", "mlp", "multimodal"]
     assert {n: s.data for n, s in MODELS.items()} == {
-        "transformer": "timeseries", "unet": "spectra", "mlp": "spectra"}
+        "transformer": "timeseries", "unet": "spectra", "mlp": "spectra", "multimodal": "paired"}
     for spec in MODELS.values():
         assert {"tiny", "small", "default"} <= set(spec.presets)
-    with pytest.raises(LcgenError, match="transformer, unet, mlp"):
+    with pytest.raises(LcgenError, match="transformer, unet, mlp, multimodal"):
         create_model("transfomer")
     with pytest.raises(LcgenError, match="did you mean 'transformer'"):
         create_model("transfomer")

@@ -23,6 +23,16 @@ from tests.conftest import run_cli, write_sine_raw
 WINDOW, N_FREQ, N_LAGS = 64, 32, 24
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread (as `--threads 1`): on a shared 2-core machine a tiny model's steps are
+    several times faster so; the previous setting is restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     path = tmp_path_factory.mktemp("raw") / "raw.h5"
@@ -101,7 +111,8 @@ def test_paired_source_reads_every_modality_and_io_checks_the_format(paired, tmp
     from lcgen.io import check_same_grids
 
     with h5py.File(paired) as f:
-        bounds = dict(freq_min=f["frequency"][0], freq_max=f["frequency"][-1], lag_min=f["lag"][1], lag_max=f["lag"][-1])
+        bounds = {k: float(v) for k, v in dict(freq_min=f["frequency"][0], freq_max=f["frequency"][-1],
+                                                 lag_min=f["lag"][1], lag_max=f["lag"][-1]).items()}
     same, other = tmp_path / "same.h5", tmp_path / "other.h5"
     for path, grid in ((same, bounds), (other, {})):
         convert(ConvertConfig(input=str(paired.parent / "raw.h5"), output=str(path), max_length=WINDOW // 2, spectra=True,
@@ -227,7 +238,7 @@ def test_shared_latent_is_deterministic_and_padding_invariant(paired):
 
 def config(paired, runs, **changes):
     base = TrainConfig(model_name="multimodal", preset="tiny", data=str(paired), epochs=2, batch_size=8, lr=3e-3,
-                       runs_dir=str(runs), device="cpu", modality_weights={"acf": 0.5})
+                       runs_dir=str(runs), device="cpu", threads=1, modality_weights={"acf": 0.5})
     return dataclasses.replace(base, **changes)
 
 
@@ -274,10 +285,10 @@ def test_multimodal_through_the_cli(raw, tmp_path):
     result = run_cli("info", data, "--no-config")
     assert result.returncode == 0 and f"paired: each window carries its own PSD, F-statistic ({N_FREQ} frequencies" in result.stdout
     result = run_cli("train", "multimodal", "--data", data, "--epochs", 1, "--batch-size", 8, "--preset", "tiny",
-                     "--name", "e2e", "--device", "cpu", "--set", f"runs_dir={runs}")
+                     "--name", "e2e", "--device", "cpu", "--threads", 1, "--set", f"runs_dir={runs}")
     assert result.returncode == 0, result.stderr
     run = runs / "multimodal" / "e2e"
-    result = run_cli("evaluate", run)
+    result = run_cli("evaluate", run, env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["data_kind"] == "paired" and set(metrics["vs_baselines"]) == {"linear", "mean"}
@@ -288,7 +299,7 @@ def test_multimodal_through_the_cli(raw, tmp_path):
         assert set(scen[f"{m}_from_others"]) == {m}
         assert scen[f"{m}_from_others"][m]["overall"]["model"]["masked_mse"] > 0
     assert set(scen["spectra_from_series"]) == {"psd", "acf", "fstat"}
-    result = run_cli("embed", run, "-o", tmp_path / "emb.h5")
+    result = run_cli("embed", run, "-o", tmp_path / "emb.h5", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     with h5py.File(tmp_path / "emb.h5") as f:
         assert f["window"].shape[1] == 64 and f.attrs["level"] in ("all", "latent")  # mean+max of the 32-wide latent
