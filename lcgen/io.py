@@ -644,7 +644,7 @@ def append_rows(ds: h5py.Dataset, values: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Summaries for `lcgen info`
+# Paired time-series files (lcgen convert --spectra)
 
 
 PAIRED_KEYS = {  # a paired time-series file: dataset -> width (F frequencies, G lags; None: one value per row)
@@ -687,6 +687,10 @@ def check_same_grids(path: str | Path, reference: str | Path, what: str) -> None
                 raise LcgenError(f"{path} has another {key} grid than {reference}, which {what} was trained on; "
                                  f"make it with `lcgen convert --spectra` and that file's grid "
                                  f"(--set window_spectra.freq_min=... freq_max, lag_min, lag_max; see `lcgen info {reference}`)")
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries for `lcgen info`
 
 
 def describe(path: str | Path) -> dict:

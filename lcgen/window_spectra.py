@@ -32,14 +32,15 @@ from typing import TYPE_CHECKING, Callable, Literal, Optional
 import h5py
 import numpy as np
 
+from lcgen.io import PAIRED_KEYS
+
 if TYPE_CHECKING:
     from lcgen.preprocess import Grids, PreprocessConfig
 
 # lcgen.preprocess imports lcgen.convert, which imports this module: preprocess is imported where used.
 CHANNELS = ("psd", "acf", "fstat")  # = lcgen.preprocess.CHANNELS
-# Datasets a paired time-series file holds beyond the time series (checked by lcgen.io.check_paired).
-SPECTRA_ROW_KEYS = ("psd", "fstat", "pvalue", "acf", "psd_mask", "fstat_mask", "acf_mask", "spectra_failed",
-                    *(f"{c}_{k}" for c in CHANNELS for k in ("scale", "mean", "std")))
+# Datasets a paired time-series file holds per window beyond the time series (lcgen.io.check_paired).
+SPECTRA_ROW_KEYS = tuple(PAIRED_KEYS)
 CHUNK_ROWS = 2048  # windows analysed between writes
 
 
