@@ -378,9 +378,12 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
     step shrinks by a roughly constant factor), so the distance to the fixed point is about the
     last step times a small factor: ~1e−9 at the default tol. (tapify stops when the 95th
     percentile of its residual is small, which left up to 1 % error in the remaining bins.) With
-    ``variance`` given the bins are independent and only the unconverged ones are iterated;
-    with tapify's σ², which couples all bins, every bin is. ``power`` is (K, F) eigenspectra
-    |Y_k|²; returns (S, iterations).
+    ``variance`` given the bins are independent: each bin takes Newton steps on S − φ(S) = 0
+    (φ the map above, φ' from d_k' = B_k/(λ_k S + B_k)²; the plain step wherever Newton's would
+    not stay positive), which reach the same fixed point in a handful of iterations where the
+    plain map, contracting by up to ~0.8 per step, needs 15–80; only unconverged bins are
+    iterated. With tapify's σ², which couples all bins, every bin takes the plain step.
+    ``power`` is (K, F) eigenspectra |Y_k|²; returns (S, iterations).
     """
     k = power.shape[0]
     if k == 1:
@@ -390,13 +393,21 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
     spec = 0.5 * (power[0] + power[1])
     active = np.arange(spec.size)  # bins still moving (all of them while σ² couples the bins)
     it = 0
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for it in range(1, max_iter + 1):
             sigma2 = variance if variance is not None else spec.sum() / n
             s, pw, fb = spec[active], power[:, active], fallback[active]
-            d = s / (lam * s + (1.0 - lam) * sigma2)  # (K, F_active)
+            leak = (1.0 - lam) * sigma2  # (K, 1): B_k
+            den = lam * s + leak
+            d = s / den  # (K, F_active)
             w = lam * d * d
-            new = np.einsum("kf,kf->f", w, pw) / w.sum(axis=0)
+            wsum = w.sum(axis=0)
+            new = np.einsum("kf,kf->f", w, pw) / wsum  # φ(S)
+            if variance is not None:  # Newton: S − (φ − S)/(φ' − 1), φ' = Σ w_k'(P_k − φ)/Σ w_k
+                dw = 2 * lam * d * leak / (den * den)  # (K, F_active): dw_k/dS
+                slope = np.einsum("kf,kf->f", dw, pw - new) / wsum
+                newton = s + (new - s) / (1.0 - slope)
+                new = np.where((slope < 1.0) & (newton > 0) & np.isfinite(newton), newton, new)
             new = np.where(np.isfinite(new), new, fb)
             moving = ~(np.abs(new - s) <= tol * new)  # NaN-safe: a NaN change counts as moving
             spec[active] = new
@@ -452,14 +463,18 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
     a = tapers.applied  # (K, N)
     k, n = a.shape
     ju, ku = np.triu_indices(k)
-    x = t - 0.5 * (t[0] + t[-1])
-    one = _transform(x, np.concatenate([a, np.ones((1, n))]), freq, eps)  # (K + 1, P): h_k, then h0 = Σ e^{iθ}
-    two = _transform(x, np.concatenate([a, a[ju] * a[ku]]), 2 * freq, eps)  # (K + K(K+1)/2, P): w_k, then V_jk
-    h, h0, w = one[:k].T, one[k], two[:k].T  # (P, K), (P,), (P, K)
     p = freq.size
+    # Direct sums, not NUFFTs: the mirror zone holds a few dozen frequencies, where a dense
+    # (N, P) phase matrix and one real matrix product are exact and cheaper than planning.
+    both = _phases(t - 0.5 * (t[0] + t[-1]), np.concatenate([freq, 2 * freq]))  # (2P, N): e^{iθ}, e^{2iθ}
+    rows = np.concatenate([a, np.ones((1, n)), a[ju] * a[ku]])  # (K + 1 + K(K+1)/2, N)
+    sums = rows @ np.concatenate([both.real, both.imag]).T  # (rows, 4P): real products only
+    sums = sums[:, :2 * p] + 1j * sums[:, 2 * p:]  # (rows, 2P): at f, then at 2f
+    h, h0 = sums[:k, :p].T, sums[k, :p]  # (P, K): h_k = Σ a_k e^{iθ}, (P,): Σ e^{iθ}
+    w, vjk = sums[:k, p:].T, sums[k + 1:, p:]  # (P, K): w_k = Σ a_k e^{2iθ}, (K(K+1)/2, P): V_jk
     v = np.zeros((p, k, k), dtype=np.complex128)
-    v[:, ju, ku] = two[k:].T
-    v[:, ku, ju] = two[k:].T
+    v[:, ju, ku] = vjk.T
+    v[:, ku, ju] = vjk.T
     eye = tapers.dt * np.eye(k)
     cov = 0.5 * np.block([[eye + v.real, v.imag], [v.imag, eye - v.real]])  # (P, 2K, 2K) = R Rᵀ
     r1 = np.concatenate([h.real, h.imag], axis=1)  # (P, 2K) = R 1
@@ -485,6 +500,29 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
         log_p = -0.5 * dfd * np.log1p(2 * f_r / dfd)  # P(F(2, d) > F) = (1 + 2F/d)^(−d/2)
         fstat = (k - 1) * np.expm1(-log_p / (k - 1))  # the F(2, 2K − 2) value with the same p
     return np.where(dfd >= 1, fstat, np.nan)
+
+
+def _phases(x: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """exp(2πi f_p x_n) as a (P, N) array, ~10× cheaper than an exp per entry: each run of evenly
+    spaced frequencies f_0 + jδ (within 1e−10 in phase) takes exp(2πi f_0 x) and exp(2πi δ x),
+    then powers of the step by doubling (relative error ~1e−14)."""
+    out = np.empty((freq.size, x.size), dtype=np.complex128)
+    tol = 1e-10 / (2 * np.pi * max(float(np.max(np.abs(x))), 1e-300))  # in frequency
+    d = np.diff(freq)
+    starts = np.flatnonzero(np.abs(np.diff(d)) > 1e-6 * np.abs(d[:-1])) + 1  # where the step changes
+    for a, b in zip([0, *starts], [*starts, freq.size - 1]):  # runs freq[a..b], sharing freq[b] when b < P − 1
+        step = (freq[b] - freq[a]) / max(b - a, 1)
+        if b - a < 2 or np.max(np.abs(freq[a:b + 1] - freq[a] - step * np.arange(b - a + 1))) > tol:
+            out[a:b + 1] = np.exp(2j * np.pi * np.outer(freq[a:b + 1], x))
+            continue
+        out[a] = np.exp(2j * np.pi * freq[a] * x)
+        power, done, m = np.exp(2j * np.pi * step * x), 1, b - a + 1  # power = exp(2πi δ·done·x)
+        while done < m:
+            c = min(done, m - done)
+            np.multiply(out[a: a + c], power, out=out[a + done: a + done + c])
+            power = power * power
+            done += c
+    return out
 
 
 def _batched_lstsq(x: np.ndarray, z: np.ndarray) -> np.ndarray:
