@@ -54,7 +54,7 @@ from collections import OrderedDict
 
 import finufft
 import numpy as np
-from scipy.interpolate import make_interp_spline
+from scipy.interpolate import BSpline, make_interp_spline
 from scipy.signal.windows import dpss
 
 from lcgen.errors import LcgenError
@@ -184,13 +184,36 @@ def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     return v, lam
 
 
+_SPLINE_CACHE: "OrderedDict[tuple[int, float, int], BSpline]" = OrderedDict()
+
+
+def dpss_spline(m: int, nw: float, k: int) -> BSpline:
+    """The cubic not-a-knot spline through the DPSS v_k[j] (:func:`dpss_tapers` of length m) at
+    u_j = j/(m − 1) on [0, 1]: the interpolating function of every curve whose tapers are built
+    from length m, in the time coordinate u = (t − t_0)/(t_{N−1} − t_0). Cached like the DPSS
+    (same byte bound), so a curve pays only for evaluating it."""
+    key = (int(m), float(nw), int(k))
+    hit = _SPLINE_CACHE.get(key)
+    if hit is not None:
+        _SPLINE_CACHE.move_to_end(key)
+        return hit
+    v, _ = dpss_tapers(*key)
+    spline = make_interp_spline(np.linspace(0.0, 1.0, key[0]), v.T, k=3)  # values (m, K)
+    _SPLINE_CACHE[key] = spline
+    size = sum(s.c.nbytes for s in _SPLINE_CACHE.values())
+    while size > DPSS_CACHE_BYTES and len(_SPLINE_CACHE) > 1:
+        size -= _SPLINE_CACHE.popitem(last=False)[1].c.nbytes
+    return spline
+
+
 def clear_dpss_cache() -> None:
-    """Forget all cached tapers (for benchmarks of the uncached path)."""
+    """Forget all cached tapers and their splines (for benchmarks of the uncached path)."""
     _DPSS_CACHE.clear()
+    _SPLINE_CACHE.clear()
 
 
 _PLANS: "OrderedDict[tuple, finufft.Plan]" = OrderedDict()
-PLAN_MODES = 64  # type-1/2 mode counts are rounded up to a multiple of this, so plans repeat
+PLAN_MODES = 64  # type-1/2 mode counts are rounded up to a multiple of this (and to 8 sizes per octave), so plans repeat
 PLAN_CACHE_BYTES = 64 * 2 ** 20  # per process
 
 
@@ -199,7 +222,7 @@ def _nufft(kind: int, x: np.ndarray, data: np.ndarray, n_modes: int, isign: int,
     """A type-1 (``data`` = strengths (T, N) → modes (T, n_modes)) or type-2 (``data`` = modes
     (T, n_modes) → values (T, N)) NUFFT with a cached finufft plan (single-threaded). A fresh
     plan costs ~0.35 ms of setup, as much as a whole small transform; callers round ``n_modes``
-    up to multiples of ``PLAN_MODES`` so that curves of similar size share plans."""
+    up (:func:`_round_modes`) so that curves of similar size share plans."""
     data = np.ascontiguousarray(data, dtype=np.complex128)
     key = (kind, int(n_modes), data.shape[0], isign, eps, upsampfac)
     plan = _PLANS.get(key)
@@ -217,7 +240,12 @@ def _nufft(kind: int, x: np.ndarray, data: np.ndarray, n_modes: int, isign: int,
 
 
 def _round_modes(m: int) -> int:
-    return -(-int(m) // PLAN_MODES) * PLAN_MODES
+    """``m`` rounded up to a multiple of ``PLAN_MODES`` and of 2^(⌊log2 m⌋ − 3): at most 8 sizes
+    per octave (≤ 12.5 % spare modes), so that curves of different lengths share finufft plans
+    (a new plan costs as much as several transforms)."""
+    m = max(int(m), 1)
+    step = max(PLAN_MODES, 1 << max(m.bit_length() - 4, 0))
+    return -(-m // step) * step
 
 
 def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
@@ -226,7 +254,8 @@ def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
     1. v_k = DPSS(M, NW, K) on the regular grid τ_m = linspace(t_0, t_{N−1}, M) (Patil et al.
        2024 take M = N; here M is N rounded up to a multiple of ``DPSS_BUCKET`` so that the
        costly DPSS are shared by curves of similar length; regular data use M = N exactly);
-    2. h_k(t_n) = cubic not-a-knot spline through (τ_m, v_k[m]) at t_n (skipped when regular);
+    2. h_k(t_n) = cubic not-a-knot spline through (τ_m, v_k[m]) at t_n (skipped when regular;
+       built once per M in the scaled time (t − t_0)/T, :func:`dpss_spline`);
     3. applied tapers a = sqrt(Δt) · G^{−1/2} h with G = h hᵀ (K × K) the tapers' Gram matrix on
        the samples (Löwdin's symmetric orthonormalisation), so Σ_n a_j(t_n) a_k(t_n) = Δt δ_jk;
        U_k = Σ_n a_k(t_n).
@@ -256,9 +285,8 @@ def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
         # The spline only needs the DPSS on some fine regular grid: build them for N rounded up to
         # a multiple of DPSS_BUCKET, so that curves of similar length share one (cached) set.
         m = -(-n // DPSS_BUCKET) * DPSS_BUCKET
-        v, lam = dpss_tapers(m, float(nw), int(k))
-        tau = np.linspace(t[0], t[-1], m)
-        h = make_interp_spline(tau, v.T, k=3)(t).T  # (K, N), all tapers in one spline
+        _, lam = dpss_tapers(m, float(nw), int(k))
+        h = dpss_spline(m, float(nw), int(k))((t - t[0]) / span).T  # (K, N), all tapers in one spline
         dt = span / n
     gram = np.einsum("jn,kn->jk", h, h)  # (K, K); einsum, not BLAS: same bits in every process
     w, q = np.linalg.eigh(gram)
