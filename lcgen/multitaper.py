@@ -54,8 +54,6 @@ from collections import OrderedDict
 
 import finufft
 import numpy as np
-from scipy.interpolate import BSpline, make_interp_spline
-from scipy.signal.windows import dpss
 
 from lcgen.errors import LcgenError
 
@@ -164,16 +162,14 @@ def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     Building them is about half the cost of a spectrum, and survey curves repeat lengths. The
     cache keeps the most recently used tapers up to ``DPSS_CACHE_BYTES`` per process; the arrays
-    are read-only.
+    are read-only. Computed by :func:`_dpss` (the numbers of ``scipy.signal.windows.dpss``).
     """
     key = (int(n), float(nw), int(k))
     hit = _DPSS_CACHE.get(key)
     if hit is not None:
         _DPSS_CACHE.move_to_end(key)
         return hit
-    v, lam = dpss(key[0], key[1], key[2], return_ratios=True)
-    v = np.ascontiguousarray(np.atleast_2d(v), dtype=np.float64)
-    lam = np.atleast_1d(np.asarray(lam, dtype=np.float64))
+    v, lam = _dpss(*key)
     v.setflags(write=False)
     lam.setflags(write=False)
     _DPSS_CACHE[key] = (v, lam)
@@ -184,10 +180,96 @@ def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     return v, lam
 
 
-_SPLINE_CACHE: "OrderedDict[tuple[int, float, int], BSpline]" = OrderedDict()
+def _dpss(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first K discrete prolate spheroidal sequences of length N and half-bandwidth
+    W = NW/N (Slepian 1978; Percival & Walden 1993 §8.3), as (K, N) unit-energy rows and their
+    concentration ratios λ_k (K,).
+
+    v_k are the eigenvectors of the K largest eigenvalues of the symmetric tridiagonal matrix
+    that commutes with the concentration operator (P&W eq. 378):
+
+        diagonal ((N − 1 − 2j)/2)² cos(2πW), j = 0..N−1;   off-diagonal j(N − j)/2, j = 1..N−1,
+
+    signed as P&W p. 379: symmetric tapers (even k) sum to a positive value, antisymmetric
+    ones begin with a positive lobe (their first sample above the numerical noise,
+    v² > max(1e−7, 1/N), is positive). λ_k = Σ_{j,l} v_j v_l sin(2πW(j − l))/(π(j − l)), with
+    2W at j = l, from the taper's autocorrelation. scipy.signal.windows.dpss follows the same
+    definitions (the tests check the two agree); this avoids importing scipy.signal, ~0.5 CPU-s
+    in every worker process.
+    """
+    from scipy.linalg import eigh_tridiagonal  # imported where used: workers start faster
+
+    j = np.arange(n, dtype=np.float64)
+    w = nw / n
+    diag = ((n - 1 - 2 * j) / 2.0) ** 2 * np.cos(2 * np.pi * w)
+    off = j[1:] * (n - j[1:]) / 2.0
+    _, vec = eigh_tridiagonal(diag, off, select="i", select_range=(n - k, n - 1))  # ascending
+    v = np.ascontiguousarray(vec[:, ::-1].T)  # (K, N), the best concentrated first
+    v[0::2] *= np.where(v[0::2].sum(axis=1) < 0, -1.0, 1.0)[:, None]
+    noise = max(1e-7, 1.0 / n)
+    for row in v[1::2]:
+        if row[np.argmax(row * row > noise)] < 0:
+            row *= -1.0
+    size = 1 << int(2 * n - 1).bit_length()  # ≥ 2N − 1: no circular wrap in the autocorrelation
+    spec = np.fft.rfft(v, size, axis=1)
+    acorr = np.fft.irfft(spec.real ** 2 + spec.imag ** 2, size, axis=1)[:, :n]  # (K, N): lags 0..N−1
+    lag = np.arange(1, n)
+    lam = 2 * w * acorr[:, 0] + 2 * acorr[:, 1:] @ (np.sin(2 * np.pi * w * lag) / (np.pi * lag))
+    return v, lam
 
 
-def dpss_spline(m: int, nw: float, k: int) -> BSpline:
+@dataclasses.dataclass(frozen=True)
+class TaperSpline:
+    """Cubic not-a-knot interpolants of K sequences sampled at u_j = j/(m − 1), j = 0..m−1.
+
+    On [u_j, u_{j+1}], with s = (m − 1)u − j:
+    S(u) = (1 − s) v_j + s v_{j+1} + [((1 − s)³ − (1 − s)) c_j + (s³ − s) c_{j+1}] / 6,
+    c_j the second derivatives times the spacing squared (Press et al., Numerical Recipes §3.3).
+    """
+
+    values: np.ndarray  # (K, m)
+    curvature: np.ndarray  # (K, m): c_j
+
+    def __call__(self, u: np.ndarray) -> np.ndarray:
+        """The K interpolants at ``u`` (N,) in [0, 1]: (K, N)."""
+        m = self.values.shape[1]
+        x = np.asarray(u, dtype=np.float64) * (m - 1)
+        j = np.clip(np.floor(x).astype(np.intp), 0, m - 2)
+        s = x - j
+        r = 1.0 - s
+        v, c = self.values, self.curvature
+        return r * v[:, j] + s * v[:, j + 1] + ((r * r - 1.0) * r * c[:, j] + (s * s - 1.0) * s * c[:, j + 1]) / 6.0
+
+
+def _not_a_knot(values: np.ndarray) -> TaperSpline:
+    """Fit :class:`TaperSpline` to ``values`` (K, m), m ≥ 4: the usual equations
+    c_{j−1} + 4c_j + c_{j+1} = 6(v_{j+1} − 2v_j + v_{j−1}) for j = 1..m−2, closed by a continuous
+    third derivative at u_1 and u_{m−2} (c_0 − 2c_1 + c_2 = 0, likewise at the end), which give
+    6c_1 = r_1 and 6c_{m−2} = r_{m−2}; the rest is a (1, 4, 1) tridiagonal system. The same
+    function as ``scipy.interpolate.make_interp_spline(u, v, k=3)``."""
+    from scipy.linalg import solve_banded
+
+    k, m = values.shape
+    if m < 4:
+        raise LcgenError(f"a not-a-knot cubic spline needs at least 4 points, got {m}")
+    r = 6.0 * (values[:, 2:] - 2.0 * values[:, 1:-1] + values[:, :-2])  # (K, m − 2): r_1..r_{m−2}
+    c = np.zeros((k, m))
+    c[:, 1], c[:, m - 2] = r[:, 0] / 6.0, r[:, -1] / 6.0
+    if m > 4:
+        rhs = r[:, 1:-1].copy()  # r_2..r_{m−3}
+        rhs[:, 0] -= c[:, 1]
+        rhs[:, -1] -= c[:, m - 2]
+        bands = np.array([[0.0] + [1.0] * (m - 5), [4.0] * (m - 4), [1.0] * (m - 5) + [0.0]])
+        c[:, 2:m - 2] = solve_banded((1, 1), bands, rhs.T).T
+    c[:, 0] = 2.0 * c[:, 1] - c[:, 2]
+    c[:, m - 1] = 2.0 * c[:, m - 2] - c[:, m - 3]
+    return TaperSpline(values=values, curvature=c)
+
+
+_SPLINE_CACHE: "OrderedDict[tuple[int, float, int], TaperSpline]" = OrderedDict()
+
+
+def dpss_spline(m: int, nw: float, k: int) -> TaperSpline:
     """The cubic not-a-knot spline through the DPSS v_k[j] (:func:`dpss_tapers` of length m) at
     u_j = j/(m − 1) on [0, 1]: the interpolating function of every curve whose tapers are built
     from length m, in the time coordinate u = (t − t_0)/(t_{N−1} − t_0). Cached like the DPSS
@@ -197,12 +279,11 @@ def dpss_spline(m: int, nw: float, k: int) -> BSpline:
     if hit is not None:
         _SPLINE_CACHE.move_to_end(key)
         return hit
-    v, _ = dpss_tapers(*key)
-    spline = make_interp_spline(np.linspace(0.0, 1.0, key[0]), v.T, k=3)  # values (m, K)
+    spline = _not_a_knot(dpss_tapers(*key)[0])
     _SPLINE_CACHE[key] = spline
-    size = sum(s.c.nbytes for s in _SPLINE_CACHE.values())
+    size = sum(s.curvature.nbytes for s in _SPLINE_CACHE.values())
     while size > DPSS_CACHE_BYTES and len(_SPLINE_CACHE) > 1:
-        size -= _SPLINE_CACHE.popitem(last=False)[1].c.nbytes
+        size -= _SPLINE_CACHE.popitem(last=False)[1].curvature.nbytes
     return spline
 
 
@@ -286,7 +367,7 @@ def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
         # a multiple of DPSS_BUCKET, so that curves of similar length share one (cached) set.
         m = -(-n // DPSS_BUCKET) * DPSS_BUCKET
         _, lam = dpss_tapers(m, float(nw), int(k))
-        h = dpss_spline(m, float(nw), int(k))((t - t[0]) / span).T  # (K, N), all tapers in one spline
+        h = dpss_spline(m, float(nw), int(k))((t - t[0]) / span)  # (K, N), all tapers in one spline
         dt = span / n
     gram = np.einsum("jn,kn->jk", h, h)  # (K, K); einsum, not BLAS: same bits in every process
     w, q = np.linalg.eigh(gram)

@@ -92,6 +92,25 @@ def test_dpss_are_cached_by_length_nw_and_k():
     assert not a[0].flags.writeable
 
 
+@pytest.mark.parametrize("n, nw, k", [(9, 2.0, 3), (301, 4.0, 7), (640, 3.0, 5), (2048, 4.0, 8)])
+def test_dpss_are_scipys(n, nw, k):
+    from scipy.signal.windows import dpss
+
+    v, lam = mt.dpss_tapers(n, nw, k)
+    ref, ref_lam = dpss(n, nw, k, return_ratios=True)
+    assert np.max(np.abs(v - ref)) <= 1e-14  # same tapers, same signs
+    assert np.max(np.abs(lam - ref_lam)) <= 1e-14
+
+
+@pytest.mark.parametrize("m", [4, 5, 64, 640])
+def test_taper_splines_are_scipys_not_a_knot_splines(m):
+    v, _ = mt.dpss_tapers(m, 2.0, 3)
+    u = np.sort(np.random.default_rng(m).uniform(0.0, 1.0, 500))
+    u[0], u[-1] = 0.0, 1.0
+    ref = make_interp_spline(np.linspace(0.0, 1.0, m), v.T, k=3)(u).T
+    assert np.max(np.abs(mt.dpss_spline(m, 2.0, 3)(u) - ref)) <= 1e-13
+
+
 def test_dpss_cache_is_bounded_in_bytes(monkeypatch):
     mt.clear_dpss_cache()
     monkeypatch.setattr(mt, "DPSS_CACHE_BYTES", 3 * 7 * 400 * 8)  # room for three (7, 400) sets
