@@ -575,7 +575,8 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
     p = freq.size
     # Direct sums, not NUFFTs: the mirror zone holds a few dozen frequencies, where a dense
     # (N, P) phase matrix and one real matrix product are exact and cheaper than planning.
-    both = _phases(t - 0.5 * (t[0] + t[-1]), np.concatenate([freq, 2 * freq]))  # (2P, N): e^{iθ}, e^{2iθ}
+    e1 = _phases(t - 0.5 * (t[0] + t[-1]), freq)  # (P, N): e^{iθ}
+    both = np.concatenate([e1, e1 * e1])  # (2P, N): e^{iθ}, e^{2iθ}
     rows = np.concatenate([a, np.ones((1, n)), a[ju] * a[ku]])  # (K + 1 + K(K+1)/2, N)
     sums = rows @ np.concatenate([both.real, both.imag]).T  # (rows, 4P): real products only
     sums = sums[:, :2 * p] + 1j * sums[:, 2 * p:]  # (rows, 2P): at f, then at 2f
@@ -596,14 +597,35 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
     # Whiten by C^{−1/2} on the directions that carry noise: close to f = 0 mean removal and the
     # mirror leave some combinations of z (nearly) noise-free, and those are dropped; with r
     # directions kept the fit has 2 and r − 2 degrees of freedom.
-    val, vec = np.linalg.eigh(cov)  # (P, 2K), (P, 2K, 2K)
-    keep = val > 1e-4 * val[:, -1:]  # below, NUFFT rounding (eps 1e-9) would be amplified
-    scale = np.where(keep, 1.0 / np.sqrt(np.where(keep, val, 1.0)), 0.0)
-    zt = np.einsum("pji,pj->pi", vec, z) * scale
-    xt = np.einsum("pji,pjc->pic", vec, x) * scale[:, :, None]
+    zx = np.concatenate([z[:, :, None], x], axis=2)  # (P, 2K, 3)
+    white = np.zeros_like(zx)  # whitened z and X
+    kept = np.full(p, 2 * k)
+    full = np.zeros(p, dtype=bool)  # rows where every direction is kept, known without eigh
+    # Most rows are well conditioned: whiten them by L⁻¹ (C + s I = L Lᵀ, s = 1e−13 tr C keeps the
+    # factorisation alive on the rank-deficient rows), ~4× cheaper than eigh. λ_min + s ≥
+    # 1/‖L⁻¹‖_F² and λ_max ≤ tr C, so where tr C · ‖L⁻¹‖_F² < 5e3 every eigenvalue exceeds 2e−4
+    # λ_max − s > 1e−4 λ_max: the eigen path below would keep all 2K directions, and L⁻¹ whitens
+    # as its C^{−1/2} does up to a rotation (which leaves the fit and residual norms alone) and
+    # the shift (relative ≤ 1.4e−8). The other rows take the eigen path.
+    trace = np.trace(cov, axis1=1, axis2=2)  # (P,)
+    try:
+        chol_inv = np.linalg.inv(np.linalg.cholesky(cov + (1e-13 * trace)[:, None, None] * np.eye(2 * k)))
+    except np.linalg.LinAlgError:  # some C + s I still not numerically positive definite: eigh for all
+        pass
+    else:
+        full = np.einsum("pij,pij->p", chol_inv, chol_inv) * trace < 5e3
+        white[full] = chol_inv[full] @ zx[full]
+    rest = ~full
+    if rest.any():
+        val, vec = np.linalg.eigh(cov[rest])  # (R, 2K), (R, 2K, 2K)
+        keep = val > 1e-4 * val[:, -1:]  # below, NUFFT rounding (eps 1e-9) would be amplified
+        scale = np.where(keep, 1.0 / np.sqrt(np.where(keep, val, 1.0)), 0.0)
+        white[rest] = np.einsum("pji,pjc->pic", vec, zx[rest]) * scale[:, :, None]
+        kept[rest] = keep.sum(axis=1)
+    zt, xt = white[:, :, 0], white[:, :, 1:]
     beta = _batched_lstsq(xt, zt)
     fit = np.einsum("pic,pc->pi", xt, beta)
-    dfd = keep.sum(axis=1) - 2.0
+    dfd = kept - 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
         f_r = (np.sum(fit * fit, axis=1) / 2) / (np.sum((zt - fit) ** 2, axis=1) / dfd)  # ~ F(2, r − 2)
         log_p = -0.5 * dfd * np.log1p(2 * f_r / dfd)  # P(F(2, d) > F) = (1 + 2F/d)^(−d/2)
