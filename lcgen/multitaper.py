@@ -488,8 +488,8 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
     last step times a small factor: ~1e−9 at the default tol. (tapify stops when the 95th
     percentile of its residual is small, which left up to 1 % error in the remaining bins.) With
     ``variance`` given the bins are independent: each bin takes Newton steps on S − φ(S) = 0
-    (φ the map above, φ' from d_k' = B_k/(λ_k S + B_k)²; the plain step wherever Newton's would
-    not stay positive), which reach the same fixed point in a handful of iterations where the
+    (φ the map above, φ' from d_k' = B_k/(λ_k S + B_k)²; the plain step wherever φ' ≥ 1 or
+    Newton's step would not stay positive), which reach the same fixed point in a handful of iterations where the
     plain map, contracting by up to ~0.8 per step, needs 15–80; only unconverged bins are
     iterated. With tapify's σ², which couples all bins, every bin takes the plain step.
     ``power`` is (K, F) eigenspectra |Y_k|²; returns (S, iterations).
@@ -574,7 +574,8 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
     ju, ku = np.triu_indices(k)
     p = freq.size
     # Direct sums, not NUFFTs: the mirror zone holds a few dozen frequencies, where a dense
-    # (N, P) phase matrix and one real matrix product are exact and cheaper than planning.
+    # (2P, N) phase matrix and one real matrix product are exact and cheaper than two type-3
+    # NUFFTs (so ``eps`` is not needed here; it stays for callers).
     e1 = _phases(t - 0.5 * (t[0] + t[-1]), freq)  # (P, N): e^{iθ}
     both = np.concatenate([e1, e1 * e1])  # (2P, N): e^{iθ}, e^{2iθ}
     rows = np.concatenate([a, np.ones((1, n)), a[ju] * a[ku]])  # (K + 1 + K(K+1)/2, N)
