@@ -487,10 +487,13 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
     step shrinks by a roughly constant factor), so the distance to the fixed point is about the
     last step times a small factor: ~1e−9 at the default tol. (tapify stops when the 95th
     percentile of its residual is small, which left up to 1 % error in the remaining bins.) With
-    ``variance`` given the bins are independent: each bin takes Newton steps on S − φ(S) = 0
-    (φ the map above, φ' from d_k' = B_k/(λ_k S + B_k)²; the plain step wherever φ' ≥ 1 or
-    Newton's step would not stay positive), which reach the same fixed point in a handful of iterations where the
-    plain map, contracting by up to ~0.8 per step, needs 15–80; only unconverged bins are
+    ``variance`` given the bins are independent: once a bin's plain step is below 1 % of S it
+    takes Newton steps on S − φ(S) = 0 (φ the map above, φ' from d_k' = B_k/(λ_k S + B_k)²; the
+    plain step wherever φ' ≥ 1 or Newton's step would not stay positive). The map can have
+    several fixed points, and Newton from afar was seen to jump to another one (1 bin in 1,000
+    curves); from close in it converges quadratically to the plain iteration's own limit: 12
+    iterations on average instead of 44 over 1,000 default mock curves (the plain map, contracting
+    by up to ~0.99 per step, stopped unconverged at 500 in 2 of them). Only unconverged bins are
     iterated. With tapify's σ², which couples all bins, every bin takes the plain step.
     ``power`` is (K, F) eigenspectra |Y_k|²; returns (S, iterations).
     """
@@ -516,7 +519,8 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
                 dw = 2 * lam * d * leak / (den * den)  # (K, F_active): dw_k/dS
                 slope = np.einsum("kf,kf->f", dw, pw - new) / wsum
                 newton = s + (new - s) / (1.0 - slope)
-                new = np.where((slope < 1.0) & (newton > 0) & np.isfinite(newton), newton, new)
+                near = np.abs(new - s) <= 1e-2 * s  # only close in: from afar Newton can jump to another fixed point
+                new = np.where(near & (slope < 1.0) & (newton > 0) & np.isfinite(newton), newton, new)
             new = np.where(np.isfinite(new), new, fb)
             moving = ~(np.abs(new - s) <= tol * new)  # NaN-safe: a NaN change counts as moving
             spec[active] = new

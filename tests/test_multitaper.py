@@ -142,6 +142,28 @@ def test_white_noise_psd_level_and_variance_reduction(adaptive):
     assert abs(np.mean(levels) - 1.0) <= 0.05  # mean S ≈ σ² Δt
 
 
+def test_adaptive_psd_with_a_given_variance_reaches_the_plain_iterations_limit():
+    # Newton steps speed up the bins' fixed-point iteration; the map has more than one fixed
+    # point, and on this mock curve (regular sampling, a sinusoid) unguarded Newton steps from
+    # afar landed on another one, 4x off in one bin. The plain iteration, run long, is the reference.
+    from lcgen.simulate import simulate_curve
+
+    curve = simulate_curve(SimulateConfig(seed=42), 451)
+    t, y = curve.time, (curve.flux - np.median(curve.flux)) / np.std(curve.flux)
+    span = t[-1] - t[0]
+    _, _, nyquist = mt.resolvable_band(t, 4.0)
+    lattice = np.arange(4, np.floor(nyquist * 4 * span) + 1) / (4 * span)  # binned_multitaper's
+    _, coef, tapers = mt.eigencoefficients(t, y, lattice)
+    power, variance = np.abs(coef) ** 2, float(np.var(y)) * tapers.dt
+    fast, n_iter = mt.adaptive_psd(power, tapers.eigvals, variance=variance)
+    lam, plain = tapers.eigvals[:, None], 0.5 * (power[0] + power[1])
+    for _ in range(3000):
+        d = plain / (lam * plain + (1 - lam) * variance)
+        plain = (lam * d * d * power).sum(0) / (lam * d * d).sum(0)
+    assert np.max(np.abs(fast / plain - 1)) < 1e-8
+    assert n_iter < 60
+
+
 def test_adaptive_psd_is_a_fixed_point_of_thomsons_weights():
     rng = np.random.default_rng(4)
     t = np.sort(rng.uniform(0.0, 60.0, 500))
