@@ -291,34 +291,33 @@ def test_bad_settings_fail_clearly():
 # The command, end to end
 
 
-def run_cli_together(commands):
-    """Run several `python -m lcgen ARGS` at once (as conftest.run_cli does one); returns
-    (returncode, stdout, stderr) per command."""
+def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp_path):
+    """Each model trains one epoch through the command: the transformer in a real subprocess
+    (``python -m lcgen``), the spectra models meanwhile in this process (CliRunner, the same
+    command function), so the suite pays one interpreter and torch start-up, not three."""
+    runs = tmp_path / "runs"
+    jobs = {model: ["train", model, "--data", str(data), "--epochs", "1", "--batch-size", "8", "--preset", "tiny",
+                    "--name", "e2e", "--device", "cpu", "--set", f"runs_dir={runs}", "--channel", "acf"]
+            for model, data in (("transformer", timeseries_file), ("unet", spectra_file), ("mlp", spectra_file))}
     env = {**os.environ, "CI": "true", "COLUMNS": "120"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [subprocess.Popen([sys.executable, "-m", "lcgen", *map(str, args)], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        results.append((proc.returncode, out, err))
-    return results
-
-
-def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp_path):
-    runs = tmp_path / "runs"
-    jobs = {model: ("train", model, "--data", data, "--epochs", 1, "--batch-size", 8, "--preset", "tiny",
-                    "--name", "e2e", "--device", "cpu", "--set", f"runs_dir={runs}", "--channel", "acf")
-            for model, data in (("transformer", timeseries_file), ("unet", spectra_file), ("mlp", spectra_file))}
-    results = run_cli_together(jobs.values())  # three processes at once: most of each is start-up
-    for (model, args), (code, out, err) in zip(jobs.items(), results):
-        data = args[3]
-        assert code == 0, err
+    proc = subprocess.Popen([sys.executable, "-m", "lcgen", *jobs["transformer"]], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outputs = {}
+    for model in ("unet", "mlp"):
+        result = CliRunner().invoke(app, jobs[model])
+        assert result.exit_code == 0, result.output
+        outputs[model] = result.output
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    outputs["transformer"] = out
+    for model, out in outputs.items():
+        data = jobs[model][3]
         for line in ("Using device: cpu", f"Loading data from {data}", "Dataset statistics:", "Dataset split:",
                      "Model parameters:", "Starting training for 1 epochs...", "Dynamic masking: block size [1, 32], "
                      "mask ratio [10%, 70%]", "Epoch 1/1", "  Train - Loss: ", "  Val   - Loss: ",
                      f"  Saved best model to {runs / model / 'e2e' / 'best.pt'}"):
-            assert line in out, (line, out)
+            assert line in out, (model, line, out)
         assert "| Masked: " in out and "| Unmasked: " in out
         for f in ("config.yaml", "history.csv", "best.pt", "last.pt", "split.npz"):
             assert (runs / model / "e2e" / f).is_file()
