@@ -307,10 +307,18 @@ class TimeSeriesTransformer(nn.Module):
         Returns ``reconstructed`` (B, L, 1), ``encoded`` (B, ceil(L / 2**levels), D_last) and, with
         the variance head, ``log_var`` (B, L, 1).
         """
-        levels, ropes, extra, padded = self._encode(x, t, valid)
-        L = x.shape[1]
-        h, _ = levels[-1]
+        levels, ropes, extra = self.encode(x, t, valid)
+        return self.decode(levels, ropes, extra, x.shape[1])
+
+    def decode(self, levels, ropes, extra, length: int, bottleneck: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+        """The decoder half of :meth:`forward`, from :meth:`encode`'s output, back to ``length``
+        positions. ``bottleneck`` (B, Lp / 2**levels, D_last) replaces the encoder's bottleneck
+        (the multimodal model decodes from its shared latent); the skips are the encoder's."""
+        L = length
+        h = levels[-1][0] if bottleneck is None else bottleneck
         encoded = h  # (B, Lp / 2**levels, D_last)
+        padded = any_padding(levels[0][1])
         for i in reversed(range(self.levels)):
             skip, valid_i = levels[i]
             h = self.up[i](h)  # (B, 2 L, D_i)
@@ -331,10 +339,6 @@ class TimeSeriesTransformer(nn.Module):
         bottleneck (``encoded``), ``valid`` (B, L') marking the real positions of each level and h
         zero elsewhere; ``ropes`` the time rotary encodings of the levels (None when off);
         ``extra`` (B, L, 3) the interpolation features (None without ``interp_residual``)."""
-        return self._encode(x, t, valid)[:3]
-
-    def _encode(self, x: torch.Tensor, t: torch.Tensor | None = None, valid: torch.Tensor | None = None):
-        """:meth:`encode`, and whether any position is padding (:func:`any_padding`)."""
         if x.dim() != 3 or x.shape[-1] != self.config.input_dim:
             raise LcgenError(f"transformer input must be (batch, length, {self.config.input_dim}), "
                              f"got {tuple(x.shape)}")
@@ -377,7 +381,7 @@ class TimeSeriesTransformer(nn.Module):
             t_rel = (t_rel.view(B, -1, 2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
             valid = valid.view(B, -1, 2).any(-1)  # coarse real if either fine position is
         levels.append((self.bottleneck(h, valid, self._rope(t_rel, self.levels - 1), padded), valid))
-        return levels, ropes, extra, padded
+        return levels, ropes, extra
 
     def _rope(self, t: torch.Tensor, level: int):
         """(cos, sin) (B, 1, L, hs/2) of the time rotary encoding at ``level``; None when off.

@@ -125,34 +125,35 @@ class UNetAutoencoder(nn.Module):
         if x.dim() != 3 or x.shape[1] != self.config.in_channels:
             raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
                              f"got {tuple(x.shape)}")
-        return self._forward(x.transpose(1, 2))
+        *skips, h = self.encode(x)
+        return self.decode(skips, h, x.shape[-1])
 
-    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """:meth:`forward` of a channels-last input x (B, L, in_channels)."""
-        L = x.shape[1]
-        *skips, h = self._encode(x)
-        encoded = h.transpose(1, 2)  # (B, D_last, Lp / 2**levels)
+    def decode(self, skips: list[torch.Tensor], bottleneck: torch.Tensor, length: int) -> dict[str, torch.Tensor]:
+        """The decoder half of :meth:`forward`: from the skips and a bottleneck (B, D_last, Lp /
+        2**levels) (the encoder's, or the multimodal model's readout of its latent) to ``length`` bins.
+
+        All (B, D, L') as :meth:`encode` returns them: transposed views of channels-last tensors."""
+        encoded = bottleneck
+        h = bottleneck.transpose(1, 2)  # (B, L', D): channels-last from here on
         for i in reversed(range(self.levels)):
-            h = self.decoder[i](torch.cat([self.up[i](h), skips[i]], dim=-1))  # (B, Lp / 2**i, D_i)
-        out = self.head(h)[:, :L]  # (B, L, 1 or 2)
+            h = self.decoder[i](torch.cat([self.up[i](h), skips[i].transpose(1, 2)], dim=-1))  # (B, Lp / 2**i, D_i)
+        out = self.head(h)[:, :length]  # (B, L, 1 or 2)
         result = {"reconstructed": out[..., 0], "encoded": encoded}
         if self.config.variance_head:
             result["log_var"] = bounded_log_var(out[..., 1])
         return result
 
-    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The encoder half on a channels-last input x (B, L, in_channels): the output of each
-        encoder level (the skips, (B, Lp / 2**i, D_i)) and, last, the bottleneck."""
-        if x.shape[-1] != self.config.in_channels:  # a batch's model_input has 2 channels
-            raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
-                             f"got {(x.shape[0], x.shape[2], x.shape[1])}")
-        h = self.stem(pad_length(x, 2 ** self.levels, dim=1).contiguous())
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder half of :meth:`forward`: the output of each encoder level (the skips,
+        (B, D_i, Lp / 2**i)) and, last, the bottleneck (``encoded``); transposed views of the
+        channels-last (B, L', D) tensors the model computes in (x may be one too)."""
+        h = self.stem(pad_length(x, 2 ** self.levels, dim=2).transpose(1, 2).contiguous())  # (B, Lp, D_0)
         out = []
         for block in self.encoder:
             h = block(h)
-            out.append(h)
+            out.append(h.transpose(1, 2))
             h = max_pool(h)
-        out.append(self.bottleneck(h))
+        out.append(self.bottleneck(h).transpose(1, 2))
         return out
 
     def latents(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -161,16 +162,19 @@ class UNetAutoencoder(nn.Module):
         (B, L') bool)``. A coarse position is valid when any bin under it is; convolutions mix
         neighbouring bins, so unlike the transformer's, h there is not independent of the rest."""
         hidden = batch.get("hidden", torch.zeros_like(batch["valid"]))
-        x = model_input(batch["values"], batch["valid"], hidden)  # (B, L, 2)
+        x = model_input(batch["values"], batch["valid"], hidden).transpose(1, 2)
+        if x.dim() != 3 or x.shape[1] != self.config.in_channels:
+            raise LcgenError(f"unet input must be (batch, {self.config.in_channels}, length), "
+                             f"got {tuple(x.shape)}")
         valid = pad_length(batch["valid"].bool(), 2 ** self.levels, dim=1)  # (B, Lp)
         out = {}
-        for i, h in enumerate(self._encode(x)):
+        for i, h in enumerate(self.encode(x)):
             name = f"level{i}" if i < self.levels else "bottleneck"
-            step = valid.shape[1] // h.shape[1]
-            out[name] = (h, valid.view(valid.shape[0], -1, step).any(-1))
+            step = valid.shape[1] // h.shape[2]
+            out[name] = (h.transpose(1, 2), valid.view(valid.shape[0], -1, step).any(-1))
         return out
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch dict (values, valid, hidden) -> reconstructed (B, L), encoded."""
         x = model_input(batch["values"], batch["valid"], batch["hidden"])  # (B, L, 2)
-        return self._forward(x)
+        return self(x.transpose(1, 2))
