@@ -26,10 +26,11 @@ the ratios and the CPU time, and the load average printed with them.
     python benchmarks/bench_train.py --profile --models unet --batch 32 --threads 1
     python benchmarks/bench_train.py --against main --models transformer --rounds 2 --threads 1
 
-On a quiet machine, the issue-19 check (samples/s of the default models at their default batch
-sizes on 2 threads, main against this tree, alternating; ~5 minutes on the 2-core machine):
+On a quiet machine, the issue-19 check: samples/s of the default models at their default batch
+sizes on 2 threads, the version before issue 19's second pass (f1b5792) against this tree,
+alternating (~5 minutes on the 2-core machine; read the wall and samples/s columns):
 
-    python benchmarks/bench_train.py --against main --models transformer unet --rounds 2 --steps 2 --threads 2
+    python benchmarks/bench_train.py --against f1b5792 --models transformer unet --rounds 2 --steps 2 --threads 2
 
 ``--threads N`` sets torch's threads in every child (the environment variable BENCH_THREADS does
 the same); without either, torch's default (one per core).
