@@ -227,10 +227,13 @@ def convert(
     max_length: Annotated[Optional[int], typer.Option(help="Points per window. \\[default: 512]")] = None,
     strategy: Annotated[Optional[str], typer.Option(help="'window': every consecutive window; 'truncate': the first only. \\[default: window]")] = None,
     min_points: Annotated[Optional[int], typer.Option(help="Drop windows with fewer real points. \\[default: 32]")] = None,
+    spectra: Annotated[Optional[bool], typer.Option("--spectra/--no-spectra", help="Also store each window's multitaper PSD, F-statistic and ACF on grids shared by all windows (paired data for `lcgen train multimodal`; grid settings: --set window_spectra.n_freq=256 ...). \\[default: no]", show_default=False)] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Cut light curves into fixed-length, median/IQR-normalised windows for the transformer.
+
+    With --spectra every window also carries the spectra of its own points (paired data).
 
     Example: [cyan]lcgen convert --max-length 512 --strategy window[/]
     """
@@ -238,14 +241,23 @@ def convert(
 
     cfg = resolve_config(ConvertConfig, config_file=config, sets=set_, flags={
         "input": _str(input), "output": _str(output), "max_length": max_length,
-        "strategy": strategy, "min_points": min_points})
+        "strategy": strategy, "min_points": min_points, "spectra": spectra})
     from lcgen.io import open_checked
 
     with open_checked(cfg.input, "raw", ("offsets",)) as f:
         total = f["offsets"].shape[0] - 1
+    if cfg.spectra:
+        console.print("Each window's spectra follow the windows (about 10 ms per window of 512 points).",
+                      highlight=False)
     with reporting_interrupts(), progress_bar("convert", total) as advance:
         result = run_convert(cfg, progress=advance)
-    console.print(summary_table(f"Wrote {result['output']}", {
+    spectra_rows = {}
+    if cfg.spectra:
+        (f0, f1), (l0, l1) = result["freq_range"], result["lag_range"]
+        spectra_rows = {"windows without spectra (too few points or valid bins)": result["spectra_failed"],
+                        "spectra grids": f"{cfg.window_spectra.n_freq} frequencies {f0:.4g}–{f1:.4g} c/d, "
+                                         f"{cfg.window_spectra.n_lags} lags 0, {l0:.4g}–{l1:.4g} d"}
+    console.print(summary_table(f"Wrote {result['output']}", {**spectra_rows,
         "curves read": result["curves"], "windows written": result["windows"],
         "windows too short (dropped)": result["too_short"], "invalid points dropped (non-finite, error ≤ 0)": result["non_finite"],
         "curves re-sorted": result["unsorted_curves"], "duplicate times merged": result["duplicates_merged"],
@@ -735,6 +747,12 @@ def info(path: Annotated[Path, typer.Argument(help="Any lcgen HDF5 file.")],
     _print_real_curves(path)
     if d["format"] == "spectra":
         console.print(f"frequency grid keeps {_band_kept_line(path)}", highlight=False)
+    if "paired" in d:
+        p = d["paired"]
+        console.print(f"paired: each window carries its own PSD, F-statistic ({p['n_freq']} frequencies "
+                      f"{p['freq_range'][0]:.4g}–{p['freq_range'][1]:.4g} c/d) and ACF ({p['n_lags']} lags: 0, "
+                      f"{p['lag_range'][0]:.4g}–{p['lag_range'][1]:.4g} d), on grids shared by every window; "
+                      f"{p['failed']:,} windows have no spectra (spectra_failed)", highlight=False, soft_wrap=True)
     if show_config and d["config"].strip():
         console.print("config", style="bold")
         console.print(d["config"].rstrip(), highlight=False)

@@ -22,6 +22,7 @@ import numpy as np
 
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, RawReader, append_rows, atomic_h5, check_memory, write_header
+from lcgen.window_spectra import WindowSpectraConfig, add_window_spectra
 
 
 @dataclasses.dataclass
@@ -32,6 +33,8 @@ class ConvertConfig:
     strategy: Literal["window", "truncate"] = "window"  # (str) all windows, or only the first
     min_points: int = 32  # (int) windows with fewer real points are dropped
     compression: Literal["none", "gzip", "lzf"] = "none"  # (str) HDF5 compression of the output (chunks of 256 rows); see README "Data at scale"
+    spectra: bool = False  # (bool) also store each window's multitaper PSD, F-statistic and ACF (paired data for lcgen train multimodal)
+    window_spectra: WindowSpectraConfig = dataclasses.field(default_factory=WindowSpectraConfig)  # grids and multitaper settings of --spectra
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -119,13 +122,18 @@ def check_config(cfg: ConvertConfig) -> None:
         raise LcgenError(f"min_points must be in [1, max_length={cfg.max_length}], got {cfg.min_points}")
     # one block of windows is held in memory: (CHUNK_CURVES, L) for each row array
     check_memory(CHUNK_CURVES * cfg.max_length * (4 * len(POINT_KEYS) + 1), f"max_length = {cfg.max_length}")
+    w = cfg.window_spectra
+    if cfg.spectra and (w.n_freq < 2 or w.n_lags < 3):
+        raise LcgenError(f"window_spectra.n_freq = {w.n_freq} and n_lags = {w.n_lags} must be at least 2 and 3")
 
 
-def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None) -> dict:
+def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None,
+            spectra_progress: Callable[[int], None] | None = None) -> dict:
     """Convert ``cfg.input`` (raw) into ``cfg.output`` (time series). Returns a summary dict.
 
     The input is read and the rows appended a chunk of curves at a time, so memory holds one
-    chunk, whatever the sizes of the input and the output.
+    chunk, whatever the sizes of the input and the output. With ``cfg.spectra`` every window then
+    gets its own spectra (:mod:`lcgen.window_spectra`); ``spectra_progress(n)`` counts windows.
     """
     check_config(cfg)
     L = cfg.max_length
@@ -168,8 +176,13 @@ def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None
         for key, value in dataclasses.asdict(counts).items():
             f.attrs[f"clean_{key}"] = value
         f.attrs["windows_too_short"] = short
+        spectra = {}
+        if cfg.spectra:
+            spectra = add_window_spectra(f, cfg.window_spectra, cfg.min_points, progress=spectra_progress)
+            spectra = {"spectra_failed": spectra["failed"], "freq_range": spectra["freq_range"],
+                       "lag_range": spectra["lag_range"]}
     return {"output": cfg.output, "curves": n_curves, "windows": n_rows, "too_short": short,
-            **dataclasses.asdict(counts)}
+            **dataclasses.asdict(counts), **spectra}
 
 
 def _windows(raw, curves: range, cfg: ConvertConfig, counts: CleanCounts,

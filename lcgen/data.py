@@ -15,7 +15,10 @@ A batch is a dict of tensors (see ``notes``: "Batch and model interface"):
 - ``time``   (B, L) float32: days since the window start (time series only);
 - ``flux_err`` (B, L) float32: normalised flux error, 0 where not valid (time series files that
   have it);
-- ``index``  (B,) int64: the row in the data file.
+- ``index``  (B,) int64: the row in the data file;
+- paired files (``lcgen convert --spectra``, :class:`PairedSource`) add, per spectral channel
+  c in psd, acf, fstat: ``c`` (B, F or G) float32, the window's normalised spectrum (0 where not
+  valid) and ``c_valid`` (B, F or G) bool.
 
 Masks (``hidden``) are added by the trainer, not here.
 
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 
 from lcgen.errors import LcgenError
-from lcgen.io import atomic_path, open_checked
+from lcgen.io import atomic_path, check_paired, open_checked
 
 CHANNELS = ("psd", "acf", "fstat")
 SPLITS = ("train", "val", "test")
@@ -132,6 +135,31 @@ class TimeSeriesSource(_Source):
         return out
 
 
+class PairedSource(TimeSeriesSource):
+    """Rows of a paired time-series file (``lcgen convert --spectra``): each window with the PSD,
+    ACF and F-statistic of its own points (see the module docstring for the batch keys)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path)
+        try:
+            check_paired(self.f, self.path)
+        except LcgenError:
+            self.close()
+            raise
+        self.description = f"{self.path} (time series + per-window spectra)"
+        # row lengths of the other modalities, for the model (lcgen.train.build_model)
+        self.lengths = {"freq_length": self.f["psd"].shape[1], "lag_length": self.f["acf"].shape[1]}
+
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        out = super().read(rows)
+        for c in CHANNELS:
+            values = read_rows(self.f[c], rows)
+            valid = read_rows(self.f[f"{c}_mask"], rows).astype(bool) & np.isfinite(values)
+            out[c] = np.where(valid, values, 0).astype(np.float32)
+            out[f"{c}_valid"] = valid
+        return out
+
+
 class SpectraSource(_Source):
     """Rows of a ``spectra`` file (``lcgen preprocess``): one channel, ``psd``, ``acf`` or ``fstat``."""
 
@@ -189,11 +217,13 @@ def _clean(values: np.ndarray, valid: np.ndarray, rows: np.ndarray, source: _Sou
 
 
 def open_source(path: str | Path, kind: str, channel: str = "psd") -> _Source:
-    """Open ``path`` as the data a model of ``kind`` ("timeseries" or "spectra") trains on."""
+    """Open ``path`` as the data a model of ``kind`` ("timeseries", "spectra" or "paired") trains on."""
     if kind == "timeseries":
         return TimeSeriesSource(path)
     if kind == "spectra":
         return SpectraSource(path, channel)
+    if kind == "paired":
+        return PairedSource(path)
     raise ValueError(f"unknown data kind {kind!r}")
 
 

@@ -328,6 +328,8 @@ class Evaluation:
     coord_name: str  # "time", "frequency", "lag" or "bin"
     lc_type: np.ndarray | None  # (n_rows,) light-curve type per row of the file, where known
     mask: dict  # min_block, max_block, min_ratio, max_ratio of the run
+    paired: bool = False  # a multimodal run: kind is "timeseries" (its series is scored as the
+    # transformer's, with the window's spectra visible), lcgen.crossmodal scores the rest
 
 
 @contextlib.contextmanager
@@ -379,10 +381,11 @@ def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> I
                 ds = source.f[key]
                 lc_type = np.asarray(ds.asstr()[:] if ds.dtype.kind == "O" else ds[:]).astype(str)
                 break
-        yield Evaluation(run_dir=run_dir, model=model, train_config=tcfg, config=cfg, kind=kind,
+        yield Evaluation(run_dir=run_dir, model=model, train_config=tcfg, config=cfg,
+                         kind="timeseries" if kind == "paired" else kind,
                          source=source, rows=rows, split=split, data_path=str(data_path), device=device,
                          coord=coord, coord_name=coord_name, lc_type=lc_type,
-                         mask=dataclasses.asdict(tcfg.mask))
+                         mask=dataclasses.asdict(tcfg.mask), paired=kind == "paired")
     finally:
         source.close()
 
@@ -394,12 +397,16 @@ def _check_same_layout(source, run_dir: Path, model, tcfg, kind: str) -> None:
     nothing."""
     from lcgen.data import open_source
 
-    how = "convert" if kind == "timeseries" else "preprocess"
+    how = "preprocess" if kind == "spectra" else "convert"
     trained = getattr(model.config, "input_length", None)
     if trained is not None and trained != source.length:
         raise LcgenError(f"{source.path} has rows of {source.length} points but {run_dir} was trained on "
                          f"rows of {trained}; {how} the data with the settings of its training data "
                          f"({tcfg.data})")
+    if kind == "paired" and Path(tcfg.data).exists():
+        from lcgen.io import check_same_grids
+
+        check_same_grids(source.path, tcfg.data, str(run_dir))
     if kind != "spectra" or not Path(tcfg.data).exists():
         return
     key = "lag" if tcfg.channel == "acf" else "frequency"
@@ -527,7 +534,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         tcfg = ev.train_config
         metrics = {
             "run_dir": str(ev.run_dir), "model_name": tcfg.model_name, "preset": tcfg.preset,
-            "checkpoint": cfg.checkpoint, "data": ev.data_path, "data_kind": ev.kind,
+            "checkpoint": cfg.checkpoint, "data": ev.data_path, "data_kind": "paired" if ev.paired else ev.kind,
             **({"channel": tcfg.channel} if ev.kind == "spectra" else {}),
             "split": ev.split, "n_samples": int(index.size),
             "n_masked_positions": int(scores["model"]["masked"]["n"].sum()),
@@ -545,6 +552,10 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             metrics["by_lc_type"] = breakdown(scores, ev.lc_type[index])
         if signal_parts:
             metrics["signal"] = summarise(concat_scores(signal_parts))
+        if ev.paired and cfg.mode == "mask":  # every modality, and each from the others alone
+            from lcgen.crossmodal import crossmodal_metrics
+
+            metrics["modalities"] = crossmodal_metrics(ev, progress=progress)
         metrics["summary"] = verdict(metrics)
     write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data, cfg.checkpoint, mode=cfg.mode),
                   metrics)

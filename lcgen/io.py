@@ -6,7 +6,8 @@ Four formats, each an HDF5 file whose root attributes name it:
   the noise-free ``signal`` (float32) as 1-D concatenations; ``offsets`` (N+1,) int64 so curve i
   is ``[offsets[i], offsets[i+1])``; per-curve metadata columns under the group ``meta``.
 - ``spectra``: multitaper features, written by :mod:`lcgen.preprocess`.
-- ``timeseries``: fixed-length windows, written by :mod:`lcgen.convert`.
+- ``timeseries``: fixed-length windows, written by :mod:`lcgen.convert`; with ``convert --spectra``
+  also each window's PSD, F-statistic and ACF (a "paired" file, :func:`check_paired`).
 - ``embeddings``: a run's pooled latents, written by :mod:`lcgen.embed`.
 
 Every file carries ``format``, ``format_version``, ``lcgen_version``, ``created`` and ``config``
@@ -643,6 +644,52 @@ def append_rows(ds: h5py.Dataset, values: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Paired time-series files (lcgen convert --spectra)
+
+
+PAIRED_KEYS = {  # a paired time-series file: dataset -> width (F frequencies, G lags; None: one value per row)
+    "psd": "F", "fstat": "F", "pvalue": "F", "psd_mask": "F", "fstat_mask": "F", "acf": "G", "acf_mask": "G",
+    "spectra_failed": None, **{f"{c}_{k}": None for c in ("psd", "acf", "fstat") for k in ("scale", "mean", "std")}}
+
+
+def is_paired(f: h5py.File) -> bool:
+    """Whether an open time-series file carries per-window spectra (``lcgen convert --spectra``)."""
+    return "psd" in f and "flux" in f
+
+
+def check_paired(f: h5py.File, path: str | Path) -> tuple[int, int]:
+    """Check the per-window spectra of an open time-series file: every dataset of ``PAIRED_KEYS``
+    with one row per window, the ``frequency`` (F,) and ``lag`` (G,) grids. Returns (F, G)."""
+    if not is_paired(f):
+        raise LcgenError(f"{path} is a time-series file without per-window spectra; make a paired one "
+                         f"with `lcgen convert --spectra`")
+    missing = [k for k in (*PAIRED_KEYS, "frequency", "lag") if k not in f]
+    if missing:
+        raise LcgenError(f"{path} lacks {', '.join(missing)} of the per-window spectra; it is damaged or "
+                         f"incomplete, remake it with `lcgen convert --spectra`")
+    n = f["flux"].shape[0]
+    widths = {"F": f["frequency"].shape[0], "G": f["lag"].shape[0]}
+    for key, width in PAIRED_KEYS.items():
+        want = (n,) if width is None else (n, widths[width])
+        if f[key].shape != want:
+            raise LcgenError(f"{path}: '{key}' has shape {f[key].shape}, expected {want} (one row per window "
+                             f"on the shared grids); remake it with `lcgen convert --spectra`")
+    return widths["F"], widths["G"]
+
+
+def check_same_grids(path: str | Path, reference: str | Path, what: str) -> None:
+    """Refuse a paired file whose frequency or lag grid differs from ``reference``'s (the file a
+    run was trained on): the model's spectral inputs would mean other frequencies. ``what`` names
+    the run in the message."""
+    with open_checked(path, "timeseries") as f, open_checked(reference, "timeseries") as g:
+        for key in ("frequency", "lag"):
+            if key in g and (key not in f or not np.array_equal(f[key][:], g[key][:])):
+                raise LcgenError(f"{path} has another {key} grid than {reference}, which {what} was trained on; "
+                                 f"make it with `lcgen convert --spectra` and that file's grid "
+                                 f"(--set window_spectra.freq_min=... freq_max, lag_min, lag_max; see `lcgen info {reference}`)")
+
+
+# --------------------------------------------------------------------------------------------
 # Summaries for `lcgen info`
 
 
@@ -684,6 +731,12 @@ def describe(path: str | Path) -> dict:
             info["provenance"] = {k: _attr_str(f.attrs[k]) for k in (
                 "run_dir", "model_name", "preset", "checkpoint", "weights", "level", "pooling", "input")
                 if k in f.attrs}
+        if info["format"] == "timeseries" and is_paired(f):
+            F, G = check_paired(f, path)
+            freq, lag = f["frequency"][:], f["lag"][:]
+            info["paired"] = {"n_freq": F, "freq_range": (float(freq[0]), float(freq[-1])), "n_lags": G,
+                              "lag_range": (float(lag[1]), float(lag[-1])),
+                              "failed": int(f["spectra_failed"][:].sum())}
         if "offsets" in f:
             info["n_curves"] = int(f["offsets"].shape[0] - 1)
         else:

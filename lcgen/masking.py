@@ -327,3 +327,81 @@ def model_input(values: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor)
     visible = valid & ~hidden
     shown = torch.where(visible, values, torch.zeros((), dtype=values.dtype, device=values.device))
     return torch.stack([shown, visible.to(values.dtype)], dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Several modalities of one window (lcgen train multimodal on paired data)
+
+MODALITIES = ("series", "psd", "acf", "fstat")  # the time series, then the spectral channels
+SEED_STRIDE = 1_000_003  # modality k's fixed masks use seed + k * SEED_STRIDE (k = 0: the series)
+
+
+def modality_keys(name: str) -> tuple[str, str, str]:
+    """Batch keys (values, valid, hidden) of a modality: the series keeps the plain names."""
+    if name == "series":
+        return "values", "valid", "hidden"
+    return name, f"{name}_valid", f"{name}_hidden"
+
+
+def fixed_uniforms(index: torch.Tensor, *, seed: int, n: int) -> torch.Tensor:
+    """(B, n) float64 uniforms in [0, 1) fixed by ``seed`` and each sample's ``index`` (a
+    counter-based hash, like :func:`draw_fixed`)."""
+    seed_word = _hash32_int((seed & _M32) ^ _hash32_int((seed >> 32) & _M32) ^ 0x5BD1E995)
+    index = index.to(torch.int64)
+    row = _hash32(_hash32(seed_word ^ (index & _M32)) ^ _hash32((index >> 32) & _M32))  # (B,)
+    bits = _hash32(row[:, None] ^ _hash32(torch.arange(n, device=index.device)))
+    return bits.double() / 2.0**32
+
+
+def drop_modalities(u: torch.Tensor, present: torch.Tensor, p: float) -> torch.Tensor:
+    """Which whole modalities to hide: (B, M) bool from uniforms ``u`` (B, M).
+
+    Modality j of a sample is dropped when ``u[:, j] < p`` and it is ``present`` (has a real
+    position); a sample would be left with nothing visible keeps, of its present modalities, the
+    one with the largest ``u``."""
+    dropped = (u < p) & present
+    keep = torch.where(present, u, -1.0).argmax(1)  # (B,)
+    nothing_left = (dropped | ~present).all(1)
+    spare = torch.zeros_like(dropped).scatter_(1, keep[:, None], True) & nothing_left[:, None]
+    return dropped & ~spare
+
+
+def paired_masks(batch: dict[str, torch.Tensor], series_hidden: torch.Tensor, *, p_drop: float,
+                 generator: torch.Generator | None = None, seed: int | None = None,
+                 share: tuple[int, int, int] | None = None, **mask_args) -> dict[str, torch.Tensor]:
+    """Hidden masks of every modality of a paired batch, and the modality dropout.
+
+    ``series_hidden`` is the time series' block mask (drawn as for the transformer, so fixed
+    masks equal the transformer's on the same rows). Each spectral channel gets its own block
+    mask (training: from ``generator``; validation/test: fixed by ``seed + k * SEED_STRIDE`` and
+    the row index), then each modality is hidden whole with probability ``p_drop``
+    (:func:`drop_modalities`; uniforms from ``generator`` or fixed by ``seed``). Training draws
+    are made for a global batch of ``share = (size, a, b)`` rows of which the batch holds rows
+    ``a:b`` (one process of several; default the batch itself), so a row's masks do not depend
+    on the number of processes. Returns ``{hidden key: (B, L_m) bool}`` and ``"dropped"``
+    (B, M) bool in ``MODALITIES`` order.
+    """
+    B = series_hidden.shape[0]
+    size, a, b = share or (B, 0, B)
+    hidden = {"hidden": series_hidden}
+    for k, name in enumerate(MODALITIES[1:], start=1):
+        _, valid_key, hidden_key = modality_keys(name)
+        valid = batch[valid_key]
+        if seed is None:
+            draws = draw_train(torch.empty(size, valid.shape[1], dtype=torch.bool),
+                               min_block=mask_args.get("min_block", 1), generator=generator)
+            draws = MaskDraws(draws.u_block[a:b], draws.u_ratio[a:b], draws.keys[a:b])
+            hidden[hidden_key] = lay_blocks(valid, draws, **mask_args)
+        else:
+            hidden[hidden_key] = fixed_mask(valid, batch["index"], seed=seed + k * SEED_STRIDE, **mask_args)
+    present = torch.stack([batch[modality_keys(m)[1]].any(1) for m in MODALITIES], 1)  # (B, M)
+    if seed is None:
+        u = torch.rand(size, len(MODALITIES), generator=generator, dtype=torch.float64)[a:b]
+    else:
+        u = fixed_uniforms(batch["index"], seed=seed, n=len(MODALITIES))
+    dropped = drop_modalities(u.to(present.device), present, p_drop)
+    for j, name in enumerate(MODALITIES):
+        _, valid_key, hidden_key = modality_keys(name)
+        hidden[hidden_key] = torch.where(dropped[:, j:j + 1], batch[valid_key], hidden[hidden_key])
+    hidden["dropped"] = dropped
+    return hidden

@@ -10,6 +10,15 @@ positions (``valid``); padding and unresolvable bins never contribute:
 
 pooled over all positions of the batch (and, for the logged epoch values, of the epoch).
 
+The ``multimodal`` model (paired data, ``lcgen convert --spectra``) has these two terms for each
+modality m (series, psd, acf, fstat), each pooled over that modality's positions, and
+
+    loss = Σ_m w_m (masked_m + unmasked_weight · unmasked_m),   w_m = ``modality_weights[m]`` (default 1)
+
+with each modality block-masked and, with probability ``modality_dropout``, hidden whole
+(:func:`lcgen.masking.paired_masks`); history.csv then has ``train_masked_<m>`` and
+``val_masked_<m>`` columns.
+
 With ``loss: nll`` the model also predicts a log-variance (its variance head is switched on) and
 both terms are Gaussian negative log-likelihoods instead of MSEs:
 
@@ -63,15 +72,16 @@ from lcgen.data import (SPLIT_FILE, batch_share, iter_batches, load_split, n_bat
 from lcgen.distributed import Dist, all_sum, backend_for, from_env, gather, on_main, process_group
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
-from lcgen.masking import MaskConfig, MaskDraws, draw_train, fixed_mask, lay_blocks
+from lcgen.masking import MODALITIES, MaskConfig, MaskDraws, draw_train, fixed_mask, lay_blocks, modality_keys, paired_masks
 from lcgen.models import create_model, get_spec
 
-DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA}
+DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA, "paired": DEFAULT_TIMESERIES}
 # The original project's defaults, per model; models registered later get FALLBACK_DEFAULTS.
 MODEL_DEFAULTS = {
     "transformer": {"epochs": 50, "batch_size": 32, "lr": 1e-4},
     "unet": {"epochs": 50, "batch_size": 128, "lr": 1e-3},
     "mlp": {"epochs": 50, "batch_size": 128, "lr": 1e-3},
+    "multimodal": {"epochs": 50, "batch_size": 32, "lr": 1e-4},  # as the transformer, its largest part
 }
 FALLBACK_DEFAULTS = {"epochs": 50, "batch_size": 64, "lr": 1e-3}
 CHECKPOINT_FORMAT = "lcgen-checkpoint"
@@ -97,7 +107,7 @@ class TrainConfig:
 
     RENAMED: ClassVar[dict[str, str]] = {"log_every": "loss_read_every"}  # old name -> new (lcgen.config)
 
-    model_name: str = "transformer"  # (str) registered model: transformer, unet, mlp
+    model_name: str = "transformer"  # (str) registered model: transformer, unet, mlp, multimodal
     preset: str = "default"  # (str) model size: tiny (tests), small (CPU), default (full size)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)  # (dict) overrides of the model's config, e.g. {dropout: 0.1}
     data: Optional[str] = None  # (str) data file; default timeseries.h5 (transformer) or preprocessed.h5 (unet, mlp)
@@ -129,6 +139,8 @@ class TrainConfig:
     runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
     init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule
+    modality_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # (dict) multimodal: loss weight per modality (series, psd, acf, fstat), default 1 each
+    modality_dropout: float = 0.25  # (float) multimodal: probability that a modality is hidden whole in a sample (one always stays visible)
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,6 +171,17 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
         # checked (types, names, consistency) as they will be used: laid over the preset
         checked = config_from_dict(spec.config_cls, {**spec.presets[cfg.preset], **cfg.model}, where="model")
         overrides = {key: plain(getattr(checked, key)) for key in cfg.model}
+    if spec.data == "paired":
+        if cfg.loss != "mse":
+            raise LcgenError(f"model '{cfg.model_name}' trains with loss mse only")
+        unknown = [k for k in cfg.modality_weights if k not in MODALITIES]
+        if unknown:
+            raise LcgenError(f"modality_weights has unknown modalities {', '.join(unknown)}; "
+                             f"choose from {', '.join(MODALITIES)}")
+        if any(not (float(v) >= 0) for v in cfg.modality_weights.values()):
+            raise LcgenError(f"modality_weights must be >= 0, got {cfg.modality_weights}")
+        if not 0 <= cfg.modality_dropout < 1:
+            raise LcgenError(f"setting 'modality_dropout' = {cfg.modality_dropout!r} must be in [0, 1)")
     if cfg.loss == "nll":
         if overrides.get("variance_head") is False:
             raise LcgenError("loss nll needs the model's variance head; drop model.variance_head=false "
@@ -277,14 +300,54 @@ def gaussian_nll_sums(pred: torch.Tensor, log_var: torch.Tensor, batch: dict[str
 
 
 def loss_sums(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: "TrainConfig") -> torch.Tensor:
-    """The sums of the configured loss (:func:`mse_sums` or :func:`gaussian_nll_sums`)."""
+    """The sums of the configured loss (:func:`mse_sums` or :func:`gaussian_nll_sums`); for paired
+    data the :func:`mse_sums` of each modality in ``MODALITIES`` order, (4 M,)."""
+    if get_spec(cfg.model_name).data == "paired":
+        return torch.cat([mse_sums(out[recon_key(m)], {"values": batch[v], "valid": batch[ok], "hidden": batch[h]})
+                          for m in MODALITIES for v, ok, h in [modality_keys(m)]])
     if cfg.loss == "nll":
         return gaussian_nll_sums(out["reconstructed"], out["log_var"], batch, tail=cfg.nll_tail, beta=cfg.nll_beta)
     return mse_sums(out["reconstructed"], batch)
 
 
-def losses_from_sums(sums: torch.Tensor, unmasked_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, masked, unmasked) MSEs from :func:`mse_sums` (an empty set of positions gives 0)."""
+def recon_key(modality: str) -> str:
+    """The multimodal model's output key of a modality's reconstruction."""
+    return "reconstructed" if modality == "series" else f"reconstructed_{modality}"
+
+
+def modality_weights(cfg: "TrainConfig") -> torch.Tensor | None:
+    """(M,) float64 loss weights of a paired run, in ``MODALITIES`` order; None for other runs."""
+    if get_spec(cfg.model_name).data != "paired":
+        return None
+    return torch.tensor([float(cfg.modality_weights.get(m, 1.0)) for m in MODALITIES], dtype=torch.float64)
+
+
+def modality_losses(sums: torch.Tensor) -> dict[str, float]:
+    """Masked MSE of each modality from paired :func:`loss_sums` (the history.csv columns)."""
+    s = sums.reshape(-1, 4).double()
+    return {m: float(s[j, 0] / s[j, 1].clamp(min=1)) for j, m in enumerate(MODALITIES)}
+
+
+def batch_loss(sums: torch.Tensor, totals: torch.Tensor, unmasked_weight: float,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss to differentiate: this process's ``sums`` normalised by the global batch's
+    ``totals`` (counts), per modality and weighted for paired data."""
+    if weights is None:
+        return sums[0] / totals[1].clamp(min=1) + unmasked_weight * sums[2] / totals[3].clamp(min=1)
+    s, t = sums.reshape(-1, 4), totals.reshape(-1, 4)
+    per = s[:, 0] / t[:, 1].clamp(min=1) + unmasked_weight * s[:, 2] / t[:, 3].clamp(min=1)
+    return (weights.to(per) * per).sum()
+
+
+def losses_from_sums(sums: torch.Tensor, unmasked_weight: float,
+                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, masked, unmasked) MSEs from :func:`mse_sums` (an empty set of positions gives 0);
+    with ``weights`` (paired data), the weighted sums over the modalities of each."""
+    if weights is not None:
+        s = sums.reshape(-1, 4)
+        w = weights.to(s)
+        masked, unmasked = (w * s[:, 0] / s[:, 1].clamp(min=1)).sum(), (w * s[:, 2] / s[:, 3].clamp(min=1)).sum()
+        return masked + unmasked_weight * unmasked, masked, unmasked
     masked = sums[0] / sums[1].clamp(min=1)
     unmasked = sums[2] / sums[3].clamp(min=1)
     return masked + unmasked_weight * unmasked, masked, unmasked
@@ -305,13 +368,16 @@ def masked_mse(pred: torch.Tensor, batch: dict[str, torch.Tensor],
 
 
 def build_model(name: str, preset: str = "default", overrides: dict | None = None,
-                length: int | None = None) -> torch.nn.Module:
-    """A registered model; ``length`` sets ``input_length`` unless the overrides set it."""
+                length: int | None = None, lengths: dict[str, int] | None = None) -> torch.nn.Module:
+    """A registered model; ``length`` sets ``input_length`` and ``lengths`` other row lengths of
+    the data (``freq_length``, ``lag_length`` of paired data) unless the overrides set them."""
     spec = get_spec(name)
     overrides = dict(overrides or {})
-    if length is not None and "input_length" not in overrides and any(
-            f.name == "input_length" for f in dataclasses.fields(spec.config_cls)):
-        overrides["input_length"] = int(length)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    given = {**({"input_length": length} if length is not None else {}), **(lengths or {})}
+    for key, value in given.items():
+        if key not in overrides and key in fields:
+            overrides[key] = int(value)
     try:
         return create_model(name, preset, **overrides)
     except LcgenError:
@@ -523,7 +589,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             log(f"Fine-tuning from {cfg.init} (epoch {init_ckpt['epoch']}, fresh optimizer and schedule)")
             del init_ckpt
         else:
-            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length)
+            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length,
+                                lengths=getattr(source, "lengths", None))
         model.to(device)
         log(f"Creating {_model_title(cfg.model_name)} autoencoder (preset {cfg.preset})...")
         log(f"Model parameters: {sum(p.numel() for p in model.parameters()):,}")
@@ -616,6 +683,8 @@ class _Loop:
             self.forward = {"train": torch.compile(self.eager["train"]) if place.enabled else compiled,
                             "eval": compiled}
         self.compiled = cfg.compile  # until the compiled model fails (then eager)
+        self.weights = modality_weights(cfg)  # None unless paired data
+        self.n_sums = 4 if self.weights is None else 4 * len(MODALITIES)
 
     def _wrap(self, net: torch.nn.Module) -> torch.nn.Module:
         """``net`` under DDP for several processes."""
@@ -661,23 +730,30 @@ class _Loop:
         """Train the rest of epoch ``state.epoch``, validate, checkpoint. False if interrupted."""
         cfg, epoch, place = self.cfg, state.epoch, self.place
         self.model.train()
+        if state.step == 0:
+            state.sums = [0.0] * self.n_sums
         batches = iter_batches(self.source, self.split["train"], cfg.batch_size, shuffle=True,
                                seed=cfg.seed, epoch=epoch, start_batch=state.step,
                                buffer_rows=cfg.buffer_rows, rank=place.rank, world_size=place.world_size)
         batches = prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda")
         # Loss sums of the steps since the last host read, on the device; the worst non-finite
         # gradient norm seen (0 if none).
-        pending = torch.zeros(4, dtype=torch.float64, device=self.device)
+        pending = torch.zeros(self.n_sums, dtype=torch.float64, device=self.device)
         bad_norm = torch.zeros((), device=self.device)
         first_pending = state.step
         with contextlib.closing(batches), _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}", self.steps,
-                                                     state.step, cfg.unmasked_weight, self.log, self.line_every_s) as bar:
+                                                     state.step, cfg.unmasked_weight, self.log, self.line_every_s,
+                                                     self.weights) as bar:
             tick = time.perf_counter()
             while state.step < self.steps:
                 batch = next(batches)
                 waited = time.perf_counter() - tick
                 # Training masks come from the run's generator on the CPU: identical on any device.
                 batch["hidden"] = self._train_mask(batch["valid"], state.step)
+                if self.weights is not None:  # paired data: the spectra's masks and modality dropout
+                    batch.update(paired_masks(batch, batch["hidden"], p_drop=cfg.modality_dropout,
+                                              generator=self.generator, share=self._share(state.step),
+                                              **self.mask_args))
                 batch = self._to_device(batch)
                 with torch.autocast(**self.autocast):
                     out = self._forward(batch, "train")
@@ -685,8 +761,7 @@ class _Loop:
                 totals = all_sum(sums.detach().clone(), place)  # the global batch's
                 # Pooled over the global batch (MSE or NLL alike); DDP averages gradients over ranks,
                 # hence the factor.
-                total = place.world_size * (sums[0] / totals[1].clamp(min=1)
-                                            + cfg.unmasked_weight * sums[2] / totals[3].clamp(min=1))
+                total = place.world_size * batch_loss(sums, totals, cfg.unmasked_weight, self.weights)
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.grad_clip > 0:
@@ -711,16 +786,22 @@ class _Loop:
                     bar(state)
                     if _any_rank(interrupt["stop"], place, self.device):
                         return False
-        train = losses_from_sums(torch.tensor(state.sums, dtype=torch.float64), cfg.unmasked_weight)
+        train_sums = torch.tensor(state.sums, dtype=torch.float64)
+        train = losses_from_sums(train_sums, cfg.unmasked_weight, self.weights)
         val = self.validate(interrupt)
         if val is None:
             return False
+        val, val_sums = val[:3], val[3]
         lr = self.scheduler.get_last_lr()[0]
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(train[0]), "train_masked": float(train[1]),
                "train_unmasked": float(train[2]), "val_loss": val[0], "val_masked": val[1],
                "val_unmasked": val[2], "seconds": state.seconds,
                "samples_per_s": state.samples / state.seconds if state.seconds > 0 else 0.0,
                "data_wait_s": state.data_wait}
+        if self.weights is not None:
+            row.update({f"train_masked_{m}": v for m, v in modality_losses(train_sums).items()})
+            row.update({f"val_masked_{m}": v if len(self.split["val"]) else float("nan")
+                        for m, v in modality_losses(val_sums).items()})
         self.log("")
         self.log(f"Epoch {epoch + 1}/{cfg.epochs}")
         self.log(f"  Train - Loss: {row['train_loss']:.6f} | Masked: {row['train_masked']:.6f} | "
@@ -730,7 +811,7 @@ class _Loop:
         self.log(f"  Time  - {row['seconds']:.1f} s | {row['samples_per_s']:,.0f} samples/s | lr {lr:.3g}")
         # with no validation rows, "best" falls back to the training loss
         score = val[0] if len(self.split["val"]) else row["train_loss"]
-        state.epoch, state.step, state.sums, state.samples = epoch + 1, 0, [0.0] * 4, 0
+        state.epoch, state.step, state.sums, state.samples = epoch + 1, 0, [0.0] * self.n_sums, 0
         state.seconds = state.data_wait = 0.0
         state.history.append(row)
         if score < state.best_val:
@@ -742,14 +823,14 @@ class _Loop:
         return True
 
     @torch.no_grad()
-    def validate(self, interrupt: dict) -> tuple[float, float, float] | None:
-        """Pooled (loss, masked, unmasked) over the validation rows with their fixed masks; each
-        rank scores its share of every batch. None if interrupted."""
+    def validate(self, interrupt: dict) -> tuple[float, float, float, torch.Tensor] | None:
+        """Pooled (loss, masked, unmasked, loss sums) over the validation rows with their fixed
+        masks; each rank scores its share of every batch. None if interrupted."""
         rows = self.split["val"]
         if not len(rows):
-            return (float("nan"),) * 3
+            return (float("nan"),) * 3 + (torch.zeros(self.n_sums, dtype=torch.float64),)
         self.model.eval()
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(self.n_sums, dtype=torch.float64, device=self.device)
         batches = iter_batches(self.source, rows, self.cfg.batch_size, buffer_rows=self.cfg.buffer_rows,
                                rank=self.place.rank, world_size=self.place.world_size)
         batches = prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda")
@@ -757,6 +838,9 @@ class _Loop:
             for k, batch in enumerate(batches, 1):
                 batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
                                              **self.mask_args)
+                if self.weights is not None:
+                    batch.update(paired_masks(batch, batch["hidden"], p_drop=self.cfg.modality_dropout,
+                                              seed=self.cfg.val_mask_seed, **self.mask_args))
                 batch = self._to_device(batch)
                 with torch.autocast(**self.autocast):
                     out = self._forward(batch, "eval")  # no gradients: DDP is not needed
@@ -765,11 +849,11 @@ class _Loop:
                     return None
         self.model.train()
         sums = all_sum(sums, self.place).cpu()
-        return tuple(float(x) for x in losses_from_sums(sums, self.cfg.unmasked_weight))
+        return (*(float(x) for x in losses_from_sums(sums, self.cfg.unmasked_weight, self.weights)), sums)
 
     def _check_finite(self, pending: torch.Tensor, bad_norm: torch.Tensor, state: _State, first: int) -> None:
         """Stop on a non-finite loss or gradient norm among steps ``first + 1 .. state.step``."""
-        loss = losses_from_sums(pending, self.cfg.unmasked_weight)[0]
+        loss = losses_from_sums(pending, self.cfg.unmasked_weight, self.weights)[0]
         if not torch.isfinite(loss):
             self._stop_non_finite("loss", float(loss), state, first)
         if float(bad_norm) != 0:
@@ -810,8 +894,9 @@ class _Loop:
 
 def write_history(path: str | Path, rows: list[dict]) -> None:
     """history.csv: one row per finished epoch (columns ``HISTORY_COLUMNS``), written atomically."""
+    extra = [k for k in (rows[0] if rows else {}) if k not in HISTORY_COLUMNS]  # per-modality losses
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=HISTORY_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=[*HISTORY_COLUMNS, *extra])
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -947,7 +1032,8 @@ def _log_dataset(log, stats: dict, split: dict, source) -> None:
 
 
 def _model_title(name: str) -> str:
-    return {"transformer": "Hierarchical Transformer", "unet": "UNet", "mlp": "MLP"}.get(name, name)
+    return {"transformer": "Hierarchical Transformer", "unet": "UNet", "mlp": "MLP",
+            "multimodal": "Multimodal (shared latent)"}.get(name, name)
 
 
 def _process_device(name: str, place: Dist) -> torch.device:
@@ -1024,16 +1110,19 @@ def _catch_interrupt() -> Iterator[dict]:
             signal.signal(sig, old)
 
 
-def _running(state: _State, unmasked_weight: float) -> tuple[float, float]:
+def _running(state: _State, unmasked_weight: float, weights: torch.Tensor | None = None) -> tuple[float, float]:
     """The epoch's pooled loss and samples/s so far."""
     s = state.sums
-    loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
+    if weights is not None:
+        loss = float(losses_from_sums(torch.tensor(s, dtype=torch.float64), unmasked_weight, weights)[0])
+    else:
+        loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
     return loss, state.samples / state.seconds if state.seconds > 0 else 0.0
 
 
 @contextlib.contextmanager
 def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float,
-               log: Callable[[str], None], line_every_s: float | None):
+               log: Callable[[str], None], line_every_s: float | None, weights: torch.Tensor | None = None):
     """A transient Rich bar with live loss and samples/s; without one (output to a log or pipe), a
     line through ``log`` every ``line_every_s`` seconds. Yields ``update(state)``."""
     if not enabled:
@@ -1044,7 +1133,7 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
             if line_every_s is None or time.monotonic() - last < line_every_s:
                 return
             last = time.monotonic()
-            loss, rate = _running(state, unmasked_weight)
+            loss, rate = _running(state, unmasked_weight, weights)
             log(f"  {description} step {state.step}/{total}: loss {loss:.4f}, {rate:,.1f} samples/s")
 
         yield log_line
@@ -1058,7 +1147,7 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
         task = bar.add_task(description, total=total, completed=done, loss="-", rate="")
 
         def update(state: _State) -> None:
-            loss, rate = _running(state, unmasked_weight)
+            loss, rate = _running(state, unmasked_weight, weights)
             bar.update(task, completed=state.step, loss=f"{loss:.4f}", rate=f"{rate:,.0f} samples/s")
 
         yield update

@@ -80,8 +80,14 @@ def test_transformer_latents_do_not_see_padding():
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_has_latents_and_its_default_level(name):
     torch.manual_seed(0)
-    model = create_model(name, "tiny", input_length=64).eval()
+    paired = MODELS[name].data == "paired"
+    model = create_model(name, "tiny", input_length=64, **({"freq_length": 32, "lag_length": 32} if paired else {})).eval()
     batch = _ts_batch()
+    if paired:  # each window's spectra beside it
+        g = torch.Generator().manual_seed(1)
+        for c in ("psd", "acf", "fstat"):
+            batch.update({c: torch.randn(3, 32, generator=g), f"{c}_valid": torch.arange(32) < 24})
+            batch[f"{c}_valid"] = batch[f"{c}_valid"].expand(3, 32).clone()
     with torch.no_grad():
         levels = model.latents(batch)
         assert MODELS[name].latent in levels
@@ -91,7 +97,7 @@ def test_every_model_has_latents_and_its_default_level(name):
         vec = pooled_latent(model, batch, MODELS[name].latent)
         assert vec.shape == (3, levels[MODELS[name].latent][0].shape[-1]) and vec.dtype == torch.float32
         # the default latent of the transformer and unet is their forward pass's `encoded`
-        if name != "mlp":
+        if name in ("transformer", "unet"):
             batch["hidden"] = torch.zeros_like(batch["valid"])
             encoded = model.forward_batch(batch)["encoded"]
             h = levels["bottleneck"][0]

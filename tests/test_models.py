@@ -9,7 +9,8 @@ from lcgen.errors import LcgenError
 from lcgen.masking import block_mask
 from lcgen.models import MODELS, create_model, list_models
 
-LENGTH = {"timeseries": 96, "spectra": 64}
+LENGTH = {"timeseries": 96, "spectra": 64, "paired": 96}
+PAIRED_LENGTHS = {"freq_length": 64, "lag_length": 48}  # the spectra of the tiny paired batches
 
 
 def make_batch(kind: str, B: int = 4, L: int | None = None, seed: int = 0) -> dict:
@@ -26,19 +27,29 @@ def make_batch(kind: str, B: int = 4, L: int | None = None, seed: int = 0) -> di
     values = torch.randn(B, L, generator=gen) * valid
     time = torch.cumsum(torch.rand(B, L, generator=gen), 1) * valid
     hidden = block_mask(valid, max_block=8, generator=gen)
-    return {"values": values, "valid": valid, "hidden": hidden, "time": time,
-            "index": torch.arange(B)}
+    batch = {"values": values, "valid": valid, "hidden": hidden, "time": time, "index": torch.arange(B)}
+    if kind == "paired":  # a time series and each channel of its spectra, valid over a sub-range
+        for c, n in (("psd", 64), ("acf", 48), ("fstat", 64)):
+            spectra = make_batch("spectra", B, n, seed + 1)
+            batch.update({c: spectra["values"], f"{c}_valid": spectra["valid"], f"{c}_hidden": spectra["hidden"]})
+    return batch
 
 
 def tiny(name: str, **overrides):
     torch.manual_seed(0)
     length = LENGTH[MODELS[name].data]
+    if MODELS[name].data == "paired":
+        overrides = {**PAIRED_LENGTHS, **overrides}
     return create_model(name, "tiny", input_length=length, **overrides)
 
 
 def masked_loss(out: dict, batch: dict) -> torch.Tensor:
     err = (out["reconstructed"] - batch["values"]) ** 2
-    return err[batch["valid"]].mean()
+    loss = err[batch["valid"]].mean()
+    for c in ("psd", "acf", "fstat"):  # the multimodal model's other reconstructions
+        if f"reconstructed_{c}" in out:
+            loss = loss + ((out[f"reconstructed_{c}"] - batch[c]) ** 2)[batch[f"{c}_valid"]].mean()
+    return loss
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -96,6 +107,9 @@ def test_padding_and_hidden_values_change_nothing(name):
     unseen = ~batch["valid"] | batch["hidden"]
     other["values"] = torch.where(unseen, junk, batch["values"])
     other["time"] = torch.where(batch["valid"], batch["time"], junk.abs() * 50)
+    for c in ("psd", "acf", "fstat") if MODELS[name].data == "paired" else ():
+        unseen = ~batch[f"{c}_valid"] | batch[f"{c}_hidden"]
+        other[c] = torch.where(unseen, torch.randn(batch[c].shape, generator=gen) * 100, batch[c])
     with torch.no_grad():
         a, b = model.forward_batch(batch), model.forward_batch(other)
     real = batch["valid"]
@@ -200,12 +214,12 @@ def test_readme_unet_and_mlp_configs():
 
 
 def test_registry():
-    assert list_models() == ["transformer", "unet", "mlp"]
+    assert list_models() == ["transformer", "unet", "mlp", "multimodal"]
     assert {n: s.data for n, s in MODELS.items()} == {
-        "transformer": "timeseries", "unet": "spectra", "mlp": "spectra"}
+        "transformer": "timeseries", "unet": "spectra", "mlp": "spectra", "multimodal": "paired"}
     for spec in MODELS.values():
         assert {"tiny", "small", "default"} <= set(spec.presets)
-    with pytest.raises(LcgenError, match="transformer, unet, mlp"):
+    with pytest.raises(LcgenError, match="transformer, unet, mlp, multimodal"):
         create_model("transfomer")
     with pytest.raises(LcgenError, match="did you mean 'transformer'"):
         create_model("transfomer")

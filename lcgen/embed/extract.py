@@ -165,10 +165,12 @@ def open_input(path: str | Path, kind: str, channel: str, run_dir: Path):
     with open_checked(path) as f:
         found = f.attrs.get("format")
         found = found.decode() if isinstance(found, bytes) else found
-    if found != kind:
+    expected = "timeseries" if kind == "paired" else kind  # paired: time series with per-window spectra
+    if found != expected:
         make = {"timeseries": f"`lcgen convert --input {path}` (with the --max-length the run was trained on)",
+                "paired": f"`lcgen convert --spectra --input {path}` (with the run's window and grid settings)",
                 "spectra": f"`lcgen preprocess --input {path}` (with the run's grid settings)"}[kind]
-        raise LcgenError(f"{path} is a '{found}' file, but the model of {run_dir} eats '{kind}' files; "
+        raise LcgenError(f"{path} is a '{found}' file, but the model of {run_dir} eats '{expected}' files; "
                          f"make one with {make} and embed that")
     return open_source(path, kind, channel)
 
@@ -199,6 +201,10 @@ def embed(run_dir: str | Path, input: str | Path | None = None, cfg: EmbedConfig
         if source.length != _trained_length(model):
             raise LcgenError(f"{input} has rows of {source.length} points but {run_dir} was trained on "
                              f"{_trained_length(model)}; make the file with the run's settings")
+        if spec.data == "paired" and Path(tcfg.data).exists():  # the spectra on the run's grids
+            from lcgen.io import check_same_grids
+
+            check_same_grids(input, tcfg.data, str(run_dir))
         rows = np.asarray(source.usable, np.int64)
         if rows.size == 0:
             raise LcgenError(f"{input} has no usable rows to embed")

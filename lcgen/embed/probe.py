@@ -245,7 +245,7 @@ def representations(emb, cfg: ProbeConfig, *, progress: Callable[[str, int, int]
     if not cfg.baselines:
         return out
     attrs = emb.attrs
-    if attrs.get("input_format") == "timeseries":
+    if attrs.get("input_format") in ("timeseries", "paired"):  # windows with their time series
         total = emb.row.size
         done = [0]
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from lcgen.errors import LcgenError
 from lcgen.models.mlp import MLPAutoencoder, MLPConfig
+from lcgen.models.multimodal import MultimodalConfig, MultimodalModel
 from lcgen.models.transformer import TimeSeriesTransformer, TransformerConfig
 from lcgen.models.unet import UNetAutoencoder, UNetConfig
 
@@ -27,6 +28,7 @@ __all__ = [
     "TimeSeriesTransformer", "TransformerConfig",
     "UNetAutoencoder", "UNetConfig",
     "MLPAutoencoder", "MLPConfig",
+    "MultimodalModel", "MultimodalConfig",
 ]
 
 
@@ -36,7 +38,7 @@ class ModelSpec:
 
     cls: type[nn.Module]
     config_cls: type
-    data: str  # "timeseries" (lcgen convert) or "spectra" (lcgen preprocess, one channel)
+    data: str  # "timeseries" (lcgen convert), "spectra" (lcgen preprocess, one channel) or "paired" (lcgen convert --spectra)
     presets: dict[str, dict[str, Any]]  # preset name -> config overrides; "default" is the original size
     summary: str  # one line for --help listings
     latent: str = "bottleneck"  # the level of ``model.latents(batch)`` that lcgen embed pools by default
@@ -77,6 +79,21 @@ MODELS: dict[str, ModelSpec] = {
             "default": {},
         },
         summary="MLP on one spectral channel",
+        latent="latent",
+    ),
+    "multimodal": ModelSpec(
+        cls=MultimodalModel,
+        config_cls=MultimodalConfig,
+        data="paired",
+        presets={
+            "tiny": dict(series_dims=[16, 32], series_blocks=1, spectral_dims=[8, 16], latent_tokens=4,
+                         latent_dim=32, fusion_blocks=1, nhead=2, dropout=0.0),
+            # the series part is the transformer's small preset
+            "small": dict(series_dims=[32, 64, 96, 128], series_blocks=1, spectral_dims=[8, 16, 32, 64],
+                          latent_tokens=8, latent_dim=128, fusion_blocks=2, nhead=2, ff_mult=2, dropout=0.0),
+            "default": {},
+        },
+        summary="shared latent of time series, PSD, ACF and F-statistic (paired data)",
         latent="latent",
     ),
 }

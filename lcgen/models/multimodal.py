@@ -1,0 +1,198 @@
+"""One shared latent for the time series, PSD, ACF and F-statistic of a window (``multimodal``).
+
+The model reuses the other models' parts: the hierarchical transformer
+(:class:`~lcgen.models.transformer.TimeSeriesTransformer`) encodes and decodes the time series,
+one 1-D UNet (:class:`~lcgen.models.unet.UNetAutoencoder`) per spectral channel encodes and
+decodes that channel, and transformer :class:`~lcgen.models.transformer.Block` s fuse them::
+
+    series (B, L, 2) --transformer encoder--> bottleneck (B, L/2**n, D_s) -> Linear -> tokens
+    psd    (B, 2, F) --UNet encoder---------> bottleneck (B, D_u, F/2**m) -> Linear -> tokens
+    acf    (B, 2, G) --UNet encoder---------> ...                         -> Linear -> tokens
+    fstat  (B, 2, F) --UNet encoder---------> ...                         -> Linear -> tokens
+    (each token + a learned modality embedding; spectral tokens + a learned bin-position embedding)
+
+    fusion: [K learned latent queries ; all tokens] -> fusion_blocks x Block (keys: real tokens
+            of modalities with a visible position) -> the K query outputs = the shared latent
+            z (B, K, latent_dim)  (``encoded``; ``latents(batch)["latent"]``)
+
+    readout, per modality: [z ; learned queries, one per bottleneck position of the modality]
+            -> readout_blocks x Block -> query outputs -> Linear -> that modality's bottleneck
+    decoders: each modality's own decoder (transformer / UNet) from the readout and its own
+            encoder's skips -> reconstructed series (B, L), psd (B, F), acf (B, G), fstat (B, F)
+
+The deepest level of every decoder sees only z, so all that crosses between modalities passes
+through the fixed-size latent; the skips carry a modality's own visible values at fine scales
+(for a modality hidden whole they carry nothing but its positions, and the series' times).
+
+Padding: every encoder zeroes values outside ``valid`` (``masking.model_input``) and the
+transformer masks padded keys, and tokens at padded positions, or of a modality with nothing
+visible, are masked out of the fusion, so values at padded, invalid or hidden positions change
+no output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lcgen.errors import LcgenError
+from lcgen.masking import MODALITIES, model_input, modality_keys
+from lcgen.models.layers import check_dims
+from lcgen.models.transformer import Block, TimeSeriesTransformer, TransformerConfig, key_padding_mask
+from lcgen.models.unet import UNetAutoencoder, UNetConfig
+
+SPECTRAL = MODALITIES[1:]
+
+
+@dataclass
+class MultimodalConfig:
+    """Shared-latent model over a window's time series and its spectra (paired data)."""
+
+    input_length: int = 512  # (int) time-series window length (points)
+    freq_length: int = 256  # (int) bins of the PSD and F-statistic (the paired file's frequency grid)
+    lag_length: int = 256  # (int) lags of the ACF (the paired file's lag grid)
+    series_dims: list[int] = field(default_factory=lambda: [64, 128, 256, 512])  # (list[int]) transformer width per level
+    series_blocks: int = 2  # (int) transformer blocks per level
+    spectral_dims: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # (list[int]) UNet width per level (each channel)
+    latent_tokens: int = 16  # (int) K: vectors in the shared latent
+    latent_dim: int = 256  # (int) width of the latent vectors and of the fusion
+    fusion_blocks: int = 2  # (int) blocks fusing the modality tokens into the latent
+    readout_blocks: int = 1  # (int) blocks reading each modality's bottleneck out of the latent
+    nhead: int = 4  # (int) attention heads (divides every series width and latent_dim)
+    ff_mult: int = 4  # (int) feed-forward width / model width
+    dropout: float = 0.1  # (float) dropout on the residual branches
+
+    def __post_init__(self) -> None:
+        check_dims("series_dims", self.series_dims)
+        check_dims("spectral_dims", self.spectral_dims)
+        for name in ("input_length", "freq_length", "lag_length", "latent_tokens", "latent_dim",
+                     "fusion_blocks", "readout_blocks", "series_blocks", "nhead", "ff_mult"):
+            if getattr(self, name) < 1:
+                raise LcgenError(f"multimodal: {name}={getattr(self, name)} must be >= 1")
+        if self.latent_dim % self.nhead:
+            raise LcgenError(f"multimodal: nhead={self.nhead} must divide latent_dim={self.latent_dim}")
+        self.series_config()  # checks the transformer settings now
+
+    def series_config(self) -> TransformerConfig:
+        return TransformerConfig(input_length=self.input_length, encoder_dims=list(self.series_dims),
+                                 nhead=self.nhead, num_transformer_blocks=self.series_blocks,
+                                 ff_mult=self.ff_mult, dropout=self.dropout)
+
+    def spectral_config(self, name: str) -> UNetConfig:
+        return UNetConfig(input_length=self.lag_length if name == "acf" else self.freq_length,
+                          encoder_dims=list(self.spectral_dims))
+
+
+def _tokens(length: int, levels: int) -> int:
+    """Bottleneck positions of an encoder with ``levels`` halvings of ``length`` (padded up)."""
+    return -(-length // 2 ** levels)
+
+
+class MultimodalModel(nn.Module):
+    """See the module docstring."""
+
+    def __init__(self, config: MultimodalConfig):
+        super().__init__()
+        self.config = config
+        D = config.latent_dim
+        self.series = TimeSeriesTransformer(config.series_config())
+        self.spectra = nn.ModuleDict({c: UNetAutoencoder(config.spectral_config(c)) for c in SPECTRAL})
+        widths = {"series": config.series_dims[-1], **{c: config.spectral_dims[-1] for c in SPECTRAL}}
+        self.n_tokens = {"series": _tokens(config.input_length, len(config.series_dims)),
+                         **{c: _tokens(config.spectral_config(c).input_length, len(config.spectral_dims))
+                            for c in SPECTRAL}}
+        self.token_in = nn.ModuleDict({m: nn.Linear(widths[m], D) for m in MODALITIES})
+        self.token_out = nn.ModuleDict({m: nn.Linear(D, widths[m]) for m in MODALITIES})
+        self.modality = nn.Parameter(0.02 * torch.randn(len(MODALITIES), D))
+        # spectral bins sit on a fixed grid: a learned embedding per bottleneck position
+        self.position = nn.ParameterDict({c: nn.Parameter(0.02 * torch.randn(self.n_tokens[c], D)) for c in SPECTRAL})
+        self.queries = nn.Parameter(0.02 * torch.randn(config.latent_tokens, D))
+        self.readout_queries = nn.ParameterDict(
+            {m: nn.Parameter(0.02 * torch.randn(self.n_tokens[m], D)) for m in MODALITIES})
+        self.fusion = nn.ModuleList(Block(D, config.nhead, config.ff_mult, config.dropout)
+                                    for _ in range(config.fusion_blocks))
+        self.readout = nn.ModuleList(Block(D, config.nhead, config.ff_mult, config.dropout)
+                                     for _ in range(config.readout_blocks))
+        self.norm = nn.LayerNorm(D)
+
+    # ----------------------------------------------------------------------------------------
+
+    def _inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality: the model input (B, L_m, 2) and its visible positions (B, L_m)."""
+        out = {}
+        for m in MODALITIES:
+            values_key, valid_key, hidden_key = modality_keys(m)
+            values, valid = batch[values_key], batch[valid_key].bool()
+            if values.shape[1] != (self.config.input_length if m == "series" else self.spectra[m].config.input_length):
+                raise LcgenError(f"multimodal: {m} rows have {values.shape[1]} values, the model was built for "
+                                 f"{self.config.input_length if m == 'series' else self.spectra[m].config.input_length}")
+            hidden = batch.get(hidden_key)
+            hidden = torch.zeros_like(valid) if hidden is None else hidden.bool()
+            out[m] = (model_input(values, valid, hidden), valid & ~hidden)
+        return out
+
+    def encode(self, batch: dict[str, torch.Tensor]):
+        """The shared latent z (B, K, latent_dim) and what the decoders need: per modality its
+        encoder state (transformer: ``(levels, ropes, extra)``; UNet: its list of outputs)."""
+        inputs = self._inputs(batch)
+        states, tokens, keys = {}, [], []
+        x, visible = inputs["series"]
+        levels, ropes, extra = self.series.encode(x, batch["time"], batch["valid"])
+        states["series"] = (levels, ropes, extra)
+        h, h_valid = levels[-1]  # (B, Ls, D_s), (B, Ls)
+        tokens.append(self.token_in["series"](h) + self.modality[0])
+        keys.append(h_valid & visible.any(1, keepdim=True))
+        for j, c in enumerate(SPECTRAL, start=1):
+            x, visible = inputs[c]
+            unet = self.spectra[c]
+            outs = unet.encode(x.transpose(1, 2))  # skips..., bottleneck (B, D_u, Lb)
+            states[c] = outs
+            h = outs[-1].transpose(1, 2)  # (B, Lb, D_u)
+            tokens.append(self.token_in[c](h) + self.modality[j] + self.position[c])
+            valid = batch[modality_keys(c)[1]].bool()  # a token is real if any bin under it is
+            n, factor = h.shape[1], 2 ** unet.levels
+            valid = nn.functional.pad(valid, (0, n * factor - valid.shape[1])).view(-1, n, factor).any(-1)
+            keys.append(valid & visible.any(1, keepdim=True))
+        B = x.shape[0]
+        z = self.queries.expand(B, -1, -1)
+        seq = torch.cat([z, *tokens], 1)  # (B, K + tokens, D)
+        mask = key_padding_mask(torch.cat([torch.ones(B, z.shape[1], dtype=torch.bool, device=z.device), *keys], 1))
+        for block in self.fusion:
+            seq = block(seq, mask)
+        return self.norm(seq[:, : z.shape[1]]), states
+
+    def decode(self, z: torch.Tensor, states: dict, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every modality reconstructed from z (through its readout) and its own skips."""
+        out = {}
+        K = z.shape[1]
+        for j, m in enumerate(MODALITIES):
+            q = (self.readout_queries[m] + self.modality[j]).expand(z.shape[0], -1, -1)
+            seq = torch.cat([z, q], 1)
+            for block in self.readout:
+                seq = block(seq, None)
+            bottleneck = self.token_out[m](seq[:, K:])  # (B, n_tokens, width)
+            if m == "series":
+                levels, ropes, extra = states["series"]
+                result = self.series.decode(levels, ropes, extra, batch["values"].shape[1], bottleneck=bottleneck)
+                out["reconstructed"] = result["reconstructed"][..., 0]
+            else:
+                *skips, _ = states[m]
+                result = self.spectra[m].decode(skips, bottleneck.transpose(1, 2), batch[m].shape[1])
+                out[f"reconstructed_{m}"] = result["reconstructed"]
+        return out
+
+    def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Paired batch dict (values, valid, time, psd, psd_valid, acf, ..., and each modality's
+        hidden mask; missing masks hide nothing) -> ``reconstructed`` (B, L) (the series),
+        ``reconstructed_psd`` (B, F), ``reconstructed_acf`` (B, G), ``reconstructed_fstat``
+        (B, F) and ``encoded`` = the shared latent (B, K, latent_dim)."""
+        z, states = self.encode(batch)
+        return {**self.decode(z, states, batch), "encoded": z}
+
+    def latents(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``{"latent": (z (B, K, latent_dim), valid (B, K) all True)}``: the shared latent of
+        whatever the batch shows (``hidden`` masks optional, default nothing hidden)."""
+        z, _ = self.encode(batch)
+        return {"latent": (z, torch.ones(z.shape[:2], dtype=torch.bool, device=z.device))}

@@ -1,0 +1,308 @@
+"""Issue 12: paired data (each window's own spectra), the multimodal model and its shared latent,
+modality dropout, training and exact resume, evaluate and embed through the CLI."""
+
+import csv
+import dataclasses
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from typer.testing import CliRunner
+
+from lcgen.cli import app
+from lcgen.convert import ConvertConfig, convert
+from lcgen.data import PairedSource, iter_batches, open_source
+from lcgen.errors import LcgenError
+from lcgen.masking import MODALITIES, SEED_STRIDE, drop_modalities, fixed_mask, modality_keys, paired_masks
+from lcgen.multitaper import autocorrelation, binned_multitaper, resolvable_band
+from lcgen.preprocess import normalise
+from lcgen.train import TrainConfig, fit, load_checkpoint, load_run
+from lcgen.window_spectra import WindowSpectraConfig
+from tests.conftest import run_cli, write_sine_raw
+
+WINDOW, N_FREQ, N_LAGS = 64, 32, 24
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread (as `--threads 1`): on a shared 2-core machine a tiny model's steps are
+    several times faster so; the previous setting is restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    path = tmp_path_factory.mktemp("raw") / "raw.h5"
+    write_sine_raw(path, n_curves=8, seed=3, n_range=(70, 200))
+    return path
+
+
+@pytest.fixture(scope="module")
+def paired(raw):
+    out = raw.parent / "paired.h5"
+    convert(ConvertConfig(input=str(raw), output=str(out), max_length=WINDOW, spectra=True,
+                          window_spectra=WindowSpectraConfig(n_freq=N_FREQ, n_lags=N_LAGS)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Paired data
+
+
+def test_each_windows_spectra_are_the_multitaper_of_that_window(raw, paired, tmp_path):
+    """Window i's PSD, F and ACF equal lcgen's multitaper of window i's own points, computed here
+    directly on the file's shared grids; the time series are those of a plain convert."""
+    plain = tmp_path / "plain.h5"
+    convert(ConvertConfig(input=str(raw), output=str(plain), max_length=WINDOW))
+    with h5py.File(paired) as f, h5py.File(plain) as g:
+        for key in g:  # the time-series part is untouched
+            if isinstance(g[key], h5py.Dataset):
+                np.testing.assert_array_equal(f[key][()], g[key][()], err_msg=key)
+        freq, lag, edges = f["frequency"][:], f["lag"][:], f["frequency"].attrs["edges"]
+        n = f["flux"].shape[0]
+        assert n > 12 and freq.shape == (N_FREQ,) and lag.shape == (N_LAGS,) and not f["spectra_failed"][:].any()
+        assert len(set(f["start"][:].tolist())) > 1  # several windows per curve: they differ below
+        for i in range(n):
+            m = f["mask"][i]
+            t, x = f["time"][i][m].astype(np.float64), f["flux"][i][m].astype(np.float64)
+            med, (q25, q75) = np.median(x), np.percentile(x, [25, 75])
+            x = (x - med) / (q75 - q25)  # the window's own median/IQR scaling (no 5-IQR outliers here)
+            spec = binned_multitaper(t, x, freq, edges, nw=4.0, adaptive=True)
+            w, f_hi, _ = resolvable_band(t, 4.0)
+            band = (freq >= w) & (freq <= f_hi)
+            np.testing.assert_array_equal(f["psd_mask"][i], band)
+            np.testing.assert_array_equal(f["fstat_mask"][i], band)
+            z, mu, sd = normalise(spec.psd, band, float(np.median(spec.psd[band])))
+            np.testing.assert_allclose(f["psd"][i], z, rtol=1e-5, atol=1e-5)
+            assert f["psd_mean"][i] == pytest.approx(mu, rel=1e-12) and f["psd_std"][i] == pytest.approx(sd, rel=1e-12)
+            np.testing.assert_allclose(f["fstat"][i], normalise(spec.fstat, band, 1.0)[0], rtol=1e-5, atol=1e-5)
+            reach = lag <= 0.75 * (t[-1] - t[0])
+            acf = np.full(lag.size, np.nan)
+            acf[reach] = autocorrelation(t, x, lag[reach])
+            np.testing.assert_array_equal(f["acf_mask"][i], np.isfinite(acf))
+            np.testing.assert_allclose(f["acf"][i], normalise(np.nan_to_num(acf), np.isfinite(acf), 1.0)[0],
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_paired_source_reads_every_modality_and_io_checks_the_format(paired, tmp_path):
+    with open_source(paired, "paired") as source:
+        assert source.lengths == {"freq_length": N_FREQ, "lag_length": N_LAGS}
+        batch = next(iter_batches(source, np.arange(5), 5))
+        with h5py.File(paired) as f:
+            for c in ("psd", "acf", "fstat"):
+                assert batch[c].shape == (5, N_LAGS if c == "acf" else N_FREQ)
+                np.testing.assert_array_equal(batch[f"{c}_valid"].numpy(), f[f"{c}_mask"][:5])
+                np.testing.assert_array_equal(batch[c].numpy(), np.where(f[f"{c}_mask"][:5], f[c][:5], 0))
+    plain = tmp_path / "plain.h5"
+    convert(ConvertConfig(input=str(paired.parent / "raw.h5"), output=str(plain), max_length=WINDOW))
+    with pytest.raises(LcgenError, match="without per-window spectra; make a paired one with `lcgen convert --spectra`"):
+        PairedSource(plain)
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(paired.read_bytes())
+    with h5py.File(broken, "a") as f:
+        del f["acf_mask"]
+        f["acf_mask"] = np.zeros((3, N_LAGS), bool)
+    with pytest.raises(LcgenError, match=r"'acf_mask' has shape \(3, 24\), expected"):
+        PairedSource(broken)
+    # another file shares a run's grids only when made with them (embed and evaluate refuse others)
+    from lcgen.io import check_same_grids
+
+    with h5py.File(paired) as f:
+        bounds = {k: float(v) for k, v in dict(freq_min=f["frequency"][0], freq_max=f["frequency"][-1],
+                                                 lag_min=f["lag"][1], lag_max=f["lag"][-1]).items()}
+    same, other = tmp_path / "same.h5", tmp_path / "other.h5"
+    for path, grid in ((same, bounds), (other, {})):
+        convert(ConvertConfig(input=str(paired.parent / "raw.h5"), output=str(path), max_length=WINDOW // 2, spectra=True,
+                              window_spectra=WindowSpectraConfig(n_freq=N_FREQ, n_lags=N_LAGS, **grid)))
+    check_same_grids(same, paired, "the run")
+    with pytest.raises(LcgenError, match="has another frequency grid than .*, which the run was trained on"):
+        check_same_grids(other, paired, "the run")
+
+
+# --------------------------------------------------------------------------------------------
+# Masks and modality dropout
+
+
+def test_modality_dropout_hides_exactly_what_it_says(paired):
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 64))
+    series = fixed_mask(batch["valid"], batch["index"], seed=4)
+    # p = 0: each modality gets its own fixed block mask, nothing is hidden whole
+    blocks = paired_masks(batch, series, p_drop=0.0, seed=4)
+    assert not blocks["dropped"].any() and torch.equal(blocks["hidden"], series)
+    for k, m in enumerate(MODALITIES[1:], start=1):
+        _, valid_key, hidden_key = modality_keys(m)
+        assert torch.equal(blocks[hidden_key], fixed_mask(batch[valid_key], batch["index"], seed=4 + k * SEED_STRIDE))
+    # p = 0.6: a dropped modality is hidden at every real position, the others keep their blocks
+    out = paired_masks(batch, series, p_drop=0.6, seed=4)
+    dropped = out["dropped"]
+    assert dropped.any() and (~dropped).any()
+    for j, m in enumerate(MODALITIES):
+        _, valid_key, hidden_key = modality_keys(m)
+        for i in range(len(batch["index"])):
+            expect = batch[valid_key][i] if dropped[i, j] else blocks[hidden_key][i]
+            assert torch.equal(out[hidden_key][i], expect), (m, i)
+    assert not dropped.all(1).any()  # something always stays visible
+    # the same rows in another order get the same masks (fixed by row index)
+    perm = torch.randperm(len(batch["index"]), generator=torch.Generator().manual_seed(0))
+    again = paired_masks({k: v[perm] for k, v in batch.items()}, series[perm], p_drop=0.6, seed=4)
+    assert torch.equal(again["dropped"], dropped[perm])
+
+
+def test_training_masks_of_a_row_do_not_depend_on_the_process_count(paired):
+    """One process's share of a global batch gets the rows' masks the whole batch gets."""
+    from lcgen.masking import block_mask
+
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 16))
+    gen = torch.Generator().manual_seed(0)
+    whole = paired_masks(batch, block_mask(batch["valid"], generator=gen), p_drop=0.4, generator=gen)
+    gen = torch.Generator().manual_seed(0)
+    series = block_mask(batch["valid"], generator=gen)[5:11]
+    share = paired_masks({k: v[5:11] for k, v in batch.items()}, series, p_drop=0.4, generator=gen, share=(16, 5, 11))
+    for key in whole:
+        assert torch.equal(whole[key][5:11], share[key]), key
+
+
+def test_drop_modalities_rate_and_the_one_left_visible():
+    n = 40_000
+    u = torch.rand(n, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    present = torch.ones(n, 4, dtype=torch.bool)
+    present[: n // 4, 1:] = False  # a quarter of the windows have no spectra
+    dropped = drop_modalities(u, present, 0.3)
+    assert not (dropped & ~present).any() and not (dropped == present).all(1).any()
+    # a present modality is dropped with p = 0.3, except when all present ones drew a drop
+    rest = dropped[n // 4:].double().mean().item()
+    expect = 0.3 - 0.3 ** 4 / 4  # P(u_j < p) minus the kept one in the all-dropped rows
+    assert abs(rest - expect) < 5 * (expect * (1 - expect) / (3 * n)) ** 0.5
+    assert not dropped[: n // 4, 0].any()  # a window with only its series never loses it
+
+
+def test_a_hidden_modality_changes_no_output_and_visible_ones_cross_over(paired):
+    from lcgen.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS).eval()
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 6))
+    hidden = {modality_keys(m)[2]: torch.zeros_like(batch[modality_keys(m)[1]]) for m in MODALITIES}
+    hidden["psd_hidden"] = batch["psd_valid"].clone()  # the PSD hidden whole
+    other = {**batch, "psd": batch["psd"] + 100 * torch.randn(batch["psd"].shape)}
+    changed_acf = {**batch, "acf": batch["acf"] + torch.randn(batch["acf"].shape)}
+    with torch.no_grad():
+        a = model.forward_batch({**batch, **hidden})
+        b = model.forward_batch({**other, **hidden})
+        c = model.forward_batch({**changed_acf, **hidden})
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # the hidden PSD's values reach nothing
+    # the PSD is predicted from what is visible: another ACF changes the PSD reconstruction
+    assert not torch.allclose(a["reconstructed_psd"], c["reconstructed_psd"])
+
+
+# --------------------------------------------------------------------------------------------
+# The shared latent
+
+
+def test_shared_latent_is_deterministic_and_padding_invariant(paired):
+    from lcgen.embed import pooled_latent
+    from lcgen.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS).eval()
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 8))
+    assert (~batch["valid"]).any() and (~batch["psd_valid"]).any()  # padding and invalid bins to test
+    junk = dict(batch)
+    g = torch.Generator().manual_seed(2)
+    for m in MODALITIES:
+        values_key, valid_key, _ = modality_keys(m)
+        junk[values_key] = torch.where(batch[valid_key], batch[values_key], torch.nan)
+    junk["time"] = torch.where(batch["valid"], batch["time"], 1e4 * torch.randn(batch["time"].shape, generator=g))
+    with torch.no_grad():
+        z, valid = model.latents(batch)["latent"]
+        assert z.shape == (8, 4, 32) and valid.all()
+        assert torch.equal(model.latents(batch)["latent"][0], z)  # deterministic
+        assert torch.equal(model.latents(junk)["latent"][0], z)  # padding and invalid bins reach nothing
+        alone = model.latents({k: v[2:3] for k, v in batch.items()})["latent"][0]
+        torch.testing.assert_close(alone[0], z[2], rtol=0, atol=1e-5)  # batch companions do not matter
+        assert torch.equal(model.forward_batch(batch)["encoded"], z)
+        assert pooled_latent(model, batch, "latent", "meanmax").shape == (8, 64)
+
+
+# --------------------------------------------------------------------------------------------
+# Training, resume, evaluate, embed
+
+
+def config(paired, runs, **changes):
+    base = TrainConfig(model_name="multimodal", preset="tiny", data=str(paired), epochs=2, batch_size=8, lr=3e-3,
+                       runs_dir=str(runs), device="cpu", threads=1, modality_weights={"acf": 0.5})
+    return dataclasses.replace(base, **changes)
+
+
+def test_multimodal_trains_and_resumes_exactly(paired, tmp_path):
+    whole = fit(config(paired, tmp_path), name="whole")
+    first = fit(config(paired, tmp_path), name="split", stop_after=1)
+    assert first["status"] == "stopped"
+    second = fit(resume=first["run_dir"])
+    a, b = (load_checkpoint(r["run_dir"] / "last.pt") for r in (whole, second))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert whole["history"] == [{**r, "seconds": w["seconds"], "samples_per_s": w["samples_per_s"],
+                                  "data_wait_s": w["data_wait_s"]} for r, w in zip(second["history"], whole["history"])]
+    with open(whole["run_dir"] / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for m in MODALITIES:
+        assert all(float(r[f"train_masked_{m}"]) > 0 and float(r[f"val_masked_{m}"]) > 0 for r in rows)
+    # the weighted sum of the modality losses is the logged masked loss
+    r = whole["history"][-1]
+    weights = {"series": 1.0, "psd": 1.0, "acf": 0.5, "fstat": 1.0}
+    assert r["train_masked"] == pytest.approx(sum(w * r[f"train_masked_{m}"] for m, w in weights.items()), rel=1e-9)
+    model, cfg = load_run(whole["run_dir"])
+    assert cfg.modality_weights == {"acf": 0.5} and model.config.freq_length == N_FREQ
+
+
+def test_bad_multimodal_settings_fail_clearly(paired, tmp_path):
+    from lcgen.train import complete_config
+
+    with pytest.raises(LcgenError, match="modality_weights has unknown modalities flux; choose from series"):
+        complete_config(config(paired, tmp_path, modality_weights={"flux": 1.0}))
+    with pytest.raises(LcgenError, match="'modality_dropout' = 1.0 must be in"):
+        complete_config(config(paired, tmp_path, modality_dropout=1.0))
+    with pytest.raises(LcgenError, match="trains with loss mse only"):
+        complete_config(config(paired, tmp_path, loss="nll"))
+
+
+def test_multimodal_through_the_cli(raw, tmp_path):
+    """convert --spectra -> info -> train multimodal -> evaluate -> embed, as a user runs them."""
+    data, runs = tmp_path / "paired.h5", tmp_path / "runs"
+    result = run_cli("convert", "-i", raw, "-o", data, "--max-length", WINDOW, "--spectra",
+                     "--set", f"window_spectra.n_freq={N_FREQ}", "--set", f"window_spectra.n_lags={N_LAGS}")
+    assert result.returncode == 0, result.stderr
+    result = CliRunner().invoke(app, ["info", str(data), "--no-config"])  # in-process: one start-up less
+    assert result.exit_code == 0 and f"paired: each window carries its own PSD, F-statistic ({N_FREQ} frequencies" in result.output
+    result = run_cli("train", "multimodal", "--data", data, "--epochs", 1, "--batch-size", 8, "--preset", "tiny",
+                     "--name", "e2e", "--device", "cpu", "--threads", 1, "--set", f"runs_dir={runs}")
+    assert result.returncode == 0, result.stderr
+    run = runs / "multimodal" / "e2e"
+    result = run_cli("evaluate", run, env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data_kind"] == "paired" and set(metrics["vs_baselines"]) == {"linear", "mean"}
+    scen = metrics["modalities"]
+    assert set(scen["masked"]) == set(MODALITIES)
+    assert set(scen["masked"]["psd"]["vs_baselines"]) == {"linear", "mean", "profile"}
+    for m in MODALITIES:
+        assert set(scen[f"{m}_from_others"]) == {m}
+        assert scen[f"{m}_from_others"][m]["overall"]["model"]["masked_mse"] > 0
+    assert set(scen["spectra_from_series"]) == {"psd", "acf", "fstat"}
+    result = run_cli("embed", run, "-o", tmp_path / "emb.h5", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "emb.h5") as f:
+        assert f["window"].shape[1] == 64 and f.attrs["level"] in ("all", "latent")  # mean+max of the 32-wide latent
