@@ -393,6 +393,21 @@ def train(
         "history": str(result["run_dir"] / "history.csv")}))
     if result["status"] == "interrupted":
         raise typer.Exit(130)
+    if result["status"] == "finished" and result["epoch"] and cfg.model.get("variance_head") and cfg.val_fraction > 0:
+        from lcgen.calibrate import calibrate_run
+
+        _print_calibration(result["run_dir"], calibrate_run(result["run_dir"], device=cfg.device))
+
+
+def _print_calibration(run_dir: Path, fits: dict) -> None:
+    """One line per calibrated checkpoint: 68/95 % coverage of validation points before -> after."""
+    for which, cal in fits.items():
+        before, after = cal["coverage_before"]["overall"], cal["coverage_after"]["overall"]
+        console.print(f"Variance calibration of {which}.pt on {cal['n_total']:,} hidden validation points: "
+                      f"68/95 % coverage {before[0]:.3f}/{before[1]:.3f} -> {after[0]:.3f}/{after[1]:.3f} "
+                      f"(scales {', '.join(f'{a:.3g}' for a in cal['scales'])} by hidden-run length "
+                      f"1, 2, ..., >{cal['edges'][-1]})", highlight=False)
+    console.print(f"Stored in the checkpoints; wrote {Path(run_dir) / 'calibration.json'}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -491,6 +506,24 @@ def evaluate(
     console.print(verdict(metrics), highlight=False)
     console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote "
                   f"{metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint, mode=cfg.mode)}")
+
+
+@app.command()
+def calibrate(
+    run_dir: RunDirArg,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+) -> None:
+    """Recalibrate the predictive variance of a run with a variance head (loss nll) on its
+    validation split: one scale of the model's variance per hidden-run length, chosen to put the
+    reliability curve on the diagonal, stored in best.pt and last.pt and applied by evaluate and
+    fill. lcgen train does this itself at the end of a run with a variance head; rerunning
+    replaces the earlier fit.
+
+    Example: [cyan]lcgen calibrate runs/transformer/demo[/]
+    """
+    from lcgen.calibrate import calibrate_run
+
+    _print_calibration(run_dir, calibrate_run(run_dir, device=device or "cpu"))
 
 
 @app.command()

@@ -29,7 +29,7 @@ Calibration (predictors with a variance: a model with a variance head, the GP). 
 distribution of a hidden observation is N(μ, s²), s² = predicted variance + the point's own
 ``flux_err``² (normalised; 0 for spectra), and with z = (y − μ)/s:
 
-    coverage_68 = fraction of |z| <= 0.9945,   coverage_95 = fraction of |z| <= 1.9600,
+    coverage_68 = fraction of |z| <= 1 (68.27 %),   coverage_95 = fraction of |z| <= 1.9600,
     nll  = mean of ½ [log(2π s²) + z²],
     crps = mean of s [z (2Φ(z) − 1) + 2φ(z) − 1/√π]   (Gneiting & Raftery 2007),
 
@@ -52,13 +52,14 @@ from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 import numpy as np
 from scipy.special import ndtr
 
+from lcgen.calibrate import calibrated_variance
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_path
 
 PREDICTORS = ("model", "linear", "mean")
 BASELINES = {"mask": ("linear", "mean", "gp"), "forecast": ("persistence", "extrapolation", "mean", "gp")}
 DEFAULT_BASELINES = {"mask": "linear,mean", "forecast": "persistence,extrapolation,mean"}
-Z68, Z95 = 0.994457883, 1.959963985  # central 68.27 % and 95 % intervals of N(0, 1): Φ⁻¹(0.84135), Φ⁻¹(0.975)
+Z68, Z95 = 1.0, 1.959963985  # central 68.27 % (±1 σ) and 95 % intervals of N(0, 1): Φ⁻¹(0.841345), Φ⁻¹(0.975)
 REGIONS = ("masked", "unmasked")
 METRICS_FILE = "metrics.json"
 UNITS = {"timeseries": "normalised flux: (flux - median) / IQR of each window",
@@ -460,7 +461,9 @@ def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str
         result = {"values": v, "valid": ok, "hidden": hid, "coord": coord, "index": b["index"],
                   "model": out["reconstructed"].float().reshape(v.shape).cpu().numpy()}
         if "log_var" in out:
-            result["model_var"] = np.exp(out["log_var"].double().reshape(v.shape).cpu().numpy()) + err2
+            raw = np.exp(out["log_var"].double().reshape(v.shape).cpu().numpy())
+            result["model_raw_var"], result["noise_var"] = raw, np.broadcast_to(err2, v.shape)
+            result["model_var"] = calibrated_variance(ev.model, raw, ok & hid) + err2
         for name in names:
             if name == "linear":
                 result[name] = linear_baseline(v, ok, hid, knots)

@@ -40,6 +40,7 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
+from lcgen.calibrate import calibrated_variance
 from lcgen.errors import LcgenError
 
 
@@ -185,8 +186,8 @@ def fill_curves(model, curves, cfg: FillConfig | None = None, *,
         with torch.no_grad():
             out = model.forward_batch({k: torch.from_numpy(v).to(device) for k, v in arrays.items()})
         mean = out["reconstructed"].double().cpu().numpy().reshape(B, L)
-        var = (np.exp(out["log_var"].double().cpu().numpy().reshape(B, L)) if "log_var" in out
-               else np.full((B, L), np.nan))
+        var = (calibrated_variance(model, np.exp(out["log_var"].double().cpu().numpy().reshape(B, L)), arrays["hidden"])
+               if "log_var" in out else np.full((B, L), np.nan))
         for k, (c, s, e) in enumerate(chunk):
             p, n = prepared[c], e - s
             med, iqr, err = scale[k]
