@@ -64,6 +64,7 @@ def test_fit_calibration_scales_each_run_length_bin_on_its_own():
     before = cal["coverage_before"]["by_bin"]
     assert before[0][0] > 0.8 and before[5][0] < 0.45
     np.testing.assert_allclose(cal["coverage_after"]["overall"], [0.6827, 0.95], atol=0.01)
+    assert cal["dof"] is None or cal["dof"] >= 20  # Gaussian residuals: Gaussian (or near-Gaussian) tails
     one = coverage(resid[length == 20], cal["global_scale"] * model_var[length == 20], 0.01, 1.0, (0.6827,))
     assert abs(one[0] - 0.6827) > 0.05
 
@@ -96,3 +97,51 @@ def test_fill_applies_the_calibration_to_the_models_variance():
     # flux_err² = (a σ² + e²) IQR², e the window's median normalised error: the model part scales by a
     noise = np.median(err) ** 2
     np.testing.assert_allclose(scaled.flux_err[f] ** 2 - noise, 4 * (plain.flux_err[f] ** 2 - noise), rtol=1e-6)
+    # Student-t tails: ±flux_err is still the central 68.27 % interval, t's half-width times the scale
+    from scipy import stats
+
+    model.variance_calibration["dof"] = 3.0
+    heavy = fill_curves(model, [(t, y, err)])[0]
+    np.testing.assert_allclose(heavy.flux_err[f], scaled.flux_err[f] * stats.t.ppf(0.8413447, 3.0), rtol=1e-6)
+
+
+def test_heavy_tailed_residuals_get_student_t_tails_and_both_levels_right():
+    rng = np.random.default_rng(2)
+    n = 30_000
+    model_var = rng.lognormal(-2.0, 1.0, n)
+    noise_var = np.full(n, 1e-4)
+    resid = np.sqrt(0.5 * model_var + noise_var) * rng.standard_t(3.0, n)  # t3 residuals, scale² = σ²/2
+    gauss = fit_calibration(resid, model_var, noise_var, np.ones(n), dofs=(None,))
+    cal = fit_calibration(resid, model_var, noise_var, np.ones(n))
+    assert cal["dof"] in (2.5, 3.0, 4.0)
+    assert cal["reliability_error"]["gaussian"] > 3 * cal["reliability_error"][f"t{cal['dof']:g}"]
+    np.testing.assert_allclose(cal["coverage_after"]["overall"], [0.6827, 0.95], atol=0.012)
+    # a Gaussian with the best scale cannot get both levels: 95 % falls short
+    assert gauss["dof"] is None and gauss["coverage_after"]["overall"][1] < 0.93
+
+
+def test_student_t_scores_against_scipy_and_monte_carlo():
+    from scipy import stats
+
+    from lcgen.evaluate import calibration_sums
+
+    rng = np.random.default_rng(3)
+    nu, n = 3.0, 100_000
+    mu, s = rng.normal(size=(1, n)), rng.uniform(0.2, 2.0, (1, n))
+    y = mu + s * rng.standard_t(nu, (1, n))
+    sums = calibration_sums(mu, s ** 2, y, np.ones((1, n), bool), dof=nu)
+    assert sums["in68"][0] / n == pytest.approx(0.6827, abs=0.005)  # sd ~0.0015
+    assert sums["in95"][0] / n == pytest.approx(0.95, abs=0.003)
+    np.testing.assert_allclose(sums["nll"][0], -stats.t.logpdf(y, nu, loc=mu, scale=s).sum(), rtol=1e-9)
+    # CRPS = E|X − y| − ½ E|X − X'| by Monte Carlo on a few points
+    k = 4
+    x = mu[0, :k, None] + s[0, :k, None] * rng.standard_t(nu, (k, 400_000))
+    x2 = mu[0, :k, None] + s[0, :k, None] * rng.standard_t(nu, (k, 400_000))
+    ref = np.abs(x - y[0, :k, None]).mean(1) - 0.5 * np.abs(x - x2).mean(1)
+    one = calibration_sums(mu[0, :k, None], s[0, :k, None] ** 2, y[0, :k, None], np.ones((k, 1), bool), dof=nu)
+    np.testing.assert_allclose(one["crps"], ref, rtol=0.03, atol=3e-3)
+    # a very large dof is the Gaussian
+    big = calibration_sums(mu, s ** 2, y, np.ones((1, n), bool), dof=1e7)
+    gauss = calibration_sums(mu, s ** 2, y, np.ones((1, n), bool))
+    for key in ("in68", "in95", "nll", "crps"):
+        np.testing.assert_allclose(big[key], gauss[key], rtol=1e-5)
