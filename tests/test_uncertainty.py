@@ -73,17 +73,27 @@ def test_nll_turns_the_variance_head_on_and_refuses_it_off():
                                     model={"variance_head": False}))
 
 
-def test_nll_training_on_pure_noise_learns_the_noise_variance():
+@pytest.fixture
+def one_thread():
+    """One torch thread for a loop of many small steps: on a busy machine two spinning threads
+    made this ~1 CPU-second test take minutes of wall time."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_nll_training_on_pure_noise_learns_the_noise_variance(one_thread):
     torch.manual_seed(0)
     sigma = 0.5
     model = create_model("mlp", "tiny", input_length=64, variance_head=True)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
     valid = torch.ones(64, 64, dtype=torch.bool)
 
     def noise_batch():
         return {"values": sigma * torch.randn(64, 64), "valid": valid, "hidden": torch.rand(64, 64) < 0.4}
 
-    for _ in range(300):
+    for _ in range(100):  # ~0.6 CPU s; the variance lands within 3 % of sigma² (seeds 0-2)
         batch = noise_batch()
         out = model.forward_batch(batch)
         sums = gaussian_nll_sums(out["reconstructed"], out["log_var"], batch)
