@@ -10,9 +10,12 @@ saw, with their fixed validation masks):
     s² = a_k σ² + e²,    k = the bin of the length of the hidden run the position lies in,
 
 one scale per run-length bin (runs of 1, 2, 3–4, 5–8, 9–16, 17–32 and > 32 hidden points:
-a point inside a long gap is uncertain in another way than a single missing point), and one
-scale ``a`` over all positions for bins with fewer than ``min_points`` hidden points. Only the
-model's own variance is scaled: the noise e² is known and stays as it is.
+a point inside a long gap is uncertain in another way than a single missing point); a bin with
+fewer than ``min_points`` hidden points (200) is fitted together with its nearest bins. Only the
+model's own variance is scaled: the noise e² is known and stays as it is. A validation split
+with fewer than ``MIN_TOTAL_FACTOR`` × ``min_points`` hidden points is too small to calibrate
+on (a scale fitted on the short runs of a tiny split made long gaps over-confident): the run is
+then left uncalibrated, and says so.
 
 Each scale is chosen to make the intervals right, not to maximise the likelihood: it minimises
 the squared distance of the reliability curve from the diagonal,
@@ -58,6 +61,7 @@ LEVELS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.99,)  # the reliabi
 DOF_GRID = (2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 20.0, 50.0, None)  # Student-t degrees of freedom tried; None = Gaussian
 SCALE_RANGE = (1e-3, 1e3)  # scales searched, log-uniformly
 CHECK_LEVELS = (0.682689492, 0.95)  # the coverages reported before and after: ±1 σ and the 95 % interval
+MIN_TOTAL_FACTOR = 5  # a split needs 5 x min_points hidden points to be calibrated on
 CALIBRATION_KEY = "variance_calibration"
 CALIBRATION_FILE = "calibration.json"
 
@@ -129,6 +133,18 @@ def fit_scale(resid: np.ndarray, model_var: np.ndarray, noise_var: np.ndarray, *
     return (float(grid[best]), float(cost[best])) if return_cost else float(grid[best])
 
 
+def pooled_bins(counts: Sequence[int], k: int, min_points: int) -> list[int]:
+    """Bin ``k`` and, if it holds fewer than ``min_points`` points, its nearest neighbours (the
+    next shorter run length first) until they do together (all bins at most)."""
+    chosen, lo, hi = [k], k, k
+    while sum(counts[b] for b in chosen) < min_points and (lo > 0 or hi < len(counts) - 1):
+        for b in (lo - 1, hi + 1):
+            if 0 <= b < len(counts) and sum(counts[c] for c in chosen) < min_points:
+                chosen.append(b)
+        lo, hi = lo - 1, hi + 1
+    return sorted(b for b in chosen if 0 <= b < len(counts))
+
+
 def fit_calibration(resid: np.ndarray, model_var: np.ndarray, noise_var: np.ndarray,
                     run_length: np.ndarray, *, min_points: int = 200, edges: Sequence[int] = RUN_EDGES,
                     dofs: Sequence[float | None] = DOF_GRID) -> dict[str, Any]:
@@ -146,8 +162,10 @@ def fit_calibration(resid: np.ndarray, model_var: np.ndarray, noise_var: np.ndar
     fits, errors = {}, {}
     for dof in dofs:
         overall = fit_scale(resid, model_var, noise_var, dof=dof)
-        scales = [fit_scale(resid[bins == k], model_var[bins == k], noise_var[bins == k], dof=dof)
-                  if counts[k] >= min_points else overall for k in range(len(counts))]
+        scales = []
+        for k in range(len(counts)):
+            sel = np.isin(bins, pooled_bins(counts, k, min_points))
+            scales.append(fit_scale(resid[sel], model_var[sel], noise_var[sel], dof=dof))
         got = coverage(resid, model_var * np.asarray(scales)[bins], noise_var, 1.0, LEVELS, dof)
         errors[dof] = float(np.sum((got - np.asarray(LEVELS)) ** 2))
         fits[dof] = overall, scales
@@ -234,8 +252,11 @@ def calibrate_run(run_dir: str | Path, *, min_points: int = 200, batch_size: int
         if not path.is_file():
             continue
         res = validation_residuals(run_dir, checkpoint=which, batch_size=batch_size, device=device)
-        if res["resid"].size == 0:
-            raise LcgenError(f"the validation rows of {run_dir} have no hidden points to calibrate on")
+        if res["resid"].size < MIN_TOTAL_FACTOR * min_points:
+            raise LcgenError(f"the validation rows of {run_dir} have {res['resid'].size:,} hidden points, too few "
+                             f"to calibrate on (at least {MIN_TOTAL_FACTOR * min_points:,} = {MIN_TOTAL_FACTOR} x "
+                             f"min_points {min_points}); its variance is used as trained. Train with more data "
+                             f"or a larger val_fraction")
         cal = fit_calibration(res["resid"], res["model_var"], res["noise_var"], res["run_length"],
                               min_points=min_points)
         cal.update(split="val", n_total=int(res["resid"].size))

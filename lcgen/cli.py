@@ -396,7 +396,10 @@ def train(
     if result["status"] == "finished" and result["epoch"] and cfg.model.get("variance_head") and cfg.val_fraction > 0:
         from lcgen.calibrate import calibrate_run
 
-        _print_calibration(result["run_dir"], calibrate_run(result["run_dir"], device=cfg.device))
+        try:
+            _print_calibration(result["run_dir"], calibrate_run(result["run_dir"], device=cfg.device))
+        except LcgenError as exc:  # too small a validation split: the run stays as trained
+            console.print(Text.assemble(("note:", "yellow"), f" not calibrated: {exc}"))
 
 
 def _print_calibration(run_dir: Path, fits: dict) -> None:
@@ -512,18 +515,19 @@ def evaluate(
 def calibrate(
     run_dir: RunDirArg,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    min_points: Annotated[int, typer.Option(help="Hidden validation points a run-length bin needs to get its own scale (fewer: pooled with its neighbours); the split needs 5x as many in all.", min=1)] = 200,
 ) -> None:
     """Recalibrate the predictive variance of a run with a variance head (loss nll) on its
-    validation split: one scale of the model's variance per hidden-run length, chosen to put the
-    reliability curve on the diagonal, stored in best.pt and last.pt and applied by evaluate and
-    fill. lcgen train does this itself at the end of a run with a variance head; rerunning
+    validation split: one scale of the model's variance per hidden-run length and, where the
+    errors are heavier-tailed than a Gaussian, Student-t tails, chosen to put the reliability
+    curve on the diagonal; stored in best.pt and last.pt and applied by evaluate and fill. lcgen train does this itself at the end of a run with a variance head; rerunning
     replaces the earlier fit.
 
     Example: [cyan]lcgen calibrate runs/transformer/demo[/]
     """
     from lcgen.calibrate import calibrate_run
 
-    _print_calibration(run_dir, calibrate_run(run_dir, device=device or "cpu"))
+    _print_calibration(run_dir, calibrate_run(run_dir, min_points=min_points, device=device or "cpu"))
 
 
 @app.command()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lcgen.calibrate import (RUN_EDGES, calibrated_variance, coverage, fit_calibration, fit_scale,
-                             hidden_run_lengths, run_bin)
+                             hidden_run_lengths, pooled_bins, run_bin)
 from lcgen.evaluate import Z68, Z95
 
 
@@ -58,8 +58,10 @@ def test_fit_calibration_scales_each_run_length_bin_on_its_own():
     for b, expect in zip(bins, (1 / 3, 4.0, 1.0)):
         assert cal["scales"][b] == pytest.approx(expect, rel=0.08)
         np.testing.assert_allclose(cal["coverage_after"]["by_bin"][b], [0.6827, 0.95], atol=0.015)
-    # bins with no points (2, 3-4, ...) take the scale fitted on all points
-    assert cal["n_points"][1] == 0 and cal["scales"][1] == cal["global_scale"]
+    # bins with too few points (here none: runs of 2, 3-4, ...) are fitted with their nearest bins
+    assert cal["n_points"][1] == 0 and cal["scales"][1] == cal["scales"][0]
+    assert cal["scales"][4] == cal["scales"][5]  # 9-16: pooled with 5-8 (empty) and 17-32
+    assert pooled_bins([0, 0, 50, 500, 10], 2, 200) == [1, 2, 3] and pooled_bins([300, 5], 1, 200) == [0, 1]
     # before: wrong in both directions, by bin; one scale for all could not fix both
     before = cal["coverage_before"]["by_bin"]
     assert before[0][0] > 0.8 and before[5][0] < 0.45

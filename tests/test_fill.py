@@ -67,14 +67,16 @@ def sine_run(tmp_path_factory):
     with RawWriter(d / "raw.h5", {"made_by": "tests"}) as w:
         w.append(times, fluxes, errors, meta={"lc_type": ["sinusoid"] * 40})
     convert(ConvertConfig(input=str(d / "raw.h5"), output=str(d / "ts.h5"), max_length=64, min_points=32))
-    # through the CLI: a run with a variance head is calibrated on its validation split at the end
+    # through the CLI: a run with a variance head is calibrated on its validation split at the
+    # end, unless (as this tiny one) the split has too few hidden points; it then says so
     r = run_cli("train", "transformer", "--preset", "tiny", "--data", d / "ts.h5", "--epochs", 6, "--batch-size", 16,
                 "--lr", 3e-3, "--device", "cpu", "--name", "sine", "--set", f"runs_dir={d / 'runs'}",
                 "--set", "loss=nll", "--set", "mask.max_block=16", "--set", "mask.max_ratio=0.5",
                 "--set", "model.interp_residual=true", "--set", "model.input_dim=3")
     assert r.returncode == 0, r.stderr + r.stdout
     run = d / "runs" / "transformer" / "sine"
-    assert "Variance calibration of best.pt" in r.stdout and (run / "calibration.json").is_file()
+    assert "not calibrated" in r.stdout and "too few to calibrate on" in r.stdout
+    assert not (run / "calibration.json").exists()
     return run
 
 

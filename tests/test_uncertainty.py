@@ -244,7 +244,7 @@ def test_calibrate_cli_round_trips_through_the_checkpoint_and_evaluate(nll_run, 
     from lcgen.train import load_checkpoint, load_run
 
     run = nll_run
-    r = run_cli("calibrate", run)
+    r = run_cli("calibrate", run, "--min-points", 20)  # a tiny run: a few hundred validation points
     assert r.returncode == 0, r.stderr + r.stdout
     assert "Variance calibration of best.pt" in r.stdout
     fits = json.loads((run / "calibration.json").read_text())
@@ -262,6 +262,8 @@ def test_calibrate_cli_round_trips_through_the_checkpoint_and_evaluate(nll_run, 
     np.testing.assert_allclose([row["coverage_68"], row["coverage_95"]], fits["best"]["coverage_after"]["overall"],
                                atol=2e-3)
     assert Z68 == 1.0 and Z95 == pytest.approx(1.959964, abs=1e-6)  # the levels the fit reports: ±1 σ, 95 %
-    # a missing run directory is one line, exit 1
+    # too few validation points for the default bins, or a missing run directory: one line, exit 1
+    r = run_cli("calibrate", run)
+    assert r.returncode == 1 and "too few to calibrate on" in r.stdout + r.stderr
     r = run_cli("calibrate", tmp_path / "nowhere")
     assert r.returncode == 1 and "does not exist" in r.stdout + r.stderr
