@@ -579,7 +579,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
 def _calibration_summary(model) -> dict | None:
     """What of the run's variance calibration the model scores were made with (None: none)."""
     cal = getattr(model, "variance_calibration", None)
-    return {k: cal[k] for k in ("dof", "edges", "scales", "split")} if cal else None
+    return {k: cal.get(k) for k in ("dof", "edges", "scales", "split")} if cal else None
 
 
 def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.99,),
