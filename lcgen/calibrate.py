@@ -169,7 +169,7 @@ def fit_calibration(resid: np.ndarray, model_var: np.ndarray, noise_var: np.ndar
         got = coverage(resid, model_var * np.asarray(scales)[bins], noise_var, 1.0, LEVELS, dof)
         errors[dof] = float(np.sum((got - np.asarray(LEVELS)) ** 2))
         fits[dof] = overall, scales
-    dof = min(errors, key=lambda d: errors[d])  # ties: the first (heaviest tails tried first is fine: equal fit)
+    dof = min(errors, key=lambda d: errors[d])  # an exact tie keeps the first in ``dofs``
     overall, scales = fits[dof]
     scale_per_point = np.asarray(scales)[bins]
 
