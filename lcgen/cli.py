@@ -406,9 +406,11 @@ def _print_calibration(run_dir: Path, fits: dict) -> None:
     """One line per calibrated checkpoint: 68/95 % coverage of validation points before -> after."""
     for which, cal in fits.items():
         before, after = cal["coverage_before"]["overall"], cal["coverage_after"]["overall"]
+        tails = "Gaussian" if cal["dof"] is None else f"Student t, {cal['dof']:g} dof"
         console.print(f"Variance calibration of {which}.pt on {cal['n_total']:,} hidden validation points: "
                       f"68/95 % coverage {before[0]:.3f}/{before[1]:.3f} -> {after[0]:.3f}/{after[1]:.3f} "
-                      f"(scales {', '.join(f'{a:.3g}' for a in cal['scales'])} by hidden-run length "
+                      f"({tails}; "
+                      f"scales {', '.join(f'{a:.3g}' for a in cal['scales'])} by hidden-run length "
                       f"1, 2, ..., >{cal['edges'][-1]})", highlight=False)
     console.print(f"Stored in the checkpoints; wrote {Path(run_dir) / 'calibration.json'}")
 
@@ -444,8 +446,11 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     tables = [overall]
     calibrated = {k: row for k, row in m["overall"].items() if "coverage_68" in row}
     if calibrated:
+        fit = m.get("variance_calibration")
+        how = ("" if not fit else "; the model's variance calibrated on the validation split"
+               + ("" if fit.get("dof") is None else f", Student t with {fit['dof']:g} dof"))
         cal = Table("predictor", "68 % coverage", "95 % coverage", "NLL", "CRPS", title_justify="left",
-                    title="calibration on hidden positions (nominal 0.683 / 0.950)")
+                    title=f"calibration on hidden positions (nominal 0.683 / 0.950{how})")
         for key, row in calibrated.items():
             cal.add_row(names.get(key, key), _fmt(row["coverage_68"], ".3f"), _fmt(row["coverage_95"], ".3f"),
                         _fmt(row["nll"]), _fmt(row["crps"]))
