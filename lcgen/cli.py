@@ -525,8 +525,9 @@ def calibrate(
     """Recalibrate the predictive variance of a run with a variance head (loss nll) on its
     validation split: one scale of the model's variance per hidden-run length and, where the
     errors are heavier-tailed than a Gaussian, Student-t tails, chosen to put the reliability
-    curve on the diagonal; stored in best.pt and last.pt and applied by evaluate and fill. lcgen train does this itself at the end of a run with a variance head; rerunning
-    replaces the earlier fit.
+    curve on the diagonal; stored in best.pt and last.pt and applied by evaluate and fill.
+    lcgen train does this itself at the end of a run with a variance head; rerunning replaces
+    the earlier fit.
 
     Example: [cyan]lcgen calibrate runs/transformer/demo[/]
     """
