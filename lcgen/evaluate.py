@@ -560,7 +560,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             "mask": ({"seed": cfg.mask_seed, **m} if cfg.mode == "mask"
                      else {"forecast_points": cfg.forecast_points}), "units": UNITS[ev.kind],
             "overall": overall,
-            "variance_calibration": _calibration_summary(ev.model),
+            **_calibration_summary(ev.model),
             "vs_baselines": {b: {"masked_mse_ratio": mse_ratio[b], "masked_mae_ratio": mae_ratio[b]}
                              for b in mse_ratio},
             "by_mask_ratio": breakdown(scores, ratio_labels, order=ratio_order),
@@ -576,10 +576,17 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
     return metrics
 
 
-def _calibration_summary(model) -> dict | None:
-    """What of the run's variance calibration the model scores were made with (None: none)."""
+def _calibration_summary(model) -> dict:
+    """``{"variance_calibration": {...}}``: the run's calibration the model was scored with
+    (edges, scales, split, tails and, for Student t, dof); empty where there is none (metrics
+    hold no nulls)."""
     cal = getattr(model, "variance_calibration", None)
-    return {k: cal.get(k) for k in ("dof", "edges", "scales", "split")} if cal else None
+    if not cal:
+        return {}
+    dof = cal.get("dof")
+    return {"variance_calibration": {"edges": cal["edges"], "scales": cal["scales"], "split": cal.get("split", "val"),
+                                     "tails": "gaussian" if dof is None else "student_t",
+                                     **({} if dof is None else {"dof": dof})}}
 
 
 def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.99,),

@@ -258,6 +258,7 @@ def test_calibrate_cli_round_trips_through_the_checkpoint_and_evaluate(nll_run, 
     assert r.returncode == 0, r.stderr + r.stdout
     m = json.loads((run / "metrics-val.json").read_text())
     assert m["n_masked_positions"] == fits["best"]["n_total"]
+    assert m["variance_calibration"]["scales"] == fits["best"]["scales"]
     row = m["overall"]["model"]
     np.testing.assert_allclose([row["coverage_68"], row["coverage_95"]], fits["best"]["coverage_after"]["overall"],
                                atol=2e-3)
