@@ -405,6 +405,26 @@ def train(
         "history": str(result["run_dir"] / "history.csv")}))
     if result["status"] == "interrupted":
         raise typer.Exit(130)
+    if result["status"] == "finished" and result["epoch"] and cfg.model.get("variance_head") and cfg.val_fraction > 0:
+        from lcgen.calibrate import calibrate_run
+
+        try:
+            _print_calibration(result["run_dir"], calibrate_run(result["run_dir"], device=cfg.device))
+        except LcgenError as exc:  # too small a validation split: the run stays as trained
+            console.print(Text.assemble(("note:", "yellow"), f" not calibrated: {exc}"))
+
+
+def _print_calibration(run_dir: Path, fits: dict) -> None:
+    """One line per calibrated checkpoint: 68/95 % coverage of validation points before -> after."""
+    for which, cal in fits.items():
+        before, after = cal["coverage_before"]["overall"], cal["coverage_after"]["overall"]
+        tails = "Gaussian" if cal["dof"] is None else f"Student t, {cal['dof']:g} dof"
+        console.print(f"Variance calibration of {which}.pt on {cal['n_total']:,} hidden validation points: "
+                      f"68/95 % coverage {before[0]:.3f}/{before[1]:.3f} -> {after[0]:.3f}/{after[1]:.3f} "
+                      f"({tails}; "
+                      f"scales {', '.join(f'{a:.3g}' for a in cal['scales'])} by hidden-run length "
+                      f"1, 2, ..., >{cal['edges'][-1]})", highlight=False)
+    console.print(f"Stored in the checkpoints; wrote {Path(run_dir) / 'calibration.json'}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -438,8 +458,11 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     tables = [overall]
     calibrated = {k: row for k, row in m["overall"].items() if "coverage_68" in row}
     if calibrated:
+        fit = m.get("variance_calibration")
+        how = ("" if not fit else "; the model's variance calibrated on the validation split"
+               + ("" if fit.get("dof") is None else f", Student t with {fit['dof']:g} dof"))
         cal = Table("predictor", "68 % coverage", "95 % coverage", "NLL", "CRPS", title_justify="left",
-                    title="calibration on hidden positions (nominal 0.683 / 0.950)")
+                    title=f"calibration on hidden positions (nominal 0.683 / 0.950{how})")
         for key, row in calibrated.items():
             cal.add_row(names.get(key, key), _fmt(row["coverage_68"], ".3f"), _fmt(row["coverage_95"], ".3f"),
                         _fmt(row["nll"]), _fmt(row["crps"]))
@@ -503,6 +526,26 @@ def evaluate(
     console.print(verdict(metrics), highlight=False)
     console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote "
                   f"{metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint, mode=cfg.mode)}")
+
+
+@app.command()
+def calibrate(
+    run_dir: RunDirArg,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
+    min_points: Annotated[int, typer.Option(help="Hidden validation points a run-length bin needs to get its own scale (fewer: pooled with its neighbours); the split needs 5x as many in all.", min=1)] = 200,
+) -> None:
+    """Recalibrate the predictive variance of a run with a variance head (loss nll) on its
+    validation split: one scale of the model's variance per hidden-run length and, where the
+    errors are heavier-tailed than a Gaussian, Student-t tails, chosen to put the reliability
+    curve on the diagonal; stored in best.pt and last.pt and applied by evaluate and fill.
+    lcgen train does this itself at the end of a run with a variance head; rerunning replaces
+    the earlier fit.
+
+    Example: [cyan]lcgen calibrate runs/transformer/demo[/]
+    """
+    from lcgen.calibrate import calibrate_run
+
+    _print_calibration(run_dir, calibrate_run(run_dir, min_points=min_points, device=device or "cpu"))
 
 
 @app.command()

@@ -29,11 +29,14 @@ Calibration (predictors with a variance: a model with a variance head, the GP). 
 distribution of a hidden observation is N(μ, s²), s² = predicted variance + the point's own
 ``flux_err``² (normalised; 0 for spectra), and with z = (y − μ)/s:
 
-    coverage_68 = fraction of |z| <= 0.9945,   coverage_95 = fraction of |z| <= 1.9600,
+    coverage_68 = fraction of |z| <= 1 (68.27 %),   coverage_95 = fraction of |z| <= 1.9600,
     nll  = mean of ½ [log(2π s²) + z²],
     crps = mean of s [z (2Φ(z) − 1) + 2φ(z) − 1/√π]   (Gneiting & Raftery 2007),
 
-pooled over hidden positions like the errors, overall and by block size.
+pooled over hidden positions like the errors, overall and by block size. A run calibrated with
+``lcgen calibrate`` (:mod:`lcgen.calibrate`; ``lcgen train`` does it for runs with a variance
+head) has its variance scaled per hidden-run length and may have Student-t tails (``dof``): its
+intervals, NLL and CRPS are then those of that t (CRPS: Jordan, Krüger & Lerch 2019).
 
 Forecast mode (``mode: forecast``) hides the last ``forecast_points`` real points of every window
 instead of blocks, and scores against ``persistence`` (the last visible value carried forward)
@@ -52,13 +55,14 @@ from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 import numpy as np
 from scipy.special import ndtr
 
+from lcgen.calibrate import calibrated_variance, half_width, predictive_dof
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_path
 
 PREDICTORS = ("model", "linear", "mean")
 BASELINES = {"mask": ("linear", "mean", "gp"), "forecast": ("persistence", "extrapolation", "mean", "gp")}
 DEFAULT_BASELINES = {"mask": "linear,mean", "forecast": "persistence,extrapolation,mean"}
-Z68, Z95 = 0.994457883, 1.959963985  # central 68.27 % and 95 % intervals of N(0, 1): Φ⁻¹(0.84135), Φ⁻¹(0.975)
+Z68, Z95 = 1.0, 1.959963985  # central 68.27 % (±1 σ) and 95 % intervals of N(0, 1): Φ⁻¹(0.841345), Φ⁻¹(0.975)
 REGIONS = ("masked", "unmasked")
 METRICS_FILE = "metrics.json"
 UNITS = {"timeseries": "normalised flux: (flux - median) / IQR of each window",
@@ -170,30 +174,46 @@ def error_sums(pred: np.ndarray, target: np.ndarray, select: np.ndarray) -> dict
 
 
 def calibration_sums(pred: np.ndarray, var: np.ndarray, target: np.ndarray,
-                     select: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample sums over the selected positions of a Gaussian prediction N(pred, var):
-    ``in68``/``in95`` (counts of |z| inside the central 68.27 %/95 % intervals), ``nll`` and
-    ``crps`` (see the module docstring); each (B,). ``var`` must be > 0 where selected."""
+                     select: np.ndarray, dof: float | None = None) -> dict[str, np.ndarray]:
+    """Per-sample sums over the selected positions of a Gaussian prediction N(pred, var), or,
+    with ``dof``, of a Student t with ``dof`` degrees of freedom and scale² ``var`` (a run whose
+    calibration found heavier tails than a Gaussian's, :mod:`lcgen.calibrate`): ``in68``/``in95``
+    (counts of |z| inside the central 68.27 %/95 % intervals), ``nll`` and ``crps`` (see the
+    module docstring); each (B,). ``var`` must be > 0 where selected."""
     pred, var, target, select = _as_2d(pred), _as_2d(var), _as_2d(target), _as_2d(select).astype(bool)
     s = np.sqrt(np.where(select, var.astype(np.float64), 1.0))
     z = np.where(select, (target.astype(np.float64) - pred.astype(np.float64)) / s, 0.0)
-    nll = 0.5 * (np.log(2 * np.pi * s * s) + z * z)
-    pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
-    crps = s * (z * (2 * ndtr(z) - 1) + 2 * pdf - 1 / np.sqrt(np.pi))
+    if dof is None:
+        nll = 0.5 * (np.log(2 * np.pi * s * s) + z * z)
+        pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+        crps = s * (z * (2 * ndtr(z) - 1) + 2 * pdf - 1 / np.sqrt(np.pi))
+        h68, h95 = Z68, Z95
+    else:
+        from scipy.special import betaln, gammaln, stdtr
+
+        nu = float(dof)
+        logpdf = (gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * np.log(nu * np.pi)
+                  - (nu + 1) / 2 * np.log1p(z * z / nu))
+        nll = np.log(s) - logpdf
+        # CRPS of the standard t (Jordan, Krüger & Lerch 2019, scoringRules crps_t), times the scale
+        last = 2 * np.sqrt(nu) * np.exp(betaln(0.5, nu - 0.5) - 2 * betaln(0.5, nu / 2)) / (nu - 1)
+        crps = s * (z * (2 * stdtr(nu, z) - 1) + 2 * np.exp(logpdf) * (nu + z * z) / (nu - 1) - last)
+        h68, h95 = half_width((0.682689492, 0.95), nu)
     absz = np.abs(z)
-    return {"in68": (select & (absz <= Z68)).sum(1), "in95": (select & (absz <= Z95)).sum(1),
+    return {"in68": (select & (absz <= h68)).sum(1), "in95": (select & (absz <= h95)).sum(1),
             "nll": np.where(select, nll, 0.0).sum(1), "crps": np.where(select, crps, 0.0).sum(1)}
 
 
 def score_batch(values: np.ndarray, valid: np.ndarray, hidden: np.ndarray,
                 predictions: Mapping[str, np.ndarray],
-                variances: Mapping[str, np.ndarray] | None = None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+                variances: Mapping[str, np.ndarray] | None = None,
+                dofs: Mapping[str, float | None] | None = None) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Error sums of every prediction on the masked and the unmasked real positions.
 
     Returns ``{predictor: {"masked": error_sums, "unmasked": error_sums}}``. The masked sums
     also hold ``ae``, the absolute errors of the hidden positions, flattened in row order (for the
     median), and, for predictors with a total predictive variance in ``variances``,
-    :func:`calibration_sums`.
+    :func:`calibration_sums` (Student t for those with a ``dofs`` entry).
     """
     valid, hidden = _as_2d(valid).astype(bool), _as_2d(hidden).astype(bool)
     regions = {"masked": valid & hidden, "unmasked": valid & ~hidden}
@@ -205,7 +225,7 @@ def score_batch(values: np.ndarray, valid: np.ndarray, hidden: np.ndarray,
         diff = np.abs(_as_2d(pred).astype(np.float64) - _as_2d(values).astype(np.float64))
         out[name]["masked"]["ae"] = diff[sel].astype(np.float32)
         if name in variances:
-            out[name]["masked"].update(calibration_sums(pred, variances[name], values, sel))
+            out[name]["masked"].update(calibration_sums(pred, variances[name], values, sel, (dofs or {}).get(name)))
     return out
 
 
@@ -467,7 +487,10 @@ def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str
         result = {"values": v, "valid": ok, "hidden": hid, "coord": coord, "index": b["index"],
                   "model": out["reconstructed"].float().reshape(v.shape).cpu().numpy()}
         if "log_var" in out:
-            result["model_var"] = np.exp(out["log_var"].double().reshape(v.shape).cpu().numpy()) + err2
+            raw = np.exp(out["log_var"].double().reshape(v.shape).cpu().numpy())
+            result["model_raw_var"], result["noise_var"] = raw, np.broadcast_to(err2, v.shape)
+            result["model_var"] = calibrated_variance(ev.model, raw, ok & hid) + err2
+            result["model_dof"] = predictive_dof(ev.model)  # None: Gaussian
         for name in names:
             if name == "linear":
                 result[name] = linear_baseline(v, ok, hid, knots)
@@ -511,7 +534,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         for out in predict(ev):
             preds = {name: out[name] for name in names}
             variances = {name: out[f"{name}_var"] for name in names if f"{name}_var" in out}
-            parts.append(score_batch(out["values"], out["valid"], out["hidden"], preds, variances))
+            dofs = {name: out[f"{name}_dof"] for name in names if out.get(f"{name}_dof") is not None}
+            parts.append(score_batch(out["values"], out["valid"], out["hidden"], preds, variances, dofs))
             if "signal" in out:
                 signal_parts.append(score_batch(out["signal"], out["valid"], out["hidden"],
                                                 {**preds, "data": out["values"]}))
@@ -543,6 +567,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             "mask": ({"seed": cfg.mask_seed, **m} if cfg.mode == "mask"
                      else {"forecast_points": cfg.forecast_points}), "units": UNITS[ev.kind],
             "overall": overall,
+            **_calibration_summary(ev.model),
             "vs_baselines": {b: {"masked_mse_ratio": mse_ratio[b], "masked_mae_ratio": mae_ratio[b]}
                              for b in mse_ratio},
             "by_mask_ratio": breakdown(scores, ratio_labels, order=ratio_order),
@@ -562,20 +587,32 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
     return metrics
 
 
+def _calibration_summary(model) -> dict:
+    """``{"variance_calibration": {...}}``: the run's calibration the model was scored with
+    (edges, scales, split, tails and, for Student t, dof); empty where there is none (metrics
+    hold no nulls)."""
+    cal = getattr(model, "variance_calibration", None)
+    if not cal:
+        return {}
+    dof = cal.get("dof")
+    return {"variance_calibration": {"edges": cal["edges"], "scales": cal["scales"], "split": cal.get("split", "val"),
+                                     "tails": "gaussian" if dof is None else "student_t",
+                                     **({} if dof is None else {"dof": dof})}}
+
+
 def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.99,),
                 predictor: str = "model") -> tuple[np.ndarray, np.ndarray]:
     """Observed coverage of the central intervals at nominal ``levels`` on the hidden positions
     of ``ev.rows`` (the model's total predictive variance, as in the metrics). Returns
     (levels, coverage), each (K,)."""
-    from scipy.special import ndtri
-
     levels = np.asarray(levels, np.float64)
-    zs = []
+    zs, dof = [], None
     for out in predict(ev):
+        dof = out.get(f"{predictor}_dof")
         sel = out["valid"] & out["hidden"]
         zs.append(np.abs(out[predictor][sel] - out["values"][sel]) / np.sqrt(out[f"{predictor}_var"][sel]))
     z = np.sort(np.concatenate(zs)) if zs else np.zeros(0)
-    half = ndtri(0.5 + levels / 2)  # central interval of N(0, 1) holding `level`
+    half = half_width(levels, dof)  # central interval of N(0, 1) (or of the run's Student t) holding `level`
     coverage = np.searchsorted(z, half, side="right") / max(z.size, 1)
     return levels, coverage
 

@@ -21,8 +21,12 @@ For every curve of a raw file (simulated or ingested):
 6. normalisation is undone: the output is in the input's units. Observed points are kept exactly.
 
 The ``flux_err`` of a filled point is the predictive σ of an observation there: the model's
-variance of the signal plus the window's median ``flux_err``² (the noise a measurement at that
-time would carry). A run without a variance head fills means with ``flux_err`` = NaN.
+variance of the signal (scaled by the run's calibration, :mod:`lcgen.calibrate`) plus the
+window's median ``flux_err``² (the noise a measurement at that time would carry). Where the
+calibration chose Student-t tails, ``flux_err`` is the half-width of the central 68.27 %
+interval (the scale times t's quantile), so ±``flux_err`` still holds 68 %; the 95 % interval
+is then wider than ±2 ``flux_err`` (×2.66 at 3 degrees of freedom instead of ×1.96 / 1).
+A run without a variance head fills means with ``flux_err`` = NaN.
 
 Output (``format: h5``): a raw-layout HDF5 file (``time``, ``flux``, ``flux_err``, ``offsets``,
 ``meta/``) plus ``filled`` (bool per point) and per-curve ``meta/n_filled``; every command that
@@ -40,6 +44,7 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
+from lcgen.calibrate import calibrated_variance, half_width, predictive_dof
 from lcgen.errors import LcgenError
 
 
@@ -182,11 +187,11 @@ def fill_curves(model, curves, cfg: FillConfig | None = None, *,
         chunk = windows[b0:b0 + cfg.batch_size]
         arrays, scale = window_arrays(prepared, chunk, L)
         B = len(chunk)
-        with torch.no_grad():
+        with torch.inference_mode():  # no autograd bookkeeping at all (cheaper than no_grad)
             out = model.forward_batch({k: torch.from_numpy(v).to(device) for k, v in arrays.items()})
         mean = out["reconstructed"].double().cpu().numpy().reshape(B, L)
-        var = (np.exp(out["log_var"].double().cpu().numpy().reshape(B, L)) if "log_var" in out
-               else np.full((B, L), np.nan))
+        var = (calibrated_variance(model, np.exp(out["log_var"].double().cpu().numpy().reshape(B, L)), arrays["hidden"])
+               if "log_var" in out else np.full((B, L), np.nan))
         for k, (c, s, e) in enumerate(chunk):
             p, n = prepared[c], e - s
             med, iqr, err = scale[k]
@@ -198,13 +203,16 @@ def fill_curves(model, curves, cfg: FillConfig | None = None, *,
             p["den"][s:e] += w
         if progress is not None:
             progress(B)
+    # ±flux_err holds 68.27 % of the predictive distribution: σ for a Gaussian, the scale times
+    # t_dof's half-width for a run calibrated to Student-t tails
+    h68 = float(half_width(0.682689492, predictive_dof(model)))
     results = []
     for p in prepared:
         f = p["filled"]
         mu = p["num"][f] / p["den"][f]
         var = p["second"][f] / p["den"][f] - mu * mu
         flux, err = p["flux"].copy(), p["err"].copy()
-        flux[f], err[f] = mu, np.sqrt(np.maximum(var, 0.0))
+        flux[f], err[f] = mu, np.sqrt(np.maximum(var, 0.0)) * h68
         results.append(CurveFill(time=p["time"], flux=flux, flux_err=err, filled=f,
                                  unfilled_gaps=p["n_gaps"], unfilled_points=p["n_dropped"]))
     return results

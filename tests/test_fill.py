@@ -5,7 +5,6 @@ import pytest
 
 from lcgen.fill import FillConfig, blend_weights, gap_points, window_starts
 from lcgen.io import RawWriter, read_raw
-from lcgen.masking import MaskConfig
 from tests.conftest import run_cli
 
 CADENCE = 0.2
@@ -61,7 +60,6 @@ def sine_curves(rng, n_curves, n_points, gap=None):
 @pytest.fixture(scope="module")
 def sine_run(tmp_path_factory):
     from lcgen.convert import ConvertConfig, convert
-    from lcgen.train import TrainConfig, fit
 
     d = tmp_path_factory.mktemp("fillrun")
     rng = np.random.default_rng(0)
@@ -69,11 +67,17 @@ def sine_run(tmp_path_factory):
     with RawWriter(d / "raw.h5", {"made_by": "tests"}) as w:
         w.append(times, fluxes, errors, meta={"lc_type": ["sinusoid"] * 40})
     convert(ConvertConfig(input=str(d / "raw.h5"), output=str(d / "ts.h5"), max_length=64, min_points=32))
-    result = fit(TrainConfig(model_name="transformer", preset="tiny", data=str(d / "ts.h5"), epochs=6,
-                             batch_size=16, lr=3e-3, runs_dir=str(d / "runs"), device="cpu", loss="nll",
-                             mask=MaskConfig(min_block=1, max_block=16, min_ratio=0.1, max_ratio=0.5),
-                             model={"interp_residual": True, "input_dim": 3}), name="sine")
-    return result["run_dir"]
+    # through the CLI: a run with a variance head is calibrated on its validation split at the
+    # end, unless (as this tiny one) the split has too few hidden points; it then says so
+    r = run_cli("train", "transformer", "--preset", "tiny", "--data", d / "ts.h5", "--epochs", 6, "--batch-size", 16,
+                "--lr", 3e-3, "--device", "cpu", "--name", "sine", "--set", f"runs_dir={d / 'runs'}",
+                "--set", "loss=nll", "--set", "mask.max_block=16", "--set", "mask.max_ratio=0.5",
+                "--set", "model.interp_residual=true", "--set", "model.input_dim=3")
+    assert r.returncode == 0, r.stderr + r.stdout
+    run = d / "runs" / "transformer" / "sine"
+    assert "not calibrated" in r.stdout and "too few to calibrate on" in r.stdout
+    assert not (run / "calibration.json").exists()
+    return run
 
 
 def test_fill_puts_the_truth_inside_the_band_at_about_the_nominal_rate(sine_run, tmp_path):

@@ -73,17 +73,27 @@ def test_nll_turns_the_variance_head_on_and_refuses_it_off():
                                     model={"variance_head": False}))
 
 
-def test_nll_training_on_pure_noise_learns_the_noise_variance():
+@pytest.fixture
+def one_thread():
+    """One torch thread for a loop of many small steps: on a busy machine two spinning threads
+    made this ~1 CPU-second test take minutes of wall time."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_nll_training_on_pure_noise_learns_the_noise_variance(one_thread):
     torch.manual_seed(0)
     sigma = 0.5
     model = create_model("mlp", "tiny", input_length=64, variance_head=True)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
     valid = torch.ones(64, 64, dtype=torch.bool)
 
     def noise_batch():
         return {"values": sigma * torch.randn(64, 64), "valid": valid, "hidden": torch.rand(64, 64) < 0.4}
 
-    for _ in range(300):
+    for _ in range(100):  # ~0.6 CPU s; the variance lands within 3 % of sigma² (seeds 0-2)
         batch = noise_batch()
         out = model.forward_batch(batch)
         sums = gaussian_nll_sums(out["reconstructed"], out["log_var"], batch)
@@ -108,7 +118,7 @@ def test_calibration_of_synthetic_gaussian_predictions():
     scores = score_batch(y, select, select, {"model": mu}, {"model": s ** 2})
     row = summarise(scores)["model"]
     # binomial sd of a coverage at n = 2e5 is ~0.001
-    assert row["coverage_68"] == pytest.approx(0.6827, abs=0.005)
+    assert row["coverage_68"] == pytest.approx(0.6827, abs=0.003)
     assert row["coverage_95"] == pytest.approx(0.9500, abs=0.003)
     # NLL exact by construction; CRPS against E|X - y| - ½ E|X - X'| by Monte Carlo on a few points
     nll = np.mean(0.5 * (np.log(2 * np.pi * s ** 2) + ((y - mu) / s) ** 2))
@@ -223,3 +233,40 @@ def test_evaluate_reports_calibration_gp_and_forecasts_through_the_cli(nll_run):
     assert "coverage_68" in f["overall"]["model"]
     r = run_cli("evaluate", nll_run, "--baselines", "linear,splines")
     assert r.returncode == 1 and "unknown baseline 'splines'" in r.stdout + r.stderr
+
+
+def test_calibrate_cli_round_trips_through_the_checkpoint_and_evaluate(nll_run, tmp_path):
+    """A tiny nll run, calibrated by the CLI: the fit is in best.pt and last.pt, comes back on the
+    loaded model, and evaluate on the validation rows (their training masks) reproduces the
+    coverage the fit reported."""
+    from lcgen.calibrate import RUN_EDGES
+    from lcgen.evaluate import Z68, Z95
+    from lcgen.train import load_checkpoint, load_run
+
+    run = nll_run
+    r = run_cli("calibrate", run, "--min-points", 20)  # a tiny run: a few hundred validation points
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "Variance calibration of best.pt" in r.stdout
+    fits = json.loads((run / "calibration.json").read_text())
+    for which in ("best", "last"):
+        stored = load_checkpoint(run / f"{which}.pt")["variance_calibration"]
+        assert stored == fits[which]
+    model, tcfg = load_run(run)
+    assert model.variance_calibration == fits["best"]
+    assert len(fits["best"]["scales"]) == len(RUN_EDGES) + 1
+    r = run_cli("evaluate", run, "--split", "val", "--mask-seed", str(tcfg.val_mask_seed))
+    assert r.returncode == 0, r.stderr + r.stdout
+    m = json.loads((run / "metrics-val.json").read_text())
+    assert m["n_masked_positions"] == fits["best"]["n_total"]
+    assert m["variance_calibration"]["scales"] == fits["best"]["scales"]
+    row = m["overall"]["model"]
+    np.testing.assert_allclose([row["coverage_68"], row["coverage_95"]], fits["best"]["coverage_after"]["overall"],
+                               atol=2e-3)
+    assert Z68 == 1.0 and Z95 == pytest.approx(1.959964, abs=1e-6)  # the levels the fit reports: ±1 σ, 95 %
+    # too few validation points for the default bins, or a missing run directory: a clear error
+    from lcgen.calibrate import calibrate_run
+    from lcgen.errors import LcgenError
+    with pytest.raises(LcgenError, match="too few to calibrate on"):
+        calibrate_run(run)
+    with pytest.raises(LcgenError, match="does not exist"):
+        calibrate_run(tmp_path / "nowhere")
