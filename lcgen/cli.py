@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lcgen import __version__
+from lcgen.bundled import resolve_run
 from lcgen.config import resolve_config
 from lcgen.errors import Interrupted, LcgenError
 
@@ -337,7 +338,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seeds the split, initialisation, batch order and masks. \\[default: 0]")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 on a busy machine). \\[default: torch's choice, one per core]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
-    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data.", metavar="RUN_DIR")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data; 'bundled' is the model shipped with lcgen.", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
     nproc: Annotated[Optional[int], typer.Option(help="Train with N processes on this machine (DistributedDataParallel; one GPU each on CUDA): runs this command under torchrun --standalone --nproc_per_node N.", min=1)] = None,
@@ -347,6 +348,7 @@ def train(
 
     Example: [cyan]lcgen train transformer --epochs 50[/]   [cyan]lcgen train mlp --channel acf --preset small[/]
     Fine-tune on real data: [cyan]lcgen train transformer --data data/real/timeseries.h5 --init runs/transformer/NAME --lr 3e-5[/]
+    (--init bundled: the model shipped with lcgen, on 256-point windows).
     Ctrl-C saves last.pt; continue with [cyan]lcgen train --resume runs/MODEL/NAME[/].
     Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
     [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
@@ -355,7 +357,8 @@ def train(
     from lcgen.train import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
-             "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads, "init": _str(init)}
+             "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads,
+             "init": _str(resolve_run(init) if init is not None else None)}
     if resume is not None:
         fixed = {"--init": init, "--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
                  "--preset": preset, "--seed": seed, "--name": name, "--config": config, "--set": set_}
@@ -500,9 +503,9 @@ def evaluate(
 
 @app.command()
 def fill(
-    run_dir: RunDirArg,
-    input: Annotated[Path, typer.Argument(help="Raw light-curve file (lcgen generate or lcgen ingest).", metavar="INPUT")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: an .h5 file (raw layout + filled), or a directory for --format csv/fits.")],
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run directory written by lcgen train; left out (lcgen fill INPUT -o OUT): the model shipped with lcgen.", metavar="[RUN_DIR]", show_default=False)] = None,
+    input: Annotated[Optional[Path], typer.Argument(help="Raw light-curve file (lcgen generate or lcgen ingest).", metavar="INPUT", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write (required): an .h5 file (raw layout + filled), or a directory for --format csv/fits.", show_default=False)] = None,
     cadence: Annotated[Optional[float], typer.Option(help="Grid spacing in days. \\[default: each curve's median spacing]")] = None,
     max_gap: Annotated[Optional[float], typer.Option(help="Leave gaps longer than this many days unfilled (counted in the summary). \\[default: fill every gap]")] = None,
     forecast: Annotated[Optional[float], typer.Option(help="Also predict this many days past each curve's last observation. \\[default: 0]")] = None,
@@ -517,8 +520,15 @@ def fill(
     overlapping windows blended, observed points kept, output in the input's units.
 
     Example: [cyan]lcgen fill runs/transformer/demo data/ingested.h5 -o filled.h5 --max-gap 5 --forecast 2[/]
+    With the model shipped with lcgen: [cyan]lcgen fill data/ingested.h5 -o filled.h5[/]
     """
     from lcgen.fill import FillConfig, fill_file
+
+    if input is None:  # one path given: it is INPUT, filled by the bundled model
+        run_dir, input = None, run_dir
+    if input is None or output is None:
+        raise LcgenError("fill needs INPUT and --output/-o: lcgen fill [RUN_DIR] INPUT -o OUT")
+    run_dir = resolve_run(run_dir)
 
     cfg = resolve_config(FillConfig, config_file=config, sets=set_, flags={
         "cadence": cadence, "max_gap": max_gap, "forecast": forecast, "format": format,
@@ -614,7 +624,7 @@ def demo(
 
 @app.command()
 def embed(
-    run_dir: RunDirArg,
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run directory written by lcgen train; given only a data file (lcgen embed INPUT -o OUT), the model shipped with lcgen.", metavar="[RUN_DIR]", show_default=False)] = None,
     input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False, metavar="INPUT")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
     level: Annotated[Optional[str], typer.Option(help="Latent level: all (every level, concatenated), or one of bottleneck, level0, level1, ... (mlp: latent). \\[default: all]")] = None,
@@ -632,9 +642,16 @@ def embed(
     run it came from); read it with lcgen.embed.read_embeddings, score it with lcgen probe.
 
     Example: [cyan]lcgen embed runs/transformer/demo data/mock_lightcurves/timeseries.h5 -o emb.h5[/]
+    With the model shipped with lcgen: [cyan]lcgen embed windows.h5 -o emb.h5[/] (256-point windows)
     """
     from lcgen.embed import EMBEDDINGS_FILE, EmbedConfig, embed as run_embed, write_embeddings
     from lcgen.embed.extract import count_rows
+
+    if input is None and (run_dir is None or run_dir.is_file()):  # no run given: the bundled model
+        run_dir, input = None, run_dir
+        if input is None or output is None:
+            raise LcgenError("with the bundled model, embed needs INPUT and --output/-o: lcgen embed INPUT -o OUT")
+    run_dir = resolve_run(run_dir)
 
     cfg = resolve_config(EmbedConfig, config_file=config, sets=set_, flags={
         "level": level, "pooling": pooling, "weights": weights, "checkpoint": checkpoint,

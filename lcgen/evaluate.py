@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
@@ -80,6 +81,7 @@ class EvaluateConfig:
     forecast_points: int = 16  # (int) forecast mode: real points hidden at the end of each window
     baselines: Optional[str] = None  # (str) comma list; mask: linear, mean, gp; forecast: persistence, extrapolation, mean, gp. default: all but gp (slow)
     gp_max_iter: int = 60  # (int) gp baseline: L-BFGS-B iterations of each window's hyperparameter fit
+    mask_days: Optional[list[float]] = None  # (list[float]) [min, max]: score on blocks of this many days (log-uniform) instead of the run's own masks (time series)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +244,9 @@ def summarise(scores: dict, rows: np.ndarray | None = None) -> dict[str, dict[st
             if "ae" in sums:
                 ae = sums["ae"] if rows is None else _take_ragged(sums["ae"], sums["n"], rows)
                 row[f"{region}_medae"] = float(np.median(ae)) if ae.size else None
+                sse, count = sums["sse"][take], sums["n"][take]
+                per_window = sse[count > 0] / count[count > 0]
+                row[f"{region}_window_mse_median"] = float(np.median(per_window)) if per_window.size else None
             for key, label in (("in68", "coverage_68"), ("in95", "coverage_95"), ("nll", "nll"), ("crps", "crps")):
                 if key in sums:
                     row[label] = float(sums[key][take].sum() / n) if n else None
@@ -382,9 +387,52 @@ def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> I
         yield Evaluation(run_dir=run_dir, model=model, train_config=tcfg, config=cfg, kind=kind,
                          source=source, rows=rows, split=split, data_path=str(data_path), device=device,
                          coord=coord, coord_name=coord_name, lc_type=lc_type,
-                         mask=dataclasses.asdict(tcfg.mask))
+                         mask=_scoring_mask(tcfg.mask, cfg, kind))
     finally:
         source.close()
+
+
+def _scoring_mask(run_mask, cfg: EvaluateConfig, kind: str) -> dict:
+    """The run's mask settings, with blocks in days when ``cfg.mask_days`` asks for them."""
+    from lcgen.masking import check_day_settings
+
+    mask = dataclasses.asdict(run_mask)
+    if cfg.mask_days is not None:
+        if len(cfg.mask_days) != 2 or kind != "timeseries":
+            raise LcgenError(f"mask_days = {cfg.mask_days}: give [min, max] days, for a run on time series")
+        check_day_settings(*cfg.mask_days)
+        mask.update(min_days=float(cfg.mask_days[0]), max_days=float(cfg.mask_days[1]))
+    return mask
+
+
+# Gap-duration bins of the by_gap_days breakdown: (upper edge in days, label)
+GAP_BINS = ((1 / 24, "< 1 h"), (3 / 24, "1-3 h"), (8 / 24, "3-8 h"), (1.0, "8 h-1 d"), (3.0, "1-3 d"),
+            (10.0, "3-10 d"), (math.inf, "> 10 d"))
+
+
+def gap_days(valid: np.ndarray, time: np.ndarray, index: np.ndarray, *, seed: int, mask: dict) -> np.ndarray:
+    """Length in days (B,) of each window's fixed mask blocks: the drawn length of blocks in days,
+    or the block size in points times the window's median spacing."""
+    import torch
+
+    from lcgen.masking import day_block_length, draw_fixed, key_block
+
+    valid_t, time_t = torch.as_tensor(np.asarray(valid, bool)), torch.as_tensor(np.asarray(time, np.float64))
+    if mask.get("max_days", 0) > 0:
+        draws = draw_fixed(valid_t, torch.as_tensor(np.asarray(index, np.int64)), seed=seed,
+                           min_block=key_block(1, mask["max_days"]))
+        return day_block_length(valid_t, time_t, draws.u_block, min_days=mask["min_days"],
+                                max_days=mask["max_days"])[0].numpy()
+    points = mask_block_sizes(valid, index, seed=seed, min_block=mask["min_block"], max_block=mask["max_block"])
+    spacing = np.array([np.median(np.diff(t[ok])) if ok.sum() > 1 else np.nan for t, ok in zip(time, valid)])
+    return points * spacing
+
+
+def gap_labels(days: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Each window's :data:`GAP_BINS` label, and the labels in order."""
+    edges = np.array([edge for edge, _ in GAP_BINS])
+    names = [name for _, name in GAP_BINS]
+    return np.asarray(names)[np.minimum(np.searchsorted(edges, days, side="right"), len(names) - 1)], names
 
 
 def _check_same_layout(source, run_dir: Path, model, tcfg, kind: str) -> None:
@@ -430,7 +478,7 @@ def hide(ev: Evaluation, batch: dict) -> Any:
 
     if ev.config.mode == "forecast":
         return torch.from_numpy(forecast_mask(batch["valid"].numpy(), ev.config.forecast_points))
-    return fixed_mask(batch["valid"], batch["index"], seed=ev.config.mask_seed, **ev.mask)
+    return fixed_mask(batch["valid"], batch["index"], seed=ev.config.mask_seed, time=batch.get("time"), **ev.mask)
 
 
 def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
@@ -500,7 +548,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         raise LcgenError(f"forecast_points must be >= 1, got {cfg.forecast_points}")
     with open_evaluation(run_dir, cfg) as ev:
         names = ["model", *baseline_names(cfg, ev.kind)]
-        parts, signal_parts, index, hidden_frac, blocks = [], [], [], [], []
+        parts, signal_parts, index, hidden_frac, blocks, days = [], [], [], [], [], []
         for out in predict(ev):
             preds = {name: out[name] for name in names}
             variances = {name: out[f"{name}_var"] for name in names if f"{name}_var" in out}
@@ -510,6 +558,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
                                                 {**preds, "data": out["values"]}))
             index.append(out["index"])
             hidden_frac.append(out["hidden"].sum(1) / np.maximum(out["valid"].sum(1), 1))
+            if cfg.mode == "mask" and ev.kind == "timeseries":
+                days.append(gap_days(out["valid"], out["coord"], out["index"], seed=cfg.mask_seed, mask=ev.mask))
             if cfg.mode == "mask":
                 blocks.append(mask_block_sizes(out["valid"], out["index"], seed=cfg.mask_seed,
                                                min_block=ev.mask["min_block"], max_block=ev.mask["max_block"]))
@@ -539,8 +589,11 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             "vs_baselines": {b: {"masked_mse_ratio": mse_ratio[b], "masked_mae_ratio": mae_ratio[b]}
                              for b in mse_ratio},
             "by_mask_ratio": breakdown(scores, ratio_labels, order=ratio_order),
-            "by_block_size": breakdown(scores, blocks),
+            "by_block_size": breakdown(scores, blocks) if not ev.mask.get("max_days") else [],
         }
+        if days:
+            gap_label, gap_order = gap_labels(np.concatenate(days))
+            metrics["by_gap_days"] = breakdown(scores, gap_label, order=gap_order)
         if ev.lc_type is not None:
             metrics["by_lc_type"] = breakdown(scores, ev.lc_type[index])
         if signal_parts:
