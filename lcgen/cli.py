@@ -451,6 +451,7 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     predictors = list(m["overall"])
     first = predictors[1] if len(predictors) > 1 else None
     for key, label in (("by_block_size", "forecast horizon" if forecast else "block size"),
+                       ("by_gap_days", "gap duration"),
                        ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
         if not m.get(key):
             continue
@@ -463,6 +464,13 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
                 cells.append(_fmt(ratio(g["model"]["masked_mse"], g[first]["masked_mse"]), ".3f"))
             t.add_row(str(g["group"]), f"{g['n_samples']:,}", *cells)
         tables.append(t)
+        if key == "by_gap_days":  # the median window matters as much as the pooled error here
+            t = Table(label, "samples", *(names.get(p, p) for p in predictors), title_justify="left",
+                      title="median per-window masked MSE by gap duration")
+            for g in m[key]:
+                t.add_row(str(g["group"]), f"{g['n_samples']:,}",
+                          *(_fmt(g[p]["masked_window_mse_median"]) for p in predictors))
+            tables.append(t)
     return tables
 
 
@@ -477,6 +485,7 @@ def evaluate(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
     baselines: Annotated[Optional[str], typer.Option(help="Comma list. mask mode: linear, mean, gp (celerite2 GP, slow: ~0.1 s per window); forecast mode: persistence, extrapolation, mean, gp. \\[default: all but gp]")] = None,
     forecast: Annotated[Optional[int], typer.Option("--forecast", metavar="N", help="Forecast mode: hide the last N real points of each window (writes metrics-forecast.json).")] = None,
+    mask_days: Annotated[Optional[str], typer.Option(metavar="MIN,MAX", help="Hide blocks of MIN-MAX days (log-uniform) instead of the run's own masks, e.g. 0.02,5 (writes metrics-days.json). Errors by gap duration are reported either way.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -492,13 +501,25 @@ def evaluate(
     cfg = resolve_config(EvaluateConfig, config_file=config, sets=set_, flags={
         "data": _str(data), "split": split, "mask_seed": mask_seed, "checkpoint": checkpoint,
         "batch_size": batch_size, "device": device, "baselines": baselines,
-        "mode": None if forecast is None else "forecast", "forecast_points": forecast})
+        "mode": None if forecast is None else "forecast", "forecast_points": forecast,
+        "mask_days": _days_range(mask_days)})
     metrics = evaluate_run(run_dir, cfg)
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
     console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote "
-                  f"{metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint, mode=cfg.mode)}")
+                  f"{metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint, mode=cfg.mode, days=cfg.mask_days is not None)}")
+
+
+def _days_range(text: str | None) -> list[float] | None:
+    """``--mask-days MIN,MAX`` as [min, max] (None when not given)."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise LcgenError(f"--mask-days {text!r}: give two numbers of days, MIN,MAX (e.g. 0.02,5)") from None
+    return [lo, hi]
 
 
 @app.command()

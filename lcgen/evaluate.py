@@ -599,7 +599,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         if signal_parts:
             metrics["signal"] = summarise(concat_scores(signal_parts))
         metrics["summary"] = verdict(metrics)
-    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data, cfg.checkpoint, mode=cfg.mode),
+    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data, cfg.checkpoint, mode=cfg.mode,
+                                         days=cfg.mask_days is not None),
                   metrics)
     return metrics
 
@@ -623,13 +624,14 @@ def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.aran
 
 
 def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
-                 checkpoint: str = "best", *, mode: str = "mask") -> Path:
+                 checkpoint: str = "best", *, mode: str = "mask", days: bool = False) -> Path:
     """Where :func:`evaluate_run` writes: ``RUN_DIR/metrics.json`` for the test split of the run's
     own data scored with ``best.pt``, ``metrics-SPLIT.json`` for another split,
     ``metrics-STEM[-SPLIT].json`` for a ``--data`` file and ``...-last.json`` for ``last.pt``, so
     scoring other rows or another checkpoint never overwrites the test metrics; forecast mode
-    writes ``metrics-forecast[...].json``."""
-    name = "metrics" + ("-forecast" if mode == "forecast" else "") + (f"-{Path(data).stem}" if data is not None else "")
+    writes ``metrics-forecast[...].json``, masks in days (``days``) ``metrics-days[...].json``."""
+    name = "metrics" + ("-forecast" if mode == "forecast" else "") + ("-days" if days else "")
+    name += f"-{Path(data).stem}" if data is not None else ""
     name += "" if (split == "test" or (data is not None and split == "all")) else f"-{split}"
     name += "" if checkpoint == "best" else f"-{checkpoint}"
     return Path(run_dir) / f"{name}.json"
