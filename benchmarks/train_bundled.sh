@@ -4,8 +4,8 @@
 #
 #     bash benchmarks/train_bundled.sh [WORKDIR]      # default WORKDIR: data/bundled
 #
-# ~20 CPU-minutes on one core (one torch thread); the same lcgen commit gives the same weights.
-# Steps: 2,000 mission-like mocks (Kepler long cadence + TESS 2-min, `--preset missions`), cut
+# ~12 CPU-minutes on one core (one torch thread); the same lcgen commit gives the same weights.
+# Steps: 1,200 mission-like mocks (Kepler long cadence + TESS 2-min, `--preset missions`), cut
 # into 256-point windows, a small transformer (0.95M parameters) with the variance head and
 # the interpolation residual, trained with the beta-NLL loss on masks of 1-64 points, then
 # packed (weights, config, license, provenance) into lcgen/weights/bundled/.
@@ -13,10 +13,10 @@ set -euo pipefail
 WORK=${1:-data/bundled}
 mkdir -p "$WORK"
 lcgen() { python -m lcgen "$@"; }
-lcgen generate --preset missions -n 2000 --seed 1 -o "$WORK/raw.h5" --workers 1
+lcgen generate --preset missions -n 1200 --seed 1 -o "$WORK/raw.h5" --workers 1
 lcgen convert -i "$WORK/raw.h5" -o "$WORK/timeseries.h5" --max-length 256
 lcgen train transformer --preset small --data "$WORK/timeseries.h5" --name bundled \
-    --epochs 2 --lr 3e-3 --seed 0 --threads 1 --set runs_dir="$WORK/runs" \
+    --epochs 1 --lr 2e-3 --seed 0 --threads 1 --set runs_dir="$WORK/runs" \
     --set model.input_length=256 --set model.variance_head=true --set model.interp_residual=true \
     --set loss=nll --set mask.max_block=64
 python -m lcgen.bundled "$WORK/runs/transformer/bundled" lcgen/weights/bundled \

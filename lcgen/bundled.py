@@ -61,9 +61,11 @@ def _git_commit(where: Path) -> str:
         return ""
 
 
-def export(run_dir: str | Path, out_dir: str | Path, *, command: str, preset: str, seed: int) -> Path:
+def export(run_dir: str | Path, out_dir: str | Path, *, command: str, preset: str, seed: int,
+           commit: str | None = None) -> Path:
     """Copy a finished run's best.pt and config.yaml to ``out_dir``, with the license and provenance recorded in the checkpoint and
-    in a README. Returns ``out_dir``."""
+    in a README. ``commit``: the lcgen git commit that trained it (default: this checkout's HEAD).
+    Returns ``out_dir``."""
     import torch
 
     from lcgen.io import atomic_path
@@ -72,7 +74,7 @@ def export(run_dir: str | Path, out_dir: str | Path, *, command: str, preset: st
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_checkpoint(run_dir / "best.pt")
     tcfg = ckpt["train_config"]
-    prov = {"command": command, "lcgen_version": __version__, "git_commit": _git_commit(Path(__file__).parent),
+    prov = {"command": command, "lcgen_version": __version__, "git_commit": commit or _git_commit(Path(__file__).parent),
             "data_preset": preset, "seed": int(seed), "data": str(tcfg.get("data")),
             "epochs": tcfg.get("epochs"), "trained_run": str(run_dir),
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -96,8 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--command", required=True, help="the command line that trained the run")
     p.add_argument("--preset", required=True, help="the lcgen generate --preset of its data")
     p.add_argument("--seed", type=int, required=True, help="the training seed")
+    p.add_argument("--commit", help="the lcgen git commit that trained the run (default: HEAD here)")
     a = p.parse_args(argv)
-    print(export(a.run_dir, a.out_dir, command=a.command, preset=a.preset, seed=a.seed))
+    print(export(a.run_dir, a.out_dir, command=a.command, preset=a.preset, seed=a.seed, commit=a.commit))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import pytest
 
 from lcgen.evaluate import (breakdown, compare, concat_scores, error_sums, linear_baseline,
                             mean_baseline, ratio_bins, score_batch, summarise)
+from tests.conftest import run_cli
 
 
 def test_linear_baseline_by_hand():

@@ -11,7 +11,7 @@ from lcgen.io import read_raw
 from lcgen.missions import PRESETS, preset_config
 from lcgen.simulate import check_config, simulate_curve
 
-from .conftest import run_cli
+from tests.conftest import run_cli
 
 SPACE = {"kepler-lc": "kepler", "kepler-sc": "kepler", "tess-2min": "tess", "tess-ffi": "tess"}
 
