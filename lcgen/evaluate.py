@@ -410,9 +410,10 @@ GAP_BINS = ((1 / 24, "< 1 h"), (3 / 24, "1-3 h"), (8 / 24, "3-8 h"), (1.0, "8 h-
             (10.0, "3-10 d"), (math.inf, "> 10 d"))
 
 
-def gap_days(valid: np.ndarray, time: np.ndarray, index: np.ndarray, *, seed: int, mask: dict) -> np.ndarray:
+def gap_days(valid: np.ndarray, time: np.ndarray, index: np.ndarray, points: np.ndarray, *, seed: int,
+             mask: dict) -> np.ndarray:
     """Length in days (B,) of each window's fixed mask blocks: the drawn length of blocks in days,
-    or the block size in points times the window's median spacing."""
+    or the block size in ``points`` (:func:`mask_block_sizes`) times the window's median spacing."""
     import torch
 
     from lcgen.masking import day_block_length, draw_fixed, key_block
@@ -423,7 +424,6 @@ def gap_days(valid: np.ndarray, time: np.ndarray, index: np.ndarray, *, seed: in
                            min_block=key_block(1, mask["max_days"]))
         return day_block_length(valid_t, time_t, draws.u_block, min_days=mask["min_days"],
                                 max_days=mask["max_days"])[0].numpy()
-    points = mask_block_sizes(valid, index, seed=seed, min_block=mask["min_block"], max_block=mask["max_block"])
     spacing = np.array([np.median(np.diff(t[ok])) if ok.sum() > 1 else np.nan for t, ok in zip(time, valid)])
     return points * spacing
 
@@ -558,11 +558,12 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
                                                 {**preds, "data": out["values"]}))
             index.append(out["index"])
             hidden_frac.append(out["hidden"].sum(1) / np.maximum(out["valid"].sum(1), 1))
-            if cfg.mode == "mask" and ev.kind == "timeseries":
-                days.append(gap_days(out["valid"], out["coord"], out["index"], seed=cfg.mask_seed, mask=ev.mask))
             if cfg.mode == "mask":
                 blocks.append(mask_block_sizes(out["valid"], out["index"], seed=cfg.mask_seed,
                                                min_block=ev.mask["min_block"], max_block=ev.mask["max_block"]))
+                if ev.kind == "timeseries":
+                    days.append(gap_days(out["valid"], out["coord"], out["index"], blocks[-1],
+                                         seed=cfg.mask_seed, mask=ev.mask))
             else:
                 blocks.append(out["hidden"].sum(1).astype(np.int64))  # the forecast horizon in points
             if progress is not None:

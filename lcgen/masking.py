@@ -22,6 +22,10 @@ breaking ties at ``q*`` by block index leaves a slight position bias (measured o
 samples of 32 blocks: the first blocks hidden ~0.1 percentage point more often than the last),
 far below anything training can notice.
 
+With ``MaskConfig.max_days > 0`` (time series) the blocks are in days instead
+(:func:`lay_day_blocks`): a block length d log-uniform in [min_days, max_days], the span cut into
+blocks of d days from its first time, so a block covers the same time at any cadence or gap.
+
 Training masks come from a ``torch.Generator``; validation and test masks (:func:`fixed_mask`)
 from a counter-based hash of ``(seed, sample index, counter)``, so a sample gets the same mask
 whatever batch it lands in.
