@@ -4,7 +4,8 @@
 #
 #     bash benchmarks/train_bundled.sh [WORKDIR]      # default WORKDIR: data/bundled
 #
-# ~12 CPU-minutes on one core (one torch thread); the same lcgen commit gives the same weights.
+# Training is 950 steps of ~0.4 CPU-s on one core (one torch thread), ~7 CPU-minutes; it took
+# 31 min wall on a shared 2-core machine at load ~10. The same lcgen commit gives the same weights.
 # Steps: 1,200 mission-like mocks (Kepler long cadence + TESS 2-min, `--preset missions`), cut
 # into 256-point windows, a small transformer (0.95M parameters) with the variance head and
 # the interpolation residual, trained with the beta-NLL loss on masks of 1-64 points, then
