@@ -36,7 +36,7 @@ def test_bundled_model_loads_and_records_license_and_provenance():
 @pytest.fixture(scope="module")
 def kepler_raw(tmp_path_factory):
     d = tmp_path_factory.mktemp("bundled")
-    r = run_cli("generate", "--preset", "kepler-lc", "-n", "2", "--seed", "9", "-o", d / "raw.h5",
+    r = run_cli("generate", "--preset", "kepler-lc", "-n", "1", "--seed", "9", "-o", d / "raw.h5",
                 "--workers", "1", "--set", "kepler.blocks=[1,1]")
     assert r.returncode == 0, r.stderr
     return d
