@@ -79,3 +79,25 @@ def test_embed_with_only_a_data_file_uses_the_bundled_model(kepler_raw, tmp_path
     assert Path(emb.attrs["run_dir"]) == BUNDLED_DIR.resolve()
     r = run_cli("embed", tmp_path / "ts.h5")
     assert r.returncode == 1 and "embed needs INPUT and --output/-o" in r.stderr
+
+
+def test_fine_tuning_starts_from_the_bundled_model(kepler_raw, tmp_path):
+    """`lcgen train transformer --init bundled`: the README's fine-tuning path."""
+    import yaml
+
+    from lcgen.train import load_checkpoint
+
+    r = run_cli("convert", "-i", kepler_raw / "raw.h5", "-o", tmp_path / "ts.h5", "--max-length", "256")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("train", "transformer", "--init", "bundled", "--data", tmp_path / "ts.h5", "--epochs", "1",
+                "--threads", "1", "--name", "ft", "--set", f"runs_dir={tmp_path / 'runs'}",
+                "--set", "val_fraction=0", "--set", "test_fraction=0", "--set", "lr=1e-12")
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "runs" / "transformer" / "ft"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["init"] == str(BUNDLED_DIR) and saved["model"]["interp_residual"] is True
+    # at a vanishing learning rate the fine-tuned weights are the bundled ones
+    start = load_checkpoint(BUNDLED_DIR / "best.pt")["state_dict"]
+    tuned = load_checkpoint(run / "last.pt")["state_dict"]
+    for key in start:
+        np.testing.assert_allclose(tuned[key].numpy(), start[key].numpy(), atol=1e-6)
