@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lcgen import __version__
+from lcgen.bundled import resolve_run
 from lcgen.config import resolve_config
 from lcgen.errors import Interrupted, LcgenError
 
@@ -141,6 +142,7 @@ def generate(
     n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", help="Light curves to simulate. \\[default: 50000]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Master seed; curve i draws from SeedSequence(seed, spawn_key=(i,)). \\[default: 42]")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Raw file to write. \\[default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Mission-like mocks laid under --config/--set: kepler-lc, kepler-sc, tess-2min, tess-ffi, or missions (Kepler long cadence + TESS 2-min). Cadence, gaps, noise in ppm and variability as in the missions' data (sources: lcgen/missions.py, README). \\[default: the original mix]")] = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -148,14 +150,18 @@ def generate(
     """Simulate mock light curves: sinusoids, multi-sines, damped random walks and QPOs on
     regular, gappy, variable and seasonal sampling (the original mix), plus optional spotted
     rotators, transits/eclipses, flares, red noise and TESS/Kepler-like sampling (see
-    configs/mock.yaml). The same seed gives the same bytes with any number of workers.
+    configs/mock.yaml), or Kepler/TESS-like curves with --preset. The same seed gives the same
+    bytes with any number of workers.
 
     Example: [cyan]lcgen generate --n-samples 1000 --set types.rotation=0.3 --set samplings.tess=0.5 --set flare.probability=0.2[/]
+    Missions: [cyan]lcgen generate --preset kepler-lc -n 500 -o data/kepler/raw.h5[/]
     """
+    from lcgen.missions import preset_config
     from lcgen.simulate import SimulateConfig, generate as run_generate
 
     cfg = resolve_config(SimulateConfig, config_file=config, sets=set_, flags={
-        "n_samples": n_samples, "seed": seed, "output": _str(output)})
+        "n_samples": n_samples, "seed": seed, "output": _str(output)},
+        base=preset_config(preset) if preset is not None else None)
     with reporting_interrupts(f"nothing written to {cfg.output} (generate does not resume: rerun to start again)"), \
             progress_bar("generate", cfg.n_samples) as advance:
         result = run_generate(cfg, workers=workers, progress=advance)
@@ -344,7 +350,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seeds the split, initialisation, batch order and masks. \\[default: 0]")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 on a busy machine). \\[default: torch's choice, one per core]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
-    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data.", metavar="RUN_DIR")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data; 'bundled' is the model shipped with lcgen.", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
     nproc: Annotated[Optional[int], typer.Option(help="Train with N processes on this machine (DistributedDataParallel; one GPU each on CUDA): runs this command under torchrun --standalone --nproc_per_node N.", min=1)] = None,
@@ -354,6 +360,7 @@ def train(
 
     Example: [cyan]lcgen train transformer --epochs 50[/]   [cyan]lcgen train mlp --channel acf --preset small[/]
     Fine-tune on real data: [cyan]lcgen train transformer --data data/real/timeseries.h5 --init runs/transformer/NAME --lr 3e-5[/]
+    (--init bundled: the model shipped with lcgen, on 256-point windows).
     Ctrl-C saves last.pt; continue with [cyan]lcgen train --resume runs/MODEL/NAME[/].
     Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
     [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
@@ -362,7 +369,8 @@ def train(
     from lcgen.train import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
-             "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads, "init": _str(init)}
+             "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads,
+             "init": _str(resolve_run(init) if init is not None else None)}
     if resume is not None:
         fixed = {"--init": init, "--channel": channel, "--epochs": epochs, "--batch-size": batch_size, "--lr": lr,
                  "--preset": preset, "--seed": seed, "--name": name, "--config": config, "--set": set_}
@@ -478,6 +486,7 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     predictors = list(m["overall"])
     first = predictors[1] if len(predictors) > 1 else None
     for key, label in (("by_block_size", "forecast horizon" if forecast else "block size"),
+                       ("by_gap_days", "gap duration"),
                        ("by_mask_ratio", "hidden fraction"), ("by_lc_type", "light-curve type")):
         if not m.get(key):
             continue
@@ -490,6 +499,13 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
                 cells.append(_fmt(ratio(g["model"]["masked_mse"], g[first]["masked_mse"]), ".3f"))
             t.add_row(str(g["group"]), f"{g['n_samples']:,}", *cells)
         tables.append(t)
+        if key == "by_gap_days":  # the median window matters as much as the pooled error here
+            t = Table(label, "samples", *(names.get(p, p) for p in predictors), title_justify="left",
+                      title="median per-window masked MSE by gap duration")
+            for g in m[key]:
+                t.add_row(str(g["group"]), f"{g['n_samples']:,}",
+                          *(_fmt(g[p]["masked_window_mse_median"]) for p in predictors))
+            tables.append(t)
     return tables
 
 
@@ -504,6 +520,7 @@ def evaluate(
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
     baselines: Annotated[Optional[str], typer.Option(help="Comma list. mask mode: linear, mean, gp (celerite2 GP, slow: ~0.1 s per window); forecast mode: persistence, extrapolation, mean, gp. \\[default: all but gp]")] = None,
     forecast: Annotated[Optional[int], typer.Option("--forecast", metavar="N", help="Forecast mode: hide the last N real points of each window (writes metrics-forecast.json).")] = None,
+    mask_days: Annotated[Optional[str], typer.Option(metavar="MIN,MAX", help="Hide blocks of MIN-MAX days (log-uniform) instead of the run's own masks, e.g. 0.02,5 (writes metrics-days.json). Errors by gap duration are reported either way.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -519,13 +536,25 @@ def evaluate(
     cfg = resolve_config(EvaluateConfig, config_file=config, sets=set_, flags={
         "data": _str(data), "split": split, "mask_seed": mask_seed, "checkpoint": checkpoint,
         "batch_size": batch_size, "device": device, "baselines": baselines,
-        "mode": None if forecast is None else "forecast", "forecast_points": forecast})
+        "mode": None if forecast is None else "forecast", "forecast_points": forecast,
+        "mask_days": _days_range(mask_days)})
     metrics = evaluate_run(run_dir, cfg)
     for table in metrics_tables(metrics):
         console.print(table)
     console.print(verdict(metrics), highlight=False)
     console.print(f"Scored {run_dir}/{cfg.checkpoint}.pt; wrote "
-                  f"{metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint, mode=cfg.mode)}")
+                  f"{metrics_path(run_dir, metrics['split'], cfg.data, cfg.checkpoint, mode=cfg.mode, days=cfg.mask_days is not None)}")
+
+
+def _days_range(text: str | None) -> list[float] | None:
+    """``--mask-days MIN,MAX`` as [min, max] (None when not given)."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise LcgenError(f"--mask-days {text!r}: give two numbers of days, MIN,MAX (e.g. 0.02,5)") from None
+    return [lo, hi]
 
 
 @app.command()
@@ -550,9 +579,9 @@ def calibrate(
 
 @app.command()
 def fill(
-    run_dir: RunDirArg,
-    input: Annotated[Path, typer.Argument(help="Raw light-curve file (lcgen generate or lcgen ingest).", metavar="INPUT")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: an .h5 file (raw layout + filled), or a directory for --format csv/fits.")],
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run directory written by lcgen train; left out (lcgen fill INPUT -o OUT): the model shipped with lcgen.", metavar="[RUN_DIR]", show_default=False)] = None,
+    input: Annotated[Optional[Path], typer.Argument(help="Raw light-curve file (lcgen generate or lcgen ingest).", metavar="INPUT", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write (required): an .h5 file (raw layout + filled), or a directory for --format csv/fits.", show_default=False)] = None,
     cadence: Annotated[Optional[float], typer.Option(help="Grid spacing in days. \\[default: each curve's median spacing]")] = None,
     max_gap: Annotated[Optional[float], typer.Option(help="Leave gaps longer than this many days unfilled (counted in the summary). \\[default: fill every gap]")] = None,
     forecast: Annotated[Optional[float], typer.Option(help="Also predict this many days past each curve's last observation. \\[default: 0]")] = None,
@@ -567,8 +596,15 @@ def fill(
     overlapping windows blended, observed points kept, output in the input's units.
 
     Example: [cyan]lcgen fill runs/transformer/demo data/ingested.h5 -o filled.h5 --max-gap 5 --forecast 2[/]
+    With the model shipped with lcgen: [cyan]lcgen fill data/ingested.h5 -o filled.h5[/]
     """
     from lcgen.fill import FillConfig, fill_file
+
+    if input is None:  # one path given: it is INPUT, filled by the bundled model
+        run_dir, input = None, run_dir
+    if input is None or output is None:
+        raise LcgenError("fill needs INPUT and --output/-o: lcgen fill [RUN_DIR] INPUT -o OUT")
+    run_dir = resolve_run(run_dir)
 
     cfg = resolve_config(FillConfig, config_file=config, sets=set_, flags={
         "cadence": cadence, "max_gap": max_gap, "forecast": forecast, "format": format,
@@ -664,7 +700,7 @@ def demo(
 
 @app.command()
 def embed(
-    run_dir: RunDirArg,
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run directory written by lcgen train; given only a data file (lcgen embed INPUT -o OUT), the model shipped with lcgen.", metavar="[RUN_DIR]", show_default=False)] = None,
     input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False, metavar="INPUT")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
     level: Annotated[Optional[str], typer.Option(help="Latent level: all (every level, concatenated), or one of bottleneck, level0, level1, ... (mlp: latent). \\[default: all]")] = None,
@@ -682,9 +718,16 @@ def embed(
     run it came from); read it with lcgen.embed.read_embeddings, score it with lcgen probe.
 
     Example: [cyan]lcgen embed runs/transformer/demo data/mock_lightcurves/timeseries.h5 -o emb.h5[/]
+    With the model shipped with lcgen: [cyan]lcgen embed windows.h5 -o emb.h5[/] (256-point windows)
     """
     from lcgen.embed import EMBEDDINGS_FILE, EmbedConfig, embed as run_embed, write_embeddings
     from lcgen.embed.extract import count_rows
+
+    if input is None and (run_dir is None or run_dir.is_file()):  # no run given: the bundled model
+        run_dir, input = None, run_dir
+        if input is None or output is None:
+            raise LcgenError("with the bundled model, embed needs INPUT and --output/-o: lcgen embed INPUT -o OUT")
+    run_dir = resolve_run(run_dir)
 
     cfg = resolve_config(EmbedConfig, config_file=config, sets=set_, flags={
         "level": level, "pooling": pooling, "weights": weights, "checkpoint": checkpoint,

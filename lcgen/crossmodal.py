@@ -71,7 +71,7 @@ def crossmodal_metrics(ev: Evaluation, *, progress: Callable[[int], None] | None
     plan = scenarios()
     parts: dict[str, dict[str, list]] = {s: {m: [] for m in (*blocked, *whole)} for s, (blocked, whole) in plan.items()}
     for batch in iter_batches(ev.source, ev.rows, ev.config.batch_size):
-        series_blocks = fixed_mask(batch["valid"], batch["index"], seed=seed, **mask)
+        series_blocks = fixed_mask(batch["valid"], batch["index"], seed=seed, time=batch.get("time"), **mask)
         blocks = paired_masks(batch, series_blocks, p_drop=0.0, seed=seed, **mask)  # nothing dropped
         for name, (blocked, whole) in plan.items():
             hidden = {}

@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 
@@ -84,6 +85,7 @@ class EvaluateConfig:
     forecast_points: int = 16  # (int) forecast mode: real points hidden at the end of each window
     baselines: Optional[str] = None  # (str) comma list; mask: linear, mean, gp; forecast: persistence, extrapolation, mean, gp. default: all but gp (slow)
     gp_max_iter: int = 60  # (int) gp baseline: L-BFGS-B iterations of each window's hyperparameter fit
+    mask_days: Optional[list[float]] = None  # (list[float]) [min, max]: score on blocks of this many days (log-uniform) instead of the run's own masks (time series)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,6 +264,9 @@ def summarise(scores: dict, rows: np.ndarray | None = None) -> dict[str, dict[st
             if "ae" in sums:
                 ae = sums["ae"] if rows is None else _take_ragged(sums["ae"], sums["n"], rows)
                 row[f"{region}_medae"] = float(np.median(ae)) if ae.size else None
+                sse, count = sums["sse"][take], sums["n"][take]
+                per_window = sse[count > 0] / count[count > 0]
+                row[f"{region}_window_mse_median"] = float(np.median(per_window)) if per_window.size else None
             for key, label in (("in68", "coverage_68"), ("in95", "coverage_95"), ("nll", "nll"), ("crps", "crps")):
                 if key in sums:
                     row[label] = float(sums[key][take].sum() / n) if n else None
@@ -405,9 +410,52 @@ def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> I
                          kind="timeseries" if kind == "paired" else kind,
                          source=source, rows=rows, split=split, data_path=str(data_path), device=device,
                          coord=coord, coord_name=coord_name, lc_type=lc_type,
-                         mask=dataclasses.asdict(tcfg.mask), paired=kind == "paired")
+                         mask=_scoring_mask(tcfg.mask, cfg, kind), paired=kind == "paired")
     finally:
         source.close()
+
+
+def _scoring_mask(run_mask, cfg: EvaluateConfig, kind: str) -> dict:
+    """The run's mask settings, with blocks in days when ``cfg.mask_days`` asks for them."""
+    from lcgen.masking import check_day_settings
+
+    mask = dataclasses.asdict(run_mask)
+    if cfg.mask_days is not None:
+        if len(cfg.mask_days) != 2 or kind not in ("timeseries", "paired"):
+            raise LcgenError(f"mask_days = {cfg.mask_days}: give [min, max] days, for a run on time series")
+        check_day_settings(*cfg.mask_days)
+        mask.update(min_days=float(cfg.mask_days[0]), max_days=float(cfg.mask_days[1]))
+    return mask
+
+
+# Gap-duration bins of the by_gap_days breakdown: (upper edge in days, label)
+GAP_BINS = ((1 / 24, "< 1 h"), (3 / 24, "1-3 h"), (8 / 24, "3-8 h"), (1.0, "8 h-1 d"), (3.0, "1-3 d"),
+            (10.0, "3-10 d"), (math.inf, "> 10 d"))
+
+
+def gap_days(valid: np.ndarray, time: np.ndarray, index: np.ndarray, points: np.ndarray, *, seed: int,
+             mask: dict) -> np.ndarray:
+    """Length in days (B,) of each window's fixed mask blocks: the drawn length of blocks in days,
+    or the block size in ``points`` (:func:`mask_block_sizes`) times the window's median spacing."""
+    import torch
+
+    from lcgen.masking import day_block_length, draw_fixed, key_block
+
+    valid_t, time_t = torch.as_tensor(np.asarray(valid, bool)), torch.as_tensor(np.asarray(time, np.float64))
+    if mask.get("max_days", 0) > 0:
+        draws = draw_fixed(valid_t, torch.as_tensor(np.asarray(index, np.int64)), seed=seed,
+                           min_block=key_block(1, mask["max_days"]))
+        return day_block_length(valid_t, time_t, draws.u_block, min_days=mask["min_days"],
+                                max_days=mask["max_days"])[0].numpy()
+    spacing = np.array([np.median(np.diff(t[ok])) if ok.sum() > 1 else np.nan for t, ok in zip(time, valid)])
+    return points * spacing
+
+
+def gap_labels(days: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Each window's :data:`GAP_BINS` label, and the labels in order."""
+    edges = np.array([edge for edge, _ in GAP_BINS])
+    names = [name for _, name in GAP_BINS]
+    return np.asarray(names)[np.minimum(np.searchsorted(edges, days, side="right"), len(names) - 1)], names
 
 
 def _check_same_layout(source, run_dir: Path, model, tcfg, kind: str) -> None:
@@ -457,7 +505,7 @@ def hide(ev: Evaluation, batch: dict) -> Any:
 
     if ev.config.mode == "forecast":
         return torch.from_numpy(forecast_mask(batch["valid"].numpy(), ev.config.forecast_points))
-    return fixed_mask(batch["valid"], batch["index"], seed=ev.config.mask_seed, **ev.mask)
+    return fixed_mask(batch["valid"], batch["index"], seed=ev.config.mask_seed, time=batch.get("time"), **ev.mask)
 
 
 def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
@@ -530,7 +578,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         raise LcgenError(f"forecast_points must be >= 1, got {cfg.forecast_points}")
     with open_evaluation(run_dir, cfg) as ev:
         names = ["model", *baseline_names(cfg, ev.kind)]
-        parts, signal_parts, index, hidden_frac, blocks = [], [], [], [], []
+        parts, signal_parts, index, hidden_frac, blocks, days = [], [], [], [], [], []
         for out in predict(ev):
             preds = {name: out[name] for name in names}
             variances = {name: out[f"{name}_var"] for name in names if f"{name}_var" in out}
@@ -544,6 +592,9 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             if cfg.mode == "mask":
                 blocks.append(mask_block_sizes(out["valid"], out["index"], seed=cfg.mask_seed,
                                                min_block=ev.mask["min_block"], max_block=ev.mask["max_block"]))
+                if ev.kind == "timeseries":
+                    days.append(gap_days(out["valid"], out["coord"], out["index"], blocks[-1],
+                                         seed=cfg.mask_seed, mask=ev.mask))
             else:
                 blocks.append(out["hidden"].sum(1).astype(np.int64))  # the forecast horizon in points
             if progress is not None:
@@ -571,8 +622,11 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
             "vs_baselines": {b: {"masked_mse_ratio": mse_ratio[b], "masked_mae_ratio": mae_ratio[b]}
                              for b in mse_ratio},
             "by_mask_ratio": breakdown(scores, ratio_labels, order=ratio_order),
-            "by_block_size": breakdown(scores, blocks),
+            "by_block_size": breakdown(scores, blocks) if not ev.mask.get("max_days") else [],
         }
+        if days:
+            gap_label, gap_order = gap_labels(np.concatenate(days))
+            metrics["by_gap_days"] = breakdown(scores, gap_label, order=gap_order)
         if ev.lc_type is not None:
             metrics["by_lc_type"] = breakdown(scores, ev.lc_type[index])
         if signal_parts:
@@ -582,7 +636,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
 
             metrics["modalities"] = crossmodal_metrics(ev, progress=progress)
         metrics["summary"] = verdict(metrics)
-    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data, cfg.checkpoint, mode=cfg.mode),
+    write_metrics(output or metrics_path(run_dir, metrics["split"], cfg.data, cfg.checkpoint, mode=cfg.mode,
+                                         days=cfg.mask_days is not None),
                   metrics)
     return metrics
 
@@ -618,13 +673,14 @@ def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.aran
 
 
 def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
-                 checkpoint: str = "best", *, mode: str = "mask") -> Path:
+                 checkpoint: str = "best", *, mode: str = "mask", days: bool = False) -> Path:
     """Where :func:`evaluate_run` writes: ``RUN_DIR/metrics.json`` for the test split of the run's
     own data scored with ``best.pt``, ``metrics-SPLIT.json`` for another split,
     ``metrics-STEM[-SPLIT].json`` for a ``--data`` file and ``...-last.json`` for ``last.pt``, so
     scoring other rows or another checkpoint never overwrites the test metrics; forecast mode
-    writes ``metrics-forecast[...].json``."""
-    name = "metrics" + ("-forecast" if mode == "forecast" else "") + (f"-{Path(data).stem}" if data is not None else "")
+    writes ``metrics-forecast[...].json``, masks in days (``days``) ``metrics-days[...].json``."""
+    name = "metrics" + ("-forecast" if mode == "forecast" else "") + ("-days" if days else "")
+    name += f"-{Path(data).stem}" if data is not None else ""
     name += "" if (split == "test" or (data is not None and split == "all")) else f"-{split}"
     name += "" if checkpoint == "best" else f"-{checkpoint}"
     return Path(run_dir) / f"{name}.json"

@@ -22,6 +22,10 @@ breaking ties at ``q*`` by block index leaves a slight position bias (measured o
 samples of 32 blocks: the first blocks hidden ~0.1 percentage point more often than the last),
 far below anything training can notice.
 
+With ``MaskConfig.max_days > 0`` (time series) the blocks are in days instead
+(:func:`lay_day_blocks`): a block length d log-uniform in [min_days, max_days], the span cut into
+blocks of d days from its first time, so a block covers the same time at any cadence or gap.
+
 Training masks come from a ``torch.Generator``; validation and test masks (:func:`fixed_mask`)
 from a counter-based hash of ``(seed, sample index, counter)``, so a sample gets the same mask
 whatever batch it lands in.
@@ -29,6 +33,7 @@ whatever batch it lands in.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -48,9 +53,12 @@ class MaskConfig:
     max_block: int = 32  # (int) largest block length; rounded down to a power of two
     min_ratio: float = 0.1  # (float) smallest fraction of blocks hidden per sample
     max_ratio: float = 0.7  # (float) largest fraction of blocks hidden per sample
+    min_days: float = 0.0  # (float) blocks in days (time series): shortest block, days; used when max_days > 0
+    max_days: float = 0.0  # (float) blocks in days: longest block, days (log-uniform between); 0: blocks in points
 
     def __post_init__(self) -> None:
         check_mask_settings(self.min_block, self.max_block, self.min_ratio, self.max_ratio)
+        check_day_settings(self.min_days, self.max_days)
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,13 @@ def check_mask_settings(min_block: int, max_block: int, min_ratio: float, max_ra
             f"mask ratios must satisfy 0 <= min_ratio <= max_ratio <= 1, got "
             f"min_ratio={min_ratio!r}, max_ratio={max_ratio!r}; set e.g. 0.1 and 0.7"
         )
+
+
+def check_day_settings(min_days: float, max_days: float) -> None:
+    """Raise LcgenError unless [min_days, max_days] is off (max_days 0) or 0 < min <= max."""
+    if max_days != 0 and not 0 < min_days <= max_days:
+        raise LcgenError(f"mask block lengths in days need 0 < min_days <= max_days (or max_days = 0 for "
+                         f"blocks in points), got min_days={min_days!r}, max_days={max_days!r}")
 
 
 def _power_range(min_block: int, max_block: int) -> tuple[int, int]:
@@ -296,13 +311,18 @@ def fixed_mask(
     max_block: int = 32,
     min_ratio: float = 0.1,
     max_ratio: float = 0.7,
+    min_days: float = 0.0,
+    max_days: float = 0.0,
+    time: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Validation/test masks: hidden (B, L) bool fixed by ``seed`` and each sample's ``index``.
 
     A sample gets the same mask in every epoch, run and batch composition, so metrics compare.
+    With ``max_days > 0`` the blocks are in days (:func:`lay_day_blocks`; needs ``time``).
     """
     _check_valid(valid)
     check_mask_settings(min_block, max_block, min_ratio, max_ratio)
+    check_day_settings(min_days, max_days)
     if not isinstance(seed, int) or seed < 0:
         raise LcgenError(f"mask seed must be an integer >= 0, got {seed!r}")
     if index.shape != valid.shape[:1]:
@@ -310,11 +330,9 @@ def fixed_mask(
             f"index must have shape ({valid.shape[0]},) to match valid, got {tuple(index.shape)}"
         )
     with torch.inference_mode():  # as in block_mask
-        draws = draw_fixed(valid, index, seed=seed, min_block=min_block)
-        hidden = lay_blocks(
-            valid, draws, min_block=min_block, max_block=max_block,
-            min_ratio=min_ratio, max_ratio=max_ratio,
-        )
+        draws = draw_fixed(valid, index, seed=seed, min_block=key_block(min_block, max_days))
+        hidden = lay_mask(valid, draws, time=time, min_block=min_block, max_block=max_block,
+                          min_ratio=min_ratio, max_ratio=max_ratio, min_days=min_days, max_days=max_days)
     return hidden.clone()
 
 
@@ -383,6 +401,7 @@ def paired_masks(batch: dict[str, torch.Tensor], series_hidden: torch.Tensor, *,
     """
     B = series_hidden.shape[0]
     size, a, b = share or (B, 0, B)
+    mask_args = {k: v for k, v in mask_args.items() if k not in ("min_days", "max_days")}  # spectra: points
     hidden = {"hidden": series_hidden}
     for k, name in enumerate(MODALITIES[1:], start=1):
         _, valid_key, hidden_key = modality_keys(name)
@@ -405,3 +424,71 @@ def paired_masks(batch: dict[str, torch.Tensor], series_hidden: torch.Tensor, *,
         hidden[hidden_key] = torch.where(dropped[:, j:j + 1], batch[valid_key], hidden[hidden_key])
     hidden["dropped"] = dropped
     return hidden
+# Blocks in days (MaskConfig.max_days > 0): gaps as real data have them, whatever the cadence
+
+
+def day_block_length(valid: torch.Tensor, time: torch.Tensor, u_block: torch.Tensor, *,
+                     min_days: float, max_days: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each sample's block length in days, (B,) float64, with its first time and span (B,).
+
+    d = exp(log min_days + u (log max_days − log min_days)) (log-uniform), capped at half the
+    span (so at least two blocks fit) and raised to span / (L − 1) (so there are at most L blocks;
+    shorter blocks than the spacing hide the same points). A row with no valid point gets d = 1.
+    """
+    L = valid.shape[1]
+    t = time.double()
+    big = torch.tensor(float("inf"), dtype=torch.float64, device=t.device)
+    first = torch.where(valid, t, big).amin(1)
+    last = torch.where(valid, t, -big).amax(1)
+    span = torch.where(valid.any(1), last - first, torch.zeros_like(first))
+    first = torch.where(valid.any(1), first, torch.zeros_like(first))
+    lo, hi = math.log(min_days), math.log(max_days)
+    d = torch.exp(lo + u_block.to(t.device, torch.float64) * (hi - lo))
+    d = torch.minimum(d, span / 2).maximum(span / max(L - 1, 1))
+    return torch.where(span > 0, d, torch.ones_like(d)), first, span
+
+
+def lay_day_blocks(valid: torch.Tensor, time: torch.Tensor, draws: MaskDraws, *, min_days: float,
+                   max_days: float, min_ratio: float = 0.1, max_ratio: float = 0.7) -> torch.Tensor:
+    """Hidden mask (B, L) bool of blocks in days: the span from each sample's first valid time is
+    cut into ``n = floor(span / d) + 1`` blocks ``[first + k d, first + (k + 1) d)`` of
+    :func:`day_block_length`, and ``c = floor(n r)`` of them, clamped to [1, n − 1], are chosen
+    (the smallest keys, ties broken by block index) with ``r ~ U(min_ratio, max_ratio)``; hidden
+    = the valid positions in a chosen block. Needs ``draws.keys`` with >= L keys a row
+    (``min_block=1`` in :func:`draw_train`/:func:`draw_fixed`).
+    """
+    B, L = valid.shape
+    if draws.keys.shape[1] < L:
+        raise LcgenError(f"day blocks need {L} keys a row, got {draws.keys.shape[1]} (draw with min_block=1)")
+    d, first, span = day_block_length(valid, time, draws.u_block, min_days=min_days, max_days=max_days)
+    n_blocks = (span / d).floor().long().clamp_(0, L - 1) + 1  # (B,)
+    ratio = draws.u_ratio * (max_ratio - min_ratio) + min_ratio
+    count = (n_blocks * ratio).long().clamp_(min=1).minimum(n_blocks - 1).clamp_(min=0)
+    block = torch.arange(L, device=valid.device)
+    score = draws.keys[:, :L].long() * L + block  # distinct: key first, then block index
+    score = torch.where(block < n_blocks[:, None], score, torch.full_like(score, _N_KEYS * L))
+    rank = torch.empty_like(score).scatter_(1, score.argsort(1), block.expand(B, L).contiguous())
+    chosen = rank < count[:, None]  # (B, L) over blocks
+    block_of = ((time.double() - first[:, None]) / d[:, None]).floor().long().clamp_(0, L - 1)
+    return chosen.gather(1, block_of) & valid
+
+
+def lay_mask(valid: torch.Tensor, draws: MaskDraws, *, time: torch.Tensor | None = None,
+             min_block: int = 1, max_block: int = 32, min_ratio: float = 0.1, max_ratio: float = 0.7,
+             min_days: float = 0.0, max_days: float = 0.0) -> torch.Tensor:
+    """The hidden mask of a :class:`MaskConfig` (``**asdict(cfg)``): blocks in days when
+    ``max_days > 0`` (needs ``time``), else :func:`lay_blocks` in points."""
+    if max_days > 0:
+        if time is None:
+            raise LcgenError("mask blocks in days (mask.max_days > 0) need time series; "
+                             "spectra have no times: use mask.min_block/max_block")
+        return lay_day_blocks(valid, time, draws, min_days=min_days, max_days=max_days,
+                              min_ratio=min_ratio, max_ratio=max_ratio)
+    return lay_blocks(valid, draws, min_block=min_block, max_block=max_block,
+                      min_ratio=min_ratio, max_ratio=max_ratio)
+
+
+def key_block(min_block: int = 1, max_days: float = 0.0) -> int:
+    """The ``min_block`` to draw keys with for a :class:`MaskConfig` (1 for blocks in days)."""
+    return 1 if max_days > 0 else min_block
+

@@ -184,6 +184,14 @@ class SpaceConfig:
     gap_days: float = 1.0  # (float) data lost at the end of each segment (downlink), days
     blocks: list[int] = field(default_factory=lambda: [1, 1])  # (list[int]) consecutive blocks, inclusive
     max_points: int = 0  # (int) 0: native cadence; else a cap: the cadence becomes the smallest multiple of the native one that fits (binning)
+    noise_ppm: list[float] = field(default_factory=_range(0.0, 0.0))  # (list[float]) per-point noise rms, ppm of the flux level, log-uniform over the range; [0, 0]: set by snr
+    dump_every_days: float = 0.0  # (float) a momentum dump this often, days (0: none); the cadences in the next dump_minutes are lost
+    dump_minutes: float = 0.0  # (float) data lost at each momentum dump, minutes
+    losses: list[int] = field(default_factory=lambda: [0, 0])  # (list[int]) extra data losses per block, inclusive (safe modes, scattered light)
+    loss_days: list[float] = field(default_factory=_range(0.0, 0.0))  # (list[float]) length range of each extra loss, days
+
+
+_SPACE = ("tess", "kepler")  # samplings with a SpaceConfig section of the same name
 
 
 def _kepler() -> SpaceConfig:
@@ -271,6 +279,14 @@ def check_config(cfg: SimulateConfig) -> None:
                 or s.cadence_minutes <= 0 or not 0 <= s.gap_days < seg - s.cadence_minutes / 1440:
             raise LcgenError(f"{name}: need segments_per_block >= 1, blocks >= 1, max_points 0 (no cap) or >= 2, "
                              f"cadence_minutes > 0 and 0 <= gap_days < block_days / segments_per_block")
+        if s.noise_ppm[1] > 0 and s.noise_ppm[0] <= 0:
+            raise LcgenError(f"{name}.noise_ppm = {s.noise_ppm}: both ends must be > 0 ([0, 0] leaves the noise to snr)")
+        if s.dump_every_days < 0 or s.dump_minutes < 0 or s.dump_minutes / 1440 >= s.dump_every_days > 0:
+            raise LcgenError(f"{name}: need dump_every_days >= 0 and 0 <= dump_minutes < dump_every_days "
+                             f"(got {s.dump_every_days} d, {s.dump_minutes} min)")
+        if s.losses[1] > 0 and s.loss_days[1] >= s.block_days / 2:
+            raise LcgenError(f"{name}.loss_days = {s.loss_days}: a loss must stay below half a block "
+                             f"({s.block_days / 2:g} d)")
 
 
 def _check_ranges(node, where: str) -> None:
@@ -413,7 +429,8 @@ def sample_space(sc: SpaceConfig, rng: np.random.Generator, meta: dict) -> np.nd
 
     A curve is ``blocks`` ~ U{blocks} consecutive blocks (default one). ``max_points > 0`` caps
     the point count by binning: the cadence becomes the smallest multiple of the native one that
-    fits. Momentum dumps, safe modes and quality-flagged cadences are not modelled.
+    fits. By default momentum dumps, safe modes and quality-flagged cadences are not modelled;
+    the mission presets (:mod:`lcgen.missions`) switch on :func:`drop_losses`.
     """
     blocks = _integer(rng, sc.blocks)
     segment = sc.block_days / sc.segments_per_block
@@ -421,7 +438,32 @@ def sample_space(sc: SpaceConfig, rng: np.random.Generator, meta: dict) -> np.nd
     cadence, per_segment = _space_grid(sc, n_segments)
     t = np.arange(n_segments)[:, None] * segment + np.arange(per_segment)[None, :] * cadence
     meta["duration"] = blocks * sc.block_days
+    if sc.dump_every_days > 0 or sc.losses[1] > 0:
+        return drop_losses(sc, t.ravel(), blocks, rng)
     return t.ravel()
+
+
+def drop_losses(sc: SpaceConfig, t: np.ndarray, blocks: int, rng: np.random.Generator) -> np.ndarray:
+    """Remove the cadences lost to momentum dumps and to extra data losses from ``t``.
+
+    Dumps: every ``dump_every_days`` from a uniform phase, the next ``dump_minutes`` are lost.
+    Losses: ``blocks`` × U{losses} intervals of U(loss_days) days starting at uniform times over
+    the curve (they may overlap each other and the downlink gaps). The first point always stays,
+    and the curve is shifted to start at 0 again.
+    """
+    lost = np.zeros(t.size, dtype=bool)
+    if sc.dump_every_days > 0 and sc.dump_minutes > 0:
+        phase = sc.dump_every_days * rng.random()
+        lost |= np.mod(t - phase, sc.dump_every_days) < sc.dump_minutes / 1440.0
+    if sc.losses[1] > 0:
+        n = sum(_integer(rng, sc.losses) for _ in range(blocks))
+        starts = rng.uniform(0.0, float(t[-1]), n)
+        lengths = rng.uniform(*sc.loss_days, size=n)
+        for start, length in zip(starts, lengths):
+            lost[np.searchsorted(t, start):np.searchsorted(t, start + length)] = True
+    lost[0] = False
+    kept = t[~lost]
+    return kept - kept[0]
 
 
 def _space_grid(sc: SpaceConfig, n_segments: int) -> tuple[float, int]:
@@ -442,7 +484,7 @@ def longest_curve(cfg: SimulateConfig) -> int:
     for name in _SAMPLINGS:
         if getattr(cfg.samplings, name) <= 0:
             continue
-        if name in ("tess", "kepler"):
+        if name in _SPACE:
             sc: SpaceConfig = getattr(cfg, name)
             n_segments = sc.blocks[1] * sc.segments_per_block
             most = max(most, n_segments * _space_grid(sc, n_segments)[1])
@@ -847,6 +889,10 @@ def simulate_curve(cfg: SimulateConfig, index: int) -> MockCurve:
     scatter = np.exp(cfg.error_scatter * z[:t.size])
     scatter *= 1.0 / math.sqrt((scatter * scatter).sum() / t.size)  # rms(scatter) = 1 exactly
     noise_rms = spread / snr
+    ppm = getattr(cfg, sampling).noise_ppm if sampling in _SPACE else None
+    if ppm is not None and ppm[1] > 0:  # a mission's photometric precision, not a drawn snr
+        noise_rms = offset * 1e-6 * math.exp(_uniform(rng, [math.log(ppm[0]), math.log(ppm[1])]))
+        snr = spread / noise_rms
     flux_err = noise_rms * scatter
     noise = flux_err * z[t.size:]
     meta.update(offset=offset, snr=snr, noise_rms=noise_rms)

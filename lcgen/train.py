@@ -72,7 +72,8 @@ from lcgen.data import (SPLIT_FILE, batch_share, iter_batches, load_split, n_bat
 from lcgen.distributed import Dist, all_sum, backend_for, from_env, gather, on_main, process_group
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
-from lcgen.masking import MODALITIES, MaskConfig, MaskDraws, draw_train, fixed_mask, lay_blocks, modality_keys, paired_masks
+from lcgen.masking import (MODALITIES, MaskConfig, MaskDraws, draw_train, fixed_mask, key_block, lay_mask,
+                           modality_keys, paired_masks)
 from lcgen.models import create_model, get_spec
 
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA, "paired": DEFAULT_TIMESERIES}
@@ -214,6 +215,9 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("val_mask_seed", cfg.val_mask_seed, cfg.val_mask_seed >= 0, ">= 0")):
         if not ok:
             raise LcgenError(f"setting '{name}' = {value!r} must be {rule}")
+    if cfg.mask.max_days > 0 and spec.data != "timeseries":
+        raise LcgenError(f"mask.max_days = {cfg.mask.max_days}: blocks in days need time series, and "
+                         f"{cfg.model_name} trains on spectra; use mask.min_block/max_block")
     resolve_device(cfg.device, check_available=False)
     return cfg
 
@@ -719,14 +723,15 @@ class _Loop:
         size = min(self.cfg.batch_size, len(self.split["train"]) - step * self.cfg.batch_size)
         return (size, *batch_share(size, self.place.rank, self.place.world_size))
 
-    def _train_mask(self, valid: torch.Tensor, step: int) -> torch.Tensor:
+    def _train_mask(self, valid: torch.Tensor, step: int, time: torch.Tensor | None = None) -> torch.Tensor:
         """Training masks for this rank's rows: the draws of the whole global batch are made (the
         same on every rank), this rank's rows kept, so a sample's mask does not depend on N."""
         size, a, b = self._share(step)
         draws = draw_train(torch.empty(size, valid.shape[1], dtype=torch.bool),
-                           min_block=self.cfg.mask.min_block, generator=self.generator)
+                           min_block=key_block(self.cfg.mask.min_block, self.cfg.mask.max_days),
+                           generator=self.generator)
         draws = MaskDraws(draws.u_block[a:b], draws.u_ratio[a:b], draws.keys[a:b])
-        return lay_blocks(valid, draws, **self.mask_args)
+        return lay_mask(valid, draws, time=time, **self.mask_args)
 
     def run_epoch(self, state: _State, interrupt: dict) -> bool:
         """Train the rest of epoch ``state.epoch``, validate, checkpoint. False if interrupted."""
@@ -751,7 +756,7 @@ class _Loop:
                 batch = next(batches)
                 waited = time.perf_counter() - tick
                 # Training masks come from the run's generator on the CPU: identical on any device.
-                batch["hidden"] = self._train_mask(batch["valid"], state.step)
+                batch["hidden"] = self._train_mask(batch["valid"], state.step, batch.get("time"))
                 if self.weights is not None:  # paired data: the spectra's masks and modality dropout
                     batch.update(paired_masks(batch, batch["hidden"], p_drop=cfg.modality_dropout,
                                               generator=self.generator, share=self._share(state.step),
@@ -839,7 +844,7 @@ class _Loop:
         with contextlib.closing(batches):
             for k, batch in enumerate(batches, 1):
                 batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
-                                             **self.mask_args)
+                                             time=batch.get("time"), **self.mask_args)
                 if self.weights is not None:
                     batch.update(paired_masks(batch, batch["hidden"], p_drop=self.cfg.modality_dropout,
                                               seed=self.cfg.val_mask_seed, **self.mask_args))

@@ -5,6 +5,7 @@ import pytest
 
 from lcgen.evaluate import (breakdown, compare, concat_scores, error_sums, linear_baseline,
                             mean_baseline, ratio_bins, score_batch, summarise)
+from tests.conftest import run_cli
 
 
 def test_linear_baseline_by_hand():
@@ -266,3 +267,53 @@ def test_data_laid_out_differently_from_training_is_refused(ts_run, tmp_path):
             evaluate_run(ts_run, EvaluateConfig(data=str(other)))
     finally:
         (tmp_path / "moved.h5").rename(train_data)
+
+
+def test_evaluate_in_days_reports_error_by_gap_duration(ts_run, tmp_path):
+    """`evaluate --set mask_days=[lo,hi]` scores blocks in days on the same fixed masks as
+    lcgen.masking.fixed_mask; by_gap_days partitions the windows by their drawn block length and
+    gives pooled and median per-window MSE per bin."""
+    import json
+
+    import h5py
+    import torch
+
+    from lcgen.data import load_split
+    from lcgen.evaluate import GAP_BINS
+    from lcgen.masking import day_block_length, draw_fixed, fixed_mask
+
+    r = run_cli("evaluate", ts_run, "--mask-days", "2,40", "--mask-seed", "3")
+    assert r.returncode == 0, r.stderr
+    assert "median per-window masked MSE by gap duration" in r.stdout
+    m = json.loads((ts_run / "metrics-days.json").read_text())
+    assert m["mask"]["min_days"] == 2 and m["mask"]["max_days"] == 40 and m["by_block_size"] == []
+    rows = np.sort(load_split(ts_run)["test"])
+    with h5py.File(m["data"]) as f:
+        flux, time, mask = f["flux"][:][rows], f["time"][:][rows], f["mask"][:][rows]
+    valid, t = torch.from_numpy(mask), torch.from_numpy(time)
+    hidden = fixed_mask(valid, torch.from_numpy(rows), seed=3, min_block=1, max_block=32, min_ratio=0.1,
+                        max_ratio=0.7, min_days=2.0, max_days=40.0, time=t).numpy()
+    sel = mask & hidden
+    assert m["n_masked_positions"] == sel.sum()
+    d = day_block_length(valid, t, draw_fixed(valid, torch.from_numpy(rows), seed=3).u_block,
+                         min_days=2.0, max_days=40.0)[0].numpy()
+    groups = m["by_gap_days"]
+    assert sum(g["n_samples"] for g in groups) == len(rows)
+    names = [name for _, name in GAP_BINS]
+    assert [g["group"] for g in groups] == sorted((g["group"] for g in groups), key=names.index)
+    edges = [0.0] + [edge for edge, _ in GAP_BINS]
+    for g in groups:
+        k = names.index(g["group"])
+        rows_in = (d >= edges[k]) & (d < edges[k + 1])
+        assert rows_in.sum() == g["n_samples"]
+        # the mean baseline is simple to redo: each window's mean of its visible points
+        visible = mask[rows_in] & ~hidden[rows_in]
+        mean = np.array([f[v].astype(np.float64).mean() for f, v in zip(flux[rows_in], visible)])
+        sq = np.where(sel[rows_in], (flux[rows_in] - mean[:, None]) ** 2, 0.0)
+        per_window = sq.sum(1)[sel[rows_in].sum(1) > 0] / sel[rows_in].sum(1)[sel[rows_in].sum(1) > 0]
+        assert g["mean"]["masked_mse"] == pytest.approx(sq.sum() / sel[rows_in].sum(), rel=1e-6)
+        assert g["mean"]["masked_window_mse_median"] == pytest.approx(np.median(per_window), rel=1e-6)
+    r = run_cli("evaluate", ts_run, "--mask-days", "3,1")
+    assert r.returncode == 1 and "0 < min_days <= max_days" in r.stderr
+    r = run_cli("evaluate", ts_run, "--mask-days", "3")
+    assert r.returncode == 1 and "give two numbers of days" in r.stderr

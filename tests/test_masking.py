@@ -253,3 +253,103 @@ def test_bad_inputs_raise():
         fixed_mask(torch.ones(2, 8, dtype=torch.bool), torch.arange(3), seed=0)
     with pytest.raises(LcgenError, match="seed"):
         fixed_mask(torch.ones(2, 8, dtype=torch.bool), torch.arange(2), seed=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Blocks in days
+
+
+def _day_reference(valid, time, u_block, u_ratio, keys, *, min_days, max_days, min_ratio, max_ratio):
+    """Slow per-sample loop of the documented day-block rule (lay_day_blocks' docstring)."""
+    import math
+
+    import numpy as np
+
+    B, L = valid.shape
+    hidden = np.zeros((B, L), bool)
+    for i in range(B):
+        t = time[i][valid[i]].astype(np.float64)
+        if t.size == 0:
+            continue
+        first, span = t.min(), t.max() - t.min()
+        d = math.exp(math.log(min_days) + u_block[i] * (math.log(max_days) - math.log(min_days)))
+        d = max(min(d, span / 2), span / (L - 1)) if span > 0 else 1.0
+        n = min(int(math.floor(span / d)), L - 1) + 1
+        r = u_ratio[i] * (max_ratio - min_ratio) + min_ratio
+        c = max(0, min(max(int(n * r), 1), n - 1))
+        order = sorted(range(n), key=lambda k: (int(keys[i, k]), k))
+        chosen = set(order[:c])
+        for j in range(L):
+            if valid[i, j]:
+                k = min(max(int(math.floor((float(time[i, j]) - first) / d)), 0), L - 1)
+                hidden[i, j] = k in chosen
+    return hidden
+
+
+def test_day_blocks_match_a_slow_reference_on_gapped_windows():
+    import numpy as np
+
+    from lcgen.masking import draw_fixed, lay_day_blocks
+
+    rng = np.random.default_rng(0)
+    B, L = 64, 128
+    cad = np.where(rng.random(B) < 0.5, 29.4244, 2.0) / 1440  # Kepler and TESS cadences
+    time = np.arange(L)[None, :] * cad[:, None]
+    gap_at = rng.integers(10, L - 10, B)
+    time += np.where(np.arange(L)[None, :] >= gap_at[:, None], rng.uniform(0, 2, B)[:, None], 0.0)  # a downlink
+    valid = rng.random((B, L)) > 0.05
+    valid[:4, 100:] = False  # padded tails
+    valid[4] = False  # an empty row
+    valid_t, time_t = torch.as_tensor(valid), torch.as_tensor(time)
+    draws = draw_fixed(valid_t, torch.arange(B), seed=3, min_block=1)
+    for lo, hi in ((0.1, 3.0), (0.02, 0.02), (1.0, 5.0)):
+        got = lay_day_blocks(valid_t, time_t, draws, min_days=lo, max_days=hi, min_ratio=0.1, max_ratio=0.7)
+        want = _day_reference(valid, time, draws.u_block.numpy(), draws.u_ratio.numpy(), draws.keys.numpy(),
+                              min_days=lo, max_days=hi, min_ratio=0.1, max_ratio=0.7)
+        np.testing.assert_array_equal(got.numpy(), want)
+        assert not got[4].any() and not (got & ~valid_t).any()
+
+
+def test_day_masks_hide_runs_of_the_drawn_length_in_days():
+    """On a regular 30-min grid, a mask of blocks of d days hides runs that are whole multiples of
+    d (adjacent chosen blocks merge), whatever the cadence of the points."""
+    import numpy as np
+
+    from lcgen.masking import day_block_length, draw_fixed, fixed_mask
+
+    B, L = 200, 512
+    cad = 29.4244 / 1440
+    time = torch.arange(L, dtype=torch.float64).expand(B, L) * cad
+    valid = torch.ones(B, L, dtype=torch.bool)
+    index = torch.arange(B)
+    hidden = fixed_mask(valid, index, seed=1, min_days=0.5, max_days=3.0, time=time)
+    assert torch.equal(hidden, fixed_mask(valid, index, seed=1, min_days=0.5, max_days=3.0, time=time))
+    d = day_block_length(valid, time, draw_fixed(valid, index, seed=1).u_block, min_days=0.5, max_days=3.0)[0]
+    assert (d >= 0.5 - 1e-12).all() and (d <= 3.0 + 1e-12).all()
+    for i in range(B):
+        x = np.r_[0, hidden[i].numpy().astype(int), 0]
+        starts, ends = np.flatnonzero(np.diff(x) == 1), np.flatnonzero(np.diff(x) == -1)
+        assert starts.size >= 1
+        for a, b in zip(starts, ends):
+            length = (b - a) * cad
+            blocks = length / float(d[i])
+            if b < L:  # a run cut by the window end can be shorter
+                assert abs(blocks - round(blocks)) * float(d[i]) <= cad + 1e-9 and round(blocks) >= 1
+    frac = hidden.float().mean(1)
+    assert 0.0 < frac.min() and frac.max() <= 0.75
+
+
+def test_day_mask_settings_are_checked():
+    from lcgen.errors import LcgenError
+    from lcgen.masking import MaskConfig, lay_mask, draw_train
+
+    with pytest.raises(LcgenError, match="0 < min_days <= max_days"):
+        MaskConfig(min_days=0.0, max_days=2.0)
+    with pytest.raises(LcgenError, match="0 < min_days <= max_days"):
+        MaskConfig(min_days=3.0, max_days=2.0)
+    valid = torch.ones(2, 16, dtype=torch.bool)
+    with pytest.raises(LcgenError, match="need time series"):
+        lay_mask(valid, draw_train(valid), min_days=0.1, max_days=1.0)
+    # points stay the default: max_days 0 gives the point masks, bit for bit
+    draws = draw_train(valid, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(lay_mask(valid, draws, time=torch.zeros(2, 16)), lay_blocks(valid, draws))

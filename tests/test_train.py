@@ -413,3 +413,20 @@ def test_lcgen_train_help_and_errors(tmp_path, monkeypatch, timeseries_file):
         assert isinstance(result.exception, LcgenError), (args, result.output)
         assert message in str(result.exception)
     assert not (tmp_path / "runs").exists()  # failed starts leave no run directory
+
+
+def test_training_masks_in_days_follow_the_time_axis(timeseries_file, spectra_file, tmp_path):
+    """mask.min_days/max_days: a time-series run trains and validates on blocks in days (finite
+    losses) and records them in config.yaml; spectra runs, which have no times, are refused."""
+    from lcgen.masking import MaskConfig
+
+    mask = MaskConfig(min_days=0.5, max_days=4.0)
+    cfg = TrainConfig(model_name="transformer", preset="tiny", data=str(timeseries_file), epochs=1,
+                      batch_size=8, lr=3e-3, runs_dir=str(tmp_path), device="cpu", mask=mask)
+    result = fit(cfg, name="days")
+    saved = yaml.safe_load((result["run_dir"] / "config.yaml").read_text())
+    assert saved["mask"]["min_days"] == 0.5 and saved["mask"]["max_days"] == 4.0
+    rows = list(csv.DictReader(open(result["run_dir"] / "history.csv")))
+    assert np.isfinite(float(rows[0]["val_masked"]))
+    with pytest.raises(LcgenError, match="blocks in days need time series"):
+        fit(mlp_config(spectra_file, tmp_path, mask=mask), name="spectra_days")
