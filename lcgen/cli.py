@@ -679,6 +679,10 @@ def probe(
 
         report = probe_file(embeddings, cfg, output=output, progress=advance)
     console.print(probe_table(report))
+    if "handcrafted" in report:
+        h = report["handcrafted"]
+        console.print(f"hand-crafted features ({', '.join(h['features'])}): "
+                      f"{'read from' if h['cached'] else 'computed, cached in'} {h['cache']}", highlight=False)
     for line in report["summary"]:
         console.print(line, highlight=False)
     console.print(f"Wrote {output or probe_path(embeddings)}")

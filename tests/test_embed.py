@@ -1,6 +1,7 @@
 """Embeddings and probes: pooling over real positions only, the embeddings file, probes that find
 a planted signal and only chance in noise, hand-crafted features, and the CLI chain end to end."""
 
+import dataclasses
 import json
 
 import h5py
@@ -321,3 +322,78 @@ def test_spectral_runs_embed_one_vector_per_analysed_curve(tmp_path, name):
     np.testing.assert_array_equal(emb.start, 0)
     assert emb.attrs["input_format"] == "spectra" and np.isfinite(emb.window).all()
     assert emb.window.shape[1] == (8 + 16 + 16 if name == "unet" else 8)  # unet tiny: every level
+    # probes with the spectral hand-crafted baseline, read off the same rows' spectra
+    from lcgen.embed.features import SPECTRAL_FEATURES, spectra_features
+    from lcgen.embed.probe import ProbeConfig, probe_file
+
+    emb.meta["kind"] = np.array(["a", "b"] * 12)[emb.row]
+    emb.curve_meta["kind"] = emb.meta["kind"]
+    path = write_embeddings(tmp_path / "e.h5", emb)
+    report = probe_file(path, ProbeConfig(targets=["kind"], few_shot=[2], repeats=1))
+    assert report["representations"]["handcrafted"]["dim"] == len(SPECTRAL_FEATURES)
+    assert report["handcrafted"]["features"] == list(SPECTRAL_FEATURES) and not report["handcrafted"]["cached"]
+    feats = np.load(tmp_path / "e-features.npz")["features"]
+    np.testing.assert_array_equal(feats, spectra_features(tmp_path / "spectra.h5", emb.row))
+    assert np.isfinite(feats).mean() > 0.5
+
+
+def test_spectral_features_of_a_peaked_red_spectrum():
+    from lcgen.embed.features import SPECTRAL_FEATURES, spectral_features
+
+    freq = np.geomspace(0.01, 10, 200)
+    psd = 3.0 * freq ** -2.0
+    k = 120
+    psd[k] *= 50.0  # a line at freq[k]
+    fstat = np.ones_like(freq)
+    fstat[k] = 400.0
+    valid = np.ones(freq.size, bool)
+    valid[:5] = False  # outside the curve's band: never read, whatever it holds
+    psd[:5] = fstat[:5] = 1e9
+    lag = np.linspace(0, 60, 301)
+    acf = np.cos(2 * np.pi * lag / 7.0) * np.exp(-lag / 200)
+    f = dict(zip(SPECTRAL_FEATURES, spectral_features(freq, psd, fstat, valid, lag, acf, lag < 40)))
+    assert f["log_peak_freq"] == pytest.approx(np.log10(freq[k])) and f["log_fstat_freq"] == f["log_peak_freq"]
+    assert f["log_fstat_max"] == pytest.approx(np.log10(400.0))
+    assert f["psd_slope"] == pytest.approx(-2.0, abs=0.05)  # the line barely moves the fit
+    assert f["log_psd_median"] == pytest.approx(np.log10(np.median(psd[5:])), abs=1e-9)
+    assert f["log_peak_power"] == pytest.approx(np.log10(50.0), abs=0.05)  # over the power law
+    assert 10 ** f["log_acf_lag"] == pytest.approx(7.0, abs=0.2) and f["acf_peak"] == 1
+    assert f["acf_first"] == pytest.approx(acf[1])
+    # nothing valid: every feature undefined, not a silent zero
+    none = spectral_features(freq, psd, fstat, np.zeros(freq.size, bool), lag, acf, np.zeros(lag.size, bool))
+    assert np.isnan(none).all()
+
+
+def test_handcrafted_features_are_cached_and_recomputed_when_the_input_changes(ts_run, tmp_path, monkeypatch):
+    import shutil
+
+    from lcgen.embed import EmbedConfig
+    from lcgen.embed import features as feature_module
+    from lcgen.embed.probe import handcrafted
+
+    data = tmp_path / "ts.h5"  # a copy: this test rewrites it
+    shutil.copy(ts_run.parents[2] / "ts.h5", data)
+    emb = embed(ts_run, data, EmbedConfig(level="bottleneck", pooling="mean"))
+    cache = tmp_path / "e-features.npz"
+    calls = []
+    compute = feature_module.timeseries_features
+    monkeypatch.setattr(feature_module, "timeseries_features",
+                        lambda *a, **k: calls.append(len(a[1])) or compute(*a, **k))
+    first, names, cached = handcrafted(emb, cache=cache)
+    assert not cached and calls == [emb.row.size] and cache.is_file() and names == FEATURES
+    np.testing.assert_array_equal(first, compute(data, emb.row))
+    again, _, cached = handcrafted(emb, cache=cache)
+    assert cached and calls == [emb.row.size]  # read back, not computed
+    np.testing.assert_array_equal(again, first)
+    # the input rewritten (same bytes, new modification time): computed again
+    with h5py.File(data, "r+") as f:
+        f["flux"][0, 0] = f["flux"][0, 0]
+    _, _, cached = handcrafted(emb, cache=cache)
+    assert not cached and calls == [emb.row.size] * 2
+    assert handcrafted(emb, cache=cache)[2]
+    # other rows of the same file: computed again
+    sub = dataclasses.replace(emb, row=emb.row[:5])
+    assert not handcrafted(sub, cache=cache)[2] and calls[-1] == 5
+    # a damaged cache is computed again, not an error
+    cache.write_bytes(b"not a cache")
+    assert not handcrafted(emb, cache=cache)[2]

@@ -22,6 +22,7 @@ numbers are reproducible. Chance for macro-F1 with K balanced classes is 1/K; fo
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
@@ -231,31 +232,85 @@ def probe_path(embeddings: str | Path) -> Path:
     return embeddings.with_name(name)
 
 
-def representations(emb, cfg: ProbeConfig, *, progress: Callable[[str, int, int], None] | None = None) -> dict:
+def features_path(embeddings: str | Path) -> Path:
+    """Where :func:`probe_file` caches the hand-crafted features of an embeddings file's rows:
+    ``STEM-features.npz`` beside it."""
+    embeddings = Path(embeddings)
+    return embeddings.with_name(f"{embeddings.stem}-features.npz")
+
+
+def _input_key(path: str | Path) -> dict:
+    """What identifies the input file's contents for the cache: its resolved path, size and
+    modification time (ns); any rewrite of the file changes it."""
+    path = Path(path)
+    stat = path.stat()
+    return {"input": str(path.resolve()), "size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
+
+
+def handcrafted(emb, *, cache: str | Path | None = None,
+                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, tuple[str, ...], bool]:
+    """The hand-crafted features (:mod:`lcgen.embed.features`) of every embedded row of
+    ``emb`` (N, F), their names, and whether they came from ``cache``: per window for a ``timeseries`` input, per spectra row for
+    a ``spectra`` input. With ``cache`` (a ``.npz`` path), they are read from there when it was
+    made from the same rows of the same, unchanged input file (path, size, modification time)
+    with the same feature set, and computed and written there otherwise. ``progress(n)`` after
+    each chunk of computed rows."""
+    from lcgen.embed.features import (FEATURES, SPECTRAL_FEATURES, spectra_features,
+                                      timeseries_features)
+
+    kind = emb.attrs.get("input_format")
+    if kind not in ("timeseries", "spectra"):
+        raise LcgenError(f"no hand-crafted features for '{kind}' inputs")
+    names = FEATURES if kind == "timeseries" else SPECTRAL_FEATURES
+    if not Path(emb.attrs["input"]).is_file():
+        raise LcgenError(f"{emb.attrs['input']}, the file these embeddings were made from, is gone; the "
+                         f"baselines need it (or probe with --no-baselines)")
+    key = {**_input_key(emb.attrs["input"]), "kind": kind, "names": list(names)}
+    if cache is not None and Path(cache).is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if json.loads(str(z["key"])) == key and np.array_equal(z["row"], emb.row):
+                    return z["features"], names, True
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or of another layout: computed again
+    compute = timeseries_features if kind == "timeseries" else spectra_features
+    feats = compute(emb.attrs["input"], emb.row, progress=progress)
+    if cache is not None:
+        cache = Path(cache)
+        tmp = cache.with_name(cache.name + ".partial")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=feats, row=emb.row, key=json.dumps(key))
+        tmp.replace(cache)
+    return feats, names, False
+
+
+def representations(emb, cfg: ProbeConfig, *, progress: Callable[[str, int, int], None] | None = None,
+                    cache: str | Path | None = None, notes: dict | None = None) -> dict:
     """The matrices to probe, row-aligned with ``emb``'s windows or curves: ``learned`` (the
-    file's vectors) and, with ``cfg.baselines``, ``handcrafted`` (:mod:`lcgen.embed.features` of
-    the same windows, averaged per curve like the embeddings) and ``random`` (the run's
-    architecture with random weights, same level and pooling). ``progress(name, done, total)``
-    reports the slow steps."""
+    file's vectors) and, with ``cfg.baselines``, ``handcrafted`` (:func:`handcrafted` of the
+    same rows, averaged per curve like the embeddings; cached in ``cache``) and ``random`` (the
+    run's architecture with random weights, same level and pooling). ``progress(name, done,
+    total)`` reports the slow steps; ``notes`` (a dict) receives the hand-crafted feature names,
+    the cache path and whether it was used."""
     from lcgen.embed.extract import EmbedConfig, embed
-    from lcgen.embed.features import timeseries_features
 
     per_curve = cfg.rows == "curve"
     out = {"learned": emb.curve if per_curve else emb.window}
     if not cfg.baselines:
         return out
     attrs = emb.attrs
-    if attrs.get("input_format") == "timeseries":
-        total = emb.row.size
-        done = [0]
+    total = emb.row.size
+    done = [0]
 
-        def tick(n: int) -> None:
-            done[0] += n
-            if progress is not None:
-                progress("hand-crafted features", done[0], total)
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress("hand-crafted features", done[0], total)
 
-        feats = timeseries_features(attrs["input"], emb.row, progress=tick)
-        out["handcrafted"] = _curve_nanmean(feats, emb.curve_index, emb.curve_source.size) if per_curve else feats
+    feats, names, cached = handcrafted(emb, cache=cache, progress=tick)
+    if notes is not None:
+        notes.update(features=list(names), cache=str(cache) if cache is not None else None, cached=cached)
+    out["handcrafted"] = _curve_nanmean(feats, emb.curve_index, emb.curve_source.size) if per_curve else feats
     embed_cfg = EmbedConfig(checkpoint=attrs["checkpoint"], level=attrs["level"], pooling=attrs["pooling"],
                             weights="random", seed=cfg.seed)
     control = embed(attrs["run_dir"], attrs["input"], embed_cfg)
@@ -301,7 +356,8 @@ def probe_file(embeddings: str | Path, cfg: ProbeConfig | None = None, *, output
     for spec in targets:
         target_values(meta, spec)  # fail early on an unknown column
     train, test = split_groups(groups, cfg.test_fraction, cfg.seed)
-    reps = representations(emb, cfg, progress=progress)
+    notes: dict = {}
+    reps = representations(emb, cfg, progress=progress, cache=features_path(embeddings), notes=notes)
     results = {name: {"dim": int(X.shape[1]),
                       "targets": probe_arrays(X, meta, groups, targets, train=train, test=test,
                                               few_shot_sizes=cfg.few_shot, repeats=cfg.repeats, seed=cfg.seed)}
@@ -314,6 +370,8 @@ def probe_file(embeddings: str | Path, cfg: ProbeConfig | None = None, *, output
                         "n_train_rows": int(train.sum()), "n_test_rows": int(test.sum()),
                         "n_curves": int(np.unique(groups).size)},
               "config": dataclasses.asdict(cfg), "representations": results}
+    if notes:
+        report["handcrafted"] = notes
     report["summary"] = summary_lines(report)
     write_metrics(output or probe_path(embeddings), report)
     return report
