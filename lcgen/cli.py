@@ -536,6 +536,7 @@ def plot(
     seed: Annotated[int, typer.Option(help="Chooses which rows are shown.")] = 0,
     mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. \\[default: 1]")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG for a filled file. \\[default: FILLED.png beside it]")] = None,
+    map_: Annotated[str, typer.Option("--map", help="2-D map of embeddings: auto (UMAP when umap-learn is installed, else PCA), pca, or umap (pip install 'lcgen[umap]'; ~25 s of CPU for a few thousand curves).")] = "auto",
 ) -> None:
     """Draw a run's training curves, reconstructions of test rows (data, hidden regions, model,
     linear interpolation), its errors by block size, for a run with a variance head its
@@ -548,13 +549,15 @@ def plot(
     """
     from lcgen.evaluate import EvaluateConfig
     from lcgen.io import open_checked
-    from lcgen.plots import plot_embeddings, plot_filled, plot_run
+    from lcgen.plots import MAP_METHODS, plot_embeddings, plot_filled, plot_run
 
+    if map_ not in MAP_METHODS:
+        raise LcgenError(f"--map {map_}: choose one of {', '.join(MAP_METHODS)}")
     if run_dir.is_file():
         with open_checked(run_dir) as f:
             fmt = str(f.attrs.get("format", ""))
         if fmt == "embeddings":
-            path = plot_embeddings(run_dir)
+            path = plot_embeddings(run_dir, method=map_)
         else:
             path = plot_filled(run_dir, output or run_dir.with_suffix(".png"), n_curves=examples)
         console.print(f"Wrote {path}")
@@ -562,7 +565,7 @@ def plot(
     if seed < 0:
         raise LcgenError(f"--seed {seed}: must be >= 0")
     cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})
-    for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg):
+    for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg, map_method=map_):
         console.print(f"Wrote {path}")
 
 

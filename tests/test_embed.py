@@ -397,3 +397,29 @@ def test_handcrafted_features_are_cached_and_recomputed_when_the_input_changes(t
     # a damaged cache is computed again, not an error
     cache.write_bytes(b"not a cache")
     assert not handcrafted(emb, cache=cache)[2]
+
+
+def test_embedding_maps_pca_umap_and_the_fallback(monkeypatch):
+    import sys
+
+    from lcgen.plots import map_2d
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    X = 0.3 * rng.standard_normal((60, 3)) + 3.0 * np.eye(3)[labels]  # 3 clusters apart in 3-D
+
+    def separated(coords):  # each point's nearest other point is of its own cluster
+        d = np.linalg.norm(coords[:, None] - coords[None], axis=-1) + np.diag(np.full(60, np.inf))
+        return (labels[d.argmin(1)] == labels).mean()
+
+    coords, method = map_2d(X, method="pca")
+    assert method.startswith("PCA (") and coords.shape == (60, 2) and separated(coords) == 1.0
+    coords, method = map_2d(X, method="umap")  # umap-learn: the `umap` extra, installed with `dev`
+    assert method == "UMAP" and coords.shape == (60, 2) and np.isfinite(coords).all()
+    assert separated(coords) == 1.0
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    assert map_2d(X)[1].startswith("PCA (")  # auto falls back to PCA
+    with pytest.raises(LcgenError, match=r"pip install 'lcgen\[umap\]'"):
+        map_2d(X, method="umap")
+    with pytest.raises(LcgenError, match="unknown map 'tsne'"):
+        map_2d(X, method="tsne")

@@ -6,13 +6,20 @@ permutation of the groups, so no curve sits on both sides, and every representat
 rows is probed on the same split:
 
 - classification targets (text columns such as ``lc_type``): logistic regression (multinomial,
-  L2, C = 1) and k-nearest neighbours (k = 10, Euclidean); macro-F1 and accuracy on the test
-  rows; and few-shot: the logistic probe trained on ``n`` labelled curves per class drawn from
-  the train split (for each n in ``few_shot``, ``repeats`` seeded draws, mean and std);
-- regression targets (numeric columns, ``log10(NAME)`` for a log): ridge regression (alpha
-  chosen by efficient leave-one-out over 10^-3..10^3) and k-nearest neighbours (k = 10); R² and
-  RMSE on the test rows. Rows where the target is missing (NaN, or ≤ 0 under a log) are left
-  out of that target.
+  L2) and k-nearest neighbours (Euclidean); macro-F1 and accuracy on the test rows; and
+  few-shot: the logistic probe trained on ``n`` labelled curves per class drawn from the train
+  split (for each n in ``few_shot``, ``repeats`` seeded draws, mean and std);
+- regression targets (numeric columns, ``log10(NAME)`` for a log): ridge regression and
+  k-nearest neighbours; R² and RMSE on the test rows. Rows where the target is missing (NaN,
+  or ≤ 0 under a log) are left out of that target.
+
+Each probe's one setting (the logistic C among 10^-3..10^2, the ridge alpha among 10^-2..10^5,
+the kNN k among 5, 10, 20, 40) is chosen by 5-fold cross-validation on the train rows alone
+(macro-F1 for classifiers, R² for regressors), with fixed folds by light curve (sklearn's
+GroupKFold, or StratifiedGroupKFold for classes, unshuffled); a few-shot probe chooses its C on
+its own labelled curves. The chosen values are in the report. So a wide representation gets the
+regularisation it needs and a narrow one is not over-regularised: the protocol is the same for
+every representation.
 
 Every probe sees standardised features (mean 0, variance 1 on the train rows; missing values
 set to the train median first), fitted on the train rows only. All seeds are fixed, so the
@@ -32,7 +39,6 @@ import numpy as np
 from lcgen.errors import LcgenError
 
 PROBE_FILE = "probe.json"
-KNN_NEIGHBOURS = 10
 DEFAULT_TARGETS = ("lc_type", "log10(period)", "log10(tau)")
 
 
@@ -115,36 +121,79 @@ def _prepare(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.nd
     return (X_train - mean) / std, (X_test - mean) / std
 
 
-def classify(X_train, y_train, X_test, y_test, *, seed: int = 0) -> dict:
-    """Logistic-regression and kNN classifiers; macro-F1 and accuracy on the test rows."""
-    from sklearn.linear_model import LogisticRegression
+CV_FOLDS = 5
+LOGISTIC_CS = np.logspace(-3, 2, 6)  # inverse L2 strengths tried by the logistic probe
+RIDGE_ALPHAS = np.logspace(-2, 5, 15)  # L2 strengths tried by the ridge probe
+KNN_KS = (5, 10, 20, 40)  # neighbour counts tried by the kNN probes
+
+
+def _folds(groups: np.ndarray, y: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fixed cross-validation folds over train rows, by group (every row of a curve in one fold):
+    :data:`CV_FOLDS` (fewer with fewer groups) folds of sklearn's deterministic GroupKFold, or
+    StratifiedGroupKFold (not shuffled) when class labels ``y`` are given."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    groups = np.asarray(groups)
+    n = min(CV_FOLDS, np.unique(groups).size)
+    if y is not None:
+        n = min(n, int(np.unique(y, return_counts=True)[1].min()))
+        if n >= 2:
+            return list(StratifiedGroupKFold(n).split(np.zeros(len(y)), y, groups))
+    return list(GroupKFold(max(n, 2)).split(np.zeros(len(groups)), groups=groups))
+
+
+def _knn(estimator, folds, A, y):
+    """kNN with k chosen among :data:`KNN_KS` (at most the smallest fold's train size) by the
+    folds' score."""
+    from sklearn.model_selection import GridSearchCV
+
+    smallest = min(len(train) for train, _ in folds)
+    ks = [k for k in KNN_KS if k <= smallest] or [max(1, smallest)]
+    return GridSearchCV(estimator, {"n_neighbors": ks}, cv=folds).fit(A, y)
+
+
+def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) -> dict:
+    """Logistic-regression and kNN classifiers, their strength C and neighbour count k chosen by
+    cross-validated macro-F1 on the train rows (folds by ``groups``, default one per row);
+    macro-F1 and accuracy on the test rows, and the chosen C and k."""
+    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.neighbors import KNeighborsClassifier
 
     A, B = _prepare(X_train, X_test)
+    y_train = np.asarray(y_train)
+    folds = _folds(np.arange(len(y_train)) if groups is None else groups, y_train)
     labels = np.unique(np.concatenate([y_train, y_test]))
+    logistic = LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring="f1_macro", max_iter=2000,
+                                    random_state=seed).fit(A, y_train)
+    knn = _knn(KNeighborsClassifier(), folds, A, y_train)
     out = {}
-    for name, model in (("logistic", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
-                        ("knn", KNeighborsClassifier(n_neighbors=min(KNN_NEIGHBOURS, len(y_train))))):
-        pred = model.fit(A, y_train).predict(B)
+    for name, model, chosen in (("logistic", logistic, {"C": float(logistic.C_[0])}),
+                                ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
+        pred = model.predict(B)
         out[name] = {"macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
-                     "accuracy": float(accuracy_score(y_test, pred))}
+                     "accuracy": float(accuracy_score(y_test, pred)), **chosen}
     return out
 
 
-def regress(X_train, y_train, X_test, y_test) -> dict:
-    """Ridge (alpha by leave-one-out) and kNN regressors; R² and RMSE on the test rows."""
+def regress(X_train, y_train, X_test, y_test, *, groups=None) -> dict:
+    """Ridge and kNN regressors, their alpha and neighbour count k chosen by cross-validation on
+    the train rows (folds by ``groups``, default one per row); R² and RMSE on the test rows, and
+    the chosen alpha and k."""
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import mean_squared_error, r2_score
     from sklearn.neighbors import KNeighborsRegressor
 
     A, B = _prepare(X_train, X_test)
+    folds = _folds(np.arange(len(y_train)) if groups is None else groups)
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS, cv=folds).fit(A, y_train)
+    knn = _knn(KNeighborsRegressor(), folds, A, y_train)
     out = {}
-    for name, model in (("ridge", RidgeCV(alphas=np.logspace(-3, 3, 13))),
-                        ("knn", KNeighborsRegressor(n_neighbors=min(KNN_NEIGHBOURS, len(y_train))))):
-        pred = model.fit(A, y_train).predict(B)
+    for name, model, chosen in (("ridge", ridge, {"alpha": float(ridge.alpha_)}),
+                                ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
+        pred = model.predict(B)
         out[name] = {"r2": float(r2_score(y_test, pred)),
-                     "rmse": float(np.sqrt(mean_squared_error(y_test, pred)))}
+                     "rmse": float(np.sqrt(mean_squared_error(y_test, pred))), **chosen}
     return out
 
 
@@ -154,7 +203,7 @@ def few_shot(X, y, groups, train: np.ndarray, test: np.ndarray, sizes: Sequence[
     in ``sizes``: mean and std over ``repeats`` seeded draws of macro-F1 and accuracy on the
     test rows. A class with fewer train curves than n contributes all of them (``n_max`` says
     the most any class could give)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import accuracy_score, f1_score
 
     labels = np.unique(y[train | test])
@@ -171,7 +220,9 @@ def few_shot(X, y, groups, train: np.ndarray, test: np.ndarray, sizes: Sequence[
             if np.unique(y[pick]).size < 2:
                 continue
             A, B = _prepare(X[pick], X[test])
-            pred = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(A, y[pick]).predict(B)
+            folds = _folds(groups[pick], y[pick])  # C chosen on the labelled curves alone
+            pred = LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring="f1_macro", max_iter=2000,
+                                        random_state=seed).fit(A, y[pick]).predict(B)
             f1s.append(f1_score(y[test], pred, labels=labels, average="macro", zero_division=0))
             accs.append(accuracy_score(y[test], pred))
         per_class = min(np.unique(groups[train & (y == c)]).size for c in labels)
@@ -211,11 +262,11 @@ def probe_arrays(X: np.ndarray, meta: dict[str, np.ndarray], groups: np.ndarray,
             if np.unique(y[tr]).size < 2:
                 entry["skipped"] = "only one class in the train split"
             else:
-                entry.update(classify(X[tr], y[tr], X[te], y[te], seed=seed))
+                entry.update(classify(X[tr], y[tr], X[te], y[te], seed=seed, groups=groups[tr]))
                 entry["few_shot"] = few_shot(X, y, groups, tr, te, few_shot_sizes, repeats=repeats, seed=seed)
         else:
             entry["target_std"] = float(np.std(y[te]))
-            entry.update(regress(X[tr], y[tr], X[te], y[te]))
+            entry.update(regress(X[tr], y[tr], X[te], y[te], groups=groups[tr]))
         out[spec] = entry
     return out
 
