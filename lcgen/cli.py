@@ -616,7 +616,7 @@ def embed(
     input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False, metavar="INPUT")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
     level: Annotated[Optional[str], typer.Option(help="Latent level: all (every level, concatenated), or one of bottleneck, level0, level1, ... (mlp: latent). \\[default: all]")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max or meanmax (both, concatenated). \\[default: meanmax]")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max, std, spectrum (amplitudes of 4 Fourier harmonics along the window), or several joined by + (meanmax = mean+max). \\[default: meanmax]")] = None,
     weights: Annotated[Optional[str], typer.Option(help="trained, or random (the same architecture freshly initialised: a control). \\[default: trained]")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per forward pass. \\[default: 256]")] = None,

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lcgen.embed import curve_means, embed, pool, pooled_latent, read_embeddings, write_embeddings
+from lcgen.embed.extract import pool_parts
 from lcgen.embed.features import FEATURES, window_features
 from lcgen.embed.probe import probe_arrays, split_groups, target_values
 from lcgen.errors import LcgenError
@@ -22,8 +23,10 @@ from tests.test_evaluate import ts_run  # noqa: F401  (the fixture)
 # Pooling and the model latents
 
 
-@pytest.mark.parametrize("how", ["mean", "max", "meanmax"])
+@pytest.mark.parametrize("how", ["mean", "max", "meanmax", "std", "spectrum", "mean+max+std", "mean+max+spectrum"])
 def test_pooling_ignores_padding_exactly(how):
+    from lcgen.embed.extract import SPECTRUM_HARMONICS
+
     g = torch.Generator().manual_seed(0)
     h = torch.randn(4, 12, 5, generator=g)
     valid = torch.zeros(4, 12, dtype=torch.bool)
@@ -36,12 +39,31 @@ def test_pooling_ignores_padding_exactly(how):
         alone = pool(h[i:i + 1, :n], torch.ones(1, n, dtype=torch.bool), how)  # unpadded
         assert torch.equal(pooled[i], alone[0])
         rows = h[i, :n].double()
-        expect = {"mean": rows.mean(0), "max": rows.amax(0)}
-        expect["meanmax"] = torch.cat([expect["mean"], expect["max"]])
-        assert torch.equal(pooled[i], expect[how].float())
+        x = (rows - rows.mean(0)).numpy()
+        harmonics = np.array([np.abs(np.exp(-2j * np.pi * k * np.arange(n) / n) @ x) / n  # the DFT's k-th
+                              for k in range(1, SPECTRUM_HARMONICS + 1)])  # amplitude: (K, D)
+        expect = {"mean": rows.mean(0), "max": rows.amax(0), "std": rows.std(0, correction=0),
+                  "spectrum": torch.from_numpy(harmonics.reshape(-1))}
+        parts = ["mean", "max"] if how == "meanmax" else how.split("+")
+        torch.testing.assert_close(pooled[i], torch.cat([expect[p] for p in parts]).float(), rtol=1e-6, atol=1e-6)
     # a row with no real position pools to zeros, not NaN
-    assert torch.equal(pool(h[:1], torch.zeros(1, 12, dtype=torch.bool), how),
-                       torch.zeros(1, 5 * (2 if how == "meanmax" else 1)))
+    width = sum({"spectrum": SPECTRUM_HARMONICS}.get(p, 1) for p in pool_parts(how)) * 5
+    assert torch.equal(pool(h[:1], torch.zeros(1, 12, dtype=torch.bool), how), torch.zeros(1, width))
+
+
+def test_spectrum_pooling_is_translation_invariant_and_finds_the_period():
+    # a latent sequence oscillating with 3 cycles per window: its 3rd harmonic carries it; a
+    # circular shift along the window (another phase) leaves every amplitude unchanged
+    n = 48
+    m = torch.arange(n, dtype=torch.float64)
+    h = torch.stack([torch.cos(2 * torch.pi * 3 * m / n), torch.ones(n)], -1)[None].float()  # (1, n, 2)
+    valid = torch.ones(1, n, dtype=torch.bool)
+    spec = pool(h, valid, "spectrum").view(4, 2)  # (harmonic, channel)
+    torch.testing.assert_close(spec[:, 0], torch.tensor([0.0, 0.0, 0.5, 0.0]), rtol=0, atol=1e-6)
+    assert torch.equal(spec[:, 1], torch.zeros(4))  # a constant channel has no harmonics
+    torch.testing.assert_close(pool(torch.roll(h, 7, 1), valid, "spectrum"), spec.view(1, 8), rtol=0, atol=1e-6)
+    with pytest.raises(LcgenError, match="unknown pooling 'mean\\+median'"):
+        pool(h, valid, "mean+median")
 
 
 def _ts_batch(B=3, L=64, seed=0):
@@ -264,21 +286,21 @@ def test_window_features_of_a_sinusoid_and_of_white_noise():
 
 
 def test_cli_train_embed_probe_plot(tmp_path):
-    r = run_cli("generate", "-n", 60, "--seed", 2, "-o", tmp_path / "raw.h5", "-j", 1, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = run_cli("convert", "-i", tmp_path / "raw.h5", "-o", tmp_path / "ts.h5", "--max-length", 64,
-                "--min-points", 16, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = run_cli("train", "transformer", "--preset", "tiny", "--epochs", 1, "--batch-size", 32,
+    from lcgen.convert import ConvertConfig, convert
+    from lcgen.simulate import SimulateConfig, generate
+
+    # the data are made in-process (their commands have their own tests); the chain is the CLI's
+    generate(SimulateConfig(n_samples=40, output=str(tmp_path / "raw.h5"), seed=2), workers=1)
+    convert(ConvertConfig(input=str(tmp_path / "raw.h5"), output=str(tmp_path / "ts.h5"), max_length=32,
+                          min_points=16))
+    r = run_cli("train", "transformer", "--preset", "tiny", "--epochs", 1, "--batch-size", 64,
                 "--data", tmp_path / "ts.h5", "--name", "t", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     run = tmp_path / "runs" / "transformer" / "t"
-    r = run_cli("embed", run, tmp_path / "raw.h5", cwd=tmp_path)  # a raw file: say what to run first
-    assert r.returncode == 1 and "lcgen convert" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("embed", run, tmp_path / "ts.h5", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     # default: every level (16 + 32 + 32 channels), mean and max: 160 numbers per curve
-    assert "rows/s" in r.stdout and "60 × 160" in r.stdout
+    assert "rows/s" in r.stdout and "40 × 160" in r.stdout
     r = run_cli("info", run / "embeddings.h5", cwd=tmp_path)
     assert r.returncode == 0 and "embeddings" in r.stdout and "meanmax" in r.stdout
     r = run_cli("probe", run / "embeddings.h5", "--set", "few_shot=[2]", "--set", "repeats=2", cwd=tmp_path)
@@ -292,17 +314,19 @@ def test_cli_train_embed_probe_plot(tmp_path):
         assert set(t) == {"lc_type", "log10(period)", "log10(tau)"}
         assert 0 <= t["lc_type"]["logistic"]["macro_f1"] <= 1 and "2" in t["lc_type"]["few_shot"]
         assert np.isfinite(t["log10(period)"]["ridge"]["rmse"])
-    assert report["split"]["n_test_rows"] == 18 and report["split"]["n_curves"] == 60
-    assert "lc_type macro-F1 (logistic)" in r.stdout
-    r = run_cli("probe", run / "embeddings.h5", "--no-baselines", "-t", "sampling", "-t", "log10(snr)",
+    assert report["split"]["n_test_rows"] == 12 and report["split"]["n_curves"] == 40
+    assert "lc_type macro-F1 (logistic)" in r.stdout and "computed, cached in" in r.stdout
+    # again, other targets: the hand-crafted features come from the cache
+    r = run_cli("probe", run / "embeddings.h5", "-t", "sampling", "-t", "log10(snr)", "--set", "few_shot=[2]",
                 "-o", tmp_path / "p.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert f"read from {run / 'embeddings-features.npz'}" in r.stdout.replace("\n", "")
     other = json.loads((tmp_path / "p.json").read_text())
-    assert list(other["representations"]) == ["learned"]
+    assert other["handcrafted"]["cached"] and list(other["representations"]) == ["learned", "handcrafted", "random"]
     assert set(other["representations"]["learned"]["targets"]) == {"sampling", "log10(snr)"}
-    r = run_cli("plot", run / "embeddings.h5", cwd=tmp_path)
+    r = run_cli("plot", run / "embeddings.h5", "--map", "pca", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (run / "embeddings_map.png").stat().st_size > 10_000
+    assert (run / "embeddings_map.png").stat().st_size > 10_000 and "Wrote" in r.stdout
 
 
 @pytest.mark.parametrize("name", ["unet", "mlp"])
