@@ -152,11 +152,24 @@ def _knn(estimator, folds, A, y):
     return GridSearchCV(estimator, {"n_neighbors": ks}, cv=folds).fit(A, y)
 
 
+def _logistic(folds, A, y, seed: int):
+    """sklearn's LogisticRegressionCV (L2, C among :data:`LOGISTIC_CS` by macro-F1 on ``folds``)
+    fitted to ``A``, ``y``; its FutureWarnings about coming changes of defaults and attributes
+    (none of which this uses) are kept out of the user's output."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegressionCV
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring="f1_macro", max_iter=2000,
+                                    random_state=seed).fit(A, y)
+
+
 def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) -> dict:
     """Logistic-regression and kNN classifiers, their strength C and neighbour count k chosen by
     cross-validated macro-F1 on the train rows (folds by ``groups``, default one per row);
     macro-F1 and accuracy on the test rows, and the chosen C and k."""
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -164,11 +177,10 @@ def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) ->
     y_train = np.asarray(y_train)
     folds = _folds(np.arange(len(y_train)) if groups is None else groups, y_train)
     labels = np.unique(np.concatenate([y_train, y_test]))
-    logistic = LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring="f1_macro", max_iter=2000,
-                                    random_state=seed).fit(A, y_train)
+    logistic = _logistic(folds, A, y_train, seed)
     knn = _knn(KNeighborsClassifier(), folds, A, y_train)
     out = {}
-    for name, model, chosen in (("logistic", logistic, {"C": float(logistic.C_[0])}),
+    for name, model, chosen in (("logistic", logistic, {"C": float(np.ravel(logistic.C_)[0])}),
                                 ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
         pred = model.predict(B)
         out[name] = {"macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
@@ -203,7 +215,6 @@ def few_shot(X, y, groups, train: np.ndarray, test: np.ndarray, sizes: Sequence[
     in ``sizes``: mean and std over ``repeats`` seeded draws of macro-F1 and accuracy on the
     test rows. A class with fewer train curves than n contributes all of them (``n_max`` says
     the most any class could give)."""
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import accuracy_score, f1_score
 
     labels = np.unique(y[train | test])
@@ -221,8 +232,7 @@ def few_shot(X, y, groups, train: np.ndarray, test: np.ndarray, sizes: Sequence[
                 continue
             A, B = _prepare(X[pick], X[test])
             folds = _folds(groups[pick], y[pick])  # C chosen on the labelled curves alone
-            pred = LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring="f1_macro", max_iter=2000,
-                                        random_state=seed).fit(A, y[pick]).predict(B)
+            pred = _logistic(folds, A, y[pick], seed).predict(B)
             f1s.append(f1_score(y[test], pred, labels=labels, average="macro", zero_division=0))
             accs.append(accuracy_score(y[test], pred))
         per_class = min(np.unique(groups[train & (y == c)]).size for c in labels)
