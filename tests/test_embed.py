@@ -12,7 +12,7 @@ import torch
 from lcgen.embed import curve_means, embed, pool, pooled_latent, read_embeddings, write_embeddings
 from lcgen.embed.extract import pool_parts
 from lcgen.embed.features import FEATURES, window_features
-from lcgen.embed.probe import probe_arrays, split_groups, target_values
+from lcgen.embed.probe import KNN_KS, LOGISTIC_CS, RIDGE_ALPHAS, probe_arrays, split_groups, target_values
 from lcgen.errors import LcgenError
 from lcgen.models import MODELS, create_model
 from tests.conftest import run_cli
@@ -208,6 +208,23 @@ def test_split_keeps_each_curve_on_one_side():
     assert not set(groups[train]) & set(groups[test]) and len(set(groups[test])) == 15
 
 
+def test_cross_validation_folds_keep_each_curve_in_one_fold():
+    from lcgen.embed.probe import _folds
+
+    groups = np.repeat(np.arange(40), 3)  # 3 windows per curve
+    y = np.repeat(np.array(["a", "b"] * 20), 3)
+    for folds in (_folds(groups), _folds(groups, y)):
+        assert len(folds) == 5
+        held = np.concatenate([test for _, test in folds])
+        assert np.array_equal(np.sort(held), np.arange(120))  # every row held out exactly once
+        for train, test in folds:
+            assert not set(groups[train]) & set(groups[test])
+    for _, test in _folds(groups, y):  # stratified: both classes in every fold
+        assert set(y[test]) == {"a", "b"}
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(_folds(groups, y), _folds(groups, y)))  # fixed
+    assert len(_folds(np.repeat(np.arange(3), 2))) == 3  # fewer curves than folds: one fold each
+
+
 def test_probes_recover_a_planted_signal():
     rng = np.random.default_rng(0)
     n, k = 1200, 4
@@ -227,7 +244,9 @@ def test_probes_recover_a_planted_signal():
     assert out["kind"]["few_shot"]["100"]["repeats"] == 3
     for spec in ("z", "log10(scale)"):  # the log target is the planted z again
         assert out[spec]["ridge"]["r2"] > 0.99 and out[spec]["ridge"]["rmse"] < 0.1
+        assert out[spec]["ridge"]["alpha"] in RIDGE_ALPHAS and out[spec]["knn"]["k"] in KNN_KS
         assert out[spec]["knn"]["r2"] > 0.6  # neighbours in 10 dimensions, 9 of them noise
+    assert out["kind"]["logistic"]["C"] in LOGISTIC_CS  # the chosen settings are reported
 
 
 def test_probes_on_noise_score_chance():
