@@ -684,7 +684,8 @@ def probe(
     console.print(probe_table(report))
     if "handcrafted" in report:
         h = report["handcrafted"]
-        console.print(f"hand-crafted features ({', '.join(h['features'])}): "
+        console.print(f"hand-crafted baseline: {h['skipped']}" if "skipped" in h else
+                      f"hand-crafted features ({', '.join(h['features'])}): "
                       f"{'read from' if h['cached'] else 'computed, cached in'} {h['cache']}", highlight=False)
     for line in report["summary"]:
         console.print(line, highlight=False)

@@ -142,14 +142,14 @@ def _folds(groups: np.ndarray, y: np.ndarray | None = None) -> list[tuple[np.nda
     return list(GroupKFold(max(n, 2)).split(np.zeros(len(groups)), groups=groups))
 
 
-def _knn(estimator, folds, A, y):
-    """kNN with k chosen among :data:`KNN_KS` (at most the smallest fold's train size) by the
-    folds' score."""
+def _knn(estimator, folds, A, y, scoring: str):
+    """kNN with k chosen among :data:`KNN_KS` (at most the smallest fold's train size) by
+    ``scoring`` on the folds."""
     from sklearn.model_selection import GridSearchCV
 
     smallest = min(len(train) for train, _ in folds)
     ks = [k for k in KNN_KS if k <= smallest] or [max(1, smallest)]
-    return GridSearchCV(estimator, {"n_neighbors": ks}, cv=folds).fit(A, y)
+    return GridSearchCV(estimator, {"n_neighbors": ks}, cv=folds, scoring=scoring).fit(A, y)
 
 
 def _logistic(folds, A, y, seed: int):
@@ -178,7 +178,7 @@ def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) ->
     folds = _folds(np.arange(len(y_train)) if groups is None else groups, y_train)
     labels = np.unique(np.concatenate([y_train, y_test]))
     logistic = _logistic(folds, A, y_train, seed)
-    knn = _knn(KNeighborsClassifier(), folds, A, y_train)
+    knn = _knn(KNeighborsClassifier(), folds, A, y_train, "f1_macro")
     out = {}
     for name, model, chosen in (("logistic", logistic, {"C": float(np.ravel(logistic.C_)[0])}),
                                 ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
@@ -199,7 +199,7 @@ def regress(X_train, y_train, X_test, y_test, *, groups=None) -> dict:
     A, B = _prepare(X_train, X_test)
     folds = _folds(np.arange(len(y_train)) if groups is None else groups)
     ridge = RidgeCV(alphas=RIDGE_ALPHAS, cv=folds).fit(A, y_train)
-    knn = _knn(KNeighborsRegressor(), folds, A, y_train)
+    knn = _knn(KNeighborsRegressor(), folds, A, y_train, "r2")
     out = {}
     for name, model, chosen in (("ridge", ridge, {"alpha": float(ridge.alpha_)}),
                                 ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
@@ -293,6 +293,9 @@ def probe_path(embeddings: str | Path) -> Path:
     return embeddings.with_name(name)
 
 
+HANDCRAFTED_INPUTS = ("timeseries", "spectra")  # input formats with a hand-crafted baseline
+
+
 def features_path(embeddings: str | Path) -> Path:
     """Where :func:`probe_file` caches the hand-crafted features of an embeddings file's rows:
     ``STEM-features.npz`` beside it."""
@@ -320,7 +323,7 @@ def handcrafted(emb, *, cache: str | Path | None = None,
                                       timeseries_features)
 
     kind = emb.attrs.get("input_format")
-    if kind not in ("timeseries", "spectra"):
+    if kind not in HANDCRAFTED_INPUTS:
         raise LcgenError(f"no hand-crafted features for '{kind}' inputs")
     names = FEATURES if kind == "timeseries" else SPECTRAL_FEATURES
     if not Path(emb.attrs["input"]).is_file():
@@ -368,10 +371,14 @@ def representations(emb, cfg: ProbeConfig, *, progress: Callable[[str, int, int]
         if progress is not None:
             progress("hand-crafted features", done[0], total)
 
-    feats, names, cached = handcrafted(emb, cache=cache, progress=tick)
-    if notes is not None:
-        notes.update(features=list(names), cache=str(cache) if cache is not None else None, cached=cached)
-    out["handcrafted"] = _curve_nanmean(feats, emb.curve_index, emb.curve_source.size) if per_curve else feats
+    if attrs.get("input_format") in HANDCRAFTED_INPUTS:
+        feats, names, cached = handcrafted(emb, cache=cache, progress=tick)
+        if notes is not None:
+            notes.update(features=list(names), cache=str(cache) if cache is not None else None, cached=cached)
+        out["handcrafted"] = _curve_nanmean(feats, emb.curve_index, emb.curve_source.size) if per_curve else feats
+    elif notes is not None:
+        notes.update(skipped=f"no hand-crafted features are defined for '{attrs.get('input_format')}' inputs "
+                             f"(only {', '.join(HANDCRAFTED_INPUTS)})")
     embed_cfg = EmbedConfig(checkpoint=attrs["checkpoint"], level=attrs["level"], pooling=attrs["pooling"],
                             weights="random", seed=cfg.seed)
     control = embed(attrs["run_dir"], attrs["input"], embed_cfg)
