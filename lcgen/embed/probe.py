@@ -142,7 +142,7 @@ def _folds(groups: np.ndarray, y: np.ndarray | None = None) -> list[tuple[np.nda
     return list(GroupKFold(max(n, 2)).split(np.zeros(len(groups)), groups=groups))
 
 
-def _knn(estimator, folds, A, y, scoring: str):
+def _knn(estimator, folds, A, y, scoring):
     """kNN with k chosen among :data:`KNN_KS` (at most the smallest fold's train size) by
     ``scoring`` on the folds."""
     from sklearn.model_selection import GridSearchCV
@@ -150,6 +150,14 @@ def _knn(estimator, folds, A, y, scoring: str):
     smallest = min(len(train) for train, _ in folds)
     ks = [k for k in KNN_KS if k <= smallest] or [max(1, smallest)]
     return GridSearchCV(estimator, {"n_neighbors": ks}, cv=folds, scoring=scoring).fit(A, y)
+
+
+def _macro_f1():
+    """The macro-F1 scorer. (sklearn's "f1_macro" string fails inside LogisticRegressionCV on
+    two classes: it passes pos_label twice.)"""
+    from sklearn.metrics import f1_score, make_scorer
+
+    return make_scorer(f1_score, average="macro")
 
 
 def _logistic(folds, A, y, seed: int):
@@ -162,7 +170,7 @@ def _logistic(folds, A, y, seed: int):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring="f1_macro", max_iter=2000,
+        return LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring=_macro_f1(), max_iter=2000,
                                     random_state=seed).fit(A, y)
 
 
@@ -178,7 +186,7 @@ def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) ->
     folds = _folds(np.arange(len(y_train)) if groups is None else groups, y_train)
     labels = np.unique(np.concatenate([y_train, y_test]))
     logistic = _logistic(folds, A, y_train, seed)
-    knn = _knn(KNeighborsClassifier(), folds, A, y_train, "f1_macro")
+    knn = _knn(KNeighborsClassifier(), folds, A, y_train, _macro_f1())
     out = {}
     for name, model, chosen in (("logistic", logistic, {"C": float(np.ravel(logistic.C_)[0])}),
                                 ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
