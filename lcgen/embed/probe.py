@@ -149,12 +149,13 @@ def _knn(estimator, folds, A, y, scoring):
 
     smallest = min(len(train) for train, _ in folds)
     ks = [k for k in KNN_KS if k <= smallest] or [max(1, smallest)]
-    return GridSearchCV(estimator, {"n_neighbors": ks}, cv=folds, scoring=scoring).fit(A, y)
+    return GridSearchCV(estimator, {"n_neighbors": ks}, cv=folds, scoring=scoring, error_score="raise").fit(A, y)
 
 
 def _macro_f1():
-    """The macro-F1 scorer. (sklearn's "f1_macro" string fails inside LogisticRegressionCV on
-    two classes: it passes pos_label twice.)"""
+    """The macro-F1 scorer, for integer class codes. (On two text classes sklearn 1.9's scorers
+    fail: the "f1_macro" string inside LogisticRegressionCV passes pos_label twice, and a
+    make_scorer's default pos_label=1 is not a label; so the probes fit class codes.)"""
     from sklearn.metrics import f1_score, make_scorer
 
     return make_scorer(f1_score, average="macro")
@@ -182,15 +183,15 @@ def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) ->
     from sklearn.neighbors import KNeighborsClassifier
 
     A, B = _prepare(X_train, X_test)
-    y_train = np.asarray(y_train)
-    folds = _folds(np.arange(len(y_train)) if groups is None else groups, y_train)
     labels = np.unique(np.concatenate([y_train, y_test]))
-    logistic = _logistic(folds, A, y_train, seed)
-    knn = _knn(KNeighborsClassifier(), folds, A, y_train, _macro_f1())
+    codes = np.searchsorted(labels, y_train)  # fitted as class codes (see _macro_f1)
+    folds = _folds(np.arange(len(codes)) if groups is None else groups, codes)
+    logistic = _logistic(folds, A, codes, seed)
+    knn = _knn(KNeighborsClassifier(), folds, A, codes, _macro_f1())
     out = {}
     for name, model, chosen in (("logistic", logistic, {"C": float(np.ravel(logistic.C_)[0])}),
                                 ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
-        pred = model.predict(B)
+        pred = labels[model.predict(B)]
         out[name] = {"macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
                      "accuracy": float(accuracy_score(y_test, pred)), **chosen}
     return out
@@ -240,7 +241,7 @@ def few_shot(X, y, groups, train: np.ndarray, test: np.ndarray, sizes: Sequence[
                 continue
             A, B = _prepare(X[pick], X[test])
             folds = _folds(groups[pick], y[pick])  # C chosen on the labelled curves alone
-            pred = _logistic(folds, A, y[pick], seed).predict(B)
+            pred = labels[_logistic(folds, A, np.searchsorted(labels, y[pick]), seed).predict(B)]
             f1s.append(f1_score(y[test], pred, labels=labels, average="macro", zero_division=0))
             accs.append(accuracy_score(y[test], pred))
         per_class = min(np.unique(groups[train & (y == c)]).size for c in labels)
