@@ -3,19 +3,25 @@ overhead, a profile of the top costs, and an interleaved comparison with another
 
     python benchmarks/bench_preprocess.py                          # 1,000 curves: CPU/curve + profile
     python benchmarks/bench_preprocess.py --curves 2000 --workers  # + 1 vs 2 workers, CPU totals
-    python benchmarks/bench_preprocess.py --against /work/main --rounds 3   # old vs this tree, interleaved
+    python benchmarks/bench_preprocess.py --against f1b5792 --rounds 3      # old vs this tree, interleaved
+    python benchmarks/bench_preprocess.py --against /work/main             # ... or another lcgen tree
 
 CPU time (``resource.getrusage`` of the process and its finished children), one BLAS/OpenMP
 thread, finufft single-threaded: on a shared machine wall time says more about the neighbours
 than about the code. Each measurement runs in a fresh subprocess on the same raw file, and with
 ``--against`` the two trees alternate round by round, so load drifts hit both alike; compare the
 ratios. Target (issue #16, one idle core, default mix): ≤ 4 ms per curve; 2 workers within 5 % of
-the 1-worker CPU total.
+the 1-worker CPU total. The original lc-gen took 60.0 CPU-s for 2,000 default curves (30 ms per
+curve), interleaved with lcgen at f972c9c (29.7 CPU-s) on this project's 2-core machine.
+
+``--stages`` adds the CPU time of each stage of a curve (cleaning, tapers, transform, adaptive
+PSD, F-tests, ACF), measured in-process on this tree.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -23,6 +29,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import checkout  # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1]
 ENV_1THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -69,6 +79,58 @@ def measure(tree: Path, raw: Path, workers: int, profile: bool = False) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# The stages of one curve: CPU time of each, nested calls counted in their callers too.
+STAGES = r"""
+import collections, json, sys, time, h5py
+import lcgen.multitaper as mt, lcgen.preprocess as pp
+raw = sys.argv[1]
+cfg = pp.PreprocessConfig(input=raw)
+grids = pp.make_grids(cfg, *pp.survey_input(raw))
+spent = collections.Counter()
+def timed(module, name):
+    fn = getattr(module, name)
+    def wrapper(*a, **k):
+        start = time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[name] += time.process_time() - start
+    setattr(module, name, wrapper)
+for name in ("taper_times", "dpss_tapers", "_transform", "adaptive_psd", "harmonic_fstat", "mirror_fstat"):
+    timed(mt, name)
+for name in ("clean_curve", "binned_multitaper", "autocorrelation", "normalise"):
+    timed(pp, name)
+with h5py.File(raw) as f:
+    o = f["offsets"][:]
+    t, y, e = f["time"][:], f["flux"][:], f["flux_err"][:]
+start = time.process_time()
+for i in range(o.size - 1):
+    try:
+        pp.analyse_curve(t[o[i]:o[i + 1]], y[o[i]:o[i + 1]], e[o[i]:o[i + 1]], grids, cfg)
+    except Exception:
+        pass
+total = time.process_time() - start
+print(json.dumps({"total": total, "curves": o.size - 1, **spent}))
+"""
+
+STAGE_NAMES = {"binned_multitaper": "binned spectrum (all below)", "taper_times": "  tapers on the samples",
+               "dpss_tapers": "    DPSS (cached per length)", "_transform": "  lattice NUFFT",
+               "adaptive_psd": "  adaptive PSD", "harmonic_fstat": "  F-test", "mirror_fstat": "  mirror F-test",
+               "autocorrelation": "ACF", "normalise": "normalisation", "clean_curve": "cleaning"}
+
+
+def stages(raw: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", STAGES, str(raw)], check=True, capture_output=True, text=True,
+                         cwd=HERE, env={**os.environ, **ENV_1THREAD, "PYTHONPATH": str(HERE)})
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    per = 1e3 / m["curves"]
+    print(f"\n| stage (this tree, in-process) | CPU ms per curve | share |\n|---|---|---|")
+    print(f"| whole curve | {per * m['total']:.2f} | 100 % |")
+    for key, name in STAGE_NAMES.items():
+        if key in m:
+            print(f"| {name} | {per * m[key]:.2f} | {100 * m[key] / m['total']:.0f} % |")
+
+
 def load() -> str:
     return "load average " + " / ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
@@ -78,16 +140,20 @@ def main() -> None:
     parser.add_argument("--curves", type=int, default=1000, help="default mock curves to preprocess")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", action="store_true", help="also compare 1 and 2 workers (CPU totals)")
-    parser.add_argument("--against", type=Path, help="another lcgen tree (e.g. /work/main): measured interleaved")
+    parser.add_argument("--against", help="a git revision (e.g. main, f1b5792) or another lcgen tree (a folder): "
+                                          "measured interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --against")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
+    parser.add_argument("--stages", action="store_true", help="also the CPU time of each stage of a curve")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    tree = Path(args.against) if args.against and Path(args.against).is_dir() else None
+    with tempfile.TemporaryDirectory() as tmp, \
+            (contextlib.nullcontext(tree) if tree or not args.against else checkout(args.against)) as other:
         raw = Path(tmp) / "raw.h5"
         make_raw(raw, args.curves, args.seed)
         print(f"{args.curves:,} default mock curves; {load()}")
-        trees = [("this tree", HERE)] + ([("against", args.against.resolve())] if args.against else [])
+        trees = [("this tree", HERE)] + ([(f"against {args.against}", Path(other).resolve())] if other else [])
         per_curve: dict[str, list[float]] = {name: [] for name, _ in trees}
         for r in range(args.rounds if args.against else 1):
             for name, tree in (trees if r % 2 == 0 else trees[::-1]):  # alternate who goes first
@@ -105,6 +171,8 @@ def main() -> None:
             one, two = measure(HERE, raw, 1), measure(HERE, raw, 2)
             print(f"\n1 worker: {one['cpu']:.1f} CPU-s; 2 workers: {two['cpu']:.1f} CPU-s "
                   f"({100 * (two['cpu'] / one['cpu'] - 1):+.1f} %; wall {one['wall']:.1f} → {two['wall']:.1f} s)")
+        if args.stages:
+            stages(raw)
         if not args.no_profile:
             print("\nprofile, this tree, 1 worker (cProfile inflates the absolute times):")
             print(measure(HERE, raw, 1, profile=True)["profile"])

@@ -9,9 +9,10 @@ next batch from the reader, and the child's peak RSS. A second table times the d
 alone on a larger spectra file, stored plain and compressed (gzip, lzf), to show that reading is
 cheap and that memory stays bounded by the read buffer, not the file.
 
-``--profile`` instead profiles one training step of each model (torch.profiler, the operators
-with the most self CPU time; the profiler times each operator on the clock, so under load read
-the shares, not the seconds). ``--against REF`` compares this tree with git revision REF step by
+``--profile`` instead profiles one training step of each model (torch.profiler): the share of
+self CPU time by kind of work (matrix products, attention, convolutions, norms, copies, random
+numbers, optimiser, ...) and the operators with the most self CPU time (the profiler times each
+operator on the clock, so under load read the shares, not the seconds). ``--against REF`` compares this tree with git revision REF step by
 step: children of the two trees alternate (A B A B ...) on the same batch, seed and threads, and
 the table gives CPU seconds per step (``time.process_time``, which other processes' load barely
 moves), wall seconds, samples/s and peak RSS, and the ratio old / new. On a shared machine, quote
@@ -22,8 +23,17 @@ the ratios and the CPU time, and the load average printed with them.
     python benchmarks/bench_train.py --device cuda    # on a GPU: bf16 autocast, TF32, fused AdamW,
                                                       # prefetching reader, loss read every 50 steps
     python benchmarks/bench_train.py --device cuda --compile   # and torch.compile
-    python benchmarks/bench_train.py --profile --models unet --batch 32
-    BENCH_THREADS=2 python benchmarks/bench_train.py --against main --models transformer --rounds 2
+    python benchmarks/bench_train.py --profile --models unet --batch 32 --threads 1
+    python benchmarks/bench_train.py --against main --models transformer --rounds 2 --threads 1
+
+On a quiet machine, the issue-19 check: samples/s of the default models at their default batch
+sizes on 2 threads, the version before issue 19's second pass (f1b5792) against this tree,
+alternating (~5 minutes on the 2-core machine; read the wall and samples/s columns):
+
+    python benchmarks/bench_train.py --against f1b5792 --models transformer unet --rounds 2 --steps 2 --threads 2
+
+``--threads N`` sets torch's threads in every child (the environment variable BENCH_THREADS does
+the same); without either, torch's default (one per core).
 """
 
 from __future__ import annotations
@@ -119,7 +129,7 @@ def one(model: str, preset: str, steps: int, device: str, workdir: Path, compile
     ckpt = torch.load(result["run_dir"] / "last.pt", weights_only=True)
     params = sum(v.numel() for k, v in ckpt["state_dict"].items() if v.is_floating_point())
     n_steps = n_batches(len(load_split(result["run_dir"])["train"]), cfg.batch_size)
-    out = {"model": model, "preset": preset, "params": params, "batch": cfg.batch_size,
+    out = {"model": model, "preset": preset, "params": params, "batch": cfg.batch_size, "threads": torch.get_num_threads(),
            "steps": n_steps, "samples_per_s": row["samples_per_s"], "step_ms": 1000 * row["seconds"] / n_steps,
            "epoch_50k_s": 50_000 / row["samples_per_s"], "data_wait": row["data_wait_s"] / row["seconds"],
            "peak_rss_mb": peak_rss_mb(), "rss_before_fit_mb": base, "wall_s": time.perf_counter() - start}
@@ -196,7 +206,40 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         total = sum(e.self_cpu_time_total for e in events)
         out["top"] = [(e.key, e.self_cpu_time_total / 1e6, e.self_cpu_time_total / total, e.count)
                       for e in events[:14]]
+        kinds: dict[str, float] = {}
+        for e in events:
+            kinds[op_kind(e.key)] = kinds.get(op_kind(e.key), 0.0) + e.self_cpu_time_total / total
+        out["kinds"] = sorted(kinds.items(), key=lambda kv: -kv[1])
     return out
+
+
+# Kinds of work in a training step, by operator name (first match wins); the rest is "other".
+OP_KINDS = (
+    ("attention", ("scaled_dot_product", "flash_attention", "_efficient_attention")),
+    ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear")),
+    ("convolutions", ("convolution", "conv1d", "conv2d", "conv_transpose")),
+    ("norms", ("layer_norm", "group_norm", "batch_norm")),
+    ("activations", ("gelu", "relu", "silu", "tanh", "sigmoid")),
+    ("copies and layout", ("aten::copy_", "aten::cat", "aten::stack", "aten::contiguous", "aten::clone",
+                           "aten::constant_pad_nd", "aten::index", "aten::repeat")),
+    ("random numbers", ("bernoulli", "random_", "randint", "aten::rand", "aten::normal_", "aten::uniform_")),
+    ("optimiser and clipping", ("adam", "_foreach", "clip_grad", "norm")),
+    ("pooling", ("pool",)),
+    ("elementwise", ("aten::add", "aten::mul", "aten::sub", "aten::div", "aten::where", "aten::masked_fill",
+                     "aten::fill_", "aten::zero_", "aten::sum", "aten::mean", "aten::pow", "aten::ge", "aten::lt",
+                     "aten::gt", "aten::le", "aten::eq", "aten::ne", "aten::bitwise", "aten::logical", "aten::clamp",
+                     "aten::exp", "aten::log", "aten::sqrt", "aten::rsqrt", "aten::neg", "aten::abs", "aten::sin",
+                     "aten::cos", "aten::frac", "aten::amax", "aten::amin", "aten::any", "aten::all")),
+)
+
+
+def op_kind(name: str) -> str:
+    """The kind of work (``OP_KINDS``) a profiler event name belongs to."""
+    low = name.lower()
+    for kind, keys in OP_KINDS:
+        if any(k.lower() in low for k in keys):
+            return kind
+    return "other"
 
 
 def pipeline(rows: int, workdir: Path, compression: str | None = None) -> dict:
@@ -233,10 +276,14 @@ def main() -> None:
     parser.add_argument("--against", metavar="REF", help="compare training steps with git revision REF, interleaved")
     parser.add_argument("--rounds", type=int, default=2, help="--against: children per tree, alternating")
     parser.add_argument("--batch", type=int, default=None, help="--profile/--against: batch size [default: the trainer's]")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in every child [default: $BENCH_THREADS, else torch's default]")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PRESET"), help=argparse.SUPPRESS)
     parser.add_argument("--step", nargs=3, metavar=("MODEL", "PRESET", "BATCH"), help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads is not None:
+        os.environ["BENCH_THREADS"] = str(args.threads)  # read by the children
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.one:
@@ -259,8 +306,8 @@ def main() -> None:
         return
     print(f"device {args.device}{' (compiled)' if args.compile else ''}, torch threads "
           f"{os.environ.get('BENCH_THREADS', 'default')}, load average {os.getloadavg()[0]:.1f}; default batch "
-          f"sizes; samples/s of epoch 2")
-    print(f"{'model':<12}{'preset':<9}{'params':>12}{'batch':>7}{'steps':>7}{'ms/step':>10}{'samples/s':>11}"
+          f"sizes; samples/s of epoch 2; peak RSS of the child process")
+    print(f"{'model':<12}{'preset':<9}{'params':>12}{'batch':>7}{'threads':>8}{'steps':>7}{'ms/step':>10}{'samples/s':>11}"
           f"{'s/50k epoch':>13}{'data wait':>11}{'peak RSS MB':>13}")
     for model in models:
         for preset in args.presets:
@@ -271,7 +318,7 @@ def main() -> None:
                 print(f"{model:<12}{preset:<9}  failed: {r['error']}")
                 continue
             gpu = f"  (GPU peak {r['peak_gpu_mb']:,.0f} MB)" if "peak_gpu_mb" in r else ""
-            print(f"{model:<12}{preset:<9}{r['params']:>12,}{r['batch']:>7}{r['steps']:>7}{r['step_ms']:>10.1f}"
+            print(f"{model:<12}{preset:<9}{r['params']:>12,}{r['batch']:>7}{r['threads']:>8}{r['steps']:>7}{r['step_ms']:>10.1f}"
                   f"{r['samples_per_s']:>11,.1f}{r['epoch_50k_s']:>13,.1f}{r['data_wait']:>11.1%}"
                   f"{r['peak_rss_mb']:>13,.0f}{gpu}")
     print(f"\ndata pipeline: {args.pipeline_rows:,} x 1024 spectra (4 channels + mask), shuffled, batch 128")
@@ -316,15 +363,21 @@ def steps_table(args, models: list[str], presets: list[str]) -> None:
                               f"{r['cpu_s']:7.2f} s CPU/step, {r['wall_s']:7.2f} s wall/step "
                               f"({batch / r['wall_s']:6.1f} samples/s), peak RSS {r['peak_rss_mb']:,.0f} MB, "
                               f"load {r['load']:.1f}", flush=True)
+                        if "kinds" in r:
+                            print("      by kind: " + ", ".join(f"{kind} {share:.1%}" for kind, share in r["kinds"]
+                                                            if share >= 0.005))
                         for op, seconds, share, count in r.get("top", []):
                             print(f"      {op[:60]:<62}{seconds:8.3f} s {share:6.1%} {count:6d} calls")
                 if args.against and all(results.values()):
-                    best = {name: min(rs, key=lambda r: r["cpu_s"]) for name, rs in results.items()}
-                    old, new = best["old"], best["new"]
-                    print(f"{model} {preset} batch {batch}: CPU/step {old['cpu_s']:.2f} -> {new['cpu_s']:.2f} s "
-                          f"({old['cpu_s'] / new['cpu_s']:.2f}x), wall/step {min(r['wall_s'] for r in results['old']):.2f} "
-                          f"-> {min(r['wall_s'] for r in results['new']):.2f} s, peak RSS "
-                          f"{old['peak_rss_mb']:,.0f} -> {new['peak_rss_mb']:,.0f} MB", flush=True)
+                    cpu = {name: min(r["cpu_s"] for r in rs) for name, rs in results.items()}
+                    wall = {name: min(r["wall_s"] for r in rs) for name, rs in results.items()}
+                    rss = {name: max(r["peak_rss_mb"] for r in rs) for name, rs in results.items()}
+                    print(f"{model} {preset} batch {batch}, {results['new'][0]['threads']} threads, old -> new: "
+                          f"CPU/step {cpu['old']:.2f} -> {cpu['new']:.2f} s ({cpu['old'] / cpu['new']:.2f}x), "
+                          f"wall/step {wall['old']:.2f} -> {wall['new']:.2f} s, samples/s {batch / wall['old']:.2f} -> "
+                          f"{batch / wall['new']:.2f} ({wall['old'] / wall['new']:.2f}x), peak RSS "
+                          f"{rss['old']:,.0f} -> {rss['new']:,.0f} MB (best times, worst memory of the children)",
+                          flush=True)
 
 
 def _child(extra: list[str], tree: Path = ROOT) -> dict:

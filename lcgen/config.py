@@ -5,6 +5,10 @@ Precedence, lowest first: dataclass defaults < ``--config FILE.yaml`` < named CL
 dataclass field types (PyYAML reads ``3e-4`` as a string; it becomes a float here). Unknown keys
 fail with a did-you-mean suggestion. A resolved config dumps back to YAML that is itself a valid
 ``--config`` file, and every output file stores that YAML.
+
+A setting that was renamed stays readable under its old name: a config class lists
+``RENAMED = {"old": "new"}`` (a ``ClassVar``). Saved configs (run directories, checkpoints) are
+read with the new name silently; a user's YAML or ``--set`` gets a ``FutureWarning`` saying so.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -42,7 +47,7 @@ def config_from_dict(cls: type, data: dict, *, where: str = "") -> Any:
     fields = {f.name for f in dataclasses.fields(cls)}
     hints = get_type_hints(cls)
     values = {}
-    for key, value in data.items():
+    for key, value in renamed(cls, data, where, warn=False).items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
             raise LcgenError(f"unknown setting '{path}'{_did_you_mean(key, fields, where)}")
@@ -57,7 +62,7 @@ def merge(cfg: Any, data: dict, *, where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     hints = get_type_hints(type(cfg))
     changes = {}
-    for key, value in data.items():
+    for key, value in renamed(type(cfg), data, where, warn=True).items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
             raise LcgenError(f"unknown setting '{path}'{_did_you_mean(key, fields, where)}")
@@ -73,6 +78,29 @@ def merge(cfg: Any, data: dict, *, where: str = "") -> Any:
                 continue
         changes[key] = coerce(value, hints[key], path)
     return dataclasses.replace(cfg, **changes)
+
+
+def renamed(cls: type, data: dict, where: str = "", *, warn: bool) -> dict:
+    """``data`` with the old names of renamed settings (``cls.RENAMED``) replaced by the new ones;
+    with ``warn``, a FutureWarning for each. Both names at once is an error."""
+    names = getattr(cls, "RENAMED", {})
+    if not any(key in names for key in data):
+        return data
+    out = {}
+    for key, value in data.items():
+        new = names.get(key)
+        if new is None:
+            out.setdefault(key, value)
+            continue
+        old_path, new_path = (f"{where}.{k}" if where else k for k in (key, new))
+        if new in data:
+            raise LcgenError(f"settings '{old_path}' and '{new_path}' are the same setting (the first is its "
+                             f"old name); give only '{new_path}'")
+        if warn:
+            warnings.warn(f"setting '{old_path}' is now called '{new_path}'; the old name will stop working "
+                          f"in a later version", FutureWarning, stacklevel=3)
+        out[new] = value
+    return out
 
 
 def parse_set(items: list[str] | None) -> dict:

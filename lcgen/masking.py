@@ -180,7 +180,9 @@ def lay_blocks(
     # (B, N) choices about twice as fast as gather along dim 1.
     pos = torch.arange(L, device=device, dtype=small)
     block_of = ((pos - first_s[:, None]) >> p_s[:, None]).clamp_(0, N - 1)  # (B, L)
-    flat = block_of.long() + torch.arange(0, B * N, N, device=device)[:, None]
+    # int32 indices where they fit: index_select reads them ~6x faster than int64 on the CPU
+    wide = torch.int32 if B * N < 2**31 else torch.int64
+    flat = block_of + torch.arange(0, B * N, N, device=device, dtype=wide)[:, None]
     return chosen.view(-1).index_select(0, flat.view(-1)).view(B, L) & valid
 
 

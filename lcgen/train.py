@@ -51,7 +51,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Optional
+from typing import Any, Callable, ClassVar, Iterator, Literal, Optional
 
 import numpy as np
 import torch
@@ -84,9 +84,9 @@ RESUME_KEYS = ("optimizer", "scheduler", "rng", "progress")  # last.pt, to conti
 HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_masked", "train_unmasked", "val_loss",
                    "val_masked", "val_unmasked", "seconds", "samples_per_s", "data_wait_s")
 # Settings a resumed run may change: where the data lives, where and how fast it runs.
-RESUMABLE_CHANGES = ("data", "device", "threads", "compile", "log_every", "prefetch")
-# Steps between host reads of the loss on CUDA when log_every is 0 (on the CPU a read is free).
-CUDA_LOG_EVERY = 50
+RESUMABLE_CHANGES = ("data", "device", "threads", "compile", "loss_read_every", "prefetch")
+# Steps between host reads of the loss on CUDA when loss_read_every is 0 (on the CPU a read is free).
+CUDA_READ_EVERY = 50
 # Batches read ahead on CUDA when prefetch is unset.
 CUDA_PREFETCH = 2
 
@@ -94,6 +94,8 @@ CUDA_PREFETCH = 2
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a training run (``lcgen train``); a run's config.yaml is one."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"log_every": "loss_read_every"}  # old name -> new (lcgen.config)
 
     model_name: str = "transformer"  # (str) registered model: transformer, unet, mlp
     preset: str = "default"  # (str) model size: tiny (tests), small (CPU), default (full size)
@@ -122,7 +124,7 @@ class TrainConfig:
     amp: bool = True  # (bool) bf16 autocast on CUDA (ignored on CPU)
     optimizer_impl: Literal["auto", "fused", "foreach", "for-loop"] = "auto"  # (str) AdamW kernel: auto = fused (one kernel over all parameters)
     compile: bool = False  # (bool) torch.compile the model (minutes of compiling first; see README for when it pays); falls back to eager where compiling fails
-    log_every: int = 0  # (int) steps between host reads of the loss (progress, non-finite and Ctrl-C checks); 0: every step on CPU, 50 on CUDA
+    loss_read_every: int = 0  # (int) steps between host reads of the loss (progress, non-finite and Ctrl-C checks); 0: every step on CPU, 50 on CUDA
     prefetch: Optional[int] = None  # (int) batches read ahead by a background thread, 0 for none; default 2 on CUDA, 0 on the CPU (where the thread would compete with torch's)
     runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
@@ -182,7 +184,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("div_factor", cfg.div_factor, cfg.div_factor > 0, "> 0"),
             ("final_div_factor", cfg.final_div_factor, cfg.final_div_factor > 0, "> 0"),
             ("buffer_rows", cfg.buffer_rows, cfg.buffer_rows >= 1, ">= 1"),
-            ("log_every", cfg.log_every, cfg.log_every >= 0, ">= 0 (0: automatic)"),
+            ("loss_read_every", cfg.loss_read_every, cfg.loss_read_every >= 0, ">= 0 (0: automatic)"),
             ("prefetch", cfg.prefetch, cfg.prefetch is None or cfg.prefetch >= 0, ">= 0 (0: no read-ahead)"),
             ("threads", cfg.threads, cfg.threads is None or cfg.threads >= 1, ">= 1 (or unset)"),
             ("seed", cfg.seed, cfg.seed >= 0, ">= 0"),
@@ -452,17 +454,16 @@ class _State:
 
 
 def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str | Path | None = None,
-        console=None, progress: bool = False, log_every: float | None = 60.0,
+        console=None, progress: bool = False, line_every_s: float | None = 60.0,
         stop_after: int | None = None) -> dict:
     """Train ``cfg.model_name`` on ``cfg.data``; or, with ``resume=RUN_DIR``, continue that run.
 
     Writes the run directory (see the module docstring). ``console`` (a Rich console) receives
     the per-epoch lines; ``progress`` shows a live progress bar per epoch, and without it a line
-    goes to ``console`` every ``log_every`` seconds within an epoch (None: never; this argument is
-    not the setting ``cfg.log_every``, the steps between host reads of the loss). ``stop_after`` ends
+    goes to ``console`` every ``line_every_s`` seconds within an epoch (None: never). ``stop_after`` ends
     this call after that many epochs (the schedule still spans ``cfg.epochs``; resume later).
     With ``resume``, ``cfg`` may only change ``RESUMABLE_CHANGES`` of the saved config (``data``,
-    ``device``, ``threads``, ``compile``, ``log_every``, ``prefetch``).
+    ``device``, ``threads``, ``compile``, ``loss_read_every``, ``prefetch``).
 
     Started by torchrun (``RANK``/``WORLD_SIZE`` in the environment), every process calls this
     and they train one model with DistributedDataParallel (:mod:`lcgen.distributed`); rank 0
@@ -559,9 +560,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
         if cfg.compile:
             log("Compiling the model with torch.compile (the first steps take minutes)...")
-            model.compile()  # in place: forward_batch's self(...) runs compiled, state_dict keys unchanged
         loop = _Loop(cfg, model, optimizer, scheduler, generator, source, split, device, run_dir,
-                     spec, log, progress, log_every, place)
+                     spec, log, progress, line_every_s, place)
         with _catch_interrupt() as interrupt:
             done_here = 0
             while state.epoch < cfg.epochs:
@@ -579,7 +579,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
 
 class _Forward(torch.nn.Module):
-    """``model.forward_batch`` as a module's ``forward``: what DDP wraps."""
+    """``model.forward_batch`` as a module's ``forward``: what DDP wraps and torch.compile compiles."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -593,44 +593,52 @@ class _Loop:
     """One epoch of training and validation, plus checkpointing (the state lives in _State)."""
 
     def __init__(self, cfg, model, optimizer, scheduler, generator, source, split, device,
-                 run_dir, spec, log, progress, log_every: float | None = None, place: Dist = Dist()):
+                 run_dir, spec, log, progress, line_every_s: float | None = None, place: Dist = Dist()):
         self.cfg, self.model, self.optimizer, self.scheduler = cfg, model, optimizer, scheduler
         self.generator, self.source, self.split, self.device = generator, source, split, device
         self.run_dir, self.spec, self.log, self.progress, self.place = run_dir, spec, log, progress, place
-        self.line_every = log_every  # seconds between progress lines without a progress bar
+        self.line_every_s = line_every_s  # seconds between progress lines without a progress bar
         self.steps = n_batches(len(split["train"]), cfg.batch_size)
         self.mask_args = dataclasses.asdict(cfg.mask)
         self.autocast = dict(device_type=device.type, dtype=torch.bfloat16,
                              enabled=cfg.amp and device.type == "cuda")
         # Host reads of the device-side loss sums (each one waits for the GPU) every this many steps.
-        self.read_every = cfg.log_every or (CUDA_LOG_EVERY if device.type == "cuda" else 1)
+        self.read_every = cfg.loss_read_every or (CUDA_READ_EVERY if device.type == "cuda" else 1)
         self.prefetch = cfg.prefetch if cfg.prefetch is not None else (CUDA_PREFETCH if device.type == "cuda" else 0)
-        self.forward = self._wrap(model)
+        # The batch forward, uncompiled (kept for the fallback): in training under DDP with several
+        # processes; validation needs no DDP. With compile, the same compiled (the model itself
+        # stays plain, so checkpoints keep its parameter names).
+        net = _Forward(model)
+        self.eager = {"train": self._wrap(net), "eval": net}
+        self.forward = dict(self.eager)
+        if cfg.compile:
+            compiled = torch.compile(net)
+            self.forward = {"train": torch.compile(self.eager["train"]) if place.enabled else compiled,
+                            "eval": compiled}
         self.compiled = cfg.compile  # until the compiled model fails (then eager)
 
-    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The model's batch forward, under DDP for several processes (the model itself is
-        compiled in place by :func:`fit` if asked, so DDP wraps the compiled model)."""
-        net: torch.nn.Module = _Forward(model)
+    def _wrap(self, net: torch.nn.Module) -> torch.nn.Module:
+        """``net`` under DDP for several processes."""
         if self.place.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         return net
 
-    def _forward(self, forward: Callable, batch: dict) -> dict:
-        """``forward(batch)``; if the compiled model fails (no compiler toolchain, an unsupported
-        platform or operator), say so once, put the model back to eager and run it again."""
+    def _forward(self, batch: dict, mode: str) -> dict:
+        """The model's outputs for ``batch`` (``mode`` "train" or "eval"); if the compiled model
+        fails (no compiler toolchain, an unsupported platform or operator), say so once, go back
+        to the uncompiled forward for good and run it again."""
         if not self.compiled:
-            return forward(batch)
+            return self.forward[mode](batch)
         try:
-            return forward(batch)
+            return self.forward[mode](batch)
         except Exception as exc:
             self.compiled = False
-            self.model._compiled_call_impl = None  # undoes Module.compile(): plain forward from here on
+            self.forward = dict(self.eager)
             self.log(f"torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                      f"training without it")
-            return forward(batch)
+            return self.forward[mode](batch)
 
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -663,7 +671,7 @@ class _Loop:
         bad_norm = torch.zeros((), device=self.device)
         first_pending = state.step
         with contextlib.closing(batches), _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}", self.steps,
-                                                     state.step, cfg.unmasked_weight, self.log, self.line_every) as bar:
+                                                     state.step, cfg.unmasked_weight, self.log, self.line_every_s) as bar:
             tick = time.perf_counter()
             while state.step < self.steps:
                 batch = next(batches)
@@ -672,7 +680,7 @@ class _Loop:
                 batch["hidden"] = self._train_mask(batch["valid"], state.step)
                 batch = self._to_device(batch)
                 with torch.autocast(**self.autocast):
-                    out = self._forward(self.forward, batch)
+                    out = self._forward(batch, "train")
                 sums = loss_sums(out, batch, cfg)  # this rank's rows
                 totals = all_sum(sums.detach().clone(), place)  # the global batch's
                 # Pooled over the global batch (MSE or NLL alike); DDP averages gradients over ranks,
@@ -751,7 +759,7 @@ class _Loop:
                                              **self.mask_args)
                 batch = self._to_device(batch)
                 with torch.autocast(**self.autocast):
-                    out = self._forward(self.model.forward_batch, batch)  # no gradients: DDP is not needed
+                    out = self._forward(batch, "eval")  # no gradients: DDP is not needed
                 sums += loss_sums(out, batch, self.cfg).double()
                 if k % self.read_every == 0 and _any_rank(interrupt["stop"], self.place, self.device):
                     return None
@@ -1025,15 +1033,15 @@ def _running(state: _State, unmasked_weight: float) -> tuple[float, float]:
 
 @contextlib.contextmanager
 def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float,
-               log: Callable[[str], None], log_every: float | None):
+               log: Callable[[str], None], line_every_s: float | None):
     """A transient Rich bar with live loss and samples/s; without one (output to a log or pipe), a
-    line through ``log`` every ``log_every`` seconds. Yields ``update(state)``."""
+    line through ``log`` every ``line_every_s`` seconds. Yields ``update(state)``."""
     if not enabled:
         last = time.monotonic()
 
         def log_line(state: _State) -> None:
             nonlocal last
-            if log_every is None or time.monotonic() - last < log_every:
+            if line_every_s is None or time.monotonic() - last < line_every_s:
                 return
             last = time.monotonic()
             loss, rate = _running(state, unmasked_weight)

@@ -283,10 +283,10 @@ def small(tmp_path_factory):
 
 
 def test_deferred_loss_reads_and_prefetch_change_nothing(small, tmp_path):
-    """log_every > 1 (the CUDA default: the loss stays on the device between reads) and the
+    """loss_read_every > 1 (the CUDA default: the loss stays on the device between reads) and the
     prefetching reader give the same run, bit for bit."""
-    base = fit(config(small, tmp_path, epochs=2, log_every=1, prefetch=0), name="base")
-    other = fit(config(small, tmp_path, epochs=2, log_every=4, prefetch=3), name="other")
+    base = fit(config(small, tmp_path, epochs=2, loss_read_every=1, prefetch=0), name="base")
+    other = fit(config(small, tmp_path, epochs=2, loss_read_every=4, prefetch=3), name="other")
     assert max_diff(state(base["run_dir"]), state(other["run_dir"])) == 0
     assert [r["train_loss"] for r in base["history"]] == [r["train_loss"] for r in other["history"]]
     assert all(0 <= r["data_wait_s"] <= r["seconds"] for r in other["history"])
@@ -310,7 +310,7 @@ def test_a_non_finite_loss_between_deferred_reads_names_the_steps(small, tmp_pat
     monkeypatch.setattr(train, "build_model", poisoned_build)
     with pytest.raises(LcgenError, match=r"non-finite loss \(nan\) at epoch 1, steps 1-4: training stopped "
                                          r"and no checkpoint was written yet"):
-        fit(config(small, tmp_path, log_every=4), name="nan")
+        fit(config(small, tmp_path, loss_read_every=4), name="nan")
 
 
 def test_compile_switch_gives_the_same_loss(small, tmp_path):

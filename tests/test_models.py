@@ -237,18 +237,94 @@ def test_mlp_length_mismatch_is_explained():
         model.forward_batch(make_batch("spectra", L=32))
 
 
-def test_channel_norm_matches_layer_norm():
-    from lcgen.models.unet import ChannelNorm
+def unet_reference(model, x):
+    """The UNet written out in (B, C, L) with torch's plain 1-D operators, for comparison with
+    the model's channels-last kernels."""
+    import torch.nn.functional as F
 
-    norm, ref = ChannelNorm(6), torch.nn.LayerNorm(6)
-    with torch.no_grad():
-        for p in (norm.weight, norm.bias):
-            p.normal_()
-        ref.weight.copy_(norm.weight)
-        ref.bias.copy_(norm.bias)
-    x = torch.randn(3, 6, 20) * 5 + 2
-    expected = ref(x.transpose(1, 2)).transpose(1, 2)
-    assert torch.allclose(norm(x), expected, atol=1e-5)
+    def block(seq, h):
+        for m in seq:
+            if isinstance(m, torch.nn.Conv1d):
+                h = F.conv1d(h, m.weight, m.bias, padding=m.padding)
+            elif isinstance(m, torch.nn.LayerNorm):
+                h = F.layer_norm(h.transpose(1, 2), m.normalized_shape, m.weight, m.bias, m.eps).transpose(1, 2)
+            else:
+                h = m(h)
+        return h
+
+    h = F.conv1d(x, model.stem.weight, model.stem.bias, padding=3)
+    skips = []
+    for seq in model.encoder:
+        h = block(seq, h)
+        skips.append(h)
+        h = F.max_pool1d(h, 2)
+    h = block(model.bottleneck, h)
+    encoded = h
+    for i in reversed(range(model.levels)):
+        up = F.conv_transpose1d(h, model.up[i].weight, model.up[i].bias, stride=2)
+        h = block(model.decoder[i], torch.cat([up, skips[i]], 1))
+    return F.conv1d(h, model.head.weight, model.head.bias)[:, 0], encoded
+
+
+def test_unet_channels_last_kernels_match_plain_1d_operators():
+    model = tiny("unet").train()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, 64, generator=gen, requires_grad=True)
+    out = model(x)
+    ref, encoded = unet_reference(model, x)
+    torch.testing.assert_close(out["reconstructed"], ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out["encoded"], encoded, rtol=0, atol=1e-5)
+    g = torch.randn(3, 64, generator=gen)
+    got = torch.autograd.grad(out["reconstructed"], [x, *model.parameters()], g)
+    want = torch.autograd.grad(ref, [x, *model.parameters()], g)
+    for (name, _), a, b in zip([("x", x), *model.named_parameters()], got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_transformer_level_convolutions_match_torch_conv1d():
+    """Down and Up (matrix products on (B, L, D)) against torch's Conv1d / ConvTranspose1d on
+    (B, D, L), values and gradients, at lengths down to one coarse position."""
+    import torch.nn.functional as F
+
+    from lcgen.models.transformer import Down, Up
+
+    torch.manual_seed(0)
+    down, up = Down(6, 10), Up(10, 6)
+    for L in (2, 4, 18):
+        x = torch.randn(3, L, 6, requires_grad=True)
+        got = down(x)
+        want = F.conv1d(x.transpose(1, 2), down.weight, down.bias, stride=2, padding=1).transpose(1, 2)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        g = torch.randn_like(got)
+        for a, b in zip(torch.autograd.grad(got, [x, down.weight, down.bias], g),
+                        torch.autograd.grad(want, [x, down.weight, down.bias], g)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        c = torch.randn(3, L // 2, 10, requires_grad=True)
+        got = up(c)
+        want = F.conv_transpose1d(c.transpose(1, 2), up.weight, up.bias, stride=2, padding=1).transpose(1, 2)
+        assert got.shape == (3, L, 6)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        g = torch.randn_like(got)
+        for a, b in zip(torch.autograd.grad(got, [c, up.weight, up.bias], g),
+                        torch.autograd.grad(want, [c, up.weight, up.bias], g)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_dropout_rate_scale_and_seeding():
+    from lcgen.models.layers import Dropout
+
+    drop = Dropout(0.1)
+    x = torch.ones(400, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 6554 / 2**16) < 4 * (0.1 * 0.9 / x.numel()) ** 0.5  # p rounded to 2**-16
+    assert torch.allclose(y[y != 0], torch.tensor(2**16 / (2**16 - 6554)))  # kept ones scaled: mean kept
+    y.backward(torch.full_like(y, 2.0))
+    assert torch.equal(x.grad, 2 * y.detach())  # the same mask in the backward pass
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # torch's default generator drives it
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0)(x), x)
 
 
 def test_time_encoding_matches_direct_formula():

@@ -92,6 +92,25 @@ def test_dpss_are_cached_by_length_nw_and_k():
     assert not a[0].flags.writeable
 
 
+@pytest.mark.parametrize("n, nw, k", [(9, 2.0, 3), (301, 4.0, 7), (640, 3.0, 5), (2048, 4.0, 8)])
+def test_dpss_are_scipys(n, nw, k):
+    from scipy.signal.windows import dpss
+
+    v, lam = mt.dpss_tapers(n, nw, k)
+    ref, ref_lam = dpss(n, nw, k, return_ratios=True)
+    assert np.max(np.abs(v - ref)) <= 1e-14  # same tapers, same signs
+    assert np.max(np.abs(lam - ref_lam)) <= 1e-14
+
+
+@pytest.mark.parametrize("m", [4, 5, 64, 640])
+def test_taper_splines_are_scipys_not_a_knot_splines(m):
+    v, _ = mt.dpss_tapers(m, 2.0, 3)
+    u = np.sort(np.random.default_rng(m).uniform(0.0, 1.0, 500))
+    u[0], u[-1] = 0.0, 1.0
+    ref = make_interp_spline(np.linspace(0.0, 1.0, m), v.T, k=3)(u).T
+    assert np.max(np.abs(mt.dpss_spline(m, 2.0, 3)(u) - ref)) <= 1e-13
+
+
 def test_dpss_cache_is_bounded_in_bytes(monkeypatch):
     mt.clear_dpss_cache()
     monkeypatch.setattr(mt, "DPSS_CACHE_BYTES", 3 * 7 * 400 * 8)  # room for three (7, 400) sets
@@ -121,6 +140,28 @@ def test_white_noise_psd_level_and_variance_reduction(adaptive):
         levels.append(s.mean() / (sigma ** 2 * (t[-1] - t[0]) / n))
     assert abs(np.mean(ratios) - 1 / 7) <= 0.1 / 7  # var/mean² ≈ 1/K (Lomb–Scargle: ≈ 1)
     assert abs(np.mean(levels) - 1.0) <= 0.05  # mean S ≈ σ² Δt
+
+
+def test_adaptive_psd_with_a_given_variance_reaches_the_plain_iterations_limit():
+    # Newton steps speed up the bins' fixed-point iteration; the map has more than one fixed
+    # point, and on this mock curve (regular sampling, a sinusoid) unguarded Newton steps from
+    # afar landed on another one, 4x off in one bin. The plain iteration, run long, is the reference.
+    from lcgen.simulate import simulate_curve
+
+    curve = simulate_curve(SimulateConfig(seed=42), 451)
+    t, y = curve.time, (curve.flux - np.median(curve.flux)) / np.std(curve.flux)
+    span = t[-1] - t[0]
+    _, _, nyquist = mt.resolvable_band(t, 4.0)
+    lattice = np.arange(4, np.floor(nyquist * 4 * span) + 1) / (4 * span)  # binned_multitaper's
+    _, coef, tapers = mt.eigencoefficients(t, y, lattice)
+    power, variance = np.abs(coef) ** 2, float(np.var(y)) * tapers.dt
+    fast, n_iter = mt.adaptive_psd(power, tapers.eigvals, variance=variance)
+    lam, plain = tapers.eigvals[:, None], 0.5 * (power[0] + power[1])
+    for _ in range(3000):
+        d = plain / (lam * plain + (1 - lam) * variance)
+        plain = (lam * d * d * power).sum(0) / (lam * d * d).sum(0)
+    assert np.max(np.abs(fast / plain - 1)) < 1e-8
+    assert n_iter < 60
 
 
 def test_adaptive_psd_is_a_fixed_point_of_thomsons_weights():

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -234,6 +235,25 @@ def test_config_precedence_and_per_model_defaults(tmp_path):
     assert resolve_train_config("mlp", sets=["model.input_dim=512"]).model == {"input_dim": 512}
 
 
+def test_renamed_setting_log_every_still_reads(tmp_path):
+    """log_every (steps between host reads of the loss) is now loss_read_every: a user's YAML or
+    --set with the old name works and warns; saved run configs with it load silently."""
+    from lcgen.config import config_from_dict
+
+    path = tmp_path / "old.yaml"
+    path.write_text("model_name: mlp\nlog_every: 4\n")
+    for kwargs in ({"config_file": path}, {"sets": ["log_every=4"]}):
+        with pytest.warns(FutureWarning, match="setting 'log_every' is now called 'loss_read_every'"):
+            assert resolve_train_config("mlp", **kwargs).loss_read_every == 4
+    saved = config_to_dict(resolve_train_config("mlp"))
+    saved["log_every"] = saved.pop("loss_read_every") + 3  # as main's runs wrote it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert config_from_dict(TrainConfig, saved).loss_read_every == 3
+    with pytest.raises(LcgenError, match="'log_every' and 'loss_read_every' are the same setting"):
+        resolve_train_config("mlp", sets=["log_every=4", "loss_read_every=2"])
+
+
 @pytest.mark.parametrize("model", list(MODELS))
 def test_shipped_configs_hold_each_models_defaults(model):
     path = ROOT / "configs" / f"{model}.yaml"
@@ -271,34 +291,33 @@ def test_bad_settings_fail_clearly():
 # The command, end to end
 
 
-def run_cli_together(commands):
-    """Run several `python -m lcgen ARGS` at once (as conftest.run_cli does one); returns
-    (returncode, stdout, stderr) per command."""
+def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp_path):
+    """Each model trains one epoch through the command: the transformer in a real subprocess
+    (``python -m lcgen``), the spectra models meanwhile in this process (CliRunner, the same
+    command function), so the suite pays one interpreter and torch start-up, not three."""
+    runs = tmp_path / "runs"
+    jobs = {model: ["train", model, "--data", str(data), "--epochs", "1", "--batch-size", "8", "--preset", "tiny",
+                    "--name", "e2e", "--device", "cpu", "--set", f"runs_dir={runs}", "--channel", "acf"]
+            for model, data in (("transformer", timeseries_file), ("unet", spectra_file), ("mlp", spectra_file))}
     env = {**os.environ, "CI": "true", "COLUMNS": "120"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [subprocess.Popen([sys.executable, "-m", "lcgen", *map(str, args)], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in commands]
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        results.append((proc.returncode, out, err))
-    return results
-
-
-def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp_path):
-    runs = tmp_path / "runs"
-    jobs = {model: ("train", model, "--data", data, "--epochs", 1, "--batch-size", 8, "--preset", "tiny",
-                    "--name", "e2e", "--device", "cpu", "--set", f"runs_dir={runs}", "--channel", "acf")
-            for model, data in (("transformer", timeseries_file), ("unet", spectra_file), ("mlp", spectra_file))}
-    results = run_cli_together(jobs.values())  # three processes at once: most of each is start-up
-    for (model, args), (code, out, err) in zip(jobs.items(), results):
-        data = args[3]
-        assert code == 0, err
+    proc = subprocess.Popen([sys.executable, "-m", "lcgen", *jobs["transformer"]], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    outputs = {}
+    for model in ("unet", "mlp"):
+        result = CliRunner().invoke(app, jobs[model])
+        assert result.exit_code == 0, result.output
+        outputs[model] = result.output
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    outputs["transformer"] = out
+    for model, out in outputs.items():
+        data = jobs[model][3]
         for line in ("Using device: cpu", f"Loading data from {data}", "Dataset statistics:", "Dataset split:",
                      "Model parameters:", "Starting training for 1 epochs...", "Dynamic masking: block size [1, 32], "
                      "mask ratio [10%, 70%]", "Epoch 1/1", "  Train - Loss: ", "  Val   - Loss: ",
                      f"  Saved best model to {runs / model / 'e2e' / 'best.pt'}"):
-            assert line in out, (line, out)
+            assert line in out, (model, line, out)
         assert "| Masked: " in out and "| Unmasked: " in out
         for f in ("config.yaml", "history.csv", "best.pt", "last.pt", "split.npz"):
             assert (runs / model / "e2e" / f).is_file()
@@ -320,7 +339,7 @@ def test_lcgen_train_each_model_for_one_epoch(spectra_file, timeseries_file, tmp
 
 def test_train_seed_threads_and_progress_lines(spectra_file, tmp_path):
     """--seed is the run's seed; --threads sets torch's threads (and is saved); without a
-    progress bar (output not a terminal) a line comes every log_every seconds within an epoch."""
+    progress bar (output not a terminal) a line comes every line_every_s seconds within an epoch."""
     import io
     import re
 
@@ -340,7 +359,7 @@ def test_train_seed_threads_and_progress_lines(spectra_file, tmp_path):
     assert saved["seed"] == 3 and saved["threads"] == 1
     console = Console(file=io.StringIO(), width=200, record=True)
     same = fit(mlp_config(spectra_file, tmp_path, epochs=1, seed=3, threads=1), name="same", console=console,
-               log_every=0)
+               line_every_s=0)
     torch.set_num_threads(before)
     assert_same_weights(weights(tmp_path / "mlp" / "seeded"), weights(same["run_dir"]))
     steps = train.n_batches(len(load_split(same["run_dir"])["train"]), 8)
@@ -358,16 +377,16 @@ def test_compile_switch_trains_the_compiled_model(spectra_file, tmp_path, monkey
     the model and the loop as with inductor, without minutes of code generation) and matches
     the uncompiled run; the checkpoint keeps the plain parameter names."""
     calls = []
-    plain_compile = torch.nn.Module.compile
+    plain_compile = torch.compile
 
-    def eager_backend(self, *args, **kwargs):
-        calls.append(type(self).__name__)
-        return plain_compile(self, backend="eager")
+    def eager_backend(module, *args, **kwargs):
+        calls.append(type(module.model).__name__)  # the trainer's batch forward around the model
+        return plain_compile(module, backend="eager")
 
-    monkeypatch.setattr(torch.nn.Module, "compile", eager_backend)
+    monkeypatch.setattr(torch, "compile", eager_backend)
     compiled = fit(mlp_config(spectra_file, tmp_path, epochs=1, compile=True), name="compiled")
     plain = fit(mlp_config(spectra_file, tmp_path, epochs=1), name="plain")
-    assert calls == ["MLPAutoencoder"]
+    assert calls == ["MLPAutoencoder"]  # once: training and validation share the compiled forward
     a, b = weights(compiled["run_dir"]), weights(plain["run_dir"])
     assert a.keys() == b.keys()
     for key in a:

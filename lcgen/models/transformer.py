@@ -53,7 +53,7 @@ from torch import nn
 
 from lcgen.errors import LcgenError
 from lcgen.masking import model_input
-from lcgen.models.layers import bounded_log_var, check_dims, check_levels, pad_length
+from lcgen.models.layers import Dropout, bounded_log_var, check_dims, check_levels, pad_length
 
 
 @dataclass
@@ -160,22 +160,73 @@ def median_spacing(t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(cadence) & (cadence > 0), cadence, torch.ones_like(cadence))
 
 
-def key_padding_mask(valid: torch.Tensor) -> torch.Tensor | None:
+def any_padding(valid: torch.Tensor) -> bool:
+    """Whether ``valid`` (B, L) marks any position as padding: the one host read of a forward
+    pass (a GPU sync), made once for all levels. Under ``torch.compile`` it answers True without
+    reading, so the graph does not break there (the masks then cost a little on GPU)."""
+    if torch.compiler.is_compiling():
+        return True
+    return not bool(valid.all())
+
+
+def key_padding_mask(valid: torch.Tensor) -> torch.Tensor:
     """The attention mask for keys ``valid`` (B, L): (B, 1, 1, L) bool, True where a key may be
-    attended to, or None when every key is real (the fused kernel then skips the mask).
+    attended to. Pass None to :func:`attention` instead when no key is padding (see
+    :func:`any_padding`): the fused kernel then skips the mask.
 
     A row with no real key attends to all (zeroed) positions rather than to none, which would be
     a softmax of all -inf (NaN).
     """
-    if bool(valid.all()):
-        return None
     return (valid | ~valid.any(1, keepdim=True))[:, None, None, :]
+
+
+class Down(nn.Conv1d):
+    """``Conv1d(kernel_size=3, stride=2, padding=1)`` on a (B, L, D) tensor (L even) -> (B, L/2, D').
+
+    Coarse position j sees fine positions 2j-1, 2j, 2j+1: with the pairs (x[2j], x[2j+1]) as one
+    (B, L/2, 2 D) view, that is one matrix product over taps 1 and 2 plus one over tap 0 of the
+    previous pair's second half, shifted by one. No transposes or copies of x; the same
+    parameters (names and shapes) as ``Conv1d``.
+    """
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__(d_in, d_out, kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        w = self.weight  # (D', D, 3)
+        pairs = x.reshape(B, L // 2, 2 * D)  # (x[2j], x[2j+1])
+        out = F.linear(pairs, w[:, :, 1:].transpose(1, 2).reshape(w.shape[0], 2 * D), self.bias)
+        previous = F.linear(pairs[:, :-1, D:], w[:, :, 0])  # tap 0 on x[2j-1], for j >= 1
+        return out + F.pad(previous, (0, 0, 1, 0))
+
+
+class Up(nn.ConvTranspose1d):
+    """``ConvTranspose1d(kernel_size=4, stride=2, padding=1)`` on a (B, L, D') tensor -> (B, 2 L, D).
+
+    Fine position 2j gets taps 1 and 3 of coarse positions j and j-1, position 2j+1 taps 2 and 0
+    of j and j+1: one matrix product gives all four taps, (B, L, 4 D), and two shifted sums
+    interleave them. Same parameters as ``ConvTranspose1d``.
+    """
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__(d_in, d_out, kernel_size=4, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        d_in, d, _ = self.weight.shape
+        zero = self.bias.new_zeros(d)
+        bias = torch.cat([zero, self.bias, self.bias, zero])  # once into each output, with taps 1 and 2
+        taps = F.linear(x, self.weight.permute(2, 1, 0).reshape(4 * d, d_in), bias).split(d, -1)  # 4 x (B, L, D)
+        even = taps[1] + F.pad(taps[3][:, :-1], (0, 0, 1, 0))  # 2j: x[j] tap 1, x[j-1] tap 3
+        odd = taps[2] + F.pad(taps[0][:, 1:], (0, 0, 0, 1))  # 2j+1: x[j] tap 2, x[j+1] tap 0
+        return torch.stack([even, odd], 2).view(B, 2 * L, d)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """softmax(q kᵀ / √hs, keys where ``mask``) v for q, k, v (B, nh, L, hs) -> (B, nh, L, hs).
 
-    ``mask`` from :func:`key_padding_mask`. One fused kernel (flash attention on CPU and GPU); no
+    ``mask`` from :func:`key_padding_mask`, or None when no key is padding. One fused kernel (flash attention on CPU and GPU); no
     (L, L) mask is ever built, and there is no dropout on the attention weights, which would force
     the slow materialised kernel on CPU. Strided q, k, v (heads split off one projection) are
     taken as they are.
@@ -194,7 +245,7 @@ class Block(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rope=None) -> torch.Tensor:
         """x (B, L, D); mask from :func:`key_padding_mask`; rope: None or (cos, sin)
@@ -217,11 +268,12 @@ class Stage(nn.Module):
         self.blocks = nn.ModuleList(
             Block(dim, cfg.nhead, cfg.ff_mult, cfg.dropout) for _ in range(cfg.num_transformer_blocks))
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, rope=None) -> torch.Tensor:
-        mask = key_padding_mask(valid)
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, rope=None, padded: bool = True) -> torch.Tensor:
+        """x (B, L, D), valid (B, L); ``padded`` False when every position is real (no masks)."""
+        mask = key_padding_mask(valid) if padded else None
         for block in self.blocks:
             x = block(x, mask, rope)
-        return x if mask is None else x.masked_fill(~valid[..., None], 0.0)
+        return x.masked_fill(~valid[..., None], 0.0) if padded else x
 
 
 class TimeSeriesTransformer(nn.Module):
@@ -239,13 +291,10 @@ class TimeSeriesTransformer(nn.Module):
         self.time_encoding = TimeEncoding(dims[0], config.min_period, config.max_period)
         self.encoder = nn.ModuleList(Stage(d, config) for d in dims)
         # kernel 3, stride 2: each coarse position sees its two fine positions and one neighbour
-        self.down = nn.ModuleList(
-            nn.Conv1d(d, d_next, kernel_size=3, stride=2, padding=1) for d, d_next in zip(dims, below))
+        self.down = nn.ModuleList(Down(d, d_next) for d, d_next in zip(dims, below))
         self.bottleneck = Stage(dims[-1], config)
         # kernel 4, stride 2, padding 1: exact doubling, every output sees two inputs (no checkerboard)
-        self.up = nn.ModuleList(
-            nn.ConvTranspose1d(d_next, d, kernel_size=4, stride=2, padding=1)
-            for d, d_next in zip(dims, below))
+        self.up = nn.ModuleList(Up(d_next, d) for d, d_next in zip(dims, below))
         self.fuse = nn.ModuleList(nn.Linear(2 * d, d) for d in dims)
         self.decoder = nn.ModuleList(Stage(d, config) for d in dims)
         self.norm_out = nn.LayerNorm(dims[0])
@@ -259,14 +308,22 @@ class TimeSeriesTransformer(nn.Module):
         the variance head, ``log_var`` (B, L, 1).
         """
         levels, ropes, extra = self.encode(x, t, valid)
-        L = x.shape[1]
-        h, _ = levels[-1]
+        return self.decode(levels, ropes, extra, x.shape[1])
+
+    def decode(self, levels, ropes, extra, length: int, bottleneck: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+        """The decoder half of :meth:`forward`, from :meth:`encode`'s output, back to ``length``
+        positions. ``bottleneck`` (B, Lp / 2**levels, D_last) replaces the encoder's bottleneck
+        (the multimodal model decodes from its shared latent); the skips are the encoder's."""
+        L = length
+        h = levels[-1][0] if bottleneck is None else bottleneck
         encoded = h  # (B, Lp / 2**levels, D_last)
+        padded = any_padding(levels[0][1])
         for i in reversed(range(self.levels)):
             skip, valid_i = levels[i]
-            h = self.up[i](h.transpose(1, 2)).transpose(1, 2)  # (B, 2 L, D_i)
+            h = self.up[i](h)  # (B, 2 L, D_i)
             h = self.fuse[i](torch.cat([h, skip], dim=-1))
-            h = self.decoder[i](h, valid_i, ropes[i])
+            h = self.decoder[i](h, valid_i, ropes[i], padded)
         out = self.head(self.norm_out(h))[:, :L]  # (B, L, 1 or 2)
         mean = out[..., :1]
         if extra is not None:
@@ -308,6 +365,7 @@ class TimeSeriesTransformer(nn.Module):
         # Pad the length to a multiple of 2**levels; the added positions are padding.
         multiple = 2 ** self.levels
         x, t_rel, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, valid))
+        padded = any_padding(valid)
 
         h = self.embed(x) + self.time_encoding(t_rel)  # (B, Lp, D0)
         if extra is not None:
@@ -315,14 +373,14 @@ class TimeSeriesTransformer(nn.Module):
         levels, ropes = [], []
         for level, (stage, down) in enumerate(zip(self.encoder, self.down)):
             ropes.append(self._rope(t_rel, level))
-            h = stage(h, valid, ropes[-1])  # zero at padding
+            h = stage(h, valid, ropes[-1], padded)  # zero at padding
             levels.append((h, valid))
-            h = down(h.transpose(1, 2)).transpose(1, 2)  # (B, L/2, D_next)
+            h = down(h)  # (B, L/2, D_next)
             # coarse time: mean of the real fine positions' times
             weight = valid.view(B, -1, 2).float()
             t_rel = (t_rel.view(B, -1, 2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
             valid = valid.view(B, -1, 2).any(-1)  # coarse real if either fine position is
-        levels.append((self.bottleneck(h, valid, self._rope(t_rel, self.levels - 1)), valid))
+        levels.append((self.bottleneck(h, valid, self._rope(t_rel, self.levels - 1), padded), valid))
         return levels, ropes, extra
 
     def _rope(self, t: torch.Tensor, level: int):
