@@ -2,7 +2,7 @@
 hand-crafted features and the random-weight control, all on one split by light curve.
 
     python benchmarks/probe_variants.py RUN_DIR TIMESERIES.h5 [--features CACHE.npy]
-        [--variants bottleneck:mean,bottleneck:meanmax,all:mean,all:meanmax]
+        [--variants bottleneck:mean,all:mean,all:meanmax,all:mean+max+std,all:mean+max+spectrum]
 
 Prints one table per target (curve rows, test fraction 0.3, seed 0, as `lcgen probe`). The
 hand-crafted features of every row of TIMESERIES.h5 are computed once (the slow part: ~20 ms of
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("run_dir")
     ap.add_argument("input")
     ap.add_argument("--features", help="cache of the hand-crafted features (.npy, all rows of INPUT)")
-    ap.add_argument("--variants", default="bottleneck:mean,bottleneck:meanmax,all:mean,all:meanmax")
+    ap.add_argument("--variants", default="bottleneck:mean,all:mean,all:meanmax,all:mean+max+std,all:mean+max+spectrum")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 

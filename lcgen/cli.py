@@ -627,6 +627,7 @@ def plot(
     seed: Annotated[int, typer.Option(help="Chooses which rows are shown.")] = 0,
     mask_seed: Annotated[Optional[int], typer.Option(help="Seed of the masks, as in lcgen evaluate. \\[default: 1]")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG for a filled file. \\[default: FILLED.png beside it]")] = None,
+    map_: Annotated[str, typer.Option("--map", help="2-D map of embeddings: auto (UMAP when umap-learn is installed, else PCA), pca, or umap (pip install 'lcgen[umap]'; ~25 s of CPU for a few thousand curves).")] = "auto",
 ) -> None:
     """Draw a run's training curves, reconstructions of test rows (data, hidden regions, model,
     linear interpolation), its errors by block size, for a run with a variance head its
@@ -639,13 +640,15 @@ def plot(
     """
     from lcgen.evaluate import EvaluateConfig
     from lcgen.io import open_checked
-    from lcgen.plots import plot_embeddings, plot_filled, plot_run
+    from lcgen.plots import MAP_METHODS, plot_embeddings, plot_filled, plot_run
 
+    if map_ not in MAP_METHODS:
+        raise LcgenError(f"--map {map_}: choose one of {', '.join(MAP_METHODS)}")
     if run_dir.is_file():
         with open_checked(run_dir) as f:
             fmt = str(f.attrs.get("format", ""))
         if fmt == "embeddings":
-            path = plot_embeddings(run_dir)
+            path = plot_embeddings(run_dir, method=map_)
         else:
             path = plot_filled(run_dir, output or run_dir.with_suffix(".png"), n_curves=examples)
         console.print(f"Wrote {path}")
@@ -653,7 +656,7 @@ def plot(
     if seed < 0:
         raise LcgenError(f"--seed {seed}: must be >= 0")
     cfg = resolve_config(EvaluateConfig, flags={"mask_seed": mask_seed})
-    for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg):
+    for path in plot_run(run_dir, n_examples=examples, seed=seed, eval_config=cfg, map_method=map_):
         console.print(f"Wrote {path}")
 
 
@@ -704,7 +707,7 @@ def embed(
     input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False, metavar="INPUT")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
     level: Annotated[Optional[str], typer.Option(help="Latent level: all (every level, concatenated), or one of bottleneck, level0, level1, ... (mlp: latent). \\[default: all]")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max or meanmax (both, concatenated). \\[default: meanmax]")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max, std, spectrum (amplitudes of 4 Fourier harmonics along the window), or several joined by + (meanmax = mean+max). \\[default: meanmax]")] = None,
     weights: Annotated[Optional[str], typer.Option(help="trained, or random (the same architecture freshly initialised: a control). \\[default: trained]")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per forward pass. \\[default: 256]")] = None,
@@ -777,6 +780,11 @@ def probe(
 
         report = probe_file(embeddings, cfg, output=output, progress=advance)
     console.print(probe_table(report))
+    if "handcrafted" in report:
+        h = report["handcrafted"]
+        console.print(f"hand-crafted baseline: {h['skipped']}" if "skipped" in h else
+                      f"hand-crafted features ({', '.join(h['features'])}): "
+                      f"{'read from' if h['cached'] else 'computed, cached in'} {h['cache']}", highlight=False)
     for line in report["summary"]:
         console.print(line, highlight=False)
     console.print(f"Wrote {output or probe_path(embeddings)}")

@@ -295,26 +295,46 @@ def _float(value) -> float:
 # Embeddings
 
 
-def map_2d(X: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D coordinates of the rows of ``X`` (n, D), standardised first: UMAP when umap-learn is
-    installed, else the first two principal components. Returns (coords (n, 2), method name)."""
+MAP_METHODS = ("auto", "pca", "umap")
+
+
+def map_2d(X: np.ndarray, *, seed: int = 0, method: str = "auto") -> tuple[np.ndarray, str]:
+    """2-D coordinates of the rows of ``X`` (n, D), standardised first: ``umap`` (umap-learn, the
+    optional extra ``lcgen[umap]``; 15 neighbours, fewer for fewer rows, seeded), ``pca`` (the
+    first two principal components), or ``auto``: UMAP when umap-learn is installed, else PCA.
+    Returns (coords (n, 2), method name)."""
+    if method not in MAP_METHODS:
+        raise LcgenError(f"unknown map '{method}'; choose one of {', '.join(MAP_METHODS)}")
     X = np.asarray(X, np.float64)
     std = X.std(0)
     Z = (X - X.mean(0)) / np.where(std > 0, std, 1.0)
-    try:
-        import umap  # optional: pip install umap-learn
-    except ImportError:
-        from sklearn.decomposition import PCA
+    if method != "pca":
+        try:
+            import umap  # optional: pip install 'lcgen[umap]'
+        except ImportError:
+            if method == "umap":
+                raise LcgenError("the UMAP map needs umap-learn: pip install 'lcgen[umap]' (or umap-learn)") from None
+        else:
+            if len(Z) < 4:
+                raise LcgenError(f"a UMAP map needs at least 4 rows, got {len(Z)}; use the PCA map")
+            import warnings
 
-        pca = PCA(n_components=2, random_state=seed).fit(Z)
-        share = pca.explained_variance_ratio_
-        return pca.transform(Z), f"PCA ({share[0]:.0%} + {share[1]:.0%} of the variance)"
-    return umap.UMAP(n_components=2, random_state=seed).fit_transform(Z), "UMAP"
+            with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": wanted
+                warnings.simplefilter("ignore", UserWarning)
+                mapper = umap.UMAP(n_components=2, n_neighbors=min(15, len(Z) - 1), random_state=seed)
+                return mapper.fit_transform(Z), "UMAP"
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, random_state=seed).fit(Z)
+    share = pca.explained_variance_ratio_
+    return pca.transform(Z), f"PCA ({share[0]:.0%} + {share[1]:.0%} of the variance)"
 
 
-def plot_embedding_map(X: np.ndarray, labels: np.ndarray | None, path: str | Path, *, title: str = "") -> Path:
-    """Scatter of a 2-D map (:func:`map_2d`) of embeddings ``X`` (n, D), one colour per label."""
-    coords, method = map_2d(X)
+def plot_embedding_map(X: np.ndarray, labels: np.ndarray | None, path: str | Path, *, title: str = "",
+                       method: str = "auto") -> Path:
+    """Scatter of a 2-D map (:func:`map_2d` by ``method``) of embeddings ``X`` (n, D), one colour
+    per label."""
+    coords, method = map_2d(X, method=method)
     labels = np.full(len(coords), "all") if labels is None else np.asarray(labels).astype(str)
     fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
     for k, label in enumerate(sorted(set(labels.tolist()))):
@@ -327,9 +347,9 @@ def plot_embedding_map(X: np.ndarray, labels: np.ndarray | None, path: str | Pat
     return _save(fig, path)
 
 
-def plot_embeddings(path: str | Path, output: str | Path | None = None) -> Path:
-    """The 2-D map of an embeddings file's curve vectors coloured by light-curve type; writes
-    ``output`` (default: beside the file, STEM_map.png)."""
+def plot_embeddings(path: str | Path, output: str | Path | None = None, *, method: str = "auto") -> Path:
+    """The 2-D map (:func:`map_2d` by ``method``) of an embeddings file's curve vectors coloured
+    by light-curve type; writes ``output`` (default: beside the file, STEM_map.png)."""
     from lcgen.embed import read_embeddings
 
     path = Path(path)
@@ -338,20 +358,22 @@ def plot_embeddings(path: str | Path, output: str | Path | None = None) -> Path:
     title = (f"{a.get('model_name')} ({a.get('preset')}, {a.get('weights')} weights): "
              f"{a.get('level')} {a.get('pooling')}-pooled, {emb.curve.shape[0]:,} curves")
     return plot_embedding_map(emb.curve, emb.curve_meta.get("lc_type"),
-                              output or path.with_name(f"{path.stem}_map.png"), title=title)
+                              output or path.with_name(f"{path.stem}_map.png"), title=title, method=method)
 
 
 # --------------------------------------------------------------------------------------------
 # A run's figures
 
 
-def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_config=None) -> list[Path]:
+def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_config=None,
+             map_method: str = "auto") -> list[Path]:
     """Write ``RUN_DIR/figures/training.png`` (from history.csv),
     ``RUN_DIR/figures/reconstructions.png`` (``n_examples`` test rows, several light-curve types,
     chosen by ``seed``, on the same fixed masks as ``lcgen evaluate``), for a run with a variance
     head ``RUN_DIR/figures/calibration.png`` (:func:`plot_reliability`), once the run has a
     metrics.json ``RUN_DIR/figures/metrics.png`` (:func:`plot_metrics`) and, once it has an
-    embeddings.h5 (``lcgen embed``), ``RUN_DIR/figures/embedding_map.png``. Returns the paths."""
+    embeddings.h5 (``lcgen embed``), ``RUN_DIR/figures/embedding_map.png`` (``map_method``, see
+    :func:`map_2d`). Returns the paths."""
     from lcgen.evaluate import choose_examples, open_evaluation, reconstruction_examples
 
     run_dir = Path(run_dir)
@@ -385,5 +407,5 @@ def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_co
     from lcgen.embed import EMBEDDINGS_FILE
 
     if (run_dir / EMBEDDINGS_FILE).is_file():
-        paths.append(plot_embeddings(run_dir / EMBEDDINGS_FILE, figures / "embedding_map.png"))
+        paths.append(plot_embeddings(run_dir / EMBEDDINGS_FILE, figures / "embedding_map.png", method=map_method))
     return paths

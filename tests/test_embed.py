@@ -1,6 +1,7 @@
 """Embeddings and probes: pooling over real positions only, the embeddings file, probes that find
 a planted signal and only chance in noise, hand-crafted features, and the CLI chain end to end."""
 
+import dataclasses
 import json
 
 import h5py
@@ -9,8 +10,9 @@ import pytest
 import torch
 
 from lcgen.embed import curve_means, embed, pool, pooled_latent, read_embeddings, write_embeddings
+from lcgen.embed.extract import pool_parts
 from lcgen.embed.features import FEATURES, window_features
-from lcgen.embed.probe import probe_arrays, split_groups, target_values
+from lcgen.embed.probe import KNN_KS, LOGISTIC_CS, RIDGE_ALPHAS, probe_arrays, split_groups, target_values
 from lcgen.errors import LcgenError
 from lcgen.models import MODELS, create_model
 from tests.conftest import run_cli
@@ -21,8 +23,10 @@ from tests.test_evaluate import ts_run  # noqa: F401  (the fixture)
 # Pooling and the model latents
 
 
-@pytest.mark.parametrize("how", ["mean", "max", "meanmax"])
+@pytest.mark.parametrize("how", ["mean", "max", "meanmax", "std", "spectrum", "mean+max+std", "mean+max+spectrum"])
 def test_pooling_ignores_padding_exactly(how):
+    from lcgen.embed.extract import SPECTRUM_HARMONICS
+
     g = torch.Generator().manual_seed(0)
     h = torch.randn(4, 12, 5, generator=g)
     valid = torch.zeros(4, 12, dtype=torch.bool)
@@ -35,12 +39,31 @@ def test_pooling_ignores_padding_exactly(how):
         alone = pool(h[i:i + 1, :n], torch.ones(1, n, dtype=torch.bool), how)  # unpadded
         assert torch.equal(pooled[i], alone[0])
         rows = h[i, :n].double()
-        expect = {"mean": rows.mean(0), "max": rows.amax(0)}
-        expect["meanmax"] = torch.cat([expect["mean"], expect["max"]])
-        assert torch.equal(pooled[i], expect[how].float())
+        x = (rows - rows.mean(0)).numpy()
+        harmonics = np.array([np.abs(np.exp(-2j * np.pi * k * np.arange(n) / n) @ x) / n  # the DFT's k-th
+                              for k in range(1, SPECTRUM_HARMONICS + 1)])  # amplitude: (K, D)
+        expect = {"mean": rows.mean(0), "max": rows.amax(0), "std": rows.std(0, correction=0),
+                  "spectrum": torch.from_numpy(harmonics.reshape(-1))}
+        parts = ["mean", "max"] if how == "meanmax" else how.split("+")
+        torch.testing.assert_close(pooled[i], torch.cat([expect[p] for p in parts]).float(), rtol=1e-6, atol=1e-6)
     # a row with no real position pools to zeros, not NaN
-    assert torch.equal(pool(h[:1], torch.zeros(1, 12, dtype=torch.bool), how),
-                       torch.zeros(1, 5 * (2 if how == "meanmax" else 1)))
+    width = sum({"spectrum": SPECTRUM_HARMONICS}.get(p, 1) for p in pool_parts(how)) * 5
+    assert torch.equal(pool(h[:1], torch.zeros(1, 12, dtype=torch.bool), how), torch.zeros(1, width))
+
+
+def test_spectrum_pooling_is_translation_invariant_and_finds_the_period():
+    # a latent sequence oscillating with 3 cycles per window: its 3rd harmonic carries it; a
+    # circular shift along the window (another phase) leaves every amplitude unchanged
+    n = 48
+    m = torch.arange(n, dtype=torch.float64)
+    h = torch.stack([torch.cos(2 * torch.pi * 3 * m / n), torch.ones(n)], -1)[None].float()  # (1, n, 2)
+    valid = torch.ones(1, n, dtype=torch.bool)
+    spec = pool(h, valid, "spectrum").view(4, 2)  # (harmonic, channel)
+    torch.testing.assert_close(spec[:, 0], torch.tensor([0.0, 0.0, 0.5, 0.0]), rtol=0, atol=1e-6)
+    assert torch.equal(spec[:, 1], torch.zeros(4))  # a constant channel has no harmonics
+    torch.testing.assert_close(pool(torch.roll(h, 7, 1), valid, "spectrum"), spec.view(1, 8), rtol=0, atol=1e-6)
+    with pytest.raises(LcgenError, match="unknown pooling 'mean\\+median'"):
+        pool(h, valid, "mean+median")
 
 
 def _ts_batch(B=3, L=64, seed=0):
@@ -191,6 +214,23 @@ def test_split_keeps_each_curve_on_one_side():
     assert not set(groups[train]) & set(groups[test]) and len(set(groups[test])) == 15
 
 
+def test_cross_validation_folds_keep_each_curve_in_one_fold():
+    from lcgen.embed.probe import _folds
+
+    groups = np.repeat(np.arange(40), 3)  # 3 windows per curve
+    y = np.repeat(np.array(["a", "b"] * 20), 3)
+    for folds in (_folds(groups), _folds(groups, y)):
+        assert len(folds) == 5
+        held = np.concatenate([test for _, test in folds])
+        assert np.array_equal(np.sort(held), np.arange(120))  # every row held out exactly once
+        for train, test in folds:
+            assert not set(groups[train]) & set(groups[test])
+    for _, test in _folds(groups, y):  # stratified: both classes in every fold
+        assert set(y[test]) == {"a", "b"}
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(_folds(groups, y), _folds(groups, y)))  # fixed
+    assert len(_folds(np.repeat(np.arange(3), 2))) == 3  # fewer curves than folds: one fold each
+
+
 def test_probes_recover_a_planted_signal():
     rng = np.random.default_rng(0)
     n, k = 1200, 4
@@ -210,7 +250,9 @@ def test_probes_recover_a_planted_signal():
     assert out["kind"]["few_shot"]["100"]["repeats"] == 3
     for spec in ("z", "log10(scale)"):  # the log target is the planted z again
         assert out[spec]["ridge"]["r2"] > 0.99 and out[spec]["ridge"]["rmse"] < 0.1
+        assert out[spec]["ridge"]["alpha"] in RIDGE_ALPHAS and out[spec]["knn"]["k"] in KNN_KS
         assert out[spec]["knn"]["r2"] > 0.6  # neighbours in 10 dimensions, 9 of them noise
+    assert out["kind"]["logistic"]["C"] in LOGISTIC_CS  # the chosen settings are reported
 
 
 def test_probes_on_noise_score_chance():
@@ -269,21 +311,21 @@ def test_window_features_of_a_sinusoid_and_of_white_noise():
 
 
 def test_cli_train_embed_probe_plot(tmp_path):
-    r = run_cli("generate", "-n", 60, "--seed", 2, "-o", tmp_path / "raw.h5", "-j", 1, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = run_cli("convert", "-i", tmp_path / "raw.h5", "-o", tmp_path / "ts.h5", "--max-length", 64,
-                "--min-points", 16, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    r = run_cli("train", "transformer", "--preset", "tiny", "--epochs", 1, "--batch-size", 32,
+    from lcgen.convert import ConvertConfig, convert
+    from lcgen.simulate import SimulateConfig, generate
+
+    # the data are made in-process (their commands have their own tests); the chain is the CLI's
+    generate(SimulateConfig(n_samples=40, output=str(tmp_path / "raw.h5"), seed=2), workers=1)
+    convert(ConvertConfig(input=str(tmp_path / "raw.h5"), output=str(tmp_path / "ts.h5"), max_length=32,
+                          min_points=16))
+    r = run_cli("train", "transformer", "--preset", "tiny", "--epochs", 1, "--batch-size", 64,
                 "--data", tmp_path / "ts.h5", "--name", "t", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     run = tmp_path / "runs" / "transformer" / "t"
-    r = run_cli("embed", run, tmp_path / "raw.h5", cwd=tmp_path)  # a raw file: say what to run first
-    assert r.returncode == 1 and "lcgen convert" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("embed", run, tmp_path / "ts.h5", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     # default: every level (16 + 32 + 32 channels), mean and max: 160 numbers per curve
-    assert "rows/s" in r.stdout and "60 × 160" in r.stdout
+    assert "rows/s" in r.stdout and "40 × 160" in r.stdout
     r = run_cli("info", run / "embeddings.h5", cwd=tmp_path)
     assert r.returncode == 0 and "embeddings" in r.stdout and "meanmax" in r.stdout
     r = run_cli("probe", run / "embeddings.h5", "--set", "few_shot=[2]", "--set", "repeats=2", cwd=tmp_path)
@@ -297,17 +339,19 @@ def test_cli_train_embed_probe_plot(tmp_path):
         assert set(t) == {"lc_type", "log10(period)", "log10(tau)"}
         assert 0 <= t["lc_type"]["logistic"]["macro_f1"] <= 1 and "2" in t["lc_type"]["few_shot"]
         assert np.isfinite(t["log10(period)"]["ridge"]["rmse"])
-    assert report["split"]["n_test_rows"] == 18 and report["split"]["n_curves"] == 60
-    assert "lc_type macro-F1 (logistic)" in r.stdout
-    r = run_cli("probe", run / "embeddings.h5", "--no-baselines", "-t", "sampling", "-t", "log10(snr)",
+    assert report["split"]["n_test_rows"] == 12 and report["split"]["n_curves"] == 40
+    assert "lc_type macro-F1 (logistic)" in r.stdout and "computed, cached in" in r.stdout
+    # again, other targets: the hand-crafted features come from the cache
+    r = run_cli("probe", run / "embeddings.h5", "-t", "sampling", "-t", "log10(snr)", "--set", "few_shot=[2]",
                 "-o", tmp_path / "p.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert f"read from {run / 'embeddings-features.npz'}" in r.stdout.replace("\n", "")
     other = json.loads((tmp_path / "p.json").read_text())
-    assert list(other["representations"]) == ["learned"]
+    assert other["handcrafted"]["cached"] and list(other["representations"]) == ["learned", "handcrafted", "random"]
     assert set(other["representations"]["learned"]["targets"]) == {"sampling", "log10(snr)"}
-    r = run_cli("plot", run / "embeddings.h5", cwd=tmp_path)
+    r = run_cli("plot", run / "embeddings.h5", "--map", "pca", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert (run / "embeddings_map.png").stat().st_size > 10_000
+    assert (run / "embeddings_map.png").stat().st_size > 10_000 and "Wrote" in r.stdout
 
 
 @pytest.mark.parametrize("name", ["unet", "mlp"])
@@ -327,3 +371,104 @@ def test_spectral_runs_embed_one_vector_per_analysed_curve(tmp_path, name):
     np.testing.assert_array_equal(emb.start, 0)
     assert emb.attrs["input_format"] == "spectra" and np.isfinite(emb.window).all()
     assert emb.window.shape[1] == (8 + 16 + 16 if name == "unet" else 8)  # unet tiny: every level
+    # probes with the spectral hand-crafted baseline, read off the same rows' spectra
+    from lcgen.embed.features import SPECTRAL_FEATURES, spectra_features
+    from lcgen.embed.probe import ProbeConfig, probe_file
+
+    emb.meta["kind"] = np.array(["a", "b"] * 12)[emb.row]
+    emb.curve_meta["kind"] = emb.meta["kind"]
+    path = write_embeddings(tmp_path / "e.h5", emb)
+    report = probe_file(path, ProbeConfig(targets=["kind"], few_shot=[2], repeats=1))
+    assert report["representations"]["handcrafted"]["dim"] == len(SPECTRAL_FEATURES)
+    assert report["handcrafted"]["features"] == list(SPECTRAL_FEATURES) and not report["handcrafted"]["cached"]
+    feats = np.load(tmp_path / "e-features.npz")["features"]
+    np.testing.assert_array_equal(feats, spectra_features(tmp_path / "spectra.h5", emb.row))
+    assert np.isfinite(feats).mean() > 0.5
+
+
+def test_spectral_features_of_a_peaked_red_spectrum():
+    from lcgen.embed.features import SPECTRAL_FEATURES, spectral_features
+
+    freq = np.geomspace(0.01, 10, 200)
+    psd = 3.0 * freq ** -2.0
+    k = 120
+    psd[k] *= 50.0  # a line at freq[k]
+    fstat = np.ones_like(freq)
+    fstat[k] = 400.0
+    valid = np.ones(freq.size, bool)
+    valid[:5] = False  # outside the curve's band: never read, whatever it holds
+    psd[:5] = fstat[:5] = 1e9
+    lag = np.linspace(0, 60, 301)
+    acf = np.cos(2 * np.pi * lag / 7.0) * np.exp(-lag / 200)
+    f = dict(zip(SPECTRAL_FEATURES, spectral_features(freq, psd, fstat, valid, lag, acf, lag < 40)))
+    assert f["log_peak_freq"] == pytest.approx(np.log10(freq[k])) and f["log_fstat_freq"] == f["log_peak_freq"]
+    assert f["log_fstat_max"] == pytest.approx(np.log10(400.0))
+    assert f["psd_slope"] == pytest.approx(-2.0, abs=0.05)  # the line barely moves the fit
+    assert f["log_psd_median"] == pytest.approx(np.log10(np.median(psd[5:])), abs=1e-9)
+    assert f["log_peak_power"] == pytest.approx(np.log10(50.0), abs=0.05)  # over the power law
+    assert 10 ** f["log_acf_lag"] == pytest.approx(7.0, abs=0.2) and f["acf_peak"] == 1
+    assert f["acf_first"] == pytest.approx(acf[1])
+    # nothing valid: every feature undefined, not a silent zero
+    none = spectral_features(freq, psd, fstat, np.zeros(freq.size, bool), lag, acf, np.zeros(lag.size, bool))
+    assert np.isnan(none).all()
+
+
+def test_handcrafted_features_are_cached_and_recomputed_when_the_input_changes(ts_run, tmp_path, monkeypatch):
+    import shutil
+
+    from lcgen.embed import EmbedConfig
+    from lcgen.embed import features as feature_module
+    from lcgen.embed.probe import handcrafted
+
+    data = tmp_path / "ts.h5"  # a copy: this test rewrites it
+    shutil.copy(ts_run.parents[2] / "ts.h5", data)
+    emb = embed(ts_run, data, EmbedConfig(level="bottleneck", pooling="mean"))
+    cache = tmp_path / "e-features.npz"
+    calls = []
+    compute = feature_module.timeseries_features
+    monkeypatch.setattr(feature_module, "timeseries_features",
+                        lambda *a, **k: calls.append(len(a[1])) or compute(*a, **k))
+    first, names, cached = handcrafted(emb, cache=cache)
+    assert not cached and calls == [emb.row.size] and cache.is_file() and names == FEATURES
+    np.testing.assert_array_equal(first, compute(data, emb.row))
+    again, _, cached = handcrafted(emb, cache=cache)
+    assert cached and calls == [emb.row.size]  # read back, not computed
+    np.testing.assert_array_equal(again, first)
+    # the input rewritten (same bytes, new modification time): computed again
+    with h5py.File(data, "r+") as f:
+        f["flux"][0, 0] = f["flux"][0, 0]
+    _, _, cached = handcrafted(emb, cache=cache)
+    assert not cached and calls == [emb.row.size] * 2
+    assert handcrafted(emb, cache=cache)[2]
+    # other rows of the same file: computed again
+    sub = dataclasses.replace(emb, row=emb.row[:5])
+    assert not handcrafted(sub, cache=cache)[2] and calls[-1] == 5
+    # a damaged cache is computed again, not an error
+    cache.write_bytes(b"not a cache")
+    assert not handcrafted(emb, cache=cache)[2]
+
+
+def test_embedding_maps_pca_umap_and_the_fallback(monkeypatch):
+    import sys
+
+    from lcgen.plots import map_2d
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    X = 0.3 * rng.standard_normal((60, 3)) + 3.0 * np.eye(3)[labels]  # 3 clusters apart in 3-D
+
+    def separated(coords):  # each point's nearest other point is of its own cluster
+        d = np.linalg.norm(coords[:, None] - coords[None], axis=-1) + np.diag(np.full(60, np.inf))
+        return (labels[d.argmin(1)] == labels).mean()
+
+    coords, method = map_2d(X, method="pca")
+    assert method.startswith("PCA (") and coords.shape == (60, 2) and separated(coords) == 1.0
+    coords, method = map_2d(X, method="umap")  # umap-learn: the `umap` extra, installed with `dev`
+    assert method == "UMAP" and coords.shape == (60, 2) and np.isfinite(coords).all()
+    assert separated(coords) == 1.0
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    assert map_2d(X)[1].startswith("PCA (")  # auto falls back to PCA
+    with pytest.raises(LcgenError, match=r"pip install 'lcgen\[umap\]'"):
+        map_2d(X, method="umap")
+    with pytest.raises(LcgenError, match="unknown map 'tsne'"):
+        map_2d(X, method="tsne")

@@ -5,9 +5,15 @@ spectral channel for the UNet and MLP), the model's latent at one level, ``h`` (
 validity ``v`` (L',) (:meth:`latents` of every registered model), is pooled over the real
 positions only:
 
-    mean:     e = Σ_j v_j h_j / Σ_j v_j
-    max:      e_d = max_{j: v_j} h_jd
-    meanmax:  [mean, max] (2D)
+    mean:     e = Σ_j v_j h_j / Σ_j v_j                                     (D)
+    max:      e_d = max_{j: v_j} h_jd                                      (D)
+    std:      e_d = (Σ_j v_j (h_jd − mean_d)² / Σ_j v_j)^½                 (D)
+    spectrum: e_kd = |Σ_m (h_{j_m} d − mean_d) exp(−2πi k m / n)| / n,     (K·D, K = 4)
+              k = 1..K: the amplitude of the latent sequence's k-th Fourier harmonic over its
+              n real positions j_0 < .. < j_{n−1} (k cycles per window), a translation-invariant
+              summary of periodic structure along the window
+
+and any of them joined by ``+`` (concatenated in that order; ``meanmax`` is ``mean+max``).
 
 Positions that are not real (padding) never enter, whatever they hold, so padding a window
 further cannot change its vector. Nothing is hidden from the model (no mask), and dropout is off.
@@ -38,7 +44,9 @@ import numpy as np
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_h5, config_yaml, open_checked, write_header
 
-POOLINGS = ("mean", "max", "meanmax")
+POOL_PARTS = ("mean", "max", "std", "spectrum")
+POOLINGS = ("meanmax", "mean", "max", "std", "spectrum", "mean+max+std", "mean+max+spectrum")  # documented, measured
+SPECTRUM_HARMONICS = 4
 EMBEDDINGS_FILE = "embeddings.h5"
 
 
@@ -48,7 +56,7 @@ class EmbedConfig:
 
     checkpoint: Literal["best", "last"] = "best"  # (str) best.pt (lowest validation loss) or last.pt
     level: Optional[str] = "all"  # (str) latent level to pool: all (every level, concatenated; best measured), or one of level0.., bottleneck (mlp: latent); null = the model's bottleneck
-    pooling: Literal["mean", "max", "meanmax"] = "meanmax"  # (str) over the real positions: mean, max, or both concatenated (best measured)
+    pooling: str = "meanmax"  # (str) over the real positions: mean, max, std, spectrum (Fourier amplitudes along the window), or several joined by + (meanmax = mean+max, the default)
     weights: Literal["trained", "random"] = "trained"  # (str) random: the same architecture freshly initialised (a control)
     seed: int = 0  # (int) initialisation seed of random weights
     batch_size: int = 256  # (int) rows per forward pass
@@ -75,27 +83,48 @@ class Embeddings:
 # Pooling
 
 
+def pool_parts(how: str) -> list[str]:
+    """The parts of a pooling name: ``'mean+max'`` -> ['mean', 'max']; ``meanmax`` is mean+max."""
+    parts = ["mean", "max"] if how == "meanmax" else how.split("+")
+    if not parts or any(p not in POOL_PARTS for p in parts) or len(set(parts)) < len(parts):
+        raise LcgenError(f"unknown pooling '{how}'; choose one of {', '.join(POOL_PARTS)} or several joined "
+                         f"by + (e.g. {', '.join(POOLINGS[:1] + POOLINGS[-2:])})")
+    return parts
+
+
 def pool(h, valid, how: str = "mean"):
     """Pool latents ``h`` (B, L', D) over the positions where ``valid`` (B, L') is True.
 
-    Returns (B, D) float32 ((B, 2D) for ``meanmax``), computed in float64 so that the result does
-    not depend on how many invalid positions the row has (summing extra zeros in another order
-    changes float32 sums in the last bit). A row with no valid position gives zeros.
+    Returns (B, D') float32 (D' = D per mean, max or std part, K·D for spectrum; see the module
+    docstring), computed in float64 so that the result does not depend on how many invalid
+    positions the row has (summing extra zeros in another order changes float32 sums in the
+    last bit). A row with no valid position gives zeros.
     """
     import torch
 
-    if how not in POOLINGS:
-        raise LcgenError(f"unknown pooling '{how}'; choose one of {', '.join(POOLINGS)}")
-    valid = valid.bool()[..., None]  # (B, L', 1)
-    h = h.double()
-    count = valid.sum(1)  # (B, 1)
-    parts = []
-    if how in ("mean", "meanmax"):
-        parts.append(torch.where(valid, h, 0.0).sum(1) / count.clamp(min=1))
-    if how in ("max", "meanmax"):
-        top = torch.where(valid, h, -torch.inf).amax(1)
-        parts.append(torch.where(count > 0, top, 0.0))
-    return torch.cat(parts, dim=-1).float()
+    parts = pool_parts(how)
+    valid = valid.bool()
+    v = valid[..., None]  # (B, L', 1)
+    h = torch.where(v, h.double(), 0.0)  # whatever padding holds (NaN too) never enters
+    count = v.sum(1).clamp(min=1)  # (B, 1)
+    mean = h.sum(1) / count
+    out = []
+    for part in parts:
+        if part == "mean":
+            out.append(mean)
+        elif part == "max":
+            top = torch.where(v, h, -torch.inf).amax(1)
+            out.append(torch.where(v.any(1), top, 0.0))
+        elif part == "std":
+            out.append((torch.where(v, h - mean[:, None], 0.0) ** 2).sum(1).div(count).sqrt())
+        else:  # spectrum: Fourier amplitudes over the real positions, in their order
+            x = torch.where(v, h - mean[:, None], 0.0)
+            m = (torch.cumsum(valid, 1) - 1).double()  # index among the row's real positions
+            for k in range(1, SPECTRUM_HARMONICS + 1):
+                phase = torch.where(valid, 2 * torch.pi * k * m / count, 0.0)[..., None]
+                re, im = (x * phase.cos()).sum(1), (x * phase.sin()).sum(1)
+                out.append(torch.sqrt(re ** 2 + im ** 2) / count)
+    return torch.cat(out, dim=-1).float()
 
 
 def pooled_latent(model, batch: dict, level: str, how: str = "mean"):
@@ -188,8 +217,7 @@ def embed(run_dir: str | Path, input: str | Path | None = None, cfg: EmbedConfig
     cfg = cfg or EmbedConfig()
     if cfg.batch_size < 1:
         raise LcgenError(f"batch_size must be >= 1, got {cfg.batch_size}")
-    if cfg.pooling not in POOLINGS:
-        raise LcgenError(f"unknown pooling '{cfg.pooling}'; choose one of {', '.join(POOLINGS)}")
+    pool_parts(cfg.pooling)  # fails early on an unknown pooling
     run_dir = Path(run_dir)
     model, tcfg = load_model(run_dir, cfg)
     spec = get_spec(tcfg.model_name)

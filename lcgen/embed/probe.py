@@ -6,13 +6,20 @@ permutation of the groups, so no curve sits on both sides, and every representat
 rows is probed on the same split:
 
 - classification targets (text columns such as ``lc_type``): logistic regression (multinomial,
-  L2, C = 1) and k-nearest neighbours (k = 10, Euclidean); macro-F1 and accuracy on the test
-  rows; and few-shot: the logistic probe trained on ``n`` labelled curves per class drawn from
-  the train split (for each n in ``few_shot``, ``repeats`` seeded draws, mean and std);
-- regression targets (numeric columns, ``log10(NAME)`` for a log): ridge regression (alpha
-  chosen by efficient leave-one-out over 10^-3..10^3) and k-nearest neighbours (k = 10); R² and
-  RMSE on the test rows. Rows where the target is missing (NaN, or ≤ 0 under a log) are left
-  out of that target.
+  L2) and k-nearest neighbours (Euclidean); macro-F1 and accuracy on the test rows; and
+  few-shot: the logistic probe trained on ``n`` labelled curves per class drawn from the train
+  split (for each n in ``few_shot``, ``repeats`` seeded draws, mean and std);
+- regression targets (numeric columns, ``log10(NAME)`` for a log): ridge regression and
+  k-nearest neighbours; R² and RMSE on the test rows. Rows where the target is missing (NaN,
+  or ≤ 0 under a log) are left out of that target.
+
+Each probe's one setting (the logistic C among 10^-3..10^2, the ridge alpha among 10^-2..10^5,
+the kNN k among 5, 10, 20, 40) is chosen by 5-fold cross-validation on the train rows alone
+(macro-F1 for classifiers, R² for regressors), with fixed folds by light curve (sklearn's
+GroupKFold, or StratifiedGroupKFold for classes, unshuffled); a few-shot probe chooses its C on
+its own labelled curves. The chosen values are in the report. So a wide representation gets the
+regularisation it needs and a narrow one is not over-regularised: the protocol is the same for
+every representation.
 
 Every probe sees standardised features (mean 0, variance 1 on the train rows; missing values
 set to the train median first), fitted on the train rows only. All seeds are fixed, so the
@@ -22,6 +29,7 @@ numbers are reproducible. Chance for macro-F1 with K balanced classes is 1/K; fo
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
@@ -31,7 +39,6 @@ import numpy as np
 from lcgen.errors import LcgenError
 
 PROBE_FILE = "probe.json"
-KNN_NEIGHBOURS = 10
 DEFAULT_TARGETS = ("lc_type", "log10(period)", "log10(tau)")
 
 
@@ -114,36 +121,100 @@ def _prepare(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.nd
     return (X_train - mean) / std, (X_test - mean) / std
 
 
-def classify(X_train, y_train, X_test, y_test, *, seed: int = 0) -> dict:
-    """Logistic-regression and kNN classifiers; macro-F1 and accuracy on the test rows."""
-    from sklearn.linear_model import LogisticRegression
+CV_FOLDS = 5
+LOGISTIC_CS = np.logspace(-3, 2, 6)  # inverse L2 strengths tried by the logistic probe
+RIDGE_ALPHAS = np.logspace(-2, 5, 15)  # L2 strengths tried by the ridge probe
+KNN_KS = (5, 10, 20, 40)  # neighbour counts tried by the kNN probes
+
+
+def _folds(groups: np.ndarray, y: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fixed cross-validation folds over train rows, by group (every row of a curve in one fold):
+    :data:`CV_FOLDS` (fewer with fewer groups) folds of sklearn's deterministic GroupKFold, or
+    StratifiedGroupKFold (not shuffled) when class labels ``y`` are given."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+    groups = np.asarray(groups)
+    n = min(CV_FOLDS, np.unique(groups).size)
+    if y is not None:
+        n = min(n, int(np.unique(y, return_counts=True)[1].min()))
+        if n >= 2:
+            return list(StratifiedGroupKFold(n).split(np.zeros(len(y)), y, groups))
+    return list(GroupKFold(max(n, 2)).split(np.zeros(len(groups)), groups=groups))
+
+
+def _knn(estimator, folds, A, y, scoring):
+    """kNN with k chosen among :data:`KNN_KS` (at most the smallest fold's train size) by
+    ``scoring`` on the folds."""
+    from sklearn.model_selection import GridSearchCV
+
+    smallest = min(len(train) for train, _ in folds)
+    ks = [k for k in KNN_KS if k <= smallest] or [max(1, smallest)]
+    return GridSearchCV(estimator, {"n_neighbors": ks}, cv=folds, scoring=scoring, error_score="raise").fit(A, y)
+
+
+def _macro_f1():
+    """The macro-F1 scorer, for integer class codes. (On two text classes sklearn 1.9's scorers
+    fail: the "f1_macro" string inside LogisticRegressionCV passes pos_label twice, and a
+    make_scorer's default pos_label=1 is not a label; so the probes fit class codes.)"""
+    from sklearn.metrics import f1_score, make_scorer
+
+    return make_scorer(f1_score, average="macro")
+
+
+def _logistic(folds, A, y, seed: int):
+    """sklearn's LogisticRegressionCV (L2, C among :data:`LOGISTIC_CS` by macro-F1 on ``folds``)
+    fitted to ``A``, ``y``; its FutureWarnings about coming changes of defaults and attributes
+    (none of which this uses) are kept out of the user's output."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegressionCV
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return LogisticRegressionCV(Cs=LOGISTIC_CS, cv=folds, scoring=_macro_f1(), max_iter=2000,
+                                    random_state=seed).fit(A, y)
+
+
+def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) -> dict:
+    """Logistic-regression and kNN classifiers, their strength C and neighbour count k chosen by
+    cross-validated macro-F1 on the train rows (folds by ``groups``, default one per row);
+    macro-F1 and accuracy on the test rows, and the chosen C and k."""
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.neighbors import KNeighborsClassifier
 
     A, B = _prepare(X_train, X_test)
     labels = np.unique(np.concatenate([y_train, y_test]))
+    codes = np.searchsorted(labels, y_train)  # fitted as class codes (see _macro_f1)
+    folds = _folds(np.arange(len(codes)) if groups is None else groups, codes)
+    logistic = _logistic(folds, A, codes, seed)
+    knn = _knn(KNeighborsClassifier(), folds, A, codes, _macro_f1())
     out = {}
-    for name, model in (("logistic", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
-                        ("knn", KNeighborsClassifier(n_neighbors=min(KNN_NEIGHBOURS, len(y_train))))):
-        pred = model.fit(A, y_train).predict(B)
+    for name, model, chosen in (("logistic", logistic, {"C": float(np.ravel(logistic.C_)[0])}),
+                                ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
+        pred = labels[model.predict(B)]
         out[name] = {"macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
-                     "accuracy": float(accuracy_score(y_test, pred))}
+                     "accuracy": float(accuracy_score(y_test, pred)), **chosen}
     return out
 
 
-def regress(X_train, y_train, X_test, y_test) -> dict:
-    """Ridge (alpha by leave-one-out) and kNN regressors; R² and RMSE on the test rows."""
+def regress(X_train, y_train, X_test, y_test, *, groups=None) -> dict:
+    """Ridge and kNN regressors, their alpha and neighbour count k chosen by cross-validation on
+    the train rows (folds by ``groups``, default one per row); R² and RMSE on the test rows, and
+    the chosen alpha and k."""
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import mean_squared_error, r2_score
     from sklearn.neighbors import KNeighborsRegressor
 
     A, B = _prepare(X_train, X_test)
+    folds = _folds(np.arange(len(y_train)) if groups is None else groups)
+    ridge = RidgeCV(alphas=RIDGE_ALPHAS, cv=folds).fit(A, y_train)
+    knn = _knn(KNeighborsRegressor(), folds, A, y_train, "r2")
     out = {}
-    for name, model in (("ridge", RidgeCV(alphas=np.logspace(-3, 3, 13))),
-                        ("knn", KNeighborsRegressor(n_neighbors=min(KNN_NEIGHBOURS, len(y_train))))):
-        pred = model.fit(A, y_train).predict(B)
+    for name, model, chosen in (("ridge", ridge, {"alpha": float(ridge.alpha_)}),
+                                ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
+        pred = model.predict(B)
         out[name] = {"r2": float(r2_score(y_test, pred)),
-                     "rmse": float(np.sqrt(mean_squared_error(y_test, pred)))}
+                     "rmse": float(np.sqrt(mean_squared_error(y_test, pred))), **chosen}
     return out
 
 
@@ -153,7 +224,6 @@ def few_shot(X, y, groups, train: np.ndarray, test: np.ndarray, sizes: Sequence[
     in ``sizes``: mean and std over ``repeats`` seeded draws of macro-F1 and accuracy on the
     test rows. A class with fewer train curves than n contributes all of them (``n_max`` says
     the most any class could give)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
 
     labels = np.unique(y[train | test])
@@ -170,7 +240,8 @@ def few_shot(X, y, groups, train: np.ndarray, test: np.ndarray, sizes: Sequence[
             if np.unique(y[pick]).size < 2:
                 continue
             A, B = _prepare(X[pick], X[test])
-            pred = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(A, y[pick]).predict(B)
+            folds = _folds(groups[pick], y[pick])  # C chosen on the labelled curves alone
+            pred = labels[_logistic(folds, A, np.searchsorted(labels, y[pick]), seed).predict(B)]
             f1s.append(f1_score(y[test], pred, labels=labels, average="macro", zero_division=0))
             accs.append(accuracy_score(y[test], pred))
         per_class = min(np.unique(groups[train & (y == c)]).size for c in labels)
@@ -210,11 +281,11 @@ def probe_arrays(X: np.ndarray, meta: dict[str, np.ndarray], groups: np.ndarray,
             if np.unique(y[tr]).size < 2:
                 entry["skipped"] = "only one class in the train split"
             else:
-                entry.update(classify(X[tr], y[tr], X[te], y[te], seed=seed))
+                entry.update(classify(X[tr], y[tr], X[te], y[te], seed=seed, groups=groups[tr]))
                 entry["few_shot"] = few_shot(X, y, groups, tr, te, few_shot_sizes, repeats=repeats, seed=seed)
         else:
             entry["target_std"] = float(np.std(y[te]))
-            entry.update(regress(X[tr], y[tr], X[te], y[te]))
+            entry.update(regress(X[tr], y[tr], X[te], y[te], groups=groups[tr]))
         out[spec] = entry
     return out
 
@@ -231,31 +302,93 @@ def probe_path(embeddings: str | Path) -> Path:
     return embeddings.with_name(name)
 
 
-def representations(emb, cfg: ProbeConfig, *, progress: Callable[[str, int, int], None] | None = None) -> dict:
+HANDCRAFTED_INPUTS = ("timeseries", "paired", "spectra")  # input formats with a hand-crafted baseline
+
+
+def features_path(embeddings: str | Path) -> Path:
+    """Where :func:`probe_file` caches the hand-crafted features of an embeddings file's rows:
+    ``STEM-features.npz`` beside it."""
+    embeddings = Path(embeddings)
+    return embeddings.with_name(f"{embeddings.stem}-features.npz")
+
+
+def _input_key(path: str | Path) -> dict:
+    """What identifies the input file's contents for the cache: its resolved path, size and
+    modification time (ns); any rewrite of the file changes it."""
+    path = Path(path)
+    stat = path.stat()
+    return {"input": str(path.resolve()), "size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
+
+
+def handcrafted(emb, *, cache: str | Path | None = None,
+                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, tuple[str, ...], bool]:
+    """The hand-crafted features (:mod:`lcgen.embed.features`) of every embedded row of
+    ``emb`` (N, F), their names, and whether they came from ``cache``: per window for a
+    ``timeseries`` or ``paired`` input (from the windows' time series), per spectra row for a
+    ``spectra`` input. With ``cache`` (a ``.npz`` path), they are read from there when it was
+    made from the same rows of the same, unchanged input file (path, size, modification time)
+    with the same feature set, and computed and written there otherwise. ``progress(n)`` after
+    each chunk of computed rows."""
+    from lcgen.embed.features import (FEATURES, SPECTRAL_FEATURES, spectra_features,
+                                      timeseries_features)
+
+    kind = emb.attrs.get("input_format")
+    if kind not in HANDCRAFTED_INPUTS:
+        raise LcgenError(f"no hand-crafted features for '{kind}' inputs")
+    names = SPECTRAL_FEATURES if kind == "spectra" else FEATURES
+    if not Path(emb.attrs["input"]).is_file():
+        raise LcgenError(f"{emb.attrs['input']}, the file these embeddings were made from, is gone; the "
+                         f"baselines need it (or probe with --no-baselines)")
+    key = {**_input_key(emb.attrs["input"]), "kind": kind, "names": list(names)}
+    if cache is not None and Path(cache).is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if json.loads(str(z["key"])) == key and np.array_equal(z["row"], emb.row):
+                    return z["features"], names, True
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or of another layout: computed again
+    compute = spectra_features if kind == "spectra" else timeseries_features
+    feats = compute(emb.attrs["input"], emb.row, progress=progress)
+    if cache is not None:
+        cache = Path(cache)
+        tmp = cache.with_name(cache.name + ".partial")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, features=feats, row=emb.row, key=json.dumps(key))
+        tmp.replace(cache)
+    return feats, names, False
+
+
+def representations(emb, cfg: ProbeConfig, *, progress: Callable[[str, int, int], None] | None = None,
+                    cache: str | Path | None = None, notes: dict | None = None) -> dict:
     """The matrices to probe, row-aligned with ``emb``'s windows or curves: ``learned`` (the
-    file's vectors) and, with ``cfg.baselines``, ``handcrafted`` (:mod:`lcgen.embed.features` of
-    the same windows, averaged per curve like the embeddings) and ``random`` (the run's
-    architecture with random weights, same level and pooling). ``progress(name, done, total)``
-    reports the slow steps."""
+    file's vectors) and, with ``cfg.baselines``, ``handcrafted`` (:func:`handcrafted` of the
+    same rows, averaged per curve like the embeddings; cached in ``cache``) and ``random`` (the
+    run's architecture with random weights, same level and pooling). ``progress(name, done,
+    total)`` reports the slow steps; ``notes`` (a dict) receives the hand-crafted feature names,
+    the cache path and whether it was used."""
     from lcgen.embed.extract import EmbedConfig, embed
-    from lcgen.embed.features import timeseries_features
 
     per_curve = cfg.rows == "curve"
     out = {"learned": emb.curve if per_curve else emb.window}
     if not cfg.baselines:
         return out
     attrs = emb.attrs
-    if attrs.get("input_format") in ("timeseries", "paired"):  # windows with their time series
-        total = emb.row.size
-        done = [0]
+    total = emb.row.size
+    done = [0]
 
-        def tick(n: int) -> None:
-            done[0] += n
-            if progress is not None:
-                progress("hand-crafted features", done[0], total)
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress("hand-crafted features", done[0], total)
 
-        feats = timeseries_features(attrs["input"], emb.row, progress=tick)
+    if attrs.get("input_format") in HANDCRAFTED_INPUTS:
+        feats, names, cached = handcrafted(emb, cache=cache, progress=tick)
+        if notes is not None:
+            notes.update(features=list(names), cache=str(cache) if cache is not None else None, cached=cached)
         out["handcrafted"] = _curve_nanmean(feats, emb.curve_index, emb.curve_source.size) if per_curve else feats
+    elif notes is not None:
+        notes.update(skipped=f"no hand-crafted features are defined for '{attrs.get('input_format')}' inputs "
+                             f"(only {', '.join(HANDCRAFTED_INPUTS)})")
     embed_cfg = EmbedConfig(checkpoint=attrs["checkpoint"], level=attrs["level"], pooling=attrs["pooling"],
                             weights="random", seed=cfg.seed)
     control = embed(attrs["run_dir"], attrs["input"], embed_cfg)
@@ -301,7 +434,8 @@ def probe_file(embeddings: str | Path, cfg: ProbeConfig | None = None, *, output
     for spec in targets:
         target_values(meta, spec)  # fail early on an unknown column
     train, test = split_groups(groups, cfg.test_fraction, cfg.seed)
-    reps = representations(emb, cfg, progress=progress)
+    notes: dict = {}
+    reps = representations(emb, cfg, progress=progress, cache=features_path(embeddings), notes=notes)
     results = {name: {"dim": int(X.shape[1]),
                       "targets": probe_arrays(X, meta, groups, targets, train=train, test=test,
                                               few_shot_sizes=cfg.few_shot, repeats=cfg.repeats, seed=cfg.seed)}
@@ -314,6 +448,8 @@ def probe_file(embeddings: str | Path, cfg: ProbeConfig | None = None, *, output
                         "n_train_rows": int(train.sum()), "n_test_rows": int(test.sum()),
                         "n_curves": int(np.unique(groups).size)},
               "config": dataclasses.asdict(cfg), "representations": results}
+    if notes:
+        report["handcrafted"] = notes
     report["summary"] = summary_lines(report)
     write_metrics(output or probe_path(embeddings), report)
     return report
