@@ -124,7 +124,7 @@ def stages(raw: Path) -> None:
                          cwd=HERE, env={**os.environ, **ENV_1THREAD, "PYTHONPATH": str(HERE)})
     m = json.loads(out.stdout.strip().splitlines()[-1])
     per = 1e3 / m["curves"]
-    print(f"\n| stage (this tree, in-process) | CPU ms per curve | share |\n|---|---|---|")
+    print("\n| stage (this tree, in-process) | CPU ms per curve | share |\n|---|---|---|")
     print(f"| whole curve | {per * m['total']:.2f} | 100 % |")
     for key, name in STAGE_NAMES.items():
         if key in m:

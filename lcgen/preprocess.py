@@ -410,9 +410,9 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
             todo = [c for c in range(len(chunks)) if not done[c]]
             if progress is not None and resumed:
                 progress(sum(chunks[c][1] - chunks[c][0] for c in range(len(chunks)) if done[c]))
-            for c, result in _map_chunks(cfg, grids, first, [chunks[c] for c in todo], todo, workers):
+            for c, computed in _map_chunks(cfg, grids, first, [chunks[c] for c in todo], todo, workers):
                 a, b = chunks[c]
-                for name, values in result.items():
+                for name, values in computed.items():
                     columns[name][a:b] = values
                 sync_h5(f)  # the rows are on disk before the chunk is marked done
                 columns["chunk_done"][c] = True

@@ -7,7 +7,6 @@ import torch
 
 from lcgen.calibrate import (RUN_EDGES, calibrated_variance, coverage, fit_calibration, fit_scale,
                              hidden_run_lengths, pooled_bins, run_bin)
-from lcgen.evaluate import Z68, Z95
 
 
 def test_hidden_run_lengths_and_bins_by_hand():
