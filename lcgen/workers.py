@@ -87,9 +87,12 @@ def _watch_parent(parent: int) -> None:
 def process_pool(workers: int) -> Iterator[cf.ProcessPoolExecutor]:
     """A spawn-started pool of ``workers`` single-threaded processes that die with this one.
 
-    Leaving the block normally waits for the workers to exit; leaving it with an exception
-    (Ctrl-C included) cancels what has not started and stops the workers at once (they only
-    compute: what they hold is lost work, never a file), so no worker outlives the command.
+    Leaving the block, normally or with an exception (Ctrl-C included), cancels what has not
+    started, lets each worker finish the one item it is computing (one chunk: seconds at most;
+    workers ignore Ctrl-C) and waits for the workers to exit, so no worker outlives the command.
+    Workers are not terminated: one killed while sending its result leaves a partial message in
+    the result pipe, and the pool's manager thread then waits on it forever, which hangs the
+    interpreter's exit (seen under load, about one Ctrl-C in ten).
     """
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}
     os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
@@ -98,12 +101,6 @@ def process_pool(workers: int) -> Iterator[cf.ProcessPoolExecutor]:
                                       initializer=_init_worker, initargs=(os.getpid(),))
         try:
             yield pool
-        except BaseException:
-            processes = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in processes:
-                process.terminate()
-            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
