@@ -56,7 +56,7 @@ from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 import numpy as np
 from scipy.special import ndtr
 
-from lcgen.calibrate import calibrated_variance, half_width, predictive_dof
+from lcgen.calibrate import CHECK_LEVELS, calibrated_variance, half_width, predictive_dof
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_path
 
@@ -200,7 +200,7 @@ def calibration_sums(pred: np.ndarray, var: np.ndarray, target: np.ndarray,
         # CRPS of the standard t (Jordan, Krüger & Lerch 2019, scoringRules crps_t), times the scale
         last = 2 * np.sqrt(nu) * np.exp(betaln(0.5, nu - 0.5) - 2 * betaln(0.5, nu / 2)) / (nu - 1)
         crps = s * (z * (2 * stdtr(nu, z) - 1) + 2 * np.exp(logpdf) * (nu + z * z) / (nu - 1) - last)
-        h68, h95 = half_width((0.682689492, 0.95), nu)
+        h68, h95 = half_width(CHECK_LEVELS, nu)
     absz = np.abs(z)
     return {"in68": (select & (absz <= h68)).sum(1), "in95": (select & (absz <= h95)).sum(1),
             "nll": np.where(select, nll, 0.0).sum(1), "crps": np.where(select, crps, 0.0).sum(1)}

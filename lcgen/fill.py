@@ -44,7 +44,7 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
-from lcgen.calibrate import calibrated_variance, half_width, predictive_dof
+from lcgen.calibrate import CHECK_LEVELS, calibrated_variance, half_width, predictive_dof
 from lcgen.errors import LcgenError
 
 
@@ -205,7 +205,7 @@ def fill_curves(model, curves, cfg: FillConfig | None = None, *,
             progress(B)
     # ±flux_err holds 68.27 % of the predictive distribution: σ for a Gaussian, the scale times
     # t_dof's half-width for a run calibrated to Student-t tails
-    h68 = float(half_width(0.682689492, predictive_dof(model)))
+    h68 = float(half_width(CHECK_LEVELS[0], predictive_dof(model)))
     results = []
     for p in prepared:
         f = p["filled"]
