@@ -173,6 +173,8 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
     from lcgen.models import create_model
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    if hasattr(train, "reuse_freed_memory"):  # as fit does on CPU (trees before issue 19's third pass lack it)
+        train.reuse_freed_memory()
     torch.manual_seed(0)
     cfg = train.complete_config(train.TrainConfig(model_name=model_name, preset=preset, device="cpu"))
     model = create_model(model_name, preset).train()

@@ -1,0 +1,107 @@
+"""Width-3 convolutions of channels-last (B, L, C) tensors by Winograd's minimal filtering F(4, 3).
+
+A convolution of width 3 (``padding=1``, stride 1, as ``Conv1d`` computes it, i.e. a correlation)
+gives each output ``y[l] = b + sum_k W[:, :, k] x[l + k - 1]``. Winograd's F(m, r) computes m
+outputs of an r-tap filter with m + r - 1 multiplications instead of m r (Winograd 1980; Lavin &
+Gray 2016, "Fast algorithms for convolutional neural networks"). Here, for tiles of m = 4
+outputs, with the 6 input rows under a tile ``d`` (B, T, 6, C_in) (T = L / 4 tiles):
+
+    V = Bᵀ d        (6 rows per tile, cheap additions)
+    U = G W         (6 matrices C_in x C_out, from the weight, once per call)
+    M_j = V_j U_j   (six matrix products (B T, C_in) x (C_in, C_out))
+    y = Aᵀ M        (4 outputs per tile, cheap additions)
+
+The matrix products do 6 / 12 = half the multiply-adds of the direct convolution, and they are
+large matrix products, which run near a CPU's peak. Autograd differentiates through the matrix
+products (so the backward pass is Winograd's too); the two transforms are linear maps with
+hand-written transposes (:class:`_InputTransform`, :class:`_OutputTransform`).
+
+The interpolation points are 0, ±1, ±2 and ∞ (Lavin & Gray's F(4, 3)): Bᵀ and Aᵀ have small
+integer entries and only G carries fractions, so in float32 the result is the direct
+convolution's to ~1e-6 relative (``tests/test_models.py`` checks against ``F.conv1d``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+TILE = 4  # outputs per tile (m); 6 = m + 2 inputs per tile
+
+# Rows: the 6 transformed components; columns: the 6 input rows under a tile.
+BT = torch.tensor([[4, 0, -5, 0, 1, 0],
+                   [0, -4, -4, 1, 1, 0],
+                   [0, 4, -4, -1, 1, 0],
+                   [0, -2, -1, 2, 1, 0],
+                   [0, 2, -1, -2, 1, 0],
+                   [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
+G = torch.tensor([[1 / 4, 0, 0],
+                  [-1 / 6, -1 / 6, -1 / 6],
+                  [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6],
+                  [1 / 24, -1 / 12, 1 / 6],
+                  [0, 0, 1]], dtype=torch.float64)
+AT = torch.tensor([[1, 1, 1, 1, 1, 0],
+                   [0, 1, -1, 2, -2, 0],
+                   [0, 1, 1, 4, 4, 0],
+                   [0, 1, -1, 8, -8, 1]], dtype=torch.float64)
+_BT_MID = BT[:, 1:5]  # on the tile's own 4 rows
+
+
+def _input_transform(x: torch.Tensor) -> torch.Tensor:
+    """x (B, L, C) -> V = Bᵀ d (B, T, 6, C): the 6 rows d of x (zero beyond the ends) under each
+    tile of 4 outputs, d = (x[4t - 1], x[4t .. 4t + 3], x[4t + 4]). Bᵀ's middle four columns act
+    on the tile's own 4 rows as one batched matrix product; its first and last columns have one
+    nonzero entry each (4 and 1), for the rows borrowed from the neighbouring tiles."""
+    B, L, C = x.shape
+    rows = x.view(B, L // TILE, TILE, C)
+    v = torch.matmul(_BT_MID.to(x.dtype), rows)  # (B, T, 6, C)
+    v[:, 1:, 0].add_(rows[:, :-1, 3], alpha=4)  # 4 x[4t - 1]
+    v[:, :-1, 5].add_(rows[:, 1:, 0])  # x[4t + 4]
+    return v
+
+
+def _input_transform_t(dv: torch.Tensor) -> torch.Tensor:
+    """The transpose of :func:`_input_transform`: dV (B, T, 6, C) -> dx (B, 4 T, C)."""
+    B, T, _, C = dv.shape
+    dx = torch.matmul(_BT_MID.to(dv.dtype).t(), dv)  # (B, T, 4, C)
+    dx[:, :-1, 3].add_(dv[:, 1:, 0], alpha=4)
+    dx[:, 1:, 0].add_(dv[:, :-1, 5])
+    return dx.view(B, TILE * T, C)
+
+
+class _WinogradConv3(torch.autograd.Function):
+    """y = Aᵀ [(G W) ⊙ (Bᵀ d)] + b as six matrix products; the backward pass is the transposed
+    maps in reverse order: dM = A dy, dU_j = V_jᵀ dM_j, dV_j = dM_j U_jᵀ, dx = B dV, dW = Gᵀ dU."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        B, L, c_in = x.shape
+        T = L // TILE
+        u = torch.einsum("jk,oik->jio", G.to(weight.dtype), weight)  # (6, C_in, C_out)
+        v = _input_transform(x)  # (B, T, 6, C_in)
+        m = torch.bmm(v.view(B * T, 6, c_in).transpose(0, 1), u)  # (6, B T, C_out)
+        at = AT.to(x.dtype).expand(B * T, TILE, 6)
+        y = torch.bmm(at, m.transpose(0, 1)) if bias is None else torch.baddbmm(bias, at, m.transpose(0, 1))
+        ctx.save_for_backward(v, u)
+        ctx.has_bias = bias is not None
+        return y.view(B, L, -1)  # (B T, 4, C_out) -> (B, L, C_out)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        v, u = ctx.saved_tensors
+        B, T, _, c_in = v.shape
+        c_out = dy.shape[-1]
+        dy = dy.reshape(B * T, TILE, c_out)
+        dm = torch.matmul(AT.to(dy.dtype).t(), dy).transpose(0, 1)  # (6, B T, C_out), strided
+        du = torch.bmm(v.view(B * T, 6, c_in).transpose(0, 1).transpose(1, 2), dm)  # (6, C_in, C_out)
+        dv = torch.bmm(dm, u.transpose(1, 2))  # (6, B T, C_in)
+        dx = _input_transform_t(dv.view(6, B, T, c_in).permute(1, 2, 0, 3))
+        dw = torch.einsum("jk,jio->oik", G.to(du.dtype), du)
+        return dx, dw, (dy.sum((0, 1)) if ctx.has_bias else None)
+
+
+def winograd_conv3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Width-3 convolution (padding 1) of a channels-last x (B, L, C_in), L a multiple of 4, with a
+    ``Conv1d`` weight (C_out, C_in, 3) and bias (C_out) -> (B, L, C_out), by Winograd F(4, 3)."""
+    return _WinogradConv3.apply(x.contiguous(), weight, bias)
