@@ -25,13 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import lcgen  # noqa: E402, F401  before torch, as the CLI imports them: lcgen sets torch's allocator options
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
 from lcgen.models.winograd import winograd_conv3  # noqa: E402
-from lcgen.train import reuse_freed_memory  # noqa: E402
 
 # (length, C_in, C_out) of every width-3 convolution in the default UNet (input length 1024).
 SHAPES = [(1024, 64, 64), (1024, 128, 64), (512, 64, 128), (512, 128, 128), (512, 256, 128),
@@ -88,7 +88,6 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    reuse_freed_memory()  # as training does
     torch.manual_seed(0)
     print(f"one width-3 convolution, forward + backward, batch {args.batch}, 1 thread, load average "
           f"{os.getloadavg()[0]:.1f}; CPU ms (best of {args.repeats}) and direct-convolution GFLOP/s")

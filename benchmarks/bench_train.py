@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+USER_THP = os.environ.get("THP_MEM_ALLOC_ENABLE")  # lcgen's import sets it; children decide for their own tree
 sys.path.insert(0, os.environ.get("BENCH_TREE", str(ROOT)))  # --against: children import the old tree
 
 
@@ -173,8 +174,6 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
     from lcgen.models import create_model
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    if hasattr(train, "reuse_freed_memory"):  # as fit does on CPU (trees before issue 19's third pass lack it)
-        train.reuse_freed_memory()
     torch.manual_seed(0)
     cfg = train.complete_config(train.TrainConfig(model_name=model_name, preset=preset, device="cpu"))
     model = create_model(model_name, preset).train()
@@ -286,6 +285,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         os.environ["BENCH_THREADS"] = str(args.threads)  # read by the children
+    import lcgen  # noqa: F401  before torch, as the CLI imports them: lcgen sets torch's allocator options
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.one:
@@ -384,6 +384,8 @@ def steps_table(args, models: list[str], presets: list[str]) -> None:
 
 def _child(extra: list[str], tree: Path = ROOT) -> dict:
     env = {**os.environ, "BENCH_TREE": str(tree)}
+    if USER_THP is None:
+        env.pop("THP_MEM_ALLOC_ENABLE", None)
     proc = subprocess.run([sys.executable, __file__, *extra], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()

@@ -52,13 +52,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import ctypes
 import dataclasses
 import datetime as _dt
 import math
 import random
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -569,8 +567,6 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     device = _process_device(cfg.device, place)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    if device.type == "cpu":
-        reuse_freed_memory()
     seed_everything(cfg.seed)
     spec = get_spec(cfg.model_name)
 
@@ -915,24 +911,6 @@ def write_history(path: str | Path, rows: list[dict]) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Helpers of fit
-
-
-def reuse_freed_memory() -> bool:
-    """Have glibc's malloc keep the memory this process frees for its next allocations (Linux;
-    False where it cannot). A CPU training step allocates and frees the same large activations
-    every step; by default each one above 32 MB is a fresh ``mmap`` whose pages fault in one by
-    one as they are first written (~1 ms per MB on the 2-core test machine: a 33 MB copy took
-    35 ms instead of 6 ms), and below that the top of the heap is given back after every step.
-    With no mmap for large blocks and no trimming, the step reuses its own freed memory; the
-    resident size then stays at the step's peak, which it reaches anyway."""
-    if not sys.platform.startswith("linux"):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):
-        return False
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
