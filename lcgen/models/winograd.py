@@ -12,9 +12,10 @@ outputs, with the 6 input rows under a tile ``d`` (B, T, 6, C_in) (T = L / 4 til
     y = Aᵀ M        (4 outputs per tile, cheap additions)
 
 The matrix products do 6 / 12 = half the multiply-adds of the direct convolution, and they are
-large matrix products, which run near a CPU's peak. Autograd differentiates through the matrix
-products (so the backward pass is Winograd's too); the two transforms are linear maps with
-hand-written transposes (:class:`_InputTransform`, :class:`_OutputTransform`).
+large matrix products, which run near a CPU's peak; the transforms are batched products with
+the small matrices. The backward pass (:class:`_WinogradConv3`) runs the transposed maps, so
+it too does half the direct multiply-adds: dM = A dy, dV_j = dM_j U_jᵀ, dx = B dV, dU_j = V_jᵀ dM_j,
+dW = Gᵀ dU; it computes V again from the saved x rather than keeping it (1.5x x's size).
 
 The interpolation points are 0, ±1, ±2 and ∞ (Lavin & Gray's F(4, 3)): Bᵀ and Aᵀ have small
 integer entries and only G carries fractions, so in float32 the result is the direct
@@ -24,7 +25,6 @@ convolution's to ~1e-6 relative (``tests/test_models.py`` checks against ``F.con
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 TILE = 4  # outputs per tile (m); 6 = m + 2 inputs per tile
 
@@ -71,8 +71,7 @@ def _input_transform_t(dv: torch.Tensor) -> torch.Tensor:
 
 
 class _WinogradConv3(torch.autograd.Function):
-    """y = Aᵀ [(G W) ⊙ (Bᵀ d)] + b as six matrix products; the backward pass is the transposed
-    maps in reverse order: dM = A dy, dU_j = V_jᵀ dM_j, dV_j = dM_j U_jᵀ, dx = B dV, dW = Gᵀ dU."""
+    """y = Aᵀ [(G W) ⊙ (Bᵀ d)] + b as six matrix products, and its transposed maps backward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
