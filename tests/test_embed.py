@@ -328,7 +328,7 @@ def test_cli_train_embed_probe_plot(tmp_path):
     assert "rows/s" in r.stdout and "40 × 160" in r.stdout
     r = run_cli("info", run / "embeddings.h5", cwd=tmp_path)
     assert r.returncode == 0 and "embeddings" in r.stdout and "meanmax" in r.stdout
-    r = run_cli("probe", run / "embeddings.h5", "--set", "few_shot=[2]", "--set", "repeats=2", cwd=tmp_path)
+    r = run_cli("probe", run / "embeddings.h5", "--set", "few_shot=[2]", "--set", "repeats=1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads((run / "probe.json").read_text())
     assert set(report["representations"]) == {"learned", "handcrafted", "random"}
@@ -342,7 +342,7 @@ def test_cli_train_embed_probe_plot(tmp_path):
     assert report["split"]["n_test_rows"] == 12 and report["split"]["n_curves"] == 40
     assert "lc_type macro-F1 (logistic)" in r.stdout and "computed, cached in" in r.stdout
     # again, other targets: the hand-crafted features come from the cache
-    r = run_cli("probe", run / "embeddings.h5", "-t", "sampling", "-t", "log10(snr)", "--set", "few_shot=[2]",
+    r = run_cli("probe", run / "embeddings.h5", "-t", "sampling", "-t", "log10(snr)", "--set", "few_shot=[2]", "--set", "repeats=1",
                 "-o", tmp_path / "p.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"read from {run / 'embeddings-features.npz'}" in r.stdout.replace("\n", "")
