@@ -404,10 +404,10 @@ def paired_masks(batch: dict[str, torch.Tensor], series_hidden: torch.Tensor, *,
     masks equal the transformer's on the same rows). Each spectral channel gets its own block
     mask (training: from ``generator``; validation/test: fixed by ``seed + k * SEED_STRIDE`` and
     the row index), then with probability ``p_drop`` a sample hides modalities whole: all the
-    spectra, or one modality (:func:`drop_modalities`; uniforms from ``generator`` or fixed by ``seed``). Training draws
-    are made for a global batch of ``share = (size, a, b)`` rows of which the batch holds rows
-    ``a:b`` (one process of several; default the batch itself), so a row's masks do not depend
-    on the number of processes. Returns ``{hidden key: (B, L_m) bool}`` and ``"dropped"``
+    spectra, or one modality (:func:`drop_modalities`; uniforms from ``generator`` or fixed by
+    ``seed``). Training draws are made for a global batch of ``share = (size, a, b)`` rows of
+    which the batch holds rows ``a:b`` (one process of several; default the batch itself), so a
+    row's masks do not depend on the number of processes. Returns ``{hidden key: (B, L_m) bool}`` and ``"dropped"``
     (B, M) bool in ``MODALITIES`` order.
     """
     B = series_hidden.shape[0]
