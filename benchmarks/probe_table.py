@@ -3,7 +3,8 @@
     python benchmarks/probe_table.py transformer=probe-emb-transformer.json multimodal=probe-emb-multimodal.json
 
 One column per report's learned embedding, then the hand-crafted features (from the first
-report that has them) and each report's random-weight control. The reports must have been made
+report that has them) and the random-weight control of each architecture (runs of the same
+model, preset, level and pooling share it). The reports must have been made
 on the same curves with the same split (``lcgen probe`` with the same seed and test fraction on
 embeddings of the same input), which is checked.
 """
@@ -31,7 +32,12 @@ def main() -> None:
     hand = next((name for name, r in reports.items() if "handcrafted" in r["representations"]), None)
     if hand is not None:
         columns.append(("hand-crafted", hand, "handcrafted"))
-    columns += [(f"{name} random", name, "random") for name, r in reports.items() if "random" in r["representations"]]
+    seen = set()  # one random-weight column per architecture (same model, preset, level, pooling and seed)
+    for name, r in reports.items():
+        arch = (r.get("model_name"), r.get("preset"), r.get("level"), r.get("pooling"))
+        if "random" in r["representations"] and arch not in seen:
+            seen.add(arch)
+            columns.append((f"{name} random", name, "random"))
     first = next(iter(reports.values()))
     print("| probe (test curves) | " + " | ".join(c[0] for c in columns) + " |")
     print("|---|" + "---:|" * len(columns))
