@@ -133,8 +133,9 @@ def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None
 
     The input is read and the rows appended a chunk of curves at a time, so memory holds one
     chunk, whatever the sizes of the input and the output. With ``cfg.spectra`` every window then
-    gets its own spectra (:mod:`lcgen.features.window_spectra`): ``spectra_progress(n_windows)`` is called
-    once the windows are written and returns the ``advance(n)`` that counts windows done.
+    gets its own spectra (:mod:`lcgen.features.window_spectra`): ``spectra_progress(n_windows)``
+    is called once the windows are written and returns the ``advance(n)`` that counts windows
+    done.
     """
     check_config(cfg)
     L = cfg.max_length
