@@ -15,7 +15,8 @@ modality m (series, psd, acf, fstat), each pooled over that modality's positions
 
     loss = Σ_m w_m (masked_m + unmasked_weight · unmasked_m),   w_m = ``modality_weights[m]`` (default 1)
 
-with each modality block-masked and, with probability ``modality_dropout``, hidden whole
+with each modality block-masked and, with probability ``modality_dropout``, modalities hidden
+whole: all the spectra (the series alone visible) or one modality
 (:func:`lcgen.masking.paired_masks`); history.csv then has ``train_masked_<m>`` and
 ``val_masked_<m>`` columns.
 
@@ -141,7 +142,7 @@ class TrainConfig:
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
     init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule
     modality_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # (dict) multimodal: loss weight per modality (series, psd, acf, fstat), default 1 each
-    modality_dropout: float = 0.25  # (float) multimodal: probability that a modality is hidden whole in a sample (one always stays visible)
+    modality_dropout: float = 0.3  # (float) multimodal: probability that a sample hides modalities whole: half of those all the spectra (the series alone visible), half one modality
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             raise LcgenError(f"setting '{name}' = {value!r} must be {rule}")
     if cfg.mask.max_days > 0 and spec.data != "timeseries":
         raise LcgenError(f"mask.max_days = {cfg.mask.max_days}: blocks in days need time series, and "
-                         f"{cfg.model_name} trains on spectra; use mask.min_block/max_block")
+                         f"{cfg.model_name} trains on {spec.data_words}; use mask.min_block/max_block")
     resolve_device(cfg.device, check_available=False)
     return cfg
 

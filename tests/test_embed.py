@@ -66,6 +66,17 @@ def test_spectrum_pooling_is_translation_invariant_and_finds_the_period():
         pool(h, valid, "mean+median")
 
 
+def test_flat_pooling_keeps_every_vector_in_order_and_refuses_padding():
+    h = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))  # 3 latent vectors of 4
+    valid = torch.ones(2, 3, dtype=torch.bool)
+    flat = pool(h, valid, "flat")
+    assert flat.shape == (2, 12) and torch.equal(flat[1, 4:8], h[1, 1])  # vector 1 is the second block
+    torch.testing.assert_close(pool(h, valid, "mean+flat"), torch.cat([h.mean(1), flat], 1), rtol=0, atol=1e-6)
+    valid[0, 2] = False
+    with pytest.raises(LcgenError, match="pooling 'flat' needs a latent whose positions are all real"):
+        pool(h, valid, "flat")
+
+
 def _ts_batch(B=3, L=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     valid = torch.ones(B, L, dtype=torch.bool)
