@@ -8,9 +8,9 @@
 # windows of 256 points), a small transformer (0.95M parameters) with the interpolation residual,
 # trained with a Huber-tailed MSE (`mse_tail=3`: errors beyond 3 IQR count linearly, so the few
 # windows with flares or eclipses of 10-1000 IQR do not dominate) on masks drawn in days (blocks
-# of 4 min to 3 d, as benchmarks/eval_bundled.sh scores), its variance head calibrated on the validation split at the
-# end of training (lcgen train does that for a run with a variance head), then packed (weights,
-# config, calibration, license, provenance) into lcgen/weights/bundled/.
+# of 4 min to 3 d, as benchmarks/eval_bundled.sh scores), its variance head calibrated on the
+# validation split at the end of training (lcgen train does that for a run with a variance head),
+# then packed (weights, config, calibration, license, provenance) into lcgen/weights/bundled/.
 # Training is one epoch, 950 steps of 32 windows: 8.3 CPU-minutes on one core (one torch thread;
 # 50 min wall on the shared 2-core machine at load ~11), plus ~0.5 CPU-min of calibration. On the
 # CPU the same lcgen commit gives the same weights.

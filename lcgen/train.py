@@ -178,8 +178,8 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
         checked = config_from_dict(spec.config_cls, {**spec.presets[cfg.preset], **cfg.model}, where="model")
         overrides = {key: plain(getattr(checked, key)) for key in cfg.model}
     if spec.data == "paired":
-        if cfg.loss != "mse":
-            raise LcgenError(f"model '{cfg.model_name}' trains with loss mse only")
+        if cfg.loss != "mse" or cfg.mse_tail:
+            raise LcgenError(f"model '{cfg.model_name}' trains with loss mse only (and no mse_tail)")
         unknown = [k for k in cfg.modality_weights if k not in MODALITIES]
         if unknown:
             raise LcgenError(f"modality_weights has unknown modalities {', '.join(unknown)}; "
