@@ -197,14 +197,16 @@ def _dpss(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     definitions (the tests check the two agree); this avoids importing scipy.signal, ~0.5 CPU-s
     in every worker process.
     """
-    from scipy.linalg import eigh_tridiagonal  # imported where used: workers start faster
-
     j = np.arange(n, dtype=np.float64)
     w = nw / n
     diag = ((n - 1 - 2 * j) / 2.0) ** 2 * np.cos(2 * np.pi * w)
     off = j[1:] * (n - j[1:]) / 2.0
-    _, vec = eigh_tridiagonal(diag, off, select="i", select_range=(n - k, n - 1))  # ascending
-    v = np.ascontiguousarray(vec[:, ::-1].T)  # (K, N), the best concentrated first
+    v = _dpss_refined(n, nw, k, diag, off)
+    if v is None:
+        from scipy.linalg import eigh_tridiagonal  # imported where used: workers start faster
+
+        _, vec = eigh_tridiagonal(diag, off, select="i", select_range=(n - k, n - 1))  # ascending
+        v = np.ascontiguousarray(vec[:, ::-1].T)  # (K, N), the best concentrated first
     v[0::2] *= np.where(v[0::2].sum(axis=1) < 0, -1.0, 1.0)[:, None]
     noise = max(1e-7, 1.0 / n)
     for row in v[1::2]:
@@ -216,6 +218,54 @@ def _dpss(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     lag = np.arange(1, n)
     lam = 2 * w * acorr[:, 0] + 2 * acorr[:, 1:] @ (np.sin(2 * np.pi * w * lag) / (np.pi * lag))
     return v, lam
+
+
+REFINE_MIN = 128  # shorter DPSS are computed directly (the bucket's spline is then a poor start)
+
+
+def _dpss_refined(n: int, nw: float, k: int, diag: np.ndarray, off: np.ndarray) -> np.ndarray | None:
+    """The K leading eigenvectors of the DPSS tridiagonal matrix (diagonal ``diag``, off-diagonal
+    ``off``) by Rayleigh-quotient iteration, or None where the direct solver must be used.
+
+    The start is the DPSS of the bucket length M = N rounded up to a multiple of ``DPSS_BUCKET``
+    (computed directly and cached; the same M whose spline gives the tapers of irregular data),
+    interpolated to N points by its spline: the tapers are sampled functions of the scaled time
+    that change little with N (start errors ~1e−4–1e−9 at N ≥ 128). Two steps
+    x ← (T − μI)⁻¹x / ‖·‖, μ = xᵀTx, each an O(N) tridiagonal solve, converge cubically to the
+    eigenvector (Parlett 1998, *The Symmetric Eigenvalue Problem*, §4.6): ≤ 1e−13 from LAPACK's
+    over N = 128–5000 (the tests compare with scipy), at a quarter of the cost of the bisection
+    and inverse iteration of ``eigh_tridiagonal``. The start depends only on N, so the result is
+    the same in every process. Returns None (the caller solves directly) for N < ``REFINE_MIN``,
+    for N a multiple of the bucket, or if any eigenpair fails its checks (residual, order, overlap
+    with the start).
+    """
+    m = -(-n // DPSS_BUCKET) * DPSS_BUCKET
+    if n < REFINE_MIN or m == n:
+        return None
+    from scipy.linalg.lapack import dgtsv
+
+    start = dpss_spline(m, nw, k)(np.linspace(0.0, 1.0, n))  # (K, N)
+    x = start / np.sqrt(np.einsum("kn,kn->k", start, start))[:, None]
+    scale = float(np.max(np.abs(diag)) + 2 * np.max(off))  # ≥ ‖T‖
+    for _ in range(2):
+        tx = diag * x
+        tx[:, :-1] += off * x[:, 1:]
+        tx[:, 1:] += off * x[:, :-1]
+        mu = np.einsum("kn,kn->k", x, tx)
+        for i in range(k):
+            y, info = dgtsv(off, diag - mu[i], off, x[i])[3:]
+            if info != 0 or not np.all(np.isfinite(y)):
+                return None
+            x[i] = y / np.sqrt(y @ y)
+    tx = diag * x
+    tx[:, :-1] += off * x[:, 1:]
+    tx[:, 1:] += off * x[:, :-1]
+    mu = np.einsum("kn,kn->k", x, tx)
+    resid = np.sqrt(np.einsum("kn,kn->k", tx - mu[:, None] * x, tx - mu[:, None] * x))
+    overlap = np.einsum("kn,kn->k", x, start) / np.sqrt(np.einsum("kn,kn->k", start, start))
+    if not (np.all(resid <= 1e-12 * scale) and np.all(np.diff(mu) < 0) and np.all(np.abs(overlap) > 0.9)):
+        return None
+    return x * np.sign(overlap)[:, None]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,6 +102,23 @@ def test_dpss_are_scipys(n, nw, k):
     assert np.max(np.abs(lam - ref_lam)) <= 1e-14
 
 
+def test_dpss_refined_from_the_bucket_match_scipys_direct_solution():
+    # lengths between bucket multiples start from the bucket's spline and take two Rayleigh-
+    # quotient steps (_dpss_refined); they must be scipy's tapers to rounding, signs included
+    from scipy.signal.windows import dpss
+
+    for n, nw, k in [(128 + 3, 2.0, 3), (333, 4.0, 7), (614, 4.0, 7), (999, 3.0, 5), (1500, 4.0, 8), (5001, 4.0, 7)]:
+        assert n % mt.DPSS_BUCKET and n >= mt.REFINE_MIN  # the refined path, not the direct one
+        j = np.arange(n, dtype=np.float64)
+        diag = ((n - 1 - 2 * j) / 2.0) ** 2 * np.cos(2 * np.pi * nw / n)
+        assert mt._dpss_refined(n, nw, k, diag, j[1:] * (n - j[1:]) / 2.0) is not None
+        v, lam = mt.dpss_tapers(n, nw, k)
+        ref, ref_lam = dpss(n, nw, k, return_ratios=True)
+        assert np.max(np.abs(v - ref)) <= 1e-10 * np.max(np.abs(ref)), n
+        assert np.max(np.abs(lam - ref_lam)) <= 1e-14, n
+        assert np.allclose(v @ v.T, np.eye(k), atol=1e-11)
+
+
 @pytest.mark.parametrize("m", [4, 5, 64, 640])
 def test_taper_splines_are_scipys_not_a_knot_splines(m):
     v, _ = mt.dpss_tapers(m, 2.0, 3)
