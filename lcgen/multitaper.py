@@ -50,6 +50,7 @@ Rehfeld, K. et al. 2011, Nonlin. Processes Geophys. 18, 389 (Gaussian-kernel ACF
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import OrderedDict
 
 import finufft
@@ -625,23 +626,27 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
     """
     a = tapers.applied  # (K, N)
     k, n = a.shape
-    ju, ku = np.triu_indices(k)
+    ju, ku = _triu_indices(k)
     p = freq.size
-    # Direct sums, not NUFFTs: the mirror zone holds a few dozen frequencies, where a dense
-    # (2P, N) phase matrix and one real matrix product are exact and cheaper than two type-3
+    # Direct sums, not NUFFTs: the mirror zone holds a few dozen frequencies, where dense
+    # (P, N) phase matrices and two real matrix products are exact and cheaper than two type-3
     # NUFFTs (so ``eps`` is not needed here; it stays for callers).
     e1 = _phases(t - 0.5 * (t[0] + t[-1]), freq)  # (P, N): e^{iθ}
-    both = np.concatenate([e1, e1 * e1])  # (2P, N): e^{iθ}, e^{2iθ}
-    rows = np.concatenate([a, np.ones((1, n)), a[ju] * a[ku]])  # (K + 1 + K(K+1)/2, N)
-    sums = rows @ np.concatenate([both.real, both.imag]).T  # (rows, 4P): real products only
-    sums = sums[:, :2 * p] + 1j * sums[:, 2 * p:]  # (rows, 2P): at f, then at 2f
-    h, h0 = sums[:k, :p].T, sums[k, :p]  # (P, K): h_k = Σ a_k e^{iθ}, (P,): Σ e^{iθ}
-    w, vjk = sums[:k, p:].T, sums[k + 1:, p:]  # (P, K): w_k = Σ a_k e^{2iθ}, (K(K+1)/2, P): V_jk
-    v = np.zeros((p, k, k), dtype=np.complex128)
-    v[:, ju, ku] = vjk.T
-    v[:, ku, ju] = vjk.T
-    eye = tapers.dt * np.eye(k)
-    cov = 0.5 * np.block([[eye + v.real, v.imag], [v.imag, eye - v.real]])  # (P, 2K, 2K) = R Rᵀ
+    e2 = e1 * e1  # (P, N): e^{2iθ}
+    at_f = np.concatenate([a, np.ones((1, n))]) @ np.concatenate([e1.real, e1.imag]).T  # (K + 1, 2P)
+    at_2f = np.concatenate([a, a[ju] * a[ku]]) @ np.concatenate([e2.real, e2.imag]).T  # (K + K(K+1)/2, 2P)
+    h = (at_f[:k, :p] + 1j * at_f[:k, p:]).T  # (P, K): h_k = Σ a_k e^{iθ}
+    h0 = at_f[k, :p] + 1j * at_f[k, p:]  # (P,): Σ e^{iθ}
+    w = (at_2f[:k, :p] + 1j * at_2f[:k, p:]).T  # (P, K): w_k = Σ a_k e^{2iθ}
+    cov = np.empty((p, 2 * k, 2 * k))  # R Rᵀ = ½[[Δt I + Re V, Im V], [Im V, Δt I − Re V]], V_jk = Σ a_j a_k e^{2iθ}
+    for part, rows in ((cov[:, :k, :k], at_2f[k:, :p]), (cov[:, :k, k:], at_2f[k:, p:])):
+        part[:, ju, ku] = rows.T
+        part[:, ku, ju] = rows.T
+    cov[:, k:, :k] = cov[:, :k, k:]
+    cov[:, k:, k:] = -cov[:, :k, :k]
+    diagonal = np.arange(2 * k)
+    cov[:, diagonal, diagonal] += tapers.dt
+    cov *= 0.5
     r1 = np.concatenate([h.real, h.imag], axis=1)  # (P, 2K) = R 1
     cov -= r1[:, :, None] * r1[:, None, :] / n
     u = tapers.dc[None, :]  # (1, K)
@@ -678,7 +683,16 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
         white[rest] = np.einsum("pji,pjc->pic", vec, zx[rest]) * scale[:, :, None]
         kept[rest] = keep.sum(axis=1)
     zt, xt = white[:, :, 0], white[:, :, 1:]
-    beta = _batched_lstsq(xt, zt)
+    # β = (XᵀX)⁻¹Xᵀz in closed form (2 columns); the SVD where XᵀX is ill-conditioned
+    g = np.einsum("pic,pid->pcd", xt, xt)  # (P, 2, 2)
+    r = np.einsum("pic,pi->pc", xt, zt)  # (P, 2)
+    det = g[:, 0, 0] * g[:, 1, 1] - g[:, 0, 1] * g[:, 1, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = np.stack([g[:, 1, 1] * r[:, 0] - g[:, 0, 1] * r[:, 1],
+                         g[:, 0, 0] * r[:, 1] - g[:, 1, 0] * r[:, 0]], axis=1) / det[:, None]
+    poor = ~(det > 1e-6 * g[:, 0, 0] * g[:, 1, 1])  # cond(XᵀX) ≳ 1e6: normal equations would lose digits
+    if poor.any():
+        beta[poor] = _batched_lstsq(xt[poor], zt[poor])
     fit = np.einsum("pic,pc->pi", xt, beta)
     dfd = kept - 2.0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -686,6 +700,11 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
         log_p = -0.5 * dfd * np.log1p(2 * f_r / dfd)  # P(F(2, d) > F) = (1 + 2F/d)^(−d/2)
         fstat = (k - 1) * np.expm1(-log_p / (k - 1))  # the F(2, 2K − 2) value with the same p
     return np.where(dfd >= 1, fstat, np.nan)
+
+
+@functools.lru_cache(maxsize=None)
+def _triu_indices(k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.triu_indices(k)
 
 
 def _phases(x: np.ndarray, freq: np.ndarray) -> np.ndarray:
