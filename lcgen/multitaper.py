@@ -919,6 +919,8 @@ def aggregate_log_pvalue(fmax: np.ndarray, m: np.ndarray, k: int, rho: float = S
 # --------------------------------------------------------------------------------------------
 # Autocorrelation
 
+CUTOFF = 1.08  # the kernel's transform exp(−2π²h²f²) is cut at f = CUTOFF/h, where it is 1e−10 (NUFFT eps 1e−9)
+
 
 def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_width: float = 0.04,
                     min_pairs: float = 2.0, eps: float = EPS, max_modes: int = 2 ** 21) -> np.ndarray:
@@ -943,7 +945,7 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     Each weighted sum is computed in O(N log N) through the Fourier domain:
     Σ_{n,m} a_n b_m g(τ − Δ_nm) = ∫ conj(A(f)) B(f) G(f) e^{2πifτ} df with A(f) = Σ_n a_n
     e^{−2πi f t_n} and G(f) ∝ exp(−2π²h²f²): one type-1 NUFFT of (x, 1, x²) onto a uniform
-    frequency grid whose lag period exceeds max(τ) + T + 10h (no wrap-around), then type-2 NUFFTs
+    frequency grid up to ``CUTOFF``/h₀ whose lag period exceeds max(τ) + T + 10h (no wrap-around), then type-2 NUFFTs
     at exactly the requested lags.
 
     The kernel width grows with the lag, h(τ) = max(h₀, ``relative_width``·τ) rounded down to
@@ -967,16 +969,16 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     if not np.any(x):
         raise LcgenError("y is constant: its autocorrelation is undefined")
     span = t[-1] - t[0]
-    reach = max(span, float(lags.max())) + span  # lag period needed before the kernel tails
+    reach = float(lags.max()) + span  # lag period needed before the kernel tails (pairs are ≤ T apart)
     h0 = float(kernel_width) if kernel_width is not None else 0.75 * float(np.median(np.diff(t)))
     if not h0 > 0:
         raise LcgenError(f"kernel_width = {kernel_width} must be positive")
-    h0 = max(h0, 2.4 * (reach + 10 * h0) / max_modes)  # keep 2 · 1.2/h0 · period ≤ max_modes
+    h0 = max(h0, 2 * CUTOFF * (reach + 10 * h0) / max_modes)  # keep 2 · CUTOFF/h0 · period ≤ max_modes
     # band b uses h = h0·4^b, the largest with h ≤ max(h0, relative_width·τ): few NUFFT calls
     bands = np.floor(np.log(np.maximum(relative_width * lags / h0, 1.0)) / np.log(4.0)).astype(int)  # (L,)
     widths = h0 * 4.0 ** bands
     df = 1.0 / (reach + 10 * widths.max())
-    half = _round_modes(np.ceil(1.2 / (h0 * df))) // 2 * 2  # G(1.2/h) = exp(−2π²·1.44) ≈ 5e−13; rounded for plan reuse
+    half = _round_modes(np.ceil(CUTOFF / (h0 * df))) // 2 * 2  # rounded for plan reuse
     phase = 2 * np.pi * df * (t - 0.5 * (t[0] + t[-1]))  # (N,), within ±π
     strengths = np.stack([x, np.ones_like(x), x * x]).astype(np.complex128)  # (3, N): x, window, x²
     xf, wf, x2f = _nufft(1, phase, strengths, 2 * half, -1, eps, upsampfac=1.25)  # modes −half..half−1; FFT-bound, so a small upsampling
@@ -992,7 +994,7 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     for band in np.unique(bands):  # one call per band, on only the modes its kernel needs
         h = h0 * 4.0 ** band
         sel = bands == band
-        m = min(half, _round_modes(2 * np.ceil(1.2 / (h * df))) // 2)  # the wider kernel needs fewer modes
+        m = min(half, _round_modes(2 * np.ceil(CUTOFF / (h * df))) // 2)  # the wider kernel needs fewer modes
         part = cross[:, half - m: half + m] * np.exp(-2 * np.pi ** 2 * h * h * f[half - m: half + m] ** 2)
         out = _nufft(2, 2 * np.pi * df * lags[sel], part, 2 * m, 1, eps, upsampfac=1.25)  # (3, L_band) complex
         sums[0::2, sel] = out.real
