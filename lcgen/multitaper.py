@@ -554,31 +554,56 @@ def adaptive_psd(power: np.ndarray, eigvals: np.ndarray, *, variance: float | No
     lam = eigvals[:, None]  # (K, 1)
     fallback = power.mean(axis=0)  # where every weight vanishes (S = 0)
     spec = 0.5 * (power[0] + power[1])
-    active = np.arange(spec.size)  # bins still moving (all of them while σ² couples the bins)
+    if variance is not None:
+        return _adaptive_newton(power, lam, variance, spec, fallback, tol, max_iter)
+    it = 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for it in range(1, max_iter + 1):  # σ² couples the bins: every bin takes the plain step
+            leak = (1.0 - lam) * (spec.sum() / n)  # (K, 1): B_k
+            d = spec / (lam * spec + leak)  # (K, F)
+            w = lam * d * d
+            new = np.einsum("kf,kf->f", w, power) / w.sum(axis=0)  # φ(S)
+            new = np.where(np.isfinite(new), new, fallback)
+            moving = ~(np.abs(new - spec) <= tol * new)  # NaN-safe: a NaN change counts as moving
+            spec = new
+            if not moving.any():
+                break
+    return spec, it
+
+
+def _adaptive_newton(power: np.ndarray, lam: np.ndarray, variance: float, spec: np.ndarray,
+                     fallback: np.ndarray, tol: float, max_iter: int) -> tuple[np.ndarray, int]:
+    """:func:`adaptive_psd` with a given σ² (independent bins) from the start ``spec`` (F,):
+    plain steps, Newton steps once within 1 % of the fixed point; only moving bins are carried
+    to the next iteration (their values compacted, written back to ``spec`` as they stop)."""
+    leak = (1.0 - lam) * variance  # (K, 1): B_k
+    slope_c = 2.0 * lam * leak  # dw_k/dS = 2 λ_k B_k d_k / (λ_k S + B_k)²
+    idx, s, pw, fb = np.arange(spec.size), spec, power, fallback  # the moving bins
     it = 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for it in range(1, max_iter + 1):
-            sigma2 = variance if variance is not None else spec.sum() / n
-            s, pw, fb = spec[active], power[:, active], fallback[active]
-            leak = (1.0 - lam) * sigma2  # (K, 1): B_k
-            den = lam * s + leak
-            d = s / den  # (K, F_active)
+            den = lam * s + leak  # (K, F_moving)
+            d = s / den
             w = lam * d * d
             wsum = w.sum(axis=0)
             new = np.einsum("kf,kf->f", w, pw) / wsum  # φ(S)
-            if variance is not None:  # Newton: S − (φ − S)/(φ' − 1), φ' = Σ w_k'(P_k − φ)/Σ w_k
-                dw = 2 * lam * d * leak / (den * den)  # (K, F_active): dw_k/dS
-                slope = np.einsum("kf,kf->f", dw, pw - new) / wsum
-                newton = s + (new - s) / (1.0 - slope)
-                near = np.abs(new - s) <= 1e-2 * s  # only close in: from afar Newton can jump to another fixed point
-                new = np.where(near & (slope < 1.0) & (newton > 0) & np.isfinite(newton), newton, new)
+            # Newton: S − (φ − S)/(φ' − 1), φ' = Σ w_k'(P_k − φ)/Σ w_k
+            slope = np.einsum("kf,kf->f", slope_c * d / (den * den), pw - new) / wsum
+            step = new - s
+            newton = s + step / (1.0 - slope)
+            near = np.abs(step) <= 1e-2 * s  # only close in: from afar Newton can jump to another fixed point
+            new = np.where(near & (slope < 1.0) & (newton > 0) & np.isfinite(newton), newton, new)
             new = np.where(np.isfinite(new), new, fb)
             moving = ~(np.abs(new - s) <= tol * new)  # NaN-safe: a NaN change counts as moving
-            spec[active] = new
+            if moving.all():
+                s = new
+                continue
+            spec[idx] = new
             if not moving.any():
                 break
-            if variance is not None:
-                active = active[moving]
+            idx, s, pw, fb = idx[moving], new[moving], pw[:, moving], fb[moving]
+        else:
+            spec[idx] = s
     return spec, it
 
 
