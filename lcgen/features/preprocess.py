@@ -31,10 +31,10 @@ recorded with ``failed = True`` and its ``fail_reason``; its feature rows are Na
 all False, never a silent row of zeros. The run never stops for one bad curve.
 
 Work is split into chunks of ``chunk_size`` curves processed by ``workers`` processes (this one
-and ``workers`` − 1 started ones; finufft single-threaded inside each), written as they finish to ``OUTPUT.partial`` together with a record
-of finished chunks; a rerun after a kill continues from there (if the config is unchanged) and the
-result equals an uninterrupted run, because every curve is processed independently on grids fixed
-by the whole input. ``shard = "I/N"`` processes the I-th of N slices of the catalogue into
+and ``workers`` − 1 started ones; finufft single-threaded inside each), written as they finish to
+``OUTPUT.partial`` together with a record of finished chunks; a rerun after a kill continues from
+there (if the config is unchanged) and the result equals an uninterrupted run, because every
+curve is processed independently on grids fixed by the whole input. ``shard = "I/N"`` processes the I-th of N slices of the catalogue into
 ``OUTPUT`` with ``.shard-I-of-N`` before the suffix; :func:`merge_shards` joins them.
 """
 
