@@ -255,10 +255,10 @@ def _dpss_refined(n: int, nw: float, k: int, diag: np.ndarray, off: np.ndarray) 
         tx[:, 1:] += off * x[:, :-1]
         mu = np.einsum("kn,kn->k", x, tx)
         for i in range(k):
-            y, info = dgtsv(off, diag - mu[i], off, x[i])[3:]
-            if info != 0 or not np.all(np.isfinite(y)):
+            x[i], info = dgtsv(off, diag - mu[i], off, x[i])[3:]  # a NaN fails the residual check below
+            if info != 0:
                 return None
-            x[i] = y / np.sqrt(y @ y)
+        x /= np.sqrt(np.einsum("kn,kn->k", x, x))[:, None]
     tx = diag * x
     tx[:, :-1] += off * x[:, 1:]
     tx[:, 1:] += off * x[:, :-1]
@@ -286,7 +286,7 @@ class TaperSpline:
         """The K interpolants at ``u`` (N,) in [0, 1]: (K, N)."""
         m = self.values.shape[1]
         x = np.asarray(u, dtype=np.float64) * (m - 1)
-        j = np.clip(np.floor(x).astype(np.intp), 0, m - 2)
+        j = np.minimum(x.astype(np.intp), m - 2)  # floor for x ≥ 0
         s = x - j
         r = 1.0 - s
         v, c = self.values, self.curvature
