@@ -250,24 +250,28 @@ def _dpss_refined(n: int, nw: float, k: int, diag: np.ndarray, off: np.ndarray) 
     x = start / np.sqrt(np.einsum("kn,kn->k", start, start))[:, None]
     scale = float(np.max(np.abs(diag)) + 2 * np.max(off))  # ≥ ‖T‖
     for _ in range(2):
-        tx = diag * x
-        tx[:, :-1] += off * x[:, 1:]
-        tx[:, 1:] += off * x[:, :-1]
-        mu = np.einsum("kn,kn->k", x, tx)
+        mu = np.einsum("kn,kn->k", x, _tridiagonal_times(diag, off, x))
         for i in range(k):
             x[i], info = dgtsv(off, diag - mu[i], off, x[i])[3:]  # a NaN fails the residual check below
             if info != 0:
                 return None
         x /= np.sqrt(np.einsum("kn,kn->k", x, x))[:, None]
-    tx = diag * x
-    tx[:, :-1] += off * x[:, 1:]
-    tx[:, 1:] += off * x[:, :-1]
+    tx = _tridiagonal_times(diag, off, x)
     mu = np.einsum("kn,kn->k", x, tx)
     resid = np.sqrt(np.einsum("kn,kn->k", tx - mu[:, None] * x, tx - mu[:, None] * x))
     overlap = np.einsum("kn,kn->k", x, start) / np.sqrt(np.einsum("kn,kn->k", start, start))
     if not (np.all(resid <= 1e-12 * scale) and np.all(np.diff(mu) < 0) and np.all(np.abs(overlap) > 0.9)):
         return None
     return x * np.sign(overlap)[:, None]
+
+
+def _tridiagonal_times(diag: np.ndarray, off: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """T xᵀ for the rows of ``x`` (K, N), T symmetric tridiagonal (diagonal ``diag``, off-diagonal
+    ``off``): (K, N)."""
+    tx = diag * x
+    tx[:, :-1] += off * x[:, 1:]
+    tx[:, 1:] += off * x[:, :-1]
+    return tx
 
 
 @dataclasses.dataclass(frozen=True)
