@@ -64,14 +64,15 @@ class Conv(nn.Conv1d):
     The UNet keeps its activations channels-last so that the layer norm over channels and the
     activation run on contiguous memory with no transposes. Width-3 convolutions with at least
     ``WINOGRAD_MIN_CHANNELS`` channels in and out (and L a multiple of 4) run as Winograd F(4, 3)
-    matrix products (:mod:`lcgen.models.winograd`: half the multiply-adds; 1.8-2.4x faster than
-    oneDNN's convolution, forward and backward, at 256-512 channels on one CPU core, see
+    matrix products (:mod:`lcgen.models.winograd`: half the multiply-adds; 1.5-2.3x faster than
+    oneDNN's convolution, forward and backward, at 256-1024 channels on one CPU core, see
     ``benchmarks/bench_conv.py``); the others as a channels-last 2-D convolution of height 1
     (oneDNN's fast layout on CPU). Same parameters (names and shapes) as ``Conv1d``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.kernel_size[0] == 3 and self.stride[0] == 1 and self.padding[0] == 1 and x.shape[1] % TILE == 0
+        if (self.kernel_size[0] == 3 and self.stride[0] == 1 and self.padding[0] == 1 and self.dilation[0] == 1
+                and self.groups == 1 and x.shape[1] % TILE == 0
                 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)
         y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self.weight.unsqueeze(2), self.bias,  # (B, C, 1, L) channels-last
