@@ -187,6 +187,16 @@ def test_gap_features_against_a_loop():
     assert got[0, 10, 0] > 2.0  # the gap shows
 
 
+def test_rope_time_counts_steps_in_cadences_clipped():
+    """cadence_rope's time: the sample index on a regular grid; a gap counts ROPE_MAX_STEP."""
+    from lcgen.models.transformer import ROPE_MAX_STEP, median_spacing, rope_time
+    t = torch.tensor([[0.0, 0.5, 1.0, 1.5, 40.0, 40.5, 41.25, 0.0]])
+    valid = torch.tensor([[True] * 7 + [False]])
+    got = rope_time(t, valid, median_spacing(t, valid))
+    want = [0, 1, 2, 3, 3 + ROPE_MAX_STEP, 4 + ROPE_MAX_STEP, 5.5 + ROPE_MAX_STEP, 5.5 + ROPE_MAX_STEP]
+    assert got[0].tolist() == pytest.approx(want)
+
+
 def test_readme_python_api_block():
     """The original README's block, verbatim (without autograd to keep the test quick)."""
     readme_block = '''

@@ -34,11 +34,14 @@ Options (all off by default, so the original API and saved mean-only runs are un
   median spacing as cadence (0 on a regular grid, ~2.4 beside a gap of 11 cadences; 0 where
   there is no such observation), embedded and added to the input. The gaps are those of the
   data, not of the mask, so they tell the model what evenly spaced times would hide.
-- ``cadence_rope``: rotary encodings as ``time_attention``'s, but of the time in units of the
-  window's median cadence, at periods log-spaced from 2 steps of the level (2**(level+1)
-  cadences) to twice the window: every rotation resolves the level's spacing, none is faster
-  than it (in days, the short periods of ``time_attention`` rotate by random angles between
-  samples of a 30-min or slower cadence). Excludes ``time_attention``.
+- ``cadence_rope``: rotary encodings as ``time_attention``'s, but of a time counted in the
+  window's median cadences with every step between consecutive real points clipped to
+  ``ROPE_MAX_STEP`` cadences, at periods log-spaced from 2 steps of the level (2**(level+1)
+  cadences) to twice the window. On a regular grid that is the sample index; a gap moves the
+  points after it further away, but never out of reach: with time in days (``time_attention``)
+  a point across a gap of hundreds of cadences sits at an arbitrary phase of every short
+  period, and the short periods rotate by random angles between samples of a 30-min or slower
+  cadence. The gaps' true lengths come in through ``time_gaps``. Excludes ``time_attention``.
 
 Padding. ``valid`` (B, L) marks real observations. A coarse position is real if either of its two
 fine positions is; every attention at every level, encoder and decoder, masks padded keys, and
@@ -84,7 +87,7 @@ class TransformerConfig:
     interp_residual: bool = False  # (bool) predict a residual over linear interpolation of the visible points, given the gaps
     time_attention: bool = False  # (bool) rotary encodings of observation times (days) in every attention
     time_gaps: bool = False  # (bool) feed each position log(time to the previous / next real point / median cadence)
-    cadence_rope: bool = False  # (bool) rotary encodings of times in units of the window's median cadence in every attention
+    cadence_rope: bool = False  # (bool) rotary encodings of times in median cadences (steps clipped to 4) in every attention
 
     def __post_init__(self) -> None:
         dims = check_dims("encoder_dims", self.encoder_dims)
@@ -166,6 +169,17 @@ def interpolate_visible(values: torch.Tensor, visible: torch.Tensor, t: torch.Te
     dt_prev = torch.where(has_prev, t - tp, 0.0).clamp(min=0)
     dt_next = torch.where(has_next, tn - t, 0.0).clamp(min=0)
     return interp, dt_prev, dt_next
+
+
+ROPE_MAX_STEP = 4.0  # cadence_rope: a step between real points counts as at most this many cadences
+
+
+def rope_time(t: torch.Tensor, valid: torch.Tensor, cadence: torch.Tensor) -> torch.Tensor:
+    """(B, L) the ``cadence_rope`` time: the sum of the steps between consecutive real points up
+    to each position, each in units of ``cadence`` (B, 1) and clipped to ``ROPE_MAX_STEP``; 0 at
+    the first real point, constant over padding."""
+    step = (real_gaps(t, valid)[0] / cadence).clamp(max=ROPE_MAX_STEP)
+    return torch.where(valid, step, 0.0).cumsum(1)
 
 
 def real_gaps(t: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -405,9 +419,12 @@ class TimeSeriesTransformer(nn.Module):
             interp, dt_prev, dt_next = interpolate_visible(x[..., 0], visible, t_rel)
             extra = torch.stack([interp, torch.log1p(dt_prev / cadence), torch.log1p(dt_next / cadence)], -1)
 
+        # the times the rotary encodings see: days, or clipped steps in cadences (cadence_rope)
+        t_rope = rope_time(t_rel, valid, cadence) if self.config.cadence_rope else t_rel
+
         # Pad the length to a multiple of 2**levels; the added positions are padding.
         multiple = 2 ** self.levels
-        x, t_rel, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, valid))
+        x, t_rel, t_rope, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, t_rope, valid))
         padded = any_padding(valid)
 
         h = self.embed(x) + self.time_encoding(t_rel)  # (B, Lp, D0)
@@ -417,23 +434,23 @@ class TimeSeriesTransformer(nn.Module):
             h = h + self.embed_gaps(pad_length(gaps, multiple, dim=1))
         levels, ropes = [], []
         for level, (stage, down) in enumerate(zip(self.encoder, self.down)):
-            ropes.append(self._rope(t_rel, level, cadence))
+            ropes.append(self._rope(t_rope, level))
             h = stage(h, valid, ropes[-1], padded)  # zero at padding
             levels.append((h, valid))
             h = down(h)  # (B, L/2, D_next)
             # coarse time: mean of the real fine positions' times
             weight = valid.view(B, -1, 2).float()
-            t_rel = (t_rel.view(B, -1, 2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
+            t_rope = (t_rope.view(B, -1, 2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
             valid = valid.view(B, -1, 2).any(-1)  # coarse real if either fine position is
-        levels.append((self.bottleneck(h, valid, self._rope(t_rel, self.levels - 1, cadence), padded), valid))
+        levels.append((self.bottleneck(h, valid, self._rope(t_rope, self.levels - 1), padded), valid))
         return levels, ropes, extra
 
-    def _rope(self, t: torch.Tensor, level: int, cadence: torch.Tensor):
+    def _rope(self, t: torch.Tensor, level: int):
         """(cos, sin) (B, 1, L, hs/2) of the time rotary encoding at ``level``; None when off.
 
         The bottleneck shares the last level's width. ``time_attention``: times in days,
         frequencies log-spaced over [min_period, max_period] as the additive time encoding's;
-        ``cadence_rope``: times in units of ``cadence`` (B, 1), periods over [2**(level+1),
+        ``cadence_rope``: ``t`` from :func:`rope_time` (cadences), periods over [2**(level+1),
         2 * input_length] cadences."""
         cfg = self.config
         if not (cfg.time_attention or cfg.cadence_rope):
@@ -443,7 +460,6 @@ class TimeSeriesTransformer(nn.Module):
             low, high = cfg.min_period, cfg.max_period
         else:
             low, high = 2.0 ** (level + 1), 2.0 * max(cfg.input_length, 2 ** (level + 2))
-            t = t / cadence
         periods = torch.logspace(math.log10(low), math.log10(high), hs // 2, dtype=torch.float64, device=t.device)
         phase = time_phase(t, 1.0 / periods)[:, None]  # (B, 1, L, hs/2)
         return phase.cos().float(), phase.sin().float()
