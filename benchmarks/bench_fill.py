@@ -4,7 +4,7 @@
 
 The model fills the gaps of the first ``--curves`` curves of RAW.h5 (``lcgen.fill.fill_curves``:
 grid, windows, forward passes, blending; after a warm-up, best of ``--repeats``); the GP
-baseline (``lcgen.gp.gp_baseline``: an SHO + jitter fit per window, then prediction) is run on
+baseline (``lcgen.evaluate.gp.gp_baseline``: an SHO + jitter fit per window, then prediction) is run on
 exactly those windows (same points, same gap positions), all of them or ``--gp-windows``
 spread evenly. Times are CPU seconds (``time.process_time``), so load
 from other processes does not count. Target (issue 14): the model >= 10x faster per window.
@@ -26,7 +26,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from lcgen.fill import FillConfig, fill_curves, prepare_curves, window_arrays
-from lcgen.gp import gp_baseline
+from lcgen.evaluate.gp import gp_baseline
 from lcgen.io import read_raw
 from lcgen.train import load_run
 

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lcgen import multitaper as mt  # noqa: E402
+from lcgen.features import multitaper as mt  # noqa: E402
 
 TARGET_MS = {500: 10, 2000: 16, 10000: 85, 20000: 160}
 TAPIFY_MS = {500: 20, 2000: 60, 10000: 470, 20000: 900}
@@ -84,7 +84,7 @@ def bench_curves() -> None:
 
 def bench_preprocess(n_curves: int, workers: int, keep: str | None) -> None:
     """Generate ``n_curves`` default mock curves with lcgen generate, then time preprocess."""
-    from lcgen.preprocess import PreprocessConfig, preprocess
+    from lcgen.features.preprocess import PreprocessConfig, preprocess
     from lcgen.simulate import SimulateConfig, generate
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,7 +40,10 @@ ENV_1THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 # Runs inside a subprocess with PYTHONPATH at the tree under test; prints one JSON line.
 CHILD = r"""
 import json, resource, sys, time, cProfile, pstats, io
-from lcgen import preprocess as pp
+try:
+    from lcgen.features import preprocess as pp
+except ImportError:  # a tree from before the features/ subpackage
+    from lcgen import preprocess as pp
 raw, out, workers, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 cfg = pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=250, resume=False)
 def cpu():
@@ -82,7 +85,7 @@ def measure(tree: Path, raw: Path, workers: int, profile: bool = False) -> dict:
 # The stages of one curve: CPU time of each, nested calls counted in their callers too.
 STAGES = r"""
 import collections, json, sys, time, h5py
-import lcgen.multitaper as mt, lcgen.preprocess as pp
+import lcgen.features.multitaper as mt, lcgen.features.preprocess as pp
 raw = sys.argv[1]
 cfg = pp.PreprocessConfig(input=raw)
 grids = pp.make_grids(cfg, *pp.survey_input(raw))

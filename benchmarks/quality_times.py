@@ -21,7 +21,7 @@ import argparse
 import numpy as np
 import torch
 
-from lcgen.evaluate import EvaluateConfig, hide, linear_baseline, open_evaluation
+from lcgen.evaluate.scoring import EvaluateConfig, hide, linear_baseline, open_evaluation
 
 
 def main() -> None:

@@ -243,7 +243,7 @@ def convert(
 
     Example: [cyan]lcgen convert --max-length 512 --strategy window[/]
     """
-    from lcgen.convert import ConvertConfig, convert as run_convert
+    from lcgen.features.convert import ConvertConfig, convert as run_convert
 
     cfg = resolve_config(ConvertConfig, config_file=config, sets=set_, flags={
         "input": _str(input), "output": _str(output), "max_length": max_length,
@@ -292,8 +292,8 @@ def preprocess(
     Example: [cyan]lcgen preprocess --workers 2 --set n_freq=1024 --set freq_max=5[/]
     Cluster: [cyan]lcgen preprocess --shard $TASK/8[/] per array task, then [cyan]lcgen preprocess --merge-shards 8[/]
     """
-    from lcgen.preprocess import PreprocessConfig, merge_shards as run_merge, planned_rows
-    from lcgen.preprocess import preprocess as run_preprocess
+    from lcgen.features.preprocess import PreprocessConfig, merge_shards as run_merge, planned_rows
+    from lcgen.features.preprocess import preprocess as run_preprocess
 
     cfg = resolve_config(PreprocessConfig, config_file=config, sets=set_, flags={
         "input": _str(input), "output": _str(output), "workers": workers, "shard": shard})
@@ -414,7 +414,7 @@ def train(
     if result["status"] == "interrupted":
         raise typer.Exit(130)
     if result["status"] == "finished" and result["epoch"] and cfg.model.get("variance_head") and cfg.val_fraction > 0:
-        from lcgen.calibrate import calibrate_run
+        from lcgen.evaluate.calibrate import calibrate_run
 
         try:
             _print_calibration(result["run_dir"], calibrate_run(result["run_dir"], device=cfg.device))
@@ -449,7 +449,7 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     """Rich tables of a metrics dict: overall errors, calibration (predictors with a variance),
     errors against the noise-free signal and (``detail``) the masked MSE by block size, mask ratio
     and light-curve type."""
-    from lcgen.evaluate import BASELINE_LABELS, ratio
+    from lcgen.evaluate.scoring import BASELINE_LABELS, ratio
 
     names = {**BASELINE_LABELS, "model": m["model_name"], "mean": "per-curve mean",
              "data": "the data itself (noise)"}
@@ -531,7 +531,7 @@ def evaluate(
 
     Example: [cyan]lcgen evaluate runs/transformer/demo --baselines linear,mean,gp[/]   [cyan]lcgen evaluate runs/transformer/demo --forecast 16[/]
     """
-    from lcgen.evaluate import EvaluateConfig, evaluate_run, metrics_path, verdict
+    from lcgen.evaluate.scoring import EvaluateConfig, evaluate_run, metrics_path, verdict
 
     cfg = resolve_config(EvaluateConfig, config_file=config, sets=set_, flags={
         "data": _str(data), "split": split, "mask_seed": mask_seed, "checkpoint": checkpoint,
@@ -572,7 +572,7 @@ def calibrate(
 
     Example: [cyan]lcgen calibrate runs/transformer/demo[/]
     """
-    from lcgen.calibrate import calibrate_run
+    from lcgen.evaluate.calibrate import calibrate_run
 
     _print_calibration(run_dir, calibrate_run(run_dir, min_points=min_points, device=device or "cpu"))
 
@@ -638,7 +638,7 @@ def plot(
 
     Example: [cyan]lcgen plot runs/transformer/demo --examples 8[/]   [cyan]lcgen plot filled.h5[/]
     """
-    from lcgen.evaluate import EvaluateConfig
+    from lcgen.evaluate.scoring import EvaluateConfig
     from lcgen.io import open_checked
     from lcgen.plots import MAP_METHODS, plot_embeddings, plot_filled, plot_run
 
@@ -677,7 +677,7 @@ def demo(
     Example: [cyan]lcgen demo[/]   [cyan]lcgen demo --n-samples 200 --epochs 1 --preset tiny --workdir /tmp/demo[/]
     """
     from lcgen.demo import DemoConfig, run_demo
-    from lcgen.evaluate import verdict
+    from lcgen.evaluate.scoring import verdict
 
     cfg = resolve_config(DemoConfig, config_file=config, sets=set_, flags={
         "workdir": _str(workdir), "n_samples": n_samples, "transformer_epochs": epochs,
@@ -875,7 +875,7 @@ def _print_real_curves(path: Path) -> None:
 
 def _band_kept_line(path) -> str:
     """What share of each curve's resolvable band [W, Nyquist] the shared frequency grid keeps."""
-    from lcgen.preprocess import band_coverage
+    from lcgen.features.preprocess import band_coverage
 
     c = band_coverage(path)
     if c is None:

@@ -60,8 +60,8 @@ def paths(cfg: DemoConfig) -> dict[str, Path]:
 def step_configs(cfg: DemoConfig) -> dict[str, Any]:
     """The config of every step, each checked as its command would check it, so a bad setting
     fails before any work (not after generating and preprocessing)."""
-    from lcgen.convert import ConvertConfig, check_config as check_convert
-    from lcgen.preprocess import PreprocessConfig, check_config as check_preprocess
+    from lcgen.features.convert import ConvertConfig, check_config as check_convert
+    from lcgen.features.preprocess import PreprocessConfig, check_config as check_preprocess
     from lcgen.simulate import SimulateConfig, check_config as check_simulate
     from lcgen.train import TrainConfig, complete_config
     from lcgen.workers import check_workers
@@ -103,10 +103,10 @@ def run_demo(cfg: DemoConfig | None = None, *, console=None, progress: bool = Fa
     ``on_step(name)`` is called as each step starts. Every setting is checked before the first
     step (:func:`step_configs`).
     """
-    from lcgen.convert import convert
-    from lcgen.evaluate import EvaluateConfig, evaluate_run
+    from lcgen.features.convert import convert
+    from lcgen.evaluate.scoring import EvaluateConfig, evaluate_run
     from lcgen.plots import plot_run
-    from lcgen.preprocess import preprocess
+    from lcgen.features.preprocess import preprocess
     from lcgen.simulate import generate
     from lcgen.train import fit
 

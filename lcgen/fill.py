@@ -21,7 +21,7 @@ For every curve of a raw file (simulated or ingested):
 6. normalisation is undone: the output is in the input's units. Observed points are kept exactly.
 
 The ``flux_err`` of a filled point is the predictive σ of an observation there: the model's
-variance of the signal (scaled by the run's calibration, :mod:`lcgen.calibrate`) plus the
+variance of the signal (scaled by the run's calibration, :mod:`lcgen.evaluate.calibrate`) plus the
 window's median ``flux_err``² (the noise a measurement at that time would carry). Where the
 calibration chose Student-t tails, ``flux_err`` is the half-width of the central 68.27 %
 interval (the scale times t's quantile), so ±``flux_err`` still holds 68 %; the 95 % interval
@@ -44,7 +44,7 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
-from lcgen.calibrate import CHECK_LEVELS, calibrated_variance, half_width, predictive_dof
+from lcgen.evaluate.calibrate import CHECK_LEVELS, calibrated_variance, half_width, predictive_dof
 from lcgen.errors import LcgenError
 
 
@@ -117,7 +117,7 @@ def blend_weights(length: int) -> np.ndarray:
 def prepare_curves(curves, cfg: FillConfig, length: int) -> tuple[list[dict], list[tuple[int, int, int]]]:
     """Clean each ``(time, flux, flux_err)`` curve, add its gap points, and list the windows
     ``(curve, start, stop)`` of ``length`` points that hold at least one gap point."""
-    from lcgen.convert import clean_curve
+    from lcgen.features.convert import clean_curve
 
     prepared, windows = [], []
     for c, (t, y, e) in enumerate(curves):
@@ -152,7 +152,7 @@ def window_arrays(prepared: list[dict], chunk: list[tuple[int, int, int]], lengt
     """The model's inputs for windows ``chunk``: (B, L) ``values``, ``time``, ``flux_err``,
     ``valid``, ``hidden`` (gap points), normalised as ``lcgen convert`` normalises (median / IQR
     of each window's observed points), and the (B, 3) median, IQR and median normalised error."""
-    from lcgen.convert import robust_scale
+    from lcgen.features.convert import robust_scale
 
     B = len(chunk)
     arrays = {k: np.zeros((B, length), np.float32) for k in ("values", "time", "flux_err")}

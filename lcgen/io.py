@@ -5,8 +5,8 @@ Four formats, each an HDF5 file whose root attributes name it:
 - ``raw``: ragged light curves. ``time`` (float64, days), ``flux``, ``flux_err`` and, for mocks,
   the noise-free ``signal`` (float32) as 1-D concatenations; ``offsets`` (N+1,) int64 so curve i
   is ``[offsets[i], offsets[i+1])``; per-curve metadata columns under the group ``meta``.
-- ``spectra``: multitaper features, written by :mod:`lcgen.preprocess`.
-- ``timeseries``: fixed-length windows, written by :mod:`lcgen.convert`; with ``convert --spectra``
+- ``spectra``: multitaper features, written by :mod:`lcgen.features.preprocess`.
+- ``timeseries``: fixed-length windows, written by :mod:`lcgen.features.convert`; with ``convert --spectra``
   also each window's PSD, F-statistic and ACF (a "paired" file, :func:`check_paired`).
 - ``embeddings``: a run's pooled latents, written by :mod:`lcgen.embed`.
 

@@ -374,7 +374,7 @@ def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_co
     metrics.json ``RUN_DIR/figures/metrics.png`` (:func:`plot_metrics`) and, once it has an
     embeddings.h5 (``lcgen embed``), ``RUN_DIR/figures/embedding_map.png`` (``map_method``, see
     :func:`map_2d`). Returns the paths."""
-    from lcgen.evaluate import choose_examples, open_evaluation, reconstruction_examples
+    from lcgen.evaluate.scoring import choose_examples, open_evaluation, reconstruction_examples
 
     run_dir = Path(run_dir)
     figures = run_dir / "figures"
@@ -395,13 +395,13 @@ def plot_run(run_dir: str | Path, *, n_examples: int = 6, seed: int = 0, eval_co
             examples, figures / "reconstructions.png", kind=ev.kind, **labels,
             title=f"{name}: reconstructions of {ev.split} rows (grey: hidden; mask seed {ev.config.mask_seed})"))
         if getattr(ev.model.config, "variance_head", False):
-            from lcgen.evaluate import reliability
+            from lcgen.evaluate.scoring import reliability
 
             paths.append(plot_reliability(
                 {"model": reliability(ev)}, figures / "calibration.png",
                 title=f"{name}: calibration on hidden points of {ev.split} rows (mask seed {ev.config.mask_seed})"))
     if (run_dir / "metrics.json").is_file():
-        from lcgen.evaluate import read_metrics
+        from lcgen.evaluate.scoring import read_metrics
 
         paths.append(plot_metrics(read_metrics(run_dir), figures / "metrics.png"))
     from lcgen.embed import EMBEDDINGS_FILE

@@ -405,7 +405,7 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tor
         detail = " ".join(str(exc).split())
         raise LcgenError(f"the checkpoint's weights do not fit the '{ckpt['model_name']}' model it "
                          f"describes ({detail[:200]})") from None
-    # the post-hoc variance calibration (lcgen.calibrate), applied by evaluate and fill; None if unfitted
+    # the post-hoc variance calibration (lcgen.evaluate.calibrate), applied by evaluate and fill; None if unfitted
     model.variance_calibration = ckpt.get("variance_calibration")
     return model.to(device).eval()
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lcgen.calibrate import (RUN_EDGES, calibrated_variance, coverage, fit_calibration, fit_scale,
+from lcgen.evaluate.calibrate import (RUN_EDGES, calibrated_variance, coverage, fit_calibration, fit_scale,
                              hidden_run_lengths, pooled_bins, run_bin)
 
 
@@ -124,7 +124,7 @@ def test_heavy_tailed_residuals_get_student_t_tails_and_both_levels_right():
 def test_student_t_scores_against_scipy_and_monte_carlo():
     from scipy import stats
 
-    from lcgen.evaluate import calibration_sums
+    from lcgen.evaluate.scoring import calibration_sums
 
     rng = np.random.default_rng(3)
     nu, n = 3.0, 100_000

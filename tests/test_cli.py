@@ -4,7 +4,7 @@ import h5py
 import pytest
 
 from lcgen import __version__
-from lcgen.convert import ConvertConfig, convert
+from lcgen.features.convert import ConvertConfig, convert
 from lcgen.io import partial_path
 from tests.conftest import run_cli
 

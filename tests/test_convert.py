@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lcgen.convert import ConvertConfig, clean_curve, convert, robust_scale
+from lcgen.features.convert import ConvertConfig, clean_curve, convert, robust_scale
 from lcgen.errors import LcgenError
 from lcgen.io import RawWriter, open_checked, read_config
 from tests.conftest import write_sine_raw
@@ -97,7 +97,7 @@ def test_robust_scale_never_divides_by_zero():
 def test_convert_streams_the_input_and_compression_changes_no_value(tmp_path, monkeypatch):
     """Any chunk size, with or without compression: the same rows; no read holds more than one
     chunk of curves."""
-    import lcgen.convert as conv
+    import lcgen.features.convert as conv
     from lcgen.io import RawReader
 
     raw_path = tmp_path / "raw.h5"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lcgen.convert import ConvertConfig, convert
+from lcgen.features.convert import ConvertConfig, convert
 from lcgen.data import (CHANNELS, SpectraSource, TimeSeriesSource, batch_order, iter_batches,
                         load_split, read_rows, save_split, split_rows)
 from lcgen.errors import LcgenError

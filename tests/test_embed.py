@@ -311,7 +311,7 @@ def test_window_features_of_a_sinusoid_and_of_white_noise():
 
 
 def test_cli_train_embed_probe_plot(tmp_path):
-    from lcgen.convert import ConvertConfig, convert
+    from lcgen.features.convert import ConvertConfig, convert
     from lcgen.simulate import SimulateConfig, generate
 
     # the data are made in-process (their commands have their own tests); the chain is the CLI's

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lcgen.evaluate import (breakdown, compare, concat_scores, error_sums, linear_baseline,
+from lcgen.evaluate.scoring import (breakdown, compare, concat_scores, error_sums, linear_baseline,
                             mean_baseline, ratio_bins, score_batch, summarise)
 from tests.conftest import run_cli
 
@@ -91,7 +91,7 @@ def test_block_sizes_match_the_fixed_masks():
     """Re-laying each sample's draws with its block size forced gives exactly its fixed mask."""
     import torch
 
-    from lcgen.evaluate import mask_block_sizes
+    from lcgen.evaluate.scoring import mask_block_sizes
     from lcgen.masking import draw_fixed, fixed_mask, lay_blocks
 
     g = torch.Generator().manual_seed(3)
@@ -150,7 +150,7 @@ def interpolate_by_loops(t, y, visible):
 
 @pytest.fixture(scope="module")
 def ts_run(tmp_path_factory):
-    from lcgen.convert import ConvertConfig, convert
+    from lcgen.features.convert import ConvertConfig, convert
     from lcgen.simulate import SimulateConfig, generate
     from lcgen.train import TrainConfig, fit
 
@@ -170,7 +170,7 @@ def test_evaluate_writes_finite_metrics_on_the_same_masks(ts_run):
     import torch
 
     from lcgen.data import load_split
-    from lcgen.evaluate import EvaluateConfig, evaluate_run
+    from lcgen.evaluate.scoring import EvaluateConfig, evaluate_run
     from lcgen.masking import fixed_mask
     from lcgen.train import load_run
 
@@ -221,7 +221,7 @@ def test_evaluate_writes_finite_metrics_on_the_same_masks(ts_run):
 
 
 def test_metrics_path_keeps_test_metrics_apart(tmp_path):
-    from lcgen.evaluate import metrics_path
+    from lcgen.evaluate.scoring import metrics_path
 
     assert metrics_path(tmp_path) == tmp_path / "metrics.json"
     assert metrics_path(tmp_path, "val") == tmp_path / "metrics-val.json"
@@ -233,7 +233,7 @@ def test_metrics_path_keeps_test_metrics_apart(tmp_path):
 def test_undefined_metrics_are_null_not_nan(tmp_path):
     import json
 
-    from lcgen.evaluate import metrics_markdown, ratio, write_metrics
+    from lcgen.evaluate.scoring import metrics_markdown, ratio, write_metrics
 
     values = np.array([[1.0, 2.0, 3.0]])
     valid = np.ones((1, 3), bool)
@@ -249,9 +249,9 @@ def test_undefined_metrics_are_null_not_nan(tmp_path):
 
 
 def test_data_laid_out_differently_from_training_is_refused(ts_run, tmp_path):
-    from lcgen.convert import ConvertConfig, convert
+    from lcgen.features.convert import ConvertConfig, convert
     from lcgen.errors import LcgenError
-    from lcgen.evaluate import EvaluateConfig, evaluate_run
+    from lcgen.evaluate.scoring import EvaluateConfig, evaluate_run
 
     raw = ts_run.parents[2] / "raw.h5"
     other = tmp_path / "ts32.h5"
@@ -279,7 +279,7 @@ def test_evaluate_in_days_reports_error_by_gap_duration(ts_run, tmp_path):
     import torch
 
     from lcgen.data import load_split
-    from lcgen.evaluate import GAP_BINS
+    from lcgen.evaluate.scoring import GAP_BINS
     from lcgen.masking import day_block_length, draw_fixed, fixed_mask
 
     r = run_cli("evaluate", ts_run, "--mask-days", "2,40", "--mask-seed", "3")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lcgen.io import RawWriter, partial_path
-from lcgen.preprocess import PreprocessConfig, preprocess
+from lcgen.features.preprocess import PreprocessConfig, preprocess
 from tests.conftest import cli_command, run_cli, write_sine_raw
 
 SMALL = ["--set", "n_freq=64", "--set", "n_lags=64", "--set", "chunk_size=2"]  # preprocess, fast
@@ -55,8 +55,8 @@ def same_datasets(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """raw.h5 (6 sinusoids), spectra.h5, ts.h5 and a tiny trained mlp run with metrics.json."""
-    from lcgen.convert import ConvertConfig, convert
-    from lcgen.evaluate import evaluate_run
+    from lcgen.features.convert import ConvertConfig, convert
+    from lcgen.evaluate.scoring import evaluate_run
     from lcgen.train import TrainConfig, fit
 
     d = tmp_path_factory.mktemp("faults")
@@ -127,7 +127,7 @@ def test_a_chunk_marked_done_but_not_written_is_redone(place, work):
 
 def test_rows_neither_analysed_nor_failed_never_reach_the_final_name(place):
     from lcgen.errors import LcgenError
-    from lcgen.preprocess import check_rows
+    from lcgen.features.preprocess import check_rows
 
     path = place / "spectra.h5"
     check_rows(path)  # a good file passes

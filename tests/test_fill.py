@@ -59,7 +59,7 @@ def sine_curves(rng, n_curves, n_points, gap=None):
 
 @pytest.fixture(scope="module")
 def sine_run(tmp_path_factory):
-    from lcgen.convert import ConvertConfig, convert
+    from lcgen.features.convert import ConvertConfig, convert
 
     d = tmp_path_factory.mktemp("fillrun")
     rng = np.random.default_rng(0)

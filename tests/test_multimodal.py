@@ -13,14 +13,14 @@ import torch
 from typer.testing import CliRunner
 
 from lcgen.cli import app
-from lcgen.convert import ConvertConfig, convert
+from lcgen.features.convert import ConvertConfig, convert
 from lcgen.data import PairedSource, iter_batches, open_source
 from lcgen.errors import LcgenError
 from lcgen.masking import MODALITIES, SEED_STRIDE, drop_modalities, fixed_mask, modality_keys, paired_masks
-from lcgen.multitaper import autocorrelation, binned_multitaper, resolvable_band
-from lcgen.preprocess import normalise
+from lcgen.features.multitaper import autocorrelation, binned_multitaper, resolvable_band
+from lcgen.features.preprocess import normalise
 from lcgen.train import TrainConfig, fit, load_checkpoint, load_run
-from lcgen.window_spectra import WindowSpectraConfig
+from lcgen.features.window_spectra import WindowSpectraConfig
 from tests.conftest import run_cli, write_sine_raw
 
 WINDOW, N_FREQ, N_LAGS = 64, 32, 24

@@ -1,13 +1,13 @@
-"""lcgen.multitaper against exact references and known statistics (no tapify needed)."""
+"""lcgen.features.multitaper against exact references and known statistics (no tapify needed)."""
 
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.interpolate import make_interp_spline
 
-from lcgen import multitaper as mt
+from lcgen.features import multitaper as mt
 from lcgen.errors import LcgenError
-from lcgen.preprocess import PreprocessConfig, make_grids
+from lcgen.features.preprocess import PreprocessConfig, make_grids
 from lcgen.simulate import SAMPLERS, SimulateConfig
 
 # Every sampling pattern of the simulator, plus seasonal curves longer than a year (two seasons).

@@ -91,7 +91,7 @@ def mlp_run(tmp_path_factory):
 
 
 def test_plot_run_writes_every_figure(mlp_run):
-    from lcgen.evaluate import evaluate_run
+    from lcgen.evaluate.scoring import evaluate_run
     from lcgen.plots import plot_run
 
     (mlp_run / "metrics.json").unlink(missing_ok=True)
@@ -136,7 +136,7 @@ def test_spectra_baseline_runs_in_grid_steps_on_the_same_masks(mlp_run):
     import torch
 
     from lcgen.data import load_split
-    from lcgen.evaluate import EvaluateConfig, evaluate_run
+    from lcgen.evaluate.scoring import EvaluateConfig, evaluate_run
     from lcgen.masking import fixed_mask
     from tests.test_evaluate import interpolate_by_loops
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lcgen import multitaper as mt
+from lcgen.features import multitaper as mt
 from lcgen.cli import app
 from lcgen.errors import LcgenError
 from lcgen.io import RawWriter, partial_path
-from lcgen.preprocess import (PreprocessConfig, invert_normalisation, merge_shards, normalise,
+from lcgen.features.preprocess import (PreprocessConfig, invert_normalisation, merge_shards, normalise,
                               physical_features, preprocess, shard_path)
 
 N_CURVES = 36

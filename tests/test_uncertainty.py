@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lcgen.evaluate import (calibration_sums, extrapolation_baseline, forecast_mask, linear_baseline,
+from lcgen.evaluate.scoring import (calibration_sums, extrapolation_baseline, forecast_mask, linear_baseline,
                             persistence_baseline, score_batch, summarise)
 from lcgen.models import create_model
 from lcgen.train import TrainConfig, complete_config, gaussian_nll_sums, model_from_checkpoint
@@ -158,7 +158,7 @@ def test_gp_baseline_beats_linear_interpolation_on_an_sho_process():
     import celerite2
     from celerite2 import terms
 
-    from lcgen.gp import gp_baseline
+    from lcgen.evaluate.gp import gp_baseline
 
     rng = np.random.default_rng(2)
     B, L = 8, 96
@@ -199,7 +199,7 @@ def test_forecast_mask_and_baselines_by_hand():
 
 @pytest.fixture(scope="module")
 def nll_run(tmp_path_factory):
-    from lcgen.convert import ConvertConfig, convert
+    from lcgen.features.convert import ConvertConfig, convert
     from lcgen.simulate import SimulateConfig, generate
     from lcgen.train import fit
 
@@ -239,8 +239,8 @@ def test_calibrate_cli_round_trips_through_the_checkpoint_and_evaluate(nll_run, 
     """A tiny nll run, calibrated by the CLI: the fit is in best.pt and last.pt, comes back on the
     loaded model, and evaluate on the validation rows (their training masks) reproduces the
     coverage the fit reported."""
-    from lcgen.calibrate import RUN_EDGES
-    from lcgen.evaluate import Z68, Z95
+    from lcgen.evaluate.calibrate import RUN_EDGES
+    from lcgen.evaluate.scoring import Z68, Z95
     from lcgen.train import load_checkpoint, load_run
 
     run = nll_run
@@ -264,7 +264,7 @@ def test_calibrate_cli_round_trips_through_the_checkpoint_and_evaluate(nll_run, 
                                atol=2e-3)
     assert Z68 == 1.0 and Z95 == pytest.approx(1.959964, abs=1e-6)  # the levels the fit reports: ±1 σ, 95 %
     # too few validation points for the default bins, or a missing run directory: a clear error
-    from lcgen.calibrate import calibrate_run
+    from lcgen.evaluate.calibrate import calibrate_run
     from lcgen.errors import LcgenError
     with pytest.raises(LcgenError, match="too few to calibrate on"):
         calibrate_run(run)

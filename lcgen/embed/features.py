@@ -17,12 +17,12 @@ median/IQR scaling undone where the file has it):
                   has no peak, log10 T
     acf_peak      1 where the ACF has a first peak, else 0
 
-The spectrum is :func:`lcgen.multitaper.multitaper` (adaptive, tapify's default grid) and the ACF
-:func:`lcgen.multitaper.autocorrelation` with :func:`lcgen.multitaper.acf_first_peak`. A value
+The spectrum is :func:`lcgen.features.multitaper.multitaper` (adaptive, tapify's default grid) and the ACF
+:func:`lcgen.features.multitaper.autocorrelation` with :func:`lcgen.features.multitaper.acf_first_peak`. A value
 that cannot be computed (too few points, a constant window) is NaN; the probes impute it.
 
 For a ``spectra`` file (``lcgen preprocess`` output, what spectral runs eat) the features are read
-off each row's own spectra, in physical units (:func:`lcgen.preprocess.physical_features`), over
+off each row's own spectra, in physical units (:func:`lcgen.features.preprocess.physical_features`), over
 its valid bins and lags only (:data:`SPECTRAL_FEATURES`):
 
     psd_slope       slope b of the least-squares line log10 PSD = a + b log10 f (red noise < 0)
@@ -57,7 +57,7 @@ N_LAGS = 256
 def window_features(t: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The :data:`FEATURES` of one window: times ``t`` (days, increasing) and fluxes ``y``, (n,)
     each, real points only. Returns (len(FEATURES),) float64, NaN where undefined."""
-    from lcgen.multitaper import acf_first_peak, autocorrelation, multitaper
+    from lcgen.features.multitaper import acf_first_peak, autocorrelation, multitaper
 
     out = np.full(len(FEATURES), np.nan)
     t, y = np.asarray(t, np.float64), np.asarray(y, np.float64)
@@ -117,7 +117,7 @@ def spectral_features(freq: np.ndarray, psd: np.ndarray, fstat: np.ndarray, vali
     """The :data:`SPECTRAL_FEATURES` of one row of a spectra file, physical units: PSD and
     F-statistic on frequencies ``freq`` (valid where ``valid``), ACF on lags ``lag`` (valid where
     ``acf_valid``). Returns (len(SPECTRAL_FEATURES),) float64, NaN where undefined."""
-    from lcgen.multitaper import acf_first_peak
+    from lcgen.features.multitaper import acf_first_peak
 
     out = np.full(len(SPECTRAL_FEATURES), np.nan)
     ok = valid & np.isfinite(psd) & (psd > 0) & (freq > 0)
@@ -144,9 +144,9 @@ def spectra_features(path, rows: np.ndarray, *, chunk: int = 1024,
                      progress: Callable[[int], None] | None = None) -> np.ndarray:
     """:func:`spectral_features` of ``rows`` (sorted) of a ``spectra`` file, (len(rows),
     len(SPECTRAL_FEATURES)); a bin or lag is valid where the file's masks say so
-    (:func:`lcgen.preprocess.physical_features` gives NaN elsewhere)."""
+    (:func:`lcgen.features.preprocess.physical_features` gives NaN elsewhere)."""
     from lcgen.io import open_checked
-    from lcgen.preprocess import physical_features
+    from lcgen.features.preprocess import physical_features
 
     rows = np.asarray(rows, np.int64)
     out = np.empty((rows.size, len(SPECTRAL_FEATURES)))

@@ -415,7 +415,7 @@ def probe_file(embeddings: str | Path, cfg: ProbeConfig | None = None, *, output
     random-weight baselines) on one split by light curve; write ``probe.json`` (see
     :func:`probe_path`) and return the same dict."""
     from lcgen.embed.extract import read_embeddings
-    from lcgen.evaluate import write_metrics
+    from lcgen.evaluate.scoring import write_metrics
 
     cfg = cfg or ProbeConfig()
     for n in cfg.few_shot:

@@ -213,7 +213,7 @@ def validation_residuals(run_dir: str | Path, *, checkpoint: str = "best", batch
     """Hidden-point residuals of a run's ``checkpoint`` on its validation rows, with the
     validation masks of training (``val_mask_seed``): 1-D ``resid``, ``model_var``
     (uncalibrated σ²), ``noise_var`` and ``run_length``."""
-    from lcgen.evaluate import EvaluateConfig, open_evaluation, predict
+    from lcgen.evaluate.scoring import EvaluateConfig, open_evaluation, predict
     from lcgen.train import load_checkpoint
 
     seed = int(load_checkpoint(Path(run_dir) / f"{checkpoint}.pt")["train_config"].get("val_mask_seed", 0))

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from lcgen.evaluate import (Evaluation, compare, concat_scores, linear_baseline, mean_baseline, score_batch,
+from lcgen.evaluate.scoring import (Evaluation, compare, concat_scores, linear_baseline, mean_baseline, score_batch,
                             summarise)
 from lcgen.masking import MODALITIES, fixed_mask, modality_keys, paired_masks
 

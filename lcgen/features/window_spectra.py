@@ -2,14 +2,14 @@
 
 ``lcgen convert --spectra`` adds to a time-series file, for every window (row) i, the multitaper
 PSD, F-statistic and ACF of THAT window's real points, so that every modality of a row describes
-the same stretch of light curve. The work is :func:`lcgen.preprocess.analyse_curve`, called on
+the same stretch of light curve. The work is :func:`lcgen.features.preprocess.analyse_curve`, called on
 the window's stored points (``time[i, mask[i]]``, ``flux[i, mask[i]]``), so the spectra are
 exactly what ``lcgen preprocess`` would compute for a curve made of that window alone:
 
 1. grids: ONE frequency grid (``n_freq`` bins, log-spaced from 1/T of the longest window to the
    highest mean-cadence Nyquist frequency of any window) and ONE lag grid (``n_lags``: lag 0,
    then log-spaced from the median mean cadence to ``acf_max_fraction`` × the longest window),
-   chosen by :func:`lcgen.preprocess.make_grids` from the windows' spans and point counts, the
+   chosen by :func:`lcgen.features.preprocess.make_grids` from the windows' spans and point counts, the
    same for every row of the file;
 2. per window: 5×IQR outlier clipping, adaptive multitaper PSD averaged over each bin, harmonic F
    (bin maximum, p-value corrected for the frequencies tried), window-corrected ACF;
@@ -17,7 +17,7 @@ exactly what ``lcgen preprocess`` would compute for a curve made of that window 
    [W, f_hi]; ``acf_mask`` = lags up to ``acf_max_fraction`` × the window's span with support;
 4. normalisation as preprocess: z = (arcsinh(v / s) − μ) / σ over the valid bins, with
    ``{c}_scale``, ``{c}_mean``, ``{c}_std`` stored per row
-   (:func:`lcgen.preprocess.invert_normalisation` undoes it).
+   (:func:`lcgen.features.preprocess.invert_normalisation` undoes it).
 
 A window that cannot be analysed (fewer than ``min_points``, too few valid bins, constant) gets
 ``spectra_failed = True``, its reason in ``spectra_fail_reason``, NaN spectra and all-False
@@ -35,10 +35,10 @@ import numpy as np
 from lcgen.io import PAIRED_KEYS
 
 if TYPE_CHECKING:
-    from lcgen.preprocess import Grids, PreprocessConfig
+    from lcgen.features.preprocess import Grids, PreprocessConfig
 
-# lcgen.preprocess imports lcgen.convert, which imports this module: preprocess is imported where used.
-CHANNELS = ("psd", "acf", "fstat")  # = lcgen.preprocess.CHANNELS
+# lcgen.features.preprocess imports lcgen.features.convert, which imports this module: preprocess is imported where used.
+CHANNELS = ("psd", "acf", "fstat")  # = lcgen.features.preprocess.CHANNELS
 # Datasets a paired time-series file holds per window beyond the time series (lcgen.io.check_paired).
 SPECTRA_ROW_KEYS = tuple(PAIRED_KEYS)
 CHUNK_ROWS = 2048  # windows analysed between writes
@@ -65,7 +65,7 @@ class WindowSpectraConfig:
 
 def preprocess_settings(cfg: WindowSpectraConfig, min_points: int) -> PreprocessConfig:
     """The :class:`PreprocessConfig` whose per-curve analysis the windows get."""
-    from lcgen.preprocess import PreprocessConfig
+    from lcgen.features.preprocess import PreprocessConfig
 
     return PreprocessConfig(n_freq=cfg.n_freq, n_lags=cfg.n_lags, freq_spacing=cfg.freq_spacing, nw=cfg.nw,
                             k=cfg.k, adaptive=cfg.adaptive, acf_max_fraction=cfg.acf_max_fraction,
@@ -80,7 +80,7 @@ def window_points(time: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, mask
 
 def window_grids(f: h5py.File, settings: PreprocessConfig) -> Grids:
     """The shared grids of the windows of an open time-series file (spans and counts of its rows)."""
-    from lcgen.preprocess import make_grids
+    from lcgen.features.preprocess import make_grids
 
     n = f["flux"].shape[0]
     spans, counts = np.zeros(n), np.zeros(n, dtype=np.int64)
@@ -94,9 +94,9 @@ def window_grids(f: h5py.File, settings: PreprocessConfig) -> Grids:
 
 
 def analyse_window(t: np.ndarray, y: np.ndarray, e: np.ndarray, grids: Grids, settings: PreprocessConfig) -> dict:
-    """One window's normalised spectra on the shared grids (:func:`lcgen.preprocess.analyse_curve`),
+    """One window's normalised spectra on the shared grids (:func:`lcgen.features.preprocess.analyse_curve`),
     as the row of a paired file: keys of ``SPECTRA_ROW_KEYS`` plus ``reason`` ("" when analysed)."""
-    from lcgen.preprocess import analyse_curve
+    from lcgen.features.preprocess import analyse_curve
 
     F, Lg = grids.frequency.size, grids.lag.size
     try:

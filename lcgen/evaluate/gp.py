@@ -11,7 +11,7 @@ the mock types (sinusoids, DRW, QPO) and real rotators. The four parameters (log
 log s) are fitted by maximum likelihood (L-BFGS-B with bounds, a fixed iteration cap) on the
 visible points with a constant mean (their median), and the GP's conditional mean and variance
 give the prediction at the hidden positions. The predictive variance returned is that of the
-signal, σ²_f(t*); add the points' own ``flux_err``² (as :mod:`lcgen.evaluate` does) for the
+signal, σ²_f(t*); add the points' own ``flux_err``² (as :mod:`lcgen.evaluate.scoring` does) for the
 distribution of an observation. Cost: one fit is ~40–150 likelihood evaluations, O(N) each.
 """
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_RAW, DEFAULT_TIMESERIES, RawReader, append_rows, atomic_h5, check_memory, write_header
-from lcgen.window_spectra import WindowSpectraConfig, add_window_spectra
+from lcgen.features.window_spectra import WindowSpectraConfig, add_window_spectra
 
 
 @dataclasses.dataclass
@@ -133,7 +133,7 @@ def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None
 
     The input is read and the rows appended a chunk of curves at a time, so memory holds one
     chunk, whatever the sizes of the input and the output. With ``cfg.spectra`` every window then
-    gets its own spectra (:mod:`lcgen.window_spectra`); ``spectra_progress(n)`` counts windows.
+    gets its own spectra (:mod:`lcgen.features.window_spectra`); ``spectra_progress(n)`` counts windows.
     """
     check_config(cfg)
     L = cfg.max_length

@@ -2,18 +2,18 @@
 
 Per curve (:func:`analyse_curve`):
 
-1. clean: drop non-finite points, sort, merge duplicate times (:func:`lcgen.convert.clean_curve`),
+1. clean: drop non-finite points, sort, merge duplicate times (:func:`lcgen.features.convert.clean_curve`),
    drop points further than ``outlier_iqr`` × IQR from the median, then scale
    x = (flux − median) / IQR (median and IQR of the kept points, stored per row);
 2. spectra in ONE set of frequency bins shared by every curve (1024 log-spaced bins by default,
    from 1/T of the longest curve to the highest Nyquist frequency of any curve, so every
    curve's band is covered); each curve is computed on a grid
    fine enough for it (at most 1/(4T) apart) and aggregated into the shared bins
-   (:func:`lcgen.multitaper.binned_multitaper`): adaptive multitaper PSD averaged over the bin,
+   (:func:`lcgen.features.multitaper.binned_multitaper`): adaptive multitaper PSD averaged over the bin,
    harmonic F-statistic as the bin's largest F with its p-value corrected for the frequencies
    tried; the window-corrected ACF on ONE lag grid (days, lag 0 then log-spaced);
 3. validity masks: frequency bins inside the curve's unbiased band [W, f_hi]
-   (:func:`lcgen.multitaper.resolvable_band`: W = NW/T, f_hi the mean-cadence Nyquist, or W
+   (:func:`lcgen.features.multitaper.resolvable_band`: W = NW/T, f_hi the mean-cadence Nyquist, or W
    below the true Nyquist of exactly regular data) (``mask``; ``band_kept`` is the share of
    that band the shared grid covers), lags up to ``acf_max_fraction`` × T with enough pairs
    (``acf_mask``);
@@ -54,14 +54,14 @@ import h5py
 import numpy as np
 
 from lcgen.config import config_to_dict
-from lcgen.convert import MAX_BASELINE_DAYS, clean_curve
+from lcgen.features.convert import MAX_BASELINE_DAYS, clean_curve
 from lcgen.errors import LcgenError
 from lcgen.errors import Interrupted
 from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_path, check_memory, discard_h5,
                       open_checked, open_h5_for_writing, quiet_hdf5_deallocs, raw_offsets, read_config, sync_h5,
                       write_error, write_header)
 from lcgen.workers import check_workers, deferred_interrupt, process_pool, result
-from lcgen.multitaper import autocorrelation, bin_edges, binned_multitaper, resolvable_band
+from lcgen.features.multitaper import autocorrelation, bin_edges, binned_multitaper, resolvable_band
 
 CHANNELS = ("psd", "acf", "fstat")
 COUNT_COLUMNS = ("n_nonfinite", "n_duplicates", "n_outliers")
@@ -487,7 +487,7 @@ def check_config(cfg: PreprocessConfig) -> None:
         raise LcgenError(f"outlier_iqr = {cfg.outlier_iqr} must be ≥ 0 (0 keeps every point)")
     if cfg.min_points < 9:
         raise LcgenError(f"min_points = {cfg.min_points} is below the multitaper minimum of 9")
-    from lcgen.multitaper import check_series
+    from lcgen.features.multitaper import check_series
 
     grid = np.linspace(0.0, 1.0, max(cfg.min_points, 9, int(4 * cfg.nw) + 1))
     check_series(grid, np.sin(grid), cfg.nw, cfg.k)  # nw/k errors now, not once per curve

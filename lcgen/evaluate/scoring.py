@@ -20,7 +20,7 @@ Two baselines are scored on exactly the same masks as the model:
   take the nearest visible value.
 - ``mean``: every position set to the mean of the curve's visible real values.
 - ``gp`` (time series, on request: ``--baselines linear,mean,gp``): a celerite2 Gaussian process
-  (SHO kernel + jitter) fitted on each window's visible points (:mod:`lcgen.gp`), with a variance.
+  (SHO kernel + jitter) fitted on each window's visible points (:mod:`lcgen.evaluate.gp`), with a variance.
 
 Beside MSE and MAE, the median absolute error on hidden positions (``masked_medae``) is reported:
 a single flare or outlier can dominate a mean of squares, not a median.
@@ -34,7 +34,7 @@ distribution of a hidden observation is N(μ, s²), s² = predicted variance + t
     crps = mean of s [z (2Φ(z) − 1) + 2φ(z) − 1/√π]   (Gneiting & Raftery 2007),
 
 pooled over hidden positions like the errors, overall and by block size. A run calibrated with
-``lcgen calibrate`` (:mod:`lcgen.calibrate`; ``lcgen train`` does it for runs with a variance
+``lcgen calibrate`` (:mod:`lcgen.evaluate.calibrate`; ``lcgen train`` does it for runs with a variance
 head) has its variance scaled per hidden-run length and may have Student-t tails (``dof``): its
 intervals, NLL and CRPS are then those of that t (CRPS: Jordan, Krüger & Lerch 2019).
 
@@ -56,7 +56,7 @@ from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 import numpy as np
 from scipy.special import ndtr
 
-from lcgen.calibrate import CHECK_LEVELS, calibrated_variance, half_width, predictive_dof
+from lcgen.evaluate.calibrate import CHECK_LEVELS, calibrated_variance, half_width, predictive_dof
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_path
 
@@ -179,7 +179,7 @@ def calibration_sums(pred: np.ndarray, var: np.ndarray, target: np.ndarray,
                      select: np.ndarray, dof: float | None = None) -> dict[str, np.ndarray]:
     """Per-sample sums over the selected positions of a Gaussian prediction N(pred, var), or,
     with ``dof``, of a Student t with ``dof`` degrees of freedom and scale² ``var`` (a run whose
-    calibration found heavier tails than a Gaussian's, :mod:`lcgen.calibrate`): ``in68``/``in95``
+    calibration found heavier tails than a Gaussian's, :mod:`lcgen.evaluate.calibrate`): ``in68``/``in95``
     (counts of |z| inside the central 68.27 %/95 % intervals), ``nll`` and ``crps`` (see the
     module docstring); each (B,). ``var`` must be > 0 where selected."""
     pred, var, target, select = _as_2d(pred), _as_2d(var), _as_2d(target), _as_2d(select).astype(bool)
@@ -354,7 +354,7 @@ class Evaluation:
     lc_type: np.ndarray | None  # (n_rows,) light-curve type per row of the file, where known
     mask: dict  # min_block, max_block, min_ratio, max_ratio of the run
     paired: bool = False  # a multimodal run: kind is "timeseries" (its series is scored as the
-    # transformer's, with the window's spectra visible), lcgen.crossmodal scores the rest
+    # transformer's, with the window's spectra visible), lcgen.evaluate.crossmodal scores the rest
 
 
 @contextlib.contextmanager
@@ -549,7 +549,7 @@ def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str
             elif name == "extrapolation":
                 result[name] = extrapolation_baseline(v, ok, hid, knots, ev.config.forecast_points)
             elif name == "gp":
-                from lcgen.gp import gp_baseline
+                from lcgen.evaluate.gp import gp_baseline
 
                 result["gp"], var = gp_baseline(v, ok, hid, b["time"], b.get("flux_err"),
                                                 max_iter=ev.config.gp_max_iter)
@@ -632,7 +632,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
         if signal_parts:
             metrics["signal"] = summarise(concat_scores(signal_parts))
         if ev.paired and cfg.mode == "mask":  # every modality, and each from the others alone
-            from lcgen.crossmodal import crossmodal_metrics
+            from lcgen.evaluate.crossmodal import crossmodal_metrics
 
             metrics["modalities"] = crossmodal_metrics(ev, progress=progress)
         metrics["summary"] = verdict(metrics)
