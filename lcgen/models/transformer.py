@@ -42,6 +42,8 @@ Options (all off by default, so the original API and saved mean-only runs are un
   a point across a gap of hundreds of cadences sits at an arbitrary phase of every short
   period, and the short periods rotate by random angles between samples of a 30-min or slower
   cadence. The gaps' true lengths come in through ``time_gaps``. Excludes ``time_attention``.
+- ``day_encoding`` (on by default): the additive sinusoidal encoding of the time in days below.
+  Off, time reaches the model only through the rotary encodings and ``time_gaps``.
 
 Padding. ``valid`` (B, L) marks real observations. A coarse position is real if either of its two
 fine positions is; every attention at every level, encoder and decoder, masks padded keys, and
@@ -87,6 +89,7 @@ class TransformerConfig:
     interp_residual: bool = False  # (bool) predict a residual over linear interpolation of the visible points, given the gaps
     time_attention: bool = False  # (bool) rotary encodings of observation times (days) in every attention
     time_gaps: bool = False  # (bool) feed each position log(time to the previous / next real point / median cadence)
+    day_encoding: bool = True  # (bool) add the sinusoidal encoding of the time in days to the input (off: only rotary encodings and gap features carry time)
     cadence_rope: bool = False  # (bool) rotary encodings of times in median cadences (steps clipped to 4) in every attention
 
     def __post_init__(self) -> None:
@@ -427,7 +430,9 @@ class TimeSeriesTransformer(nn.Module):
         x, t_rel, t_rope, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, t_rope, valid))
         padded = any_padding(valid)
 
-        h = self.embed(x) + self.time_encoding(t_rel)  # (B, Lp, D0)
+        h = self.embed(x)  # (B, Lp, D0)
+        if self.config.day_encoding:
+            h = h + self.time_encoding(t_rel)
         if extra is not None:
             h = h + self.embed_interp(pad_length(extra, multiple, dim=1))
         if gaps is not None:
