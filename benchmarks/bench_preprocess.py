@@ -2,7 +2,7 @@
 overhead, a profile of the top costs, and an interleaved comparison with another lcgen tree.
 
     python benchmarks/bench_preprocess.py                          # 1,000 curves: CPU/curve + profile
-    python benchmarks/bench_preprocess.py --curves 2000 --workers  # + 1 vs 2 workers, CPU totals
+    python benchmarks/bench_preprocess.py --curves 2000 --workers  # + 1 vs 2 workers, CPU totals (3 rounds each)
     python benchmarks/bench_preprocess.py --against f1b5792 --rounds 3      # old vs this tree, interleaved
     python benchmarks/bench_preprocess.py --against /work/main             # ... or another lcgen tree
 
@@ -145,7 +145,8 @@ def main() -> None:
     parser.add_argument("--workers", action="store_true", help="also compare 1 and 2 workers (CPU totals)")
     parser.add_argument("--against", help="a git revision (e.g. main, f1b5792) or another lcgen tree (a folder): "
                                           "measured interleaved")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --against")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --against, and of 1 and 2 "
+                                                              "workers with --workers")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
     parser.add_argument("--stages", action="store_true", help="also the CPU time of each stage of a curve")
     args = parser.parse_args()
@@ -170,10 +171,15 @@ def main() -> None:
         if args.against:
             a, b = (statistics.median(v) for v in per_curve.values())
             print(f"\nthis tree / against = {a / b:.2f}")
-        if args.workers:
-            one, two = measure(HERE, raw, 1), measure(HERE, raw, 2)
-            print(f"\n1 worker: {one['cpu']:.1f} CPU-s; 2 workers: {two['cpu']:.1f} CPU-s "
-                  f"({100 * (two['cpu'] / one['cpu'] - 1):+.1f} %; wall {one['wall']:.1f} → {two['wall']:.1f} s)")
+        if args.workers:  # alternating, --rounds of each: one pair of runs on a loaded machine says little
+            cpu: dict[int, list[float]] = {1: [], 2: []}
+            for r in range(args.rounds):
+                for w in ((1, 2) if r % 2 == 0 else (2, 1)):
+                    cpu[w].append(measure(HERE, raw, w)["cpu"])
+            one, two = statistics.median(cpu[1]), statistics.median(cpu[2])
+            print(f"\n1 worker: {one:.1f} CPU-s; 2 workers: {two:.1f} CPU-s ({100 * (two / one - 1):+.1f} %; "
+                  f"medians of {args.rounds} alternating rounds: {', '.join(f'{c:.1f}' for c in cpu[1])} / "
+                  f"{', '.join(f'{c:.1f}' for c in cpu[2])})")
         if args.stages:
             stages(raw)
         if not args.no_profile:

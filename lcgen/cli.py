@@ -8,7 +8,7 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -108,20 +108,32 @@ def show_progress() -> bool:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, unit: str = "curves") -> Iterator:
-    """A Rich progress bar with a rate column; yields ``advance(n)``."""
+def progress_bars() -> Iterator:
+    """One Rich progress display for several bars, one after another or at once: yields
+    ``new(description, total, unit="curves")``, which adds a bar with a rate column and returns
+    its ``advance(n)``."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     with Progress(*columns, console=console, disable=not show_progress(), transient=False) as bar:
-        task = bar.add_task(description, total=total, rate="")
+        def new(description: str, total: int, unit: str = "curves") -> Callable[[int], None]:
+            task = bar.add_task(description, total=total, rate="")
 
-        def advance(n: int = 1) -> None:
-            bar.advance(task, n)
-            elapsed = bar.tasks[task].elapsed or 0.0
-            if elapsed > 0:
-                bar.update(task, rate=f"{bar.tasks[task].completed / elapsed:,.0f} {unit}/s")
+            def advance(n: int = 1) -> None:
+                bar.advance(task, n)
+                elapsed = bar.tasks[task].elapsed or 0.0
+                if elapsed > 0:
+                    bar.update(task, rate=f"{bar.tasks[task].completed / elapsed:,.0f} {unit}/s")
 
-        yield advance
+            return advance
+
+        yield new
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, unit: str = "curves") -> Iterator:
+    """A Rich progress bar with a rate column; yields ``advance(n)``."""
+    with progress_bars() as new:
+        yield new(description, total, unit)
 
 
 def summary_table(title: str, rows: dict) -> Table:
@@ -252,11 +264,9 @@ def convert(
 
     with open_checked(cfg.input, "raw", ("offsets",)) as f:
         total = f["offsets"].shape[0] - 1
-    if cfg.spectra:
-        console.print("Each window's spectra follow the windows (about 10 ms per window of 512 points).",
-                      highlight=False)
-    with reporting_interrupts(), progress_bar("convert", total) as advance:
-        result = run_convert(cfg, progress=advance)
+    with reporting_interrupts(), progress_bars() as new_bar:
+        result = run_convert(cfg, progress=new_bar("convert", total),
+                             spectra_progress=lambda n: new_bar("window spectra", n, "windows"))
     spectra_rows = {}
     if cfg.spectra:
         (f0, f1), (l0, l1) = result["freq_range"], result["lag_range"]
@@ -707,7 +717,7 @@ def embed(
     input: Annotated[Optional[Path], typer.Argument(help="Data file of the kind the run's model eats (time series for the transformer, spectra for unet/mlp). \\[default: the run's own data file]", show_default=False, metavar="INPUT")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
     level: Annotated[Optional[str], typer.Option(help="Latent level: all (every level, concatenated), or one of bottleneck, level0, level1, ... (mlp: latent). \\[default: all]")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max, std, spectrum (amplitudes of 4 Fourier harmonics along the window), or several joined by + (meanmax = mean+max). \\[default: meanmax]")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max, std, spectrum (amplitudes of 4 Fourier harmonics along the window), flat (every vector in order; the multimodal shared latent only), or several joined by + (meanmax = mean+max). \\[default: meanmax]")] = None,
     weights: Annotated[Optional[str], typer.Option(help="trained, or random (the same architecture freshly initialised: a control). \\[default: trained]")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per forward pass. \\[default: 256]")] = None,

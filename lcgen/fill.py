@@ -236,8 +236,8 @@ def fill_file(run_dir: str | Path, input: str | Path, output: str | Path, cfg: F
     if not run_dir.is_dir():
         raise LcgenError(f"run directory {run_dir} does not exist; train one with `lcgen train transformer`")
     model, tcfg = load_run(run_dir, which=cfg.checkpoint, device=resolve_device(cfg.device))
-    if get_spec(tcfg.model_name).data != "timeseries":
-        raise LcgenError(f"{run_dir} is a {tcfg.model_name} run on spectra; fill needs a time-series run "
+    if (spec := get_spec(tcfg.model_name)).data != "timeseries":
+        raise LcgenError(f"{run_dir} is a {tcfg.model_name} run on {spec.data_words}; fill needs a time-series run "
                          f"(lcgen train transformer)")
     raw = read_raw(input)
     tick = _time.process_time()

@@ -372,16 +372,27 @@ def fixed_uniforms(index: torch.Tensor, *, seed: int, n: int) -> torch.Tensor:
 
 
 def drop_modalities(u: torch.Tensor, present: torch.Tensor, p: float) -> torch.Tensor:
-    """Which whole modalities to hide: (B, M) bool from uniforms ``u`` (B, M).
+    """Which whole modalities to hide: (B, M) bool from uniforms ``u`` (B, M >= 2), in
+    ``MODALITIES`` order (the series first).
 
-    Modality j of a sample is dropped when ``u[:, j] < p`` and it is ``present`` (has a real
-    position); a sample would be left with nothing visible keeps, of its present modalities, the
-    one with the largest ``u``."""
-    dropped = (u < p) & present
-    keep = torch.where(present, u, -1.0).argmax(1)  # (B,)
+    With probability ``p`` (``u[:, 0] < p``) a sample hides one scenario's modalities, else none:
+    half of those samples (``u[:, 1] < 1/2``) hide every spectral channel at once (the series
+    alone visible: the PSD, ACF and F-statistic must come from the series through the latent),
+    the other half one modality chosen uniformly (``u[:, 1]`` on [1/2, 1)), to be predicted from
+    the others. Independent draws per modality would almost never hide all three spectra together
+    (p³), yet only that scenario makes the latent read the spectra off the series. Only
+    ``present`` modalities (with a real position) are hidden, and a sample whose scenario would
+    leave nothing visible hides nothing."""
+    B, M = present.shape
+    drop = u[:, 0] < p
+    all_spectra = u[:, 1] < 0.5
+    one = ((u[:, 1] - 0.5) * 2 * M).long().clamp(0, M - 1)  # (B,) used where not all_spectra
+    scenario = torch.zeros_like(present).scatter_(1, one[:, None], True)
+    scenario[:, 1:] |= all_spectra[:, None]
+    scenario[:, 0] &= ~all_spectra
+    dropped = scenario & present & drop[:, None]
     nothing_left = (dropped | ~present).all(1)
-    spare = torch.zeros_like(dropped).scatter_(1, keep[:, None], True) & nothing_left[:, None]
-    return dropped & ~spare
+    return dropped & ~nothing_left[:, None]
 
 
 def paired_masks(batch: dict[str, torch.Tensor], series_hidden: torch.Tensor, *, p_drop: float,
@@ -392,11 +403,11 @@ def paired_masks(batch: dict[str, torch.Tensor], series_hidden: torch.Tensor, *,
     ``series_hidden`` is the time series' block mask (drawn as for the transformer, so fixed
     masks equal the transformer's on the same rows). Each spectral channel gets its own block
     mask (training: from ``generator``; validation/test: fixed by ``seed + k * SEED_STRIDE`` and
-    the row index), then each modality is hidden whole with probability ``p_drop``
-    (:func:`drop_modalities`; uniforms from ``generator`` or fixed by ``seed``). Training draws
-    are made for a global batch of ``share = (size, a, b)`` rows of which the batch holds rows
-    ``a:b`` (one process of several; default the batch itself), so a row's masks do not depend
-    on the number of processes. Returns ``{hidden key: (B, L_m) bool}`` and ``"dropped"``
+    the row index), then with probability ``p_drop`` a sample hides modalities whole: all the
+    spectra, or one modality (:func:`drop_modalities`; uniforms from ``generator`` or fixed by
+    ``seed``). Training draws are made for a global batch of ``share = (size, a, b)`` rows of
+    which the batch holds rows ``a:b`` (one process of several; default the batch itself), so a
+    row's masks do not depend on the number of processes. Returns ``{hidden key: (B, L_m) bool}`` and ``"dropped"``
     (B, M) bool in ``MODALITIES`` order.
     """
     B = series_hidden.shape[0]

@@ -48,7 +48,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     path = tmp_path_factory.mktemp("ddp") / "spectra.h5"
-    write_spectra(path, n=1000, length=LENGTH, failed=(5,))
+    write_spectra(path, n=400, length=LENGTH, failed=(5,))
     return path
 
 
@@ -185,7 +185,7 @@ def test_prefetch_keeps_the_order_and_passes_errors_on():
 
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory):
-    """The multi-process runs of this module (3 epochs of 80 steps), two started together to share
+    """The multi-process runs of this module (3 epochs of ~32 steps), two started together to share
     their start-up time: an uninterrupted 2-process run, and the same run killed after its first
     epoch, then resumed with 2 processes (and a copy of it with 1, in this process); and a
     1-process run stopped after one epoch, resumed with 2 processes; and one epoch of the

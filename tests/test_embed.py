@@ -66,6 +66,17 @@ def test_spectrum_pooling_is_translation_invariant_and_finds_the_period():
         pool(h, valid, "mean+median")
 
 
+def test_flat_pooling_keeps_every_vector_in_order_and_refuses_padding():
+    h = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0))  # 3 latent vectors of 4
+    valid = torch.ones(2, 3, dtype=torch.bool)
+    flat = pool(h, valid, "flat")
+    assert flat.shape == (2, 12) and torch.equal(flat[1, 4:8], h[1, 1])  # vector 1 is the second block
+    torch.testing.assert_close(pool(h, valid, "mean+flat"), torch.cat([h.mean(1), flat], 1), rtol=0, atol=1e-6)
+    valid[0, 2] = False
+    with pytest.raises(LcgenError, match="pooling 'flat' needs a latent whose positions are all real"):
+        pool(h, valid, "flat")
+
+
 def _ts_batch(B=3, L=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     valid = torch.ones(B, L, dtype=torch.bool)
@@ -328,7 +339,7 @@ def test_cli_train_embed_probe_plot(tmp_path):
     assert "rows/s" in r.stdout and "40 × 160" in r.stdout
     r = run_cli("info", run / "embeddings.h5", cwd=tmp_path)
     assert r.returncode == 0 and "embeddings" in r.stdout and "meanmax" in r.stdout
-    r = run_cli("probe", run / "embeddings.h5", "--set", "few_shot=[2]", "--set", "repeats=2", cwd=tmp_path)
+    r = run_cli("probe", run / "embeddings.h5", "--set", "few_shot=[2]", "--set", "repeats=1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads((run / "probe.json").read_text())
     assert set(report["representations"]) == {"learned", "handcrafted", "random"}
@@ -342,7 +353,7 @@ def test_cli_train_embed_probe_plot(tmp_path):
     assert report["split"]["n_test_rows"] == 12 and report["split"]["n_curves"] == 40
     assert "lc_type macro-F1 (logistic)" in r.stdout and "computed, cached in" in r.stdout
     # again, other targets: the hand-crafted features come from the cache
-    r = run_cli("probe", run / "embeddings.h5", "-t", "sampling", "-t", "log10(snr)", "--set", "few_shot=[2]",
+    r = run_cli("probe", run / "embeddings.h5", "-t", "sampling", "-t", "log10(snr)", "--set", "few_shot=[2]", "--set", "repeats=1",
                 "-o", tmp_path / "p.json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"read from {run / 'embeddings-features.npz'}" in r.stdout.replace("\n", "")

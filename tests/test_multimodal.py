@@ -90,6 +90,22 @@ def test_each_windows_spectra_are_the_multitaper_of_that_window(raw, paired, tmp
                                        rtol=1e-5, atol=1e-5)
 
 
+def test_convert_spectra_reports_progress_over_the_windows(raw, paired, tmp_path):
+    """convert --spectra's second bar: told the window count once, then advanced to it."""
+    totals, steps = [], []
+
+    def spectra_bar(n):
+        totals.append(n)
+        return steps.append
+
+    result = convert(ConvertConfig(input=str(raw), output=str(tmp_path / "p.h5"), max_length=WINDOW, spectra=True,
+                                   window_spectra=WindowSpectraConfig(n_freq=N_FREQ, n_lags=N_LAGS)),
+                     spectra_progress=spectra_bar)
+    with h5py.File(paired) as f:
+        n = f["flux"].shape[0]
+    assert totals == [n] == [result["windows"]] and sum(steps) == n and all(s > 0 for s in steps)
+
+
 def test_paired_source_reads_every_modality_and_io_checks_the_format(paired, tmp_path):
     with open_source(paired, "paired") as source:
         assert source.lengths == {"freq_length": N_FREQ, "lag_length": N_LAGS}
@@ -170,18 +186,30 @@ def test_training_masks_of_a_row_do_not_depend_on_the_process_count(paired):
         assert torch.equal(whole[key][5:11], share[key]), key
 
 
-def test_drop_modalities_rate_and_the_one_left_visible():
+def test_drop_modalities_scenarios_rates_and_one_left_visible():
     n = 40_000
     u = torch.rand(n, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     present = torch.ones(n, 4, dtype=torch.bool)
     present[: n // 4, 1:] = False  # a quarter of the windows have no spectra
-    dropped = drop_modalities(u, present, 0.3)
+    p = 0.3
+    dropped = drop_modalities(u, present, p)
     assert not (dropped & ~present).any() and not (dropped == present).all(1).any()
-    # a present modality is dropped with p = 0.3, except when all present ones drew a drop
-    rest = dropped[n // 4:].double().mean().item()
-    expect = 0.3 - 0.3 ** 4 / 4  # P(u_j < p) minus the kept one in the all-dropped rows
-    assert abs(rest - expect) < 5 * (expect * (1 - expect) / (3 * n)) ** 0.5
-    assert not dropped[: n // 4, 0].any()  # a window with only its series never loses it
+    full = dropped[n // 4:]
+    m = n - n // 4
+    # with p: half the time all spectra (series alone visible), half one modality uniformly
+    counts = {"none": (~full.any(1)).sum().item(), "spectra": (full == torch.tensor([False, True, True, True])).all(1).sum().item()}
+    for j in range(4):
+        counts[j] = (full == torch.nn.functional.one_hot(torch.tensor(j), 4).bool()).all(1).sum().item()
+    assert sum(counts.values()) == m  # no other pattern occurs
+    for key, rate in (("none", 1 - p), ("spectra", p / 2), *((j, p / 8) for j in range(4))):
+        assert abs(counts[key] / m - rate) < 5 * (rate * (1 - rate) / m) ** 0.5, (key, counts[key] / m, rate)
+    # a window with only its series never loses it, and loses nothing else (nothing else exists)
+    assert not dropped[: n // 4].any()
+    # the scenario follows from u alone: u0 >= p hides nothing, u1 < 1/2 all spectra, else modality floor(8 (u1 - 1/2))
+    rows = torch.tensor([[0.5, 0.1, 0, 0], [0.1, 0.1, 0, 0], [0.1, 0.55, 0, 0], [0.1, 0.99, 0, 0], [0.1, 0.7, 0, 0]],
+                        dtype=torch.float64)
+    got = drop_modalities(rows, torch.ones(5, 4, dtype=torch.bool), p).int().tolist()
+    assert got == [[0, 0, 0, 0], [0, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 1], [0, 1, 0, 0]]
 
 
 def test_a_hidden_modality_changes_no_output_and_visible_ones_cross_over(paired):
@@ -306,3 +334,6 @@ def test_multimodal_through_the_cli(raw, tmp_path):
     assert result.returncode == 0, result.stderr
     with h5py.File(tmp_path / "emb.h5") as f:
         assert f["window"].shape[1] == 64 and f.attrs["level"] in ("all", "latent")  # mean+max of the 32-wide latent
+    # fill needs a time-series run, and says what this one is
+    result = CliRunner().invoke(app, ["fill", str(run), str(raw), "-o", str(tmp_path / "filled.h5")])
+    assert result.exit_code == 1 and "is a multimodal run on paired windows (time series with their spectra); fill needs a time-series run" in str(result.exception)

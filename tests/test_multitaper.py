@@ -102,6 +102,23 @@ def test_dpss_are_scipys(n, nw, k):
     assert np.max(np.abs(lam - ref_lam)) <= 1e-14
 
 
+def test_dpss_refined_from_the_bucket_match_scipys_direct_solution():
+    # lengths between bucket multiples start from the bucket's spline and take two Rayleigh-
+    # quotient steps (_dpss_refined); they must be scipy's tapers to rounding, signs included
+    from scipy.signal.windows import dpss
+
+    for n, nw, k in [(128 + 3, 2.0, 3), (333, 4.0, 7), (614, 4.0, 7), (999, 3.0, 5), (1500, 4.0, 8), (5001, 4.0, 7)]:
+        assert n % mt.DPSS_BUCKET and n >= mt.REFINE_MIN  # the refined path, not the direct one
+        j = np.arange(n, dtype=np.float64)
+        diag = ((n - 1 - 2 * j) / 2.0) ** 2 * np.cos(2 * np.pi * nw / n)
+        assert mt._dpss_refined(n, nw, k, diag, j[1:] * (n - j[1:]) / 2.0) is not None
+        v, lam = mt.dpss_tapers(n, nw, k)
+        ref, ref_lam = dpss(n, nw, k, return_ratios=True)
+        assert np.max(np.abs(v - ref)) <= 1e-10 * np.max(np.abs(ref)), n
+        assert np.max(np.abs(lam - ref_lam)) <= 1e-14, n
+        assert np.allclose(v @ v.T, np.eye(k), atol=1e-11)
+
+
 @pytest.mark.parametrize("m", [4, 5, 64, 640])
 def test_taper_splines_are_scipys_not_a_knot_splines(m):
     v, _ = mt.dpss_tapers(m, 2.0, 3)
@@ -261,6 +278,18 @@ def test_acf_matches_direct_pair_sum():
     fast = mt.autocorrelation(t, y, lags, kernel_width=h, relative_width=0.0)
     assert np.allclose(fast, direct_acf(t, y, lags, h), atol=1e-6)
     assert mt.autocorrelation(t, y, np.array([0.0, 1.0]))[0] == 1.0
+
+
+def test_acf_truncations_stay_below_1e9():
+    # the lag period is only max(τ) + T + 10h and the kernel's transform is cut where it is 1e−10:
+    # lags up to ~T (aliases of the longest pairs just 10h away) still match the direct sum
+    rng = np.random.default_rng(9)
+    t = np.sort(rng.uniform(0.0, 30.0, 70))
+    y = np.sin(2 * np.pi * t / 4.0) + 0.3 * rng.normal(size=t.size)
+    lags = np.array([0.7, 2.0, 4.1, 9.0, 15.0, 22.0, 29.0])
+    for h in (0.3, 1.0):
+        fast = mt.autocorrelation(t, y, lags, kernel_width=h, relative_width=0.0)
+        assert np.max(np.abs(fast - direct_acf(t, y, lags, h))) <= 1e-9, h
 
 
 @pytest.mark.parametrize("sampling", ["tess", "random", "regular_with_gaps"])

@@ -21,7 +21,7 @@ from lcgen.config import config_to_dict
 from lcgen.data import load_split
 from lcgen.errors import LcgenError
 from lcgen.models import MODELS
-from lcgen.train import (HISTORY_COLUMNS, TrainConfig, fit, load_checkpoint, load_run, masked_mse,
+from lcgen.train import (HISTORY_COLUMNS, TrainConfig, fit, load_checkpoint, load_run, masked_mse, mse_sums,
                          resolve_train_config)
 from tests.conftest import ROOT
 from tests.test_data import write_spectra, write_timeseries
@@ -74,6 +74,20 @@ def test_masked_mse_matches_a_hand_computation():
     assert total.item() == pytest.approx(14 / 3 + 0.25 * 0.125, rel=1e-7)
     # (B, L, 1) predictions, as the transformer returns them, give the same numbers
     assert masked_mse(pred[..., None], batch, 0.25)[0].item() == pytest.approx(total.item(), rel=1e-7)
+
+
+def test_mse_tail_counts_large_errors_linearly_by_hand():
+    values = torch.tensor([[0.0, 0.0, 0.0, 0.0]])
+    pred = torch.tensor([[1.0, -10.0, 3.0, 50.0]], requires_grad=True)
+    batch = {"values": values, "valid": torch.tensor([[True, True, True, False]]),
+             "hidden": torch.tensor([[True, True, False, False]])}
+    sums = mse_sums(pred, batch, tail=2.0)
+    # hidden: 1² (inside the tail) and 2·2·10 − 2² = 36 (a flare of 10 pulls as one of 2); visible:
+    # 2·2·3 − 4 = 8; padding (50) never counts
+    np.testing.assert_allclose(sums.detach().numpy(), [37.0, 2, 8.0, 1], rtol=1e-6)
+    sums[0].backward()
+    np.testing.assert_allclose(pred.grad.numpy(), [[2.0, -4.0, 0.0, 0.0]], rtol=1e-6)  # slope capped at 2·tail
+    assert mse_sums(pred, batch)[0].item() == pytest.approx(101.0)  # tail 0: plain squared errors
 
 
 def test_padding_never_counts_in_loss_or_gradient():

@@ -12,6 +12,10 @@ positions only:
               k = 1..K: the amplitude of the latent sequence's k-th Fourier harmonic over its
               n real positions j_0 < .. < j_{n−1} (k cycles per window), a translation-invariant
               summary of periodic structure along the window
+    flat:     e = (h_1, .., h_L')                                          (L'·D)
+              every position's vector in order: only for a latent whose positions are all
+              real and fixed in number, as the multimodal model's K shared-latent vectors (each
+              the output of its own learned query, so which vector holds what is kept)
 
 and any of them joined by ``+`` (concatenated in that order; ``meanmax`` is ``mean+max``).
 
@@ -44,8 +48,8 @@ import numpy as np
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_h5, config_yaml, open_checked, write_header
 
-POOL_PARTS = ("mean", "max", "std", "spectrum")
-POOLINGS = ("meanmax", "mean", "max", "std", "spectrum", "mean+max+std", "mean+max+spectrum")  # documented, measured
+POOL_PARTS = ("mean", "max", "std", "spectrum", "flat")
+POOLINGS = ("meanmax", "mean", "max", "std", "spectrum", "mean+max+std", "mean+max+spectrum", "flat")  # documented, measured
 SPECTRUM_HARMONICS = 4
 EMBEDDINGS_FILE = "embeddings.h5"
 
@@ -56,7 +60,7 @@ class EmbedConfig:
 
     checkpoint: Literal["best", "last"] = "best"  # (str) best.pt (lowest validation loss) or last.pt
     level: Optional[str] = "all"  # (str) latent level to pool: all (every level, concatenated; best measured), or one of level0.., bottleneck (mlp: latent); null = the model's bottleneck
-    pooling: str = "meanmax"  # (str) over the real positions: mean, max, std, spectrum (Fourier amplitudes along the window), or several joined by + (meanmax = mean+max, the default)
+    pooling: str = "meanmax"  # (str) over the real positions: mean, max, std, spectrum (Fourier amplitudes along the window), flat (every vector in order: the multimodal latent only), or several joined by + (meanmax = mean+max, the default)
     weights: Literal["trained", "random"] = "trained"  # (str) random: the same architecture freshly initialised (a control)
     seed: int = 0  # (int) initialisation seed of random weights
     batch_size: int = 256  # (int) rows per forward pass
@@ -95,8 +99,8 @@ def pool_parts(how: str) -> list[str]:
 def pool(h, valid, how: str = "mean"):
     """Pool latents ``h`` (B, L', D) over the positions where ``valid`` (B, L') is True.
 
-    Returns (B, D') float32 (D' = D per mean, max or std part, K·D for spectrum; see the module
-    docstring), computed in float64 so that the result does not depend on how many invalid
+    Returns (B, D') float32 (D' = D per mean, max or std part, K·D for spectrum, L'·D for flat;
+    see the module docstring), computed in float64 so that the result does not depend on how many invalid
     positions the row has (summing extra zeros in another order changes float32 sums in the
     last bit). A row with no valid position gives zeros.
     """
@@ -115,6 +119,11 @@ def pool(h, valid, how: str = "mean"):
         elif part == "max":
             top = torch.where(v, h, -torch.inf).amax(1)
             out.append(torch.where(v.any(1), top, 0.0))
+        elif part == "flat":
+            if not valid.all():
+                raise LcgenError("pooling 'flat' needs a latent whose positions are all real (the multimodal "
+                                 "shared latent); this level has padding or a varying length: use mean, max, std or spectrum")
+            out.append(h.flatten(1))
         elif part == "std":
             out.append((torch.where(v, h - mean[:, None], 0.0) ** 2).sum(1).div(count).sqrt())
         else:  # spectrum: Fourier amplitudes over the real positions, in their order

@@ -128,12 +128,14 @@ def check_config(cfg: ConvertConfig) -> None:
 
 
 def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None,
-            spectra_progress: Callable[[int], None] | None = None) -> dict:
+            spectra_progress: Callable[[int], Callable[[int], None]] | None = None) -> dict:
     """Convert ``cfg.input`` (raw) into ``cfg.output`` (time series). Returns a summary dict.
 
     The input is read and the rows appended a chunk of curves at a time, so memory holds one
     chunk, whatever the sizes of the input and the output. With ``cfg.spectra`` every window then
-    gets its own spectra (:mod:`lcgen.features.window_spectra`); ``spectra_progress(n)`` counts windows.
+    gets its own spectra (:mod:`lcgen.features.window_spectra`): ``spectra_progress(n_windows)``
+    is called once the windows are written and returns the ``advance(n)`` that counts windows
+    done.
     """
     check_config(cfg)
     L = cfg.max_length
@@ -178,7 +180,8 @@ def convert(cfg: ConvertConfig, *, progress: Callable[[int], None] | None = None
         f.attrs["windows_too_short"] = short
         spectra = {}
         if cfg.spectra:
-            spectra = add_window_spectra(f, cfg.window_spectra, cfg.min_points, progress=spectra_progress)
+            spectra = add_window_spectra(f, cfg.window_spectra, cfg.min_points,
+                                         progress=spectra_progress(n_rows) if spectra_progress else None)
             spectra = {"spectra_failed": spectra["failed"], "freq_range": spectra["freq_range"],
                        "lag_range": spectra["lag_range"]}
     return {"output": cfg.output, "curves": n_curves, "windows": n_rows, "too_short": short,

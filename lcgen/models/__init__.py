@@ -43,6 +43,12 @@ class ModelSpec:
     summary: str  # one line for --help listings
     latent: str = "bottleneck"  # the level of ``model.latents(batch)`` that lcgen embed pools by default
 
+    @property
+    def data_words(self) -> str:
+        """What the model trains on, in words for messages."""
+        return {"timeseries": "time series", "spectra": "spectra",
+                "paired": "paired windows (time series with their spectra)"}[self.data]
+
 
 MODELS: dict[str, ModelSpec] = {
     "transformer": ModelSpec(

@@ -16,13 +16,17 @@ decodes that channel, and transformer :class:`~lcgen.models.transformer.Block` s
             z (B, K, latent_dim)  (``encoded``; ``latents(batch)["latent"]``)
 
     readout, per modality: [z ; learned queries, one per bottleneck position of the modality]
-            -> readout_blocks x Block -> query outputs -> Linear -> that modality's bottleneck
-    decoders: each modality's own decoder (transformer / UNet) from the readout and its own
+            -> readout_blocks x Block -> query outputs -> Linear -> + the modality's own
+            encoder bottleneck when any of it is visible -> that modality's bottleneck
+    decoders: each modality's own decoder (transformer / UNet) from that bottleneck and its own
             encoder's skips -> reconstructed series (B, L), psd (B, F), acf (B, G), fstat (B, F)
 
-The deepest level of every decoder sees only z, so all that crosses between modalities passes
-through the fixed-size latent; the skips carry a modality's own visible values at fine scales
-(for a modality hidden whole they carry nothing but its positions, and the series' times).
+Between modalities, information passes only through the fixed-size latent z; a modality's own
+encoder reaches its own decoder through its skips and its bottleneck, as in its single-modality
+model, so a visible modality never decodes worse for lack of room in z. For a modality hidden
+whole the own bottleneck is left out and the skips carry nothing but its positions (and the
+series' times): it is read from z alone, so modality dropout trains z to carry what one
+modality says about another.
 
 Padding: every encoder zeroes values outside ``valid`` (``masking.model_input``) and the
 transformer masks padded keys, and tokens at padded positions, or of a modality with nothing
@@ -140,7 +144,7 @@ class MultimodalModel(nn.Module):
         states, tokens, keys = {}, [], []
         x, visible = inputs["series"]
         levels, ropes, extra = self.series.encode(x, batch["time"], batch["valid"])
-        states["series"] = (levels, ropes, extra)
+        states["series"] = (levels, ropes, extra), visible.any(1)
         h, h_valid = levels[-1]  # (B, Ls, D_s), (B, Ls)
         tokens.append(self.token_in["series"](h) + self.modality[0])
         keys.append(h_valid & visible.any(1, keepdim=True))
@@ -148,7 +152,7 @@ class MultimodalModel(nn.Module):
             x, visible = inputs[c]
             unet = self.spectra[c]
             outs = unet.encode(x.transpose(1, 2))  # skips..., bottleneck (B, D_u, Lb)
-            states[c] = outs
+            states[c] = outs, visible.any(1)
             h = outs[-1].transpose(1, 2)  # (B, Lb, D_u)
             tokens.append(self.token_in[c](h) + self.modality[j] + self.position[c])
             valid = batch[modality_keys(c)[1]].bool()  # a token is real if any bin under it is
@@ -164,7 +168,10 @@ class MultimodalModel(nn.Module):
         return self.norm(seq[:, : z.shape[1]]), states
 
     def decode(self, z: torch.Tensor, states: dict, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every modality reconstructed from z (through its readout) and its own skips."""
+        """Every modality reconstructed from z (through its readout) and its own skips: the
+        deepest level is the readout plus, when the modality has a visible position, its own
+        encoder's bottleneck (so a visible modality decodes as its single-modality model does,
+        with what the latent adds; a hidden one only from the latent)."""
         out = {}
         K = z.shape[1]
         for j, m in enumerate(MODALITIES):
@@ -173,13 +180,17 @@ class MultimodalModel(nn.Module):
             for block in self.readout:
                 seq = block(seq, None)
             bottleneck = self.token_out[m](seq[:, K:])  # (B, n_tokens, width)
+            state, seen = states[m]
+            seen = seen[:, None, None]
             if m == "series":
-                levels, ropes, extra = states["series"]
+                levels, ropes, extra = state
+                bottleneck = bottleneck + torch.where(seen, levels[-1][0], 0.0)
                 result = self.series.decode(levels, ropes, extra, batch["values"].shape[1], bottleneck=bottleneck)
                 out["reconstructed"] = result["reconstructed"][..., 0]
             else:
-                *skips, _ = states[m]
-                result = self.spectra[m].decode(skips, bottleneck.transpose(1, 2), batch[m].shape[1])
+                *skips, own = state
+                bottleneck = bottleneck.transpose(1, 2) + torch.where(seen, own, 0.0)
+                result = self.spectra[m].decode(skips, bottleneck, batch[m].shape[1])
                 out[f"reconstructed_{m}"] = result["reconstructed"]
         return out
 
