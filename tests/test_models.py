@@ -1,6 +1,7 @@
 """Every registered model at tiny size, the README's Python API, and the transformer's padding."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -117,9 +118,16 @@ def test_padding_and_hidden_values_change_nothing(name):
     assert torch.allclose(a["encoded"], b["encoded"], atol=1e-5, rtol=0)
 
 
-def test_transformer_padding_invariance_with_junk_inputs():
+TIME_OPTIONS = [{}, {"time_attention": True},
+                {"interp_residual": True, "time_gaps": True, "cadence_rope": True},
+                {"time_gaps": True, "cadence_rope": True, "day_encoding": False}]
+TIME_IDS = ["plain", "time_attention", "gaps_cadence_rope", "no_day_encoding"]
+
+
+@pytest.mark.parametrize("options", TIME_OPTIONS, ids=TIME_IDS)
+def test_transformer_padding_invariance_with_junk_inputs(options):
     """forward(x, t, valid): NaN/junk in x and t at padding, any padded length, empty rows."""
-    model = tiny("transformer").eval()
+    model = tiny("transformer", **options).eval()
     B, L = 3, 50  # 50 is not a multiple of 2**levels: padded inside, cropped back
     valid = torch.arange(L) < torch.tensor([[50], [17], [0]])
     gen = torch.Generator().manual_seed(0)
@@ -138,9 +146,10 @@ def test_transformer_padding_invariance_with_junk_inputs():
     assert torch.allclose(alone["reconstructed"], a["reconstructed"][:1], atol=1e-5, rtol=0)
 
 
-def test_transformer_uses_times_relative_to_the_window():
+@pytest.mark.parametrize("options", TIME_OPTIONS, ids=TIME_IDS)
+def test_transformer_uses_times_relative_to_the_window(options):
     """Shifting a window's times by a constant (exactly, here) changes nothing."""
-    model = tiny("transformer").eval()
+    model = tiny("transformer", **options).eval()
     batch = make_batch("timeseries")
     batch["time"] = torch.round(batch["time"] * 64) / 64  # exact in float32 after the shift
     shifted = dict(batch, time=torch.where(batch["valid"], batch["time"] + 1024.0, 0.0))
@@ -150,7 +159,47 @@ def test_transformer_uses_times_relative_to_the_window():
         b = model.forward_batch(shifted)["reconstructed"]
         c = model.forward_batch(stretched)["reconstructed"]
     assert torch.allclose(a, b, atol=1e-5, rtol=0)
-    assert not torch.allclose(a, c, atol=1e-3)  # the times do matter
+    if options.get("day_encoding", True):
+        assert not torch.allclose(a, c, atol=1e-3)  # the times do matter
+    else:  # time only in units of the window's median cadence: a stretch changes nothing
+        assert torch.allclose(a, c, atol=1e-5, rtol=0)
+
+
+def test_gap_features_against_a_loop():
+    """log(step / median step) to the previous and next real point, 0 at the ends and padding."""
+    from lcgen.models.transformer import gap_features, median_spacing
+    gen = torch.Generator().manual_seed(3)
+    t = torch.cumsum(torch.rand(3, 20, generator=gen) + 0.5, 1)
+    t[0, 10:] += 7.0  # a gap
+    valid = torch.rand(3, 20, generator=gen) < 0.8
+    valid[2] = False
+    valid[2, 5] = True  # one real point: no neighbours
+    got = gap_features(t, valid, median_spacing(t, valid))
+    for b in range(3):
+        real = torch.nonzero(valid[b])[:, 0].tolist()
+        # the cadence: median step between adjacent positions that are both real (lower median)
+        steps = [t[b, i + 1] - t[b, i] for i in real if i + 1 in real]
+        cadence = float(torch.tensor(steps).median()) if steps else 1.0
+        for n, j in enumerate(range(20)):
+            want = [0.0, 0.0]
+            if j in real:
+                k = real.index(j)
+                if k > 0:
+                    want[0] = math.log((t[b, j] - t[b, real[k - 1]]) / cadence)
+                if k + 1 < len(real):
+                    want[1] = math.log((t[b, real[k + 1]] - t[b, j]) / cadence)
+            assert got[b, j].tolist() == pytest.approx(want, abs=1e-5), (b, j)
+    assert got[0, 10, 0] > 2.0  # the gap shows
+
+
+def test_rope_time_counts_steps_in_cadences_clipped():
+    """cadence_rope's time: the sample index on a regular grid; a gap counts ROPE_MAX_STEP."""
+    from lcgen.models.transformer import ROPE_MAX_STEP, median_spacing, rope_time
+    t = torch.tensor([[0.0, 0.5, 1.0, 1.5, 40.0, 40.5, 41.25, 0.0]])
+    valid = torch.tensor([[True] * 7 + [False]])
+    got = rope_time(t, valid, median_spacing(t, valid))
+    want = [0, 1, 2, 3, 3 + ROPE_MAX_STEP, 4 + ROPE_MAX_STEP, 5.5 + ROPE_MAX_STEP, 5.5 + ROPE_MAX_STEP]
+    assert got[0].tolist() == pytest.approx(want)
 
 
 def test_readme_python_api_block():

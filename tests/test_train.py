@@ -169,6 +169,20 @@ def test_resume_continues_exactly(spectra_file, tmp_path):
     assert fit(resume=second["run_dir"])["status"] == "finished"
 
 
+def test_transformer_with_time_options_resumes_exactly(timeseries_file, tmp_path):
+    """The transformer's time options (gap features, cadence rotary encodings, no day encoding)
+    with loss nll and interp_residual: stopped after an epoch and resumed = trained at once."""
+    model = {"interp_residual": True, "time_gaps": True, "cadence_rope": True, "day_encoding": False}
+    cfg = TrainConfig(model_name="transformer", preset="tiny", data=str(timeseries_file), epochs=2,
+                      batch_size=8, lr=3e-3, runs_dir=str(tmp_path), device="cpu", loss="nll", model=model)
+    whole = fit(cfg, name="whole")
+    first = fit(cfg, name="split", stop_after=1)
+    second = fit(resume=first["run_dir"])
+    assert second["status"] == "finished"
+    assert_same_weights(weights(whole["run_dir"]), weights(second["run_dir"]))
+    assert [r["val_loss"] for r in whole["history"]] == [r["val_loss"] for r in second["history"]]
+
+
 def test_ctrl_c_mid_epoch_saves_last_and_resume_matches(spectra_file, tmp_path, monkeypatch):
     whole = fit(mlp_config(spectra_file, tmp_path), name="whole")
     real_mask, calls = train._Loop._train_mask, []

@@ -29,6 +29,21 @@ Options (all off by default, so the original API and saved mean-only runs are un
   attention score between two positions depends on their time difference ``t_i - t_j`` in days,
   not on how many samples apart they are. At coarser levels a position's time is the mean of
   its real fine positions.
+- ``time_gaps``: the model sees where the window's data gaps are. Each position gets the time
+  to the previous and to the next real observation, ``log(dt / cadence)`` with the window's
+  median spacing as cadence (0 on a regular grid, ~2.4 beside a gap of 11 cadences; 0 where
+  there is no such observation), embedded and added to the input. The gaps are those of the
+  data, not of the mask, so they tell the model what evenly spaced times would hide.
+- ``cadence_rope``: rotary encodings as ``time_attention``'s, but of a time counted in the
+  window's median cadences with every step between consecutive real points clipped to
+  ``ROPE_MAX_STEP`` cadences, at periods log-spaced from 2 steps of the level (2**(level+1)
+  cadences) to twice the window. On a regular grid that is the sample index; a gap moves the
+  points after it further away, but never out of reach: with time in days (``time_attention``)
+  a point across a gap of hundreds of cadences sits at an arbitrary phase of every short
+  period, and the short periods rotate by random angles between samples of a 30-min or slower
+  cadence. The gaps' true lengths come in through ``time_gaps``. Excludes ``time_attention``.
+- ``day_encoding`` (on by default): the additive sinusoidal encoding of the time in days below.
+  Off, time reaches the model only through the rotary encodings and ``time_gaps``.
 
 Padding. ``valid`` (B, L) marks real observations. A coarse position is real if either of its two
 fine positions is; every attention at every level, encoder and decoder, masks padded keys, and
@@ -72,7 +87,10 @@ class TransformerConfig:
     max_period: float = 1640.0  # (float) longest period of the time encoding, days
     variance_head: bool = False  # (bool) also predict a log-variance per position (output log_var)
     interp_residual: bool = False  # (bool) predict a residual over linear interpolation of the visible points, given the gaps
-    time_attention: bool = False  # (bool) rotary encodings of observation times in every attention
+    time_attention: bool = False  # (bool) rotary encodings of observation times (days) in every attention
+    time_gaps: bool = False  # (bool) feed each position log(time to the previous / next real point / median cadence)
+    day_encoding: bool = True  # (bool) add the sinusoidal encoding of the time in days to the input (off: only rotary encodings and gap features carry time)
+    cadence_rope: bool = False  # (bool) rotary encodings of times in median cadences (steps clipped to 4) in every attention
 
     def __post_init__(self) -> None:
         dims = check_dims("encoder_dims", self.encoder_dims)
@@ -82,8 +100,11 @@ class TransformerConfig:
                              f"encoder_dims {dims}")
         if dims[0] % 2:
             raise LcgenError(f"transformer: encoder_dims[0]={dims[0]} must be even (sin/cos pairs)")
-        if self.time_attention and any((d // self.nhead) % 2 for d in dims):
-            raise LcgenError(f"transformer: time_attention needs an even head width (width / nhead) at "
+        if self.time_attention and self.cadence_rope:
+            raise LcgenError("transformer: time_attention and cadence_rope are two rotary encodings of "
+                             "the times; choose one")
+        if (self.time_attention or self.cadence_rope) and any((d // self.nhead) % 2 for d in dims):
+            raise LcgenError(f"transformer: time_attention/cadence_rope need an even head width (width / nhead) at "
                              f"every level, got encoder_dims {dims} with nhead={self.nhead}")
         if self.num_transformer_blocks < 1 or self.ff_mult < 1 or self.input_dim < 1:
             raise LcgenError("transformer: num_transformer_blocks, ff_mult and input_dim must be >= 1")
@@ -151,6 +172,41 @@ def interpolate_visible(values: torch.Tensor, visible: torch.Tensor, t: torch.Te
     dt_prev = torch.where(has_prev, t - tp, 0.0).clamp(min=0)
     dt_next = torch.where(has_next, tn - t, 0.0).clamp(min=0)
     return interp, dt_prev, dt_next
+
+
+ROPE_MAX_STEP = 4.0  # cadence_rope: a step between real points counts as at most this many cadences
+
+
+def rope_time(t: torch.Tensor, valid: torch.Tensor, cadence: torch.Tensor) -> torch.Tensor:
+    """(B, L) the ``cadence_rope`` time: the sum of the steps between consecutive real points up
+    to each position, each in units of ``cadence`` (B, 1) and clipped to ``ROPE_MAX_STEP``; 0 at
+    the first real point, constant over padding."""
+    step = (real_gaps(t, valid)[0] / cadence).clamp(max=ROPE_MAX_STEP)
+    return torch.where(valid, step, 0.0).cumsum(1)
+
+
+def real_gaps(t: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Time from the previous real position to each position and from each to the next real
+    one, (B, L) each, for times t (B, L) increasing along the real positions ``valid`` (B, L);
+    0 where there is none."""
+    B, L = t.shape
+    idx = torch.arange(L, device=t.device).expand(B, L)
+    prev = F.pad(torch.where(valid, idx, -1).cummax(1).values[:, :-1], (1, 0), value=-1)  # last real index < j
+    nxt = F.pad(torch.where(valid, idx, L).flip(1).cummin(1).values.flip(1)[:, 1:], (0, 1), value=L)  # first > j
+    dt_prev = torch.where(prev >= 0, t - t.gather(1, prev.clamp(min=0)), 0.0)
+    dt_next = torch.where(nxt < L, t.gather(1, nxt.clamp(max=L - 1)) - t, 0.0)
+    return dt_prev, dt_next
+
+
+def gap_features(t: torch.Tensor, valid: torch.Tensor, cadence: torch.Tensor) -> torch.Tensor:
+    """(B, L, 2) ``log(dt / cadence)`` to the previous and the next real position (see
+    ``time_gaps``), steps clamped to [cadence / 100, 10**4 cadences]; 0 where there is no such
+    position and at padding."""
+    feats = []
+    for dt in real_gaps(t, valid):
+        f = torch.log((dt / cadence).clamp(1e-2, 1e4))
+        feats.append(torch.where(valid & (dt > 0), f, 0.0))
+    return torch.stack(feats, -1)
 
 
 def median_spacing(t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -288,6 +344,8 @@ class TimeSeriesTransformer(nn.Module):
         self.embed = nn.Linear(config.input_dim, dims[0])
         if config.interp_residual:  # interpolation, log1p(dt_prev / cadence), log1p(dt_next / cadence)
             self.embed_interp = nn.Linear(3, dims[0])
+        if config.time_gaps:  # log(step from the previous / to the next real point / cadence)
+            self.embed_gaps = nn.Linear(2, dims[0])
         self.time_encoding = TimeEncoding(dims[0], config.min_period, config.max_period)
         self.encoder = nn.ModuleList(Stage(d, config) for d in dims)
         # kernel 3, stride 2: each coarse position sees its two fine positions and one neighbour
@@ -355,45 +413,59 @@ class TimeSeriesTransformer(nn.Module):
         t_start = torch.where(valid, t, torch.inf).amin(1, keepdim=True)  # (B, 1)
         t_rel = torch.where(valid, t - t_start, 0.0)
         x = torch.where(valid[..., None], x, 0.0)  # NaN or junk at padding never enters
-        extra = None
+        extra = gaps = None
+        cadence = median_spacing(t_rel, valid)  # (B, 1) days
+        if self.config.time_gaps:
+            gaps = gap_features(t_rel, valid, cadence)  # (B, L, 2)
         if self.config.interp_residual:
             visible = valid & (x[..., 1] > 0.5)
             interp, dt_prev, dt_next = interpolate_visible(x[..., 0], visible, t_rel)
-            cadence = median_spacing(t_rel, valid)  # (B, 1)
             extra = torch.stack([interp, torch.log1p(dt_prev / cadence), torch.log1p(dt_next / cadence)], -1)
+
+        # the times the rotary encodings see: days, or clipped steps in cadences (cadence_rope)
+        t_rope = rope_time(t_rel, valid, cadence) if self.config.cadence_rope else t_rel
 
         # Pad the length to a multiple of 2**levels; the added positions are padding.
         multiple = 2 ** self.levels
-        x, t_rel, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, valid))
+        x, t_rel, t_rope, valid = (pad_length(a, multiple, dim=1) for a in (x, t_rel, t_rope, valid))
         padded = any_padding(valid)
 
-        h = self.embed(x) + self.time_encoding(t_rel)  # (B, Lp, D0)
+        h = self.embed(x)  # (B, Lp, D0)
+        if self.config.day_encoding:
+            h = h + self.time_encoding(t_rel)
         if extra is not None:
             h = h + self.embed_interp(pad_length(extra, multiple, dim=1))
+        if gaps is not None:
+            h = h + self.embed_gaps(pad_length(gaps, multiple, dim=1))
         levels, ropes = [], []
         for level, (stage, down) in enumerate(zip(self.encoder, self.down)):
-            ropes.append(self._rope(t_rel, level))
+            ropes.append(self._rope(t_rope, level))
             h = stage(h, valid, ropes[-1], padded)  # zero at padding
             levels.append((h, valid))
             h = down(h)  # (B, L/2, D_next)
             # coarse time: mean of the real fine positions' times
             weight = valid.view(B, -1, 2).float()
-            t_rel = (t_rel.view(B, -1, 2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
+            t_rope = (t_rope.view(B, -1, 2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
             valid = valid.view(B, -1, 2).any(-1)  # coarse real if either fine position is
-        levels.append((self.bottleneck(h, valid, self._rope(t_rel, self.levels - 1), padded), valid))
+        levels.append((self.bottleneck(h, valid, self._rope(t_rope, self.levels - 1), padded), valid))
         return levels, ropes, extra
 
     def _rope(self, t: torch.Tensor, level: int):
         """(cos, sin) (B, 1, L, hs/2) of the time rotary encoding at ``level``; None when off.
 
-        The bottleneck shares the last level's width; the frequencies are log-spaced over
-        [min_period, max_period] as the additive time encoding's."""
-        if not self.config.time_attention:
-            return None
+        The bottleneck shares the last level's width. ``time_attention``: times in days,
+        frequencies log-spaced over [min_period, max_period] as the additive time encoding's;
+        ``cadence_rope``: ``t`` from :func:`rope_time` (cadences), periods over [2**(level+1),
+        2 * input_length] cadences."""
         cfg = self.config
+        if not (cfg.time_attention or cfg.cadence_rope):
+            return None
         hs = cfg.encoder_dims[level] // cfg.nhead
-        periods = torch.logspace(math.log10(cfg.min_period), math.log10(cfg.max_period), hs // 2,
-                                 dtype=torch.float64, device=t.device)
+        if cfg.time_attention:
+            low, high = cfg.min_period, cfg.max_period
+        else:
+            low, high = 2.0 ** (level + 1), 2.0 * max(cfg.input_length, 2 ** (level + 2))
+        periods = torch.logspace(math.log10(low), math.log10(high), hs // 2, dtype=torch.float64, device=t.device)
         phase = time_phase(t, 1.0 / periods)[:, None]  # (B, 1, L, hs/2)
         return phase.cos().float(), phase.sin().float()
 
