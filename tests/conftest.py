@@ -1,5 +1,6 @@
 """Shared fixtures: small raw light-curve files made from seeds (no binary fixtures)."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -59,3 +60,17 @@ def run_cli(*args, cwd=None, env=None, file_size_limit=None, timeout=600):
     argv, full_env = cli_command(*args, env=env)
     return subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
                           preexec_fn=limit if file_size_limit is not None else None)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block on ``n`` torch threads and restore the previous count. On a shared 2-core
+    machine, two spinning threads per process cost tiny models far more than they bring."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -28,7 +28,7 @@ import lcgen.train as train
 from lcgen.data import SpectraSource, batch_order, batch_share, iter_batches, prefetch
 from lcgen.errors import LcgenError
 from lcgen.train import TrainConfig, fit, load_checkpoint
-from tests.conftest import ROOT
+from tests.conftest import ROOT, torch_threads
 from tests.test_data import write_spectra
 
 ATOL = 1e-5
@@ -39,10 +39,8 @@ LENGTH = 128
 def one_thread():
     """The in-process runs on one torch thread, like each torchrun worker (OMP_NUM_THREADS=1):
     on a loaded machine, two spinning threads per process cost far more than they bring."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from lcgen.features.multitaper import autocorrelation, binned_multitaper, resolv
 from lcgen.features.preprocess import normalise
 from lcgen.train import TrainConfig, fit, load_checkpoint, load_run
 from lcgen.features.window_spectra import WindowSpectraConfig
-from tests.conftest import run_cli, write_sine_raw
+from tests.conftest import run_cli, torch_threads, write_sine_raw
 
 WINDOW, N_FREQ, N_LAGS = 64, 32, 24
 
@@ -30,10 +30,8 @@ WINDOW, N_FREQ, N_LAGS = 64, 32, 24
 def one_thread():
     """One torch thread (as `--threads 1`): on a shared 2-core machine a tiny model's steps are
     several times faster so; the previous setting is restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -148,6 +148,15 @@ def rotate(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Te
     return torch.cat([a * cos - b * sin, a * sin + b * cos], dim=-1)
 
 
+def nearest_marked(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each position j of a (B, L) bool ``mask``: the last marked index <= j (-1 where there is
+    none) and the first marked index >= j (L where there is none), (B, L) int64 each."""
+    B, L = mask.shape
+    idx = torch.arange(L, device=mask.device).expand(B, L)
+    return (torch.where(mask, idx, -1).cummax(1).values,
+            torch.where(mask, idx, L).flip(1).cummin(1).values.flip(1))
+
+
 def interpolate_visible(values: torch.Tensor, visible: torch.Tensor, t: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Linear interpolation in time of each row's visible points, vectorised over the batch.
@@ -158,10 +167,8 @@ def interpolate_visible(values: torch.Tensor, visible: torch.Tensor, t: torch.Te
     own value, as :func:`lcgen.evaluate.linear_baseline`), and the time from the previous / to the
     next visible position (0 where there is none).
     """
-    B, L = values.shape
-    idx = torch.arange(L, device=values.device).expand(B, L)
-    prev = torch.where(visible, idx, -1).cummax(1).values  # last visible index <= j
-    nxt = torch.where(visible, idx, L).flip(1).cummin(1).values.flip(1)  # first visible index >= j
+    L = values.shape[1]
+    prev, nxt = nearest_marked(visible)  # last visible index <= j, first >= j
     has_prev, has_next = prev >= 0, nxt < L
     p, n = prev.clamp(min=0), nxt.clamp(max=L - 1)
     vp, vn, tp, tn = values.gather(1, p), values.gather(1, n), t.gather(1, p), t.gather(1, n)
@@ -189,10 +196,10 @@ def real_gaps(t: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch
     """Time from the previous real position to each position and from each to the next real
     one, (B, L) each, for times t (B, L) increasing along the real positions ``valid`` (B, L);
     0 where there is none."""
-    B, L = t.shape
-    idx = torch.arange(L, device=t.device).expand(B, L)
-    prev = F.pad(torch.where(valid, idx, -1).cummax(1).values[:, :-1], (1, 0), value=-1)  # last real index < j
-    nxt = F.pad(torch.where(valid, idx, L).flip(1).cummin(1).values.flip(1)[:, 1:], (0, 1), value=L)  # first > j
+    L = t.shape[1]
+    prev, nxt = nearest_marked(valid)
+    prev = F.pad(prev[:, :-1], (1, 0), value=-1)  # last real index < j
+    nxt = F.pad(nxt[:, 1:], (0, 1), value=L)  # first real index > j
     dt_prev = torch.where(prev >= 0, t - t.gather(1, prev.clamp(min=0)), 0.0)
     dt_next = torch.where(nxt < L, t.gather(1, nxt.clamp(max=L - 1)) - t, 0.0)
     return dt_prev, dt_next
