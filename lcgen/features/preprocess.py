@@ -61,7 +61,8 @@ from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_
                       open_checked, open_h5_for_writing, quiet_hdf5_deallocs, raw_offsets, read_config, sync_h5,
                       write_error, write_header)
 from lcgen.workers import check_workers, deferred_interrupt, process_pool, result
-from lcgen.features.multitaper import autocorrelation, bin_edges, binned_multitaper, resolvable_band
+from lcgen.features.multitaper import (autocorrelation, bin_edges, binned_multitaper, binned_multitaper_many,
+                                       resolvable_band)
 
 CHANNELS = ("psd", "acf", "fstat")
 COUNT_COLUMNS = ("n_nonfinite", "n_duplicates", "n_outliers")
@@ -147,7 +148,62 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
 
     Returns a dict of the row's values (see the module docstring); raises :class:`LcgenError`
     with the reason when the curve cannot be analysed (the caller records it as failed).
+    :func:`analyse_curves` gives the same rows for many curves, faster.
     """
+    row, t, x, fmask = _prepare_curve(t, flux, flux_err, grids, cfg)
+    spec = binned_multitaper(t, x, grids.frequency, grids.edges, nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
+    return _finish_curve(row, t, x, fmask, spec, grids, cfg)
+
+
+BATCH_CURVES = 32  # curves whose spectra are computed together (binned_multitaper_many)
+
+
+def analyse_curves(curves, grids: Grids, cfg: PreprocessConfig) -> list[tuple[dict, str]]:
+    """:func:`analyse_curve` of each ``(t, flux, flux_err)`` of ``curves``, with the spectra of
+    ``BATCH_CURVES`` curves at a time computed together (:func:`binned_multitaper_many`; the same
+    numbers). Returns (row, fail reason) per curve: the reason is "" for an analysed curve;
+    a failed one keeps the cleaning counts gathered before it failed, as in :func:`process_chunk`."""
+    results: list = [None] * len(curves)
+    for a in range(0, len(curves), BATCH_CURVES):
+        ready = []  # (i, row, t, x, fmask)
+        for i in range(a, min(a + BATCH_CURVES, len(curves))):
+            try:
+                ready.append((i, *_prepare_curve(*curves[i], grids, cfg)))
+            except Exception as exc:
+                results[i] = _failure(exc)
+        try:
+            specs = binned_multitaper_many([(t, x) for _, _, t, x, _ in ready], grids.frequency, grids.edges,
+                                           nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
+        except Exception:  # an unexpected error in the shared part: find its curve one at a time
+            specs = [_spectrum_or_error(t, x, grids, cfg) for _, _, t, x, _ in ready]
+        for (i, row, t, x, fmask), spec in zip(ready, specs):
+            try:
+                if isinstance(spec, Exception):
+                    raise spec
+                results[i] = (_finish_curve(row, t, x, fmask, spec, grids, cfg), "")
+            except Exception as exc:
+                results[i] = _failure(exc)
+    return results
+
+
+def _spectrum_or_error(t, x, grids: Grids, cfg: PreprocessConfig):
+    try:
+        return binned_multitaper(t, x, grids.frequency, grids.edges, nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
+    except Exception as exc:
+        return exc
+
+
+def _failure(exc: Exception) -> tuple[dict, str]:
+    """(row, reason) of a curve that failed: a :class:`_Failed` keeps its counts and reason, any
+    other error (one bad curve must never stop a catalogue run) is named with its type."""
+    if isinstance(exc, _Failed):
+        return exc.row, str(exc)
+    return {}, f"{type(exc).__name__}: {exc}"
+
+
+def _prepare_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: Grids,
+                   cfg: PreprocessConfig) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """Cleaning, scaling and the checks before the spectra: (row so far, t, x, valid frequency bins)."""
     t, y, _, counts = clean_curve(np.asarray(t, np.float64), np.asarray(flux, np.float64),
                                   np.asarray(flux_err, np.float64))
     row = {"n_nonfinite": counts.non_finite, "n_duplicates": counts.duplicates_merged, "n_outliers": 0,
@@ -172,7 +228,7 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
     if span > MAX_BASELINE_DAYS:
         raise _Failed(f"times span {span:.3g} d, more than {MAX_BASELINE_DAYS:.0e} d (wrong units?)", row)
     w, f_hi, nyquist = resolvable_band(t, cfg.nw)
-    freq, lag = grids.frequency, grids.lag
+    freq = grids.frequency
     kept = (min(f_hi, freq[-1]) - max(w, freq[0])) / (f_hi - w) if f_hi > w else 0.0
     row.update(n_points=t.size, baseline=span, nyquist=nyquist, band_kept=float(np.clip(kept, 0.0, 1.0)),
                flux_median=med, flux_iqr=iqr)
@@ -180,7 +236,13 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
     if fmask.sum() < cfg.min_valid_bins:
         raise _Failed(f"{int(fmask.sum())} grid frequencies inside the resolvable band [W, f_hi] = [{w:.4g}, "
                       f"{f_hi:.4g}] c/d (min_valid_bins = {cfg.min_valid_bins})", row)
-    spec = binned_multitaper(t, x, freq, grids.edges, nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
+    return row, t, x, fmask
+
+
+def _finish_curve(row: dict, t: np.ndarray, x: np.ndarray, fmask: np.ndarray, spec, grids: Grids,
+                  cfg: PreprocessConfig) -> dict:
+    """The ACF and the normalised channels of a prepared curve with its binned spectrum ``spec``."""
+    lag, span = grids.lag, float(t[-1] - t[0])
     in_reach = lag <= cfg.acf_max_fraction * span
     acf = np.full(lag.size, np.nan)
     acf[in_reach] = autocorrelation(t, x, lag[in_reach])
@@ -252,15 +314,10 @@ def process_chunk(path: str, start: int, stop: int, grids: Grids, cfg: Preproces
         lo, hi = int(offsets[0]), int(offsets[-1])
         time_, flux, err = (f[key][lo:hi] for key in ("time", "flux", "flux_err"))
     offsets -= lo
-    for i in range(n):
-        s = slice(offsets[i], offsets[i + 1])
-        try:
-            row = analyse_curve(time_[s], flux[s], err[s], grids, cfg)
+    spans = [slice(offsets[i], offsets[i + 1]) for i in range(n)]
+    for i, (row, reasons[i]) in enumerate(analyse_curves([(time_[s], flux[s], err[s]) for s in spans], grids, cfg)):
+        if not reasons[i]:
             row["failed"] = False
-        except _Failed as exc:
-            row, reasons[i] = exc.row, str(exc)
-        except Exception as exc:  # one bad curve must never stop a catalogue run
-            row, reasons[i] = {}, f"{type(exc).__name__}: {exc}"
         for name, value in row.items():
             out[name][i] = value
     out["fail_reason"] = np.array([_fit_reason(r) for r in reasons], dtype=object)
