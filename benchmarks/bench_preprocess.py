@@ -99,8 +99,8 @@ def timed(module, name):
         finally:
             spent[name] += time.process_time() - start
     setattr(module, name, wrapper)
-for name in ("taper_times", "dpss_tapers", "_transform", "adaptive_psd", "_harmonic_fstat", "_mirror_system",
-             "_mirror_solve"):
+for name in ("taper_times", "dpss_tapers", "_transform", "adaptive_psd", "_harmonic_fstat", "_mirror_sums",
+             "_mirror_problems", "_mirror_solve"):
     timed(mt, name)
 for name in ("clean_curve", "binned_multitaper_many", "autocorrelation", "normalise"):
     timed(pp, name)
@@ -116,7 +116,8 @@ print(json.dumps({"total": total, "curves": o.size - 1, **spent}))
 STAGE_NAMES = {"binned_multitaper_many": "binned spectra, in batches (all below)",
                "taper_times": "  tapers on the samples", "dpss_tapers": "    DPSS (cached per length)",
                "_transform": "  lattice NUFFT", "adaptive_psd": "  adaptive PSD (batch)", "_harmonic_fstat": "  F-test (batch)",
-               "_mirror_system": "  mirror F-test: sums per curve", "_mirror_solve": "  mirror F-test: solves (batch)",
+               "_mirror_sums": "  mirror F-test: sums per curve", "_mirror_problems": "  mirror F-test: set-up (batch)",
+               "_mirror_solve": "  mirror F-test: solves (batch)",
                "autocorrelation": "ACF", "normalise": "normalisation", "clean_curve": "cleaning"}
 
 

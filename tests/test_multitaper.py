@@ -571,7 +571,7 @@ def test_mirror_rows_of_several_curves_are_solved_as_alone_even_beside_a_broken_
     tapers = mt.taper_times(t, 4.0, 7)
     freq = np.arange(1, 30) / (4 * (t[-1] - t[0]))  # from well inside the mirror zone to beyond it
     _, coef, _ = mt.eigencoefficients(t, y, freq)
-    cov, x, z = mt._mirror_system(t, tapers, freq, coef)
+    cov, x, z = mt._mirror_problems(*mt._mirror_sums(t, tapers, freq, coef))
     alone = mt._mirror_solve(cov, x, z)
     assert np.array_equal(alone, mt.mirror_fstat(t, tapers, freq, coef), equal_nan=True)
     assert np.isfinite(alone).sum() >= 20

@@ -694,12 +694,14 @@ def mirror_fstat(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarr
     R 1 = (Re h, Im h), h_k = Σ_n a_k e^{iθ_n}, R [cos θ, −sin θ] from U_k and
     w_k = Σ_n a_k e^{2iθ_n}. ``coef`` (K, P) are the eigencoefficients at ``freq`` (P,).
     """
-    return _mirror_solve(*_mirror_system(t, tapers, freq, coef))
+    return _mirror_solve(*_mirror_problems(*_mirror_sums(t, tapers, freq, coef)))
 
 
-def _mirror_system(t: np.ndarray, tapers: Tapers, freq: np.ndarray,
-                   coef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The rows' problems of :func:`mirror_fstat`: (C (P, 2K, 2K), X (P, 2K, 2), z (P, 2K))."""
+def _mirror_sums(t: np.ndarray, tapers: Tapers, freq: np.ndarray, coef: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The per-row inputs of :func:`mirror_fstat`'s problems (:func:`_mirror_problems`), all with
+    one row per frequency, so the rows of several curves concatenate: the sums at f (P, 2K + 2:
+    Re then Im of h_k = Σ a_k e^{iθ} and of Σ e^{iθ}), the sums at 2f (P, 2K + K(K + 1): Re then
+    Im of w_k = Σ a_k e^{2iθ} and of V_jk, j ≤ k), z (P, 2K), Δt (P,), N (P,) and U (P, K)."""
     a = tapers.applied  # (K, N)
     k, n = a.shape
     ju, ku = _triu_indices(k)
@@ -711,25 +713,35 @@ def _mirror_system(t: np.ndarray, tapers: Tapers, freq: np.ndarray,
     e2 = e1 * e1  # (P, N): e^{2iθ}
     at_f = np.concatenate([a, np.ones((1, n))]) @ np.concatenate([e1.real, e1.imag]).T  # (K + 1, 2P)
     at_2f = np.concatenate([a, a[ju] * a[ku]]) @ np.concatenate([e2.real, e2.imag]).T  # (K + K(K+1)/2, 2P)
-    h = (at_f[:k, :p] + 1j * at_f[:k, p:]).T  # (P, K): h_k = Σ a_k e^{iθ}
-    h0 = at_f[k, :p] + 1j * at_f[k, p:]  # (P,): Σ e^{iθ}
-    w = (at_2f[:k, :p] + 1j * at_2f[:k, p:]).T  # (P, K): w_k = Σ a_k e^{2iθ}
+    z = np.concatenate([coef.real.T, coef.imag.T], axis=1)  # (P, 2K)
+    return (np.concatenate([at_f[:, :p].T, at_f[:, p:].T], axis=1), np.concatenate([at_2f[:, :p].T, at_2f[:, p:].T], axis=1),
+            z, np.full(p, tapers.dt), np.full(p, float(n)), np.broadcast_to(tapers.dc, (p, k)))
+
+
+def _mirror_problems(at_f: np.ndarray, at_2f: np.ndarray, z: np.ndarray, dt: np.ndarray, n: np.ndarray,
+                     dc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows' problems of :func:`mirror_fstat` from :func:`_mirror_sums` (of one curve or the
+    rows of several): (C (P, 2K, 2K), X (P, 2K, 2), z (P, 2K))."""
+    p, k = dc.shape
+    ju, ku = _triu_indices(k)
+    kv = k + ju.size  # columns of at_2f per part (w, then V)
+    h = at_f[:, :k] + 1j * at_f[:, k + 1: 2 * k + 1]  # (P, K): h_k = Σ a_k e^{iθ}
+    h0 = at_f[:, k] + 1j * at_f[:, 2 * k + 1]  # (P,): Σ e^{iθ}
+    w = at_2f[:, :k] + 1j * at_2f[:, kv: kv + k]  # (P, K): w_k = Σ a_k e^{2iθ}
     cov = np.empty((p, 2 * k, 2 * k))  # R Rᵀ = ½[[Δt I + Re V, Im V], [Im V, Δt I − Re V]], V_jk = Σ a_j a_k e^{2iθ}
-    for part, rows in ((cov[:, :k, :k], at_2f[k:, :p]), (cov[:, :k, k:], at_2f[k:, p:])):
-        part[:, ju, ku] = rows.T
-        part[:, ku, ju] = rows.T
+    for part, rows in ((cov[:, :k, :k], at_2f[:, k:kv]), (cov[:, :k, k:], at_2f[:, kv + k:])):
+        part[:, ju, ku] = rows
+        part[:, ku, ju] = rows
     cov[:, k:, :k] = cov[:, :k, k:]
     cov[:, k:, k:] = -cov[:, :k, :k]
     diagonal = np.arange(2 * k)
-    cov[:, diagonal, diagonal] += tapers.dt
+    cov[:, diagonal, diagonal] += dt[:, None]
     cov *= 0.5
     r1 = np.concatenate([h.real, h.imag], axis=1)  # (P, 2K) = R 1
-    cov -= r1[:, :, None] * r1[:, None, :] / n
-    u = tapers.dc[None, :]  # (1, K)
-    x = 0.5 * np.stack([np.concatenate([u + w.real, w.imag], axis=1),
-                        np.concatenate([-w.imag, -(u - w.real)], axis=1)], axis=2)  # (P, 2K, 2)
-    x -= r1[:, :, None] * np.stack([h0.real, -h0.imag], axis=1)[:, None, :] / n
-    z = np.concatenate([coef.real.T, coef.imag.T], axis=1)  # (P, 2K)
+    cov -= r1[:, :, None] * r1[:, None, :] / n[:, None, None]
+    x = 0.5 * np.stack([np.concatenate([dc + w.real, w.imag], axis=1),
+                        np.concatenate([-w.imag, -(dc - w.real)], axis=1)], axis=2)  # (P, 2K, 2)
+    x -= r1[:, :, None] * np.stack([h0.real, -h0.imag], axis=1)[:, None, :] / n[:, None, None]
     return cov, x, z
 
 
@@ -1019,7 +1031,7 @@ def binned_multitaper_many(curves, centres, edges, *, nw: float = 4.0, k: int | 
                 raise LcgenError("y is constant: its spectrum is zero and the F-test undefined")
             _, coef, tapers = _eigencoefficients(t, y, lattice, nw, kk, eps)
             near = mirror_zone(t, nw, lattice, tapers.regular) if kk >= 2 else np.zeros(lattice.size, dtype=bool)
-            system = _mirror_system(t, tapers, lattice[near], coef[:, near]) if near.any() else None
+            system = _mirror_sums(t, tapers, lattice[near], coef[:, near]) if near.any() else None
             todo.append((res, index, m, kk, tapers, coef, float(np.var(y)) * tapers.dt, near, system))
         except LcgenError as exc:
             out[i] = exc
@@ -1040,11 +1052,11 @@ def binned_multitaper_many(curves, centres, edges, *, nw: float = 4.0, k: int | 
         fstat, _ = _harmonic_fstat(coef, np.repeat(dc, sizes, axis=1), np.repeat(np.sum(dc * dc, axis=0), sizes))
         systems = [c[8] for c in todo if c[8] is not None]
         if systems:
-            mirror = _mirror_solve(*(np.concatenate(part) for part in zip(*systems)))
+            mirror = _mirror_solve(*_mirror_problems(*(np.concatenate(part) for part in zip(*systems))))
             at = 0
             for c, a in zip(todo, bounds):
                 if c[8] is not None:
-                    rows = c[8][2].shape[0]
+                    rows = c[8][2].shape[0]  # z
                     fstat[a + np.flatnonzero(c[7])] = mirror[at: at + rows]
                     at += rows
     for c, a, b in zip(todo, bounds, bounds[1:]):
