@@ -162,6 +162,29 @@ def test_curves_analysed_together_equal_one_at_a_time(raw_file, monkeypatch):
             for key, value in want.items():
                 assert np.array_equal(row[key], value, equal_nan=True), key
 
+
+def test_the_calling_process_computes_with_one_blas_thread(raw_file, tmp_path, monkeypatch):
+    # with workers=1 the chunks run in this process, under whatever BLAS threads the environment
+    # gives; preprocess holds them to one (a 2-thread BLAS on busy cores stalled small products)
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from lcgen.features import preprocess as pp
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.extend(blas().values())
+        return chunk(*args, **kwargs)
+
+    chunk = pp.process_chunk
+    monkeypatch.setattr(pp, "process_chunk", recording)
+    blas = lambda: {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}  # noqa: E731
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas()
+        preprocess(PreprocessConfig(input=str(raw_file), output=str(tmp_path / "pre.h5"), workers=1, chunk_size=18))
+        after = blas()
+        assert {lib: after[lib] for lib in before} == before  # the caller's setting is given back
+    assert seen and set(seen) == {1}
+
 def test_cleaning_counts_and_robust_scaling(full_run):
     out, summary = full_run
     with h5py.File(out, "r") as f:

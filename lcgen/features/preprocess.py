@@ -637,7 +637,21 @@ def _map_chunks(cfg: PreprocessConfig, grids: Grids, first: int, spans: list[tup
     ready), so a run starts one process fewer: each started worker pays its own imports and
     rebuilds its own taper and NUFFT-plan caches, ~0.5–1 CPU-s, which made 2 workers cost
     ~13 % more CPU than 1 on 1,000 curves. The pool holds up to two chunks per process queued,
-    so it never waits for this one."""
+    so it never waits for this one.
+
+    This process's BLAS is held to one thread meanwhile (the started workers get one from the
+    environment, :func:`lcgen.workers.process_pool`): the spectra's matrices are small, and a BLAS
+    that spreads them over busy cores was seen to take ~60 ms for one product of < 1 ms."""
+    import scipy.linalg  # noqa: F401  (the tapers load it anyway; loaded first, its own BLAS is held too)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield from _chunks_computed(cfg, grids, first, spans, ids, workers)
+
+
+def _chunks_computed(cfg: PreprocessConfig, grids: Grids, first: int, spans: list[tuple[int, int]],
+                     ids: list[int], workers: int) -> Iterator[tuple[int, dict]]:
+    """:func:`_map_chunks` without the thread limit."""
     if workers <= 1 or len(spans) <= 1:
         for c, (a, b) in zip(ids, spans):
             yield c, process_chunk(cfg.input, first + a, first + b, grids, cfg)
