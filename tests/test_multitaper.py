@@ -84,6 +84,27 @@ def test_given_grid_equals_default_grid_at_the_same_frequencies():
     assert np.max(np.abs(coef3 - coef[:, 5:400:7])) <= 1e-8 * np.max(np.abs(coef))
 
 
+
+def test_direct_finufft_calls_equal_its_python_interface(monkeypatch):
+    # _nufft calls finufft's C setpts/execute itself (the Python interface's argument checks cost
+    # more than a small transform); the numbers must be the interface's, and both the direct sums'.
+    rng = np.random.default_rng(41)
+    x = np.sort(rng.uniform(-np.pi, np.pi, 300))
+    strengths = rng.normal(size=(3, 300)) + 1j * rng.normal(size=(3, 300))
+    modes = rng.normal(size=(3, 256)) + 1j * rng.normal(size=(3, 256))
+    k = np.arange(-128, 128)
+    calls = [(1, x, strengths, 256, -1, 1e-9, None), (2, x, modes, 256, 1, 1e-9, 1.25)]
+    assert mt._FINUFFT_C is not None  # this finufft takes the direct path
+    direct = [mt._nufft(*c) for c in calls]
+    monkeypatch.setattr(mt, "_FINUFFT_C", None)
+    interface = [mt._nufft(*c) for c in calls]
+    for a, b in zip(direct, interface):
+        assert np.array_equal(a, b)
+    ref1 = strengths @ np.exp(-1j * np.outer(x, k))  # (3, 256)
+    ref2 = modes @ np.exp(1j * np.outer(k, x))  # (3, 300)
+    assert np.max(np.abs(direct[0] - ref1)) <= 1e-8 * np.max(np.abs(ref1))
+    assert np.max(np.abs(direct[1] - ref2)) <= 1e-8 * np.max(np.abs(ref2))
+
 def test_dpss_are_cached_by_length_nw_and_k():
     a = mt.dpss_tapers(301, 4.0, 7)
     b = mt.dpss_tapers(301, 4.0, 7)
