@@ -108,15 +108,24 @@ class Grids:
 def normalise(values: np.ndarray, valid: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
     """z = (arcsinh(v/s) − μ)/σ with μ, σ the mean and std over the valid bins; 0 elsewhere.
 
-    Returns (z, μ, σ); σ falls back to 1 when the valid values are all equal.
+    Returns (z, μ, σ); σ falls back to 1 when the valid values are all equal. One row of
+    :func:`normalise_rows`.
     """
-    a = np.arcsinh(values / scale)
-    mean = float(a[valid].mean())
-    std = float(a[valid].std())
-    if not std > 0:
-        std = 1.0
-    z = np.where(valid, (a - mean) / std, 0.0)
-    return z, mean, std
+    z, mean, std = normalise_rows(values[None], valid[None], np.array([scale], dtype=np.float64))
+    return z[0], float(mean[0]), float(std[0])
+
+
+def normalise_rows(values: np.ndarray, valid: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`normalise` of every row of ``values`` (B, L) with its own mask (B, L) and scale (B,)
+    at once: (z (B, L), μ (B,), σ (B,)). μ and σ² are means over the valid bins (σ² of the
+    deviations from μ, numpy's ``std``)."""
+    a = np.arcsinh(values / scale[:, None])
+    count = valid.sum(axis=1)
+    mean = np.where(valid, a, 0.0).sum(axis=1) / count
+    dev = np.where(valid, a - mean[:, None], 0.0)
+    std = np.sqrt((dev * dev).sum(axis=1) / count)
+    std = np.where(std > 0, std, 1.0)
+    return dev / std[:, None], mean, std
 
 
 def invert_normalisation(z, scale, mean, std) -> np.ndarray:
@@ -176,13 +185,18 @@ def analyse_curves(curves, grids: Grids, cfg: PreprocessConfig) -> list[tuple[di
                                            nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
         except Exception:  # an unexpected error in the shared part: find its curve one at a time
             specs = [_spectrum_or_error(t, x, grids, cfg) for _, _, t, x, _ in ready]
+        finished, channels = [], []  # (i, row) of the curves that get this far, and their channels
         for (i, row, t, x, fmask), spec in zip(ready, specs):
             try:
                 if isinstance(spec, Exception):
                     raise spec
-                results[i] = (_finish_curve(row, t, x, fmask, spec, grids, cfg), "")
+                channels.append(_channels(row, t, x, fmask, spec, grids, cfg))
+                finished.append((i, row))
             except Exception as exc:
                 results[i] = _failure(exc)
+        if finished:
+            for (i, _), row in zip(finished, _normalised([row for _, row in finished], channels)):
+                results[i] = (row, "")
     return results
 
 
@@ -242,6 +256,13 @@ def _prepare_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids:
 def _finish_curve(row: dict, t: np.ndarray, x: np.ndarray, fmask: np.ndarray, spec, grids: Grids,
                   cfg: PreprocessConfig) -> dict:
     """The ACF and the normalised channels of a prepared curve with its binned spectrum ``spec``."""
+    channels = _channels(row, t, x, fmask, spec, grids, cfg)
+    return _normalised([row], [channels])[0]
+
+
+def _channels(row: dict, t: np.ndarray, x: np.ndarray, fmask: np.ndarray, spec, grids: Grids,
+              cfg: PreprocessConfig) -> dict:
+    """The ACF, and each channel's (values, valid bins, scale) before normalisation."""
     lag, span = grids.lag, float(t[-1] - t[0])
     in_reach = lag <= cfg.acf_max_fraction * span
     acf = np.full(lag.size, np.nan)
@@ -249,17 +270,26 @@ def _finish_curve(row: dict, t: np.ndarray, x: np.ndarray, fmask: np.ndarray, sp
     amask = np.isfinite(acf)
     if amask.sum() < 2:
         raise _Failed("the ACF has fewer than 2 supported lags", row)
-
     psd_scale = float(np.median(spec.psd[fmask]))
     if not psd_scale > 0:
         raise _Failed("the PSD is zero at every valid frequency", row)
-    for name, values, valid, scale in (("psd", spec.psd, fmask, psd_scale),
-                                       ("acf", np.nan_to_num(acf), amask, 1.0),
-                                       ("fstat", np.nan_to_num(spec.fstat, nan=0.0, posinf=1e30), fmask, 1.0)):
-        z, mean, std = normalise(values, valid, scale)
-        row.update({name: z, f"{name}_scale": scale, f"{name}_mean": mean, f"{name}_std": std})
-    row.update(pvalue=spec.pvalue, mask=fmask, acf_mask=amask)
-    return row
+    row.update(pvalue=spec.pvalue)
+    return {"psd": (spec.psd, fmask, psd_scale), "acf": (np.nan_to_num(acf), amask, 1.0),
+            "fstat": (np.nan_to_num(spec.fstat, nan=0.0, posinf=1e30), fmask, 1.0)}
+
+
+def _normalised(rows: list[dict], channels: list[dict]) -> list[dict]:
+    """Each row completed with its channels normalised (:func:`normalise_rows`, all rows of a
+    channel in one call) and its masks."""
+    for name in CHANNELS:
+        values, valid, scale = (np.stack(part) for part in zip(*(c[name] for c in channels)))
+        z, mean, std = normalise_rows(values, valid, scale)
+        for i, row in enumerate(rows):
+            row.update({name: z[i], f"{name}_scale": float(scale[i]), f"{name}_mean": float(mean[i]),
+                        f"{name}_std": float(std[i])})
+    for row, c in zip(rows, channels):
+        row.update(mask=c["psd"][1], acf_mask=c["acf"][1])
+    return rows
 
 
 class _Failed(LcgenError):
