@@ -375,8 +375,8 @@ def train(
     Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
     [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
     """
-    from lcgen.distributed import from_env
-    from lcgen.train import fit, resolve_train_config, resume_config
+    from lcgen.train.distributed import from_env
+    from lcgen.train.trainer import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
              "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads,
@@ -394,7 +394,7 @@ def train(
     else:
         cfg = resolve_train_config(model, config_file=config, flags=flags, sets=set_)
     if nproc is not None and nproc > 1 and not from_env().enabled:  # not yet under torchrun
-        from lcgen.data import open_source
+        from lcgen.train.data import open_source
         from lcgen.models import get_spec
 
         # settings and data checked here: a mistake is one line, not one per process

@@ -63,7 +63,7 @@ def step_configs(cfg: DemoConfig) -> dict[str, Any]:
     from lcgen.features.convert import ConvertConfig, check_config as check_convert
     from lcgen.features.preprocess import PreprocessConfig, check_config as check_preprocess
     from lcgen.simulate import SimulateConfig, check_config as check_simulate
-    from lcgen.train import TrainConfig, complete_config
+    from lcgen.train.trainer import TrainConfig, complete_config
     from lcgen.workers import check_workers
 
     _check(cfg)
@@ -108,7 +108,7 @@ def run_demo(cfg: DemoConfig | None = None, *, console=None, progress: bool = Fa
     from lcgen.plots import plot_run
     from lcgen.features.preprocess import preprocess
     from lcgen.simulate import generate
-    from lcgen.train import fit
+    from lcgen.train.trainer import fit
 
     cfg = cfg or DemoConfig()
     configs = step_configs(cfg)

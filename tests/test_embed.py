@@ -368,7 +368,7 @@ def test_cli_train_embed_probe_plot(tmp_path):
 @pytest.mark.parametrize("name", ["unet", "mlp"])
 def test_spectral_runs_embed_one_vector_per_analysed_curve(tmp_path, name):
     from lcgen.embed import EmbedConfig
-    from lcgen.train import TrainConfig, fit
+    from lcgen.train.trainer import TrainConfig, fit
     from tests.test_data import write_spectra
 
     write_spectra(tmp_path / "spectra.h5", n=24, length=64, failed=(3, 10))
