@@ -323,7 +323,7 @@ def test_window_features_of_a_sinusoid_and_of_white_noise():
 
 def test_cli_train_embed_probe_plot(tmp_path):
     from lcgen.features.convert import ConvertConfig, convert
-    from lcgen.simulate import SimulateConfig, generate
+    from lcgen.simulate.mocks import SimulateConfig, generate
 
     # the data are made in-process (their commands have their own tests); the chain is the CLI's
     generate(SimulateConfig(n_samples=40, output=str(tmp_path / "raw.h5"), seed=2), workers=1)

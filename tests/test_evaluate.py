@@ -151,7 +151,7 @@ def interpolate_by_loops(t, y, visible):
 @pytest.fixture(scope="module")
 def ts_run(tmp_path_factory):
     from lcgen.features.convert import ConvertConfig, convert
-    from lcgen.simulate import SimulateConfig, generate
+    from lcgen.simulate.mocks import SimulateConfig, generate
     from lcgen.train.trainer import TrainConfig, fit
 
     d = tmp_path_factory.mktemp("evalrun")

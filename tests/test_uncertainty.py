@@ -198,7 +198,7 @@ def test_forecast_mask_and_baselines_by_hand():
 @pytest.fixture(scope="module")
 def nll_run(tmp_path_factory):
     from lcgen.features.convert import ConvertConfig, convert
-    from lcgen.simulate import SimulateConfig, generate
+    from lcgen.simulate.mocks import SimulateConfig, generate
     from lcgen.train.trainer import fit
 
     d = tmp_path_factory.mktemp("nllrun")
