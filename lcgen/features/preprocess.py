@@ -1,6 +1,7 @@
 """Raw light curves → multitaper spectral features on one shared grid (``lcgen preprocess``).
 
-Per curve (:func:`analyse_curve`):
+Per curve (:func:`analyse_curve`; a chunk's curves go 32 at a time through :func:`analyse_curves`,
+which shares the per-frequency work of their spectra and gives the same numbers):
 
 1. clean: drop non-finite points, sort, merge duplicate times (:func:`lcgen.features.convert.clean_curve`),
    drop points further than ``outlier_iqr`` × IQR from the median, then scale
@@ -201,6 +202,7 @@ def analyse_curves(curves, grids: Grids, cfg: PreprocessConfig) -> list[tuple[di
 
 
 def _spectrum_or_error(t, x, grids: Grids, cfg: PreprocessConfig):
+    """One curve's binned spectrum, or the exception it raised."""
     try:
         return binned_multitaper(t, x, grids.frequency, grids.edges, nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
     except Exception as exc:
