@@ -154,6 +154,9 @@ def test_curves_analysed_together_equal_one_at_a_time(raw_file, monkeypatch):
 
     monkeypatch.setattr(pp, "BATCH_CURVES", 5)
     batches = [pp.analyse_curves(curves, grids, cfg)]
+    monkeypatch.setattr(pp, "BATCH_CURVES", 32)
+    monkeypatch.setattr(pp, "BATCH_POINTS", 500)  # 2-4 curves a batch, by their points
+    batches.append(pp.analyse_curves(curves, grids, cfg))
     monkeypatch.setattr(pp, "binned_multitaper_many", broken)
     batches.append(pp.analyse_curves(curves, grids, cfg))
     for together in batches:

@@ -165,40 +165,50 @@ def analyse_curve(t: np.ndarray, flux: np.ndarray, flux_err: np.ndarray, grids: 
     return _finish_curve(row, t, x, fmask, spec, grids, cfg)
 
 
-BATCH_CURVES = 32  # curves whose spectra are computed together (binned_multitaper_many)
+BATCH_CURVES = 32  # curves whose spectra are computed together (binned_multitaper_many) ...
+BATCH_POINTS = 32_768  # ... and at most this many points between them (the batch's arrays grow with ~2 bins a point)
 
 
 def analyse_curves(curves, grids: Grids, cfg: PreprocessConfig) -> list[tuple[dict, str]]:
     """:func:`analyse_curve` of each ``(t, flux, flux_err)`` of ``curves``, with the spectra of
-    ``BATCH_CURVES`` curves at a time computed together (:func:`binned_multitaper_many`; the same
-    numbers). Returns (row, fail reason) per curve: the reason is "" for an analysed curve;
-    a failed one keeps the cleaning counts gathered before it failed, as in :func:`process_chunk`."""
+    up to ``BATCH_CURVES`` curves (of ``BATCH_POINTS`` points in all, or one longer curve) at a
+    time computed together (:func:`binned_multitaper_many`; the same numbers). Returns (row, fail
+    reason) per curve: the reason is "" for an analysed curve; a failed one keeps the cleaning
+    counts gathered before it failed, as in :func:`process_chunk`."""
     results: list = [None] * len(curves)
-    for a in range(0, len(curves), BATCH_CURVES):
-        ready = []  # (i, row, t, x, fmask)
-        for i in range(a, min(a + BATCH_CURVES, len(curves))):
-            try:
-                ready.append((i, *_prepare_curve(*curves[i], grids, cfg)))
-            except Exception as exc:
-                results[i] = _failure(exc)
+    ready = []  # (i, row, t, x, fmask) of the batch being gathered
+    for i, curve in enumerate(curves):
         try:
-            specs = binned_multitaper_many([(t, x) for _, _, t, x, _ in ready], grids.frequency, grids.edges,
-                                           nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
-        except Exception:  # an unexpected error in the shared part: find its curve one at a time
-            specs = [_spectrum_or_error(t, x, grids, cfg) for _, _, t, x, _ in ready]
-        finished, channels = [], []  # (i, row) of the curves that get this far, and their channels
-        for (i, row, t, x, fmask), spec in zip(ready, specs):
-            try:
-                if isinstance(spec, Exception):
-                    raise spec
-                channels.append(_channels(row, t, x, fmask, spec, grids, cfg))
-                finished.append((i, row))
-            except Exception as exc:
-                results[i] = _failure(exc)
-        if finished:
-            for (i, _), row in zip(finished, _normalised([row for _, row in finished], channels)):
-                results[i] = (row, "")
+            ready.append((i, *_prepare_curve(*curve, grids, cfg)))
+        except Exception as exc:
+            results[i] = _failure(exc)
+        if ready and (len(ready) == BATCH_CURVES or sum(r[2].size for r in ready) >= BATCH_POINTS
+                      or i == len(curves) - 1):
+            _analyse_batch(ready, results, grids, cfg)
+            ready = []
     return results
+
+
+def _analyse_batch(ready: list, results: list, grids: Grids, cfg: PreprocessConfig) -> None:
+    """The spectra, ACF and normalised channels of prepared curves ``ready`` ((i, row, t, x,
+    valid bins) each), into ``results[i]``."""
+    try:
+        specs = binned_multitaper_many([(t, x) for _, _, t, x, _ in ready], grids.frequency, grids.edges,
+                                       nw=cfg.nw, k=cfg.k, adaptive=cfg.adaptive)
+    except Exception:  # an unexpected error in the shared part: find its curve one at a time
+        specs = [_spectrum_or_error(t, x, grids, cfg) for _, _, t, x, _ in ready]
+    finished, channels = [], []  # (i, row) of the curves that get this far, and their channels
+    for (i, row, t, x, fmask), spec in zip(ready, specs):
+        try:
+            if isinstance(spec, Exception):
+                raise spec
+            channels.append(_channels(row, t, x, fmask, spec, grids, cfg))
+            finished.append((i, row))
+        except Exception as exc:
+            results[i] = _failure(exc)
+    if finished:
+        for (i, _), row in zip(finished, _normalised([row for _, row in finished], channels)):
+            results[i] = (row, "")
 
 
 def _spectrum_or_error(t, x, grids: Grids, cfg: PreprocessConfig):
