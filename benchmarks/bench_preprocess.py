@@ -102,7 +102,7 @@ def timed(module, name):
 for name in ("taper_times", "dpss_tapers", "_transform", "adaptive_psd", "_harmonic_fstat", "_mirror_sums",
              "_mirror_problems", "_mirror_solve"):
     timed(mt, name)
-for name in ("clean_curve", "binned_multitaper_many", "autocorrelation", "normalise"):
+for name in ("clean_curve", "binned_multitaper_many", "autocorrelation", "normalise_rows"):
     timed(pp, name)
 with h5py.File(raw) as f:
     o = f["offsets"][:]
@@ -118,7 +118,7 @@ STAGE_NAMES = {"binned_multitaper_many": "binned spectra, in batches (all below)
                "_transform": "  lattice NUFFT", "adaptive_psd": "  adaptive PSD (batch)", "_harmonic_fstat": "  F-test (batch)",
                "_mirror_sums": "  mirror F-test: sums per curve", "_mirror_problems": "  mirror F-test: set-up (batch)",
                "_mirror_solve": "  mirror F-test: solves (batch)",
-               "autocorrelation": "ACF", "normalise": "normalisation", "clean_curve": "cleaning"}
+               "autocorrelation": "ACF", "normalise_rows": "normalisation (batch)", "clean_curve": "cleaning"}
 
 
 def stages(raw: Path) -> None:
