@@ -144,6 +144,20 @@ def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
     return torch.from_numpy(1 << _block_exponent(span, draws.u_block.cpu().numpy(), p_lo, p_hi))
 
 
+def _repeat_each(x: np.ndarray, q: int) -> np.ndarray:
+    """(rows, N) bool -> (rows, N << q): each entry repeated 2**q times along the row.
+
+    Up to 8 copies are made by one multiplication of the 0/1 bytes widened to 16, 32 or 64 bits
+    by 0x0101... (which sets every byte of the word to the entry), more by repeating those words:
+    np.repeat alone copies one byte at a time, ~3x slower.
+    """
+    if q == 0:
+        return x
+    word = (np.uint16, np.uint32, np.uint64)[min(q, 3) - 1]
+    x = (x.view(np.uint8).astype(word) * word(0x0101010101010101 >> (64 - (8 << min(q, 3)))))
+    return (np.repeat(x, 1 << (q - 3), axis=1) if q > 3 else x).view(bool)
+
+
 def lay_blocks(
     valid: torch.Tensor,
     draws: MaskDraws,
@@ -156,43 +170,54 @@ def lay_blocks(
     """Turn per-sample random draws into the hidden mask (B, L) bool; see the module docstring.
 
     Computed with numpy on the CPU (the result is put on ``valid``'s device): at these sizes a
-    numpy call costs ~1 µs of overhead against torch's ~4 µs, and the work is ~15 calls per
-    block size plus ~25 for the whole batch, no Python loop over samples.
+    numpy call costs ~1 µs of overhead against torch's ~4 µs.
     """
-    v = valid.cpu().numpy()  # (B, L) bool
+    p_lo, p_hi = _power_range(min_block, max_block)
+    hidden = _lay_points(valid.cpu().numpy(), draws.u_block.cpu().numpy(), draws.u_ratio.cpu().numpy(),
+                         draws.keys.cpu().numpy(), p_lo=p_lo, p_hi=p_hi, min_ratio=min_ratio, max_ratio=max_ratio)
+    return torch.from_numpy(hidden).to(valid.device)
+
+
+def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: np.ndarray, *, p_lo: int,
+                p_hi: int, min_ratio: float, max_ratio: float) -> np.ndarray:
+    """:func:`lay_blocks` on numpy arrays: valid (B, L) bool, the draws (B,), (B,), (B, N) int16;
+    returns hidden (B, L) bool. About 25 numpy calls for the batch and 12 per block size."""
     B, L = v.shape
     if v.size == 0:
-        return valid.clone()
-    p_lo, p_hi = _power_range(min_block, max_block)
+        return v.copy()
     first, span = _first_and_span(v)  # (B,), (B,)
-    p = _block_exponent(span, draws.u_block.cpu().numpy(), p_lo, p_hi)  # (B,) block size 2**p
+    p = _block_exponent(span, u_block, p_lo, p_hi)  # (B,) block size 2**p
     n_blocks = ((span - 1) >> p) + 1  # ceil(span / 2**p); 0 for an empty row (-1 >> p = -1)
-    ratio = draws.u_ratio.cpu().numpy() * (max_ratio - min_ratio) + min_ratio
+    ratio = u_ratio * (max_ratio - min_ratio) + min_ratio
     count = np.maximum(np.minimum(np.maximum((n_blocks * ratio).astype(np.int64), 1), n_blocks - 1), 0)
-    keys = draws.keys.cpu().numpy()  # (B, >= max n_blocks) int16 in [0, 1024)
 
-    # Rows grouped by block exponent (a stable sort of p): group g holds rows order[a:b], each
-    # with at most N = the group's largest n_blocks blocks, so it works on (b - a, N) arrays.
+    # Rows grouped by block exponent: group q holds rows order[a:a + size] (a stable sort of p),
+    # each with at most N = the group's largest n_blocks blocks: it works on (size, N) arrays.
     order = np.argsort(p, kind="stable")
-    p_o, n_o, count_o = p[order], n_blocks[order], count[order]
-    starts = np.flatnonzero(np.diff(p_o, prepend=-1))  # first row of each group in `order`
-    sizes = np.diff(np.append(starts, B))  # rows per group
-    N_g = np.maximum(np.maximum.reduceat(n_o, starts), 1)  # blocks per row of each group
-    p_g = p_o[starts]
-    block = np.arange(N_g.max(), dtype=np.int32)
-    pieces = []  # per group, its rows' block choices repeated 2**p times: (rows, N << p) bool
-    for a, size, N, q in zip(starts.tolist(), sizes.tolist(), N_g.tolist(), p_g.tolist()):
-        rows = slice(a, a + size)
-        # score = key * N + block index: distinct, in the order of (key, block); blocks past a
-        # row's span score 1024 * N, above every real block.
-        score = np.multiply(keys[order[rows], :N], N, dtype=np.int32 if N < 2**21 else np.int64)
+    N_max = max(int(n_blocks.max()), 1)
+    wide, top = (np.int32, 31) if N_max < 2**20 else (np.int64, 63)  # holds key * N + block + 2**30
+    last_o, count_o = n_blocks[order].astype(wide) - 1, count[order]  # last real block of each row
+    block = np.arange(N_max, dtype=wide)
+    sizes = [(q, size) for q, size in enumerate(np.bincount(p).tolist()) if size]  # rows per p
+    pieces, widths, a = [], [], 0  # per group: its choices spread over positions, row width
+    for q, size in sizes:
+        rows, a = slice(a, a + size), a + size
+        N = max(int(last_o[rows].max()) + 1, 1)
+        # score = key * N + block index: distinct, in the order of (key, block); blocks past the
+        # row's span get 2**30 more, above every real block: (last - block) >> top is -1 (all
+        # bits set) there, else 0, and its & 2**30 is added with |.
+        score = keys[order[rows], :N].astype(wide)
+        score *= wide(N)
         score += block[:N]
-        np.putmask(score, block[:N] >= n_o[rows, None], _N_KEYS * N)
+        past = last_o[rows, None] - block[:N]
+        past >>= top
+        past &= wide(1 << 30)
+        score |= past
         # The blocks scoring below the (count + 1)-th smallest score are the `count` smallest
         # (count <= n_blocks - 1, so that score is a real block's).
         cut = np.sort(score, axis=1)[np.arange(size), count_o[rows]]
-        chosen = score < cut[:, None]  # (rows, N)
-        pieces.append(np.repeat(chosen, 1 << q, axis=1).ravel() if q else chosen.ravel())
+        pieces.append(_repeat_each(score < cut[:, None], q).ravel())  # (size * N << q,)
+        widths.append(N << q)
 
     # Spread block choices over positions. The groups' pieces lie end to end in one flat
     # buffer (padded by L on both sides), row b's own entries from flat index own_b, one per
@@ -200,13 +225,13 @@ def lay_blocks(
     # Rows of a sliding window of width L over the buffer, indexed by start = own - first, are
     # exactly the mask rows (one (B, L) copy); entries outside [first, last] read a neighbour's
     # or the padding, and `& valid` drops them.
-    width = np.repeat(N_g << p_g, sizes)  # (B,) buffer entries of each row, in `order`
+    width = np.repeat(widths, [size for _, size in sizes])  # (B,) in `order`
     start = np.empty(B, np.int64)
     start[order] = L + np.cumsum(width) - width - first[order]
     buffer = np.concatenate([np.zeros(L, bool), *pieces, np.zeros(L, bool)])
     hidden = sliding_window_view(buffer, L)[start]  # (B, L) copy
     hidden &= v
-    return torch.from_numpy(hidden).to(valid.device)
+    return hidden
 
 
 def _check_valid(valid: torch.Tensor) -> None:
