@@ -49,7 +49,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 
 from lcgen.errors import LcgenError
 
@@ -154,7 +153,7 @@ def _repeat_each(x: np.ndarray, q: int) -> np.ndarray:
     if q == 0:
         return x
     word = (np.uint16, np.uint32, np.uint64)[min(q, 3) - 1]
-    x = (x.view(np.uint8).astype(word) * word(0x0101010101010101 >> (64 - (8 << min(q, 3)))))
+    x = np.multiply(x.view(np.uint8), word(0x0101010101010101 >> (64 - (8 << min(q, 3)))), dtype=word)
     return (np.repeat(x, 1 << (q - 3), axis=1) if q > 3 else x).view(bool)
 
 
@@ -191,45 +190,49 @@ def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: n
     ratio = u_ratio * (max_ratio - min_ratio) + min_ratio
     count = np.maximum(np.minimum(np.maximum((n_blocks * ratio).astype(np.int64), 1), n_blocks - 1), 0)
 
-    # Rows grouped by block exponent: group q holds rows order[a:a + size] (a stable sort of p),
-    # each with at most N = the group's largest n_blocks blocks: it works on (size, N) arrays.
-    order = np.argsort(p, kind="stable")
+    # Scores: key * N + block index orders a row's blocks by (key, block); blocks past the span
+    # get 1024 added to their key (| 1024: (n - 1 - block) >> top is -1, all bits set, there,
+    # else 0), which puts them above every real block.
     N_max = max(int(n_blocks.max()), 1)
-    wide, top = (np.int32, 31) if N_max < 2**20 else (np.int64, 63)  # holds key * N + block + 2**30
-    last_o, count_o = n_blocks[order].astype(wide) - 1, count[order]  # last real block of each row
+    small, top = (np.int16, 15) if N_max < 2**15 else (np.int32, 31)
+    past = (n_blocks - 1).astype(small)[:, None] - np.arange(N_max, dtype=small)  # (B, N_max)
+    past >>= top
+    past &= _N_KEYS
+    keys = keys[:, :N_max] | past  # (B, N_max) in [0, 2048)
+    wide = np.int32 if N_max < 2**20 else np.int64  # holds key * N + block
     block = np.arange(N_max, dtype=wide)
-    sizes = [(q, size) for q, size in enumerate(np.bincount(p).tolist()) if size]  # rows per p
-    pieces, widths, a = [], [], 0  # per group: its choices spread over positions, row width
-    for q, size in sizes:
-        rows, a = slice(a, a + size), a + size
-        N = max(int(last_o[rows].max()) + 1, 1)
-        # score = key * N + block index: distinct, in the order of (key, block); blocks past the
-        # row's span get 2**30 more, above every real block: (last - block) >> top is -1 (all
-        # bits set) there, else 0, and its & 2**30 is added with |.
-        score = keys[order[rows], :N].astype(wide)
+
+    # Rows grouped by block exponent: group q holds rows order[a:a + size] (a stable sort of p),
+    # each with at most N = the group's largest n_blocks blocks, so it works on (size, N) arrays.
+    order = np.argsort(p, kind="stable")
+    sizes = np.bincount(p)
+    groups = np.flatnonzero(sizes)  # the exponents in use
+    starts = np.cumsum(sizes)[groups] - sizes[groups]
+    N_group = np.maximum(np.maximum.reduceat(n_blocks[order], starts), 1)
+    count_o, rows_all = count[order], np.arange(B)
+    pieces = []  # per group, its rows' block choices, each repeated 2**q times
+    for q, a, size, N in zip(groups.tolist(), starts.tolist(), sizes[groups].tolist(), N_group.tolist()):
+        score = keys[order[a:a + size], :N].astype(wide)
         score *= wide(N)
         score += block[:N]
-        past = last_o[rows, None] - block[:N]
-        past >>= top
-        past &= wide(1 << 30)
-        score |= past
         # The blocks scoring below the (count + 1)-th smallest score are the `count` smallest
         # (count <= n_blocks - 1, so that score is a real block's).
-        cut = np.sort(score, axis=1)[np.arange(size), count_o[rows]]
+        cut = np.sort(score, axis=1)[rows_all[:size], count_o[a:a + size]]
         pieces.append(_repeat_each(score < cut[:, None], q).ravel())  # (size * N << q,)
-        widths.append(N << q)
 
     # Spread block choices over positions. The groups' pieces lie end to end in one flat
     # buffer (padded by L on both sides), row b's own entries from flat index own_b, one per
     # position from its first real one: position j of the mask is entry own_b + j - first_b.
-    # Rows of a sliding window of width L over the buffer, indexed by start = own - first, are
-    # exactly the mask rows (one (B, L) copy); entries outside [first, last] read a neighbour's
-    # or the padding, and `& valid` drops them.
-    width = np.repeat(widths, [size for _, size in sizes])  # (B,) in `order`
+    # Rows of a sliding window of width L over the buffer (row i = entries i to i + L - 1: a
+    # view with strides (1, 1)), indexed by start = own - first, are exactly the mask rows (one
+    # (B, L) copy); entries outside [first, last] read a neighbour's or the padding, and
+    # `& valid` drops them.
+    width = np.repeat(N_group << groups, sizes[groups])  # (B,) entries of each row, in `order`
     start = np.empty(B, np.int64)
     start[order] = L + np.cumsum(width) - width - first[order]
     buffer = np.concatenate([np.zeros(L, bool), *pieces, np.zeros(L, bool)])
-    hidden = sliding_window_view(buffer, L)[start]  # (B, L) copy
+    windows = np.ndarray((len(buffer) - L + 1, L), bool, buffer, strides=(1, 1))
+    hidden = windows[start]  # (B, L) copy
     hidden &= v
     return hidden
 
