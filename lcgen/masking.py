@@ -29,7 +29,7 @@ over the few block sizes, none over samples), in two steps:
   entries from (where the row's entries start) - ``first``, taken for all rows at once as rows of
   a sliding window over the buffer, then ``& valid``.
 
-Before 2026-12 the choice was made in torch with a per-row histogram of the 1024 key values
+Up to commit 8eb40f7 the choice was made in torch with a per-row histogram of the 1024 key values
 (``tests/test_masking.py`` keeps that algorithm and checks the two give the same masks bit for
 bit, so fixed masks, and every number measured on them, are unchanged).
 
@@ -186,7 +186,7 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: np.ndarray, *, p_lo: int,
                 p_hi: int, min_ratio: float, max_ratio: float) -> np.ndarray:
     """:func:`lay_blocks` on numpy arrays: valid (B, L) bool, the draws (B,), (B,), (B, N) int16;
-    returns hidden (B, L) bool. About 25 numpy calls for the batch and 12 per block size."""
+    returns hidden (B, L) bool. About 60 numpy calls for the batch and 12 per block size."""
     B, L = v.shape
     if v.size == 0:
         return v.copy()

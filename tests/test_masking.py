@@ -109,7 +109,7 @@ def test_fixed_mask_matches_reference(kind):
 
 
 def histogram_lay_blocks(valid, draws, *, min_block, max_block, min_ratio, max_ratio):
-    """lay_blocks as it was up to 0.x (commit 8eb40f7): torch over (B, 1024) key histograms.
+    """lay_blocks as it was up to commit 8eb40f7: torch over (B, 1024) key histograms.
 
     Kept verbatim in its logic as the reference every fixed (validation/test) mask was made
     with, so the faster code is checked to give the same masks bit for bit.
