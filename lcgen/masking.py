@@ -139,8 +139,8 @@ def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
                 max_block: int = 32) -> torch.Tensor:
     """Block size (B,) int64 of each sample's mask, as :func:`lay_blocks` picks it."""
     p_lo, p_hi = _power_range(min_block, max_block)
-    _, span = _first_and_span(valid.cpu().numpy())
-    return torch.from_numpy(1 << _block_exponent(span, draws.u_block.cpu().numpy(), p_lo, p_hi))
+    _, span = _first_and_span(_numpy(valid))
+    return torch.from_numpy(1 << _block_exponent(span, _numpy(draws.u_block), p_lo, p_hi))
 
 
 def _repeat_each(x: np.ndarray, q: int) -> np.ndarray:
