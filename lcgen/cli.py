@@ -434,14 +434,21 @@ def train(
 
 def _print_calibration(run_dir: Path, fits: dict) -> None:
     """One line per calibrated checkpoint: 68/95 % coverage of validation points before -> after."""
+    from lcgen.evaluate.calibrate import calibration_groups
+
     for which, cal in fits.items():
         before, after = cal["coverage_before"]["overall"], cal["coverage_after"]["overall"]
-        tails = "Gaussian" if cal["dof"] is None else f"Student t, {cal['dof']:g} dof"
+        share_edges, groups = calibration_groups(cal)
+        bounds = ["0", *(f"{e:g}" for e in share_edges), "inf"]
+        parts = []
+        for g, fit in enumerate(groups):
+            tails = "Gaussian" if fit["dof"] is None else f"Student t, {fit['dof']:g} dof"
+            where = f"σ²/e² {bounds[g]}-{bounds[g + 1]} ({cal['n_points'][g]:,} points): " if share_edges else ""
+            parts.append(f"{where}{tails}; scales {', '.join(f'{a:.3g}' for a in fit['scales'])} by hidden-run "
+                         f"length 1, 2, ..., >{fit['edges'][-1]}")
         console.print(f"Variance calibration of {which}.pt on {cal['n_total']:,} hidden validation points: "
                       f"68/95 % coverage {before[0]:.3f}/{before[1]:.3f} -> {after[0]:.3f}/{after[1]:.3f} "
-                      f"({tails}; "
-                      f"scales {', '.join(f'{a:.3g}' for a in cal['scales'])} by hidden-run length "
-                      f"1, 2, ..., >{cal['edges'][-1]})", highlight=False)
+                      f"({'; '.join(parts)})", highlight=False)
     console.print(f"Stored in the checkpoints; wrote {Path(run_dir) / 'calibration.json'}")
 
 
@@ -477,8 +484,11 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     calibrated = {k: row for k, row in m["overall"].items() if "coverage_68" in row}
     if calibrated:
         fit = m.get("variance_calibration")
+        dofs = [g.get("dof") for g in fit.get("groups", [fit])] if fit else []
+        tails = ", ".join("Gaussian" if d is None else f"t{d:g}" for d in dofs)
         how = ("" if not fit else "; the model's variance calibrated on the validation split"
-               + ("" if fit.get("dof") is None else f", Student t with {fit['dof']:g} dof"))
+               + (f", tails {tails} by noise share" if "groups" in fit
+                  else "" if fit.get("dof") is None else f", Student t with {fit['dof']:g} dof"))
         cal = Table("predictor", "68 % coverage", "95 % coverage", "NLL", "CRPS", title_justify="left",
                     title=f"calibration on hidden positions (nominal 0.683 / 0.950{how})")
         for key, row in calibrated.items():
