@@ -581,12 +581,13 @@ def _days_range(text: str | None) -> list[float] | None:
 def calibrate(
     run_dir: RunDirArg,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
-    min_points: Annotated[int, typer.Option(help="Hidden validation points a run-length bin needs to get its own scale (fewer: pooled with its neighbours); the split needs 5x as many in all.", min=1)] = 200,
+    min_points: Annotated[int, typer.Option(help="Hidden validation points a run-length bin needs to get its own scale (fewer: pooled with its neighbours); a noise-share group needs 5x as many to get its own fit, the split 5x as many in all.", min=1)] = 200,
 ) -> None:
     """Recalibrate the predictive variance of a run with a variance head (loss nll) on its
-    validation split: one scale of the model's variance per hidden-run length and, where the
-    errors are heavier-tailed than a Gaussian, Student-t tails, chosen to put the reliability
-    curve on the diagonal; stored in best.pt and last.pt and applied by evaluate and fill.
+    validation split: in each group of the model's share of the variance (σ²/e² < 0.1, 0.1-1,
+    > 1), one scale of the model's variance per hidden-run length and, where the errors are
+    heavier-tailed than a Gaussian, Student-t tails, chosen to put the reliability curve on the
+    diagonal; stored in best.pt and last.pt and applied by evaluate and fill.
     lcgen train does this itself at the end of a run with a variance head; rerunning replaces
     the earlier fit.
 
