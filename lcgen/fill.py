@@ -25,7 +25,9 @@ variance of the signal (scaled by the run's calibration, :mod:`lcgen.evaluate.ca
 window's median ``flux_err``² (the noise a measurement at that time would carry). Where the
 calibration chose Student-t tails, ``flux_err`` is the half-width of the central 68.27 %
 interval (the scale times t's quantile), so ±``flux_err`` still holds 68 %; the 95 % interval
-is then wider than ±2 ``flux_err`` (×2.66 at 3 degrees of freedom instead of ×1.96 / 1).
+is then wider than ±2 ``flux_err`` (×2.66 at 3 degrees of freedom instead of ×1.96 / 1). The
+tails are chosen per noise-share group (σ²/e², with e the window's median error), so ν can differ
+between windows: the quantile² is blended across overlapping windows with the same weights.
 A run without a variance head fills means with ``flux_err`` = NaN.
 
 Output (``format: h5``): a raw-layout HDF5 file (``time``, ``flux``, ``flux_err``, ``offsets``,

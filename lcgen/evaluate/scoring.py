@@ -35,8 +35,9 @@ distribution of a hidden observation is N(μ, s²), s² = predicted variance + t
 
 pooled over hidden positions like the errors, overall and by block size. A run calibrated with
 ``lcgen calibrate`` (:mod:`lcgen.evaluate.calibrate`; ``lcgen train`` does it for runs with a variance
-head) has its variance scaled per hidden-run length and may have Student-t tails (``dof``): its
-intervals, NLL and CRPS are then those of that t (CRPS: Jordan, Krüger & Lerch 2019).
+head) has its variance scaled per noise-share group and hidden-run length and may have Student-t
+tails (``dof``, per position): its intervals, NLL and CRPS are then those of that t (CRPS:
+Jordan, Krüger & Lerch 2019).
 
 Forecast mode (``mode: forecast``) hides the last ``forecast_points`` real points of every window
 instead of blocks, and scores against ``persistence`` (the last visible value carried forward)
