@@ -19,7 +19,7 @@ from rich.text import Text
 
 from lcgen import __version__
 from lcgen.bundled import resolve_run
-from lcgen.config import resolve_config
+from lcgen.config import load_yaml, resolve_config
 from lcgen.errors import Interrupted, LcgenError
 
 app = typer.Typer(
@@ -423,7 +423,9 @@ def train(
         "history": str(result["run_dir"] / "history.csv")}))
     if result["status"] == "interrupted":
         raise typer.Exit(130)
-    if result["status"] == "finished" and result["epoch"] and cfg.model.get("variance_head") and cfg.val_fraction > 0:
+    # the model settings the run saved: with --init they are the init run's, not the command line's
+    trained_model = load_yaml(Path(result["run_dir"]) / "config.yaml").get("model") or {}
+    if result["status"] == "finished" and result["epoch"] and trained_model.get("variance_head") and cfg.val_fraction > 0:
         from lcgen.evaluate.calibrate import calibrate_run
 
         try:
