@@ -1,7 +1,7 @@
 """Does a time-series run use WHEN points were observed? Masked MSE with the true times against
 evenly spaced fake times, on the test windows that have gaps, same masks for both.
 
-    PYTHONPATH=. python benchmarks/quality_times.py RUN_DIR [--mask-seed 1] [--gap 3]
+    PYTHONPATH=. python benchmarks/quality_times.py RUN_DIR [--mask-seed 1] [--gap 3] [--checkpoint last]
 
 A window "has gaps" when its largest step between real points exceeds ``--gap`` times its
 median step. Index times are ``t'_j = j * median step`` (the same span, no gaps). The model and
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--mask-seed", type=int, default=1)
     parser.add_argument("--gap", type=float, default=3.0)
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -38,7 +39,7 @@ def main() -> None:
     sums = {(k, sub): [0.0, 0] for k in ("model true", "model index", "linear true", "linear index")
             for sub in subsets}
     n_windows = 0
-    with open_evaluation(args.run_dir, EvaluateConfig(mask_seed=args.mask_seed)) as ev:
+    with open_evaluation(args.run_dir, EvaluateConfig(mask_seed=args.mask_seed, checkpoint=args.checkpoint)) as ev:
         for batch in iter_batches(ev.source, ev.rows, 64):
             t, valid = batch["time"].numpy(), batch["valid"].numpy()
             steps = np.where(valid[:, 1:] & valid[:, :-1], np.diff(t, axis=1), np.nan)
@@ -63,7 +64,7 @@ def main() -> None:
                         s = sums[(f"{name} {label}", sub)]
                         s[0] += float(((p - y)[m] ** 2).sum())
                         s[1] += int(m.sum())
-    print(f"{args.run_dir}: {n_windows} gapped test windows (largest step > {args.gap} x median), mask seed {args.mask_seed}")
+    print(f"{args.run_dir} ({args.checkpoint}.pt): {n_windows} gapped test windows (largest step > {args.gap} x median), mask seed {args.mask_seed}")
     for sub, title in zip(subsets, ("all hidden points of the gapped windows",
                                     "hidden points whose visible neighbours straddle a gap")):
         print(f"{title}: {sums[('model true', sub)][1]}")
