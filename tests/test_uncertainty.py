@@ -11,7 +11,8 @@ import torch
 from lcgen.evaluate.scoring import (calibration_sums, extrapolation_baseline, forecast_mask, linear_baseline,
                             persistence_baseline, score_batch, summarise)
 from lcgen.models import create_model
-from lcgen.train import TrainConfig, complete_config, gaussian_nll_sums, init_model, model_from_checkpoint
+from lcgen.train import (TrainConfig, complete_config, gaussian_nll_sums, init_model, loss_sums,
+                         model_from_checkpoint)
 from tests.conftest import run_cli, torch_threads
 
 
@@ -41,6 +42,11 @@ def test_gaussian_nll_matches_a_hand_computation():
                                            + 0.5 * 0.5 * (math.log(2 * math.pi * 0.5) + 0.5), rel=1e-6)
     sums[0].backward()
     np.testing.assert_allclose(pred.grad.numpy(), [[-1.0, 0.5, 0.0, 0.0]], rtol=1e-6)
+    # the training loss of an nll run is the weighted one, its validation loss (best.pt) the plain NLL
+    cfg = complete_config(TrainConfig(model_name="transformer", preset="tiny", loss="nll", nll_tail=0.0))
+    out = {"reconstructed": pred.detach(), "log_var": log_var}
+    assert torch.equal(loss_sums(out, batch, cfg), gaussian_nll_sums(pred.detach(), log_var, batch, beta=1.0))
+    np.testing.assert_allclose(loss_sums(out, batch, cfg, validation=True).numpy(), [h, 2, v, 1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["transformer", "unet", "mlp"])
