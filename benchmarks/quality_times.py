@@ -1,7 +1,7 @@
 """Does a time-series run use WHEN points were observed? Masked MSE with the true times against
 evenly spaced fake times, on the test windows that have gaps, same masks for both.
 
-    PYTHONPATH=. python benchmarks/quality_times.py RUN_DIR [--mask-seed 1] [--gap 3] [--checkpoint last]
+    PYTHONPATH=. python benchmarks/quality_times.py RUN_DIR [--mask-seed 1] [--gap 3] [--checkpoint last] [--cut 16]
 
 A window "has gaps" when its largest step between real points exceeds ``--gap`` times its
 median step. Index times are ``t'_j = j * median step`` (the same span, no gaps). The model and
@@ -12,6 +12,10 @@ Most hidden points of a gapped window lie far from its gap, where true and index
 the same local picture; the second table scores only the hidden points whose nearest visible
 neighbours straddle a gap (a step > ``--gap`` x median between them), where interpolation in
 true and in index time differ.
+
+``--cut K`` first cuts a run of 1..K real points out of every test window and closes it up, as
+``gap_augment`` does in training (draws fixed by the row index and ``--mask-seed``): every
+window then holds a gap of a known kind, across which the signal went on evolving.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from lcgen.evaluate.scoring import EvaluateConfig, hide, linear_baseline, open_evaluation
+from lcgen.masking import close_gap, fixed_uniforms
 
 
 def main() -> None:
@@ -30,6 +35,9 @@ def main() -> None:
     parser.add_argument("--mask-seed", type=int, default=1)
     parser.add_argument("--gap", type=float, default=3.0)
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--cut", type=int, default=0, metavar="K",
+                        help="first cut a run of 1..K real points out of every test window and close it up "
+                             "(lcgen.masking.close_gap, draws fixed by the row index): gaps of a known kind")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -41,6 +49,9 @@ def main() -> None:
     n_windows = 0
     with open_evaluation(args.run_dir, EvaluateConfig(mask_seed=args.mask_seed, checkpoint=args.checkpoint)) as ev:
         for batch in iter_batches(ev.source, ev.rows, 64):
+            if args.cut:
+                u = fixed_uniforms(batch["index"], seed=args.mask_seed, n=3)
+                batch = close_gap(batch, u, fraction=1.0, max_points=args.cut)
             t, valid = batch["time"].numpy(), batch["valid"].numpy()
             steps = np.where(valid[:, 1:] & valid[:, :-1], np.diff(t, axis=1), np.nan)
             med = np.nanmedian(steps, axis=1)
@@ -64,7 +75,8 @@ def main() -> None:
                         s = sums[(f"{name} {label}", sub)]
                         s[0] += float(((p - y)[m] ** 2).sum())
                         s[1] += int(m.sum())
-    print(f"{args.run_dir} ({args.checkpoint}.pt): {n_windows} gapped test windows (largest step > {args.gap} x median), mask seed {args.mask_seed}")
+    cut = f", a run of 1-{args.cut} real points cut out of each" if args.cut else ""
+    print(f"{args.run_dir} ({args.checkpoint}.pt{cut}): {n_windows} gapped test windows (largest step > {args.gap} x median), mask seed {args.mask_seed}")
     for sub, title in zip(subsets, ("all hidden points of the gapped windows",
                                     "hidden points whose visible neighbours straddle a gap")):
         print(f"{title}: {sums[('model true', sub)][1]}")
