@@ -11,7 +11,8 @@ time changes little, one that uses it loses clearly with index times.
 Most hidden points of a gapped window lie far from its gap, where true and index times give
 the same local picture; the second table scores only the hidden points whose nearest visible
 neighbours straddle a gap (a step > ``--gap`` x median between them), where interpolation in
-true and in index time differ.
+true and in index time differ. Beside each ratio: its 95 % interval with the windows resampled
+(bootstrap, 2,000 draws).
 
 ``--cut K`` first cuts a run of 1..K real points out of every test window and closes it up, as
 ``gap_augment`` does in training (draws fixed by the row index and ``--mask-seed``): every
@@ -44,8 +45,8 @@ def main() -> None:
     from lcgen.data import iter_batches
 
     subsets = ("all", "straddle")
-    sums = {(k, sub): [0.0, 0] for k in ("model true", "model index", "linear true", "linear index")
-            for sub in subsets}
+    # per window: squared-error sum and count of each predictor, time input and subset
+    sums = {(k, sub): [] for k in ("model true", "model index", "linear true", "linear index") for sub in subsets}
     n_windows = 0
     with open_evaluation(args.run_dir, EvaluateConfig(mask_seed=args.mask_seed, checkpoint=args.checkpoint)) as ev:
         for batch in iter_batches(ev.source, ev.rows, 64):
@@ -72,19 +73,23 @@ def main() -> None:
                 lin = linear_baseline(y, batch["valid"].numpy(), batch["hidden"].numpy(), times.numpy())
                 for name, p in (("model", pred), ("linear", lin)):
                     for sub, m in zip(subsets, (sel, straddle)):
-                        s = sums[(f"{name} {label}", sub)]
-                        s[0] += float(((p - y)[m] ** 2).sum())
-                        s[1] += int(m.sum())
+                        sse = np.where(m, (p - y) ** 2, 0.0).sum(1)
+                        sums[(f"{name} {label}", sub)].extend(zip(sse, m.sum(1)))
     cut = f", a run of 1-{args.cut} real points cut out of each" if args.cut else ""
     print(f"{args.run_dir} ({args.checkpoint}.pt{cut}): {n_windows} gapped test windows (largest step > {args.gap} x median), mask seed {args.mask_seed}")
+    # 95 % interval of the ratio: the windows resampled with replacement (the same draws for all)
+    draws = np.random.default_rng(0).integers(0, n_windows, size=(2000, n_windows))
     for sub, title in zip(subsets, ("all hidden points of the gapped windows",
                                     "hidden points whose visible neighbours straddle a gap")):
-        print(f"{title}: {sums[('model true', sub)][1]}")
-        print(f"{'predictor':>10}  {'true times':>12}  {'index times':>12}  {'index / true':>12}")
+        print(f"{title}: {int(np.array(sums[('model true', sub)])[:, 1].sum())}")
+        print(f"{'predictor':>10}  {'true times':>12}  {'index times':>12}  {'index / true':>12}  {'95 % interval':>14}")
         for name in ("model", "linear"):
-            a = sums[(f"{name} true", sub)][0] / max(sums[(f"{name} true", sub)][1], 1)
-            b = sums[(f"{name} index", sub)][0] / max(sums[(f"{name} index", sub)][1], 1)
-            print(f"{name:>10}  {a:>12.4f}  {b:>12.4f}  {b / max(a, 1e-30):>12.3f}")
+            a, b = (np.array(sums[(f"{name} {label}", sub)]) for label in ("true", "index"))
+            ratio = b[draws, 0].sum(1) / np.maximum(a[draws, 0].sum(1), 1e-30)
+            lo, hi = np.percentile(ratio, [2.5, 97.5])
+            mse_a, mse_b = a[:, 0].sum() / max(a[:, 1].sum(), 1), b[:, 0].sum() / max(b[:, 1].sum(), 1)
+            print(f"{name:>10}  {mse_a:>12.4f}  {mse_b:>12.4f}  {mse_b / max(mse_a, 1e-30):>12.3f}  "
+                  f"{lo:>6.3f} - {hi:.3f}")
 
 
 def straddles_gap(t: np.ndarray, valid: np.ndarray, hidden: np.ndarray, med: np.ndarray, gap: float) -> np.ndarray:
