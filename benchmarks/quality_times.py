@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from lcgen.data import iter_batches
+    from lcgen.train.data import iter_batches
 
     subsets = ("all", "straddle")
     # per window: squared-error sum and count of each predictor, time input and subset
