@@ -504,7 +504,6 @@ def key_block(min_block: int = 1, max_days: float = 0.0) -> int:
     return 1 if max_days > 0 else min_block
 
 
-
 # --------------------------------------------------------------------------------------------
 # Gap augmentation (TrainConfig.gap_augment): real time gaps that index position cannot see
 
