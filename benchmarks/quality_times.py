@@ -1,7 +1,7 @@
 """Does a time-series run use WHEN points were observed? Masked MSE with the true times against
 evenly spaced fake times, on the test windows that have gaps, same masks for both.
 
-    PYTHONPATH=. python benchmarks/quality_times.py RUN_DIR [--mask-seed 1] [--gap 3]
+    PYTHONPATH=. python benchmarks/quality_times.py RUN_DIR [--mask-seed 1] [--gap 3] [--checkpoint last] [--cut 16]
 
 A window "has gaps" when its largest step between real points exceeds ``--gap`` times its
 median step. Index times are ``t'_j = j * median step`` (the same span, no gaps). The model and
@@ -11,7 +11,12 @@ time changes little, one that uses it loses clearly with index times.
 Most hidden points of a gapped window lie far from its gap, where true and index times give
 the same local picture; the second table scores only the hidden points whose nearest visible
 neighbours straddle a gap (a step > ``--gap`` x median between them), where interpolation in
-true and in index time differ.
+true and in index time differ. Beside each ratio: its 95 % interval with the windows resampled
+(bootstrap, 2,000 draws).
+
+``--cut K`` first cuts a run of 1..K real points out of every test window and closes it up, as
+``gap_augment`` does in training (draws fixed by the row index and ``--mask-seed``): every
+window then holds a gap of a known kind, across which the signal went on evolving.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 
 from lcgen.evaluate.scoring import EvaluateConfig, hide, linear_baseline, open_evaluation
+from lcgen.masking import close_gap, fixed_uniforms
 
 
 def main() -> None:
@@ -29,17 +35,24 @@ def main() -> None:
     parser.add_argument("run_dir")
     parser.add_argument("--mask-seed", type=int, default=1)
     parser.add_argument("--gap", type=float, default=3.0)
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--cut", type=int, default=0, metavar="K",
+                        help="first cut a run of 1..K real points out of every test window and close it up "
+                             "(lcgen.masking.close_gap, draws fixed by the row index): gaps of a known kind")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     from lcgen.train.data import iter_batches
 
     subsets = ("all", "straddle")
-    sums = {(k, sub): [0.0, 0] for k in ("model true", "model index", "linear true", "linear index")
-            for sub in subsets}
+    # per window: squared-error sum and count of each predictor, time input and subset
+    sums = {(k, sub): [] for k in ("model true", "model index", "linear true", "linear index") for sub in subsets}
     n_windows = 0
-    with open_evaluation(args.run_dir, EvaluateConfig(mask_seed=args.mask_seed)) as ev:
+    with open_evaluation(args.run_dir, EvaluateConfig(mask_seed=args.mask_seed, checkpoint=args.checkpoint)) as ev:
         for batch in iter_batches(ev.source, ev.rows, 64):
+            if args.cut:
+                u = fixed_uniforms(batch["index"], seed=args.mask_seed, n=3)
+                batch = close_gap(batch, u, fraction=1.0, max_points=args.cut)
             t, valid = batch["time"].numpy(), batch["valid"].numpy()
             steps = np.where(valid[:, 1:] & valid[:, :-1], np.diff(t, axis=1), np.nan)
             med = np.nanmedian(steps, axis=1)
@@ -60,18 +73,23 @@ def main() -> None:
                 lin = linear_baseline(y, batch["valid"].numpy(), batch["hidden"].numpy(), times.numpy())
                 for name, p in (("model", pred), ("linear", lin)):
                     for sub, m in zip(subsets, (sel, straddle)):
-                        s = sums[(f"{name} {label}", sub)]
-                        s[0] += float(((p - y)[m] ** 2).sum())
-                        s[1] += int(m.sum())
-    print(f"{args.run_dir}: {n_windows} gapped test windows (largest step > {args.gap} x median), mask seed {args.mask_seed}")
+                        sse = np.where(m, (p - y) ** 2, 0.0).sum(1)
+                        sums[(f"{name} {label}", sub)].extend(zip(sse, m.sum(1)))
+    cut = f", a run of 1-{args.cut} real points cut out of each" if args.cut else ""
+    print(f"{args.run_dir} ({args.checkpoint}.pt{cut}): {n_windows} gapped test windows (largest step > {args.gap} x median), mask seed {args.mask_seed}")
+    # 95 % interval of the ratio: the windows resampled with replacement (the same draws for all)
+    draws = np.random.default_rng(0).integers(0, n_windows, size=(2000, n_windows))
     for sub, title in zip(subsets, ("all hidden points of the gapped windows",
                                     "hidden points whose visible neighbours straddle a gap")):
-        print(f"{title}: {sums[('model true', sub)][1]}")
-        print(f"{'predictor':>10}  {'true times':>12}  {'index times':>12}  {'index / true':>12}")
+        print(f"{title}: {int(np.array(sums[('model true', sub)])[:, 1].sum())}")
+        print(f"{'predictor':>10}  {'true times':>12}  {'index times':>12}  {'index / true':>12}  {'95 % interval':>14}")
         for name in ("model", "linear"):
-            a = sums[(f"{name} true", sub)][0] / max(sums[(f"{name} true", sub)][1], 1)
-            b = sums[(f"{name} index", sub)][0] / max(sums[(f"{name} index", sub)][1], 1)
-            print(f"{name:>10}  {a:>12.4f}  {b:>12.4f}  {b / max(a, 1e-30):>12.3f}")
+            a, b = (np.array(sums[(f"{name} {label}", sub)]) for label in ("true", "index"))
+            ratio = b[draws, 0].sum(1) / np.maximum(a[draws, 0].sum(1), 1e-30)
+            lo, hi = np.percentile(ratio, [2.5, 97.5])
+            mse_a, mse_b = a[:, 0].sum() / max(a[:, 1].sum(), 1), b[:, 0].sum() / max(b[:, 1].sum(), 1)
+            print(f"{name:>10}  {mse_a:>12.4f}  {mse_b:>12.4f}  {mse_b / max(mse_a, 1e-30):>12.3f}  "
+                  f"{lo:>6.3f} - {hi:.3f}")
 
 
 def straddles_gap(t: np.ndarray, valid: np.ndarray, hidden: np.ndarray, med: np.ndarray, gap: float) -> np.ndarray:

@@ -543,3 +543,36 @@ def key_block(min_block: int = 1, max_days: float = 0.0) -> int:
     """The ``min_block`` to draw keys with for a :class:`MaskConfig` (1 for blocks in days)."""
     return 1 if max_days > 0 else min_block
 
+
+# --------------------------------------------------------------------------------------------
+# Gap augmentation (TrainConfig.gap_augment): real time gaps that index position cannot see
+
+
+def close_gap(batch: dict[str, torch.Tensor], u: torch.Tensor, *, fraction: float,
+              max_points: int) -> dict[str, torch.Tensor]:
+    """Cut a run of real points out of some windows of a time-series batch and close them up.
+
+    ``u`` (B, 3) uniforms in [0, 1) decide, per row: whether (``u0 < fraction``), how many
+    (``k = 1 + floor(u1 · max_points)``, at most ``n − 2`` for ``n`` real points) and where
+    (the cut starts at real point ``s = 1 + floor(u2 · (n − 1 − k))``, so real points ``s ..
+    s + k − 1`` go and the first and last real points stay). Every (B, L) entry of the row
+    (values, time, flux_err, valid) shifts left over the cut; the freed positions at the end
+    become padding (valid False, zeros as the data reader writes them). The window then holds a
+    time gap of k + 1 cadences between two neighbouring positions, which only the times show.
+    Rows with fewer than 3 real points, other keys (``index``) and rows not chosen are unchanged.
+    """
+    valid = batch["valid"]
+    B, L = valid.shape
+    n = valid.sum(1)  # (B,)
+    k = (1 + (u[:, 1] * max_points).long()).minimum(n - 2)
+    on = (u[:, 0] < fraction) & (k >= 1)
+    start = 1 + (u[:, 2] * (n - 1 - k).clamp(min=1)).long()
+    rank = valid.cumsum(1) - 1  # (B, L) rank of each real point among the row's real points
+    cut = valid & on[:, None] & (rank >= start[:, None]) & (rank < (start + k)[:, None])
+    order = torch.argsort(cut.to(torch.int8), dim=1, stable=True)  # kept positions first, in order
+    freed = cut.gather(1, order)  # (B, L) the positions the cut points moved to: now padding
+    out = dict(batch)
+    for key, value in batch.items():
+        if value.shape[:2] == (B, L):
+            out[key] = torch.where(freed, torch.zeros((), dtype=value.dtype), value.gather(1, order))
+    return out

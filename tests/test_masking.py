@@ -10,6 +10,7 @@ from lcgen.masking import (
     MaskConfig,
     block_mask,
     block_sizes,
+    close_gap,
     draw_fixed,
     draw_train,
     fixed_mask,
@@ -441,3 +442,56 @@ def test_day_mask_settings_are_checked():
     # points stay the default: max_days 0 gives the point masks, bit for bit
     draws = draw_train(valid, generator=torch.Generator().manual_seed(0))
     assert torch.equal(lay_mask(valid, draws, time=torch.zeros(2, 16)), lay_blocks(valid, draws))
+
+
+# --------------------------------------------------------------------------------------------
+# Gap augmentation
+
+
+def closed_by_hand(values, time, err, valid, u, fraction, max_points):
+    """close_gap's rule one row at a time with Python lists: the real points listed, the cut
+    run removed from the list, the rest written back left-aligned, zeros after."""
+    out = {k: torch.zeros_like(v) for k, v in (("values", values), ("time", time), ("flux_err", err), ("valid", valid))}
+    for b in range(valid.shape[0]):
+        n = int(valid[b].sum())
+        k = min(1 + math.floor(float(u[b, 1]) * max_points), n - 2)
+        rows = list(range(valid.shape[1]))
+        if float(u[b, 0]) < fraction and k >= 1:
+            real = [j for j in rows if valid[b, j]]
+            s = 1 + math.floor(float(u[b, 2]) * max(n - 1 - k, 1))
+            gone = set(real[s:s + k])
+            assert real[0] not in gone and real[-1] not in gone
+            rows = [j for j in rows if j not in gone]
+        for new, j in enumerate(rows):
+            for key, v in (("values", values), ("time", time), ("flux_err", err), ("valid", valid)):
+                out[key][b, new] = v[b, j]
+    return out
+
+
+def test_close_gap_equals_the_window_closed_by_hand():
+    """Rows: full, padded, with an invalid point inside, too short to cut (2 real points), not
+    chosen (u0 >= fraction), the longest cut (k capped at n - 2), the cut at the last place."""
+    B, L = 7, 12
+    gen = torch.Generator().manual_seed(3)
+    n_real = torch.tensor([12, 9, 10, 2, 12, 6, 11])
+    valid = torch.arange(L) < n_real[:, None]
+    valid[2, 4] = False  # an invalid point inside a window stays in place (not real, never cut)
+    time = torch.where(valid, torch.cumsum(0.5 + torch.rand(B, L, generator=gen), 1), 0.0)
+    values = torch.where(valid, torch.randn(B, L, generator=gen), 0.0)
+    err = torch.where(valid, torch.rand(B, L, generator=gen), 0.0)
+    u = torch.tensor([[0.1, 0.30, 0.5], [0.2, 0.00, 0.0], [0.3, 0.45, 0.3], [0.0, 0.5, 0.5],
+                      [0.7, 0.50, 0.5], [0.0, 0.99, 0.9], [0.4, 0.20, 0.999]], dtype=torch.float64)
+    batch = {"values": values, "time": time, "flux_err": err, "valid": valid, "index": torch.arange(B) + 40}
+    out = close_gap(batch, u, fraction=0.5, max_points=8)
+    want = closed_by_hand(values, time, err, valid, u, 0.5, 8)
+    for key in want:
+        assert torch.equal(out[key], want[key]), key
+    assert torch.equal(out["index"], batch["index"])
+    cut = valid.sum(1) - out["valid"].sum(1)
+    assert cut.tolist() == [3, 1, 4, 0, 0, 4, 2]  # k = 1 + floor(u1 * 8), at most n - 2
+    # the first and last real times stay: the window's span is kept, a gap opened inside
+    for b in range(B):
+        real_t = time[b][valid[b]]
+        assert out["time"][b][out["valid"][b]][[0, -1]].tolist() == real_t[[0, -1]].tolist()
+    # the batch itself is not changed in place
+    assert torch.equal(batch["valid"], valid) and torch.equal(batch["values"], values)

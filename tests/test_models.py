@@ -165,6 +165,28 @@ def test_transformer_uses_times_relative_to_the_window(options):
         assert torch.allclose(a, c, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("options", TIME_OPTIONS, ids=TIME_IDS)
+def test_a_closed_gap_is_padding_to_the_model(options):
+    """gap_augment's closed-up window (lcgen.masking.close_gap) gives, at its real points, what
+    the same real points give as a window of their own: the freed positions at the end are plain
+    padding, and the gap is in the times alone."""
+    from lcgen.masking import close_gap
+    model = tiny("transformer", **options).eval()
+    batch = make_batch("timeseries", B=3)
+    u = torch.tensor([[0.0, 0.5, 0.3], [0.0, 0.9, 0.6], [0.9, 0.0, 0.0]], dtype=torch.float64)
+    closed = close_gap(batch, u, fraction=0.5, max_points=16)
+    assert (closed["valid"].sum(1) == batch["valid"].sum(1) - torch.tensor([9, 15, 0])).all()
+    with torch.no_grad():
+        out = model.forward_batch(closed)["reconstructed"]
+        for b in range(3):
+            keep = closed["valid"][b]
+            alone = model.forward_batch({k: v[b:b + 1, keep] for k, v in closed.items() if k != "index"})
+            assert torch.allclose(alone["reconstructed"][0], out[b, keep], atol=1e-5, rtol=0)
+        # with the times of the real points before the cut, the same values give other outputs
+        gapless = {**closed, "time": torch.where(closed["valid"], batch["time"], 0.0)}
+        assert not torch.allclose(model.forward_batch(gapless)["reconstructed"][0], out[0], atol=1e-4)
+
+
 def test_gap_features_against_a_loop():
     """log(step / median step) to the previous and next real point, 0 at the ends and padding."""
     from lcgen.models.transformer import gap_features, median_spacing

@@ -169,16 +169,31 @@ def test_resume_continues_exactly(spectra_file, tmp_path):
     assert fit(resume=second["run_dir"])["status"] == "finished"
 
 
-def test_transformer_with_time_options_resumes_exactly(timeseries_file, tmp_path):
+def test_transformer_with_time_options_resumes_exactly(timeseries_file, tmp_path, monkeypatch):
     """The transformer's time options (gap features, cadence rotary encodings, no day encoding)
-    with loss nll and interp_residual: stopped after an epoch and resumed = trained at once."""
+    with loss nll, interp_residual and gap augmentation: stopped after an epoch and resumed =
+    trained at once; the gaps are cut into the training windows only, from the run's seed."""
     model = {"interp_residual": True, "time_gaps": True, "cadence_rope": True, "day_encoding": False}
     cfg = TrainConfig(model_name="transformer", preset="tiny", data=str(timeseries_file), epochs=2,
-                      batch_size=8, lr=3e-3, runs_dir=str(tmp_path), device="cpu", loss="nll", model=model)
+                      batch_size=8, lr=3e-3, runs_dir=str(tmp_path), device="cpu", loss="nll", model=model,
+                      gap_augment=0.5, gap_points=8)
+    real_close, seen = train.close_gap, []
+
+    def recording_close(batch, u, **kwargs):
+        out = real_close(batch, u, **kwargs)
+        seen.append((batch["valid"].sum(1) - out["valid"].sum(1)).tolist())
+        return out
+
+    monkeypatch.setattr(train, "close_gap", recording_close)
     whole = fit(cfg, name="whole")
+    n_steps = len(seen)  # one call per training step, none in validation
+    assert n_steps == 2 * -(-len(load_split(whole["run_dir"])["train"]) // 8)
+    cuts = [k for step in seen for k in step]
+    assert 0.3 < np.mean([k > 0 for k in cuts]) < 0.7 and max(cuts) <= 8  # about half the windows, <= 8 points
     first = fit(cfg, name="split", stop_after=1)
     second = fit(resume=first["run_dir"])
     assert second["status"] == "finished"
+    assert [k for step in seen[n_steps:] for k in step] == cuts  # the same cuts after the resume
     assert_same_weights(weights(whole["run_dir"]), weights(second["run_dir"]))
     assert [r["val_loss"] for r in whole["history"]] == [r["val_loss"] for r in second["history"]]
 
@@ -313,6 +328,10 @@ def test_bad_settings_fail_clearly():
         resolve_train_config("mlp", flags={"lr": -1.0})
     with pytest.raises(LcgenError, match="device 'gpu' is not one of auto, cpu, cuda, cuda:N"):
         resolve_train_config("mlp", flags={"device": "gpu"})
+    with pytest.raises(LcgenError, match=r"'gap_augment' = 1.5 must be in \[0, 1\]"):
+        resolve_train_config("transformer", sets=["gap_augment=1.5"])
+    with pytest.raises(LcgenError, match="gap_augment = 0.5: gaps are cut out of time series, and unet trains on"):
+        resolve_train_config("unet", sets=["gap_augment=0.5"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ import torch
 from lcgen.evaluate.scoring import (calibration_sums, extrapolation_baseline, forecast_mask, linear_baseline,
                             persistence_baseline, score_batch, summarise)
 from lcgen.models import create_model
-from lcgen.train.trainer import TrainConfig, complete_config, gaussian_nll_sums, model_from_checkpoint
+from lcgen.train.trainer import (TrainConfig, complete_config, gaussian_nll_sums, init_model, loss_sums,
+                                 model_from_checkpoint)
 from tests.conftest import run_cli, torch_threads
 
 
@@ -41,6 +42,11 @@ def test_gaussian_nll_matches_a_hand_computation():
                                            + 0.5 * 0.5 * (math.log(2 * math.pi * 0.5) + 0.5), rel=1e-6)
     sums[0].backward()
     np.testing.assert_allclose(pred.grad.numpy(), [[-1.0, 0.5, 0.0, 0.0]], rtol=1e-6)
+    # the training loss of an nll run is the weighted one, its validation loss (best.pt) the plain NLL
+    cfg = complete_config(TrainConfig(model_name="transformer", preset="tiny", loss="nll", nll_tail=0.0))
+    out = {"reconstructed": pred.detach(), "log_var": log_var}
+    assert torch.equal(loss_sums(out, batch, cfg), gaussian_nll_sums(pred.detach(), log_var, batch, beta=1.0))
+    np.testing.assert_allclose(loss_sums(out, batch, cfg, validation=True).numpy(), [h, 2, v, 1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["transformer", "unet", "mlp"])
@@ -62,6 +68,14 @@ def test_every_model_has_a_variance_head_and_mean_only_checkpoints_load(name):
     ckpt = {"model_name": name, "model_config": config, "state_dict": plain.state_dict()}
     loaded = model_from_checkpoint(ckpt)
     assert "log_var" not in loaded.forward_batch(x)
+    # fine-tuned with loss nll (--init), the mean-only model gets a variance head and keeps its means
+    grown = init_model(ckpt, complete_config(TrainConfig(model_name=name, preset="tiny", loss="nll")))
+    with torch.no_grad():
+        before, after = loaded.forward_batch(x), grown.forward_batch(x)
+    # (equal up to rounding: a two-output layer's product may take another kernel than a one-output one)
+    assert torch.allclose(before["reconstructed"], after["reconstructed"], atol=1e-6, rtol=0)
+    assert after["log_var"].shape == (3, 64)
+    assert grown.config.variance_head and not plain.config.variance_head
 
 
 def test_nll_turns_the_variance_head_on_and_refuses_it_off():
@@ -209,6 +223,26 @@ def nll_run(tmp_path_factory):
                              test_fraction=0.2, model={"input_dim": 3, "interp_residual": True,
                                                        "time_attention": True}), name="nll")
     return result["run_dir"]
+
+
+def test_a_mean_only_run_fine_tuned_with_nll_gets_a_calibrated_variance_head(nll_run, tmp_path):
+    """lcgen train --init MEAN_ONLY_RUN --set loss=nll: the run gains the variance head, keeps
+    the first run's model options, trains and calibrates like any nll run."""
+    from lcgen.train import fit, load_checkpoint
+
+    data = str(nll_run.parents[2] / "ts.h5")
+    base = TrainConfig(model_name="transformer", preset="tiny", data=data, epochs=1, batch_size=16, lr=3e-3,
+                       runs_dir=str(tmp_path), device="cpu", test_fraction=0.2, model={"time_gaps": True})
+    mean_only = fit(base, name="mse")["run_dir"]
+    assert not load_checkpoint(mean_only / "best.pt")["model_config"]["variance_head"]
+    tuned = fit(TrainConfig(**{**base.__dict__, "loss": "nll", "init": str(mean_only), "model": {}}), name="nll")
+    ckpt = load_checkpoint(tuned["run_dir"] / "best.pt")
+    assert ckpt["model_config"]["variance_head"] and ckpt["model_config"]["time_gaps"]
+    assert ckpt["train_config"]["model"] == {"time_gaps": True, "variance_head": True}
+    assert np.isfinite(tuned["history"][0]["val_loss"])
+    from lcgen.evaluate import calibrate_run  # what lcgen train does at the end of an nll run
+    fits = calibrate_run(tuned["run_dir"], min_points=10)  # the tiny validation split
+    assert load_checkpoint(tuned["run_dir"] / "best.pt")["variance_calibration"] == fits["best"]
 
 
 def test_evaluate_reports_calibration_gp_and_forecasts_through_the_cli(nll_run):
