@@ -265,7 +265,7 @@ def _wait_for_done_chunks(partial: Path, n: int, proc) -> None:
 
 
 def test_ctrl_c_says_what_was_kept(place):
-    write_sine_raw(place / "many.h5", n_curves=200, n_range=(80, 120))
+    write_sine_raw(place / "many.h5", n_curves=2000, n_range=(80, 120))
     argv, env = cli_command("preprocess", "-i", "many.h5", "-o", "out.h5", "-j", "1", "--set", "n_freq=64",
                             "--set", "n_lags=64", "--set", "chunk_size=1")
     proc = subprocess.Popen(argv, cwd=place, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -273,7 +273,7 @@ def test_ctrl_c_says_what_was_kept(place):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
-    assert "interrupted:" in err and "of 200 chunks kept in out.h5.partial; rerun the same command to continue" in err
+    assert "interrupted:" in err and "of 2000 chunks kept in out.h5.partial; rerun the same command to continue" in err
 
     argv, env = cli_command("generate", "-n", "2000000", "-o", "gen.h5", "-j", "1")
     proc = subprocess.Popen(argv, cwd=place, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
