@@ -381,6 +381,27 @@ def test_winograd_conv3_matches_conv1d(dtype):
             torch.testing.assert_close(a, r, rtol=0, atol=tol * r.abs().max().item(), msg=name)
 
 
+def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
+    """Input in parts along the channels (the UNet decoder's upsampled input and skip): values and
+    each part's gradient, with the weight's and the bias's, against Conv1d of the concatenation."""
+    import torch.nn.functional as F
+
+    from lcgen.models.winograd import winograd_conv3
+
+    gen = torch.Generator().manual_seed(6)
+    parts = [torch.randn(2, 16, c, generator=gen, dtype=torch.float64, requires_grad=True) for c in (5, 3, 7)]
+    w = torch.randn(4, 15, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
+    got = winograd_conv3(parts, w, b)
+    want = F.conv1d(torch.cat(parts, -1).transpose(1, 2), w, b, padding=1).transpose(1, 2)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * want.abs().max().item())
+    g = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    wrt = [*parts, w, b]
+    for a, r in zip(torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
+        assert a.shape == r.shape
+        torch.testing.assert_close(a, r, rtol=0, atol=1e-12 * r.abs().max().item())
+
+
 def test_transformer_level_convolutions_match_torch_conv1d():
     """Down and Up (matrix products on (B, L, D)) against torch's Conv1d / ConvTranspose1d on
     (B, D, L), values and gradients, at lengths down to one coarse position."""

@@ -70,11 +70,15 @@ class Conv(nn.Conv1d):
     (oneDNN's fast layout on CPU). Same parameters (names and shapes) as ``Conv1d``.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """x (B, L, C_in), or a list of parts (B, L, C_i) whose channels together are the C_in
+        (the decoder's upsampled input and skip): as their concatenation, which Winograd never makes."""
         if (self.kernel_size[0] == 3 and self.stride[0] == 1 and self.padding[0] == 1 and self.dilation[0] == 1
-                and self.groups == 1 and x.shape[1] % TILE == 0
+                and self.groups == 1 and (x if isinstance(x, torch.Tensor) else x[0]).shape[1] % TILE == 0
                 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)
+        if not isinstance(x, torch.Tensor):
+            x = torch.cat(x, dim=-1)
         y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self.weight.unsqueeze(2), self.bias,  # (B, C, 1, L) channels-last
                      stride=(1, self.stride[0]), padding=(0, self.padding[0]))
         return y.squeeze(2).transpose(1, 2)  # (B, L', C_out), contiguous
@@ -96,7 +100,8 @@ class Up(nn.ConvTranspose1d):
 
 
 class ConvBlock(nn.Sequential):
-    """2 x [conv -> LayerNorm over channels -> activation], then dropout; (B, L, C_in) -> (B, L, C_out)."""
+    """2 x [conv -> LayerNorm over channels -> activation], then dropout; (B, L, C_in) -> (B, L, C_out).
+    The input may be a list of parts along the channels (:class:`Conv`)."""
 
     def __init__(self, c_in: int, c_out: int, cfg: UNetConfig):
         k = cfg.kernel_size
@@ -146,7 +151,7 @@ class UNetAutoencoder(nn.Module):
         encoded = bottleneck
         h = bottleneck.transpose(1, 2)  # (B, L', D): channels-last from here on
         for i in reversed(range(self.levels)):
-            h = self.decoder[i](torch.cat([self.up[i](h), skips[i].transpose(1, 2)], dim=-1))  # (B, Lp / 2**i, D_i)
+            h = self.decoder[i]([self.up[i](h), skips[i].transpose(1, 2)])  # (B, Lp / 2**i, D_i); Conv concatenates
         out = self.head(h)[:, :length]  # (B, L, 1 or 2)
         result = {"reconstructed": out[..., 0], "encoded": encoded}
         if self.config.variance_head:
