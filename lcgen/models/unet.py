@@ -27,7 +27,8 @@ from torch import nn
 
 from lcgen.errors import LcgenError
 from lcgen.masking import model_input
-from lcgen.models.layers import Dropout, bounded_log_var, check_dims, check_levels, make_activation, pad_length
+from lcgen.models.layers import (Dropout, bounded_log_var, check_dims, check_levels, make_activation, pad_length,
+                                 scratch)
 from lcgen.models.winograd import TILE, winograd_conv3
 
 WINOGRAD_MIN_CHANNELS = 128  # below, oneDNN's convolution is as fast (bench_conv.py)
@@ -99,6 +100,42 @@ class Up(nn.ConvTranspose1d):
         return F.linear(x, w, self.bias.repeat(2)).view(B, 2 * L, c_out)
 
 
+class _NormGelu(torch.autograd.Function):
+    """gelu(layer_norm(y)) over the last dimension, keeping for backward only y and its per-position
+    statistics: the normalised z is made again there (the same kernel on the same input, so the
+    same numbers) in a reusable buffer, and GELU runs in place on z. The values and gradients are
+    those of ``nn.LayerNorm`` then ``nn.GELU``; the step keeps one activation fewer per
+    convolution and writes two fewer fresh ones."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        z, mean, rstd = torch.ops.aten.native_layer_norm(y, y.shape[-1:], weight, bias, eps)
+        ctx.save_for_backward(y, weight, bias, mean, rstd)
+        ctx.eps = eps
+        return torch.ops.aten.gelu_(z)
+
+    @staticmethod
+    def backward(ctx, da: torch.Tensor):
+        y, weight, bias, mean, rstd = ctx.saved_tensors
+        z = scratch(0, tuple(y.shape), y)
+        if z is None:
+            z = torch.empty_like(y)
+        torch.ops.aten.native_layer_norm.out(y, y.shape[-1:], weight, bias, ctx.eps,
+                                             out0=z, out1=torch.empty_like(mean), out2=torch.empty_like(rstd))
+        dz = torch.ops.aten.gelu_backward.grad_input(da, z, grad_input=z)
+        dy, dw, db = torch.ops.aten.native_layer_norm_backward(dz, y, y.shape[-1:], mean, rstd, weight, bias,
+                                                                [True, True, True])
+        return dy, dw, db, None
+
+
+def norm_act(norm: nn.Module, act: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """act(norm(y)); a LayerNorm with exact GELU runs as :class:`_NormGelu`."""
+    if (isinstance(norm, nn.LayerNorm) and norm.elementwise_affine and norm.bias is not None
+            and type(act) is nn.GELU and act.approximate == "none" and y.is_contiguous()):
+        return _NormGelu.apply(y, norm.weight, norm.bias, norm.eps)
+    return act(norm(y))
+
+
 class ConvBlock(nn.Sequential):
     """2 x [conv -> LayerNorm over channels -> activation], then dropout; (B, L, C_in) -> (B, L, C_out).
     The input may be a list of parts along the channels (:class:`Conv`)."""
@@ -110,6 +147,10 @@ class ConvBlock(nn.Sequential):
             Conv(c_out, c_out, k, padding=k // 2), nn.LayerNorm(c_out), make_activation(cfg.activation),
             Dropout(cfg.dropout),
         )
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        conv1, norm1, act1, conv2, norm2, act2, dropout = self
+        return dropout(norm_act(norm2, act2, conv2(norm_act(norm1, act1, conv1(x)))))
 
 
 def max_pool(x: torch.Tensor) -> torch.Tensor:

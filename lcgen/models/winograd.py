@@ -21,20 +21,15 @@ The interpolation points are 0, ±1, ±2 and ∞ (Lavin & Gray's F(4, 3)): Bᵀ 
 integer entries and only G carries fractions, so in float32 the result is the direct
 convolution's to ~1e-6 relative (``tests/test_models.py`` checks against ``F.conv1d``).
 
-On the CPU the transient products (V, M and, backward, dM, dV) are written into two buffers kept
-per thread and reused by every call (:func:`_scratch`), not into fresh memory: a fresh tensor of
-tens of MB is page faults as it is first written, and in a UNet training step of 128 windows
-those faults were ~30 % of the CPU time (kernel time, ~1 s per GB on this project's VM). The
-buffers grow to the largest product met (1.5x the largest activation, 50 MB each for the default
-UNet at batch 128) and stay; :func:`release_scratch` gives them back.
+On the CPU the transient products (V, M and, backward, dM, dV) are written into two reusable
+buffers (:func:`lcgen.models.layers.scratch`), not into fresh memory.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-
 import torch
+
+from lcgen.models.layers import scratch
 
 TILE = 4  # outputs per tile (m); 6 = m + 2 inputs per tile
 
@@ -56,27 +51,6 @@ AT = torch.tensor([[1, 1, 1, 1, 1, 0],
                    [0, 1, 1, 4, 4, 0],
                    [0, 1, -1, 8, -8, 1]], dtype=torch.float64)
 _BT_MID = BT[:, 1:5]  # on the tile's own 4 rows
-
-
-_SCRATCH = threading.local()  # .buffers: {(slot, dtype): flat tensor}, CPU only
-
-
-def _scratch(slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
-    """A reusable buffer of ``shape`` (contents undefined) for ``slot`` (0 or 1), or None off the
-    CPU (there torch's caching allocator already reuses memory). A buffer too small is replaced."""
-    if like.device.type != "cpu":
-        return None
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    n, key = math.prod(shape), (slot, like.dtype)
-    if key not in buffers or buffers[key].numel() < n:
-        buffers.pop(key, None)  # the old one goes before the new one is made
-        buffers[key] = torch.empty(n, dtype=like.dtype)
-    return buffers[key][:n].view(shape)
-
-
-def release_scratch() -> None:
-    """Free this thread's Winograd buffers (they are made again when next needed)."""
-    _SCRATCH.__dict__.pop("buffers", None)
 
 
 def _input_transform(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -115,9 +89,9 @@ class _WinogradConv3(torch.autograd.Function):
         T = L // TILE
         u = torch.einsum("jk,oik->jio", G.to(weight.dtype), weight)  # (6, C_in, C_out)
         c_out = weight.shape[0]
-        m = _scratch(1, (6, B * T, c_out), weight)
+        m = scratch(1, (6, B * T, c_out), weight)
         for i, (x, u_part) in enumerate(zip(xs, u.split([x.shape[2] for x in xs], dim=1))):
-            v = _input_transform(x, _scratch(0, (B, T, 6, x.shape[2]), x)).view(B * T, 6, -1).transpose(0, 1)
+            v = _input_transform(x, scratch(0, (B, T, 6, x.shape[2]), x)).view(B * T, 6, -1).transpose(0, 1)
             m = torch.bmm(v, u_part, out=m) if i == 0 else m.baddbmm_(v, u_part)  # (6, B T, C_out)
             del v  # temporaries go as soon as they are used: the step's peak memory is made of them
         at = AT.to(xs[0].dtype).expand(B * T, TILE, 6)
@@ -135,15 +109,15 @@ class _WinogradConv3(torch.autograd.Function):
         db = dy.sum((0, 1)) if ctx.has_bias else None
         c_out = dy.shape[2]
         dm = torch.matmul(AT.to(dy.dtype).t(), dy.reshape(B * T, TILE, c_out),
-                          out=_scratch(1, (B * T, 6, c_out), dy)).transpose(0, 1)  # (6, B T, C_out), strided
+                          out=scratch(1, (B * T, 6, c_out), dy)).transpose(0, 1)  # (6, B T, C_out), strided
         del dy
         dxs, dus = [], []
         for x, u_part in zip(xs, u.split([x.shape[2] for x in xs], dim=1)):
             c_part = x.shape[2]
-            dv = torch.bmm(dm, u_part.transpose(1, 2), out=_scratch(0, (6, B * T, c_part), x))  # (6, B T, C_part)
+            dv = torch.bmm(dm, u_part.transpose(1, 2), out=scratch(0, (6, B * T, c_part), x))  # (6, B T, C_part)
             dxs.append(_input_transform_t(dv.view(6, B, T, c_part).permute(1, 2, 0, 3)))
             del dv
-            v = _input_transform(x, _scratch(0, (B, T, 6, c_part), x)).view(B * T, 6, c_part).transpose(0, 1)
+            v = _input_transform(x, scratch(0, (B, T, 6, c_part), x)).view(B * T, 6, c_part).transpose(0, 1)
             dus.append(torch.bmm(v.transpose(1, 2), dm))  # (6, C_part, C_out)
             del v
         dw = torch.einsum("jk,jio->oik", G.to(dm.dtype), torch.cat(dus, 1))
