@@ -401,6 +401,8 @@ def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
     for a, r in zip(torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
         assert a.shape == r.shape
         torch.testing.assert_close(a, r, rtol=0, atol=1e-12 * r.abs().max().item())
+    winograd_conv3(torch.randn(3, 32, 15, generator=gen, dtype=torch.float64), w, b)  # reuses the scratch buffers
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * want.abs().max().item())  # an output is its own
 
 
 def test_unet_norm_gelu_equals_layer_norm_then_gelu_exactly():

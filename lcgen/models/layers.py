@@ -19,11 +19,14 @@ def scratch(slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     the slot's next use), or None off the CPU, where torch's caching allocator reuses memory.
 
     For the large transient tensors of a training step (Winograd's products, the UNet's norm
-    recomputed in backward): a fresh tensor of tens of MB is page faults as it is first written,
-    and in a default UNet step of 128 windows those faults were ~30 % of the CPU time (kernel
-    time, ~1 s per GB on this project's VM). Each slot grows to the largest shape asked of it
-    (50 MB for the default UNet at batch 128), per thread, and stays; :func:`release_scratch`
-    frees them."""
+    recomputed in backward): a fresh tensor of tens of MB is page faults as it is first written.
+    glibc serves allocations of 32 MiB and more (exactly one activation of the default UNet at
+    batch 128) by mmap and gives them back on free, so each is faulted in anew; in such a step
+    the faults were ~30 % of the CPU time on this project's VM (kernel time, 5.8 of 19.4 s under
+    load). Keeping all freed memory instead (glibc's mmap and trim thresholds raised) saved that
+    but raised the peak RSS by ~1.8 GB (fragmentation), so only these transients are kept, in
+    buffers the caller reuses. Each slot grows to the largest shape asked of it
+    (50 MB for the default UNet at batch 128), per thread, and stays for the process's life."""
     if like.device.type != "cpu":
         return None
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
@@ -32,11 +35,6 @@ def scratch(slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
         buffers.pop(key, None)  # the old one goes before the new one is made
         buffers[key] = torch.empty(n, dtype=like.dtype)
     return buffers[key][:n].view(shape)
-
-
-def release_scratch() -> None:
-    """Free this thread's :func:`scratch` buffers (made again when next needed)."""
-    _SCRATCH.__dict__.pop("buffers", None)
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
