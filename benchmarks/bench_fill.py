@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from lcgen.fill import FillConfig, fill_curves, prepare_curves, window_arrays
 from lcgen.evaluate.gp import gp_baseline
 from lcgen.io import read_raw
-from lcgen.train import load_run
+from lcgen.train.trainer import load_run
 
 
 def main() -> None:

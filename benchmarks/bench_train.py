@@ -65,7 +65,7 @@ def write_spectra(path: Path, n: int, length: int = 1024, seed: int = 0, compres
     their own ratio (README, "Data at scale")."""
     import numpy as np
 
-    from lcgen.data import CHANNELS
+    from lcgen.train.data import CHANNELS
     from lcgen.io import atomic_h5, write_header
 
     rng = np.random.default_rng(seed)
@@ -109,9 +109,9 @@ def one(model: str, preset: str, steps: int, device: str, workdir: Path, compile
     """Train ``model`` at ``preset`` for two epochs of ``steps`` steps; epoch-2 samples/s."""
     import torch
 
-    from lcgen.data import load_split, n_batches
+    from lcgen.train.data import load_split, n_batches
     from lcgen.models import MODELS
-    from lcgen.train import TrainConfig, complete_config, fit
+    from lcgen.train.trainer import TrainConfig, complete_config, fit
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     cfg = complete_config(TrainConfig(model_name=model, preset=preset, device=device))
@@ -247,7 +247,7 @@ def pipeline(rows: int, workdir: Path, compression: str | None = None) -> dict:
     """Rows/s (CPU time) and peak RSS of shuffled batch reading alone (no model)."""
     import numpy as np
 
-    from lcgen.data import SpectraSource, iter_batches
+    from lcgen.train.data import SpectraSource, iter_batches
 
     path = workdir / "pipeline.h5"
     write_spectra(path, rows, compression=compression)
@@ -336,7 +336,7 @@ def main() -> None:
 
 def steps_table(args, models: list[str], presets: list[str]) -> None:
     """--profile and --against: per-step CPU time in children, this tree and (--against) REF."""
-    from lcgen.train import MODEL_DEFAULTS
+    from lcgen.train.trainer import MODEL_DEFAULTS
 
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"new": ROOT}

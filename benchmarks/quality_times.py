@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from lcgen.data import iter_batches
+    from lcgen.train.data import iter_batches
 
     subsets = ("all", "straddle")
     sums = {(k, sub): [0.0, 0] for k in ("model true", "model index", "linear true", "linear index")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lcgen.evaluate.scoring import EvaluateConfig, hide, open_evaluation
-from lcgen.data import iter_batches
+from lcgen.train.data import iter_batches
 import lcgen.models.transformer as T
 torch.set_num_threads(1)
 run = sys.argv[1]

@@ -43,7 +43,7 @@ def resolve_run(run_dir: str | Path | None) -> Path:
 def provenance(run_dir: str | Path | None = None) -> dict:
     """The ``provenance`` dict of a run's best.pt (the bundled run by default; {} if it has none),
     with its ``license``."""
-    from lcgen.train import load_checkpoint
+    from lcgen.train.trainer import load_checkpoint
 
     ckpt = load_checkpoint(resolve_run(run_dir) / "best.pt")
     return {**ckpt.get("provenance", {}), **({"license": ckpt["license"]} if "license" in ckpt else {})}
@@ -69,7 +69,7 @@ def export(run_dir: str | Path, out_dir: str | Path, *, command: str, preset: st
     import torch
 
     from lcgen.io import atomic_path
-    from lcgen.train import load_checkpoint
+    from lcgen.train.trainer import load_checkpoint
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     ckpt = load_checkpoint(run_dir / "best.pt")

@@ -154,7 +154,7 @@ def generate(
     n_samples: Annotated[Optional[int], typer.Option("--n-samples", "-n", help="Light curves to simulate. \\[default: 50000]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Master seed; curve i draws from SeedSequence(seed, spawn_key=(i,)). \\[default: 42]")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Raw file to write. \\[default: data/mock_lightcurves/mock_lightcurves.h5]")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Mission-like mocks laid under --config/--set: kepler-lc, kepler-sc, tess-2min, tess-ffi, or missions (Kepler long cadence + TESS 2-min). Cadence, gaps, noise in ppm and variability as in the missions' data (sources: lcgen/missions.py, README). \\[default: the original mix]")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Mission-like mocks laid under --config/--set: kepler-lc, kepler-sc, tess-2min, tess-ffi, or missions (Kepler long cadence + TESS 2-min). Cadence, gaps, noise in ppm and variability as in the missions' data (sources: lcgen/simulate/missions.py, README). \\[default: the original mix]")] = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -168,8 +168,8 @@ def generate(
     Example: [cyan]lcgen generate --n-samples 1000 --set types.rotation=0.3 --set samplings.tess=0.5 --set flare.probability=0.2[/]
     Missions: [cyan]lcgen generate --preset kepler-lc -n 500 -o data/kepler/raw.h5[/]
     """
-    from lcgen.missions import preset_config
-    from lcgen.simulate import SimulateConfig, generate as run_generate
+    from lcgen.simulate.missions import preset_config
+    from lcgen.simulate.mocks import SimulateConfig, generate as run_generate
 
     cfg = resolve_config(SimulateConfig, config_file=config, sets=set_, flags={
         "n_samples": n_samples, "seed": seed, "output": _str(output)},
@@ -375,8 +375,8 @@ def train(
     Several processes or nodes: [cyan]lcgen train transformer --nproc 4[/], or
     [cyan]torchrun --nproc_per_node 4 -m lcgen train transformer[/] (the batch size stays the global one).
     """
-    from lcgen.distributed import from_env
-    from lcgen.train import fit, resolve_train_config, resume_config
+    from lcgen.train.distributed import from_env
+    from lcgen.train.trainer import fit, resolve_train_config, resume_config
 
     flags = {"data": _str(data), "channel": channel, "epochs": epochs, "batch_size": batch_size,
              "lr": lr, "preset": preset, "device": device, "seed": seed, "threads": threads,
@@ -394,7 +394,7 @@ def train(
     else:
         cfg = resolve_train_config(model, config_file=config, flags=flags, sets=set_)
     if nproc is not None and nproc > 1 and not from_env().enabled:  # not yet under torchrun
-        from lcgen.data import open_source
+        from lcgen.train.data import open_source
         from lcgen.models import get_spec
 
         # settings and data checked here: a mistake is one line, not one per process

@@ -62,8 +62,8 @@ def step_configs(cfg: DemoConfig) -> dict[str, Any]:
     fails before any work (not after generating and preprocessing)."""
     from lcgen.features.convert import ConvertConfig, check_config as check_convert
     from lcgen.features.preprocess import PreprocessConfig, check_config as check_preprocess
-    from lcgen.simulate import SimulateConfig, check_config as check_simulate
-    from lcgen.train import TrainConfig, complete_config
+    from lcgen.simulate.mocks import SimulateConfig, check_config as check_simulate
+    from lcgen.train.trainer import TrainConfig, complete_config
     from lcgen.workers import check_workers
 
     _check(cfg)
@@ -107,8 +107,8 @@ def run_demo(cfg: DemoConfig | None = None, *, console=None, progress: bool = Fa
     from lcgen.evaluate.scoring import EvaluateConfig, evaluate_run
     from lcgen.plots import plot_run
     from lcgen.features.preprocess import preprocess
-    from lcgen.simulate import generate
-    from lcgen.train import fit
+    from lcgen.simulate.mocks import generate
+    from lcgen.train.trainer import fit
 
     cfg = cfg or DemoConfig()
     configs = step_configs(cfg)

@@ -224,7 +224,7 @@ def fill_file(run_dir: str | Path, input: str | Path, output: str | Path, cfg: F
     (see the module docstring). Returns a summary dict."""
     from lcgen.io import read_raw
     from lcgen.models import get_spec
-    from lcgen.train import load_run, resolve_device
+    from lcgen.train.trainer import load_run, resolve_device
 
     cfg = cfg or FillConfig()
     for name, value in (("forecast", cfg.forecast), ("max_gap", cfg.max_gap), ("cadence", cfg.cadence)):

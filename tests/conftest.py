@@ -6,6 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Under pytest-xdist (the default: one worker per core), each worker and the CLI runs it starts use
+# cores / workers threads, so two workers on two cores do not run four spinning torch threads.
+# Set before torch is imported anywhere; an explicit OMP_NUM_THREADS wins.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+
 import numpy as np
 import pytest
 

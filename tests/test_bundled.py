@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_bundled_model_loads_and_records_license_and_provenance():
-    from lcgen.train import load_run
+    from lcgen.train.trainer import load_run
 
     model, cfg = load_run(bundled_run())
     assert cfg.model_name == "transformer" and cfg.preset == "small" and cfg.loss == "mse"
@@ -113,7 +113,7 @@ def test_fine_tuning_starts_from_the_bundled_model(kepler_raw, tmp_path):
     """`lcgen train transformer --init bundled`: the README's fine-tuning path."""
     import yaml
 
-    from lcgen.train import load_checkpoint
+    from lcgen.train.trainer import load_checkpoint
 
     r = run_cli("convert", "-i", kepler_raw / "raw.h5", "-o", tmp_path / "ts.h5", "--max-length", "256")
     assert r.returncode == 0, r.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lcgen.features.convert import ConvertConfig, convert
-from lcgen.data import (CHANNELS, SpectraSource, TimeSeriesSource, batch_order, iter_batches,
+from lcgen.train.data import (CHANNELS, SpectraSource, TimeSeriesSource, batch_order, iter_batches,
                         load_split, read_rows, save_split, split_rows)
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_h5, write_header

@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import torch
 
-import lcgen.train as train
-from lcgen.data import SpectraSource, batch_order, batch_share, iter_batches, prefetch
+import lcgen.train.trainer as train
+from lcgen.train.data import SpectraSource, batch_order, batch_share, iter_batches, prefetch
 from lcgen.errors import LcgenError
-from lcgen.train import TrainConfig, fit, load_checkpoint
+from lcgen.train.trainer import TrainConfig, fit, load_checkpoint
 from tests.conftest import ROOT, torch_threads
 from tests.test_data import write_spectra
 

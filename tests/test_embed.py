@@ -323,7 +323,7 @@ def test_window_features_of_a_sinusoid_and_of_white_noise():
 
 def test_cli_train_embed_probe_plot(tmp_path):
     from lcgen.features.convert import ConvertConfig, convert
-    from lcgen.simulate import SimulateConfig, generate
+    from lcgen.simulate.mocks import SimulateConfig, generate
 
     # the data are made in-process (their commands have their own tests); the chain is the CLI's
     generate(SimulateConfig(n_samples=40, output=str(tmp_path / "raw.h5"), seed=2), workers=1)
@@ -368,7 +368,7 @@ def test_cli_train_embed_probe_plot(tmp_path):
 @pytest.mark.parametrize("name", ["unet", "mlp"])
 def test_spectral_runs_embed_one_vector_per_analysed_curve(tmp_path, name):
     from lcgen.embed import EmbedConfig
-    from lcgen.train import TrainConfig, fit
+    from lcgen.train.trainer import TrainConfig, fit
     from tests.test_data import write_spectra
 
     write_spectra(tmp_path / "spectra.h5", n=24, length=64, failed=(3, 10))

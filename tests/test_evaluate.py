@@ -151,8 +151,8 @@ def interpolate_by_loops(t, y, visible):
 @pytest.fixture(scope="module")
 def ts_run(tmp_path_factory):
     from lcgen.features.convert import ConvertConfig, convert
-    from lcgen.simulate import SimulateConfig, generate
-    from lcgen.train import TrainConfig, fit
+    from lcgen.simulate.mocks import SimulateConfig, generate
+    from lcgen.train.trainer import TrainConfig, fit
 
     d = tmp_path_factory.mktemp("evalrun")
     generate(SimulateConfig(n_samples=30, output=str(d / "raw.h5"), seed=5), workers=1)
@@ -169,10 +169,10 @@ def test_evaluate_writes_finite_metrics_on_the_same_masks(ts_run):
     import h5py
     import torch
 
-    from lcgen.data import load_split
+    from lcgen.train.data import load_split
     from lcgen.evaluate.scoring import EvaluateConfig, evaluate_run
     from lcgen.masking import fixed_mask
-    from lcgen.train import load_run
+    from lcgen.train.trainer import load_run
 
     metrics = evaluate_run(ts_run, EvaluateConfig(mask_seed=11, batch_size=7))
     on_disk = json.loads((ts_run / "metrics.json").read_text())
@@ -278,7 +278,7 @@ def test_evaluate_in_days_reports_error_by_gap_duration(ts_run, tmp_path):
     import h5py
     import torch
 
-    from lcgen.data import load_split
+    from lcgen.train.data import load_split
     from lcgen.evaluate.scoring import GAP_BINS
     from lcgen.masking import day_block_length, draw_fixed, fixed_mask
 

@@ -57,7 +57,7 @@ def work(tmp_path_factory):
     """raw.h5 (6 sinusoids), spectra.h5, ts.h5 and a tiny trained mlp run with metrics.json."""
     from lcgen.features.convert import ConvertConfig, convert
     from lcgen.evaluate.scoring import evaluate_run
-    from lcgen.train import TrainConfig, fit
+    from lcgen.train.trainer import TrainConfig, fit
 
     d = tmp_path_factory.mktemp("faults")
     write_sine_raw(d / "raw.h5", n_curves=6, n_range=(80, 200))

@@ -358,7 +358,7 @@ def test_from_lightkurve_duck_typed(tmp_path):
 def test_real_data_chain_through_the_cli(archive, tmp_path):
     """ingest → convert → train --init (from a run on mock data) → evaluate --data, tiny model."""
     from lcgen.features.convert import ConvertConfig, convert
-    from lcgen.train import TrainConfig, fit
+    from lcgen.train.trainer import TrainConfig, fit
     from tests.conftest import write_sine_raw
 
     write_sine_raw(tmp_path / "mock.h5", n_curves=12)

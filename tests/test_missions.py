@@ -1,4 +1,4 @@
-"""Mission-like mock presets (lcgen/missions.py): each produces the cadence, span, gaps and noise
+"""Mission-like mock presets (lcgen/simulate/missions.py): each produces the cadence, span, gaps and noise
 level it claims (numbers from the preset tables, checked on the simulated curves)."""
 
 import math
@@ -8,8 +8,8 @@ import pytest
 
 from lcgen.errors import LcgenError
 from lcgen.io import read_raw
-from lcgen.missions import PRESETS, preset_config
-from lcgen.simulate import check_config, simulate_curve
+from lcgen.simulate.missions import PRESETS, preset_config
+from lcgen.simulate.mocks import check_config, simulate_curve
 
 from tests.conftest import run_cli
 
@@ -71,7 +71,7 @@ def test_kepler_long_cadence_points_and_quarter_structure():
 
 def test_preset_losses_and_dumps_are_switched_off_by_default():
     """The default config's TESS/Kepler sampling (no preset) is unchanged: no dumps, no losses."""
-    from lcgen.simulate import SamplingMix, SimulateConfig
+    from lcgen.simulate.mocks import SamplingMix, SimulateConfig
 
     cfg = SimulateConfig(samplings=SamplingMix(0, 0, 0, 0, 1, 0), seed=3)
     c = simulate_curve(cfg, 0)

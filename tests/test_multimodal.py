@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from lcgen.cli import app
 from lcgen.features.convert import ConvertConfig, convert
-from lcgen.data import PairedSource, iter_batches, open_source
+from lcgen.train.data import PairedSource, iter_batches, open_source
 from lcgen.errors import LcgenError
 from lcgen.masking import MODALITIES, SEED_STRIDE, drop_modalities, fixed_mask, modality_keys, paired_masks
 from lcgen.features.multitaper import autocorrelation, binned_multitaper, resolvable_band
 from lcgen.features.preprocess import normalise
-from lcgen.train import TrainConfig, fit, load_checkpoint, load_run
+from lcgen.train.trainer import TrainConfig, fit, load_checkpoint, load_run
 from lcgen.features.window_spectra import WindowSpectraConfig
 from tests.conftest import run_cli, torch_threads, write_sine_raw
 
@@ -295,7 +295,7 @@ def test_multimodal_trains_and_resumes_exactly(paired, tmp_path):
 
 
 def test_bad_multimodal_settings_fail_clearly(paired, tmp_path):
-    from lcgen.train import complete_config
+    from lcgen.train.trainer import complete_config
 
     with pytest.raises(LcgenError, match="modality_weights has unknown modalities flux; choose from series"):
         complete_config(config(paired, tmp_path, modality_weights={"flux": 1.0}))

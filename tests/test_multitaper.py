@@ -8,7 +8,7 @@ from scipy.interpolate import make_interp_spline
 from lcgen.features import multitaper as mt
 from lcgen.errors import LcgenError
 from lcgen.features.preprocess import PreprocessConfig, make_grids
-from lcgen.simulate import SAMPLERS, SimulateConfig
+from lcgen.simulate.mocks import SAMPLERS, SimulateConfig
 
 # Every sampling pattern of the simulator, plus seasonal curves longer than a year (two seasons).
 SAMPLINGS = [*SAMPLERS, "seasonal_long"]
@@ -163,7 +163,7 @@ def test_adaptive_psd_with_a_given_variance_reaches_the_plain_iterations_limit()
     # Newton steps speed up the bins' fixed-point iteration; the map has more than one fixed
     # point, and on this mock curve (regular sampling, a sinusoid) unguarded Newton steps from
     # afar landed on another one, 4x off in one bin. The plain iteration, run long, is the reference.
-    from lcgen.simulate import simulate_curve
+    from lcgen.simulate.mocks import simulate_curve
 
     curve = simulate_curve(SimulateConfig(seed=42), 451)
     t, y = curve.time, (curve.flux - np.median(curve.flux)) / np.std(curve.flux)

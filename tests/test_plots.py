@@ -76,7 +76,7 @@ def test_hidden_spans_extend_halfway_to_neighbours():
 
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory):
-    from lcgen.train import TrainConfig, fit
+    from lcgen.train.trainer import TrainConfig, fit
     from tests.test_data import write_spectra
 
     d = tmp_path_factory.mktemp("mlprun")
@@ -135,7 +135,7 @@ def test_evaluate_and_plot_commands(mlp_run):
 def test_spectra_baseline_runs_in_grid_steps_on_the_same_masks(mlp_run):
     import torch
 
-    from lcgen.data import load_split
+    from lcgen.train.data import load_split
     from lcgen.evaluate.scoring import EvaluateConfig, evaluate_run
     from lcgen.masking import fixed_mask
     from tests.test_evaluate import interpolate_by_loops

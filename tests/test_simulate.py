@@ -17,7 +17,7 @@ from scipy.signal import lombscargle
 from lcgen.config import resolve_config
 from lcgen.errors import LcgenError
 from lcgen.io import read_raw
-from lcgen.simulate import (SAMPLERS, SIGNALS, SamplingMix, SimulateConfig, TypeMix, check_config,
+from lcgen.simulate.mocks import (SAMPLERS, SIGNALS, SamplingMix, SimulateConfig, TypeMix, check_config,
                             contact_durations, disk_overlap, eclipse_profiles, flare_profile, generate,
                             longest_curve, ou_process, power_law_noise, simulate_curve, transit_geometry)
 

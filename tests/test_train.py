@@ -15,13 +15,13 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import lcgen.train as train
+import lcgen.train.trainer as train
 from lcgen.cli import app
 from lcgen.config import config_to_dict
-from lcgen.data import load_split
+from lcgen.train.data import load_split
 from lcgen.errors import LcgenError
 from lcgen.models import MODELS
-from lcgen.train import (HISTORY_COLUMNS, TrainConfig, fit, load_checkpoint, load_run, masked_mse, mse_sums,
+from lcgen.train.trainer import (HISTORY_COLUMNS, TrainConfig, fit, load_checkpoint, load_run, masked_mse, mse_sums,
                          resolve_train_config)
 from tests.conftest import ROOT
 from tests.test_data import write_spectra, write_timeseries

@@ -11,7 +11,7 @@ import torch
 from lcgen.evaluate.scoring import (calibration_sums, extrapolation_baseline, forecast_mask, linear_baseline,
                             persistence_baseline, score_batch, summarise)
 from lcgen.models import create_model
-from lcgen.train import TrainConfig, complete_config, gaussian_nll_sums, model_from_checkpoint
+from lcgen.train.trainer import TrainConfig, complete_config, gaussian_nll_sums, model_from_checkpoint
 from tests.conftest import run_cli, torch_threads
 
 
@@ -198,8 +198,8 @@ def test_forecast_mask_and_baselines_by_hand():
 @pytest.fixture(scope="module")
 def nll_run(tmp_path_factory):
     from lcgen.features.convert import ConvertConfig, convert
-    from lcgen.simulate import SimulateConfig, generate
-    from lcgen.train import fit
+    from lcgen.simulate.mocks import SimulateConfig, generate
+    from lcgen.train.trainer import fit
 
     d = tmp_path_factory.mktemp("nllrun")
     generate(SimulateConfig(n_samples=24, output=str(d / "raw.h5"), seed=5), workers=1)
@@ -239,7 +239,7 @@ def test_calibrate_cli_round_trips_through_the_checkpoint_and_evaluate(nll_run, 
     coverage the fit reported."""
     from lcgen.evaluate.calibrate import RUN_EDGES
     from lcgen.evaluate.scoring import Z68, Z95
-    from lcgen.train import load_checkpoint, load_run
+    from lcgen.train.trainer import load_checkpoint, load_run
 
     run = nll_run
     r = run_cli("calibrate", run, "--min-points", 20)  # a tiny run: a few hundred validation points

@@ -174,7 +174,7 @@ def load_model(run_dir: str | Path, cfg: EmbedConfig):
 
     from lcgen.config import config_from_dict
     from lcgen.models import get_spec
-    from lcgen.train import load_checkpoint, load_run, resolve_device, TrainConfig
+    from lcgen.train.trainer import load_checkpoint, load_run, resolve_device, TrainConfig
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -198,7 +198,7 @@ def load_model(run_dir: str | Path, cfg: EmbedConfig):
 def open_input(path: str | Path, kind: str, channel: str, run_dir: Path):
     """The row source of ``path`` for a model of ``kind``; a raw or wrong-kind file fails saying
     which command makes the right one."""
-    from lcgen.data import open_source
+    from lcgen.train.data import open_source
 
     with open_checked(path) as f:
         found = f.attrs.get("format")
@@ -220,7 +220,7 @@ def embed(run_dir: str | Path, input: str | Path | None = None, cfg: EmbedConfig
     called after each batch with its row count."""
     import torch
 
-    from lcgen.data import iter_batches, read_rows
+    from lcgen.train.data import iter_batches, read_rows
     from lcgen.models import get_spec
 
     cfg = cfg or EmbedConfig()
@@ -277,7 +277,7 @@ def count_rows(run_dir: str | Path, input: str | Path | None = None) -> int:
     """How many rows :func:`embed` will embed (for a progress bar), from the run's config alone."""
     from lcgen.config import config_from_dict, load_yaml
     from lcgen.models import get_spec
-    from lcgen.train import TrainConfig
+    from lcgen.train.trainer import TrainConfig
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():

@@ -92,7 +92,7 @@ def timeseries_features(path, rows: np.ndarray, *, chunk: int = 1024,
     """:func:`window_features` of ``rows`` (sorted) of a ``timeseries`` file, (len(rows),
     len(FEATURES)). Fluxes are put back in physical units with each row's ``median``/``iqr``
     where the file has them."""
-    from lcgen.data import read_rows
+    from lcgen.train.data import read_rows
     from lcgen.io import open_checked
 
     rows = np.asarray(rows, np.int64)

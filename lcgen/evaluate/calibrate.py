@@ -40,7 +40,7 @@ and no σ to write; a t keeps both (``fill`` writes the half-width of its 68.27 
 
 The fit is stored in the run's checkpoints (``best.pt`` and ``last.pt``, key
 ``variance_calibration``, plain lists and numbers) and in ``RUN_DIR/calibration.json``;
-``lcgen.train.model_from_checkpoint`` hands it to the model (``model.variance_calibration``),
+``lcgen.train.trainer.model_from_checkpoint`` hands it to the model (``model.variance_calibration``),
 and ``evaluate`` and ``fill`` apply it through :func:`calibrated_variance`. A run without one
 (mean-only runs, runs trained before this existed) is used as it is.
 """
@@ -214,7 +214,7 @@ def validation_residuals(run_dir: str | Path, *, checkpoint: str = "best", batch
     validation masks of training (``val_mask_seed``): 1-D ``resid``, ``model_var``
     (uncalibrated σ²), ``noise_var`` and ``run_length``."""
     from lcgen.evaluate.scoring import EvaluateConfig, open_evaluation, predict
-    from lcgen.train import load_checkpoint
+    from lcgen.train.trainer import load_checkpoint
 
     seed = int(load_checkpoint(Path(run_dir) / f"{checkpoint}.pt")["train_config"].get("val_mask_seed", 0))
     cfg = EvaluateConfig(split="val", mask_seed=seed, checkpoint=checkpoint, batch_size=batch_size,
@@ -240,7 +240,7 @@ def calibrate_run(run_dir: str | Path, *, min_points: int = 200, batch_size: int
     ``RUN_DIR/calibration.json`` (both fits). Refitting replaces an earlier calibration.
     Returns ``{"best": calibration dict, "last": ...}`` for the checkpoints that exist."""
     from lcgen.io import atomic_path
-    from lcgen.train import load_checkpoint, save_checkpoint
+    from lcgen.train.trainer import load_checkpoint, save_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

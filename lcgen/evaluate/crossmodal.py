@@ -43,7 +43,7 @@ def scenarios() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
 def train_profiles(ev: Evaluation) -> dict[str, np.ndarray]:
     """Per modality, the mean value at each position over the run's training rows (0 where no
     training row is valid), read from the run's training data file."""
-    from lcgen.data import iter_batches, load_split, open_source
+    from lcgen.train.data import iter_batches, load_split, open_source
 
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
@@ -63,8 +63,8 @@ def crossmodal_metrics(ev: Evaluation, *, progress: Callable[[int], None] | None
     on ``ev.rows`` (see the module docstring)."""
     import torch
 
-    from lcgen.data import iter_batches
-    from lcgen.train import recon_key
+    from lcgen.train.data import iter_batches
+    from lcgen.train.trainer import recon_key
 
     profile = train_profiles(ev)
     seed, mask = ev.config.mask_seed, ev.mask

@@ -344,7 +344,7 @@ class Evaluation:
     train_config: Any  # lcgen.train.TrainConfig
     config: EvaluateConfig
     kind: str  # "timeseries" or "spectra"
-    source: Any  # lcgen.data row source (open HDF5 file)
+    source: Any  # lcgen.train.data row source (open HDF5 file)
     rows: np.ndarray  # (N,) sorted row indices scored
     split: str  # which rows: test, val, train or all
     data_path: str
@@ -360,9 +360,9 @@ class Evaluation:
 @contextlib.contextmanager
 def open_evaluation(run_dir: str | Path, cfg: EvaluateConfig | None = None) -> Iterator[Evaluation]:
     """Rebuild a run's model from its directory alone and open the rows it is scored on."""
-    from lcgen.data import load_split, open_source
+    from lcgen.train.data import load_split, open_source
     from lcgen.models import get_spec
-    from lcgen.train import load_run, resolve_device
+    from lcgen.train.trainer import load_run, resolve_device
 
     cfg = cfg or EvaluateConfig()
     run_dir = Path(run_dir)
@@ -463,7 +463,7 @@ def _check_same_layout(source, run_dir: Path, model, tcfg, kind: str) -> None:
     window length (checked against the length the run's model was built for, wherever lcgen runs)
     or, when the training file is still found, another frequency/lag grid. Its numbers would mean
     nothing."""
-    from lcgen.data import open_source
+    from lcgen.train.data import open_source
 
     how = "preprocess" if kind == "spectra" else "convert"
     trained = getattr(model.config, "input_length", None)
@@ -517,7 +517,7 @@ def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str
     their variance plus the point's own ``flux_err``²."""
     import torch
 
-    from lcgen.data import iter_batches, read_rows
+    from lcgen.train.data import iter_batches, read_rows
 
     rows = ev.rows if rows is None else np.sort(np.asarray(rows, np.int64))
     names = baseline_names(ev.config, ev.kind)

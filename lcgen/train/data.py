@@ -147,7 +147,7 @@ class PairedSource(TimeSeriesSource):
             self.close()
             raise
         self.description = f"{self.path} (time series + per-window spectra)"
-        # row lengths of the other modalities, for the model (lcgen.train.build_model)
+        # row lengths of the other modalities, for the model (lcgen.train.trainer.build_model)
         self.lengths = {"freq_length": self.f["psd"].shape[1], "lag_length": self.f["acf"].shape[1]}
 
     def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:

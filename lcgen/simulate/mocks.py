@@ -430,7 +430,7 @@ def sample_space(sc: SpaceConfig, rng: np.random.Generator, meta: dict) -> np.nd
     A curve is ``blocks`` ~ U{blocks} consecutive blocks (default one). ``max_points > 0`` caps
     the point count by binning: the cadence becomes the smallest multiple of the native one that
     fits. By default momentum dumps, safe modes and quality-flagged cadences are not modelled;
-    the mission presets (:mod:`lcgen.missions`) switch on :func:`drop_losses`.
+    the mission presets (:mod:`lcgen.simulate.missions`) switch on :func:`drop_losses`.
     """
     blocks = _integer(rng, sc.blocks)
     segment = sc.block_days / sc.segments_per_block

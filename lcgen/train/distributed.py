@@ -9,7 +9,7 @@ the identity and training is the single-process loop.
 How the ranks share the work, so that N processes compute what one process computes:
 
 - every rank walks the same global batch order (a function of ``(seed, epoch)`` only) and reads
-  only its contiguous share of each global batch (:func:`lcgen.data.batch_share`): the global batch is the
+  only its contiguous share of each global batch (:func:`lcgen.train.data.batch_share`): the global batch is the
   configured ``batch_size`` whatever N is;
 - every rank draws the random numbers of the whole global batch's masks from the same seeded
   generator and keeps its rows, so a sample's mask does not depend on N either;

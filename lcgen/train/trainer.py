@@ -1,6 +1,6 @@
 """The one training loop for every registered model.
 
-A run reads batches from an HDF5 file (:mod:`lcgen.data`), hides blocks of each sample
+A run reads batches from an HDF5 file (:mod:`lcgen.train.data`), hides blocks of each sample
 (:mod:`lcgen.masking`) and trains the model to reconstruct them. The loss counts only real
 positions (``valid``); padding and unresolvable bins never contribute:
 
@@ -72,9 +72,9 @@ import torch
 
 from lcgen import __version__
 from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, plain, resolve_config
-from lcgen.data import (SPLIT_FILE, batch_share, iter_batches, load_split, n_batches, open_source,
+from lcgen.train.data import (SPLIT_FILE, batch_share, iter_batches, load_split, n_batches, open_source,
                         prefetch, save_split, split_rows)
-from lcgen.distributed import Dist, all_sum, backend_for, from_env, gather, on_main, process_group
+from lcgen.train.distributed import Dist, all_sum, backend_for, from_env, gather, on_main, process_group
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
 from lcgen.masking import (MODALITIES, MaskConfig, MaskDraws, draw_train, fixed_mask, key_block, lay_mask,
@@ -552,7 +552,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     ``device``, ``threads``, ``compile``, ``loss_read_every``, ``prefetch``).
 
     Started by torchrun (``RANK``/``WORLD_SIZE`` in the environment), every process calls this
-    and they train one model with DistributedDataParallel (:mod:`lcgen.distributed`); rank 0
+    and they train one model with DistributedDataParallel (:mod:`lcgen.train.distributed`); rank 0
     alone writes and prints, and every rank returns the same result.
 
     Returns ``{"run_dir", "status" ("finished", "stopped" or "interrupted"), "epoch",

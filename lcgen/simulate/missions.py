@@ -8,7 +8,7 @@ magnitudes) instead of a drawn S/N, and the variability classes have the amplitu
 scales seen in the missions' data.
 
 Sampling (cadence, block lengths, downlink gaps: the TESS/Kepler samplers of
-:func:`lcgen.simulate.sample_space`, whose docstring gives their sources), plus
+:func:`lcgen.simulate.mocks.sample_space`, whose docstring gives their sources), plus
 
 - **Kepler long cadence** (``kepler-lc``): 29.4244 min; 1–4 quarters of ~93 d with the monthly
   ~1-d downlinks. Per-point noise 40–1,000 ppm: the shot noise of 4.6e9 e⁻ per 6.5 h at
@@ -62,7 +62,7 @@ import copy
 
 from lcgen.config import merge
 from lcgen.errors import LcgenError
-from lcgen.simulate import SimulateConfig
+from lcgen.simulate.mocks import SimulateConfig
 
 _TYPES = {"sinusoid": 0.15, "multiperiodic": 0.15, "drw": 0.25, "qpo": 0.15, "rotation": 0.30}
 _NO_GROUND = {"regular": 0.0, "random_gaps": 0.0, "variable_cadence": 0.0, "seasonal": 0.0}
