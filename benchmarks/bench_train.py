@@ -170,8 +170,11 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
     as the trainer sets it up) after one warm-up step; with ``profile``, the top operators."""
     import torch
 
-    from lcgen import train
     from lcgen.models import create_model
+    try:
+        from lcgen.train import trainer as train
+    except ImportError:  # --against a tree from before the train stage became a subpackage
+        from lcgen import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     torch.manual_seed(0)
