@@ -1,8 +1,9 @@
 """Time the block masking on one CPU thread: ms per batch (median and best wall time, median CPU
-time), side by side with another revision, and the top tensor ops.
+time), side by side with other revisions, and where the time goes.
 
     python benchmarks/bench_masking.py                    # this tree
     python benchmarks/bench_masking.py --against f972c9c  # ... interleaved with that revision
+    python benchmarks/bench_masking.py --against main --against f972c9c  # ... with both
 
 Rows: fresh training masks (`block_mask`) and fixed validation masks (`fixed_mask`). Batches are
 padded time series: each row has 50-100 % real points. Targets (issue #16): 128 x 1024 <= 1 ms
@@ -13,6 +14,7 @@ median on one idle thread; the original's Python-loop collate took 402 ms (128 x
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -68,42 +70,62 @@ def median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
-def profile_table(console: Console, top: int = 12) -> None:
+def split_table(console: Console, repeats: int) -> None:
+    """CPU medians of the two stages, interleaved: the random draws (torch) and laying the blocks
+    (``lay_blocks``, numpy), and the draws' top tensor ops."""
     from torch.profiler import ProfilerActivity, profile
 
+    mod = this_tree
+    table = Table(title=f"where the time goes, this tree, CPU median ms ({load_average()})")
+    for col in ("batch", "draw_train", "lay_blocks (train)", "draw_fixed", "lay_blocks (fixed)"):
+        table.add_column(col, justify="left" if col == "batch" else "right")
+    for shape in SHAPES:
+        valid, index = batch(*shape)
+        gen = torch.Generator().manual_seed(0)
+        train, fixed = mod.draw_train(valid, generator=gen), mod.draw_fixed(valid, index, seed=0)
+        fns = {"draw_train": lambda: mod.draw_train(valid, generator=gen),
+               "lay train": lambda: mod.lay_blocks(valid, train),
+               "draw_fixed": lambda: mod.draw_fixed(valid, index, seed=0),
+               "lay fixed": lambda: mod.lay_blocks(valid, fixed)}
+        cpus = {k: [] for k in fns}
+        for _ in range(max(1, repeats // 10)):
+            for k, fn in fns.items():
+                c0 = time.process_time()
+                for _ in range(10):
+                    fn()
+                cpus[k].append((time.process_time() - c0) / 10)
+        table.add_row(f"{shape[0]} x {shape[1]}", *(f"{median(cpus[k]) * 1e3:.3f}" for k in fns))
+    console.print(table)
     valid, index = batch(128, 1024)
-    fns = calls(this_tree, valid, index)
-    for kind, fn in fns.items():
+    gen = torch.Generator().manual_seed(0)
+    for kind, fn in {"draw_train": lambda: mod.draw_train(valid, generator=gen),
+                     "draw_fixed": lambda: mod.draw_fixed(valid, index, seed=0)}.items():
         fn()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(20):
                 fn()
         events = prof.key_averages()
         total = sum(e.self_cpu_time_total for e in events)
-        table = Table(title=f"top tensor ops of {kind} masks, 128 x 1024, 20 calls (torch profiler, self CPU)")
-        for col in ("op", "calls per mask", "self µs per mask", "share"):
-            table.add_column(col, justify="left" if col == "op" else "right")
-        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
-            table.add_row(e.key, f"{e.count / 20:g}", f"{e.self_cpu_time_total / 20:.0f}",
-                          f"{e.self_cpu_time_total / total:.0%}")
-        n_ops = sum(e.count for e in events if not e.key.startswith("aten::empty")) / 20
-        console.print(table)
-        console.print(f"{kind}: {n_ops:.0f} aten calls per mask (nested ones included)")
+        top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:4]
+        console.print(f"{kind}, 128 x 1024, top tensor ops (self CPU share): "
+                      + ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in top))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=300, help="calls per row")
-    parser.add_argument("--against", help="git revision to time side by side (e.g. main, a commit)")
+    parser.add_argument("--against", action="append", default=[],
+                        help="git revision to time side by side (e.g. main, a commit); repeat for several")
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     console = Console(width=130)
 
-    with checkout(args.against) as old:
+    with contextlib.ExitStack() as stack:
         modules = {"this tree": this_tree}
-        if old is not None:
-            modules[f"revision {args.against}"] = load_module(old / "lcgen" / "masking.py", "lcgen_masking_old")
+        for k, rev in enumerate(args.against):
+            old = stack.enter_context(checkout(rev))
+            modules[f"revision {rev}"] = load_module(old / "lcgen" / "masking.py", f"lcgen_masking_old{k}")
         result = timings(modules, args.repeats)
     table = Table(title=f"block masking, torch {torch.__version__}, 1 thread, {args.repeats} calls per row, "
                         f"interleaved ({load_average()})")
@@ -117,7 +139,7 @@ def main() -> None:
     console.print(f"original (issue #16): {ORIGINAL_MS[(32, 512)]:.0f} ms at 32 x 512, "
                   f"{ORIGINAL_MS[(128, 1024)]:.0f} ms at 128 x 1024 (its Python loop in the collate).")
     if not args.no_profile:
-        profile_table(console)
+        split_table(console, args.repeats)
 
 
 if __name__ == "__main__":

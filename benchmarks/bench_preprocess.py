@@ -99,27 +99,26 @@ def timed(module, name):
         finally:
             spent[name] += time.process_time() - start
     setattr(module, name, wrapper)
-for name in ("taper_times", "dpss_tapers", "_transform", "adaptive_psd", "harmonic_fstat", "mirror_fstat"):
+for name in ("taper_times", "dpss_tapers", "_transform", "adaptive_psd", "_harmonic_fstat", "_mirror_sums",
+             "_mirror_problems", "_mirror_solve"):
     timed(mt, name)
-for name in ("clean_curve", "binned_multitaper", "autocorrelation", "normalise"):
+for name in ("clean_curve", "binned_multitaper_many", "autocorrelation", "normalise_rows"):
     timed(pp, name)
 with h5py.File(raw) as f:
     o = f["offsets"][:]
     t, y, e = f["time"][:], f["flux"][:], f["flux_err"][:]
 start = time.process_time()
-for i in range(o.size - 1):
-    try:
-        pp.analyse_curve(t[o[i]:o[i + 1]], y[o[i]:o[i + 1]], e[o[i]:o[i + 1]], grids, cfg)
-    except Exception:
-        pass
+pp.analyse_curves([(t[o[i]:o[i + 1]], y[o[i]:o[i + 1]], e[o[i]:o[i + 1]]) for i in range(o.size - 1)], grids, cfg)
 total = time.process_time() - start
 print(json.dumps({"total": total, "curves": o.size - 1, **spent}))
 """
 
-STAGE_NAMES = {"binned_multitaper": "binned spectrum (all below)", "taper_times": "  tapers on the samples",
-               "dpss_tapers": "    DPSS (cached per length)", "_transform": "  lattice NUFFT",
-               "adaptive_psd": "  adaptive PSD", "harmonic_fstat": "  F-test", "mirror_fstat": "  mirror F-test",
-               "autocorrelation": "ACF", "normalise": "normalisation", "clean_curve": "cleaning"}
+STAGE_NAMES = {"binned_multitaper_many": "binned spectra, in batches (all below)",
+               "taper_times": "  tapers on the samples", "dpss_tapers": "    DPSS (cached per length)",
+               "_transform": "  lattice NUFFT", "adaptive_psd": "  adaptive PSD (batch)", "_harmonic_fstat": "  F-test (batch)",
+               "_mirror_sums": "  mirror F-test: sums per curve", "_mirror_problems": "  mirror F-test: set-up (batch)",
+               "_mirror_solve": "  mirror F-test: solves (batch)",
+               "autocorrelation": "ACF", "normalise_rows": "normalisation (batch)", "clean_curve": "cleaning"}
 
 
 def stages(raw: Path) -> None:

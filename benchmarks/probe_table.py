@@ -2,11 +2,14 @@
 
     python benchmarks/probe_table.py transformer=probe-emb-transformer.json multimodal=probe-emb-multimodal.json
 
-One column per report's learned embedding, then the hand-crafted features (from the first
-report that has them) and the random-weight control of each architecture (runs of the same
-model, preset, level and pooling share it). The reports must have been made
-on the same curves with the same split (``lcgen probe`` with the same seed and test fraction on
-embeddings of the same input), which is checked.
+One column per report's learned embedding, then the hand-crafted features (one column per
+feature set: the window features, or those read off each row's spectra for embeddings of a
+spectra file; each from the first report that has them) and the random-weight control of each
+architecture (runs whose controls score the same share one column: the same model, preset,
+level, pooling and input; an MLP on the ACF has another control than one on the PSD). The
+reports must have been made on the same curves with the same split (``lcgen probe`` with the
+same seed and test fraction on embeddings of the same input, or of a spectra file of the same
+curves), which is checked.
 """
 
 from __future__ import annotations
@@ -29,15 +32,20 @@ def main() -> None:
     splits = {json.dumps(r["split"], sort_keys=True) for r in reports.values()}
     assert len(splits) == 1, f"the reports were probed on different splits: {splits}"
     columns = [(f"{name} learned", name, "learned") for name in reports]
-    hand = next((name for name, r in reports.items() if "handcrafted" in r["representations"]), None)
-    if hand is not None:
-        columns.append(("hand-crafted", hand, "handcrafted"))
-    seen = set()  # one random-weight column per architecture (same model, preset, level, pooling and seed)
+    hands = {}  # one hand-crafted column per feature set (window features, or those read off spectra)
     for name, r in reports.items():
-        arch = (r.get("model_name"), r.get("preset"), r.get("level"), r.get("pooling"))
-        if "random" in r["representations"] and arch not in seen:
-            seen.add(arch)
-            columns.append((f"{name} random", name, "random"))
+        if "handcrafted" in r["representations"]:
+            hands.setdefault(tuple(r.get("handcrafted", {}).get("features", ())), (name, r))
+    for name, r in hands.values():
+        label = "hand-crafted" if len(hands) == 1 else f"hand-crafted ({Path(r['input']).name})"
+        columns.append((label, name, "handcrafted"))
+    seen = set()  # one random-weight column per distinct control (one architecture, input and seed
+    for name, r in reports.items():  # score the same; a UNet/MLP of another channel does not)
+        if "random" in r["representations"]:
+            control = json.dumps(r["representations"]["random"]["targets"], sort_keys=True)
+            if control not in seen:
+                seen.add(control)
+                columns.append((f"{name} random", name, "random"))
     first = next(iter(reports.values()))
     print("| probe (test curves) | " + " | ".join(c[0] for c in columns) + " |")
     print("|---|" + "---:|" * len(columns))

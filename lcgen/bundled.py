@@ -77,6 +77,7 @@ def export(run_dir: str | Path, out_dir: str | Path, *, command: str, preset: st
     prov = {"command": command, "lcgen_version": __version__, "git_commit": commit or _git_commit(Path(__file__).parent),
             "data_preset": preset, "seed": int(seed), "data": str(tcfg.get("data")),
             "epochs": tcfg.get("epochs"), "trained_run": str(run_dir),
+            **({"init": str(tcfg["init"])} if tcfg.get("init") else {}),  # fine-tuned from this run's weights
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     slim = {**ckpt, "license": LICENSE, "provenance": prov}  # best.pt holds no optimiser state
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from lcgen import __version__
 from lcgen.bundled import resolve_run
-from lcgen.config import resolve_config
+from lcgen.config import load_yaml, resolve_config
 from lcgen.errors import Interrupted, LcgenError
 
 app = typer.Typer(
@@ -423,7 +423,9 @@ def train(
         "history": str(result["run_dir"] / "history.csv")}))
     if result["status"] == "interrupted":
         raise typer.Exit(130)
-    if result["status"] == "finished" and result["epoch"] and cfg.model.get("variance_head") and cfg.val_fraction > 0:
+    # the model settings the run saved: with --init they are the init run's, not the command line's
+    trained_model = load_yaml(Path(result["run_dir"]) / "config.yaml").get("model") or {}
+    if result["status"] == "finished" and result["epoch"] and trained_model.get("variance_head") and cfg.val_fraction > 0:
         from lcgen.evaluate.calibrate import calibrate_run
 
         try:
@@ -434,14 +436,21 @@ def train(
 
 def _print_calibration(run_dir: Path, fits: dict) -> None:
     """One line per calibrated checkpoint: 68/95 % coverage of validation points before -> after."""
+    from lcgen.evaluate.calibrate import calibration_groups
+
     for which, cal in fits.items():
         before, after = cal["coverage_before"]["overall"], cal["coverage_after"]["overall"]
-        tails = "Gaussian" if cal["dof"] is None else f"Student t, {cal['dof']:g} dof"
+        share_edges, groups = calibration_groups(cal)
+        bounds = ["0", *(f"{e:g}" for e in share_edges), "inf"]
+        parts = []
+        for g, fit in enumerate(groups):
+            tails = "Gaussian" if fit["dof"] is None else f"Student t, {fit['dof']:g} dof"
+            where = f"σ²/e² {bounds[g]}-{bounds[g + 1]} ({cal['n_points'][g]:,} points): " if share_edges else ""
+            parts.append(f"{where}{tails}; scales {', '.join(f'{a:.3g}' for a in fit['scales'])} by hidden-run "
+                         f"length 1, 2, ..., >{fit['edges'][-1]}")
         console.print(f"Variance calibration of {which}.pt on {cal['n_total']:,} hidden validation points: "
                       f"68/95 % coverage {before[0]:.3f}/{before[1]:.3f} -> {after[0]:.3f}/{after[1]:.3f} "
-                      f"({tails}; "
-                      f"scales {', '.join(f'{a:.3g}' for a in cal['scales'])} by hidden-run length "
-                      f"1, 2, ..., >{cal['edges'][-1]})", highlight=False)
+                      f"({'; '.join(parts)})", highlight=False)
     console.print(f"Stored in the checkpoints; wrote {Path(run_dir) / 'calibration.json'}")
 
 
@@ -477,8 +486,11 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     calibrated = {k: row for k, row in m["overall"].items() if "coverage_68" in row}
     if calibrated:
         fit = m.get("variance_calibration")
+        dofs = [g.get("dof") for g in fit.get("groups", [fit])] if fit else []
+        tails = ", ".join("Gaussian" if d is None else f"t{d:g}" for d in dofs)
         how = ("" if not fit else "; the model's variance calibrated on the validation split"
-               + ("" if fit.get("dof") is None else f", Student t with {fit['dof']:g} dof"))
+               + (f", tails {tails} by noise share" if "groups" in fit
+                  else "" if fit.get("dof") is None else f", Student t with {fit['dof']:g} dof"))
         cal = Table("predictor", "68 % coverage", "95 % coverage", "NLL", "CRPS", title_justify="left",
                     title=f"calibration on hidden positions (nominal 0.683 / 0.950{how})")
         for key, row in calibrated.items():
@@ -571,12 +583,13 @@ def _days_range(text: str | None) -> list[float] | None:
 def calibrate(
     run_dir: RunDirArg,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N or auto. \\[default: cpu]")] = None,
-    min_points: Annotated[int, typer.Option(help="Hidden validation points a run-length bin needs to get its own scale (fewer: pooled with its neighbours); the split needs 5x as many in all.", min=1)] = 200,
+    min_points: Annotated[int, typer.Option(help="Hidden validation points a run-length bin needs to get its own scale (fewer: pooled with its neighbours); a noise-share group needs 5x as many to get its own fit, the split 5x as many in all.", min=1)] = 200,
 ) -> None:
     """Recalibrate the predictive variance of a run with a variance head (loss nll) on its
-    validation split: one scale of the model's variance per hidden-run length and, where the
-    errors are heavier-tailed than a Gaussian, Student-t tails, chosen to put the reliability
-    curve on the diagonal; stored in best.pt and last.pt and applied by evaluate and fill.
+    validation split: in each group of the model's share of the variance (σ²/e² < 0.1, 0.1-1,
+    > 1), one scale of the model's variance per hidden-run length and, where the errors are
+    heavier-tailed than a Gaussian, Student-t tails, chosen to put the reliability curve on the
+    diagonal; stored in best.pt and last.pt and applied by evaluate and fill.
     lcgen train does this itself at the end of a run with a variance head; rerunning replaces
     the earlier fit.
 

@@ -25,7 +25,9 @@ variance of the signal (scaled by the run's calibration, :mod:`lcgen.evaluate.ca
 window's median ``flux_err``² (the noise a measurement at that time would carry). Where the
 calibration chose Student-t tails, ``flux_err`` is the half-width of the central 68.27 %
 interval (the scale times t's quantile), so ±``flux_err`` still holds 68 %; the 95 % interval
-is then wider than ±2 ``flux_err`` (×2.66 at 3 degrees of freedom instead of ×1.96 / 1).
+is then wider than ±2 ``flux_err`` (×2.66 at 3 degrees of freedom instead of ×1.96 / 1). The
+tails are chosen per noise-share group (σ²/e², with e the window's median error), so ν can differ
+between windows: the quantile² is blended across overlapping windows with the same weights.
 A run without a variance head fills means with ``flux_err`` = NaN.
 
 Output (``format: h5``): a raw-layout HDF5 file (``time``, ``flux``, ``flux_err``, ``offsets``,
@@ -44,7 +46,7 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
-from lcgen.evaluate.calibrate import CHECK_LEVELS, calibrated_variance, half_width, predictive_dof
+from lcgen.evaluate.calibrate import CHECK_LEVELS, calibrated_prediction, half_width
 from lcgen.errors import LcgenError
 
 
@@ -181,7 +183,8 @@ def fill_curves(model, curves, cfg: FillConfig | None = None, *,
     device = next(model.parameters()).device
     prepared, windows = prepare_curves(curves, cfg, L)
     for p in prepared:
-        p.update(num=np.zeros(p["time"].size), den=np.zeros(p["time"].size), second=np.zeros(p["time"].size))
+        p.update(num=np.zeros(p["time"].size), den=np.zeros(p["time"].size), second=np.zeros(p["time"].size),
+                 h2=np.zeros(p["time"].size))
     weights = blend_weights(L)
     for b0 in range(0, len(windows), cfg.batch_size):
         chunk = windows[b0:b0 + cfg.batch_size]
@@ -190,8 +193,12 @@ def fill_curves(model, curves, cfg: FillConfig | None = None, *,
         with torch.inference_mode():  # no autograd bookkeeping at all (cheaper than no_grad)
             out = model.forward_batch({k: torch.from_numpy(v).to(device) for k, v in arrays.items()})
         mean = out["reconstructed"].double().cpu().numpy().reshape(B, L)
-        var = (calibrated_variance(model, np.exp(out["log_var"].double().cpu().numpy().reshape(B, L)), arrays["hidden"])
-               if "log_var" in out else np.full((B, L), np.nan))
+        var, dof = (calibrated_prediction(model, np.exp(out["log_var"].double().cpu().numpy().reshape(B, L)),
+                                          arrays["hidden"], scale[:, 2:3] ** 2)  # e²: the window's median error
+                    if "log_var" in out else (np.full((B, L), np.nan), None))
+        # ±flux_err holds 68.27 % of the predictive distribution: σ for a Gaussian, the scale times
+        # t_ν's half-width where the calibration chose Student-t tails (ν per position)
+        h68 = np.ones((B, L)) if dof is None else half_width(CHECK_LEVELS[0], dof)
         for k, (c, s, e) in enumerate(chunk):
             p, n = prepared[c], e - s
             med, iqr, err = scale[k]
@@ -201,18 +208,16 @@ def fill_curves(model, curves, cfg: FillConfig | None = None, *,
             p["num"][s:e] += w * mu
             p["second"][s:e] += w * (v + mu * mu)
             p["den"][s:e] += w
+            p["h2"][s:e] += w * h68[k, :n] ** 2
         if progress is not None:
             progress(B)
-    # ±flux_err holds 68.27 % of the predictive distribution: σ for a Gaussian, the scale times
-    # t_dof's half-width for a run calibrated to Student-t tails
-    h68 = float(half_width(CHECK_LEVELS[0], predictive_dof(model)))
     results = []
     for p in prepared:
         f = p["filled"]
         mu = p["num"][f] / p["den"][f]
         var = p["second"][f] / p["den"][f] - mu * mu
         flux, err = p["flux"].copy(), p["err"].copy()
-        flux[f], err[f] = mu, np.sqrt(np.maximum(var, 0.0)) * h68
+        flux[f], err[f] = mu, np.sqrt(np.maximum(var, 0.0) * p["h2"][f] / p["den"][f])  # blended half-width²
         results.append(CurveFill(time=p["time"], flux=flux, flux_err=err, filled=f,
                                  unfilled_gaps=p["n_gaps"], unfilled_points=p["n_dropped"]))
     return results

@@ -14,13 +14,24 @@ Per sample (DESIGN.md §3):
    clamped to ``[1, n - 1]``, are chosen without replacement;
 5. ``hidden = chosen blocks & valid``: padding and invalid bins are never hidden.
 
-The choice of ``c`` blocks is made without sorting (a sort of 128 x 1024 keys alone costs ~6 ms on
-one CPU core): each block gets a random 10-bit key, a per-sample histogram of the keys gives the
-key value ``q*`` at which the cumulative count reaches ``c``, and the blocks with a key below
-``q*`` plus the first blocks with key equal to ``q*`` are chosen. The count is always exact;
-breaking ties at ``q*`` by block index leaves a slight position bias (measured over 800,000
-samples of 32 blocks: the first blocks hidden ~0.1 percentage point more often than the last),
-far below anything training can notice.
+The masks are computed in numpy, vectorised over the rows that share a block size (a Python loop
+over the few block sizes, none over samples), in two steps:
+
+* choose: each of a row's first ``N`` blocks (``N`` = the group's largest ``n``) has a random 10-bit
+  key; its score ``key * N + block`` orders the blocks by key, ties broken by block index, and
+  blocks past the row's span score above every real one. Sorting each row's scores (numpy's
+  vectorised int32 sort) gives the ``(c + 1)``-th smallest score, and the blocks scoring below it
+  are the chosen ``c``. Breaking ties by index leaves a slight position bias (measured over
+  800,000 samples of 32 blocks: the first blocks hidden ~0.1 percentage point more often than the
+  last), far below anything training can notice.
+* spread: each group's choices are repeated ``s`` times, one entry per position from the span's
+  first position, and all rows' entries laid end to end in one buffer; the mask row is the ``L``
+  entries from (where the row's entries start) - ``first``, taken for all rows at once as rows of
+  a sliding window over the buffer, then ``& valid``.
+
+Up to commit 8eb40f7 the choice was made in torch with a per-row histogram of the 1024 key values
+(``tests/test_masking.py`` keeps that algorithm and checks the two give the same masks bit for
+bit, so fixed masks, and every number measured on them, are unchanged).
 
 With ``MaskConfig.max_days > 0`` (time series) the blocks are in days instead
 (:func:`lay_day_blocks`): a block length d log-uniform in [min_days, max_days], the span cut into
@@ -36,6 +47,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from lcgen.errors import LcgenError
@@ -102,40 +114,47 @@ def _power_range(min_block: int, max_block: int) -> tuple[int, int]:
     return (min_block - 1).bit_length(), max_block.bit_length() - 1
 
 
-def _first_and_span(valid: torch.Tensor, small: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """First real index (B,) and span (B,) = last - first + 1 of each row; span 0 if none.
+def _first_and_span(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First real index (B,) and span (B,) = last - first + 1 of each row of ``valid`` (B, L);
+    first 0 and span 0 where nothing is valid.
 
-    One product and one max-reduction over a (2, L) position table: last + 1 = max(j + 1) and
-    L - first = max(L - j) over valid j (both 0 where nothing is valid).
+    first = argmax (the first True; numpy stops at it); last + 1 = max over j of (j + 1) * valid.
     """
     L = valid.shape[1]
-    pos1 = torch.arange(1, L + 1, device=valid.device, dtype=small)  # j + 1
-    table = torch.stack((pos1, pos1.flip(0)))  # (2, L): j + 1 and L - j
-    ends = (valid.view(torch.uint8)[:, None, :] * table).amax(2).long()  # (B, 2)
-    first = L - ends[:, 1]  # L where nothing is valid
-    return first, (ends[:, 0] - first).clamp_(min=0)
+    first = valid.argmax(1)
+    pos1 = np.arange(1, L + 1, dtype=np.int16 if L < 2**15 else np.int32)  # j + 1
+    return first, np.maximum((valid * pos1).max(1, initial=0) - first, 0)
 
 
-def _block_exponent(span: torch.Tensor, u_block: torch.Tensor, p_lo: int, p_hi: int) -> torch.Tensor:
+def _block_exponent(span: np.ndarray, u_block: np.ndarray, p_lo: int, p_hi: int) -> np.ndarray:
     """p (B,): uniform over [p_lo, p_top], p_top = min(p_hi, floor(log2(span / 2))) so that the
     span holds at least two blocks (p_top itself where p_top < p_lo)."""
     # floor(log2(x)) for integer x >= 1 is frexp's exponent - 1 (exact in float64).
-    p_top = (torch.frexp((span >> 1).clamp_(min=1).double())[1] - 1).clamp_(max=p_hi).long()
-    n_choices = (p_top - (p_lo - 1)).clamp_(min=1)
-    return (p_lo + (u_block * n_choices).long()).minimum(p_top).clamp_(min=0)
-
-
-def _int_types(length: int) -> tuple[torch.dtype, int]:
-    """Smallest signed type holding +-length, and its sign-bit shift."""
-    return (torch.int16, 15) if length < 2**15 else (torch.int32, 31)
+    p_top = np.minimum(np.frexp(np.maximum(span >> 1, 1).astype(np.float64))[1] - 1, p_hi).astype(np.int64)
+    n_choices = np.maximum(p_top - (p_lo - 1), 1)
+    return np.maximum(np.minimum(p_lo + (u_block * n_choices).astype(np.int64), p_top), 0)
 
 
 def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
                 max_block: int = 32) -> torch.Tensor:
     """Block size (B,) int64 of each sample's mask, as :func:`lay_blocks` picks it."""
     p_lo, p_hi = _power_range(min_block, max_block)
-    _, span = _first_and_span(valid, _int_types(valid.shape[1])[0])
-    return 1 << _block_exponent(span, draws.u_block, p_lo, p_hi)
+    _, span = _first_and_span(_numpy(valid))
+    return torch.from_numpy(1 << _block_exponent(span, _numpy(draws.u_block), p_lo, p_hi))
+
+
+def _repeat_each(x: np.ndarray, q: int) -> np.ndarray:
+    """(rows, N) bool -> (rows, N << q): each entry repeated 2**q times along the row.
+
+    Up to 8 copies are made by one multiplication of the 0/1 bytes widened to 16, 32 or 64 bits
+    by 0x0101... (which sets every byte of the word to the entry), more by repeating those words:
+    np.repeat alone copies one byte at a time, ~3x slower.
+    """
+    if q == 0:
+        return x
+    word = (np.uint16, np.uint32, np.uint64)[min(q, 3) - 1]
+    x = np.multiply(x.view(np.uint8), word(0x0101010101010101 >> (64 - (8 << min(q, 3)))), dtype=word)
+    return (np.repeat(x, 1 << (q - 3), axis=1) if q > 3 else x).view(bool)
 
 
 def lay_blocks(
@@ -149,56 +168,79 @@ def lay_blocks(
 ) -> torch.Tensor:
     """Turn per-sample random draws into the hidden mask (B, L) bool; see the module docstring.
 
-    Vectorised over the batch: about fifteen (B, L)-sized passes and as few small ones, no Python
-    loop over samples (at 32 x 512 the fixed cost per tensor op, a few microseconds, is most of
-    the time). Comparisons are written as integer arithmetic in a small type,
-    ``(a - b) >> 15`` = -1 where ``a < b`` else 0, which vectorises; torch's comparison kernels
-    are ~8x slower on CPU.
+    Computed with numpy on the CPU (the result is put on ``valid``'s device): at these sizes a
+    numpy call costs ~1 µs of overhead against torch's ~4 µs.
     """
-    B, L = valid.shape
-    device = valid.device
-    small, top = _int_types(L)
     p_lo, p_hi = _power_range(min_block, max_block)
+    hidden = _lay_points(_numpy(valid), _numpy(draws.u_block), _numpy(draws.u_ratio), _numpy(draws.keys),
+                         p_lo=p_lo, p_hi=p_hi, min_ratio=min_ratio, max_ratio=max_ratio)
+    hidden = torch.from_numpy(hidden)
+    return hidden if valid.device.type == "cpu" else hidden.to(valid.device)
 
-    first, span = _first_and_span(valid, small)  # (B,), (B,)
-    p = _block_exponent(span, draws.u_block, p_lo, p_hi)  # (B,) block size 2**p
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    """The tensor as a numpy array (a view on the CPU, skipping the ~2 µs no-op ``.cpu()``)."""
+    return x.numpy() if x.device.type == "cpu" else x.cpu().numpy()
+
+
+def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: np.ndarray, *, p_lo: int,
+                p_hi: int, min_ratio: float, max_ratio: float) -> np.ndarray:
+    """:func:`lay_blocks` on numpy arrays: valid (B, L) bool, the draws (B,), (B,), (B, N) int16;
+    returns hidden (B, L) bool. About 60 numpy calls for the batch and 12 per block size."""
+    B, L = v.shape
+    if v.size == 0:
+        return v.copy()
+    first, span = _first_and_span(v)  # (B,), (B,)
+    p = _block_exponent(span, u_block, p_lo, p_hi)  # (B,) block size 2**p
     n_blocks = ((span - 1) >> p) + 1  # ceil(span / 2**p); 0 for an empty row (-1 >> p = -1)
-    ratio = draws.u_ratio * (max_ratio - min_ratio) + min_ratio
-    count = (n_blocks * ratio).long().clamp_(min=1).minimum(n_blocks - 1).clamp_(min=0)
-    # small-type copies of the per-row numbers, made in one conversion
-    n_s, count_s, first_s, p_s = torch.stack((n_blocks, count, first, p)).to(small)  # rows contiguous
+    ratio = u_ratio * (max_ratio - min_ratio) + min_ratio
+    count = np.maximum(np.minimum(np.maximum((n_blocks * ratio).astype(np.int64), 1), n_blocks - 1), 0)
 
-    # Choose `count` of the first n_blocks blocks: smallest keys, ties broken by block index.
-    # Histogram of the keys of real blocks -> key value q* where the running count reaches
-    # `count`; the m = count - below blocks still needed are the first ones with key q*.
-    keys = draws.keys.to(small)  # (B, N)
-    N = keys.shape[1]
-    block = torch.arange(N, device=device, dtype=small)
-    not_real = (block - n_s[:, None]) >> top  # (B, N) -1 if block < n (real), else 0
-    hist = torch.zeros(B, _N_KEYS, dtype=small, device=device)
-    hist.scatter_add_(1, keys.long(), -not_real)
-    at_most = hist.cumsum(1, dtype=small)  # (B, 1024): real blocks with key <= q
-    q_star = torch.searchsorted(at_most, count_s[:, None]).clamp_(max=_N_KEYS - 1)  # (B, 1)
-    below = at_most.gather(1, q_star) - hist.gather(1, q_star)  # (B, 1) real blocks with key < q*
-    diff = keys - q_star.to(small)  # (B, N)
-    before = diff >> top  # -1 where key < q*
-    tie = 1 + ((diff | -diff) >> top)  # 1 where key == q*
-    # index of the m-th tie, the last block chosen among the ties; -1 if nothing is chosen
-    m_th_tie = torch.searchsorted(tie.cumsum(1, dtype=small), count_s[:, None] - below.to(small))
-    after_cut = torch.where(count[:, None] > 0, m_th_tie + 1, 0).to(small)  # (B, 1)
-    up_to_cut = (block - after_cut) >> top  # -1 where block <= m_th_tie
-    # Blocks >= n_blocks hold no real position, so whether they are "chosen" is moot.
-    chosen = (before | (up_to_cut & -tie)).bool()  # (B, N)
+    # Scores: key * N + block index orders a row's blocks by (key, block); blocks past the span
+    # get 1024 added to their key (| 1024: (n - 1 - block) >> top is -1, all bits set, there,
+    # else 0), which puts them above every real block.
+    N_max = max(int(n_blocks.max()), 1)
+    small, top = (np.int16, 15) if N_max < 2**15 else (np.int32, 31)
+    past = (n_blocks - 1).astype(small)[:, None] - np.arange(N_max, dtype=small)  # (B, N_max)
+    past >>= top
+    past &= _N_KEYS
+    keys = keys[:, :N_max] | past  # (B, N_max) in [0, 2048)
+    wide = np.int32 if N_max < 2**20 else np.int64  # holds key * N + block
+    block = np.arange(N_max, dtype=wide)
 
-    # Spread block choices over positions: position j >= first lies in block (j - first) >> p;
-    # positions outside the span are dropped by `& valid`. A flat index_select reads the
-    # (B, N) choices about twice as fast as gather along dim 1.
-    pos = torch.arange(L, device=device, dtype=small)
-    block_of = ((pos - first_s[:, None]) >> p_s[:, None]).clamp_(0, N - 1)  # (B, L)
-    # int32 indices where they fit: index_select reads them ~6x faster than int64 on the CPU
-    wide = torch.int32 if B * N < 2**31 else torch.int64
-    flat = block_of + torch.arange(0, B * N, N, device=device, dtype=wide)[:, None]
-    return chosen.view(-1).index_select(0, flat.view(-1)).view(B, L) & valid
+    # Rows grouped by block exponent: group q holds rows order[a:a + size] (a stable sort of p),
+    # each with at most N = the group's largest n_blocks blocks, so it works on (size, N) arrays.
+    order = np.argsort(p, kind="stable")
+    sizes = np.bincount(p)
+    groups = np.flatnonzero(sizes)  # the exponents in use
+    starts = np.cumsum(sizes)[groups] - sizes[groups]
+    N_group = np.maximum(np.maximum.reduceat(n_blocks[order], starts), 1)
+    count_o, rows_all = count[order], np.arange(B)
+    pieces = []  # per group, its rows' block choices, each repeated 2**q times
+    for q, a, size, N in zip(groups.tolist(), starts.tolist(), sizes[groups].tolist(), N_group.tolist()):
+        score = keys[order[a:a + size], :N].astype(wide)
+        score *= wide(N)
+        score += block[:N]
+        # The blocks scoring below the (count + 1)-th smallest score are the `count` smallest
+        # (count <= n_blocks - 1, so that score is a real block's).
+        cut = np.sort(score, axis=1)[rows_all[:size], count_o[a:a + size]]
+        pieces.append(_repeat_each(score < cut[:, None], q).ravel())  # (size * N << q,)
+
+    # Spread block choices over positions. The groups' pieces lie end to end in one flat
+    # buffer (padded by L on both sides), row b's own entries from flat index own_b, one per
+    # position from its first real one: position j of the mask is entry own_b + j - first_b.
+    # Rows of a sliding window of width L over the buffer (row i = entries i to i + L - 1: a
+    # view with strides (1, 1)), indexed by start = own - first, are exactly the mask rows (one
+    # (B, L) copy); entries outside [first, last] read a neighbour's or the padding, and
+    # `& valid` drops them.
+    width = np.repeat(N_group << groups, sizes[groups])  # (B,) entries of each row, in `order`
+    start = np.empty(B, np.int64)
+    start[order] = L + np.cumsum(width) - width - first[order]
+    buffer = np.concatenate([np.zeros(L, bool), *pieces, np.zeros(L, bool)])
+    windows = np.ndarray((len(buffer) - L + 1, L), bool, buffer, strides=(1, 1))
+    hidden = windows[start]  # (B, L) copy
+    hidden &= v
+    return hidden
 
 
 def _check_valid(valid: torch.Tensor) -> None:
@@ -244,13 +286,11 @@ def block_mask(
     """
     _check_valid(valid)
     check_mask_settings(min_block, max_block, min_ratio, max_ratio)
-    with torch.inference_mode():  # masks need no autograd: skip its bookkeeping on ~90 small ops
+    with torch.inference_mode():  # draws need no autograd: skip its bookkeeping
         draws = draw_train(valid, min_block=min_block, generator=generator)
-        hidden = lay_blocks(
-            valid, draws, min_block=min_block, max_block=max_block,
-            min_ratio=min_ratio, max_ratio=max_ratio,
-        )
-    return hidden.clone()  # a normal tensor again: autograd may save it (an inference tensor may not)
+    # lay_blocks works in numpy: its result is a normal tensor (autograd may save it)
+    return lay_blocks(valid, draws, min_block=min_block, max_block=max_block,
+                      min_ratio=min_ratio, max_ratio=max_ratio)
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:

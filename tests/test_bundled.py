@@ -54,11 +54,12 @@ def test_bundled_model_beats_interpolation_with_calibrated_intervals_on_held_out
     model, linear = m["overall"]["model"], m["overall"]["linear"]
     assert m["n_masked_positions"] > 3000
     # noise-dominated 2-min photometry: smoothing beats the line through two noisy neighbours
-    # (measured 0.55x; the per-window mean is as good here: 0.551)
+    # (measured 0.553x; the per-window mean is as good here: 0.551)
     assert model["masked_mse"] < 0.8 * linear["masked_mse"]
-    # calibrated intervals are not too narrow (the one-epoch NLL model covered 0.48 at ±1σ); on
-    # TESS they are too wide (measured 0.78 / 0.999: the calibration pools both cadences)
-    assert 0.6 < model["coverage_68"] < 0.85 and model["coverage_95"] > 0.9
+    # calibrated intervals neither too narrow (the one-epoch NLL model covered 0.48 at ±1σ) nor,
+    # with the calibration per noise share, too wide (measured 0.713 / 0.972; one fit for all
+    # points gave 0.78 / 0.999)
+    assert 0.62 < model["coverage_68"] < 0.76 and 0.91 < model["coverage_95"] < 0.985
 
 
 @pytest.fixture(scope="module")

@@ -80,6 +80,17 @@ def sine_run(tmp_path_factory):
     return run
 
 
+def test_fine_tuning_a_variance_head_run_calibrates_it_too(sine_run, tmp_path):
+    """`lcgen train --init RUN` of a run with a variance head: the variance head comes from RUN's
+    settings, not the command line's, and the end-of-training calibration is tried (here it says
+    the tiny split is too small; it used to be skipped without a word)."""
+    r = run_cli("train", "transformer", "--init", sine_run, "--data", sine_run.parents[2] / "ts.h5", "--epochs", 1,
+                "--batch-size", 16, "--lr", 1e-4, "--device", "cpu", "--threads", 1, "--name", "ft",
+                "--set", f"runs_dir={tmp_path / 'runs'}", "--set", "loss=nll")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "not calibrated" in r.stdout and "too few to calibrate on" in r.stdout
+
+
 def test_fill_puts_the_truth_inside_the_band_at_about_the_nominal_rate(sine_run, tmp_path):
     from lcgen.fill import fill_file
 

@@ -16,6 +16,7 @@ from lcgen.masking import (
     lay_blocks,
     model_input,
 )
+from tests.conftest import torch_threads
 
 
 def reference_mask(valid, draws, *, min_block, max_block, min_ratio, max_ratio):
@@ -105,6 +106,93 @@ def test_fixed_mask_matches_reference(kind):
     draws = draw_fixed(valid, index, seed=5, min_block=settings["min_block"])
     expected, _ = reference_mask(valid, draws, **settings)
     assert torch.equal(hidden, expected)
+
+
+def histogram_lay_blocks(valid, draws, *, min_block, max_block, min_ratio, max_ratio):
+    """lay_blocks as it was up to commit 8eb40f7: torch over (B, 1024) key histograms.
+
+    Kept verbatim in its logic as the reference every fixed (validation/test) mask was made
+    with, so the faster code is checked to give the same masks bit for bit.
+    """
+    B, L = valid.shape
+    small, top = (torch.int16, 15) if L < 2**15 else (torch.int32, 31)
+    p_lo, p_hi = (min_block - 1).bit_length(), max_block.bit_length() - 1
+    pos1 = torch.arange(1, L + 1, dtype=small)
+    ends = (valid.view(torch.uint8)[:, None, :] * torch.stack((pos1, pos1.flip(0)))).amax(2).long()
+    first = L - ends[:, 1]
+    span = (ends[:, 0] - first).clamp_(min=0)
+    p_top = (torch.frexp((span >> 1).clamp_(min=1).double())[1] - 1).clamp_(max=p_hi).long()
+    n_choices = (p_top - (p_lo - 1)).clamp_(min=1)
+    p = (p_lo + (draws.u_block * n_choices).long()).minimum(p_top).clamp_(min=0)
+    n_blocks = ((span - 1) >> p) + 1
+    ratio = draws.u_ratio * (max_ratio - min_ratio) + min_ratio
+    count = (n_blocks * ratio).long().clamp_(min=1).minimum(n_blocks - 1).clamp_(min=0)
+    n_s, count_s, first_s, p_s = torch.stack((n_blocks, count, first, p)).to(small)
+    keys = draws.keys.to(small)
+    N = keys.shape[1]
+    block = torch.arange(N, dtype=small)
+    not_real = (block - n_s[:, None]) >> top
+    hist = torch.zeros(B, 1024, dtype=small)
+    hist.scatter_add_(1, keys.long(), -not_real)
+    at_most = hist.cumsum(1, dtype=small)
+    q_star = torch.searchsorted(at_most, count_s[:, None]).clamp_(max=1023)
+    below = at_most.gather(1, q_star) - hist.gather(1, q_star)
+    diff = keys - q_star.to(small)
+    before = diff >> top
+    tie = 1 + ((diff | -diff) >> top)
+    m_th_tie = torch.searchsorted(tie.cumsum(1, dtype=small), count_s[:, None] - below.to(small))
+    after_cut = torch.where(count[:, None] > 0, m_th_tie + 1, 0).to(small)
+    up_to_cut = (block - after_cut) >> top
+    chosen = (before | (up_to_cut & -tie)).bool()
+    block_of = ((torch.arange(L, dtype=small) - first_s[:, None]) >> p_s[:, None]).clamp_(0, N - 1)
+    return chosen.gather(1, block_of.long()) & valid
+
+
+def random_validity(B, L, gen):
+    """Rows of every kind mixed in one batch: padded prefixes, sub-ranges, scattered points,
+    empty rows, single points, spans shorter than a block."""
+    pos = torch.arange(L)
+    kind = torch.randint(0, 6, (B, 1), generator=gen)
+    lo = torch.randint(0, L, (B, 1), generator=gen)
+    hi = lo + torch.randint(0, L + 1, (B, 1), generator=gen)
+    short = lo + torch.randint(1, 8, (B, 1), generator=gen)
+    dense = torch.rand(B, 1, generator=gen)
+    return torch.where(kind == 0, pos < hi - lo,  # prefix then padding
+           torch.where(kind == 1, (pos >= lo) & (pos < hi),  # sub-range
+           torch.where(kind == 2, torch.rand(B, L, generator=gen) < dense,  # scattered
+           torch.where(kind == 3, torch.zeros(B, L, dtype=torch.bool),  # empty
+           torch.where(kind == 4, (pos >= lo) & (pos < short), pos == lo)))))  # short span / one point
+
+
+@pytest.mark.parametrize("draw", ["train", "fixed"])
+def test_lay_blocks_equals_the_histogram_algorithm(draw):
+    """Bit for bit the masks of the previous algorithm, on many random draws, lengths (powers of
+    two or not), paddings and block settings: fixed masks, and so every quality number, keep."""
+    with torch_threads(1):  # ~150 batches of small torch ops: one thread is ~4x faster here
+        gen = torch.Generator().manual_seed(16)
+        for trial in range(150):
+            B = int(torch.randint(1, 48, (1,), generator=gen))
+            L = int(torch.randint(1, 1200, (1,), generator=gen)) if trial % 5 else int(2 ** torch.randint(0, 11, (1,), generator=gen))
+            min_block = int(torch.randint(1, 9, (1,), generator=gen))
+            max_block = min_block + int(torch.randint(0, 100, (1,), generator=gen))
+            if (min_block - 1).bit_length() > max_block.bit_length() - 1:
+                max_block = 2 * min_block
+            lo, hi = sorted(torch.rand(2, generator=gen).tolist())
+            settings = dict(min_block=min_block, max_block=max_block, min_ratio=lo, max_ratio=hi)
+            valid = random_validity(B, L, gen)
+            if draw == "train":
+                draws = draw_train(valid, min_block=min_block, generator=gen)
+            else:
+                index = torch.randint(0, 2**40, (B,), generator=gen)
+                draws = draw_fixed(valid, index, seed=trial, min_block=min_block)
+            got = lay_blocks(valid, draws, **settings)
+            assert torch.equal(got, histogram_lay_blocks(valid, draws, **settings)), (trial, B, L, settings)
+        # the defaults at the sizes training uses, rows 50-100 % real
+        for B, L in ((32, 512), (128, 1024)):
+            valid = torch.arange(L) < torch.randint(L // 2, L + 1, (B, 1), generator=gen)
+            draws = draw_train(valid, generator=gen)
+            settings = dict(min_block=1, max_block=32, min_ratio=0.1, max_ratio=0.7)
+            assert torch.equal(lay_blocks(valid, draws, **settings), histogram_lay_blocks(valid, draws, **settings))
 
 
 def test_long_rows_use_wider_integers():

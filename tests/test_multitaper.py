@@ -84,6 +84,27 @@ def test_given_grid_equals_default_grid_at_the_same_frequencies():
     assert np.max(np.abs(coef3 - coef[:, 5:400:7])) <= 1e-8 * np.max(np.abs(coef))
 
 
+
+def test_direct_finufft_calls_equal_its_python_interface(monkeypatch):
+    # _nufft calls finufft's C setpts/execute itself (the Python interface's argument checks cost
+    # more than a small transform); the numbers must be the interface's, and both the direct sums'.
+    rng = np.random.default_rng(41)
+    x = np.sort(rng.uniform(-np.pi, np.pi, 300))
+    strengths = rng.normal(size=(3, 300)) + 1j * rng.normal(size=(3, 300))
+    modes = rng.normal(size=(3, 256)) + 1j * rng.normal(size=(3, 256))
+    k = np.arange(-128, 128)
+    calls = [(1, x, strengths, 256, -1, 1e-9, None), (2, x, modes, 256, 1, 1e-9, 1.25)]
+    assert mt._FINUFFT_C is not None  # this finufft takes the direct path
+    direct = [mt._nufft(*c) for c in calls]
+    monkeypatch.setattr(mt, "_FINUFFT_C", None)
+    interface = [mt._nufft(*c) for c in calls]
+    for a, b in zip(direct, interface):
+        assert np.array_equal(a, b)
+    ref1 = strengths @ np.exp(-1j * np.outer(x, k))  # (3, 256)
+    ref2 = modes @ np.exp(1j * np.outer(k, x))  # (3, 300)
+    assert np.max(np.abs(direct[0] - ref1)) <= 1e-8 * np.max(np.abs(ref1))
+    assert np.max(np.abs(direct[1] - ref2)) <= 1e-8 * np.max(np.abs(ref2))
+
 def test_dpss_are_cached_by_length_nw_and_k():
     a = mt.dpss_tapers(301, 4.0, 7)
     b = mt.dpss_tapers(301, 4.0, 7)
@@ -495,6 +516,90 @@ def test_binned_spectrum_matches_a_direct_loop_reference(sampling):
     assert np.allclose(res.pvalue[ok], pvalue[ok], rtol=1e-5, atol=1e-14)
     assert np.allclose(mt.fstat_pvalue(res.fstat[ok], 7), res.pvalue[ok], rtol=1e-8)  # F and p agree
 
+
+
+def lattice_reference(t, y, centres, edges, settings):
+    """binned_multitaper's bins from ONE unbatched multitaper call per curve on its lattice (its
+    own adaptive_psd, harmonic_fstat and mirror_fstat), aggregated as the docstring says."""
+    span = t[-1] - t[0]
+    _, _, nyquist = mt.resolvable_band(t, 4.0)
+    lattice, index, m = mt.sub_frequencies(centres, edges, (1 / span, nyquist), 1 / (4 * span))
+    k = settings.get("k", 7)
+    res = mt.multitaper(t, y, freq=lattice, ftest=k >= 2, **settings)
+    done = m > 0
+    starts = np.cumsum(m[done]) - m[done]
+    psd = np.full(centres.size, np.nan)
+    pvalue = np.full(centres.size, np.nan)
+    psd[done] = np.add.reduceat(res.psd[index], starts) / m[done]
+    if k >= 2:
+        fmax = np.maximum.reduceat(np.nan_to_num(res.fstat, nan=0.0)[index], starts)
+        pvalue[done] = np.exp(mt.aggregate_log_pvalue(fmax, m[done], k))
+    return psd, pvalue
+
+
+@pytest.mark.parametrize("settings", [{}, {"adaptive": False}, {"k": 1}])
+def test_binned_spectra_of_many_curves_are_those_of_one_curve_at_a_time(settings):
+    # binned_multitaper_many puts the bins of all its curves through the adaptive weighting and
+    # the F-tests together; each curve must get the numbers of its own unbatched multitaper call,
+    # and a curve that fails must fail alone, with its own error.
+    rng = np.random.default_rng(31)
+    curves = []
+    for sampling in SAMPLINGS:  # regular data have mirror rows near the Nyquist frequency too
+        t = sample_times(sampling, rng, n_points=[150, 300])
+        curves.append((t, np.sin(2 * np.pi * t / rng.uniform(1, 20)) + 0.05 * np.cumsum(rng.normal(size=t.size))))
+    curves.insert(2, (curves[0][0], np.full(curves[0][0].size, 3.0)))  # constant flux
+    curves.insert(4, (curves[1][0][:5], curves[1][1][:5]))  # too few points
+    grids = shared_grid([t for t, _ in curves if t.size > 9])
+    many = mt.binned_multitaper_many(curves, grids.frequency, grids.edges, **settings)
+    assert [type(r).__name__ for r in many].count("LcgenError") == 2
+    for (t, y), got in zip(curves, many):
+        try:
+            want = mt.binned_multitaper(t, y, grids.frequency, grids.edges, **settings)
+        except LcgenError as exc:
+            assert isinstance(got, LcgenError) and str(got) == str(exc)
+            continue
+        for name in ("psd", "fstat", "pvalue", "n_sub", "valid"):
+            assert np.array_equal(getattr(got, name), getattr(want, name), equal_nan=True), name
+        psd, pvalue = lattice_reference(t, y, grids.frequency, grids.edges, settings)
+        assert np.array_equal(np.isnan(got.psd), np.isnan(psd))
+        assert np.allclose(got.psd, psd, rtol=1e-12, atol=0, equal_nan=True)
+        assert np.allclose(got.pvalue, pvalue, rtol=1e-12, atol=0, equal_nan=True)
+
+
+def test_adaptive_psd_of_bins_from_several_curves_equals_one_curve_at_a_time():
+    rng = np.random.default_rng(33)
+    parts, want = [], []
+    for sampling in ("regular", "seasonal", "variable_cadence"):
+        t = sample_times(sampling, rng, n_points=[200, 300])
+        y = np.cumsum(rng.normal(size=t.size)) * 0.1 + np.sin(2 * np.pi * t / 3.3)
+        freq = np.arange(4, 400) / (4 * (t[-1] - t[0]))
+        _, coef, tapers = mt.eigencoefficients(t, y, freq)
+        power, variance = np.abs(coef) ** 2, float(np.var(y)) * tapers.dt
+        want.append(mt.adaptive_psd(power, tapers.eigvals, variance=variance)[0])
+        parts.append((power, np.repeat(tapers.eigvals[:, None], freq.size, axis=1), np.full(freq.size, variance)))
+    together, _ = mt.adaptive_psd(np.concatenate([p[0] for p in parts], axis=1),
+                                  np.concatenate([p[1] for p in parts], axis=1),
+                                  variance=np.concatenate([p[2] for p in parts]))
+    assert np.array_equal(together, np.concatenate(want))
+
+
+def test_mirror_rows_of_several_curves_are_solved_as_alone_even_beside_a_broken_row():
+    # _mirror_solve takes the rows of many curves; a row whose covariance cannot be factored
+    # takes the eigen path by itself and moves no other row's number.
+    rng = np.random.default_rng(32)
+    t = sample_times("seasonal", rng, n_points=[200, 300])
+    y = rng.normal(size=t.size)
+    tapers = mt.taper_times(t, 4.0, 7)
+    freq = np.arange(1, 30) / (4 * (t[-1] - t[0]))  # from well inside the mirror zone to beyond it
+    _, coef, _ = mt.eigencoefficients(t, y, freq)
+    cov, x, z = mt._mirror_problems(*mt._mirror_sums(t, tapers, freq, coef))
+    alone = mt._mirror_solve(cov, x, z)
+    assert np.array_equal(alone, mt.mirror_fstat(t, tapers, freq, coef), equal_nan=True)
+    assert np.isfinite(alone).sum() >= 20
+    broken = -np.eye(14)[None]  # not positive definite: the batch's Cholesky factorisation fails
+    together = mt._mirror_solve(np.concatenate([cov, broken, cov]), np.concatenate([x, x[:1], x]),
+                                np.concatenate([z, z[:1], z]))
+    assert np.array_equal(together, np.concatenate([alone, [np.nan], alone]), equal_nan=True)
 
 def shared_grid(times):
     spans = np.array([t[-1] - t[0] for t in times])

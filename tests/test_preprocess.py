@@ -130,6 +130,64 @@ def test_failed_curves_are_recorded_never_zeros(full_run):
     assert summary["failed"] == 2 and sum(summary["fail_reasons"].values()) == 2
 
 
+
+def test_curves_analysed_together_equal_one_at_a_time(raw_file, monkeypatch):
+    # process_chunk analyses its curves in batches (analyse_curves); every row, failed ones
+    # included, must be what analyse_curve gives the curve alone, across batch boundaries, and
+    # when the shared spectral step fails the batch falls back to one curve at a time.
+    from lcgen.features import preprocess as pp
+
+    times, fluxes, errors = make_curves()
+    cfg = PreprocessConfig(input=str(raw_file))
+    grids = pp.make_grids(cfg, *pp.survey_input(str(raw_file)))
+    curves = list(zip(times, fluxes, errors))
+    alone = []
+    for c in curves:
+        try:
+            alone.append((pp.analyse_curve(*c, grids, cfg), ""))
+        except pp._Failed as exc:
+            alone.append((exc.row, str(exc)))
+    assert [bool(r) for _, r in alone].count(True) == 2
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shared step failed")
+
+    monkeypatch.setattr(pp, "BATCH_CURVES", 5)
+    batches = [pp.analyse_curves(curves, grids, cfg)]
+    monkeypatch.setattr(pp, "BATCH_CURVES", 32)
+    monkeypatch.setattr(pp, "BATCH_POINTS", 500)  # 2-4 curves a batch, by their points
+    batches.append(pp.analyse_curves(curves, grids, cfg))
+    monkeypatch.setattr(pp, "binned_multitaper_many", broken)
+    batches.append(pp.analyse_curves(curves, grids, cfg))
+    for together in batches:
+        for (row, reason), (want, want_reason) in zip(together, alone, strict=True):
+            assert reason == want_reason and sorted(row) == sorted(want)
+            for key, value in want.items():
+                assert np.array_equal(row[key], value, equal_nan=True), key
+
+
+def test_the_calling_process_computes_with_one_blas_thread(raw_file, tmp_path, monkeypatch):
+    # with workers=1 the chunks run in this process, under whatever BLAS threads the environment
+    # gives; preprocess holds them to one (a 2-thread BLAS on busy cores stalled small products)
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from lcgen.features import preprocess as pp
+
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.extend(blas().values())
+        return chunk(*args, **kwargs)
+
+    chunk = pp.process_chunk
+    monkeypatch.setattr(pp, "process_chunk", recording)
+    blas = lambda: {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}  # noqa: E731
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas()
+        preprocess(PreprocessConfig(input=str(raw_file), output=str(tmp_path / "pre.h5"), workers=1, chunk_size=18))
+        after = blas()
+        assert {lib: after[lib] for lib in before} == before  # the caller's setting is given back
+    assert seen and set(seen) == {1}
+
 def test_cleaning_counts_and_robust_scaling(full_run):
     out, summary = full_run
     with h5py.File(out, "r") as f:

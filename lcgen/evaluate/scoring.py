@@ -35,8 +35,9 @@ distribution of a hidden observation is N(μ, s²), s² = predicted variance + t
 
 pooled over hidden positions like the errors, overall and by block size. A run calibrated with
 ``lcgen calibrate`` (:mod:`lcgen.evaluate.calibrate`; ``lcgen train`` does it for runs with a variance
-head) has its variance scaled per hidden-run length and may have Student-t tails (``dof``): its
-intervals, NLL and CRPS are then those of that t (CRPS: Jordan, Krüger & Lerch 2019).
+head) has its variance scaled per noise-share group and hidden-run length and may have Student-t
+tails (``dof``, per position): its intervals, NLL and CRPS are then those of that t (CRPS:
+Jordan, Krüger & Lerch 2019).
 
 Forecast mode (``mode: forecast``) hides the last ``forecast_points`` real points of every window
 instead of blocks, and scores against ``persistence`` (the last visible value carried forward)
@@ -56,7 +57,7 @@ from typing import Any, Iterator, Literal, Mapping, Optional, Sequence
 import numpy as np
 from scipy.special import ndtr
 
-from lcgen.evaluate.calibrate import CHECK_LEVELS, calibrated_variance, half_width, predictive_dof
+from lcgen.evaluate.calibrate import CHECK_LEVELS, calibrated_prediction, calibration_groups, half_width
 from lcgen.errors import LcgenError
 from lcgen.io import atomic_path
 
@@ -176,31 +177,34 @@ def error_sums(pred: np.ndarray, target: np.ndarray, select: np.ndarray) -> dict
 
 
 def calibration_sums(pred: np.ndarray, var: np.ndarray, target: np.ndarray,
-                     select: np.ndarray, dof: float | None = None) -> dict[str, np.ndarray]:
+                     select: np.ndarray, dof=None) -> dict[str, np.ndarray]:
     """Per-sample sums over the selected positions of a Gaussian prediction N(pred, var), or,
     with ``dof``, of a Student t with ``dof`` degrees of freedom and scale² ``var`` (a run whose
-    calibration found heavier tails than a Gaussian's, :mod:`lcgen.evaluate.calibrate`): ``in68``/``in95``
+    calibration found heavier tails than a Gaussian's, :mod:`lcgen.evaluate.calibrate`; a number
+    or an array broadcast against ``pred``, ``np.inf`` where Gaussian): ``in68``/``in95``
     (counts of |z| inside the central 68.27 %/95 % intervals), ``nll`` and ``crps`` (see the
     module docstring); each (B,). ``var`` must be > 0 where selected."""
     pred, var, target, select = _as_2d(pred), _as_2d(var), _as_2d(target), _as_2d(select).astype(bool)
     s = np.sqrt(np.where(select, var.astype(np.float64), 1.0))
     z = np.where(select, (target.astype(np.float64) - pred.astype(np.float64)) / s, 0.0)
-    if dof is None:
-        nll = 0.5 * (np.log(2 * np.pi * s * s) + z * z)
-        pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
-        crps = s * (z * (2 * ndtr(z) - 1) + 2 * pdf - 1 / np.sqrt(np.pi))
-        h68, h95 = Z68, Z95
-    else:
+    nll = 0.5 * (np.log(2 * np.pi * s * s) + z * z)
+    pdf = np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    crps = s * (z * (2 * ndtr(z) - 1) + 2 * pdf - 1 / np.sqrt(np.pi))
+    h68, h95 = Z68, Z95
+    if dof is not None:
         from scipy.special import betaln, gammaln, stdtr
 
-        nu = float(dof)
+        dof = np.broadcast_to(np.asarray(dof, np.float64), z.shape)
+        t = np.isfinite(dof)  # inf: Gaussian
+        nu = np.where(t, dof, 3.0)
         logpdf = (gammaln((nu + 1) / 2) - gammaln(nu / 2) - 0.5 * np.log(nu * np.pi)
                   - (nu + 1) / 2 * np.log1p(z * z / nu))
-        nll = np.log(s) - logpdf
+        nll = np.where(t, np.log(s) - logpdf, nll)
         # CRPS of the standard t (Jordan, Krüger & Lerch 2019, scoringRules crps_t), times the scale
         last = 2 * np.sqrt(nu) * np.exp(betaln(0.5, nu - 0.5) - 2 * betaln(0.5, nu / 2)) / (nu - 1)
-        crps = s * (z * (2 * stdtr(nu, z) - 1) + 2 * np.exp(logpdf) * (nu + z * z) / (nu - 1) - last)
-        h68, h95 = half_width(CHECK_LEVELS, nu)
+        crps = np.where(t, s * (z * (2 * stdtr(nu, z) - 1) + 2 * np.exp(logpdf) * (nu + z * z) / (nu - 1) - last),
+                        crps)
+        h68, h95 = half_width(CHECK_LEVELS[0], dof), half_width(CHECK_LEVELS[1], dof)
     absz = np.abs(z)
     return {"in68": (select & (absz <= h68)).sum(1), "in95": (select & (absz <= h95)).sum(1),
             "nll": np.where(select, nll, 0.0).sum(1), "crps": np.where(select, crps, 0.0).sum(1)}
@@ -537,8 +541,8 @@ def predict(ev: Evaluation, rows: np.ndarray | None = None) -> Iterator[dict[str
         if "log_var" in out:
             raw = np.exp(out["log_var"].double().reshape(v.shape).cpu().numpy())
             result["model_raw_var"], result["noise_var"] = raw, np.broadcast_to(err2, v.shape)
-            result["model_var"] = calibrated_variance(ev.model, raw, ok & hid) + err2
-            result["model_dof"] = predictive_dof(ev.model)  # None: Gaussian
+            var, result["model_dof"] = calibrated_prediction(ev.model, raw, ok & hid, err2)  # ν per point; None: Gaussian
+            result["model_var"] = var + err2
         for name in names:
             if name == "linear":
                 result[name] = linear_baseline(v, ok, hid, knots)
@@ -644,15 +648,21 @@ def evaluate_run(run_dir: str | Path, cfg: EvaluateConfig | None = None, *,
 
 def _calibration_summary(model) -> dict:
     """``{"variance_calibration": {...}}``: the run's calibration the model was scored with
-    (edges, scales, split, tails and, for Student t, dof); empty where there is none (metrics
-    hold no nulls)."""
+    (per noise-share group: edges, scales, tails and, for Student t, dof; ``share_edges``; the
+    split); empty where there is none (metrics hold no nulls). A calibration of one group (stored
+    before the groups) keeps its flat form."""
     cal = getattr(model, "variance_calibration", None)
     if not cal:
         return {}
-    dof = cal.get("dof")
-    return {"variance_calibration": {"edges": cal["edges"], "scales": cal["scales"], "split": cal.get("split", "val"),
-                                     "tails": "gaussian" if dof is None else "student_t",
-                                     **({} if dof is None else {"dof": dof})}}
+
+    def one(fit):
+        dof = fit.get("dof")
+        return {"edges": fit["edges"], "scales": fit["scales"], "tails": "gaussian" if dof is None else "student_t",
+                **({} if dof is None else {"dof": dof})}
+
+    share_edges, groups = calibration_groups(cal)
+    summary = {"share_edges": share_edges, "groups": [one(g) for g in groups]} if share_edges else one(cal)
+    return {"variance_calibration": {**summary, "split": cal.get("split", "val")}}
 
 
 def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2)) + (0.99,),
@@ -661,15 +671,16 @@ def reliability(ev: Evaluation, levels: Sequence[float] = tuple(np.round(np.aran
     of ``ev.rows`` (the model's total predictive variance, as in the metrics). Returns
     (levels, coverage), each (K,)."""
     levels = np.asarray(levels, np.float64)
-    zs, dof = [], None
+    inside, n = np.zeros(levels.size), 0
     for out in predict(ev):
-        dof = out.get(f"{predictor}_dof")
+        dof = out.get(f"{predictor}_dof")  # None (Gaussian), or ν per position
         sel = out["valid"] & out["hidden"]
-        zs.append(np.abs(out[predictor][sel] - out["values"][sel]) / np.sqrt(out[f"{predictor}_var"][sel]))
-    z = np.sort(np.concatenate(zs)) if zs else np.zeros(0)
-    half = half_width(levels, dof)  # central interval of N(0, 1) (or of the run's Student t) holding `level`
-    coverage = np.searchsorted(z, half, side="right") / max(z.size, 1)
-    return levels, coverage
+        z = np.abs(out[predictor][sel] - out["values"][sel]) / np.sqrt(out[f"{predictor}_var"][sel])
+        # central interval of N(0, 1) (or of the point's Student t) holding each level
+        half = half_width(levels[None, :], None if dof is None else np.broadcast_to(dof, sel.shape)[sel][:, None])
+        inside += (z[:, None] <= half).sum(0)
+        n += z.size
+    return levels, inside / max(n, 1)
 
 
 def metrics_path(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
