@@ -32,6 +32,11 @@ alternating (~5 minutes on the 2-core machine; read the wall and samples/s colum
 
     python benchmarks/bench_train.py --against f1b5792 --models transformer unet --rounds 2 --steps 2 --threads 2
 
+and the UNet against the tree before its fourth pass (memory traffic: scratch buffers, no
+decoder concatenation, LayerNorm + GELU fused):
+
+    python benchmarks/bench_train.py --against 8eb40f7 --models unet --rounds 2 --steps 2 --threads 2
+
 ``--threads N`` sets torch's threads in every child (the environment variable BENCH_THREADS does
 the same); without either, torch's default (one per core).
 """
@@ -170,8 +175,11 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
     as the trainer sets it up) after one warm-up step; with ``profile``, the top operators."""
     import torch
 
-    from lcgen import train
     from lcgen.models import create_model
+    try:
+        from lcgen.train import trainer as train
+    except ImportError:  # --against a tree from before the train stage became a subpackage
+        from lcgen import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from lcgen.errors import LcgenError
 from lcgen.masking import block_mask
@@ -401,6 +402,51 @@ def test_winograd_conv3_matches_conv1d(dtype):
         wrt = [x, w] + ([b] if bias else [])
         for name, a, r in zip("xwb", torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
             torch.testing.assert_close(a, r, rtol=0, atol=tol * r.abs().max().item(), msg=name)
+
+
+def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
+    """Input in parts along the channels (the UNet decoder's upsampled input and skip): values and
+    each part's gradient, with the weight's and the bias's, against Conv1d of the concatenation."""
+    import torch.nn.functional as F
+
+    from lcgen.models.winograd import winograd_conv3
+
+    gen = torch.Generator().manual_seed(6)
+    parts = [torch.randn(2, 16, c, generator=gen, dtype=torch.float64, requires_grad=True) for c in (5, 3, 7)]
+    w = torch.randn(4, 15, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
+    got = winograd_conv3(parts, w, b)
+    want = F.conv1d(torch.cat(parts, -1).transpose(1, 2), w, b, padding=1).transpose(1, 2)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * want.abs().max().item())
+    g = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    wrt = [*parts, w, b]
+    for a, r in zip(torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
+        assert a.shape == r.shape
+        torch.testing.assert_close(a, r, rtol=0, atol=1e-12 * r.abs().max().item())
+    winograd_conv3(torch.randn(3, 32, 15, generator=gen, dtype=torch.float64), w, b)  # reuses the scratch buffers
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * want.abs().max().item())  # an output is its own
+
+
+def test_unet_norm_gelu_equals_layer_norm_then_gelu_exactly():
+    """The UNet's fused LayerNorm + GELU (statistics kept, the normalised values made again in
+    backward, GELU in place) gives the very numbers of nn.LayerNorm then nn.GELU: values and the
+    gradients of the input, gain and bias, bit for bit, in float32 and float64."""
+    from lcgen.models.unet import norm_act
+
+    gen = torch.Generator().manual_seed(8)
+    for dtype in (torch.float32, torch.float64):
+        norm, act = nn.LayerNorm(24).to(dtype), nn.GELU()
+        with torch.no_grad():
+            norm.weight.uniform_(0.5, 1.5, generator=gen)
+            norm.bias.normal_(generator=gen)
+        y = torch.randn(3, 40, 24, generator=gen, dtype=dtype, requires_grad=True)
+        got, want = norm_act(norm, act, y), act(norm(y))
+        assert got.grad_fn is not None and "NormGelu" in type(got.grad_fn).__name__
+        assert torch.equal(got, want)
+        g = torch.randn(want.shape, generator=gen, dtype=dtype)
+        wrt = [y, norm.weight, norm.bias]
+        for a, b in zip(torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
+            assert torch.equal(a, b)
 
 
 def test_transformer_level_convolutions_match_torch_conv1d():

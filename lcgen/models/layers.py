@@ -2,11 +2,40 @@
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lcgen.errors import LcgenError
+
+_SCRATCH = threading.local()  # .buffers: {(slot, dtype): flat CPU tensor}
+
+
+def scratch(slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
+    """A reusable CPU buffer of ``shape`` for ``slot`` (0 or 1; contents undefined, valid until
+    the slot's next use), or None off the CPU, where torch's caching allocator reuses memory.
+
+    For the large transient tensors of a training step (Winograd's products, the UNet's norm
+    recomputed in backward): a fresh tensor of tens of MB is page faults as it is first written.
+    glibc serves allocations of 32 MiB and more (exactly one activation of the default UNet at
+    batch 128) by mmap and gives them back on free, so each is faulted in anew; in such a step
+    the faults were ~30 % of the CPU time on this project's VM (kernel time, 5.8 of 19.4 s under
+    load). Keeping all freed memory instead (glibc's mmap and trim thresholds raised) saved that
+    but raised the peak RSS by ~1.8 GB (fragmentation), so only these transients are kept, in
+    buffers the caller reuses. Each slot grows to the largest shape asked of it
+    (50 MB for the default UNet at batch 128), per thread, and stays for the process's life."""
+    if like.device.type != "cpu":
+        return None
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    n, key = math.prod(shape), (slot, like.dtype)
+    if key not in buffers or buffers[key].numel() < n:
+        buffers.pop(key, None)  # the old one goes before the new one is made
+        buffers[key] = torch.empty(n, dtype=like.dtype)
+    return buffers[key][:n].view(shape)
+
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,

@@ -27,7 +27,8 @@ from torch import nn
 
 from lcgen.errors import LcgenError
 from lcgen.masking import model_input
-from lcgen.models.layers import Dropout, bounded_log_var, check_dims, check_levels, make_activation, pad_length
+from lcgen.models.layers import (Dropout, bounded_log_var, check_dims, check_levels, make_activation, pad_length,
+                                 scratch)
 from lcgen.models.winograd import TILE, winograd_conv3
 
 WINOGRAD_MIN_CHANNELS = 128  # below, oneDNN's convolution is as fast (bench_conv.py)
@@ -70,11 +71,15 @@ class Conv(nn.Conv1d):
     (oneDNN's fast layout on CPU). Same parameters (names and shapes) as ``Conv1d``.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """x (B, L, C_in), or a list of parts (B, L, C_i) whose channels together are the C_in
+        (the decoder's upsampled input and skip): as their concatenation, which Winograd never makes."""
         if (self.kernel_size[0] == 3 and self.stride[0] == 1 and self.padding[0] == 1 and self.dilation[0] == 1
-                and self.groups == 1 and x.shape[1] % TILE == 0
+                and self.groups == 1 and (x if isinstance(x, torch.Tensor) else x[0]).shape[1] % TILE == 0
                 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)
+        if not isinstance(x, torch.Tensor):
+            x = torch.cat(x, dim=-1)
         y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self.weight.unsqueeze(2), self.bias,  # (B, C, 1, L) channels-last
                      stride=(1, self.stride[0]), padding=(0, self.padding[0]))
         return y.squeeze(2).transpose(1, 2)  # (B, L', C_out), contiguous
@@ -95,8 +100,45 @@ class Up(nn.ConvTranspose1d):
         return F.linear(x, w, self.bias.repeat(2)).view(B, 2 * L, c_out)
 
 
+class _NormGelu(torch.autograd.Function):
+    """gelu(layer_norm(y)) over the last dimension, keeping for backward only y and its per-position
+    statistics: the normalised z is made again there (the same kernel on the same input, so the
+    same numbers) in a reusable buffer, and GELU runs in place on z. The values and gradients are
+    those of ``nn.LayerNorm`` then ``nn.GELU``; the step keeps one activation fewer per
+    convolution and writes two fewer fresh ones."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        z, mean, rstd = torch.ops.aten.native_layer_norm(y, y.shape[-1:], weight, bias, eps)
+        ctx.save_for_backward(y, weight, bias, mean, rstd)
+        ctx.eps = eps
+        return torch.ops.aten.gelu_(z)
+
+    @staticmethod
+    def backward(ctx, da: torch.Tensor):
+        y, weight, bias, mean, rstd = ctx.saved_tensors
+        z = scratch(0, tuple(y.shape), y)
+        if z is None:
+            z = torch.empty_like(y)
+        torch.ops.aten.native_layer_norm.out(y, y.shape[-1:], weight, bias, ctx.eps,
+                                             out0=z, out1=torch.empty_like(mean), out2=torch.empty_like(rstd))
+        dz = torch.ops.aten.gelu_backward.grad_input(da, z, grad_input=z)
+        dy, dw, db = torch.ops.aten.native_layer_norm_backward(dz, y, y.shape[-1:], mean, rstd, weight, bias,
+                                                                [True, True, True])
+        return dy, dw, db, None
+
+
+def norm_act(norm: nn.Module, act: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """act(norm(y)); a LayerNorm with exact GELU runs as :class:`_NormGelu`."""
+    if (isinstance(norm, nn.LayerNorm) and norm.elementwise_affine and norm.bias is not None
+            and type(act) is nn.GELU and act.approximate == "none" and y.is_contiguous()):
+        return _NormGelu.apply(y, norm.weight, norm.bias, norm.eps)
+    return act(norm(y))
+
+
 class ConvBlock(nn.Sequential):
-    """2 x [conv -> LayerNorm over channels -> activation], then dropout; (B, L, C_in) -> (B, L, C_out)."""
+    """2 x [conv -> LayerNorm over channels -> activation], then dropout; (B, L, C_in) -> (B, L, C_out).
+    The input may be a list of parts along the channels (:class:`Conv`)."""
 
     def __init__(self, c_in: int, c_out: int, cfg: UNetConfig):
         k = cfg.kernel_size
@@ -105,6 +147,10 @@ class ConvBlock(nn.Sequential):
             Conv(c_out, c_out, k, padding=k // 2), nn.LayerNorm(c_out), make_activation(cfg.activation),
             Dropout(cfg.dropout),
         )
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        conv1, norm1, act1, conv2, norm2, act2, dropout = self
+        return dropout(norm_act(norm2, act2, conv2(norm_act(norm1, act1, conv1(x)))))
 
 
 def max_pool(x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +192,7 @@ class UNetAutoencoder(nn.Module):
         encoded = bottleneck
         h = bottleneck.transpose(1, 2)  # (B, L', D): channels-last from here on
         for i in reversed(range(self.levels)):
-            h = self.decoder[i](torch.cat([self.up[i](h), skips[i].transpose(1, 2)], dim=-1))  # (B, Lp / 2**i, D_i)
+            h = self.decoder[i]([self.up[i](h), skips[i].transpose(1, 2)])  # (B, Lp / 2**i, D_i); Conv concatenates
         out = self.head(h)[:, :length]  # (B, L, 1 or 2)
         result = {"reconstructed": out[..., 0], "encoded": encoded}
         if self.config.variance_head:
