@@ -29,6 +29,7 @@ import lcgen.masking as this_tree  # noqa: E402
 from benchmarks.common import checkout, load_average, load_module  # noqa: E402
 
 ORIGINAL_MS = {(32, 512): 57.0, (128, 1024): 402.0}  # issue #16, the original's collate masking
+F972C9C_THEN_MS = {(32, 512): (1.5, 1.8), (128, 1024): (8.6, 13.0)}  # lcgen f972c9c's medians beside the original (issue #16)
 SHAPES = [(32, 512), (128, 1024)]
 
 
@@ -137,7 +138,16 @@ def main() -> None:
                       f"{min(walls) * 1e3:.3f}", f"{median(cpus) * 1e3:.3f}", ratio)
     console.print(table)
     console.print(f"original (issue #16): {ORIGINAL_MS[(32, 512)]:.0f} ms at 32 x 512, "
-                  f"{ORIGINAL_MS[(128, 1024)]:.0f} ms at 128 x 1024 (its Python loop in the collate).")
+                  f"{ORIGINAL_MS[(128, 1024)]:.0f} ms at 128 x 1024 (its Python loop in the collate), measured on "
+                  "a loaded machine: 'original / median' flatters an idle run. The fair ratio chains through "
+                  "f972c9c, measured beside the original then and beside this tree now (--against f972c9c):")
+    for shape, (lo, hi) in F972C9C_THEN_MS.items():
+        now, then = result.get(("this tree", shape, "train")), result.get(("revision f972c9c", shape, "train"))
+        if now and then:
+            factor = median(then[0]) / median(now[0])  # f972c9c / this tree, wall medians of this run
+            console.print(f"  {shape[0]} x {shape[1]}: original / f972c9c then {ORIGINAL_MS[shape] / hi:.0f}-"
+                          f"{ORIGINAL_MS[shape] / lo:.0f}x, times f972c9c / this tree now {factor:.2f} = "
+                          f"{ORIGINAL_MS[shape] / hi * factor:.0f}-{ORIGINAL_MS[shape] / lo * factor:.0f}x")
     if not args.no_profile:
         split_table(console, args.repeats)
 
