@@ -420,8 +420,9 @@ class TimeSeriesTransformer(nn.Module):
         t_start = torch.where(valid, t, torch.inf).amin(1, keepdim=True)  # (B, 1)
         t_rel = torch.where(valid, t - t_start, 0.0)
         x = torch.where(valid[..., None], x, 0.0)  # NaN or junk at padding never enters
-        extra = gaps = None
-        cadence = median_spacing(t_rel, valid)  # (B, 1) days
+        extra = gaps = cadence = None
+        if self.config.time_gaps or self.config.interp_residual or self.config.cadence_rope:
+            cadence = median_spacing(t_rel, valid)  # (B, 1) days; a sort per row, so only when used
         if self.config.time_gaps:
             gaps = gap_features(t_rel, valid, cadence)  # (B, L, 2)
         if self.config.interp_residual:

@@ -63,7 +63,7 @@ class Conv(nn.Conv1d):
     """A ``Conv1d`` applied to a channels-last (B, L, C_in) tensor -> (B, L', C_out), contiguous.
 
     The UNet keeps its activations channels-last so that the layer norm over channels and the
-    activation run on contiguous memory with no transposes. Width-3 convolutions with at least
+    activation run on contiguous memory with no transposes. On the CPU, width-3 convolutions with at least
     ``WINOGRAD_MIN_CHANNELS`` channels in and out (and L a multiple of 4) run as Winograd F(4, 3)
     matrix products (:mod:`lcgen.models.winograd`: half the multiply-adds; 1.5-2.3x faster than
     oneDNN's convolution, forward and backward, at 256-1024 channels on one CPU core, see
@@ -74,7 +74,8 @@ class Conv(nn.Conv1d):
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """x (B, L, C_in), or a list of parts (B, L, C_i) whose channels together are the C_in
         (the decoder's upsampled input and skip): as their concatenation, which Winograd never makes."""
-        if (self.kernel_size[0] == 3 and self.stride[0] == 1 and self.padding[0] == 1 and self.dilation[0] == 1
+        if (self.weight.device.type == "cpu"  # measured on the CPU only; cuDNN picks its own algorithms
+                and self.kernel_size[0] == 3 and self.stride[0] == 1 and self.padding[0] == 1 and self.dilation[0] == 1
                 and self.groups == 1 and (x if isinstance(x, torch.Tensor) else x[0]).shape[1] % TILE == 0
                 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)

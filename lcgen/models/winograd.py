@@ -61,7 +61,7 @@ def _input_transform(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.
     (B, T, 6, C) tensor to write V into."""
     B, L, C = x.shape
     rows = x.view(B, L // TILE, TILE, C)
-    v = torch.matmul(_BT_MID.to(x.dtype), rows, out=out)  # (B, T, 6, C)
+    v = torch.matmul(_BT_MID.to(x), rows, out=out)  # (B, T, 6, C)
     v[:, 1:, 0].add_(rows[:, :-1, 3], alpha=4)  # 4 x[4t - 1]
     v[:, :-1, 5].add_(rows[:, 1:, 0])  # x[4t + 4]
     return v
@@ -70,7 +70,7 @@ def _input_transform(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.
 def _input_transform_t(dv: torch.Tensor) -> torch.Tensor:
     """The transpose of :func:`_input_transform`: dV (B, T, 6, C) -> dx (B, 4 T, C)."""
     B, T, _, C = dv.shape
-    dx = torch.matmul(_BT_MID.to(dv.dtype).t(), dv)  # (B, T, 4, C)
+    dx = torch.matmul(_BT_MID.to(dv).t(), dv)  # (B, T, 4, C)
     dx[:, :-1, 3].add_(dv[:, 1:, 0], alpha=4)
     dx[:, 1:, 0].add_(dv[:, :-1, 5])
     return dx.view(B, TILE * T, C)
@@ -87,14 +87,14 @@ class _WinogradConv3(torch.autograd.Function):
     def forward(ctx, weight: torch.Tensor, bias: torch.Tensor | None, *xs: torch.Tensor) -> torch.Tensor:
         B, L, _ = xs[0].shape
         T = L // TILE
-        u = torch.einsum("jk,oik->jio", G.to(weight.dtype), weight)  # (6, C_in, C_out)
+        u = torch.einsum("jk,oik->jio", G.to(weight), weight)  # (6, C_in, C_out)
         c_out = weight.shape[0]
         m = scratch(1, (6, B * T, c_out), weight)
         for i, (x, u_part) in enumerate(zip(xs, u.split([x.shape[2] for x in xs], dim=1))):
             v = _input_transform(x, scratch(0, (B, T, 6, x.shape[2]), x)).view(B * T, 6, -1).transpose(0, 1)
             m = torch.bmm(v, u_part, out=m) if i == 0 else m.baddbmm_(v, u_part)  # (6, B T, C_out)
             del v  # temporaries go as soon as they are used: the step's peak memory is made of them
-        at = AT.to(xs[0].dtype).expand(B * T, TILE, 6)
+        at = AT.to(xs[0]).expand(B * T, TILE, 6)
         m = m.transpose(0, 1)  # (B T, 6, C_out), strided
         y = torch.bmm(at, m) if bias is None else torch.baddbmm(bias, at, m)  # (B T, 4, C_out)
         ctx.save_for_backward(u, *xs)  # not V: 1.5x x's size; computing it again costs ~2 % of the backward
@@ -108,7 +108,7 @@ class _WinogradConv3(torch.autograd.Function):
         T = L // TILE
         db = dy.sum((0, 1)) if ctx.has_bias else None
         c_out = dy.shape[2]
-        dm = torch.matmul(AT.to(dy.dtype).t(), dy.reshape(B * T, TILE, c_out),
+        dm = torch.matmul(AT.to(dy).t(), dy.reshape(B * T, TILE, c_out),
                           out=scratch(1, (B * T, 6, c_out), dy)).transpose(0, 1)  # (6, B T, C_out), strided
         del dy
         dxs, dus = [], []
@@ -120,7 +120,7 @@ class _WinogradConv3(torch.autograd.Function):
             v = _input_transform(x, scratch(0, (B, T, 6, c_part), x)).view(B * T, 6, c_part).transpose(0, 1)
             dus.append(torch.bmm(v.transpose(1, 2), dm))  # (6, C_part, C_out)
             del v
-        dw = torch.einsum("jk,jio->oik", G.to(dm.dtype), torch.cat(dus, 1))
+        dw = torch.einsum("jk,jio->oik", G.to(dm), torch.cat(dus, 1))
         return dw, db, *dxs
 
 
