@@ -196,11 +196,13 @@ def test_lay_blocks_equals_the_histogram_algorithm(draw):
             assert torch.equal(lay_blocks(valid, draws, **settings), histogram_lay_blocks(valid, draws, **settings))
 
 
-def test_long_rows_use_wider_integers():
-    """Rows of >= 2**15 positions take the int32 path; same rule."""
+@pytest.mark.parametrize("max_block", [1, 4096])
+def test_long_rows_use_wider_integers(max_block):
+    """Rows of >= 2**15 positions take int32 positions, and with blocks of 1 point (>= 2**15
+    blocks in a row) int32 block scores; same rule."""
     gen = torch.Generator().manual_seed(8)
     valid = torch.arange(33000) < torch.tensor([[33000], [32800], [5]])
-    settings = dict(min_block=1, max_block=4096, min_ratio=0.1, max_ratio=0.7)
+    settings = dict(min_block=1, max_block=max_block, min_ratio=0.1, max_ratio=0.7)
     draws = draw_train(valid, generator=gen)
     expected, _ = reference_mask(valid, draws, **settings)
     assert torch.equal(lay_blocks(valid, draws, **settings), expected)
