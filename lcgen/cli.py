@@ -468,6 +468,7 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     """Rich tables of a metrics dict: overall errors, calibration (predictors with a variance),
     errors against the noise-free signal and (``detail``) the masked MSE by block size, mask ratio
     and light-curve type."""
+    from lcgen.evaluate.calibrate import calibration_groups
     from lcgen.evaluate.scoring import BASELINE_LABELS, ratio
 
     names = {**BASELINE_LABELS, "model": m["model_name"], "mean": "per-curve mean",
@@ -486,7 +487,7 @@ def metrics_tables(m: dict, detail: bool = True) -> list[Table]:
     calibrated = {k: row for k, row in m["overall"].items() if "coverage_68" in row}
     if calibrated:
         fit = m.get("variance_calibration")
-        dofs = [g.get("dof") for g in fit.get("groups", [fit])] if fit else []
+        dofs = [g.get("dof") for g in calibration_groups(fit)[1]] if fit else []
         tails = ", ".join("Gaussian" if d is None else f"t{d:g}" for d in dofs)
         how = ("" if not fit else "; the model's variance calibrated on the validation split"
                + (f", tails {tails} by noise share" if "groups" in fit
