@@ -428,15 +428,19 @@ def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tor
     """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
     spec = get_spec(ckpt["model_name"])
     model = spec.cls(config_from_dict(spec.config_cls, ckpt["model_config"]))
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:  # shapes or names that do not match the model it describes
-        detail = " ".join(str(exc).split())
-        raise LcgenError(f"the checkpoint's weights do not fit the '{ckpt['model_name']}' model it "
-                         f"describes ({detail[:200]})") from None
+    _load_weights(model, ckpt["state_dict"], ckpt["model_name"])
     # the post-hoc variance calibration (lcgen.evaluate.calibrate), applied by evaluate and fill; None if unfitted
     model.variance_calibration = ckpt.get("variance_calibration")
     return model.to(device).eval()
+
+
+def _load_weights(model: torch.nn.Module, state_dict: dict, model_name: str) -> None:
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:  # shapes or names that do not match the model it describes
+        detail = " ".join(str(exc).split())
+        raise LcgenError(f"the checkpoint's weights do not fit the '{model_name}' model it "
+                         f"describes ({detail[:200]})") from None
 
 
 def save_checkpoint(path: str | Path, ckpt: dict) -> None:
@@ -1054,7 +1058,7 @@ def init_model(ckpt: dict, cfg: TrainConfig) -> torch.nn.Module:
             grown[:value.shape[0]] = value
             value = grown
         state[key] = value
-    model.load_state_dict(state)
+    _load_weights(model, state, ckpt["model_name"])
     model.variance_calibration = None
     return model.eval()
 
