@@ -154,7 +154,6 @@ def is_regular(t: np.ndarray) -> bool:
 
 
 _DPSS_CACHE: "OrderedDict[tuple[int, float, int], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
-_DPSS_BYTES = [0]  # bytes of the tapers in _DPSS_CACHE
 DPSS_CACHE_BYTES = 64 * 2 ** 20  # per process; survey curves repeat a few hundred lengths
 DPSS_BUCKET = 64  # irregular data interpolate DPSS built for N rounded up to a multiple of this
 
@@ -175,9 +174,9 @@ def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     v.setflags(write=False)
     lam.setflags(write=False)
     _DPSS_CACHE[key] = (v, lam)
-    _DPSS_BYTES[0] += v.nbytes
-    while _DPSS_BYTES[0] > DPSS_CACHE_BYTES and len(_DPSS_CACHE) > 1:
-        _DPSS_BYTES[0] -= _DPSS_CACHE.popitem(last=False)[1][0].nbytes
+    size = sum(tapers.nbytes for tapers, _ in _DPSS_CACHE.values())  # on a miss only, which costs ms anyway
+    while size > DPSS_CACHE_BYTES and len(_DPSS_CACHE) > 1:
+        size -= _DPSS_CACHE.popitem(last=False)[1][0].nbytes
     return v, lam
 
 
@@ -347,7 +346,6 @@ def dpss_spline(m: int, nw: float, k: int) -> TaperSpline:
 def clear_dpss_cache() -> None:
     """Forget all cached tapers and their splines (for benchmarks of the uncached path)."""
     _DPSS_CACHE.clear()
-    _DPSS_BYTES[0] = 0
     _SPLINE_CACHE.clear()
 
 
