@@ -12,6 +12,7 @@ from torch import nn
 from lcgen.errors import LcgenError
 
 _SCRATCH = threading.local()  # .buffers: {(slot, dtype): flat CPU tensor}
+_POOL = threading.local()  # .buffers: {(numel, dtype): [flat CPU tensors]}
 
 
 def scratch(slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
@@ -35,6 +36,29 @@ def scratch(slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
         buffers.pop(key, None)  # the old one goes before the new one is made
         buffers[key] = torch.empty(n, dtype=like.dtype)
     return buffers[key][:n].view(shape)
+
+
+def _users(buffer: torch.Tensor) -> int:
+    return torch._C._storage_Use_Count(buffer.untyped_storage()._cdata)
+
+
+def pooled(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised CPU tensor of ``shape`` from a pool of buffers kept for the process's life;
+    a buffer is handed out again only once no tensor refers to its memory (autograd's saved
+    tensors included). Off the CPU a plain ``torch.empty``."""
+    if like.device.type != "cpu" or not hasattr(torch._C, "_storage_Use_Count"):
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    n = math.prod(shape)
+    buffers = _POOL.__dict__.setdefault("buffers", {}).setdefault((n, like.dtype), [])
+    for buffer in buffers:
+        if _users(buffer) == _FREE:
+            return buffer.view(shape)
+    buffer = torch.empty(n, dtype=like.dtype)
+    buffers.append(buffer)
+    return buffer.view(shape)
+
+
+_FREE = _users(torch.empty(1))  # the count of a buffer that only the pool holds
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
