@@ -454,7 +454,8 @@ def test_unet_norm_gelu_equals_layer_norm_then_gelu_exactly():
 
 def test_pooled_buffers_are_reused_only_when_nothing_refers_to_them():
     """``pooled`` hands a buffer out again once no tensor (a view, or a tensor autograd saved for
-    backward) refers to its memory, and never while one does."""
+    backward) refers to its memory, and never while one does; a request takes a free buffer of
+    n to 2n elements."""
     from lcgen.models.layers import pooled
 
     like = torch.empty(0, dtype=torch.float64)
@@ -478,6 +479,9 @@ def test_pooled_buffers_are_reused_only_when_nothing_refers_to_them():
     del loss
     assert pooled((35,), like).data_ptr() == c_ptr
     assert pooled((35,), torch.empty(0, dtype=torch.float32)).dtype == torch.float32
+    big_ptr = pooled((100,), like).data_ptr()
+    assert pooled((60, 1), like).data_ptr() == big_ptr  # a smaller batch takes a free buffer of n to 2n
+    assert pooled((40,), like).data_ptr() != big_ptr  # 100 > 2 x 40
 
 
 def test_unet_max_pool_equals_max_pool1d_exactly():
