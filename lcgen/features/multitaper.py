@@ -900,29 +900,30 @@ def _spectra(parts: list[tuple], k: int, *, adaptive: bool, ftest: bool,
     numbers are those of one part at a time). σ²Δt None (one part only) is tapify's noise level
     Σ S/N with ``n`` the curve's N. Returns (psd, fstat, μ, adaptive iterations) over the parts'
     frequencies in order; fstat and μ are None without ``ftest``."""
-    sizes = [part[0].shape[1] for part in parts]
-    coef = np.concatenate([part[0] for part in parts], axis=1)  # (K, ΣF)
+    coefs, tapers, variances, nears, systems = zip(*parts)
+    sizes = [c.shape[1] for c in coefs]
+    coef = np.concatenate(coefs, axis=1)  # (K, ΣF)
     power = coef.real ** 2 + coef.imag ** 2
     n_iter = 0
     if not adaptive:
         psd = power.mean(axis=0)
-    elif parts[0][2] is None:  # tapify's σ²: the bins of the one curve are coupled
-        psd, n_iter = adaptive_psd(power, parts[0][1].eigvals, n=n)
+    elif variances[0] is None:  # tapify's σ²: the bins of the one curve are coupled
+        psd, n_iter = adaptive_psd(power, tapers[0].eigvals, n=n)
     else:
-        lam = np.repeat(np.stack([part[1].eigvals for part in parts], axis=1), sizes, axis=1)  # (K, ΣF)
-        psd, n_iter = adaptive_psd(power, lam, variance=np.repeat([part[2] for part in parts], sizes))
+        lam = np.repeat(np.stack([tp.eigvals for tp in tapers], axis=1), sizes, axis=1)  # (K, ΣF)
+        psd, n_iter = adaptive_psd(power, lam, variance=np.repeat(variances, sizes))
     if not ftest:
         return psd, None, None, n_iter
-    dc = np.stack([part[1].dc for part in parts], axis=1)  # (K, parts)
+    dc = np.stack([tp.dc for tp in tapers], axis=1)  # (K, parts)
     fstat, mu = _harmonic_fstat(coef, np.repeat(dc, sizes, axis=1), np.repeat(np.sum(dc * dc, axis=0), sizes))
-    systems = [part[4] for part in parts if part[4] is not None]
-    if systems:
-        mirror = _mirror_solve(*_mirror_problems(*(np.concatenate(rows) for rows in zip(*systems))))
+    given = [system for system in systems if system is not None]
+    if given:
+        mirror = _mirror_solve(*_mirror_problems(*(np.concatenate(rows) for rows in zip(*given))))
         at = 0
-        for part, a in zip(parts, np.cumsum([0] + sizes)):
-            if part[4] is not None:
-                rows = part[4][2].shape[0]  # z
-                fstat[a + np.flatnonzero(part[3])] = mirror[at: at + rows]
+        for a, near, system in zip(np.cumsum([0] + sizes), nears, systems):
+            if system is not None:
+                rows = system[2].shape[0]  # z
+                fstat[a + np.flatnonzero(near)] = mirror[at: at + rows]
                 at += rows
     return psd, fstat, mu, n_iter
 

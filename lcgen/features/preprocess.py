@@ -679,8 +679,7 @@ def _map_chunks(cfg: PreprocessConfig, grids: Grids, first: int, spans: list[tup
     ready), so a run starts one process fewer: each started worker pays its own imports (~0.7
     CPU-s: numpy, scipy.linalg, h5py, finufft) and rebuilds its own taper and NUFFT-plan caches
     (~0.2 CPU-s on the default mix), which made 2 workers cost ~13 % more CPU than 1 on 1,000
-    curves. The pool holds up to two chunks per process queued,
-    so it never waits for this one.
+    curves. The pool holds up to two chunks per process queued, so it never waits for this one.
 
     This process's BLAS is held to one thread meanwhile (the started workers get one from the
     environment, :func:`lcgen.workers.process_pool`): the spectra's matrices are small, and a BLAS
