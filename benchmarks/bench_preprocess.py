@@ -14,6 +14,11 @@ ratios. Target (issue #16, one idle core, default mix): ≤ 4 ms per curve; 2 wo
 the 1-worker CPU total. The original lc-gen took 60.0 CPU-s for 2,000 default curves (30 ms per
 curve), interleaved with lcgen at f972c9c (29.7 CPU-s) on this project's 2-core machine.
 
+Every process runs from compiled bytecode (cached under a temporary ``PYTHONPYCACHEPREFIX``, warmed
+before the first measurement), as an installed lcgen does: with ``PYTHONDONTWRITEBYTECODE`` set,
+each process, and so each started worker, would first compile lcgen's modules (~0.1 CPU-s).
+``--workers`` also prints what one started worker costs before its first curve (its imports).
+
 ``--stages`` adds the CPU time of each stage of a curve (cleaning, tapers, transform, adaptive
 PSD, F-tests, ACF), measured in-process on this tree.
 """
@@ -36,6 +41,26 @@ from benchmarks.common import checkout  # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1]
 ENV_1THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+PYCACHE = tempfile.TemporaryDirectory(prefix="lcgen-bench-pycache-")  # bytecode of every tree, as installed
+# What a started preprocess worker imports before its first curve (its first tapers load scipy.linalg).
+WORKER_IMPORTS = ("import resource, concurrent.futures.process, multiprocessing.spawn\n"
+                  "try:\n    import lcgen.features.preprocess\nexcept ImportError:\n    import lcgen.preprocess\n"
+                  "import scipy.linalg\nu = resource.getrusage(resource.RUSAGE_SELF)\nprint(u.ru_utime + u.ru_stime)")
+
+
+def child_env(tree: Path) -> dict:
+    """One thread, ``tree`` first on the path, bytecode compiled once (see the module docstring)."""
+    env = {**os.environ, **ENV_1THREAD, "PYTHONPATH": str(tree), "PYTHONPYCACHEPREFIX": PYCACHE.name}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def worker_startup(tree: Path, rounds: int = 3) -> float:
+    """Median CPU seconds of a fresh interpreter importing what a started worker imports (the
+    first run compiles and caches the bytecode of ``tree``; it is not counted)."""
+    runs = [float(subprocess.run([sys.executable, "-c", WORKER_IMPORTS], check=True, capture_output=True,
+                                 text=True, cwd=tree, env=child_env(tree)).stdout) for _ in range(rounds + 1)]
+    return statistics.median(runs[1:])
 
 # Runs inside a subprocess with PYTHONPATH at the tree under test; prints one JSON line.
 CHILD = r"""
@@ -71,14 +96,14 @@ def make_raw(path: Path, n: int, seed: int) -> None:
     code = ("import sys; from lcgen.simulate import SimulateConfig, generate; "
             f"generate(SimulateConfig(output=sys.argv[1], n_samples={n}, seed={seed}), workers=1)")
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=HERE,
-                   env={**os.environ, **ENV_1THREAD, "PYTHONPATH": str(HERE)})
+                   env=child_env(HERE))
 
 
 def measure(tree: Path, raw: Path, workers: int, profile: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", CHILD, str(raw), str(Path(tmp) / "pre.h5"), str(workers),
                               "1" if profile else "0"], check=True, capture_output=True, text=True, cwd=tree,
-                             env={**os.environ, **ENV_1THREAD, "PYTHONPATH": str(tree)})
+                             env=child_env(tree))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -123,7 +148,7 @@ STAGE_NAMES = {"binned_multitaper_many": "binned spectra, in batches (all below)
 
 def stages(raw: Path) -> None:
     out = subprocess.run([sys.executable, "-c", STAGES, str(raw)], check=True, capture_output=True, text=True,
-                         cwd=HERE, env={**os.environ, **ENV_1THREAD, "PYTHONPATH": str(HERE)})
+                         cwd=HERE, env=child_env(HERE))
     m = json.loads(out.stdout.strip().splitlines()[-1])
     per = 1e3 / m["curves"]
     print("\n| stage (this tree, in-process) | CPU ms per curve | share |\n|---|---|---|")
@@ -157,6 +182,7 @@ def main() -> None:
         make_raw(raw, args.curves, args.seed)
         print(f"{args.curves:,} default mock curves; {load()}")
         trees = [("this tree", HERE)] + ([(f"against {args.against}", Path(other).resolve())] if other else [])
+        startup = {name: worker_startup(tree) for name, tree in trees}  # also warms the bytecode cache
         per_curve: dict[str, list[float]] = {name: [] for name, _ in trees}
         for r in range(args.rounds if args.against else 1):
             for name, tree in (trees if r % 2 == 0 else trees[::-1]):  # alternate who goes first
@@ -164,9 +190,9 @@ def main() -> None:
                 per_curve[name].append(1e3 * m["cpu"] / m["curves"])
                 print(f"  round {r + 1} {name:9s}: {per_curve[name][-1]:6.2f} CPU-ms/curve "
                       f"({m['wall']:.1f} s wall, {m['failed']} failed)", flush=True)
-        print("\n| tree | CPU ms per curve, 1 worker (median of rounds) |\n|---|---|")
+        print("\n| tree | CPU ms per curve, 1 worker (median of rounds) | a worker's imports, CPU-s |\n|---|---|---|")
         for name, values in per_curve.items():
-            print(f"| {name} | {statistics.median(values):.2f} |")
+            print(f"| {name} | {statistics.median(values):.2f} | {startup[name]:.2f} |")
         if args.against:
             a, b = (statistics.median(v) for v in per_curve.values())
             print(f"\nthis tree / against = {a / b:.2f}")
@@ -179,6 +205,8 @@ def main() -> None:
             print(f"\n1 worker: {one:.1f} CPU-s; 2 workers: {two:.1f} CPU-s ({100 * (two / one - 1):+.1f} %; "
                   f"medians of {args.rounds} alternating rounds: {', '.join(f'{c:.1f}' for c in cpu[1])} / "
                   f"{', '.join(f'{c:.1f}' for c in cpu[2])})")
+            print(f"a started worker's imports: {startup['this tree']:.2f} CPU-s (median of 3 fresh interpreters); "
+                  f"the rest of the difference is its own taper and NUFFT-plan caches and the pool")
         if args.stages:
             stages(raw)
         if not args.no_profile:

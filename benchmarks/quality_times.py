@@ -2,6 +2,7 @@
 evenly spaced fake times, on the test windows that have gaps, same masks for both.
 
     PYTHONPATH=. python benchmarks/quality_times.py RUN_DIR [--mask-seed 1] [--gap 3] [--checkpoint last] [--cut 16]
+        [--data FILE]
 
 A window "has gaps" when its largest step between real points exceeds ``--gap`` times its
 median step. Index times are ``t'_j = j * median step`` (the same span, no gaps). The model and
@@ -13,6 +14,9 @@ the same local picture; the second table scores only the hidden points whose nea
 neighbours straddle a gap (a step > ``--gap`` x median between them), where interpolation in
 true and in index time differ. Beside each ratio: its 95 % interval with the windows resampled
 (bootstrap, 2,000 draws).
+
+``--data FILE`` scores every window of another time-series file instead of the run's test split
+(as ``lcgen evaluate --data`` does), e.g. mocks with more and longer gaps than the run's own.
 
 ``--cut K`` first cuts a run of 1..K real points out of every test window and closes it up, as
 ``gap_augment`` does in training (draws fixed by the row index and ``--mask-seed``): every
@@ -39,6 +43,7 @@ def main() -> None:
     parser.add_argument("--cut", type=int, default=0, metavar="K",
                         help="first cut a run of 1..K real points out of every test window and close it up "
                              "(lcgen.masking.close_gap, draws fixed by the row index): gaps of a known kind")
+    parser.add_argument("--data", help="score every window of this time-series file instead of the run's test split")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -48,7 +53,7 @@ def main() -> None:
     # per window: squared-error sum and count of each predictor, time input and subset
     sums = {(k, sub): [] for k in ("model true", "model index", "linear true", "linear index") for sub in subsets}
     n_windows = 0
-    with open_evaluation(args.run_dir, EvaluateConfig(mask_seed=args.mask_seed, checkpoint=args.checkpoint)) as ev:
+    with open_evaluation(args.run_dir, EvaluateConfig(data=args.data, mask_seed=args.mask_seed, checkpoint=args.checkpoint)) as ev:
         for batch in iter_batches(ev.source, ev.rows, 64):
             if args.cut:
                 u = fixed_uniforms(batch["index"], seed=args.mask_seed, n=3)
@@ -76,7 +81,8 @@ def main() -> None:
                         sse = np.where(m, (p - y) ** 2, 0.0).sum(1)
                         sums[(f"{name} {label}", sub)].extend(zip(sse, m.sum(1)))
     cut = f", a run of 1-{args.cut} real points cut out of each" if args.cut else ""
-    print(f"{args.run_dir} ({args.checkpoint}.pt{cut}): {n_windows} gapped test windows (largest step > {args.gap} x median), mask seed {args.mask_seed}")
+    rows = f"windows of {args.data}" if args.data else "test windows"
+    print(f"{args.run_dir} ({args.checkpoint}.pt{cut}): {n_windows} gapped {rows} (largest step > {args.gap} x median), mask seed {args.mask_seed}")
     # 95 % interval of the ratio: the windows resampled with replacement (the same draws for all)
     draws = np.random.default_rng(0).integers(0, n_windows, size=(2000, n_windows))
     for sub, title in zip(subsets, ("all hidden points of the gapped windows",

@@ -2,7 +2,8 @@
 whose workers leave Ctrl-C to their parent and die with it.
 
 Workers are started with "spawn" (h5py and forked children do not mix) and each holds one
-BLAS/OpenMP thread: the parallelism is across light curves. When the parent is killed
+BLAS/OpenMP thread: the parallelism is across light curves. They run only lcgen's own functions,
+so they do not re-run the calling script (see :func:`process_pool`). When the parent is killed
 (SIGKILL, out of memory) the kernel kills its workers too (Linux ``PR_SET_PDEATHSIG``; elsewhere
 a thread in each worker watches for the parent to go), so no orphan keeps computing.
 """
@@ -93,22 +94,51 @@ def process_pool(workers: int) -> Iterator[cf.ProcessPoolExecutor]:
     Workers are not terminated: one killed while sending its result leaves a partial message in
     the result pipe, and the pool's manager thread then waits on it forever, which hangs the
     interpreter's exit (seen under load, about one Ctrl-C in ten).
+
+    Only lcgen's own functions and data are sent to the workers, so they do not re-run the calling
+    script (:func:`_script_not_rerun`).
     """
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}
     os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
     try:
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_worker, initargs=(os.getpid(),))
-        try:
-            yield pool
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        with _script_not_rerun():
+            pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=_init_worker, initargs=(os.getpid(),))
+            try:
+                yield pool
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _script_not_rerun() -> Iterator[None]:
+    """Hide the calling script's path from the workers started meanwhile.
+
+    A spawned worker first runs the script that started its parent (as ``__mp_main__``), so that
+    functions defined there can be unpickled; Python skips that only for ``python -m pkg``
+    (``__main__.__spec__`` names ``pkg.__main__``) and for code with no file (``python -c``). The
+    ``lcgen`` console script is a file that imports the CLI (Typer, Rich: ~0.3 CPU-s in every
+    worker, a third of a worker's start-up), and a user's script without an
+    ``if __name__ == "__main__":`` guard would start its pool again inside each worker (which
+    multiprocessing refuses). lcgen sends workers only its own functions, so while the pool
+    starts processes ``__main__`` has no ``__file__`` for multiprocessing to pass on (it reads it
+    when a process starts; processes start inside ``submit``); lcgen reads it nowhere.
+    """
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None or "__file__" not in vars(main):
+        yield
+        return
+    path = vars(main).pop("__file__")
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def result(future: cf.Future):

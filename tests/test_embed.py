@@ -12,7 +12,8 @@ import torch
 from lcgen.embed import curve_means, embed, pool, pooled_latent, read_embeddings, write_embeddings
 from lcgen.embed.extract import pool_parts
 from lcgen.embed.features import FEATURES, window_features
-from lcgen.embed.probe import KNN_KS, LOGISTIC_CS, RIDGE_ALPHAS, probe_arrays, split_groups, target_values
+from lcgen.embed.probe import (KNN_KS, LOGISTIC_CS, RIDGE_ALPHAS, classify, probe_arrays, regress, split_groups,
+                               target_values)
 from lcgen.errors import LcgenError
 from lcgen.models import MODELS, create_model
 from tests.conftest import run_cli
@@ -264,6 +265,30 @@ def test_probes_recover_a_planted_signal():
         assert out[spec]["ridge"]["alpha"] in RIDGE_ALPHAS and out[spec]["knn"]["k"] in KNN_KS
         assert out[spec]["knn"]["r2"] > 0.6  # neighbours in 10 dimensions, 9 of them noise
     assert out["kind"]["logistic"]["C"] in LOGISTIC_CS  # the chosen settings are reported
+
+
+def test_probes_hand_out_the_test_predictions_they_scored():
+    # benchmarks/probe_bootstrap.py resamples these; they must be the predictions behind the scores
+    from sklearn.metrics import accuracy_score, f1_score, r2_score
+
+    rng = np.random.default_rng(2)
+    n = 240
+    y = _classes(n, 3, rng)
+    z = rng.standard_normal(n)
+    X = rng.standard_normal((n, 4))
+    X[:, 0] += (y == "c0") + z
+    tr, te = split_groups(np.arange(n), 0.3, seed=0)
+    preds = {}
+    out = classify(X[tr], y[tr], X[te], y[te], predictions=preds)
+    assert set(preds) == {"logistic", "knn"}
+    for name, pred in preds.items():
+        assert out[name]["macro_f1"] == f1_score(y[te], pred, average="macro", zero_division=0)
+        assert out[name]["accuracy"] == accuracy_score(y[te], pred)
+    preds = {}
+    out = regress(X[tr], z[tr], X[te], z[te], predictions=preds)
+    assert set(preds) == {"ridge", "knn"}
+    for name, pred in preds.items():
+        assert out[name]["r2"] == r2_score(z[te], pred)
 
 
 def test_probes_on_noise_score_chance():

@@ -250,6 +250,26 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     assert not any(_alive(p) for p in workers)
 
 
+def test_workers_do_not_rerun_the_calling_script(tmp_path):
+    """A script run by path (as the ``lcgen`` console script is) is not re-run in the spawned
+    workers: once the CLI's imports in every worker, and for a script without a main guard a pool
+    started again inside each worker, which multiprocessing refuses."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("import pathlib, sys\n"
+                      "with open(pathlib.Path(sys.argv[0]).with_suffix('.runs'), 'a') as f:\n"
+                      "    f.write('ran\\n')\n"
+                      "from lcgen.cli import main\n"
+                      "sys.argv[1:] = ['generate', '-n', '600', '-o', 'gen.h5', '-j', '2']\n"
+                      "main()\n")
+    _, env = cli_command()
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert script.with_suffix(".runs").read_text() == "ran\n"
+    with h5py.File(tmp_path / "gen.h5") as f:
+        assert f["offsets"].size == 601  # 3 chunks of 256: the pool computes them
+
+
 def _wait_for_done_chunks(partial: Path, n: int, proc) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -88,6 +88,36 @@ def test_each_windows_spectra_are_the_multitaper_of_that_window(raw, paired, tmp
                                        rtol=1e-5, atol=1e-5)
 
 
+def test_windows_that_cannot_be_analysed_get_their_reason_and_the_rest_are_unchanged(raw, paired):
+    """analyse_windows (batched) gives each analysable window what analyse_curve gives it alone,
+    bit for bit, and a too-short or a constant window, wherever it sits in a batch, its
+    preprocess reason, NaN spectra and empty masks."""
+    from lcgen.features.preprocess import analyse_curve
+    from lcgen.features.window_spectra import analyse_windows, preprocess_settings, window_grids, window_points
+
+    with h5py.File(paired) as f:
+        settings = preprocess_settings(WindowSpectraConfig(n_freq=N_FREQ, n_lags=N_LAGS), min_points=16)
+        grids = window_grids(f, settings)
+        windows = [window_points(f["time"][i], f["flux"][i], f["flux_err"][i], f["mask"][i].astype(bool))
+                   for i in range(6)]
+    t, y, e = windows[2]
+    windows[2] = (t[:5], y[:5], e[:5])
+    t, y, e = windows[4]
+    windows[4] = (t, np.full_like(y, 3.0), e)
+    rows = analyse_windows(windows, grids, settings)
+    assert [r["reason"] for r in rows] == ["", "", "only 5 finite points (min_points = 16)", "",
+                                           "flux has zero interquartile range (constant curve)", ""]
+    for i in (2, 4):
+        assert rows[i]["spectra_failed"] and np.isnan(rows[i]["psd"]).all() and np.isnan(rows[i]["acf_scale"])
+        assert not rows[i]["psd_mask"].any() and not rows[i]["acf_mask"].any()
+    for i in (0, 1, 3, 5):
+        alone = analyse_curve(*windows[i], grids, settings)
+        assert not rows[i]["spectra_failed"]
+        for key in ("psd", "fstat", "acf", "pvalue", "acf_mask", "psd_scale", "acf_mean", "fstat_std"):
+            np.testing.assert_array_equal(rows[i][key], alone[key], err_msg=key)
+        np.testing.assert_array_equal(rows[i]["psd_mask"], alone["mask"])
+
+
 def test_convert_spectra_reports_progress_over_the_windows(raw, paired, tmp_path):
     """convert --spectra's second bar: told the window count once, then advanced to it."""
     totals, steps = [], []

@@ -519,20 +519,30 @@ def test_binned_spectrum_matches_a_direct_loop_reference(sampling):
 
 
 def lattice_reference(t, y, centres, edges, settings):
-    """binned_multitaper's bins from ONE unbatched multitaper call per curve on its lattice (its
-    own adaptive_psd, harmonic_fstat and mirror_fstat), aggregated as the docstring says."""
+    """binned_multitaper's bins from one curve's lattice through the public steps one at a time
+    (eigencoefficients, adaptive_psd, harmonic_fstat, mirror_fstat; multitaper and the batches
+    share one implementation of them), aggregated as the docstring says."""
     span = t[-1] - t[0]
     _, _, nyquist = mt.resolvable_band(t, 4.0)
     lattice, index, m = mt.sub_frequencies(centres, edges, (1 / span, nyquist), 1 / (4 * span))
     k = settings.get("k", 7)
-    res = mt.multitaper(t, y, freq=lattice, ftest=k >= 2, **settings)
+    _, coef, tapers = mt.eigencoefficients(t, y, lattice, k=k)
+    power = coef.real ** 2 + coef.imag ** 2
+    if settings.get("adaptive", True):
+        psd_lattice, _ = mt.adaptive_psd(power, tapers.eigvals, variance=float(np.var(y)) * tapers.dt)
+    else:
+        psd_lattice = power.mean(axis=0)
+    if k >= 2:
+        fstat, _ = mt.harmonic_fstat(coef, tapers.dc)
+        near = mt.mirror_zone(t, 4.0, lattice, tapers.regular)
+        fstat[near] = mt.mirror_fstat(t, tapers, lattice[near], coef[:, near])
     done = m > 0
     starts = np.cumsum(m[done]) - m[done]
     psd = np.full(centres.size, np.nan)
     pvalue = np.full(centres.size, np.nan)
-    psd[done] = np.add.reduceat(res.psd[index], starts) / m[done]
+    psd[done] = np.add.reduceat(psd_lattice[index], starts) / m[done]
     if k >= 2:
-        fmax = np.maximum.reduceat(np.nan_to_num(res.fstat, nan=0.0)[index], starts)
+        fmax = np.maximum.reduceat(np.nan_to_num(fstat, nan=0.0)[index], starts)
         pvalue[done] = np.exp(mt.aggregate_log_pvalue(fmax, m[done], k))
     return psd, pvalue
 

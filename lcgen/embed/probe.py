@@ -175,10 +175,12 @@ def _logistic(folds, A, y, seed: int):
                                     random_state=seed).fit(A, y)
 
 
-def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) -> dict:
+def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None,
+             predictions: dict | None = None) -> dict:
     """Logistic-regression and kNN classifiers, their strength C and neighbour count k chosen by
     cross-validated macro-F1 on the train rows (folds by ``groups``, default one per row);
-    macro-F1 and accuracy on the test rows, and the chosen C and k."""
+    macro-F1 and accuracy on the test rows, and the chosen C and k. ``predictions`` (a dict)
+    receives each probe's test predictions."""
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -192,15 +194,17 @@ def classify(X_train, y_train, X_test, y_test, *, seed: int = 0, groups=None) ->
     for name, model, chosen in (("logistic", logistic, {"C": float(np.ravel(logistic.C_)[0])}),
                                 ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
         pred = labels[model.predict(B)]
+        if predictions is not None:
+            predictions[name] = pred
         out[name] = {"macro_f1": float(f1_score(y_test, pred, labels=labels, average="macro", zero_division=0)),
                      "accuracy": float(accuracy_score(y_test, pred)), **chosen}
     return out
 
 
-def regress(X_train, y_train, X_test, y_test, *, groups=None) -> dict:
+def regress(X_train, y_train, X_test, y_test, *, groups=None, predictions: dict | None = None) -> dict:
     """Ridge and kNN regressors, their alpha and neighbour count k chosen by cross-validation on
     the train rows (folds by ``groups``, default one per row); R² and RMSE on the test rows, and
-    the chosen alpha and k."""
+    the chosen alpha and k. ``predictions`` (a dict) receives each probe's test predictions."""
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import mean_squared_error, r2_score
     from sklearn.neighbors import KNeighborsRegressor
@@ -213,6 +217,8 @@ def regress(X_train, y_train, X_test, y_test, *, groups=None) -> dict:
     for name, model, chosen in (("ridge", ridge, {"alpha": float(ridge.alpha_)}),
                                 ("knn", knn, {"k": int(knn.best_params_["n_neighbors"])})):
         pred = model.predict(B)
+        if predictions is not None:
+            predictions[name] = pred
         out[name] = {"r2": float(r2_score(y_test, pred)),
                      "rmse": float(np.sqrt(mean_squared_error(y_test, pred))), **chosen}
     return out

@@ -417,7 +417,7 @@ def _round_modes(m: int) -> int:
     return -(-m // step) * step
 
 
-def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
+def taper_times(t: np.ndarray, nw: float, k: int, *, regular: bool | None = None) -> Tapers:
     """DPSS tapers on irregular times, orthonormal on the actual samples.
 
     1. v_k = DPSS(M, NW, K) on the regular grid τ_m = linspace(t_0, t_{N−1}, M) (Patil et al.
@@ -442,9 +442,11 @@ def taper_times(t: np.ndarray, nw: float, k: int) -> Tapers:
     numbers) are tapify's exactly.
 
     Δt = T/N (tapify's mean cadence); for exactly regular data Δt = T/(N−1), the true spacing.
+    ``regular``: :func:`is_regular` of ``t`` when the caller knows it already.
     """
     n = t.size
-    regular = is_regular(t)
+    if regular is None:
+        regular = is_regular(t)
     span = t[-1] - t[0]
     if regular:
         v, lam = dpss_tapers(n, float(nw), int(k))
@@ -518,10 +520,11 @@ def eigencoefficients(t, y, freq=None, *, nw: float = 4.0, k: int | None = None,
     return _eigencoefficients(t, y, freq, nw, k, eps)
 
 
-def _eigencoefficients(t: np.ndarray, y: np.ndarray, freq, nw: float, k: int,
-                       eps: float) -> tuple[np.ndarray, np.ndarray, Tapers]:
-    """:func:`eigencoefficients` of inputs already checked by :func:`check_series`."""
-    tapers = taper_times(t, nw, k)
+def _eigencoefficients(t: np.ndarray, y: np.ndarray, freq, nw: float, k: int, eps: float,
+                       regular: bool | None = None) -> tuple[np.ndarray, np.ndarray, Tapers]:
+    """:func:`eigencoefficients` of inputs already checked by :func:`check_series` (``regular`` as
+    in :func:`taper_times`)."""
+    tapers = taper_times(t, nw, k, regular=regular)
     c = (y - y.mean()) * tapers.applied  # (K, N)
     tc = 0.5 * (t[0] + t[-1])
     if freq is None:
@@ -887,6 +890,44 @@ def fstat_pvalue(fstat: np.ndarray, k: int) -> np.ndarray:
     return np.power(1.0 + np.asarray(fstat, dtype=np.float64) / (k - 1), -(k - 1.0))
 
 
+def _spectra(parts: list[tuple], k: int, *, adaptive: bool, ftest: bool,
+             n: int | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, int]:
+    """PSD, harmonic F and line amplitude μ at the frequencies of one or several curves, from
+    each curve's part ``(coef (K, F_i), tapers, σ²Δt, mirror rows (F_i,) bool, their
+    :func:`_mirror_sums` or None)``: :func:`adaptive_psd` (or the mean of the eigenspectra),
+    :func:`harmonic_fstat` and, on the mirror rows, :func:`mirror_fstat`. Every frequency is a
+    problem of its own, so the frequencies of all the parts go through each step together (the
+    numbers are those of one part at a time). σ²Δt None (one part only) is tapify's noise level
+    Σ S/N with ``n`` the curve's N. Returns (psd, fstat, μ, adaptive iterations) over the parts'
+    frequencies in order; fstat and μ are None without ``ftest``."""
+    coefs, tapers, variances, nears, systems = zip(*parts)
+    sizes = [c.shape[1] for c in coefs]
+    coef = np.concatenate(coefs, axis=1)  # (K, ΣF)
+    power = coef.real ** 2 + coef.imag ** 2
+    n_iter = 0
+    if not adaptive:
+        psd = power.mean(axis=0)
+    elif variances[0] is None:  # tapify's σ²: the bins of the one curve are coupled
+        psd, n_iter = adaptive_psd(power, tapers[0].eigvals, n=n)
+    else:
+        lam = np.repeat(np.stack([tp.eigvals for tp in tapers], axis=1), sizes, axis=1)  # (K, ΣF)
+        psd, n_iter = adaptive_psd(power, lam, variance=np.repeat(variances, sizes))
+    if not ftest:
+        return psd, None, None, n_iter
+    dc = np.stack([tp.dc for tp in tapers], axis=1)  # (K, parts)
+    fstat, mu = _harmonic_fstat(coef, np.repeat(dc, sizes, axis=1), np.repeat(np.sum(dc * dc, axis=0), sizes))
+    given = [system for system in systems if system is not None]
+    if given:
+        mirror = _mirror_solve(*_mirror_problems(*(np.concatenate(rows) for rows in zip(*given))))
+        at = 0
+        for a, near, system in zip(np.cumsum([0] + sizes), nears, systems):
+            if system is not None:
+                rows = system[2].shape[0]  # z
+                fstat[a + np.flatnonzero(near)] = mirror[at: at + rows]
+                at += rows
+    return psd, fstat, mu, n_iter
+
+
 def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adaptive: bool = True,
                ftest: bool = True, eps: float = EPS) -> MultitaperResult:
     """Multitaper PSD, harmonic F-statistic and line amplitude of an irregular time series.
@@ -918,24 +959,16 @@ def multitaper(t, y, *, nw: float = 4.0, k: int | None = None, freq=None, adapti
     t, y, k = check_series(t, y, nw, k)
     if np.all(y == y[0]):
         raise LcgenError("y is constant: its spectrum is zero and the F-test undefined")
+    if ftest and k < 2:
+        raise LcgenError("ftest=True needs at least 2 tapers; raise k or pass ftest=False")
     default_grid = freq is None
     freq, coef, tapers = _eigencoefficients(t, y, freq, nw, k, eps)
-    power = coef.real ** 2 + coef.imag ** 2  # (K, F)
-    n_iter = 0
-    if adaptive:
-        variance = None if default_grid else float(np.var(y)) * tapers.dt
-        psd, n_iter = adaptive_psd(power, tapers.eigvals, variance=variance, n=t.size)
-    else:
-        psd = power.mean(axis=0)
-    fstat = pvalue = mu = None
-    if ftest and k >= 2:
-        fstat, mu = harmonic_fstat(coef, tapers.dc)
-        near = mirror_zone(t, nw, freq, tapers.regular)
-        if near.any():
-            fstat[near] = mirror_fstat(t, tapers, freq[near], coef[:, near], eps=eps)
-        pvalue = fstat_pvalue(fstat, k)
-    elif ftest:
-        raise LcgenError("ftest=True needs at least 2 tapers; raise k or pass ftest=False")
+    near = mirror_zone(t, nw, freq, tapers.regular) if ftest else np.zeros(freq.size, dtype=bool)
+    system = _mirror_sums(t, tapers, freq[near], coef[:, near]) if near.any() else None
+    variance = None if default_grid else float(np.var(y)) * tapers.dt
+    psd, fstat, mu, n_iter = _spectra([(coef, tapers, variance, near, system)], k, adaptive=adaptive, ftest=ftest,
+                                      n=t.size)
+    pvalue = fstat_pvalue(fstat, k) if ftest else None
     return MultitaperResult(freq=freq, psd=psd, fstat=fstat, pvalue=pvalue, amplitude=mu, n_iter=n_iter)
 
 
@@ -1045,12 +1078,13 @@ def binned_multitaper_many(curves, centres, edges, *, nw: float = 4.0, k: int | 
     centres = check_grid(centres, "centres")
     edges = np.asarray(edges, dtype=np.float64)
     out: list = [None] * len(curves)
-    todo = []  # curves with lattice points: (result, index, m, k, tapers, coef, σ²Δt, mirror rows, their problems)
+    todo = []  # curves with lattice points: (result, index, m, k, and their part of _spectra)
     for i, (t, y) in enumerate(curves):
         try:
             t, y, kk = check_series(t, y, nw, k)
             span = t[-1] - t[0]
-            w, f_hi, nyquist = resolvable_band(t, nw)
+            regular = is_regular(t)  # once per curve: the band, the tapers and the mirror zone
+            w, f_hi, nyquist = resolvable_band(t, nw, regular=regular)
             lattice, index, m = sub_frequencies(centres, edges, (1.0 / span, nyquist), 1.0 / (oversample * span))
             nan = np.full(centres.size, np.nan)
             res = out[i] = BinnedSpectrum(psd=nan, fstat=nan.copy(), pvalue=nan.copy(), n_sub=m,
@@ -1059,36 +1093,18 @@ def binned_multitaper_many(curves, centres, edges, *, nw: float = 4.0, k: int | 
                 continue
             if np.all(y == y[0]):
                 raise LcgenError("y is constant: its spectrum is zero and the F-test undefined")
-            _, coef, tapers = _eigencoefficients(t, y, lattice, nw, kk, eps)
+            _, coef, tapers = _eigencoefficients(t, y, lattice, nw, kk, eps, regular)
             near = mirror_zone(t, nw, lattice, tapers.regular) if kk >= 2 else np.zeros(lattice.size, dtype=bool)
             system = _mirror_sums(t, tapers, lattice[near], coef[:, near]) if near.any() else None
-            todo.append((res, index, m, kk, tapers, coef, float(np.var(y)) * tapers.dt, near, system))
+            todo.append((res, index, m, kk, coef, tapers, float(np.var(y)) * tapers.dt, near, system))
         except LcgenError as exc:
             out[i] = exc
     if not todo:
         return out
     k = todo[0][3]
-    sizes = [c[5].shape[1] for c in todo]
+    sizes = [c[4].shape[1] for c in todo]
     bounds = np.cumsum([0] + sizes)
-    coef = np.concatenate([c[5] for c in todo], axis=1)  # (K, ΣF): every curve's lattice
-    power = coef.real ** 2 + coef.imag ** 2
-    if adaptive:
-        lam = np.repeat(np.stack([c[4].eigvals for c in todo], axis=1), sizes, axis=1)  # (K, ΣF)
-        psd, _ = adaptive_psd(power, lam, variance=np.repeat([c[6] for c in todo], sizes))
-    else:
-        psd = power.mean(axis=0)
-    if k >= 2:
-        dc = np.stack([c[4].dc for c in todo], axis=1)  # (K, curves)
-        fstat, _ = _harmonic_fstat(coef, np.repeat(dc, sizes, axis=1), np.repeat(np.sum(dc * dc, axis=0), sizes))
-        systems = [c[8] for c in todo if c[8] is not None]
-        if systems:
-            mirror = _mirror_solve(*_mirror_problems(*(np.concatenate(part) for part in zip(*systems))))
-            at = 0
-            for c, a in zip(todo, bounds):
-                if c[8] is not None:
-                    rows = c[8][2].shape[0]  # z
-                    fstat[a + np.flatnonzero(c[7])] = mirror[at: at + rows]
-                    at += rows
+    psd, fstat, _, _ = _spectra([c[4:] for c in todo], k, adaptive=adaptive, ftest=k >= 2)
     for c, a, b in zip(todo, bounds, bounds[1:]):
         res, index, m = c[:3]
         done = m > 0

@@ -481,7 +481,7 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
     error says how many; rerunning the same command continues from them.
 
     With more than one worker the pool starts processes with "spawn" (h5py and forked children do
-    not mix), so a script that calls this must do so under ``if __name__ == "__main__":``.
+    not mix); they do not re-run the calling script (:func:`lcgen.workers.process_pool`).
     """
     started = time.perf_counter()
     check_config(cfg)
@@ -676,10 +676,10 @@ def _map_chunks(cfg: PreprocessConfig, grids: Grids, first: int, spans: list[tup
     a pool of ``workers − 1``.
 
     This process is one of the workers (it computes a chunk whenever none of the pool's is
-    ready), so a run starts one process fewer: each started worker pays its own imports and
-    rebuilds its own taper and NUFFT-plan caches, ~0.5–1 CPU-s, which made 2 workers cost
-    ~13 % more CPU than 1 on 1,000 curves. The pool holds up to two chunks per process queued,
-    so it never waits for this one.
+    ready), so a run starts one process fewer: each started worker pays its own imports (~0.7
+    CPU-s: numpy, scipy.linalg, h5py, finufft) and rebuilds its own taper and NUFFT-plan caches
+    (~0.2 CPU-s on the default mix), which made 2 workers cost ~13 % more CPU than 1 on 1,000
+    curves. The pool holds up to two chunks per process queued, so it never waits for this one.
 
     This process's BLAS is held to one thread meanwhile (the started workers get one from the
     environment, :func:`lcgen.workers.process_pool`): the spectra's matrices are small, and a BLAS

@@ -2,9 +2,10 @@
 
 ``lcgen convert --spectra`` adds to a time-series file, for every window (row) i, the multitaper
 PSD, F-statistic and ACF of THAT window's real points, so that every modality of a row describes
-the same stretch of light curve. The work is :func:`lcgen.features.preprocess.analyse_curve`, called on
+the same stretch of light curve. The work is :func:`lcgen.features.preprocess.analyse_curve`, applied to
 the window's stored points (``time[i, mask[i]]``, ``flux[i, mask[i]]``), so the spectra are
-exactly what ``lcgen preprocess`` would compute for a curve made of that window alone:
+exactly what ``lcgen preprocess`` would compute for a curve made of that window alone (in
+batches, :func:`lcgen.features.preprocess.analyse_curves`, as preprocess does):
 
 1. grids: ONE frequency grid (``n_freq`` bins, log-spaced from 1/T of the longest window to the
    highest mean-cadence Nyquist frequency of any window) and ONE lag grid (``n_lags``: lag 0,
@@ -93,20 +94,23 @@ def window_grids(f: h5py.File, settings: PreprocessConfig) -> Grids:
     return make_grids(settings, spans, counts)
 
 
-def analyse_window(t: np.ndarray, y: np.ndarray, e: np.ndarray, grids: Grids, settings: PreprocessConfig) -> dict:
-    """One window's normalised spectra on the shared grids (:func:`lcgen.features.preprocess.analyse_curve`),
-    as the row of a paired file: keys of ``SPECTRA_ROW_KEYS`` plus ``reason`` ("" when analysed)."""
-    from lcgen.features.preprocess import analyse_curve
+def analyse_windows(windows, grids: Grids, settings: PreprocessConfig) -> list[dict]:
+    """The normalised spectra on the shared grids of each window ``(t, y, e)`` of ``windows``
+    (:func:`lcgen.features.preprocess.analyse_curves`: what ``analyse_curve`` gives each window,
+    computed in batches), as rows of a paired file: keys of ``SPECTRA_ROW_KEYS`` plus ``reason``
+    ("" when analysed). A window that cannot be analysed (too few points, no valid bin, constant,
+    ...) gets NaN spectra, empty masks and its reason: one window never stops a file."""
+    from lcgen.features.preprocess import analyse_curves
 
     F, Lg = grids.frequency.size, grids.lag.size
-    try:
-        row = analyse_curve(t, y, e, grids, settings)
-    except Exception as exc:  # too few points, no valid bin, constant, ...: one window never stops a file
-        row = {c: np.full(Lg if c == "acf" else F, np.nan) for c in CHANNELS}
-        row.update({f"{c}_{k}": np.nan for c in CHANNELS for k in ("scale", "mean", "std")})
-        row.update(pvalue=np.full(F, np.nan), mask=np.zeros(F, bool), acf_mask=np.zeros(Lg, bool))
-        return {**_rename(row), "spectra_failed": True, "reason": str(exc)}
-    return {**_rename(row), "spectra_failed": False, "reason": ""}
+    rows = []
+    for row, reason in analyse_curves(windows, grids, settings):
+        if reason:
+            row = {c: np.full(Lg if c == "acf" else F, np.nan) for c in CHANNELS}
+            row.update({f"{c}_{k}": np.nan for c in CHANNELS for k in ("scale", "mean", "std")})
+            row.update(pvalue=np.full(F, np.nan), mask=np.zeros(F, bool), acf_mask=np.zeros(Lg, bool))
+        rows.append({**_rename(row), "spectra_failed": bool(reason), "reason": reason})
+    return rows
 
 
 def _rename(row: dict) -> dict:
@@ -141,8 +145,8 @@ def add_window_spectra(f: h5py.File, cfg: WindowSpectraConfig, min_points: int, 
     for a in range(0, n, CHUNK_ROWS):
         b = min(n, a + CHUNK_ROWS)
         t, y, e, m = (f[k][a:b] for k in ("time", "flux", "flux_err", "mask"))
-        rows = [analyse_window(*window_points(t[i], y[i], e[i], m[i].astype(bool)), grids, settings)
-                for i in range(b - a)]
+        rows = analyse_windows([window_points(t[i], y[i], e[i], m[i].astype(bool)) for i in range(b - a)],
+                               grids, settings)
         for key, ds in columns.items():
             ds[a:b] = np.stack([r[key] for r in rows]) if ds.ndim == 2 else np.asarray([r[key] for r in rows])
         reasons[a:b] = np.array([r["reason"] for r in rows], dtype=object)
