@@ -39,6 +39,7 @@ def scratch(slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
 
 
 def _users(buffer: torch.Tensor) -> int:
+    """How many references torch holds to the buffer's memory (tensors and views sharing it)."""
     return torch._C._storage_Use_Count(buffer.untyped_storage()._cdata)
 
 
@@ -52,10 +53,11 @@ def pooled(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     outputs and gradients of a training step: glibc maps each tensor of 32 MiB and more (every
     activation of the default UNet at batch 128) fresh and unmaps it on free, so each is page
     faults as it is first written: 20-50 ms of CPU for 32 MiB on this project's VM (2026-12-02),
-    more than the 13 ms of the layer norm that writes it. The request takes the smallest free buffer of n to 2n
-    elements, so a smaller last batch reuses the full batches' buffers; free buffers too small
-    for a request that makes a new one are given back. The pool grows to the most buffers
-    alive at once and stays for the process's life."""
+    more than the 13 ms of the layer norm that writes it. A request takes the smallest free
+    buffer of n to 2n elements, so a smaller last batch reuses the full batches' buffers (one
+    under half a batch makes its own); free buffers too small for a request that makes a new
+    one are given back. The pool grows to the most buffers alive at once and stays for the
+    process's life."""
     if like.device.type != "cpu" or not hasattr(torch._C, "_storage_Use_Count"):
         return torch.empty(shape, dtype=like.dtype, device=like.device)
     n = math.prod(shape)

@@ -188,7 +188,8 @@ class _MaxPool2(torch.autograd.Function):
         B, L, C = x.shape
         first, second = x.view(B, L // 2, 2, C).unbind(2)
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(torch.ge(first, second, out=pooled((B, L // 2, C), x.new_empty(0, dtype=torch.bool))))
+            first_won = pooled((B, L // 2, C), x.new_empty(0, dtype=torch.bool))
+            ctx.save_for_backward(torch.ge(first, second, out=first_won))
         return torch.maximum(first, second, out=pooled((B, L // 2, C), x))
 
     @staticmethod

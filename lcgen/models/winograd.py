@@ -22,7 +22,8 @@ integer entries and only G carries fractions, so in float32 the result is the di
 convolution's to ~1e-6 relative (``tests/test_models.py`` checks against ``F.conv1d``).
 
 On the CPU the transient products (V, M and, backward, dM, dV) are written into two reusable
-buffers (:func:`lcgen.models.layers.scratch`), not into fresh memory.
+buffers (:func:`lcgen.models.layers.scratch`), and the output and the input's gradient into
+pooled ones (:func:`lcgen.models.layers.pooled`), not into fresh memory.
 """
 
 from __future__ import annotations
