@@ -37,6 +37,10 @@ decoder concatenation, LayerNorm + GELU fused):
 
     python benchmarks/bench_train.py --against 8eb40f7 --models unet --rounds 2 --steps 2 --threads 2
 
+and against the tree before its fifth pass (pooled buffers, the normalised values kept):
+
+    python benchmarks/bench_train.py --against 78e789d --models unet --rounds 2 --steps 2 --threads 2
+
 ``--threads N`` sets torch's threads in every child (the environment variable BENCH_THREADS does
 the same); without either, torch's default (one per core).
 """

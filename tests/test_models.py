@@ -428,9 +428,10 @@ def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
 
 
 def test_unet_norm_gelu_equals_layer_norm_then_gelu_exactly():
-    """The UNet's fused LayerNorm + GELU (statistics kept, the normalised values made again in
-    backward, GELU in place) gives the very numbers of nn.LayerNorm then nn.GELU: values and the
-    gradients of the input, gain and bias, bit for bit, in float32 and float64."""
+    """The UNet's fused LayerNorm + GELU (statistics and normalised values kept, output in a pooled
+    buffer) gives the very numbers of nn.LayerNorm then nn.GELU: values and the gradients of the
+    input, gain and bias, bit for bit, in float32 and float64; a second call does not overwrite
+    the first one's output while it is alive."""
     from lcgen.models.unet import norm_act
 
     gen = torch.Generator().manual_seed(8)
@@ -443,10 +444,62 @@ def test_unet_norm_gelu_equals_layer_norm_then_gelu_exactly():
         got, want = norm_act(norm, act, y), act(norm(y))
         assert got.grad_fn is not None and "NormGelu" in type(got.grad_fn).__name__
         assert torch.equal(got, want)
+        other = norm_act(norm, act, torch.randn(3, 40, 24, generator=gen, dtype=dtype))  # same shape: the pool
+        assert torch.equal(got, want) and not torch.equal(other, want)
         g = torch.randn(want.shape, generator=gen, dtype=dtype)
         wrt = [y, norm.weight, norm.bias]
         for a, b in zip(torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
             assert torch.equal(a, b)
+
+
+def test_pooled_buffers_are_reused_only_when_nothing_refers_to_them():
+    """``pooled`` hands a buffer out again once no tensor (a view, or a tensor autograd saved for
+    backward) refers to its memory, and never while one does; a request takes a free buffer of
+    n to 2n elements."""
+    from lcgen.models.layers import pooled
+
+    like = torch.empty(0, dtype=torch.float64)
+    a = pooled((5, 7), like)
+    a_ptr = a.data_ptr()
+    b = pooled((7, 5), like)  # a is alive: another buffer
+    assert b.data_ptr() != a_ptr
+    view = a[1:]
+    del a
+    assert pooled((35,), like).data_ptr() not in (a_ptr, b.data_ptr())  # the view holds a's memory
+    del view
+    assert pooled((35,), like).data_ptr() == a_ptr  # now free (and freed again at once)
+    w = torch.ones(35, dtype=torch.float64, requires_grad=True)
+    c = pooled((35,), like).copy_(torch.arange(35.0))
+    c_ptr = c.data_ptr()
+    loss = (w * c).sum()  # autograd saves c
+    del c
+    assert pooled((35,), like).data_ptr() != c_ptr
+    loss.backward()
+    assert torch.equal(w.grad, torch.arange(35.0, dtype=torch.float64))
+    del loss
+    assert pooled((35,), like).data_ptr() == c_ptr
+    assert pooled((35,), torch.empty(0, dtype=torch.float32)).dtype == torch.float32
+    big_ptr = pooled((100,), like).data_ptr()
+    assert pooled((60, 1), like).data_ptr() == big_ptr  # a smaller batch takes a free buffer of n to 2n
+    assert pooled((40,), like).data_ptr() != big_ptr  # 100 > 2 x 40
+
+
+def test_unet_max_pool_equals_max_pool1d_exactly():
+    """The UNet's max over pairs of positions (channels-last, bool winners kept) against
+    F.max_pool1d: values and gradient bit for bit, with ties (small integers), float32 and float64."""
+    import torch.nn.functional as F
+
+    from lcgen.models.unet import max_pool
+
+    gen = torch.Generator().manual_seed(9)
+    for dtype in (torch.float32, torch.float64):
+        x = torch.randint(-2, 3, (3, 32, 6), generator=gen).to(dtype).requires_grad_()
+        got, want = max_pool(x), F.max_pool1d(x.transpose(1, 2), 2).transpose(1, 2)
+        assert torch.equal(got, want)
+        g = torch.randn(want.shape, generator=gen, dtype=dtype)
+        assert torch.equal(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0])
+        with torch.no_grad():
+            assert torch.equal(max_pool(x), want)
 
 
 def test_transformer_level_convolutions_match_torch_conv1d():

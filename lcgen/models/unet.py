@@ -28,7 +28,7 @@ from torch import nn
 from lcgen.errors import LcgenError
 from lcgen.masking import model_input
 from lcgen.models.layers import (Dropout, bounded_log_var, check_dims, check_levels, make_activation, pad_length,
-                                 scratch)
+                                 pooled, scratch)
 from lcgen.models.winograd import TILE, winograd_conv3
 
 WINOGRAD_MIN_CHANNELS = 128  # below, oneDNN's convolution is as fast (bench_conv.py)
@@ -98,32 +98,51 @@ class Up(nn.ConvTranspose1d):
         B, L, _ = x.shape
         c_in, c_out, _ = self.weight.shape
         w = self.weight.permute(2, 1, 0).reshape(2 * c_out, c_in)  # rows: (k, out channel)
-        return F.linear(x, w, self.bias.repeat(2)).view(B, 2 * L, c_out)
+        return _Linear.apply(x.contiguous(), w, self.bias.repeat(2)).view(B, 2 * L, c_out)
+
+
+class _Linear(torch.autograd.Function):
+    """``F.linear(x, w, b)`` of a contiguous x (..., C_in) (the same kernels), with its output and
+    the input's gradient written into pooled buffers (:func:`lcgen.models.layers.pooled`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        x2 = x.view(-1, x.shape[-1])
+        ctx.save_for_backward(x, w)
+        y = torch.addmm(b, x2, w.t(), out=pooled((x2.shape[0], w.shape[0]), x))
+        return y.view(*x.shape[:-1], w.shape[0])
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x, w = ctx.saved_tensors
+        x2, dy2 = x.view(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
+        dx = torch.mm(dy2, w, out=pooled(tuple(x2.shape), dy)).view(x.shape) if ctx.needs_input_grad[0] else None
+        dw = x2.t().mm(dy2).t() if ctx.needs_input_grad[1] else None  # as addmm's backward computes it
+        db = dy2.sum(0) if ctx.needs_input_grad[2] else None
+        return dx, dw, db
 
 
 class _NormGelu(torch.autograd.Function):
-    """gelu(layer_norm(y)) over the last dimension, keeping for backward only y and its per-position
-    statistics: the normalised z is made again there (the same kernel on the same input, so the
-    same numbers) in a reusable buffer, and GELU runs in place on z. The values and gradients are
-    those of ``nn.LayerNorm`` then ``nn.GELU``; the step keeps one activation fewer per
-    convolution and writes two fewer fresh ones."""
+    """gelu(layer_norm(y)) over the last dimension. Backward keeps y, the normalised z and the
+    per-position statistics; the output is written into a pooled buffer
+    (:func:`lcgen.models.layers.pooled`), and GELU's gradient into a reusable one. The values and
+    gradients are those of ``nn.LayerNorm`` then ``nn.GELU`` (the same kernels on the same
+    inputs). Keeping z costs one activation per norm (32 MiB each in the default UNet at batch
+    128) and saves making it again in backward, which was a fresh 32 MiB tensor, a layer norm
+    and a copy each time."""
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-        z, mean, rstd = torch.ops.aten.native_layer_norm(y, y.shape[-1:], weight, bias, eps)
-        ctx.save_for_backward(y, weight, bias, mean, rstd)
-        ctx.eps = eps
-        return torch.ops.aten.gelu_(z)
+        z, mean, rstd = torch.ops.aten.native_layer_norm(y, y.shape[-1:], weight, bias, eps)  # no real out= variant
+        ctx.save_for_backward(y, z, weight, bias, mean, rstd)
+        return torch.ops.aten.gelu.out(z, out=pooled(tuple(z.shape), z))
 
     @staticmethod
     def backward(ctx, da: torch.Tensor):
-        y, weight, bias, mean, rstd = ctx.saved_tensors
-        z = scratch(0, tuple(y.shape), y)
-        if z is None:
-            z = torch.empty_like(y)
-        torch.ops.aten.native_layer_norm.out(y, y.shape[-1:], weight, bias, ctx.eps,
-                                             out0=z, out1=torch.empty_like(mean), out2=torch.empty_like(rstd))
-        dz = torch.ops.aten.gelu_backward.grad_input(da, z, grad_input=z)
+        y, z, weight, bias, mean, rstd = ctx.saved_tensors
+        dz = scratch(0, tuple(z.shape), z)
+        dz = torch.ops.aten.gelu_backward(da, z) if dz is None else \
+            torch.ops.aten.gelu_backward.grad_input(da, z, grad_input=dz)
         dy, dw, db = torch.ops.aten.native_layer_norm_backward(dz, y, y.shape[-1:], mean, rstd, weight, bias,
                                                                 [True, True, True])
         return dy, dw, db, None
@@ -156,7 +175,31 @@ class ConvBlock(nn.Sequential):
 
 def max_pool(x: torch.Tensor) -> torch.Tensor:
     """Max over pairs of positions of a channels-last (B, L, C) tensor -> (B, L / 2, C)."""
-    return F.max_pool2d(x.transpose(1, 2).unsqueeze(2), (1, 2)).squeeze(2).transpose(1, 2)
+    return _MaxPool2.apply(x.contiguous())
+
+
+class _MaxPool2(torch.autograd.Function):
+    """The max over pairs of positions, with output and input gradient in pooled buffers
+    (:func:`lcgen.models.layers.pooled`); backward keeps which of each pair won (bool, a tie to
+    the first, as ``max_pool`` picks it), not ``max_pool``'s int64 indices (8x the memory)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        B, L, C = x.shape
+        first, second = x.view(B, L // 2, 2, C).unbind(2)
+        if ctx.needs_input_grad[0]:
+            first_won = pooled((B, L // 2, C), x.new_empty(0, dtype=torch.bool))
+            ctx.save_for_backward(torch.ge(first, second, out=first_won))
+        return torch.maximum(first, second, out=pooled((B, L // 2, C), x))
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        first_won, = ctx.saved_tensors
+        B, L2, C = dy.shape
+        dx, zero = pooled((B, L2, 2, C), dy), dy.new_zeros(())
+        torch.where(first_won, dy, zero, out=dx[:, :, 0])
+        torch.where(first_won, zero, dy, out=dx[:, :, 1])
+        return dx.view(B, 2 * L2, C)
 
 
 class UNetAutoencoder(nn.Module):

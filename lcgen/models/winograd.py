@@ -22,14 +22,15 @@ integer entries and only G carries fractions, so in float32 the result is the di
 convolution's to ~1e-6 relative (``tests/test_models.py`` checks against ``F.conv1d``).
 
 On the CPU the transient products (V, M and, backward, dM, dV) are written into two reusable
-buffers (:func:`lcgen.models.layers.scratch`), not into fresh memory.
+buffers (:func:`lcgen.models.layers.scratch`), and the output and the input's gradient into
+pooled ones (:func:`lcgen.models.layers.pooled`), not into fresh memory.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lcgen.models.layers import scratch
+from lcgen.models.layers import pooled, scratch
 
 TILE = 4  # outputs per tile (m); 6 = m + 2 inputs per tile
 
@@ -70,7 +71,7 @@ def _input_transform(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.
 def _input_transform_t(dv: torch.Tensor) -> torch.Tensor:
     """The transpose of :func:`_input_transform`: dV (B, T, 6, C) -> dx (B, 4 T, C)."""
     B, T, _, C = dv.shape
-    dx = torch.matmul(_BT_MID.to(dv).t(), dv)  # (B, T, 4, C)
+    dx = torch.matmul(_BT_MID.to(dv).t(), dv, out=pooled((B, T, TILE, C), dv))  # (B, T, 4, C)
     dx[:, :-1, 3].add_(dv[:, 1:, 0], alpha=4)
     dx[:, 1:, 0].add_(dv[:, :-1, 5])
     return dx.view(B, TILE * T, C)
@@ -96,7 +97,8 @@ class _WinogradConv3(torch.autograd.Function):
             del v  # temporaries go as soon as they are used: the step's peak memory is made of them
         at = AT.to(xs[0]).expand(B * T, TILE, 6)
         m = m.transpose(0, 1)  # (B T, 6, C_out), strided
-        y = torch.bmm(at, m) if bias is None else torch.baddbmm(bias, at, m)  # (B T, 4, C_out)
+        y = pooled((B * T, TILE, c_out), m)
+        y = torch.bmm(at, m, out=y) if bias is None else torch.baddbmm(bias, at, m, out=y)  # (B T, 4, C_out)
         ctx.save_for_backward(u, *xs)  # not V: 1.5x x's size; computing it again costs ~2 % of the backward
         ctx.has_bias = bias is not None
         return y.view(B, L, -1)
