@@ -484,6 +484,21 @@ def test_pooled_buffers_are_reused_only_when_nothing_refers_to_them():
     assert pooled((40,), like).data_ptr() != big_ptr  # 100 > 2 x 40
 
 
+
+def test_pooled_without_the_storage_count_is_a_plain_empty(monkeypatch):
+    """Where torch lacks the private storage use count, ``pooled`` keeps nothing: every request is
+    a new tensor of the right shape and dtype, even when the last one is free."""
+    from lcgen.models import layers
+
+    monkeypatch.setattr(layers, "_FREE", None)
+    like = torch.empty(0, dtype=torch.float64)
+    layers.pooled((5, 7), like)  # dropped at once: a pool would hand its memory out again
+    b = layers.pooled((5, 7), like)
+    assert b.shape == (5, 7) and b.dtype == torch.float64
+    kept = layers._POOL.__dict__.get("buffers", {}).get(torch.float64, [])
+    assert all(buf.data_ptr() != b.data_ptr() for buf in kept)  # nothing of b's is kept
+
+
 def test_unet_max_pool_equals_max_pool1d_exactly():
     """The UNet's max over pairs of positions (channels-last, bool winners kept) against
     F.max_pool1d: values and gradient bit for bit, with ties (small integers), float32 and float64."""

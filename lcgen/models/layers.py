@@ -58,7 +58,7 @@ def pooled(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     under half a batch makes its own); free buffers too small for a request that makes a new
     one are given back. The pool grows to the most buffers alive at once and stays for the
     process's life."""
-    if like.device.type != "cpu" or not hasattr(torch._C, "_storage_Use_Count"):
+    if like.device.type != "cpu" or _FREE is None:
         return torch.empty(shape, dtype=like.dtype, device=like.device)
     n = math.prod(shape)
     buffers = _POOL.__dict__.setdefault("buffers", {}).setdefault(like.dtype, [])
@@ -71,7 +71,9 @@ def pooled(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     return buffers[-1].view(shape)
 
 
-_FREE = _users(torch.empty(1))  # the count of a buffer that only the pool holds
+# the count of a buffer that only the pool holds; None where torch lacks the (private) count,
+# and pooled() is then a plain torch.empty
+_FREE = _users(torch.empty(1)) if hasattr(torch._C, "_storage_Use_Count") else None
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
