@@ -19,8 +19,9 @@ def scratch(slot: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     """A reusable CPU buffer of ``shape`` for ``slot`` (0 or 1; contents undefined, valid until
     the slot's next use), or None off the CPU, where torch's caching allocator reuses memory.
 
-    For the large transient tensors of a training step (Winograd's products, the UNet's norm
-    recomputed in backward): a fresh tensor of tens of MB is page faults as it is first written.
+    For the large transient tensors of a training step whose life ends inside one call
+    (Winograd's products, GELU's gradient in the UNet's fused norm; longer-lived outputs and
+    gradients come from :func:`pooled`): a fresh tensor of tens of MB is page faults as it is first written.
     glibc serves allocations of 32 MiB and more (exactly one activation of the default UNet at
     batch 128) by mmap and gives them back on free, so each is faulted in anew; in such a step
     the faults were ~30 % of the CPU time on this project's VM (kernel time, 5.8 of 19.4 s under
