@@ -201,14 +201,18 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         optimizer.step()
 
     step()
-    cpu, wall = [], []
+    cpu, wall, kernel, faults = [], [], [], []
     for _ in range(steps):
-        c, w = time.process_time(), time.perf_counter()
+        r, c, w = resource.getrusage(resource.RUSAGE_SELF), time.process_time(), time.perf_counter()
         step()
         cpu.append(time.process_time() - c)
         wall.append(time.perf_counter() - w)
+        r2 = resource.getrusage(resource.RUSAGE_SELF)
+        kernel.append(r2.ru_stime - r.ru_stime)
+        faults.append(r2.ru_minflt - r.ru_minflt)
     out = {"model": model_name, "preset": preset, "batch": batch_size, "threads": torch.get_num_threads(),
-           "cpu_s": min(cpu), "wall_s": min(wall), "peak_rss_mb": peak_rss_mb(), "load": os.getloadavg()[0]}
+           "cpu_s": min(cpu), "wall_s": min(wall), "sys_s": min(kernel), "minflt": min(faults),
+           "peak_rss_mb": peak_rss_mb(), "load": os.getloadavg()[0]}
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
@@ -375,7 +379,8 @@ def steps_table(args, models: list[str], presets: list[str]) -> None:
                         results[name].append(r)
                         print(f"  {model:<12}{preset:<9}{name:<4} batch {batch:>4}, {r['threads']} threads: "
                               f"{r['cpu_s']:7.2f} s CPU/step, {r['wall_s']:7.2f} s wall/step "
-                              f"({batch / r['wall_s']:6.1f} samples/s), peak RSS {r['peak_rss_mb']:,.0f} MB, "
+                              f"({batch / r['wall_s']:6.1f} samples/s), kernel {r.get('sys_s', float('nan')):.2f} s, "
+                              f"{r.get('minflt', 0) / 1000:,.0f}k faults, peak RSS {r['peak_rss_mb']:,.0f} MB, "
                               f"load {r['load']:.1f}", flush=True)
                         if "kinds" in r:
                             print("      by kind: " + ", ".join(f"{kind} {share:.1%}" for kind, share in r["kinds"]

@@ -80,10 +80,60 @@ class Conv(nn.Conv1d):
                 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)
         if not isinstance(x, torch.Tensor):
-            x = torch.cat(x, dim=-1)
-        y = F.conv2d(x.transpose(1, 2).unsqueeze(2), self.weight.unsqueeze(2), self.bias,  # (B, C, 1, L) channels-last
-                     stride=(1, self.stride[0]), padding=(0, self.padding[0]))
-        return y.squeeze(2).transpose(1, 2)  # (B, L', C_out), contiguous
+            x = torch.cat(x, dim=-1, out=pooled((*x[0].shape[:2], sum(p.shape[2] for p in x)), x[0]))
+        if (self.stride[0] == 1 and self.dilation[0] == 1 and self.groups == 1 and self.bias is not None
+                and self.padding[0] == self.kernel_size[0] // 2 and self.kernel_size[0] % 2 == 1):
+            return _SameConv.apply(x.contiguous(), self.weight, self.bias)
+        return _conv_last(x, self.weight, self.bias, self.stride[0], self.padding[0])
+
+
+def _conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1,
+               padding: int = 0) -> torch.Tensor:
+    """``Conv1d`` of a channels-last x (B, L, C_in) -> (B, L', C_out), contiguous, as a channels-last
+    2-D convolution of height 1 (oneDNN's fast layout on the CPU)."""
+    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), bias,  # (B, C, 1, L) channels-last
+                 stride=(1, stride), padding=(0, padding))
+    return y.squeeze(2).transpose(1, 2)  # (B, L', C_out), contiguous
+
+
+class _SameConv(torch.autograd.Function):
+    """A stride-1 ``Conv1d`` of odd width k, padding k // 2, with a bias, on a contiguous
+    channels-last x (B, L, C_in): oneDNN's convolution forward and for the input's gradient, and
+    the weight's gradient as k matrix products, one per tap, ``dW[:, :, j] = Σ_b dy[b, l]ᵀ x[b, l +
+    j - k // 2]`` over the positions l where both exist (oneDNN's weight gradient ran at a third
+    of the matrix-product rate at the UNet's level-0 shapes: 170 against 96 ms for 64 channels at
+    batch 128 × 1024 on one core). Sums in another order than oneDNN's, so the weight's gradient
+    equals ``Conv1d``'s to float rounding."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return _conv_last(x, weight, bias, 1, weight.shape[2] // 2)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        dy = dy.contiguous()
+        B, L, c_out = dy.shape
+        half = weight.shape[2] // 2
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = torch.ops.aten.convolution_backward(
+                dy.transpose(1, 2).unsqueeze(2), x.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), None,
+                (1, 1), (0, half), (1, 1), False, (0, 0), 1, (True, False, False))[0].squeeze(2).transpose(1, 2)
+        dw = None
+        if ctx.needs_input_grad[1]:
+            taps = []
+            for shift in range(-half, half + 1):  # output l reads input l + shift
+                if shift == 0:
+                    taps.append(dy.view(B * L, c_out).t().mm(x.view(B * L, -1)))
+                else:
+                    out_rows, in_rows = (slice(0, L - shift), slice(shift, L)) if shift > 0 else \
+                        (slice(-shift, L), slice(0, L + shift))
+                    taps.append(torch.bmm(dy[:, out_rows].transpose(1, 2), x[:, in_rows]).sum(0))
+            dw = torch.stack(taps, 2)
+        db = dy.sum((0, 1)) if ctx.needs_input_grad[2] else None
+        return dx, dw, db
 
 
 class Up(nn.ConvTranspose1d):
