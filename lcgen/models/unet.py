@@ -79,11 +79,11 @@ class Conv(nn.Conv1d):
                 and self.groups == 1 and (x if isinstance(x, torch.Tensor) else x[0]).shape[1] % TILE == 0
                 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)
-        if not isinstance(x, torch.Tensor):
-            x = torch.cat(x, dim=-1, out=pooled((*x[0].shape[:2], sum(p.shape[2] for p in x)), x[0]))
         if (self.stride[0] == 1 and self.dilation[0] == 1 and self.groups == 1 and self.bias is not None
                 and self.padding[0] == self.kernel_size[0] // 2 and self.kernel_size[0] % 2 == 1):
-            return _SameConv.apply(x.contiguous(), self.weight, self.bias)
+            return _SameConv.apply(self.weight, self.bias, *([x] if isinstance(x, torch.Tensor) else x))
+        if not isinstance(x, torch.Tensor):
+            x = torch.cat(x, dim=-1)
         return _conv_last(x, self.weight, self.bias, self.stride[0], self.padding[0])
 
 
@@ -97,17 +97,21 @@ def _conv_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
 
 
 class _SameConv(torch.autograd.Function):
-    """A stride-1 ``Conv1d`` of odd width k, padding k // 2, with a bias, on a contiguous
-    channels-last x (B, L, C_in): oneDNN's convolution forward and for the input's gradient, and
-    the weight's gradient as k matrix products, one per tap, ``dW[:, :, j] = Σ_b dy[b, l]ᵀ x[b, l +
-    j - k // 2]`` over the positions l where both exist (oneDNN's weight gradient ran at a third
-    of the matrix-product rate at the UNet's level-0 shapes: 170 against 96 ms for 64 channels at
-    batch 128 × 1024 on one core). Sums in another order than oneDNN's, so the weight's gradient
-    equals ``Conv1d``'s to float rounding."""
+    """A stride-1 ``Conv1d`` of odd width k, padding k // 2, with a bias, on channels-last (B, L,
+    C_i) input parts whose channels together are the C_in (concatenated into a pooled buffer,
+    :func:`lcgen.models.layers.pooled`): oneDNN's convolution forward and for the input's
+    gradient, and the weight's gradient as k matrix products, one per tap, ``dW[:, :, j] = Σ_b
+    dy[b, l]ᵀ x[b, l + j - k // 2]`` over the positions l where both exist (oneDNN's weight
+    gradient ran at a third of the matrix-product rate at the UNet's level-0 shapes: 170 against
+    96 ms for 64 channels at batch 128 × 1024 on one core). It sums in another order than
+    oneDNN, so the weight's gradient equals ``Conv1d``'s to float rounding."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, weight: torch.Tensor, bias: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
+        x = xs[0].contiguous() if len(xs) == 1 else \
+            torch.cat(xs, dim=-1, out=pooled((*xs[0].shape[:2], weight.shape[1]), xs[0]))
         ctx.save_for_backward(x, weight)
+        ctx.widths = [p.shape[2] for p in xs]
         return _conv_last(x, weight, bias, 1, weight.shape[2] // 2)
 
     @staticmethod
@@ -116,13 +120,14 @@ class _SameConv(torch.autograd.Function):
         dy = dy.contiguous()
         B, L, c_out = dy.shape
         half = weight.shape[2] // 2
-        dx = None
-        if ctx.needs_input_grad[0]:
+        dxs = [None] * len(ctx.widths)
+        if any(ctx.needs_input_grad[2:]):
             dx = torch.ops.aten.convolution_backward(
                 dy.transpose(1, 2).unsqueeze(2), x.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), None,
                 (1, 1), (0, half), (1, 1), False, (0, 0), 1, (True, False, False))[0].squeeze(2).transpose(1, 2)
+            dxs = dx.split(ctx.widths, dim=-1)
         dw = None
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[0]:
             taps = []
             for shift in range(-half, half + 1):  # output l reads input l + shift
                 if shift == 0:
@@ -132,8 +137,8 @@ class _SameConv(torch.autograd.Function):
                         (slice(-shift, L), slice(0, L + shift))
                     taps.append(torch.bmm(dy[:, out_rows].transpose(1, 2), x[:, in_rows]).sum(0))
             dw = torch.stack(taps, 2)
-        db = dy.sum((0, 1)) if ctx.needs_input_grad[2] else None
-        return dx, dw, db
+        db = dy.sum((0, 1)) if ctx.needs_input_grad[1] else None
+        return dw, db, *dxs
 
 
 class Up(nn.ConvTranspose1d):
