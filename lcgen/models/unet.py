@@ -32,6 +32,9 @@ from lcgen.models.layers import (Dropout, bounded_log_var, check_dims, check_lev
 from lcgen.models.winograd import TILE, winograd_conv3
 
 WINOGRAD_MIN_CHANNELS = 128  # below, oneDNN's convolution is as fast (bench_conv.py)
+# from this many input channels the weight's gradient runs as matrix products (_SameConv); the
+# stem's 2 made it 4x slower than oneDNN's (228 against 55 ms at batch 128 x 1024, one core)
+SAME_CONV_MIN_CHANNELS = 16
 
 
 @dataclass
@@ -80,7 +83,8 @@ class Conv(nn.Conv1d):
                 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)
         if (self.stride[0] == 1 and self.dilation[0] == 1 and self.groups == 1 and self.bias is not None
-                and self.padding[0] == self.kernel_size[0] // 2 and self.kernel_size[0] % 2 == 1):
+                and self.padding[0] == self.kernel_size[0] // 2 and self.kernel_size[0] % 2 == 1
+                and self.in_channels >= SAME_CONV_MIN_CHANNELS):
             return _SameConv.apply(self.weight, self.bias, *([x] if isinstance(x, torch.Tensor) else x))
         if not isinstance(x, torch.Tensor):
             x = torch.cat(x, dim=-1)
