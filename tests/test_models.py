@@ -427,32 +427,29 @@ def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * want.abs().max().item())  # an output is its own
 
 
-def test_unet_norm_gelu_matches_layer_norm_then_gelu():
-    """The UNet's fused LayerNorm + GELU (its own two-pass statistics and normalised values
-    written into a pooled buffer, nn.LayerNorm's backward kernel) gives the numbers of nn.LayerNorm
-    then nn.GELU to rounding (no longer bit for bit: other kernels, another order of operations):
-    values and the gradients of the input, gain and bias within 1e-12 (float64) and 2e-5
-    (float32) of their scale, the largest reference value (measured: 2e-16 to 1e-15 and 1e-7 to
-    3e-7; a wrong formula is off by the scale itself); the input's mean is twice its spread. A
-    second call does not overwrite the first one's output while it is alive."""
+def test_unet_norm_gelu_equals_layer_norm_then_gelu_exactly():
+    """The UNet's fused LayerNorm + GELU (statistics and normalised values kept, output in a pooled
+    buffer) gives the very numbers of nn.LayerNorm then nn.GELU: values and the gradients of the
+    input, gain and bias, bit for bit, in float32 and float64; a second call does not overwrite
+    the first one's output while it is alive."""
     from lcgen.models.unet import norm_act
 
     gen = torch.Generator().manual_seed(8)
-    for dtype, tol in ((torch.float32, 2e-5), (torch.float64, 1e-12)):
+    for dtype in (torch.float32, torch.float64):
         norm, act = nn.LayerNorm(24).to(dtype), nn.GELU()
         with torch.no_grad():
             norm.weight.uniform_(0.5, 1.5, generator=gen)
             norm.bias.normal_(generator=gen)
-        y = (2 + torch.randn(3, 40, 24, generator=gen, dtype=dtype)).requires_grad_()
+        y = torch.randn(3, 40, 24, generator=gen, dtype=dtype, requires_grad=True)
         got, want = norm_act(norm, act, y), act(norm(y))
         assert got.grad_fn is not None and "NormGelu" in type(got.grad_fn).__name__
-        torch.testing.assert_close(got, want, rtol=0, atol=tol * want.abs().max().item())
+        assert torch.equal(got, want)
         other = norm_act(norm, act, torch.randn(3, 40, 24, generator=gen, dtype=dtype))  # same shape: the pool
-        assert torch.equal(got, norm_act(norm, act, y)) and not torch.allclose(other, want)
+        assert torch.equal(got, want) and not torch.equal(other, want)
         g = torch.randn(want.shape, generator=gen, dtype=dtype)
         wrt = [y, norm.weight, norm.bias]
         for a, b in zip(torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
-            torch.testing.assert_close(a, b, rtol=0, atol=tol * b.abs().max().item())
+            assert torch.equal(a, b)
 
 
 def test_pooled_buffers_are_reused_only_when_nothing_refers_to_them():

@@ -182,25 +182,17 @@ class _Linear(torch.autograd.Function):
 
 
 class _NormGelu(torch.autograd.Function):
-    """gelu(layer_norm(y)) over the last dimension. Forward computes the layer norm itself into a
-    pooled buffer (:func:`lcgen.models.layers.pooled`): ``native_layer_norm`` has no real out=
-    variant (it allocates fresh and copies), and a fresh 32 MiB tensor's page faults cost more
-    than the fused kernel (20-50 ms against ~13 ms per norm of the default UNet at batch 128).
-    The statistics are two-pass, as precise as the fused kernel's: the mean, then the variance
-    as the squared norm of y - mean. Backward keeps y, the normalised z and the per-position
-    statistics, and runs ``native_layer_norm_backward`` (written out of torch ops it took ~25 %
-    longer, the extra passes over memory costing more than its fresh output's faults); GELU's
-    output goes into a pooled buffer and its gradient into a reusable one. Values and gradients
-    equal ``nn.LayerNorm`` then ``nn.GELU``'s to rounding (another order of operations in the
-    forward pass), no longer bit for bit. Keeping z costs one activation per norm (32 MiB each
-    here) and saves making it again in backward."""
+    """gelu(layer_norm(y)) over the last dimension. Backward keeps y, the normalised z and the
+    per-position statistics; the output is written into a pooled buffer
+    (:func:`lcgen.models.layers.pooled`), and GELU's gradient into a reusable one. The values and
+    gradients are those of ``nn.LayerNorm`` then ``nn.GELU`` (the same kernels on the same
+    inputs). Keeping z costs one activation per norm (32 MiB each in the default UNet at batch
+    128) and saves making it again in backward, which was a fresh 32 MiB tensor, a layer norm
+    and a copy each time."""
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-        mean = y.mean(-1, keepdim=True)
-        z = torch.sub(y, mean, out=pooled(tuple(y.shape), y))
-        rstd = torch.linalg.vector_norm(z, dim=-1, keepdim=True).square_().div_(y.shape[-1]).add_(eps).rsqrt_()
-        z = torch.addcmul(bias, z.mul_(rstd), weight, out=z)
+        z, mean, rstd = torch.ops.aten.native_layer_norm(y, y.shape[-1:], weight, bias, eps)  # no real out= variant
         ctx.save_for_backward(y, z, weight, bias, mean, rstd)
         return torch.ops.aten.gelu.out(z, out=pooled(tuple(z.shape), z))
 
