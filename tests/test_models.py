@@ -427,6 +427,37 @@ def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * want.abs().max().item())  # an output is its own
 
 
+def test_unet_same_conv_matches_conv1d():
+    """The UNet's oneDNN-path convolution with its weight gradient as one matrix product per tap
+    (``unet._SameConv``: widths 1, 3 and 5, padding width // 2, input whole or in parts along the
+    channels) against Conv1d of the concatenation: values and the gradients of every part, the
+    weight and the bias to float64 rounding (1e-12 of scale; a tap off by one position is off by
+    the scale itself), also when the input needs no gradient; the stem's 2 channels stay on
+    oneDNN's own backward."""
+    import torch.nn.functional as F
+
+    from lcgen.models.unet import SAME_CONV_MIN_CHANNELS, Conv
+
+    gen = torch.Generator().manual_seed(9)
+    for k, widths, c_out, length, input_grad in [(3, [16], 5, 12, True), (1, [20], 1, 8, True), (5, [16, 9], 6, 10, True),
+                                                 (3, [17], 4, 7, False), (3, [8, 8], 3, 2, True)]:
+        conv = Conv(sum(widths), c_out, k, padding=k // 2).double()
+        assert conv.in_channels >= SAME_CONV_MIN_CHANNELS
+        parts = [torch.randn(3, length, c, generator=gen, dtype=torch.float64, requires_grad=input_grad)
+                 for c in widths]
+        got = conv(parts if len(parts) > 1 else parts[0])
+        assert got.grad_fn is not None and "SameConv" in type(got.grad_fn).__name__ and got.is_contiguous()
+        want = F.conv1d(torch.cat(parts, -1).transpose(1, 2), conv.weight, conv.bias, padding=k // 2).transpose(1, 2)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12 * want.abs().max().item())
+        g = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+        wrt = [*parts, conv.weight, conv.bias] if input_grad else [conv.weight, conv.bias]
+        for a, b in zip(torch.autograd.grad(got, wrt, g), torch.autograd.grad(want, wrt, g)):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12 * b.abs().max().item())
+    stem = Conv(2, 4, 7, padding=3)
+    assert "SameConv" not in type(stem(torch.randn(1, 8, 2, requires_grad=True)).grad_fn).__name__
+
+
 def test_unet_norm_gelu_equals_layer_norm_then_gelu_exactly():
     """The UNet's fused LayerNorm + GELU (statistics and normalised values kept, output in a pooled
     buffer) gives the very numbers of nn.LayerNorm then nn.GELU: values and the gradients of the
