@@ -15,7 +15,8 @@ numbers, optimiser, ...) and the operators with the most self CPU time (the prof
 operator on the clock, so under load read the shares, not the seconds). ``--against REF`` compares this tree with git revision REF step by
 step: children of the two trees alternate (A B A B ...) on the same batch, seed and threads, and
 the table gives CPU seconds per step (``time.process_time``, which other processes' load barely
-moves), wall seconds, samples/s and peak RSS, and the ratio old / new. On a shared machine, quote
+moves), wall seconds, samples/s, the step's kernel time and minor page faults
+(``resource.getrusage``: fresh memory being faulted in) and peak RSS, and the ratio old / new. On a shared machine, quote
 the ratios and the CPU time, and the load average printed with them.
 
     python benchmarks/bench_train.py                  # all models, small and default
@@ -40,6 +41,11 @@ decoder concatenation, LayerNorm + GELU fused):
 and against the tree before its fifth pass (pooled buffers, the normalised values kept):
 
     python benchmarks/bench_train.py --against 78e789d --models unet --rounds 2 --steps 2 --threads 2
+
+and against the tree before its sixth pass (the level-0 convolutions' weight gradient as matrix
+products):
+
+    python benchmarks/bench_train.py --against ffdf9ed --models unet --rounds 2 --steps 2 --threads 2
 
 ``--threads N`` sets torch's threads in every child (the environment variable BENCH_THREADS does
 the same); without either, torch's default (one per core).

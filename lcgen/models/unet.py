@@ -71,7 +71,9 @@ class Conv(nn.Conv1d):
     matrix products (:mod:`lcgen.models.winograd`: half the multiply-adds; 1.5-2.3x faster than
     oneDNN's convolution, forward and backward, at 256-1024 channels on one CPU core, see
     ``benchmarks/bench_conv.py``); the others as a channels-last 2-D convolution of height 1
-    (oneDNN's fast layout on CPU). Same parameters (names and shapes) as ``Conv1d``.
+    (oneDNN's fast layout on CPU), from ``SAME_CONV_MIN_CHANNELS`` input channels with the
+    weight's gradient as matrix products (:class:`_SameConv`). Same parameters (names and shapes)
+    as ``Conv1d``.
     """
 
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -82,7 +84,8 @@ class Conv(nn.Conv1d):
                 and self.groups == 1 and (x if isinstance(x, torch.Tensor) else x[0]).shape[1] % TILE == 0
                 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)
-        if (self.stride[0] == 1 and self.dilation[0] == 1 and self.groups == 1 and self.bias is not None
+        if (self.weight.device.type == "cpu" and self.stride[0] == 1 and self.dilation[0] == 1 and self.groups == 1
+                and self.bias is not None
                 and self.padding[0] == self.kernel_size[0] // 2 and self.kernel_size[0] % 2 == 1
                 and self.in_channels >= SAME_CONV_MIN_CHANNELS):
             return _SameConv.apply(self.weight, self.bias, *([x] if isinstance(x, torch.Tensor) else x))
