@@ -354,9 +354,9 @@ def unet_reference(model, x):
 
 @pytest.mark.parametrize("dims, dtype", [(None, torch.float32), ([8, 128], torch.float32), ([8, 128], torch.float64)])
 def test_unet_channels_last_kernels_match_plain_1d_operators(dims, dtype):
-    """The tiny UNet (oneDNN's convolutions only) and one whose level 1 is wide enough for the
-    Winograd convolutions, against the same model written with plain 1-D operators: values and
-    every gradient, to float32 rounding (1e-5 of each tensor's scale; sums over up to 3 x 256
+    """The tiny UNet (oneDNN's convolutions; from 16 input channels with _SameConv's weight
+    gradient) and one whose level 1 is wide enough for the Winograd convolutions, against the
+    same model written with plain 1-D operators: values and every gradient, to float32 rounding (1e-5 of each tensor's scale; sums over up to 3 x 256
     terms) and, in float64, to 1e-10."""
     from lcgen.models.unet import WINOGRAD_MIN_CHANNELS, Conv
 
