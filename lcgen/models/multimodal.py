@@ -16,17 +16,21 @@ decodes that channel, and transformer :class:`~lcgen.models.transformer.Block` s
             z (B, K, latent_dim)  (``encoded``; ``latents(batch)["latent"]``)
 
     readout, per modality: [z ; learned queries, one per bottleneck position of the modality]
-            -> readout_blocks x Block -> query outputs -> Linear -> + the modality's own
+            -> readout_blocks x Block -> query outputs -> LayerNorm -> Linear -> + the modality's own
             encoder bottleneck when any of it is visible -> that modality's bottleneck
     decoders: each modality's own decoder (transformer / UNet) from that bottleneck and its own
-            encoder's skips -> reconstructed series (B, L), psd (B, F), acf (B, G), fstat (B, F)
+            encoder's skips (zeros for a modality hidden whole) -> reconstructed series (B, L), psd (B, F), acf (B, G), fstat (B, F)
 
 Between modalities, information passes only through the fixed-size latent z; a modality's own
 encoder reaches its own decoder through its skips and its bottleneck, as in its single-modality
 model, so a visible modality never decodes worse for lack of room in z. For a modality hidden
-whole the own bottleneck is left out and the skips carry nothing but its positions (and the
-series' times): it is read from z alone, so modality dropout trains z to carry what one
-modality says about another.
+whole the own bottleneck is left out and the skips are zeros (the series keeps its times, in the
+rotary encodings): it is read from z alone, so modality dropout trains z to carry what one
+modality says about another. (The skips an all-hidden input makes are row-constant features that
+swamp the readout at every decoder level: with them, the PSD decoded from the series alone was the
+same for every row, the training mean, and its gradient barely reached z.) The readout's
+pre-norm blocks leave through a layer norm (no parameters) before ``token_out``, as z leaves the
+fusion through ``norm``.
 
 Padding: every encoder zeroes values outside ``valid`` (``masking.model_input``) and the
 transformer masks padded keys, and tokens at padded positions, or of a modality with nothing
@@ -39,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lcgen.errors import LcgenError
@@ -179,16 +184,19 @@ class MultimodalModel(nn.Module):
             seq = torch.cat([z, q], 1)
             for block in self.readout:
                 seq = block(seq, None)
-            bottleneck = self.token_out[m](seq[:, K:])  # (B, n_tokens, width)
+            # the blocks are pre-norm: their residual stream is normalised before it leaves (as z is)
+            bottleneck = self.token_out[m](F.layer_norm(seq[:, K:], seq.shape[-1:]))  # (B, n_tokens, width)
             state, seen = states[m]
             seen = seen[:, None, None]
             if m == "series":
                 levels, ropes, extra = state
                 bottleneck = bottleneck + torch.where(seen, levels[-1][0], 0.0)
+                levels = [(torch.where(seen, h, 0.0), v) for h, v in levels]  # hidden whole: no skips
                 result = self.series.decode(levels, ropes, extra, batch["values"].shape[1], bottleneck=bottleneck)
                 out["reconstructed"] = result["reconstructed"][..., 0]
             else:
                 *skips, own = state
+                skips = [torch.where(seen, s, 0.0) for s in skips]  # hidden whole: no skips
                 bottleneck = bottleneck.transpose(1, 2) + torch.where(seen, own, 0.0)
                 result = self.spectra[m].decode(skips, bottleneck, batch[m].shape[1])
                 out[f"reconstructed_{m}"] = result["reconstructed"]
