@@ -283,7 +283,7 @@ def test_a_modality_hidden_whole_is_read_from_the_latent_alone(paired, m):
     model = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS).eval()
     with open_source(paired, "paired") as source:
         batch = next(iter_batches(source, source.usable, 6))
-    values_key, valid_key, hidden_key = modality_keys(m)
+    _, valid_key, hidden_key = modality_keys(m)
     hidden = {modality_keys(k)[2]: torch.zeros_like(batch[modality_keys(k)[1]]) for k in MODALITIES}
     hidden[hidden_key] = batch[valid_key].clone()
     own = model.series if m == "series" else model.spectra[m]
