@@ -2,7 +2,7 @@
 overhead, a profile of the top costs, and an interleaved comparison with another lcgen tree.
 
     python benchmarks/bench_preprocess.py                          # 1,000 curves: CPU/curve + profile
-    python benchmarks/bench_preprocess.py --curves 2000 --workers  # + 1 vs 2 workers, CPU totals (3 rounds each)
+    python benchmarks/bench_preprocess.py --curves 2000 --workers  # + 1 vs 2 workers (forked, spawned), CPU totals
     python benchmarks/bench_preprocess.py --against f1b5792 --rounds 3      # old vs this tree, interleaved
     python benchmarks/bench_preprocess.py --against /work/main             # ... or another lcgen tree
 
@@ -17,7 +17,9 @@ curve), interleaved with lcgen at f972c9c (29.7 CPU-s) on this project's 2-core 
 Every process runs from compiled bytecode (cached under a temporary ``PYTHONPYCACHEPREFIX``, warmed
 before the first measurement), as an installed lcgen does: with ``PYTHONDONTWRITEBYTECODE`` set,
 each process, and so each started worker, would first compile lcgen's modules (~0.1 CPU-s).
-``--workers`` also prints what one started worker costs before its first curve (its imports).
+``--workers`` runs 1 worker, 2 workers as lcgen starts them (forked on Linux, see
+``lcgen.workers.start_method``) and 2 spawned workers, alternating, and prints what a spawned
+worker costs before its first curve (its imports; a forked one starts with them).
 
 ``--stages`` adds the CPU time of each stage of a curve (cleaning, tapers, transform, adaptive
 PSD, F-tests, ACF), measured in-process on this tree.
@@ -70,6 +72,9 @@ try:
 except ImportError:  # a tree from before the features/ subpackage
     from lcgen import preprocess as pp
 raw, out, workers, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+if sys.argv[5] == "spawn":  # force spawned workers (trees before lcgen.workers.start_method spawn anyway)
+    import lcgen.workers
+    lcgen.workers.start_method = lambda: "spawn"
 cfg = pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=250, resume=False)
 def cpu():
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -99,11 +104,11 @@ def make_raw(path: Path, n: int, seed: int) -> None:
                    env=child_env(HERE))
 
 
-def measure(tree: Path, raw: Path, workers: int, profile: bool = False) -> dict:
+def measure(tree: Path, raw: Path, workers: int, profile: bool = False, spawn: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", CHILD, str(raw), str(Path(tmp) / "pre.h5"), str(workers),
-                              "1" if profile else "0"], check=True, capture_output=True, text=True, cwd=tree,
-                             env=child_env(tree))
+                              "1" if profile else "0", "spawn" if spawn else "default"], check=True,
+                             capture_output=True, text=True, cwd=tree, env=child_env(tree))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -197,16 +202,19 @@ def main() -> None:
             a, b = (statistics.median(v) for v in per_curve.values())
             print(f"\nthis tree / against = {a / b:.2f}")
         if args.workers:  # alternating, --rounds of each: one pair of runs on a loaded machine says little
-            cpu: dict[int, list[float]] = {1: [], 2: []}
+            arms = {"1 worker": (1, False), "2 workers": (2, False), "2 spawned": (2, True)}
+            cpu: dict[str, list[float]] = {name: [] for name in arms}
             for r in range(args.rounds):
-                for w in ((1, 2) if r % 2 == 0 else (2, 1)):
-                    cpu[w].append(measure(HERE, raw, w)["cpu"])
-            one, two = statistics.median(cpu[1]), statistics.median(cpu[2])
-            print(f"\n1 worker: {one:.1f} CPU-s; 2 workers: {two:.1f} CPU-s ({100 * (two / one - 1):+.1f} %; "
-                  f"medians of {args.rounds} alternating rounds: {', '.join(f'{c:.1f}' for c in cpu[1])} / "
-                  f"{', '.join(f'{c:.1f}' for c in cpu[2])})")
-            print(f"a started worker's imports: {startup['this tree']:.2f} CPU-s (median of 3 fresh interpreters); "
-                  f"the rest of the difference is its own taper and NUFFT-plan caches and the pool")
+                for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+                    cpu[name].append(measure(HERE, raw, arms[name][0], spawn=arms[name][1])["cpu"])
+                    print(f"  round {r + 1} {name:9s}: {cpu[name][-1]:6.2f} CPU-s", flush=True)
+            one = statistics.median(cpu["1 worker"])
+            print("\n| run | CPU-s (median) | vs 1 worker | rounds |\n|---|---|---|---|")
+            for name, values in cpu.items():
+                m = statistics.median(values)
+                print(f"| {name} | {m:.2f} | {100 * (m / one - 1):+.1f} % | {', '.join(f'{c:.2f}' for c in values)} |")
+            print(f"\na spawned worker's imports: {startup['this tree']:.2f} CPU-s (median of 3 fresh interpreters; "
+                  f"a forked one starts with them); the rest is its own taper and NUFFT-plan caches and the pool")
         if args.stages:
             stages(raw)
         if not args.no_profile:
