@@ -20,6 +20,9 @@ each process, and so each started worker, would first compile lcgen's modules (~
 ``--workers`` runs 1 worker, 2 workers as lcgen starts them (forked on Linux, see
 ``lcgen.workers.start_method``) and 2 spawned workers, alternating, and prints what a spawned
 worker costs before its first curve (its imports; a forked one starts with them).
+``--fixed-cost`` measures what a second worker adds whatever the run's size: 16 curves in two
+chunks of 8, 1 worker against 2 (forked, spawned), ``--rounds`` + 2 alternating rounds; on a
+loaded machine the totals of large runs spread by more than this cost.
 
 ``--stages`` adds the CPU time of each stage of a curve (cleaning, tapers, transform, adaptive
 PSD, F-tests, ACF), measured in-process on this tree.
@@ -75,7 +78,7 @@ raw, out, workers, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.arg
 if sys.argv[5] == "spawn":  # force spawned workers (trees before lcgen.workers.start_method spawn anyway)
     import lcgen.workers
     lcgen.workers.start_method = lambda: "spawn"
-cfg = pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=250, resume=False)
+cfg = pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=int(sys.argv[6]), resume=False)
 def cpu():
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
@@ -104,10 +107,11 @@ def make_raw(path: Path, n: int, seed: int) -> None:
                    env=child_env(HERE))
 
 
-def measure(tree: Path, raw: Path, workers: int, profile: bool = False, spawn: bool = False) -> dict:
+def measure(tree: Path, raw: Path, workers: int, profile: bool = False, spawn: bool = False,
+            chunk_size: int = 250) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", CHILD, str(raw), str(Path(tmp) / "pre.h5"), str(workers),
-                              "1" if profile else "0", "spawn" if spawn else "default"], check=True,
+                              "1" if profile else "0", "spawn" if spawn else "default", str(chunk_size)], check=True,
                              capture_output=True, text=True, cwd=tree, env=child_env(tree))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -163,6 +167,22 @@ def stages(raw: Path) -> None:
             print(f"| {name} | {per * m[key]:.2f} | {100 * m[key] / m['total']:.0f} % |")
 
 
+def workers_table(raw: Path, rounds: int, chunk_size: int, what: str) -> None:
+    """CPU totals of 1 worker, 2 workers as lcgen starts them and 2 spawned ones, alternating."""
+    arms = {"1 worker": (1, False), "2 workers": (2, False), "2 spawned": (2, True)}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(rounds):
+        for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+            cpu[name].append(measure(HERE, raw, arms[name][0], spawn=arms[name][1], chunk_size=chunk_size)["cpu"])
+            print(f"  round {r + 1} {name:9s}: {cpu[name][-1]:6.2f} CPU-s", flush=True)
+    one = statistics.median(cpu["1 worker"])
+    print(f"\n| {what} | CPU-s (median) | minus 1 worker | rounds |\n|---|---|---|---|")
+    for name, values in cpu.items():
+        m = statistics.median(values)
+        print(f"| {name} | {m:.2f} | {m - one:+.2f} CPU-s ({100 * (m / one - 1):+.1f} %) | "
+              f"{', '.join(f'{c:.2f}' for c in values)} |")
+
+
 def load() -> str:
     return "load average " + " / ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
@@ -172,6 +192,7 @@ def main() -> None:
     parser.add_argument("--curves", type=int, default=1000, help="default mock curves to preprocess")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", action="store_true", help="also compare 1 and 2 workers (CPU totals)")
+    parser.add_argument("--fixed-cost", action="store_true", help="also what a second worker adds on 16 curves")
     parser.add_argument("--against", help="a git revision (e.g. main, f1b5792) or another lcgen tree (a folder): "
                                           "measured interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --against, and of 1 and 2 "
@@ -202,19 +223,13 @@ def main() -> None:
             a, b = (statistics.median(v) for v in per_curve.values())
             print(f"\nthis tree / against = {a / b:.2f}")
         if args.workers:  # alternating, --rounds of each: one pair of runs on a loaded machine says little
-            arms = {"1 worker": (1, False), "2 workers": (2, False), "2 spawned": (2, True)}
-            cpu: dict[str, list[float]] = {name: [] for name in arms}
-            for r in range(args.rounds):
-                for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
-                    cpu[name].append(measure(HERE, raw, arms[name][0], spawn=arms[name][1])["cpu"])
-                    print(f"  round {r + 1} {name:9s}: {cpu[name][-1]:6.2f} CPU-s", flush=True)
-            one = statistics.median(cpu["1 worker"])
-            print("\n| run | CPU-s (median) | vs 1 worker | rounds |\n|---|---|---|---|")
-            for name, values in cpu.items():
-                m = statistics.median(values)
-                print(f"| {name} | {m:.2f} | {100 * (m / one - 1):+.1f} % | {', '.join(f'{c:.2f}' for c in values)} |")
+            workers_table(raw, args.rounds, 250, f"{args.curves:,} curves")
             print(f"\na spawned worker's imports: {startup['this tree']:.2f} CPU-s (median of 3 fresh interpreters; "
                   f"a forked one starts with them); the rest is its own taper and NUFFT-plan caches and the pool")
+        if args.fixed_cost:
+            small = Path(tmp) / "small.h5"
+            make_raw(small, 16, args.seed)
+            workers_table(small, args.rounds + 2, 8, "16 curves, chunks of 8 (a second worker's fixed cost)")
         if args.stages:
             stages(raw)
         if not args.no_profile:
