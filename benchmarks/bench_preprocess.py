@@ -176,10 +176,12 @@ def workers_table(raw: Path, rounds: int, chunk_size: int, what: str) -> None:
             cpu[name].append(measure(HERE, raw, arms[name][0], spawn=arms[name][1], chunk_size=chunk_size)["cpu"])
             print(f"  round {r + 1} {name:9s}: {cpu[name][-1]:6.2f} CPU-s", flush=True)
     one = statistics.median(cpu["1 worker"])
-    print(f"\n| {what} | CPU-s (median) | minus 1 worker | rounds |\n|---|---|---|---|")
-    for name, values in cpu.items():
+    print(f"\n| {what} | CPU-s (median) | minus 1 worker | median of the rounds' ratios to 1 worker | rounds |\n"
+          "|---|---|---|---|---|")
+    for name, values in cpu.items():  # a round's runs follow each other: their ratio drifts less with the load
         m = statistics.median(values)
-        print(f"| {name} | {m:.2f} | {m - one:+.2f} CPU-s ({100 * (m / one - 1):+.1f} %) | "
+        paired = statistics.median(v / o for v, o in zip(values, cpu["1 worker"]))
+        print(f"| {name} | {m:.2f} | {m - one:+.2f} CPU-s ({100 * (m / one - 1):+.1f} %) | {100 * (paired - 1):+.1f} % | "
               f"{', '.join(f'{c:.2f}' for c in values)} |")
 
 

@@ -79,10 +79,10 @@ def start_method() -> str:
 
     - no file is written through an inherited handle: HDF5's state for a file the parent has open
       (the output being written) is copied, never flushed or closed in the worker;
-    - locks that another thread may hold at the fork: CPython renews its own (imports, logging),
-      h5py holds its lock across the fork, OpenBLAS stops its thread pool before one, glibc's
-      malloc takes its locks; the standard streams (a thread such as the CLI's progress refresh
-      may be writing to them) are replaced in the worker by fresh ones (:func:`_init_worker`);
+    - locks another thread may hold at the fork: CPython renews its own (imports, logging), h5py
+      holds its lock across the fork, OpenBLAS stops its thread pool before one, glibc's malloc
+      takes its locks; the standard streams (a thread such as the CLI's progress refresh may be
+      writing to them) are replaced in the worker by fresh ones (:func:`_fresh_streams`);
     - BLAS/OpenMP thread counts are set by calls in the worker (the environment variables act
       only when a library loads, which happened in the parent).
 
@@ -132,8 +132,8 @@ def _watch_parent(parent: int) -> None:
 
 @contextlib.contextmanager
 def process_pool(workers: int) -> Iterator[cf.ProcessPoolExecutor]:
-    """A pool of ``workers`` single-threaded processes that die with this one, started at once
-    (forked where :func:`start_method` allows, else spawned).
+    """A pool of ``workers`` single-threaded processes that die with this one: forked all at once
+    where :func:`start_method` allows, else spawned as work arrives.
 
     Leaving the block, normally or with an exception (Ctrl-C included), cancels what has not
     started, lets each worker finish the one item it is computing (one chunk: seconds at most;
