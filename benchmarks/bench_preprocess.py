@@ -2,7 +2,7 @@
 overhead, a profile of the top costs, and an interleaved comparison with another lcgen tree.
 
     python benchmarks/bench_preprocess.py                          # 1,000 curves: CPU/curve + profile
-    python benchmarks/bench_preprocess.py --curves 2000 --workers  # + 1 vs 2 workers, CPU totals (3 rounds each)
+    python benchmarks/bench_preprocess.py --curves 2000 --workers  # + 1 vs 2 workers (forked, spawned), CPU totals
     python benchmarks/bench_preprocess.py --against f1b5792 --rounds 3      # old vs this tree, interleaved
     python benchmarks/bench_preprocess.py --against /work/main             # ... or another lcgen tree
 
@@ -17,7 +17,12 @@ curve), interleaved with lcgen at f972c9c (29.7 CPU-s) on this project's 2-core 
 Every process runs from compiled bytecode (cached under a temporary ``PYTHONPYCACHEPREFIX``, warmed
 before the first measurement), as an installed lcgen does: with ``PYTHONDONTWRITEBYTECODE`` set,
 each process, and so each started worker, would first compile lcgen's modules (~0.1 CPU-s).
-``--workers`` also prints what one started worker costs before its first curve (its imports).
+``--workers`` runs 1 worker, 2 workers as lcgen starts them (forked on Linux, see
+``lcgen.workers.start_method``) and 2 spawned workers, alternating, and prints what a spawned
+worker costs before its first curve (its imports; a forked one starts with them).
+``--fixed-cost`` measures what a second worker adds whatever the run's size: 16 curves in two
+chunks of 8, 1 worker against 2 (forked, spawned), ``--rounds`` + 2 alternating rounds; on a
+loaded machine the totals of large runs spread by more than this cost.
 
 ``--stages`` adds the CPU time of each stage of a curve (cleaning, tapers, transform, adaptive
 PSD, F-tests, ACF), measured in-process on this tree.
@@ -70,7 +75,10 @@ try:
 except ImportError:  # a tree from before the features/ subpackage
     from lcgen import preprocess as pp
 raw, out, workers, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-cfg = pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=250, resume=False)
+if sys.argv[5] == "spawn":  # force spawned workers (trees before lcgen.workers.start_method spawn anyway)
+    import lcgen.workers
+    lcgen.workers.start_method = lambda: "spawn"
+cfg = pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=int(sys.argv[6]), resume=False)
 def cpu():
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
@@ -99,11 +107,12 @@ def make_raw(path: Path, n: int, seed: int) -> None:
                    env=child_env(HERE))
 
 
-def measure(tree: Path, raw: Path, workers: int, profile: bool = False) -> dict:
+def measure(tree: Path, raw: Path, workers: int, profile: bool = False, spawn: bool = False,
+            chunk_size: int = 250) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", CHILD, str(raw), str(Path(tmp) / "pre.h5"), str(workers),
-                              "1" if profile else "0"], check=True, capture_output=True, text=True, cwd=tree,
-                             env=child_env(tree))
+                              "1" if profile else "0", "spawn" if spawn else "default", str(chunk_size)], check=True,
+                             capture_output=True, text=True, cwd=tree, env=child_env(tree))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -158,6 +167,24 @@ def stages(raw: Path) -> None:
             print(f"| {name} | {per * m[key]:.2f} | {100 * m[key] / m['total']:.0f} % |")
 
 
+def workers_table(raw: Path, rounds: int, chunk_size: int, what: str) -> None:
+    """CPU totals of 1 worker, 2 workers as lcgen starts them and 2 spawned ones, alternating."""
+    arms = {"1 worker": (1, False), "2 workers": (2, False), "2 spawned": (2, True)}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(rounds):
+        for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+            cpu[name].append(measure(HERE, raw, arms[name][0], spawn=arms[name][1], chunk_size=chunk_size)["cpu"])
+            print(f"  round {r + 1} {name:9s}: {cpu[name][-1]:6.2f} CPU-s", flush=True)
+    one = statistics.median(cpu["1 worker"])
+    print(f"\n| {what} | CPU-s (median) | minus 1 worker | median of the rounds' ratios to 1 worker | rounds |\n"
+          "|---|---|---|---|---|")
+    for name, values in cpu.items():  # a round's runs follow each other: their ratio drifts less with the load
+        m = statistics.median(values)
+        paired = statistics.median(v / o for v, o in zip(values, cpu["1 worker"]))
+        print(f"| {name} | {m:.2f} | {m - one:+.2f} CPU-s ({100 * (m / one - 1):+.1f} %) | {100 * (paired - 1):+.1f} % | "
+              f"{', '.join(f'{c:.2f}' for c in values)} |")
+
+
 def load() -> str:
     return "load average " + " / ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
@@ -167,6 +194,7 @@ def main() -> None:
     parser.add_argument("--curves", type=int, default=1000, help="default mock curves to preprocess")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", action="store_true", help="also compare 1 and 2 workers (CPU totals)")
+    parser.add_argument("--fixed-cost", action="store_true", help="also what a second worker adds on 16 curves")
     parser.add_argument("--against", help="a git revision (e.g. main, f1b5792) or another lcgen tree (a folder): "
                                           "measured interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --against, and of 1 and 2 "
@@ -197,16 +225,13 @@ def main() -> None:
             a, b = (statistics.median(v) for v in per_curve.values())
             print(f"\nthis tree / against = {a / b:.2f}")
         if args.workers:  # alternating, --rounds of each: one pair of runs on a loaded machine says little
-            cpu: dict[int, list[float]] = {1: [], 2: []}
-            for r in range(args.rounds):
-                for w in ((1, 2) if r % 2 == 0 else (2, 1)):
-                    cpu[w].append(measure(HERE, raw, w)["cpu"])
-            one, two = statistics.median(cpu[1]), statistics.median(cpu[2])
-            print(f"\n1 worker: {one:.1f} CPU-s; 2 workers: {two:.1f} CPU-s ({100 * (two / one - 1):+.1f} %; "
-                  f"medians of {args.rounds} alternating rounds: {', '.join(f'{c:.1f}' for c in cpu[1])} / "
-                  f"{', '.join(f'{c:.1f}' for c in cpu[2])})")
-            print(f"a started worker's imports: {startup['this tree']:.2f} CPU-s (median of 3 fresh interpreters); "
-                  f"the rest of the difference is its own taper and NUFFT-plan caches and the pool")
+            workers_table(raw, args.rounds, 250, f"{args.curves:,} curves")
+            print(f"\na spawned worker's imports: {startup['this tree']:.2f} CPU-s (median of 3 fresh interpreters; "
+                  f"a forked one starts with them); the rest is its own taper and NUFFT-plan caches and the pool")
+        if args.fixed_cost:
+            small = Path(tmp) / "small.h5"
+            make_raw(small, 16, args.seed)
+            workers_table(small, args.rounds + 2, 8, "16 curves, chunks of 8 (a second worker's fixed cost)")
         if args.stages:
             stages(raw)
         if not args.no_profile:

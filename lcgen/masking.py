@@ -549,7 +549,8 @@ def key_block(min_block: int = 1, max_days: float = 0.0) -> int:
 
 
 def close_gap(batch: dict[str, torch.Tensor], u: torch.Tensor, *, fraction: float,
-              max_points: int) -> dict[str, torch.Tensor]:
+              max_points: int, drop_max: float = 0.0,
+              u_drop: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Cut a run of real points out of some windows of a time-series batch and close them up.
 
     ``u`` (B, 3) uniforms in [0, 1) decide, per row: whether (``u0 < fraction``), how many
@@ -560,6 +561,11 @@ def close_gap(batch: dict[str, torch.Tensor], u: torch.Tensor, *, fraction: floa
     become padding (valid False, zeros as the data reader writes them). The window then holds a
     time gap of k + 1 cadences between two neighbouring positions, which only the times show.
     Rows with fewer than 3 real points, other keys (``index``) and rows not chosen are unchanged.
+
+    ``drop_max`` > 0 also scatters single losses over each chosen row, like the weather losses
+    of ``seasonal`` sampling (gaps of 2-3 cadences, many per window): ``u`` then has a fourth
+    column, the row's loss rate ``p = u3 · drop_max``, and ``u_drop`` (B, L) uniforms drop each
+    other interior real point (never the first or last) where ``u_drop < p``.
     """
     valid = batch["valid"]
     B, L = valid.shape
@@ -569,6 +575,9 @@ def close_gap(batch: dict[str, torch.Tensor], u: torch.Tensor, *, fraction: floa
     start = 1 + (u[:, 2] * (n - 1 - k).clamp(min=1)).long()
     rank = valid.cumsum(1) - 1  # (B, L) rank of each real point among the row's real points
     cut = valid & on[:, None] & (rank >= start[:, None]) & (rank < (start + k)[:, None])
+    if drop_max > 0:
+        interior = valid & (rank >= 1) & (rank <= (n - 2)[:, None])
+        cut |= interior & on[:, None] & (u_drop < (u[:, 3] * drop_max)[:, None])
     order = torch.argsort(cut.to(torch.int8), dim=1, stable=True)  # kept positions first, in order
     freed = cut.gather(1, order)  # (B, L) the positions the cut points moved to: now padding
     out = dict(batch)

@@ -4,6 +4,7 @@ exit code 1 (130 for Ctrl-C), ONE stderr line without a traceback, no partial fi
 holds resumable work and the line says so), and every file that was there before byte-identical."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -239,8 +240,8 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     workers: set[int] = set()
     while len(workers) < 2 and time.monotonic() < deadline:  # 2 workers (+ the resource tracker)
         time.sleep(0.2)
-        workers = {p for p in _children(parent.pid)
-                   if b"spawn_main" in (Path("/proc") / str(p) / "cmdline").read_bytes()}
+        workers = {p for p in _children(parent.pid)  # forked (the parent's command line) or spawned
+                   if b"resource_tracker" not in (Path("/proc") / str(p) / "cmdline").read_bytes()}
     assert len(workers) == 2, "the workers never started"
     parent.send_signal(signal.SIGKILL)
     parent.wait()
@@ -268,6 +269,65 @@ def test_workers_do_not_rerun_the_calling_script(tmp_path):
     assert script.with_suffix(".runs").read_text() == "ran\n"
     with h5py.File(tmp_path / "gen.h5") as f:
         assert f["offsets"].size == 601  # 3 chunks of 256: the pool computes them
+
+
+PROBE = """import os, sys
+import numpy  # its BLAS, loaded in a spawned worker too
+from threadpoolctl import threadpool_info
+
+def state():
+    print("a line from the worker", file=sys.stderr)  # blocks for good on a stream locked at the fork
+    return {"spawned": b"spawn_main" in open(f"/proc/{os.getpid()}/cmdline", "rb").read(),
+            "has_scipy_linalg": "scipy.linalg" in sys.modules,
+            "blas_threads": sorted({lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})}
+"""
+
+# The parent: scipy.linalg loaded, BLAS at 2 threads, and a stderr whose lock is held across the
+# fork (as the CLI's progress-refresh thread can hold its console's); "torch" fakes torch loaded.
+PARENT = """import json, sys, threading
+import scipy.linalg
+from threadpoolctl import threadpool_limits
+if sys.argv[1] == "torch":
+    sys.modules["torch"] = type(sys)("torch")
+from lcgen.workers import process_pool, start_method
+import probe
+
+class Held:
+    def __init__(self, real):
+        self.real, self.lock = real, threading.Lock()
+    def write(self, text):
+        with self.lock:
+            return self.real.write(text)
+    def flush(self):
+        self.real.flush()
+
+sys.stderr = held = Held(sys.stderr)
+held.lock.acquire()
+with threadpool_limits(limits=2, user_api="blas"), process_pool(1) as pool:
+    state = pool.submit(probe.state).result()
+held.lock.release()
+print(json.dumps({"method": start_method(), **state}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers are for Linux")
+@pytest.mark.parametrize("parent", ["plain", "torch"])
+def test_workers_are_forked_where_safe(tmp_path, parent):
+    """Without torch, workers are forked: they start with the parent's modules (no ~0.7 CPU-s of
+    imports each), compute with one BLAS thread whatever the parent set, and write to stderr
+    although the parent's stream was locked at the fork. With torch loaded they are spawned."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "parent.py").write_text(PARENT)
+    _, env = cli_command()
+    proc = subprocess.run([sys.executable, "parent.py", parent], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads(proc.stdout)
+    forked = parent == "plain"
+    assert state["method"] == ("fork" if forked else "spawn")
+    assert state["spawned"] is not forked and state["has_scipy_linalg"] is forked
+    assert state["blas_threads"] == [1]
+    assert proc.stderr.count("a line from the worker") == 1
 
 
 def _wait_for_done_chunks(partial: Path, n: int, proc) -> None:

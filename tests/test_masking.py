@@ -450,9 +450,10 @@ def test_day_mask_settings_are_checked():
 # Gap augmentation
 
 
-def closed_by_hand(values, time, err, valid, u, fraction, max_points):
+def closed_by_hand(values, time, err, valid, u, fraction, max_points, drop_max=0.0, u_drop=None):
     """close_gap's rule one row at a time with Python lists: the real points listed, the cut
-    run removed from the list, the rest written back left-aligned, zeros after."""
+    run (and with ``drop_max`` the scattered losses) removed from the list, the rest written
+    back left-aligned, zeros after."""
     out = {k: torch.zeros_like(v) for k, v in (("values", values), ("time", time), ("flux_err", err), ("valid", valid))}
     for b in range(valid.shape[0]):
         n = int(valid[b].sum())
@@ -462,6 +463,9 @@ def closed_by_hand(values, time, err, valid, u, fraction, max_points):
             real = [j for j in rows if valid[b, j]]
             s = 1 + math.floor(float(u[b, 2]) * max(n - 1 - k, 1))
             gone = set(real[s:s + k])
+            if drop_max > 0:
+                p = float(u[b, 3]) * drop_max
+                gone |= {j for j in real[1:-1] if float(u_drop[b, j]) < p}
             assert real[0] not in gone and real[-1] not in gone
             rows = [j for j in rows if j not in gone]
         for new, j in enumerate(rows):
@@ -497,3 +501,32 @@ def test_close_gap_equals_the_window_closed_by_hand():
         assert out["time"][b][out["valid"][b]][[0, -1]].tolist() == real_t[[0, -1]].tolist()
     # the batch itself is not changed in place
     assert torch.equal(batch["valid"], valid) and torch.equal(batch["values"], values)
+
+
+def test_close_gap_with_scattered_losses_equals_the_window_closed_by_hand():
+    """drop_max: the chosen rows also lose single interior real points where u_drop < u3 ·
+    drop_max (never the first or last, nor in rows not chosen); u3 = 0 gives the run cut alone."""
+    B, L = 6, 40
+    gen = torch.Generator().manual_seed(5)
+    n_real = torch.tensor([40, 31, 40, 2, 40, 25])
+    valid = torch.arange(L) < n_real[:, None]
+    valid[2, 17] = False
+    time = torch.where(valid, torch.cumsum(0.5 + torch.rand(B, L, generator=gen), 1), 0.0)
+    values = torch.where(valid, torch.randn(B, L, generator=gen), 0.0)
+    err = torch.where(valid, torch.rand(B, L, generator=gen), 0.0)
+    u = torch.tensor([[0.1, 0.30, 0.5, 0.9], [0.2, 0.0, 0.0, 0.5], [0.3, 0.45, 0.3, 0.99], [0.0, 0.5, 0.5, 0.9],
+                      [0.7, 0.5, 0.5, 0.9], [0.4, 0.2, 0.999, 0.0]], dtype=torch.float64)
+    u_drop = torch.rand(B, L, generator=gen, dtype=torch.float64)
+    u_drop[0, 0] = u_drop[0, 39] = 0.0  # the ends stay even when their draw says drop
+    batch = {"values": values, "time": time, "flux_err": err, "valid": valid, "index": torch.arange(B)}
+    out = close_gap(batch, u, fraction=0.5, max_points=8, drop_max=0.4, u_drop=u_drop)
+    want = closed_by_hand(values, time, err, valid, u, 0.5, 8, drop_max=0.4, u_drop=u_drop)
+    for key in want:
+        assert torch.equal(out[key], want[key]), key
+    lost = (valid.sum(1) - out["valid"].sum(1)).tolist()
+    run_only = (valid.sum(1) - close_gap(batch, u[:, :3], fraction=0.5, max_points=8)["valid"].sum(1)).tolist()
+    assert lost[3:5] == [0, 0] and lost[5] == run_only[5] == 2  # too short, not chosen, rate 0
+    assert all(a > r for a, r in zip(lost[:3], run_only[:3]))  # rates 0.36, 0.2, 0.4: more points go
+    for b in range(B):
+        real_t = time[b][valid[b]]
+        assert out["time"][b][out["valid"][b]][[0, -1]].tolist() == real_t[[0, -1]].tolist()

@@ -198,6 +198,26 @@ def test_transformer_with_time_options_resumes_exactly(timeseries_file, tmp_path
     assert [r["val_loss"] for r in whole["history"]] == [r["val_loss"] for r in second["history"]]
 
 
+def test_gap_drop_scatters_losses_in_the_augmented_windows(timeseries_file, tmp_path, monkeypatch):
+    """gap_drop: every window (gap_augment=1) loses its one-point run and, at a rate ~ U(0, 0.5),
+    scattered interior points: a quarter of them on average."""
+    cfg = TrainConfig(model_name="transformer", preset="tiny", data=str(timeseries_file), epochs=1, batch_size=8,
+                      lr=3e-3, runs_dir=str(tmp_path), device="cpu", gap_augment=1.0, gap_points=1, gap_drop=0.5)
+    real_close, seen = train.close_gap, []
+
+    def recording_close(batch, u, **kwargs):
+        out = real_close(batch, u, **kwargs)
+        n = batch["valid"].sum(1)
+        seen.append(((n - out["valid"].sum(1) - 1) / (n - 3)).tolist())  # share of the n - 3 others lost
+        return out
+
+    monkeypatch.setattr(train, "close_gap", recording_close)
+    whole = fit(cfg, name="whole")
+    shares = [x for step in seen for x in step]
+    assert 0.15 < np.mean(shares) < 0.35 and min(shares) >= 0 and max(shares) < 0.6
+    assert whole["status"] == "finished" and np.isfinite(whole["history"][-1]["val_loss"])
+
+
 def test_ctrl_c_mid_epoch_saves_last_and_resume_matches(spectra_file, tmp_path, monkeypatch):
     whole = fit(mlp_config(spectra_file, tmp_path), name="whole")
     real_mask, calls = train._Loop._train_mask, []
@@ -332,6 +352,10 @@ def test_bad_settings_fail_clearly():
         resolve_train_config("transformer", sets=["gap_augment=1.5"])
     with pytest.raises(LcgenError, match="gap_augment = 0.5: gaps are cut out of time series, and unet trains on"):
         resolve_train_config("unet", sets=["gap_augment=0.5"])
+    with pytest.raises(LcgenError, match=r"'gap_drop' = 1.0 must be in \[0, 1\)"):
+        resolve_train_config("transformer", sets=["gap_augment=0.5", "gap_drop=1.0"])
+    with pytest.raises(LcgenError, match="gap_drop = 0.2 drops points in gap_augment's windows, and gap_augment is 0"):
+        resolve_train_config("transformer", sets=["gap_drop=0.2"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -480,8 +480,9 @@ def preprocess(cfg: PreprocessConfig, *, progress: Callable[[int], None] | None 
     Ctrl-C or a write failure the partial file is kept when it holds finished chunks, and the
     error says how many; rerunning the same command continues from them.
 
-    With more than one worker the pool starts processes with "spawn" (h5py and forked children do
-    not mix); they do not re-run the calling script (:func:`lcgen.workers.process_pool`).
+    With more than one worker the pool's processes are forked where that is safe (Linux, torch not
+    loaded; they open the input themselves and never touch the output the parent holds open),
+    else spawned (:func:`lcgen.workers.process_pool`).
     """
     started = time.perf_counter()
     check_config(cfg)
@@ -676,10 +677,10 @@ def _map_chunks(cfg: PreprocessConfig, grids: Grids, first: int, spans: list[tup
     a pool of ``workers − 1``.
 
     This process is one of the workers (it computes a chunk whenever none of the pool's is
-    ready), so a run starts one process fewer: each started worker pays its own imports (~0.7
-    CPU-s: numpy, scipy.linalg, h5py, finufft) and rebuilds its own taper and NUFFT-plan caches
-    (~0.2 CPU-s on the default mix), which made 2 workers cost ~13 % more CPU than 1 on 1,000
-    curves. The pool holds up to two chunks per process queued, so it never waits for this one.
+    ready), so a run starts one process fewer: each started worker rebuilds its own taper and
+    NUFFT-plan caches (~0.2 CPU-s on the default mix) and, when spawned rather than forked, pays
+    its own imports (~0.7 CPU-s: numpy, scipy.linalg, h5py, finufft). The pool holds up to two
+    chunks per process queued, so it never waits for this one.
 
     This process's BLAS is held to one thread meanwhile (the started workers get one from the
     environment, :func:`lcgen.workers.process_pool`): the spectra's matrices are small, and a BLAS

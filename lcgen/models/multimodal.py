@@ -16,17 +16,26 @@ decodes that channel, and transformer :class:`~lcgen.models.transformer.Block` s
             z (B, K, latent_dim)  (``encoded``; ``latents(batch)["latent"]``)
 
     readout, per modality: [z ; learned queries, one per bottleneck position of the modality]
-            -> readout_blocks x Block -> query outputs -> Linear -> + the modality's own
+            -> readout_blocks x Block -> query outputs -> LayerNorm -> Linear -> + the modality's own
             encoder bottleneck when any of it is visible -> that modality's bottleneck
     decoders: each modality's own decoder (transformer / UNet) from that bottleneck and its own
-            encoder's skips -> reconstructed series (B, L), psd (B, F), acf (B, G), fstat (B, F)
+            encoder's skips (zeros for a modality hidden whole) -> reconstructed series (B, L), psd (B, F), acf (B, G), fstat (B, F);
+            a spectral channel hidden whole instead: latent_head, a Linear from each normalised
+            readout vector to the 2**levels bins under its position
 
 Between modalities, information passes only through the fixed-size latent z; a modality's own
 encoder reaches its own decoder through its skips and its bottleneck, as in its single-modality
 model, so a visible modality never decodes worse for lack of room in z. For a modality hidden
-whole the own bottleneck is left out and the skips carry nothing but its positions (and the
-series' times): it is read from z alone, so modality dropout trains z to carry what one
-modality says about another.
+whole the own bottleneck is left out and the skips are zeros (the series keeps its times, in the
+rotary encodings): it is read from z alone, so modality dropout trains z to carry what one
+modality says about another. (The skips an all-hidden input makes are row-constant features that
+swamp the readout at every decoder level: with them, the PSD decoded from the series alone was the
+same for every row, the training mean, and its gradient barely reached z.) The readout's
+pre-norm blocks leave through a layer norm (no parameters) before ``token_out``, as z leaves the
+fusion through ``norm``. A spectral channel hidden whole skips its UNet decoder: trained on
+visible spectra, where the skips say everything, that decoder learns to pass nothing up from its
+bottleneck (a run with zero skips still decoded the training mean for every row), so a linear
+head reads it from the readout, whose gradient then reaches z directly.
 
 Padding: every encoder zeroes values outside ``valid`` (``masking.model_input``) and the
 transformer masks padded keys, and tokens at padded positions, or of a modality with nothing
@@ -39,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lcgen.errors import LcgenError
@@ -120,6 +130,8 @@ class MultimodalModel(nn.Module):
         self.readout = nn.ModuleList(Block(D, config.nhead, config.ff_mult, config.dropout)
                                      for _ in range(config.readout_blocks))
         self.norm = nn.LayerNorm(D)
+        # a spectral modality hidden whole: each readout vector -> the 2**levels bins under its position
+        self.latent_head = nn.ModuleDict({c: nn.Linear(D, 2 ** self.spectra[c].levels) for c in SPECTRAL})
 
     # ----------------------------------------------------------------------------------------
 
@@ -179,19 +191,24 @@ class MultimodalModel(nn.Module):
             seq = torch.cat([z, q], 1)
             for block in self.readout:
                 seq = block(seq, None)
-            bottleneck = self.token_out[m](seq[:, K:])  # (B, n_tokens, width)
+            # the blocks are pre-norm: their residual stream is normalised before it leaves (as z is)
+            read = F.layer_norm(seq[:, K:], seq.shape[-1:])  # (B, n_tokens, D)
+            bottleneck = self.token_out[m](read)  # (B, n_tokens, width)
             state, seen = states[m]
             seen = seen[:, None, None]
             if m == "series":
                 levels, ropes, extra = state
                 bottleneck = bottleneck + torch.where(seen, levels[-1][0], 0.0)
+                levels = [(torch.where(seen, h, 0.0), v) for h, v in levels]  # hidden whole: no skips
                 result = self.series.decode(levels, ropes, extra, batch["values"].shape[1], bottleneck=bottleneck)
                 out["reconstructed"] = result["reconstructed"][..., 0]
             else:
                 *skips, own = state
                 bottleneck = bottleneck.transpose(1, 2) + torch.where(seen, own, 0.0)
-                result = self.spectra[m].decode(skips, bottleneck, batch[m].shape[1])
-                out[f"reconstructed_{m}"] = result["reconstructed"]
+                length = batch[m].shape[1]
+                result = self.spectra[m].decode(skips, bottleneck, length)["reconstructed"]
+                direct = self.latent_head[m](read).flatten(1)[:, :length]  # (B, n_tokens * 2**levels) -> (B, F)
+                out[f"reconstructed_{m}"] = torch.where(seen[:, 0], result, direct)
         return out
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -139,6 +139,7 @@ class TrainConfig:
     mask: MaskConfig = dataclasses.field(default_factory=MaskConfig)  # block masking ranges
     gap_augment: float = 0.0  # (float) time series: fraction of training windows that get a real time gap: a run of real points cut out and the window closed up (lcgen.masking.close_gap); 0 = off
     gap_points: int = 16  # (int) gap_augment: the cut run is 1 to this many real points long (uniform)
+    gap_drop: float = 0.0  # (float) gap_augment: each chosen window also loses scattered single points, each interior one with probability p ~ U(0, gap_drop) per window (like seasonal sampling's weather losses); 0 = off
     device: str = "auto"  # (str) auto, cpu, cuda or cuda:N
     threads: Optional[int] = None  # (int) CPU threads torch uses; default: torch's choice (one per core)
     amp: bool = True  # (bool) bf16 autocast on CUDA (ignored on CPU)
@@ -224,12 +225,16 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("seed", cfg.seed, cfg.seed >= 0, ">= 0"),
             ("val_mask_seed", cfg.val_mask_seed, cfg.val_mask_seed >= 0, ">= 0"),
             ("gap_augment", cfg.gap_augment, 0 <= cfg.gap_augment <= 1, "in [0, 1] (0 turns it off)"),
-            ("gap_points", cfg.gap_points, cfg.gap_points >= 1, ">= 1")):
+            ("gap_points", cfg.gap_points, cfg.gap_points >= 1, ">= 1"),
+            ("gap_drop", cfg.gap_drop, 0 <= cfg.gap_drop < 1, "in [0, 1) (0 turns it off)")):
         if not ok:
             raise LcgenError(f"setting '{name}' = {value!r} must be {rule}")
     if cfg.gap_augment > 0 and spec.data != "timeseries":
         raise LcgenError(f"gap_augment = {cfg.gap_augment}: gaps are cut out of time series, and "
                          f"{cfg.model_name} trains on {spec.data_words}; set gap_augment=0")
+    if cfg.gap_drop > 0 and cfg.gap_augment == 0:
+        raise LcgenError(f"gap_drop = {cfg.gap_drop} drops points in gap_augment's windows, and gap_augment "
+                         f"is 0; set gap_augment > 0 as well")
     if cfg.mask.max_days > 0 and spec.data != "timeseries":
         raise LcgenError(f"mask.max_days = {cfg.mask.max_days}: blocks in days need time series, and "
                          f"{cfg.model_name} trains on {spec.data_words}; use mask.min_block/max_block")
@@ -772,7 +777,11 @@ class _Loop:
         the whole global batch made with the run's generator, as for the masks."""
         size, a, b = self._share(step)
         u = torch.rand(size, 3, generator=self.generator, dtype=torch.float64)[a:b]
-        return close_gap(batch, u, fraction=self.cfg.gap_augment, max_points=self.cfg.gap_points)
+        if self.cfg.gap_drop == 0:  # the draws of runs made before gap_drop, unchanged
+            return close_gap(batch, u, fraction=self.cfg.gap_augment, max_points=self.cfg.gap_points)
+        more = torch.rand(size, 1 + batch["valid"].shape[1], generator=self.generator, dtype=torch.float64)[a:b]
+        return close_gap(batch, torch.cat([u, more[:, :1]], 1), fraction=self.cfg.gap_augment,
+                         max_points=self.cfg.gap_points, drop_max=self.cfg.gap_drop, u_drop=more[:, 1:])
 
     def run_epoch(self, state: _State, interrupt: dict) -> bool:
         """Train the rest of epoch ``state.epoch``, validate, checkpoint. False if interrupted."""
