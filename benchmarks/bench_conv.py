@@ -1,5 +1,5 @@
 """CPU seconds of one width-3 convolution (forward + backward) of the UNet at each level's shape,
-computed four ways on channels-last (B, L, C) tensors, interleaved on the same inputs:
+computed five ways on channels-last (B, L, C) tensors, interleaved on the same inputs:
 
 - ``onednn``: oneDNN's channels-last 2-D convolution of height 1 (the UNet before issue 19's third
   pass, ``unet.Conv``);
@@ -7,7 +7,9 @@ computed four ways on channels-last (B, L, C) tensors, interleaved on the same i
   one position and added (the backward: three shifted copies, then two matrix products);
 - ``unfold``: the three shifted copies of x side by side (B L, 3 C_in), then one matrix product;
 - ``winograd``: Winograd F(4, 3) (``lcgen.models.winograd``): six matrix products of half the
-  multiply-adds in all, plus the cheap tile transforms.
+  multiply-adds in all, plus the cheap tile transforms;
+- ``sameconv``: oneDNN's forward and input gradient, the weight's gradient as one matrix product
+  per tap (``unet._SameConv``, the UNet's convolutions below ``WINOGRAD_MIN_CHANNELS``).
 
 One torch thread, ``time.process_time`` (other processes' load barely moves it); best of
 ``--repeats``; GFLOP/s counts the direct convolution's 3 x 2 B L C_in C_out per pass (x3 for
@@ -31,6 +33,7 @@ import lcgen  # noqa: E402, F401  before torch, as the CLI imports them: lcgen s
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from lcgen.models.unet import _SameConv  # noqa: E402
 from lcgen.models.winograd import winograd_conv3  # noqa: E402
 
 # (length, C_in, C_out) of every width-3 convolution in the default UNet (input length 1024).
@@ -78,7 +81,11 @@ def unfold(x, w, b):
     return F.linear(xs.reshape(*x.shape[:2], -1), w.reshape(w.shape[0], -1), b)
 
 
-VARIANTS = {"onednn": onednn, "shift3": shift3, "unfold": unfold, "winograd": winograd_conv3}
+def same_conv(x, w, b):
+    return _SameConv.apply(w, b, x)
+
+
+VARIANTS = {"onednn": onednn, "shift3": shift3, "unfold": unfold, "winograd": winograd_conv3, "sameconv": same_conv}
 
 
 def main() -> None:
