@@ -91,6 +91,29 @@ def test_fine_tuning_a_variance_head_run_calibrates_it_too(sine_run, tmp_path):
     assert "not calibrated" in r.stdout and "too few to calibrate on" in r.stdout
 
 
+def test_an_mse_fine_tune_keeps_the_variance_head_and_calibrates_it_again(sine_run, tmp_path):
+    """The README's uncertainty recipe ends with `--init NLL_RUN --set loss=mse`: the mean is
+    trained on, the variance head stays (untrained: its outputs' weights change only by the
+    optimizer's weight decay) and the end-of-training calibration is tried again."""
+    import torch
+
+    from lcgen.train.trainer import load_checkpoint
+
+    r = run_cli("train", "transformer", "--init", sine_run, "--data", sine_run.parents[2] / "ts.h5", "--epochs", 1,
+                "--batch-size", 16, "--lr", 1e-3, "--device", "cpu", "--threads", 1, "--name", "ftm",
+                "--set", f"runs_dir={tmp_path / 'runs'}", "--set", "loss=mse")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "not calibrated" in r.stdout and "too few to calibrate on" in r.stdout
+    before = load_checkpoint(sine_run / "best.pt")  # what --init starts from
+    after = load_checkpoint(tmp_path / "runs" / "transformer" / "ftm" / "last.pt")
+    assert after["model_config"]["variance_head"] and after["train_config"]["loss"] == "mse"
+    w0, w1 = before["state_dict"]["head.weight"], after["state_dict"]["head.weight"]
+    assert w1.shape[0] == 2
+    assert not torch.equal(w1[0], w0[0])  # the mean trained on
+    ratio = (w1[1] / w0[1])[w0[1].abs() > 1e-6]
+    assert ratio.max() <= 1 and ratio.min() > 0.99  # the log-variance outputs: weight decay only
+
+
 def test_fill_puts_the_truth_inside_the_band_at_about_the_nominal_rate(sine_run, tmp_path):
     from lcgen.fill import fill_file
 
