@@ -682,8 +682,9 @@ def _map_chunks(cfg: PreprocessConfig, grids: Grids, first: int, spans: list[tup
     its own imports (~0.7 CPU-s: numpy, scipy.linalg, h5py, finufft). The pool holds up to two
     chunks per process queued, so it never waits for this one.
 
-    This process's BLAS is held to one thread meanwhile (the started workers get one from the
-    environment, :func:`lcgen.workers.process_pool`): the spectra's matrices are small, and a BLAS
+    This process's BLAS is held to one thread meanwhile (the started workers hold one too, by the
+    environment when spawned and by a call when forked, :func:`lcgen.workers.process_pool`): the
+    spectra's matrices are small, and a BLAS
     that spreads them over busy cores was seen to take ~60 ms for one product of < 1 ms."""
     import scipy.linalg  # noqa: F401  (the tapers load it anyway; loaded first, its own BLAS is held too)
     from threadpoolctl import threadpool_limits
