@@ -29,7 +29,7 @@ from lcgen.errors import LcgenError
 from lcgen.masking import model_input
 from lcgen.models.layers import (Dropout, bounded_log_var, check_dims, check_levels, make_activation, pad_length,
                                  pooled, scratch)
-from lcgen.models.winograd import TILE, winograd_conv3
+from lcgen.models.winograd import winograd_conv3
 
 WINOGRAD_MIN_CHANNELS = 128  # below, oneDNN's convolution is as fast (bench_conv.py)
 # from this many input channels the weight's gradient runs as matrix products (_SameConv); the
@@ -81,8 +81,7 @@ class Conv(nn.Conv1d):
         (the decoder's upsampled input and skip): as their concatenation, which Winograd never makes."""
         if (self.weight.device.type == "cpu"  # measured on the CPU only; cuDNN picks its own algorithms
                 and self.kernel_size[0] == 3 and self.stride[0] == 1 and self.padding[0] == 1 and self.dilation[0] == 1
-                and self.groups == 1 and (x if isinstance(x, torch.Tensor) else x[0]).shape[1] % TILE == 0
-                and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
+                and self.groups == 1 and min(self.in_channels, self.out_channels) >= WINOGRAD_MIN_CHANNELS):
             return winograd_conv3(x, self.weight, self.bias)
         if (self.weight.device.type == "cpu" and self.stride[0] == 1 and self.dilation[0] == 1 and self.groups == 1
                 and self.bias is not None

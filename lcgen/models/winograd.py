@@ -1,25 +1,34 @@
-"""Width-3 convolutions of channels-last (B, L, C) tensors by Winograd's minimal filtering F(4, 3).
+"""Width-3 convolutions of channels-last (B, L, C) tensors by Winograd's minimal filtering F(m, 3).
 
 A convolution of width 3 (``padding=1``, stride 1, as ``Conv1d`` computes it, i.e. a correlation)
 gives each output ``y[l] = b + sum_k W[:, :, k] x[l + k - 1]``. Winograd's F(m, r) computes m
-outputs of an r-tap filter with m + r - 1 multiplications instead of m r (Winograd 1980; Lavin &
-Gray 2016, "Fast algorithms for convolutional neural networks"). Here, for tiles of m = 4
-outputs, with the 6 input rows under a tile ``d`` (B, T, 6, C_in) (T = L / 4 tiles):
+outputs of an r-tap filter with n = m + r - 1 multiplications instead of m r (Winograd 1980; Lavin &
+Gray 2016, "Fast algorithms for convolutional neural networks"). Here, for tiles of m outputs,
+with the n input rows under a tile ``d`` (T tiles, each (n, C_in)):
 
-    V = Bᵀ d        (6 rows per tile, cheap additions)
-    U = G W         (6 matrices C_in x C_out, from the weight, once per call)
-    M_j = V_j U_j   (six matrix products (B T, C_in) x (C_in, C_out))
-    y = Aᵀ M        (4 outputs per tile, cheap additions)
+    V = Bᵀ d        (n rows per tile, cheap additions)
+    U = G W         (n matrices C_in x C_out, from the weight, once per call)
+    M_j = V_j U_j   (n matrix products (T, C_in) x (C_in, C_out))
+    y = Aᵀ M        (m outputs per tile, cheap additions)
 
-The matrix products do 6 / 12 = half the multiply-adds of the direct convolution, and they are
-large matrix products, which run near a CPU's peak; the transforms are batched products with
-the small matrices. The backward pass (:class:`_WinogradConv3`) runs the transposed maps, so
-it too does half the direct multiply-adds: dM = A dy, dV_j = dM_j U_jᵀ, dx = B dV, dU_j = V_jᵀ dM_j,
-dW = Gᵀ dU; it computes V again from the saved x rather than keeping it (1.5x x's size).
+The matrix products do n / (3 m) of the direct convolution's multiply-adds, and they are large
+matrix products, which run near a CPU's peak; the transforms are batched products with the
+small matrices. The backward pass (:class:`_WinogradConv3`) runs the transposed maps, so it too
+does that fraction of the work: dM = A dy, dV_j = dM_j U_jᵀ, dx = B dV, dU_j = V_jᵀ dM_j,
+dW = Gᵀ dU; it computes V again from the saved x rather than keeping it.
 
-The interpolation points are 0, ±1, ±2 and ∞ (Lavin & Gray's F(4, 3)): Bᵀ and Aᵀ have small
-integer entries and only G carries fractions, so in float32 the result is the direct
-convolution's to ~1e-6 relative (``tests/test_models.py`` checks against ``F.conv1d``).
+The default tile is m = 6, F(6, 3): 8 products per 6 outputs, 4/9 of the direct multiply-adds
+(F(4, 3): 6 per 4, 1/2). The matrices come from Toom-Cook interpolation at the points 0, ±1, ±2,
+±1/2 and ∞ (:func:`toom_cook`; F(4, 3): 0, ±1, ±2, ∞). Larger tiles need more points, further
+from 0 and 1, and the float32 error grows: F(6, 3)'s is ~4x F(4, 3)'s, ~4e-6 of the output's
+scale against ~1e-6 (``benchmarks/bench_conv.py --accuracy``); float64 stays at rounding.
+
+The tiles run over the batch's positions as one sequence of B L rows, so L need not be a
+multiple of m (only the last of all the tiles is cut short). That convolution of the
+concatenated samples differs from the samples' own only at the B - 1 seams, where it reads the
+neighbouring sample instead of the zero padding: ``y[b, L - 1]`` gained ``W_2 x[b + 1, 0]`` and
+``y[b + 1, 0]`` gained ``W_0 x[b, L - 1]``, which are taken off again (two small matrix products,
+and likewise in backward for dx and dW).
 
 On the CPU the transient products (V, M and, backward, dM, dV) are written into two reusable
 buffers (:func:`lcgen.models.layers.scratch`), and the output and the input's gradient into
@@ -28,110 +37,212 @@ pooled ones (:func:`lcgen.models.layers.pooled`), not into fresh memory.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import torch
 
 from lcgen.models.layers import pooled, scratch
 
-TILE = 4  # outputs per tile (m); 6 = m + 2 inputs per tile
 
-# Rows: the 6 transformed components; columns: the 6 input rows under a tile.
-BT = torch.tensor([[4, 0, -5, 0, 1, 0],
-                   [0, -4, -4, 1, 1, 0],
-                   [0, 4, -4, -1, 1, 0],
-                   [0, -2, -1, 2, 1, 0],
-                   [0, 2, -1, -2, 1, 0],
-                   [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
-G = torch.tensor([[1 / 4, 0, 0],
-                  [-1 / 6, -1 / 6, -1 / 6],
-                  [-1 / 6, 1 / 6, -1 / 6],
-                  [1 / 24, 1 / 12, 1 / 6],
-                  [1 / 24, -1 / 12, 1 / 6],
-                  [0, 0, 1]], dtype=torch.float64)
-AT = torch.tensor([[1, 1, 1, 1, 1, 0],
-                   [0, 1, -1, 2, -2, 0],
-                   [0, 1, 1, 4, 4, 0],
-                   [0, 1, -1, 8, -8, 1]], dtype=torch.float64)
-_BT_MID = BT[:, 1:5]  # on the tile's own 4 rows
+def toom_cook(m: int, points: list[Fraction]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Aᵀ (m, n), G (n, 3) and Bᵀ (n, n) of Winograd's F(m, 3) (n = m + 2) from n - 1 finite
+    interpolation points and ∞, in float64, exact where the entries are binary fractions.
+
+    The linear convolution s = g * h of a 3-tap g and an m-tap h is s = V⁻¹ [(G g) ⊙ (H h)], with
+    G, H and V the polynomials' evaluations at the points (∞: the leading coefficient); the
+    correlation F(m, 3) is its transpose in h: y = Hᵀ [(G g) ⊙ (V⁻ᵀ d)], so Aᵀ = Hᵀ and Bᵀ = V⁻ᵀ.
+    Each row of Bᵀ is scaled to coprime integers and G's row by the inverse (M is unchanged)."""
+    n = m + 2
+    assert len(points) == n - 1
+
+    def evaluations(k: int) -> list[list[Fraction]]:  # (n, k): polynomial coefficients -> values
+        return [[Fraction(p) ** i for i in range(k)] for p in points] + [[Fraction(int(i == k - 1)) for i in range(k)]]
+
+    v = evaluations(n)
+    inverse = [[Fraction(int(i == j)) for j in range(n)] for i in range(n)]  # Gauss-Jordan, exact
+    for col in range(n):
+        pivot = next(r for r in range(col, n) if v[r][col] != 0)
+        v[col], v[pivot], inverse[col], inverse[pivot] = v[pivot], v[col], inverse[pivot], inverse[col]
+        scale = v[col][col]
+        v[col], inverse[col] = [a / scale for a in v[col]], [a / scale for a in inverse[col]]
+        for r in range(n):
+            if r != col and v[r][col] != 0:
+                f = v[r][col]
+                v[r] = [a - f * b for a, b in zip(v[r], v[col])]
+                inverse[r] = [a - f * b for a, b in zip(inverse[r], inverse[col])]
+    bt = [list(row) for row in zip(*inverse)]  # V⁻ᵀ
+    g = evaluations(3)
+    for j, row in enumerate(bt):  # scale row j of Bᵀ to coprime integers, G's row j by the inverse
+        lcm = 1
+        for a in row:
+            lcm = lcm * a.denominator // _gcd(lcm, a.denominator)
+        ints = [int(a * lcm) for a in row]
+        common = 0
+        for a in ints:
+            common = _gcd(common, abs(a))
+        factor = Fraction(lcm, common) * (1 if next(a for a in ints if a) > 0 else -1)
+        bt[j] = [a * factor for a in row]
+        g[j] = [a / factor for a in g[j]]
+    at = [list(col) for col in zip(*evaluations(m))]
+
+    def tensor(rows):
+        return torch.tensor([[float(a) for a in row] for row in rows], dtype=torch.float64)
+
+    return tensor(at), tensor(g), tensor(bt)
 
 
-def _input_transform(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """x (B, L, C) -> V = Bᵀ d (B, T, 6, C): the 6 rows d of x (zero beyond the ends) under each
-    tile of 4 outputs, d = (x[4t - 1], x[4t .. 4t + 3], x[4t + 4]). Bᵀ's middle four columns act
-    on the tile's own 4 rows as one batched matrix product; its first and last columns have one
-    nonzero entry each (4 and 1), for the rows borrowed from the neighbouring tiles. ``out``: a
-    (B, T, 6, C) tensor to write V into."""
-    B, L, C = x.shape
-    rows = x.view(B, L // TILE, TILE, C)
-    v = torch.matmul(_BT_MID.to(x), rows, out=out)  # (B, T, 6, C)
-    v[:, 1:, 0].add_(rows[:, :-1, 3], alpha=4)  # 4 x[4t - 1]
-    v[:, :-1, 5].add_(rows[:, 1:, 0])  # x[4t + 4]
-    return v
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a
 
 
-def _input_transform_t(dv: torch.Tensor) -> torch.Tensor:
-    """The transpose of :func:`_input_transform`: dV (B, T, 6, C) -> dx (B, 4 T, C)."""
-    B, T, _, C = dv.shape
-    dx = torch.matmul(_BT_MID.to(dv).t(), dv, out=pooled((B, T, TILE, C), dv))  # (B, T, 4, C)
-    dx[:, :-1, 3].add_(dv[:, 1:, 0], alpha=4)
-    dx[:, 1:, 0].add_(dv[:, :-1, 5])
-    return dx.view(B, TILE * T, C)
+_HALF = Fraction(1, 2)
+TRANSFORMS = {4: toom_cook(4, [0, 1, -1, 2, -2]),
+              6: toom_cook(6, [0, 1, -1, 2, -2, _HALF, -_HALF])}  # tile m: (Aᵀ, G, Bᵀ)
+TILE = 6  # outputs per tile (m) by default
+
+
+def _input_transform(x: torch.Tensor, bt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """x (N, C) -> V = Bᵀ d (T, n, C) into ``out``: the n rows d of x (zero beyond the ends) under
+    each tile of m outputs, d = (x[m t - 1], x[m t .. m t + m - 1], x[m t + m]). Bᵀ's middle m
+    columns act on the tile's own rows as one batched matrix product (the last tile may have
+    fewer rows); its first and last columns, for the rows borrowed from the neighbouring tiles,
+    are added apart."""
+    N, C = x.shape
+    n, m = bt.shape[0], bt.shape[0] - 2
+    full, rest = divmod(N, m)
+    mid = bt[:, 1:-1].to(x)
+    rows = x[:m * full].view(full, m, C)
+    torch.bmm(mid.expand(full, n, m), rows, out=out[:full])
+    if rest:
+        torch.mm(mid[:, :rest], x[m * full:], out=out[full])
+    t = out.shape[0]
+    for j in bt[:, 0].nonzero()[:, 0].tolist():  # x[m t - 1], t >= 1
+        out[1:, j].add_(rows[:t - 1, m - 1], alpha=bt[j, 0].item())
+    for j in bt[:, -1].nonzero()[:, 0].tolist():  # x[m t + m] where it exists
+        after = x[m::m]
+        out[:after.shape[0], j].add_(after, alpha=bt[j, -1].item())
+    return out
+
+
+def _input_transform_t(dv: torch.Tensor, bt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The transpose of :func:`_input_transform`: dV (T, n, C) -> dx (N, C) into ``out``."""
+    N, C = out.shape
+    n, m = bt.shape[0], bt.shape[0] - 2
+    full, rest = divmod(N, m)
+    mid_t = bt[:, 1:-1].t().to(dv)
+    rows = out[:m * full].view(full, m, C)
+    torch.bmm(mid_t.expand(full, m, n), dv[:full], out=rows)
+    if rest:
+        torch.mm(mid_t[:rest], dv[full], out=out[m * full:])
+    t = dv.shape[0]
+    for j in bt[:, 0].nonzero()[:, 0].tolist():
+        rows[:t - 1, m - 1].add_(dv[1:, j], alpha=bt[j, 0].item())
+    for j in bt[:, -1].nonzero()[:, 0].tolist():
+        after = out[m::m]
+        after.add_(dv[:after.shape[0], j], alpha=bt[j, -1].item())
+    return out
+
+
+def _output_transform(mm: torch.Tensor, at: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+    """M (T, n, C) -> y = Aᵀ M (+ bias) (N, C) into ``out``."""
+    N, C = out.shape
+    m, n = at.shape
+    full, rest = divmod(N, m)
+    at = at.to(mm)
+    rows = out[:m * full].view(full, m, C)
+    if bias is None:
+        torch.bmm(at.expand(full, m, n), mm[:full], out=rows)
+    else:
+        torch.baddbmm(bias, at.expand(full, m, n), mm[:full], out=rows)
+    if rest:
+        if bias is None:
+            torch.mm(at[:rest], mm[full], out=out[m * full:])
+        else:
+            torch.addmm(bias, at[:rest], mm[full], out=out[m * full:])
+    return out
+
+
+def _output_transform_t(dy: torch.Tensor, at: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The transpose of :func:`_output_transform`: dy (N, C) -> dM = A dy (T, n, C) into ``out``."""
+    N, C = dy.shape
+    m, n = at.shape
+    full, rest = divmod(N, m)
+    at_t = at.t().to(dy)
+    torch.bmm(at_t.expand(full, n, m), dy[:m * full].view(full, m, C), out=out[:full])
+    if rest:
+        torch.mm(at_t[:, :rest], dy[m * full:], out=out[full])
+    return out
 
 
 class _WinogradConv3(torch.autograd.Function):
-    """y = Aᵀ [(G W) ⊙ (Bᵀ d)] + b as six matrix products, and its transposed maps backward.
+    """y = Aᵀ [(G W) ⊙ (Bᵀ d)] + b as n matrix products, and its transposed maps backward; the
+    samples' seams corrected (see the module docstring).
 
     The input may come in parts along the channels (``xs``, x = their concatenation): each part
     is transformed apart and its products are summed into the same M, so a concatenation (the
     UNet decoder's skip) is never written, and backward gives each part its own gradient."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, bias: torch.Tensor | None, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, weight: torch.Tensor, bias: torch.Tensor | None, tile: int, *xs: torch.Tensor) -> torch.Tensor:
+        at, g, bt = TRANSFORMS[tile]
         B, L, _ = xs[0].shape
-        T = L // TILE
-        u = torch.einsum("jk,oik->jio", G.to(weight), weight)  # (6, C_in, C_out)
+        N, n, T = B * L, tile + 2, -(-B * L // tile)
         c_out = weight.shape[0]
-        m = scratch(1, (6, B * T, c_out), weight)
-        for i, (x, u_part) in enumerate(zip(xs, u.split([x.shape[2] for x in xs], dim=1))):
-            v = _input_transform(x, scratch(0, (B, T, 6, x.shape[2]), x)).view(B * T, 6, -1).transpose(0, 1)
-            m = torch.bmm(v, u_part, out=m) if i == 0 else m.baddbmm_(v, u_part)  # (6, B T, C_out)
+        u = torch.einsum("jk,oik->jio", g.to(weight), weight)  # (n, C_in, C_out)
+        widths = [x.shape[2] for x in xs]
+        m = scratch(1, (n, T, c_out), weight)
+        for i, (x, u_part) in enumerate(zip(xs, u.split(widths, dim=1))):
+            v = _input_transform(x.view(N, -1), bt, scratch(0, (T, n, x.shape[2]), x)).transpose(0, 1)
+            m = torch.bmm(v, u_part, out=m) if i == 0 else m.baddbmm_(v, u_part)  # (n, T, C_out)
             del v  # temporaries go as soon as they are used: the step's peak memory is made of them
-        at = AT.to(xs[0]).expand(B * T, TILE, 6)
-        m = m.transpose(0, 1)  # (B T, 6, C_out), strided
-        y = pooled((B * T, TILE, c_out), m)
-        y = torch.bmm(at, m, out=y) if bias is None else torch.baddbmm(bias, at, m, out=y)  # (B T, 4, C_out)
-        ctx.save_for_backward(u, *xs)  # not V: 1.5x x's size; computing it again costs ~2 % of the backward
-        ctx.has_bias = bias is not None
-        return y.view(B, L, -1)
+        y = _output_transform(m.transpose(0, 1), at, bias, pooled((N, c_out), m)).view(B, L, c_out)
+        if B > 1:  # the seams: take off what each sample's ends read from its neighbours
+            for x, w in zip(xs, weight.split(widths, dim=1)):
+                y[:-1, L - 1].sub_(x[1:, 0] @ w[:, :, 2].t())
+                y[1:, 0].sub_(x[:-1, L - 1] @ w[:, :, 0].t())
+        ctx.save_for_backward(weight, u, *xs)  # not V: computing it again costs ~2 % of the backward
+        ctx.has_bias, ctx.tile = bias is not None, tile
+        return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        u, *xs = ctx.saved_tensors
-        B, L, _ = xs[0].shape
-        T = L // TILE
+        weight, u, *xs = ctx.saved_tensors
+        at, g, bt = TRANSFORMS[ctx.tile]
+        B, L, c_out = dy.shape
+        N, n, T = B * L, ctx.tile + 2, -(-B * L // ctx.tile)
+        dy = dy.contiguous()
         db = dy.sum((0, 1)) if ctx.has_bias else None
-        c_out = dy.shape[2]
-        dm = torch.matmul(AT.to(dy).t(), dy.reshape(B * T, TILE, c_out),
-                          out=scratch(1, (B * T, 6, c_out), dy)).transpose(0, 1)  # (6, B T, C_out), strided
-        del dy
+        dm = _output_transform_t(dy.view(N, c_out), at, scratch(1, (T, n, c_out), dy)).transpose(0, 1)  # (n, T, C_out)
+        widths = [x.shape[2] for x in xs]
         dxs, dus = [], []
-        for x, u_part in zip(xs, u.split([x.shape[2] for x in xs], dim=1)):
+        for x, u_part, w in zip(xs, u.split(widths, dim=1), weight.split(widths, dim=1)):
             c_part = x.shape[2]
-            dv = torch.bmm(dm, u_part.transpose(1, 2), out=scratch(0, (6, B * T, c_part), x))  # (6, B T, C_part)
-            dxs.append(_input_transform_t(dv.view(6, B, T, c_part).permute(1, 2, 0, 3)))
+            dv = torch.bmm(dm, u_part.transpose(1, 2), out=scratch(0, (n, T, c_part), x))  # (n, T, C_part)
+            dx = _input_transform_t(dv.transpose(0, 1), bt, pooled((N, c_part), dy)).view(B, L, c_part)
             del dv
-            v = _input_transform(x, scratch(0, (B, T, 6, c_part), x)).view(B * T, 6, c_part).transpose(0, 1)
-            dus.append(torch.bmm(v.transpose(1, 2), dm))  # (6, C_part, C_out)
+            v = _input_transform(x.view(N, c_part), bt, scratch(0, (T, n, c_part), x)).transpose(0, 1)
+            dus.append(torch.bmm(v.transpose(1, 2), dm))  # (n, C_part, C_out)
             del v
-        dw = torch.einsum("jk,jio->oik", G.to(dm), torch.cat(dus, 1))
-        return dw, db, *dxs
+            if B > 1:  # the seams, as in forward
+                dx[:-1, L - 1].sub_(dy[1:, 0] @ w[:, :, 0])
+                dx[1:, 0].sub_(dy[:-1, L - 1] @ w[:, :, 2])
+            dxs.append(dx)
+        dw = torch.einsum("jk,jio->oik", g.to(dm), torch.cat(dus, 1))
+        if B > 1:
+            x = torch.cat([x[:, [0, L - 1]] for x in xs], -1)  # (B, 2, C_in): each sample's ends
+            dw[:, :, 2].sub_(dy[:-1, L - 1].t() @ x[1:, 0])
+            dw[:, :, 0].sub_(dy[1:, 0].t() @ x[:-1, 1])
+        return dw, db, None, *dxs
 
 
 def winograd_conv3(x: torch.Tensor | list[torch.Tensor], weight: torch.Tensor,
-                   bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Width-3 convolution (padding 1) of a channels-last x (B, L, C_in), L a multiple of 4, with a
-    ``Conv1d`` weight (C_out, C_in, 3) and bias (C_out) -> (B, L, C_out), by Winograd F(4, 3).
+                   bias: torch.Tensor | None = None, tile: int = TILE) -> torch.Tensor:
+    """Width-3 convolution (padding 1) of a channels-last x (B, L, C_in) with a ``Conv1d`` weight
+    (C_out, C_in, 3) and bias (C_out) -> (B, L, C_out), by Winograd F(tile, 3) (tile 4 or 6).
 
     x may be a list of parts (B, L, C_i) whose channels, concatenated, are the C_in: the result is
     that of the concatenation, which is never made."""
     xs = [x] if isinstance(x, torch.Tensor) else list(x)
-    return _WinogradConv3.apply(weight, bias, *(p.contiguous() for p in xs))
+    return _WinogradConv3.apply(weight, bias, tile, *(p.contiguous() for p in xs))
