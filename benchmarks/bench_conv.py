@@ -6,8 +6,9 @@ computed five ways on channels-last (B, L, C) tensors, interleaved on the same i
 - ``shift3``: one matrix product x (B L, C_in) x (C_in, 3 C_out), then the three slices shifted by
   one position and added (the backward: three shifted copies, then two matrix products);
 - ``unfold``: the three shifted copies of x side by side (B L, 3 C_in), then one matrix product;
-- ``winograd``: Winograd F(4, 3) (``lcgen.models.winograd``): six matrix products of half the
-  multiply-adds in all, plus the cheap tile transforms;
+- ``winograd``: Winograd F(6, 3) (``lcgen.models.winograd``, the UNet's): eight matrix products of
+  4/9 of the multiply-adds in all, plus the tile transforms; ``winograd4``: F(4, 3), six products
+  of half the multiply-adds (the UNet's before issue 19's seventh pass);
 - ``sameconv``: oneDNN's forward and input gradient, the weight's gradient as one matrix product
   per tap (``unet._SameConv``, the UNet's convolutions below ``WINOGRAD_MIN_CHANNELS``).
 
@@ -85,7 +86,12 @@ def same_conv(x, w, b):
     return _SameConv.apply(w, b, x)
 
 
-VARIANTS = {"onednn": onednn, "shift3": shift3, "unfold": unfold, "winograd": winograd_conv3, "sameconv": same_conv}
+def winograd4(x, w, b):
+    return winograd_conv3(x, w, b, tile=4)
+
+
+VARIANTS = {"onednn": onednn, "shift3": shift3, "unfold": unfold, "winograd": winograd_conv3, "winograd4": winograd4,
+            "sameconv": same_conv}
 
 
 def main() -> None:
@@ -93,6 +99,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--lengths", nargs="*", type=int, default=None, help="only the shapes of these lengths")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -101,6 +108,8 @@ def main() -> None:
     print(f"{'L':>6}{'C_in':>6}{'C_out':>6}" + "".join(f"{v:>20}" for v in args.variants) + "   max rel. diff")
     totals = dict.fromkeys(args.variants, 0.0)
     for L, c_in, c_out in SHAPES:
+        if args.lengths and L not in args.lengths:
+            continue
         x = torch.randn(args.batch, L, c_in, requires_grad=True)
         conv = torch.nn.Conv1d(c_in, c_out, 3, padding=1)
         g = torch.randn(args.batch, L, c_out)

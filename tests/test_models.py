@@ -381,22 +381,29 @@ def test_unet_channels_last_kernels_match_plain_1d_operators(dims, dtype):
         torch.testing.assert_close(a, b, rtol=0, atol=2 * tol * b.abs().max().item(), msg=name)
 
 
+@pytest.mark.parametrize("tile", [6, 4])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_winograd_conv3_matches_conv1d(dtype):
-    """Winograd F(4, 3) against torch's Conv1d (width 3, padding 1) on (B, C, L): values and the
-    gradients of x, weight and bias, down to one tile (L = 4), with and without a bias. In float64
-    the two agree to rounding (~1e-15); in float32 to ~1e-6 of the output's scale."""
+def test_winograd_conv3_matches_conv1d(dtype, tile):
+    """Winograd F(6, 3) (the UNet's) and F(4, 3) against torch's Conv1d (width 3, padding 1): values
+    and the gradients of x, weight and bias, with and without a bias, for lengths that are and are
+    not multiples of the tile, one position, one sample and many (the tiles run over the batch's
+    B L rows as one sequence, so every seam between samples is corrected, and the last tile is cut
+    short). float64: rounding (1e-12 of each tensor's scale; a missed seam is off by the scale).
+    float32: 2e-5 of scale, ~10x the worst seen (F(6, 3) 2e-6, F(4, 3) 1.6e-6 here; on a trained
+    UNet's activations both stay within ~2e-6, as oneDNN's float32 convolution does)."""
     import torch.nn.functional as F
 
     from lcgen.models.winograd import winograd_conv3
 
     gen = torch.Generator().manual_seed(5)
     tol = 1e-12 if dtype == torch.float64 else 2e-5
-    for B, L, c_in, c_out, bias in [(2, 4, 3, 5, True), (3, 8, 6, 4, False), (2, 64, 40, 24, True), (1, 256, 128, 128, True)]:
+    for B, L, c_in, c_out, bias in [(1, 1, 3, 2, True), (3, 1, 3, 2, True), (2, 4, 3, 5, True), (3, 7, 6, 4, False),
+                                    (4, 13, 5, 5, True), (2, 64, 40, 24, True), (1, 256, 128, 128, True),
+                                    (3, 30, 8, 8, False)]:
         x = torch.randn(B, L, c_in, generator=gen, dtype=dtype, requires_grad=True)
         w = torch.randn(c_out, c_in, 3, generator=gen, dtype=dtype, requires_grad=True)
         b = torch.randn(c_out, generator=gen, dtype=dtype, requires_grad=True) if bias else None
-        got = winograd_conv3(x, w, b)
+        got = winograd_conv3(x, w, b, tile=tile)
         want = F.conv1d(x.transpose(1, 2), w, b, padding=1).transpose(1, 2)
         assert got.shape == want.shape and got.is_contiguous()
         scale = want.abs().max()
@@ -407,6 +414,31 @@ def test_winograd_conv3_matches_conv1d(dtype):
             torch.testing.assert_close(a, r, rtol=0, atol=tol * r.abs().max().item(), msg=name)
 
 
+def test_winograd_matrices_from_their_points():
+    """toom_cook gives Lavin & Gray's F(4, 3) (points 0, ±1, ±2, ∞) up to each component's scale,
+    and every F(m, 3) it makes computes the correlation exactly: Aᵀ [(G g) ⊙ (Bᵀ d)] = the 3-tap
+    correlation of d, for the unit vectors g and d (in exact rationals through float64)."""
+    from fractions import Fraction
+
+    from lcgen.models.winograd import TRANSFORMS, toom_cook
+
+    at, g, bt = TRANSFORMS[4]
+    lavin_bt = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                             [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
+    ratio = bt / lavin_bt.where(lavin_bt != 0, torch.ones(()))
+    for row, lavin_row, r in zip(bt, lavin_bt, ratio):  # rows equal up to a factor of ±1
+        assert ((row == 0) == (lavin_row == 0)).all() and (r[lavin_row != 0].abs() == 1).all()
+        assert (r[lavin_row != 0] == r[lavin_row != 0][0]).all()
+    for m, points in [(2, [0, 1, -1]), (4, [0, 1, -1, 2, -2]),
+                      (6, [0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2)])]:
+        at, g, bt = toom_cook(m, points)
+        for k in range(3):
+            for i in range(m + 2):
+                y = at @ ((g @ torch.eye(3, dtype=torch.float64)[k]) * (bt @ torch.eye(m + 2, dtype=torch.float64)[i]))
+                want = torch.tensor([float(i == j + k) for j in range(m)], dtype=torch.float64)  # y[j] = d[j + k]
+                torch.testing.assert_close(y, want, rtol=0, atol=1e-13)
+
+
 def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
     """Input in parts along the channels (the UNet decoder's upsampled input and skip): values and
     each part's gradient, with the weight's and the bias's, against Conv1d of the concatenation."""
@@ -415,7 +447,7 @@ def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
     from lcgen.models.winograd import winograd_conv3
 
     gen = torch.Generator().manual_seed(6)
-    parts = [torch.randn(2, 16, c, generator=gen, dtype=torch.float64, requires_grad=True) for c in (5, 3, 7)]
+    parts = [torch.randn(2, 16, c, generator=gen, dtype=torch.float64, requires_grad=True) for c in (5, 3, 7)]  # 16: 2 tiles + 4
     w = torch.randn(4, 15, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, generator=gen, dtype=torch.float64, requires_grad=True)
     got = winograd_conv3(parts, w, b)

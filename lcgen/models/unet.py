@@ -67,9 +67,9 @@ class Conv(nn.Conv1d):
 
     The UNet keeps its activations channels-last so that the layer norm over channels and the
     activation run on contiguous memory with no transposes. On the CPU, width-3 convolutions with at least
-    ``WINOGRAD_MIN_CHANNELS`` channels in and out (and L a multiple of 4) run as Winograd F(4, 3)
-    matrix products (:mod:`lcgen.models.winograd`: half the multiply-adds; 1.5-2.3x faster than
-    oneDNN's convolution, forward and backward, at 256-1024 channels on one CPU core, see
+    ``WINOGRAD_MIN_CHANNELS`` channels in and out run as Winograd F(6, 3) matrix products
+    (:mod:`lcgen.models.winograd`: 4/9 of the multiply-adds; 1.5-2.3x faster than oneDNN's
+    convolution, forward and backward, at 256-1024 channels on one CPU core, see
     ``benchmarks/bench_conv.py``); the others as a channels-last 2-D convolution of height 1
     (oneDNN's fast layout on CPU), from ``SAME_CONV_MIN_CHANNELS`` input channels with the
     weight's gradient as matrix products (:class:`_SameConv`). Same parameters (names and shapes)
