@@ -38,7 +38,9 @@ pooled ones (:func:`lcgen.models.layers.pooled`), not into fresh memory.
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
+from typing import NamedTuple
 
 import torch
 
@@ -104,82 +106,101 @@ TRANSFORMS = {4: toom_cook(4, [0, 1, -1, 2, -2]),
 TILE = 6  # outputs per tile (m) by default
 
 
-def _input_transform(x: torch.Tensor, bt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+class _Matrices(NamedTuple):
+    """One tile's transforms in one dtype, as the functions below use them."""
+
+    at: torch.Tensor  # Aᵀ (m, n)
+    at_t: torch.Tensor  # A (n, m), contiguous
+    g: torch.Tensor  # G (n, 3)
+    mid: torch.Tensor  # Bᵀ's middle m columns (n, m), on a tile's own rows
+    mid_t: torch.Tensor  # their transpose (m, n), contiguous
+    before: list[tuple[int, float]]  # Bᵀ's first column (the row before the tile): (row, entry) where nonzero
+    after: list[tuple[int, float]]  # its last column (the row after the tile)
+
+
+@functools.cache
+def _matrices(tile: int, dtype: torch.dtype) -> _Matrices:
+    at, g, bt = TRANSFORMS[tile]
+    # G's first and last rows (the points 0 and ∞) touch one tap each, which backward's seam
+    # correction of the weight's gradient relies on
+    assert (g[0, 1:] == 0).all() and (g[-1, :-1] == 0).all()
+    return _Matrices(at.to(dtype), at.t().contiguous().to(dtype), g.to(dtype), bt[:, 1:-1].contiguous().to(dtype),
+                     bt[:, 1:-1].t().contiguous().to(dtype),
+                     [(j, bt[j, 0].item()) for j in range(bt.shape[0]) if bt[j, 0] != 0],
+                     [(j, bt[j, -1].item()) for j in range(bt.shape[0]) if bt[j, -1] != 0])
+
+
+def _input_transform(x: torch.Tensor, t: _Matrices, out: torch.Tensor) -> torch.Tensor:
     """x (N, C) -> V = Bᵀ d (T, n, C) into ``out``: the n rows d of x (zero beyond the ends) under
     each tile of m outputs, d = (x[m t - 1], x[m t .. m t + m - 1], x[m t + m]). Bᵀ's middle m
     columns act on the tile's own rows as one batched matrix product (the last tile may have
     fewer rows); its first and last columns, for the rows borrowed from the neighbouring tiles,
     are added apart."""
     N, C = x.shape
-    n, m = bt.shape[0], bt.shape[0] - 2
+    (n, m), tiles = t.mid.shape, out.shape[0]
     full, rest = divmod(N, m)
-    mid = bt[:, 1:-1].to(x)
     rows = x[:m * full].view(full, m, C)
-    torch.bmm(mid.expand(full, n, m), rows, out=out[:full])
+    torch.bmm(t.mid.expand(full, n, m), rows, out=out[:full])
     if rest:
-        torch.mm(mid[:, :rest], x[m * full:], out=out[full])
-    t = out.shape[0]
-    for j in bt[:, 0].nonzero()[:, 0].tolist():  # x[m t - 1], t >= 1
-        out[1:, j].add_(rows[:t - 1, m - 1], alpha=bt[j, 0].item())
-    for j in bt[:, -1].nonzero()[:, 0].tolist():  # x[m t + m] where it exists
+        torch.mm(t.mid[:, :rest], x[m * full:], out=out[full])
+    for j, a in t.before:  # x[m t - 1], t >= 1
+        out[1:, j].add_(rows[:tiles - 1, m - 1], alpha=a)
+    for j, a in t.after:  # x[m t + m] where it exists
         after = x[m::m]
-        out[:after.shape[0], j].add_(after, alpha=bt[j, -1].item())
+        out[:after.shape[0], j].add_(after, alpha=a)
     return out
 
 
-def _input_transform_t(dv: torch.Tensor, bt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def _input_transform_t(dv: torch.Tensor, t: _Matrices, out: torch.Tensor) -> torch.Tensor:
     """The transpose of :func:`_input_transform`: dV (T, n, C) -> dx (N, C) into ``out``."""
     N, C = out.shape
-    n, m = bt.shape[0], bt.shape[0] - 2
+    (m, n), tiles = t.mid_t.shape, dv.shape[0]
     full, rest = divmod(N, m)
-    mid_t = bt[:, 1:-1].t().to(dv)
     rows = out[:m * full].view(full, m, C)
-    torch.bmm(mid_t.expand(full, m, n), dv[:full], out=rows)
+    torch.bmm(t.mid_t.expand(full, m, n), dv[:full], out=rows)
     if rest:
-        torch.mm(mid_t[:rest], dv[full], out=out[m * full:])
-    t = dv.shape[0]
-    for j in bt[:, 0].nonzero()[:, 0].tolist():
-        rows[:t - 1, m - 1].add_(dv[1:, j], alpha=bt[j, 0].item())
-    for j in bt[:, -1].nonzero()[:, 0].tolist():
+        torch.mm(t.mid_t[:rest], dv[full], out=out[m * full:])
+    for j, a in t.before:
+        rows[:tiles - 1, m - 1].add_(dv[1:, j], alpha=a)
+    for j, a in t.after:
         after = out[m::m]
-        after.add_(dv[:after.shape[0], j], alpha=bt[j, -1].item())
+        after.add_(dv[:after.shape[0], j], alpha=a)
     return out
 
 
-def _output_transform(mm: torch.Tensor, at: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
+def _output_transform(mm: torch.Tensor, t: _Matrices, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
     """M (T, n, C) -> y = Aᵀ M (+ bias) (N, C) into ``out``."""
     N, C = out.shape
-    m, n = at.shape
+    m, n = t.at.shape
     full, rest = divmod(N, m)
-    at = at.to(mm)
     rows = out[:m * full].view(full, m, C)
     if bias is None:
-        torch.bmm(at.expand(full, m, n), mm[:full], out=rows)
+        torch.bmm(t.at.expand(full, m, n), mm[:full], out=rows)
     else:
-        torch.baddbmm(bias, at.expand(full, m, n), mm[:full], out=rows)
+        torch.baddbmm(bias, t.at.expand(full, m, n), mm[:full], out=rows)
     if rest:
         if bias is None:
-            torch.mm(at[:rest], mm[full], out=out[m * full:])
+            torch.mm(t.at[:rest], mm[full], out=out[m * full:])
         else:
-            torch.addmm(bias, at[:rest], mm[full], out=out[m * full:])
+            torch.addmm(bias, t.at[:rest], mm[full], out=out[m * full:])
     return out
 
 
-def _output_transform_t(dy: torch.Tensor, at: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def _output_transform_t(dy: torch.Tensor, t: _Matrices, out: torch.Tensor) -> torch.Tensor:
     """The transpose of :func:`_output_transform`: dy (N, C) -> dM = A dy (T, n, C) into ``out``."""
     N, C = dy.shape
-    m, n = at.shape
+    n, m = t.at_t.shape
     full, rest = divmod(N, m)
-    at_t = at.t().to(dy)
-    torch.bmm(at_t.expand(full, n, m), dy[:m * full].view(full, m, C), out=out[:full])
+    torch.bmm(t.at_t.expand(full, n, m), dy[:m * full].view(full, m, C), out=out[:full])
     if rest:
-        torch.mm(at_t[:, :rest], dy[m * full:], out=out[full])
+        torch.mm(t.at_t[:, :rest], dy[m * full:], out=out[full])
     return out
 
 
 class _WinogradConv3(torch.autograd.Function):
     """y = Aᵀ [(G W) ⊙ (Bᵀ d)] + b as n matrix products, and its transposed maps backward; the
-    samples' seams corrected (see the module docstring).
+    samples' seams corrected (see the module docstring) by one small matrix product each, written
+    into the result in place (each op is a parallel region, which costs most on a busy machine).
 
     The input may come in parts along the channels (``xs``, x = their concatenation): each part
     is transformed apart and its products are summed into the same M, so a concatenation (the
@@ -187,54 +208,55 @@ class _WinogradConv3(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, bias: torch.Tensor | None, tile: int, *xs: torch.Tensor) -> torch.Tensor:
-        at, g, bt = TRANSFORMS[tile]
+        t = _matrices(tile, weight.dtype)
         B, L, _ = xs[0].shape
         N, n, T = B * L, tile + 2, -(-B * L // tile)
         c_out = weight.shape[0]
-        u = torch.einsum("jk,oik->jio", g.to(weight), weight)  # (n, C_in, C_out)
+        u = torch.einsum("jk,oik->jio", t.g, weight)  # (n, C_in, C_out)
+        taps = weight.permute(2, 0, 1).contiguous()  # (3, C_out, C_in): W_k, for the seams
         widths = [x.shape[2] for x in xs]
         m = scratch(1, (n, T, c_out), weight)
         for i, (x, u_part) in enumerate(zip(xs, u.split(widths, dim=1))):
-            v = _input_transform(x.view(N, -1), bt, scratch(0, (T, n, x.shape[2]), x)).transpose(0, 1)
+            v = _input_transform(x.view(N, -1), t, scratch(0, (T, n, x.shape[2]), x)).transpose(0, 1)
             m = torch.bmm(v, u_part, out=m) if i == 0 else m.baddbmm_(v, u_part)  # (n, T, C_out)
             del v  # temporaries go as soon as they are used: the step's peak memory is made of them
-        y = _output_transform(m.transpose(0, 1), at, bias, pooled((N, c_out), m)).view(B, L, c_out)
+        y = _output_transform(m.transpose(0, 1), t, bias, pooled((N, c_out), m)).view(B, L, c_out)
         if B > 1:  # the seams: take off what each sample's ends read from its neighbours
-            for x, w in zip(xs, weight.split(widths, dim=1)):
-                y[:-1, L - 1].sub_(x[1:, 0] @ w[:, :, 2].t())
-                y[1:, 0].sub_(x[:-1, L - 1] @ w[:, :, 0].t())
-        ctx.save_for_backward(weight, u, *xs)  # not V: computing it again costs ~2 % of the backward
+            for x, w in zip(xs, taps.split(widths, dim=2)):
+                torch.addmm(y[:-1, L - 1], x[1:, 0], w[2].t(), alpha=-1, out=y[:-1, L - 1])
+                torch.addmm(y[1:, 0], x[:-1, L - 1], w[0].t(), alpha=-1, out=y[1:, 0])
+        ctx.save_for_backward(taps, u, *xs)  # not V: computing it again costs ~2 % of the backward
         ctx.has_bias, ctx.tile = bias is not None, tile
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        weight, u, *xs = ctx.saved_tensors
-        at, g, bt = TRANSFORMS[ctx.tile]
+        taps, u, *xs = ctx.saved_tensors
+        t = _matrices(ctx.tile, dy.dtype)
         B, L, c_out = dy.shape
         N, n, T = B * L, ctx.tile + 2, -(-B * L // ctx.tile)
         dy = dy.contiguous()
         db = dy.sum((0, 1)) if ctx.has_bias else None
-        dm = _output_transform_t(dy.view(N, c_out), at, scratch(1, (T, n, c_out), dy)).transpose(0, 1)  # (n, T, C_out)
+        dm = _output_transform_t(dy.view(N, c_out), t, scratch(1, (T, n, c_out), dy)).transpose(0, 1)  # (n, T, C_out)
         widths = [x.shape[2] for x in xs]
         dxs, dus = [], []
-        for x, u_part, w in zip(xs, u.split(widths, dim=1), weight.split(widths, dim=1)):
+        for x, u_part, w in zip(xs, u.split(widths, dim=1), taps.split(widths, dim=2)):
             c_part = x.shape[2]
             dv = torch.bmm(dm, u_part.transpose(1, 2), out=scratch(0, (n, T, c_part), x))  # (n, T, C_part)
-            dx = _input_transform_t(dv.transpose(0, 1), bt, pooled((N, c_part), dy)).view(B, L, c_part)
+            dx = _input_transform_t(dv.transpose(0, 1), t, pooled((N, c_part), dy)).view(B, L, c_part)
             del dv
-            v = _input_transform(x.view(N, c_part), bt, scratch(0, (T, n, c_part), x)).transpose(0, 1)
-            dus.append(torch.bmm(v.transpose(1, 2), dm))  # (n, C_part, C_out)
+            v = _input_transform(x.view(N, c_part), t, scratch(0, (T, n, c_part), x)).transpose(0, 1)
+            du = torch.bmm(v.transpose(1, 2), dm)  # (n, C_part, C_out)
             del v
-            if B > 1:  # the seams, as in forward
-                dx[:-1, L - 1].sub_(dy[1:, 0] @ w[:, :, 0])
-                dx[1:, 0].sub_(dy[:-1, L - 1] @ w[:, :, 2])
+            if B > 1:  # the seams, as in forward: dx's, and the weight's through dU (G's first
+                # and last rows touch only W_0 and W_2: dW_k = Σ_j G[j, k] dU_jᵀ)
+                torch.addmm(dx[:-1, L - 1], dy[1:, 0], w[0], alpha=-1, out=dx[:-1, L - 1])
+                torch.addmm(dx[1:, 0], dy[:-1, L - 1], w[2], alpha=-1, out=dx[1:, 0])
+                torch.addmm(du[-1], x[1:, 0].t(), dy[:-1, L - 1], alpha=-1 / t.g[-1, 2].item(), out=du[-1])
+                torch.addmm(du[0], x[:-1, L - 1].t(), dy[1:, 0], alpha=-1 / t.g[0, 0].item(), out=du[0])
             dxs.append(dx)
-        dw = torch.einsum("jk,jio->oik", g.to(dm), torch.cat(dus, 1))
-        if B > 1:
-            x = torch.cat([x[:, [0, L - 1]] for x in xs], -1)  # (B, 2, C_in): each sample's ends
-            dw[:, :, 2].sub_(dy[:-1, L - 1].t() @ x[1:, 0])
-            dw[:, :, 0].sub_(dy[1:, 0].t() @ x[:-1, 1])
+            dus.append(du)
+        dw = torch.einsum("jk,jio->oik", t.g, dus[0] if len(dus) == 1 else torch.cat(dus, 1))
         return dw, db, None, *dxs
 
 
