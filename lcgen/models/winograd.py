@@ -20,9 +20,11 @@ dW = Gᵀ dU; it computes V again from the saved x rather than keeping it.
 The default tile is m = 6, F(6, 3): 8 products per 6 outputs, 4/9 of the direct multiply-adds
 (F(4, 3): 6 per 4, 1/2). The matrices come from Toom-Cook interpolation at the points 0, ±1, ±2,
 ±1/2 and ∞ (:func:`toom_cook`; F(4, 3): 0, ±1, ±2, ∞). Larger tiles need more points, further
-from 0 and ±1, and the float32 error grows with them: on the inputs a trained UNet's convolutions
-see, F(6, 3)'s error is 1.0-1.3x F(4, 3)'s (RMS; 1.0-1.9x at the worst element), 0.6-2e-6 of
-the output's scale, as large as oneDNN's direct float32 convolution's; float64 stays at rounding.
+from 0 and ±1, and the float32 error grows with them: on the inputs a UNet's convolutions see
+(``benchmarks/winograd_accuracy.py``: the demo's trained UNet and a fresh default-width one),
+F(6, 3)'s RMS error is 1.0-1.3x F(4, 3)'s, 1.7-5.5e-7 of the output's RMS (worst element
+0.6-1.6e-6 of the largest), no larger than oneDNN's direct float32 convolution's (2.7-7.8e-7);
+float64 stays at rounding.
 
 The tiles run over the batch's positions as one sequence of B L rows, so L need not be a
 multiple of m (only the last of all the tiles is cut short). That convolution of the
@@ -39,6 +41,7 @@ pooled ones (:func:`lcgen.models.layers.pooled`), not into fresh memory.
 from __future__ import annotations
 
 import functools
+import math
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -76,14 +79,9 @@ def toom_cook(m: int, points: list[Fraction]) -> tuple[torch.Tensor, torch.Tenso
     bt = [list(row) for row in zip(*inverse)]  # V⁻ᵀ
     g = evaluations(3)
     for j, row in enumerate(bt):  # scale row j of Bᵀ to coprime integers, G's row j by the inverse
-        lcm = 1
-        for a in row:
-            lcm = lcm * a.denominator // _gcd(lcm, a.denominator)
+        lcm = math.lcm(*(a.denominator for a in row))
         ints = [int(a * lcm) for a in row]
-        common = 0
-        for a in ints:
-            common = _gcd(common, abs(a))
-        factor = Fraction(lcm, common) * (1 if next(a for a in ints if a) > 0 else -1)
+        factor = Fraction(lcm, math.gcd(*ints)) * (1 if next(a for a in ints if a) > 0 else -1)
         bt[j] = [a * factor for a in row]
         g[j] = [a / factor for a in g[j]]
     at = [list(col) for col in zip(*evaluations(m))]
@@ -92,12 +90,6 @@ def toom_cook(m: int, points: list[Fraction]) -> tuple[torch.Tensor, torch.Tenso
         return torch.tensor([[float(a) for a in row] for row in rows], dtype=torch.float64)
 
     return tensor(at), tensor(g), tensor(bt)
-
-
-def _gcd(a: int, b: int) -> int:
-    while b:
-        a, b = b, a % b
-    return a
 
 
 _HALF = Fraction(1, 2)
