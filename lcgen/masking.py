@@ -44,6 +44,7 @@ whatever batch it lands in.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -293,24 +294,19 @@ def block_mask(
                       min_ratio=min_ratio, max_ratio=max_ratio)
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2**32 for int64 x in [0, 2**32), with no int64 overflow."""
-    lo = x * (c & 0xFFFF)  # < 2**48
-    hi = ((x * (c >> 16)) & 0xFFFF) << 16  # < 2**32
-    return (lo + hi) & _M32
-
-
-def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixer ("lowbias32", C. Wellons) on int64 tensors holding uint32 values."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+def _hash32(x: np.ndarray) -> np.ndarray:
+    """A 32-bit integer mixer ("lowbias32", C. Wellons) on uint32 arrays, in place (returns x);
+    numpy's uint32 products wrap mod 2**32 as the mixer needs."""
+    x ^= x >> 16
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> 15
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> 16
+    return x
 
 
 def _hash32_int(x: int) -> int:
-    """:func:`_hash32` on one Python int (no tensor ops for per-call constants)."""
+    """:func:`_hash32` on one Python int (no array ops for per-call constants)."""
     x ^= x >> 16
     x = (x * 0x7FEB352D) & _M32
     x ^= x >> 15
@@ -318,28 +314,45 @@ def _hash32_int(x: int) -> int:
     return x ^ (x >> 16)
 
 
+@functools.lru_cache(maxsize=64)
+def _counter_words(n: int) -> np.ndarray:
+    """h(counter) for counters 0 .. n - 1, (n,) uint32 (read-only: shared between calls)."""
+    words = _hash32(np.arange(n, dtype=np.uint32))
+    words.flags.writeable = False
+    return words
+
+
+def _row_words(index: torch.Tensor, seed_word: int) -> np.ndarray:
+    """Each sample's row word h(h(seed_word ^ index_lo) ^ h(index_hi)), (B,) uint32."""
+    index = _numpy(index.to(torch.int64))
+    row = _hash32((index & _M32).astype(np.uint32) ^ np.uint32(seed_word))
+    return _hash32(row ^ _hash32((index >> 32).astype(np.uint32)))
+
+
 def draw_fixed(
     valid: torch.Tensor, index: torch.Tensor, *, seed: int, min_block: int = 1
 ) -> MaskDraws:
     """Draws that depend only on (seed, sample index, counter): the same for a sample in any batch.
 
-    ``index`` (B,) int64 >= 0 is the sample's row in its data file.
+    ``index`` (B,) int64 >= 0 is the sample's row in its data file. Computed in numpy on the CPU
+    (the draws are put on ``valid``'s device).
     """
     B, L = valid.shape
     N = _n_keys_needed(L, min_block)
-    device = valid.device
-    seed_word = _hash32_int((seed & _M32) ^ _hash32_int((seed >> 32) & _M32))
-    index = index.to(device=device, dtype=torch.int64)
-    row = _hash32(seed_word ^ (index & _M32))
-    row = _hash32(row ^ _hash32((index >> 32) & _M32))  # (B,)
+    row = _row_words(index, _hash32_int((seed & _M32) ^ _hash32_int((seed >> 32) & _M32)))
     # One 32-bit hash per counter: counters 0, 1 give the two uniforms, each further counter
     # three 10-bit keys (its top 30 bits, which mix best).
-    n_words = 2 + -(-N // 3)
-    bits = _hash32(row[:, None] ^ _hash32(torch.arange(n_words, device=device)))  # (B, n_words)
-    u = bits[:, :2].double() / 2.0**32
-    shifts = torch.tensor([22, 12, 2], device=device)
-    keys = ((bits[:, 2:, None] >> shifts) & (_N_KEYS - 1)).reshape(B, -1)[:, :N].to(torch.int16)
-    return MaskDraws(u_block=u[:, 0], u_ratio=u[:, 1], keys=keys)
+    bits = _hash32(row[:, None] ^ _counter_words(2 + -(-N // 3)))  # (B, n_words)
+    u = bits[:, :2] / 2.0**32
+    keys = np.empty((B, bits.shape[1] - 2, 3), np.int16)
+    for j, shift in enumerate((22, 12, 2)):  # one strided pass each: a (3,) broadcast is ~4x slower
+        np.right_shift(bits[:, 2:], shift, out=keys[:, :, j], casting="unsafe")  # keeps the low 16 bits
+    keys &= _N_KEYS - 1
+    draws = MaskDraws(u_block=torch.from_numpy(u[:, 0]), u_ratio=torch.from_numpy(u[:, 1]),
+                      keys=torch.from_numpy(keys.reshape(B, -1)[:, :N]))
+    if valid.device.type != "cpu":
+        draws = MaskDraws(draws.u_block.to(valid.device), draws.u_ratio.to(valid.device), draws.keys.to(valid.device))
+    return draws
 
 
 def fixed_mask(
@@ -405,10 +418,8 @@ def fixed_uniforms(index: torch.Tensor, *, seed: int, n: int) -> torch.Tensor:
     """(B, n) float64 uniforms in [0, 1) fixed by ``seed`` and each sample's ``index`` (a
     counter-based hash, like :func:`draw_fixed`)."""
     seed_word = _hash32_int((seed & _M32) ^ _hash32_int((seed >> 32) & _M32) ^ 0x5BD1E995)
-    index = index.to(torch.int64)
-    row = _hash32(_hash32(seed_word ^ (index & _M32)) ^ _hash32((index >> 32) & _M32))  # (B,)
-    bits = _hash32(row[:, None] ^ _hash32(torch.arange(n, device=index.device)))
-    return bits.double() / 2.0**32
+    bits = _hash32(_row_words(index, seed_word)[:, None] ^ _counter_words(n))
+    return torch.from_numpy(bits / 2.0**32).to(index.device)
 
 
 def drop_modalities(u: torch.Tensor, present: torch.Tensor, p: float) -> torch.Tensor:
