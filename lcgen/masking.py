@@ -127,13 +127,24 @@ def _first_and_span(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, np.maximum((valid * pos1).max(1, initial=0) - first, 0)
 
 
-def _block_exponent(span: np.ndarray, u_block: np.ndarray, p_lo: int, p_hi: int) -> np.ndarray:
-    """p (B,): uniform over [p_lo, p_top], p_top = min(p_hi, floor(log2(span / 2))) so that the
-    span holds at least two blocks (p_top itself where p_top < p_lo)."""
+@functools.lru_cache(maxsize=32)
+def _exponent_table(length: int, p_lo: int, p_hi: int) -> np.ndarray:
+    """(2, length + 1) int64, for each span 0..length: p_top = min(p_hi, floor(log2(span / 2)))
+    (the largest block size leaving at least two blocks) and the number of exponents to choose
+    from, max(p_top - p_lo + 1, 1). Read-only: shared between calls."""
+    span = np.arange(length + 1)
     # floor(log2(x)) for integer x >= 1 is frexp's exponent - 1 (exact in float64).
-    p_top = np.minimum(np.frexp(np.maximum(span >> 1, 1).astype(np.float64))[1] - 1, p_hi).astype(np.int64)
-    n_choices = np.maximum(p_top - (p_lo - 1), 1)
-    return np.maximum(np.minimum(p_lo + (u_block * n_choices).astype(np.int64), p_top), 0)
+    p_top = np.minimum(np.frexp(np.maximum(span >> 1, 1).astype(np.float64))[1] - 1, p_hi)
+    table = np.stack([p_top, np.maximum(p_top - (p_lo - 1), 1)]).astype(np.int64)
+    table.flags.writeable = False
+    return table
+
+
+def _block_exponent(span: np.ndarray, u_block: np.ndarray, p_lo: int, p_hi: int, length: int) -> np.ndarray:
+    """p (B,): uniform over [p_lo, p_top], p_top = min(p_hi, floor(log2(span / 2))) so that the
+    span holds at least two blocks (p_top itself where p_top < p_lo); spans <= ``length``."""
+    p_top, n_choices = _exponent_table(length, p_lo, p_hi)[:, span]
+    return np.minimum(p_lo + (u_block * n_choices).astype(np.int64), p_top)
 
 
 def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
@@ -141,21 +152,20 @@ def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
     """Block size (B,) int64 of each sample's mask, as :func:`lay_blocks` picks it."""
     p_lo, p_hi = _power_range(min_block, max_block)
     _, span = _first_and_span(_numpy(valid))
-    return torch.from_numpy(1 << _block_exponent(span, _numpy(draws.u_block), p_lo, p_hi))
+    return torch.from_numpy(1 << _block_exponent(span, _numpy(draws.u_block), p_lo, p_hi, valid.shape[1]))
 
 
-def _repeat_each(x: np.ndarray, q: int) -> np.ndarray:
-    """(rows, N) bool -> (rows, N << q): each entry repeated 2**q times along the row.
+@functools.lru_cache(maxsize=32)
+def _past_rows(n_max: int) -> np.ndarray:
+    """(n_max + 1, n_max) int16 whose row n_max - n is 0 at blocks < n and 1024 from n on: rows
+    of a sliding window over [0] * n_max + [1024] * n_max (a read-only view, shared)."""
+    pattern = np.repeat(np.array([0, _N_KEYS], np.int16), n_max)
+    pattern.flags.writeable = False
+    return np.lib.stride_tricks.as_strided(pattern, (n_max + 1, n_max), (2, 2), writeable=False)
 
-    Up to 8 copies are made by one multiplication of the 0/1 bytes widened to 16, 32 or 64 bits
-    by 0x0101... (which sets every byte of the word to the entry), more by repeating those words:
-    np.repeat alone copies one byte at a time, ~3x slower.
-    """
-    if q == 0:
-        return x
-    word = (np.uint16, np.uint32, np.uint64)[min(q, 3) - 1]
-    x = np.multiply(x.view(np.uint8), word(0x0101010101010101 >> (64 - (8 << min(q, 3)))), dtype=word)
-    return (np.repeat(x, 1 << (q - 3), axis=1) if q > 3 else x).view(bool)
+
+# 0/1 bytes times these set every byte of the 2-, 4- or 8-byte word to the entry: 2, 4, 8 copies
+_SPREAD = {1: np.uint16(0x0101), 2: np.uint32(0x01010101), 3: np.uint64(0x0101010101010101)}
 
 
 def lay_blocks(
@@ -187,58 +197,73 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: np.ndarray, *, p_lo: int,
                 p_hi: int, min_ratio: float, max_ratio: float) -> np.ndarray:
     """:func:`lay_blocks` on numpy arrays: valid (B, L) bool, the draws (B,), (B,), (B, N) int16;
-    returns hidden (B, L) bool. About 60 numpy calls for the batch and 12 per block size."""
+    returns hidden (B, L) bool. About 45 numpy calls for the batch and 11 per block size."""
     B, L = v.shape
     if v.size == 0:
         return v.copy()
     first, span = _first_and_span(v)  # (B,), (B,)
-    p = _block_exponent(span, u_block, p_lo, p_hi)  # (B,) block size 2**p
+    p = _block_exponent(span, u_block, p_lo, p_hi, L)  # (B,) block size 2**p
     n_blocks = ((span - 1) >> p) + 1  # ceil(span / 2**p); 0 for an empty row (-1 >> p = -1)
-    ratio = u_ratio * (max_ratio - min_ratio) + min_ratio
-    count = np.maximum(np.minimum(np.maximum((n_blocks * ratio).astype(np.int64), 1), n_blocks - 1), 0)
+    count = (n_blocks * (u_ratio * (max_ratio - min_ratio) + min_ratio)).astype(np.int64)
+    count = np.maximum(np.minimum(np.maximum(count, 1), n_blocks - 1), 0)
 
-    # Scores: key * N + block index orders a row's blocks by (key, block); blocks past the span
-    # get 1024 added to their key (| 1024: (n - 1 - block) >> top is -1, all bits set, there,
-    # else 0), which puts them above every real block.
-    N_max = max(int(n_blocks.max()), 1)
-    small, top = (np.int16, 15) if N_max < 2**15 else (np.int32, 31)
-    past = (n_blocks - 1).astype(small)[:, None] - np.arange(N_max, dtype=small)  # (B, N_max)
-    past >>= top
-    past &= _N_KEYS
-    keys = keys[:, :N_max] | past  # (B, N_max) in [0, 2048)
+    # Rows grouped by block exponent, the largest first: group g holds rows order[a:b] (a stable
+    # sort), each with at most N_g = the group's largest n_blocks blocks, so it works on
+    # (rows, N_g) arrays; its rows' entries, one per position (2**q per block), are written
+    # to one buffer end to end, from `head`, each group's word-aligned (see below).
+    order = np.argsort(p_hi - p, kind="stable")
+    sizes = np.bincount(p_hi - p)
+    q_group = np.flatnonzero(sizes)  # p_hi - the exponents in use
+    sizes = sizes[q_group]
+    q_group = p_hi - q_group
+    ends = np.cumsum(sizes)
+    n_o, count_o = n_blocks[order], count[order]
+    N_group = np.maximum(np.maximum.reduceat(n_o, ends - sizes), 1)
+    width = np.repeat(N_group << q_group, sizes)  # (B,) entries of each row, in `order`
+    own = np.cumsum(width) - width  # where each row's entries start, from `head`
+
+    # Scores: key * N_g + block index orders a row's blocks by (key, block); blocks past the
+    # span get 1024 added to their key, which puts them above every real block. The blocks
+    # scoring below the (count + 1)-th smallest score are the `count` smallest (count <=
+    # n_blocks - 1, so that score is a real block's): `at` is its flat index in the group's
+    # sorted (rows, N_g) scores.
+    N_max = int(N_group.max())
+    past = _past_rows(N_max)
+    pad_o = N_max - n_o  # row pad_o of `past`: 1024 from block n_o on
     wide = np.int32 if N_max < 2**20 else np.int64  # holds key * N + block
     block = np.arange(N_max, dtype=wide)
+    at = ((np.arange(B) - np.repeat(ends - sizes, sizes)) * np.repeat(N_group, sizes) + count_o)[:, None]
 
-    # Rows grouped by block exponent: group q holds rows order[a:a + size] (a stable sort of p),
-    # each with at most N = the group's largest n_blocks blocks, so it works on (size, N) arrays.
-    order = np.argsort(p, kind="stable")
-    sizes = np.bincount(p)
-    groups = np.flatnonzero(sizes)  # the exponents in use
-    starts = np.cumsum(sizes)[groups] - sizes[groups]
-    N_group = np.maximum(np.maximum.reduceat(n_blocks[order], starts), 1)
-    count_o, rows_all = count[order], np.arange(B)
-    pieces = []  # per group, its rows' block choices, each repeated 2**q times
-    for q, a, size, N in zip(groups.tolist(), starts.tolist(), sizes[groups].tolist(), N_group.tolist()):
-        score = keys[order[a:a + size], :N].astype(wide)
-        score *= wide(N)
+    # Spread: the buffer holds each row's entries, one per position from its first real one,
+    # padded by >= L entries at both ends: position j of row b's mask is entry
+    # head + own_b + j - first_b. Rows of a sliding window of width L over the buffer (row i =
+    # entries i to i + L - 1: a view with strides (1, 1)), indexed by start = head + own -
+    # first, are exactly the mask rows (one (B, L) copy); entries outside [first, last] read a
+    # neighbour's or the padding, and `& valid` drops them. Groups of 2**q-point blocks are
+    # written as words of 2**min(q, 3) bytes (0/1 bytes times _SPREAD), the largest blocks
+    # first so that every group starts word-aligned (head is a multiple of 8).
+    head = -(-L // 8) * 8
+    total = head + int(own[-1] + width[-1])
+    buffer = np.empty(total + L, bool)
+    buffer[:head] = False
+    buffer[total:] = False
+    a, o = 0, head
+    for q, b, N in zip(q_group.tolist(), ends.tolist(), N_group.tolist()):
+        k = keys[order[a:b], :N]  # (rows, N) in [0, 2048)
+        k |= past[pad_o[a:b], :N]
+        score = np.multiply(k, wide(N), dtype=wide)
         score += block[:N]
-        # The blocks scoring below the (count + 1)-th smallest score are the `count` smallest
-        # (count <= n_blocks - 1, so that score is a real block's).
-        cut = np.sort(score, axis=1)[rows_all[:size], count_o[a:a + size]]
-        pieces.append(_repeat_each(score < cut[:, None], q).ravel())  # (size * N << q,)
-
-    # Spread block choices over positions. The groups' pieces lie end to end in one flat
-    # buffer (padded by L on both sides), row b's own entries from flat index own_b, one per
-    # position from its first real one: position j of the mask is entry own_b + j - first_b.
-    # Rows of a sliding window of width L over the buffer (row i = entries i to i + L - 1: a
-    # view with strides (1, 1)), indexed by start = own - first, are exactly the mask rows (one
-    # (B, L) copy); entries outside [first, last] read a neighbour's or the padding, and
-    # `& valid` drops them.
-    width = np.repeat(N_group << groups, sizes[groups])  # (B,) entries of each row, in `order`
+        cut = np.take(np.sort(score, axis=1), at[a:b])  # (rows, 1)
+        if q == 0:
+            np.less(score, cut, out=np.ndarray(score.shape, bool, buffer, o))
+        else:
+            word = _SPREAD[min(q, 3)]
+            dest = np.ndarray((b - a, N, 1 << max(q - 3, 0)), word.dtype, buffer, o)
+            np.multiply(np.less(score, cut).view(np.uint8)[:, :, None], word, out=dest)
+        a, o = b, o + ((b - a) * N << q)
     start = np.empty(B, np.int64)
-    start[order] = L + np.cumsum(width) - width - first[order]
-    buffer = np.concatenate([np.zeros(L, bool), *pieces, np.zeros(L, bool)])
-    windows = np.ndarray((len(buffer) - L + 1, L), bool, buffer, strides=(1, 1))
+    start[order] = own + head - first[order]
+    windows = np.ndarray((total + 1, L), bool, buffer, strides=(1, 1))
     hidden = windows[start]  # (B, L) copy
     hidden &= v
     return hidden
@@ -268,7 +293,10 @@ def draw_train(
     u = torch.rand(B, 2, generator=generator, device=valid.device, dtype=torch.float64)
     # 63 random bits per int64 word; viewed as four int16, each gives one 10-bit key.
     words = torch.empty(B, -(-N // 4), dtype=torch.int64, device=valid.device).random_(generator=generator)
-    keys = words.view(torch.int16)[:, :N] & (_N_KEYS - 1)
+    if valid.device.type == "cpu":  # numpy's & is ~2x cheaper than torch's at these sizes
+        keys = torch.from_numpy(words.numpy().view(np.int16)[:, :N] & np.int16(_N_KEYS - 1))
+    else:
+        keys = words.view(torch.int16)[:, :N] & (_N_KEYS - 1)
     return MaskDraws(u_block=u[:, 0], u_ratio=u[:, 1], keys=keys)
 
 
