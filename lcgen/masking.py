@@ -156,12 +156,15 @@ def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
 
 
 @functools.lru_cache(maxsize=32)
-def _past_rows(n_max: int) -> np.ndarray:
-    """(n_max + 1, n_max) int16 whose row n_max - n is 0 at blocks < n and 1024 from n on: rows
-    of a sliding window over [0] * n_max + [1024] * n_max (a read-only view, shared)."""
-    pattern = np.repeat(np.array([0, _N_KEYS], np.int16), n_max)
+def _block_terms(n_max: int, dtype: type) -> np.ndarray:
+    """(n_max + 1, n_max): row n_max - n, column k holds k + n_max - n, plus 1024 * n_max where
+    k >= n (a block past a span of n blocks). Rows of a sliding window over the pattern
+    [0, 1, ..., 2 n_max - 1] + 1024 n_max from the middle on (a read-only view, shared)."""
+    pattern = np.arange(2 * n_max, dtype=dtype)
+    pattern[n_max:] += _N_KEYS * n_max
     pattern.flags.writeable = False
-    return np.lib.stride_tricks.as_strided(pattern, (n_max + 1, n_max), (2, 2), writeable=False)
+    step = pattern.itemsize
+    return np.lib.stride_tricks.as_strided(pattern, (n_max + 1, n_max), (step, step), writeable=False)
 
 
 # 0/1 bytes times these set every byte of the 2-, 4- or 8-byte word to the entry: 2, 4, 8 copies
@@ -197,7 +200,8 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: np.ndarray, *, p_lo: int,
                 p_hi: int, min_ratio: float, max_ratio: float) -> np.ndarray:
     """:func:`lay_blocks` on numpy arrays: valid (B, L) bool, the draws (B,), (B,), (B, N) int16;
-    returns hidden (B, L) bool. About 45 numpy calls for the batch and 11 per block size."""
+    returns hidden (B, L) bool. About 35 numpy calls for the batch and 11 per block size (array
+    methods rather than the slower ``np.`` wrappers; same-shape operands where it can)."""
     B, L = v.shape
     if v.size == 0:
         return v.copy()
@@ -209,39 +213,38 @@ def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: n
 
     # Rows grouped by block exponent, the largest first: group g holds rows order[a:b] (a stable
     # sort), each with at most N_g = the group's largest n_blocks blocks, so it works on
-    # (rows, N_g) arrays; its rows' entries, one per position (2**q per block), are written
-    # to one buffer end to end, from `head`, each group's word-aligned (see below).
-    order = np.argsort(p_hi - p, kind="stable")
-    sizes = np.bincount(p_hi - p)
-    q_group = np.flatnonzero(sizes)  # p_hi - the exponents in use
+    # (rows, N_g) arrays.
+    desc = p_hi - p
+    order = desc.argsort(kind="stable")
+    sizes = np.bincount(desc)
+    q_group = sizes.nonzero()[0]
     sizes = sizes[q_group]
-    q_group = p_hi - q_group
-    ends = np.cumsum(sizes)
-    n_o, count_o = n_blocks[order], count[order]
+    q_group = p_hi - q_group  # the exponents in use, largest first
+    ends = sizes.cumsum()
+    n_o = n_blocks[order]
     N_group = np.maximum(np.maximum.reduceat(n_o, ends - sizes), 1)
-    width = np.repeat(N_group << q_group, sizes)  # (B,) entries of each row, in `order`
-    own = np.cumsum(width) - width  # where each row's entries start, from `head`
+    width = (N_group << q_group).repeat(sizes)  # (B,) entries of each row, in `order`
+    own = width.cumsum() - width  # where each row's entries start (from `head`, below)
 
-    # Scores: key * N_g + block index orders a row's blocks by (key, block); blocks past the
-    # span get 1024 added to their key, which puts them above every real block. The blocks
-    # scoring below the (count + 1)-th smallest score are the `count` smallest (count <=
-    # n_blocks - 1, so that score is a real block's): `at` is its flat index in the group's
-    # sorted (rows, N_g) scores.
+    # Scores: key * N_g + block index + N_max - n orders a row's blocks by (key, block) (the
+    # last term is the same for the whole row); blocks past the span get 1024 N_max more,
+    # which puts them above every real block. The index and past terms of a row are one row
+    # of `terms`. The blocks scoring below the (count + 1)-th smallest score are the `count`
+    # smallest (count <= n_blocks - 1, so that score is a real block's): `at` is its flat
+    # index in the group's sorted (rows, N_g) scores.
     N_max = int(N_group.max())
-    past = _past_rows(N_max)
-    pad_o = N_max - n_o  # row pad_o of `past`: 1024 from block n_o on
-    wide = np.int32 if N_max < 2**20 else np.int64  # holds key * N + block
-    block = np.arange(N_max, dtype=wide)
-    at = ((np.arange(B) - np.repeat(ends - sizes, sizes)) * np.repeat(N_group, sizes) + count_o)[:, None]
+    wide = np.int32 if N_max < 2**19 else np.int64  # holds key * N + the terms
+    terms, pad_o = _block_terms(N_max, wide), N_max - n_o
+    at = ((np.arange(B) - (ends - sizes).repeat(sizes)) * N_group.repeat(sizes) + count[order])[:, None]
 
-    # Spread: the buffer holds each row's entries, one per position from its first real one,
-    # padded by >= L entries at both ends: position j of row b's mask is entry
-    # head + own_b + j - first_b. Rows of a sliding window of width L over the buffer (row i =
-    # entries i to i + L - 1: a view with strides (1, 1)), indexed by start = head + own -
-    # first, are exactly the mask rows (one (B, L) copy); entries outside [first, last] read a
-    # neighbour's or the padding, and `& valid` drops them. Groups of 2**q-point blocks are
-    # written as words of 2**min(q, 3) bytes (0/1 bytes times _SPREAD), the largest blocks
-    # first so that every group starts word-aligned (head is a multiple of 8).
+    # Spread: one buffer holds each row's entries, one per position (2**q per block) from its
+    # first real one, rows end to end from `head`, padded by >= L entries at both ends:
+    # position j of row b's mask is entry head + own_b + j - first_b. Rows of a sliding window
+    # of width L over the buffer (row i = entries i to i + L - 1: a view with strides (1, 1)),
+    # indexed by start = head + own - first, are exactly the mask rows (one (B, L) copy);
+    # entries outside [first, last] read a neighbour's or the padding, and `& valid` drops
+    # them. A group's choices are written as words of 2**min(q, 3) bytes (0/1 bytes times
+    # _SPREAD), the largest blocks first so that every group starts word-aligned.
     head = -(-L // 8) * 8
     total = head + int(own[-1] + width[-1])
     buffer = np.empty(total + L, bool)
@@ -249,17 +252,20 @@ def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: n
     buffer[total:] = False
     a, o = 0, head
     for q, b, N in zip(q_group.tolist(), ends.tolist(), N_group.tolist()):
-        k = keys[order[a:b], :N]  # (rows, N) in [0, 2048)
-        k |= past[pad_o[a:b], :N]
-        score = np.multiply(k, wide(N), dtype=wide)
-        score += block[:N]
-        cut = np.take(np.sort(score, axis=1), at[a:b])  # (rows, 1)
+        score = keys[order[a:b], :N].astype(wide)
+        score *= N
+        score += terms[pad_o[a:b], :N]
+        sorted_score = score.copy()
+        sorted_score.sort(axis=1)
+        cut = sorted_score.take(at[a:b])  # (rows, 1)
         if q == 0:
             np.less(score, cut, out=np.ndarray(score.shape, bool, buffer, o))
+        elif q <= 3:
+            word = _SPREAD[q]
+            np.multiply(np.less(score, cut).view(np.uint8), word, out=np.ndarray(score.shape, word.dtype, buffer, o))
         else:
-            word = _SPREAD[min(q, 3)]
-            dest = np.ndarray((b - a, N, 1 << max(q - 3, 0)), word.dtype, buffer, o)
-            np.multiply(np.less(score, cut).view(np.uint8)[:, :, None], word, out=dest)
+            dest = np.ndarray((b - a, N, 1 << (q - 3)), np.uint64, buffer, o)
+            np.multiply(np.less(score, cut).view(np.uint8)[:, :, None], _SPREAD[3], out=dest)
         a, o = b, o + ((b - a) * N << q)
     start = np.empty(B, np.int64)
     start[order] = own + head - first[order]
