@@ -156,15 +156,14 @@ def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
 
 
 @functools.lru_cache(maxsize=32)
-def _block_terms(n_max: int, dtype: type) -> np.ndarray:
-    """(n_max + 1, n_max): row n_max - n, column k holds k + n_max - n, plus 1024 * n_max where
-    k >= n (a block past a span of n blocks). Rows of a sliding window over the pattern
-    [0, 1, ..., 2 n_max - 1] + 1024 n_max from the middle on (a read-only view, shared)."""
-    pattern = np.arange(2 * n_max, dtype=dtype)
-    pattern[n_max:] += _N_KEYS * n_max
+def _block_terms(m: int, dtype: type) -> np.ndarray:
+    """(m + 1, m): row m - n, column k holds k + m - n, plus 1024 m where k >= n (a block past a
+    span of n blocks). Rows of a sliding window over the pattern [0, 1, ..., 2 m - 1] + 1024 m
+    from the middle on (a read-only view, shared)."""
+    pattern = np.arange(2 * m, dtype=dtype)
+    pattern[m:] += _N_KEYS * m
     pattern.flags.writeable = False
-    step = pattern.itemsize
-    return np.lib.stride_tricks.as_strided(pattern, (n_max + 1, n_max), (step, step), writeable=False)
+    return np.ndarray((m + 1, m), dtype, pattern, strides=(pattern.itemsize, pattern.itemsize))
 
 
 # 0 or 1 times these sets every byte of a 2-, 4- or 8-byte word to it: 2, 4 or 8 copies
@@ -226,15 +225,15 @@ def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: n
     width = (N_group << q_group).repeat(sizes)  # (B,) entries of each row, in `order`
     own = width.cumsum() - width  # where each row's entries start (from `head`, below)
 
-    # Scores: key * N_g + block index + N_max - n orders a row's blocks by (key, block) (the
-    # last term is the same for the whole row); blocks past the span get 1024 N_max more,
-    # which puts them above every real block. The index and past terms of a row are one row
-    # of `terms`. The blocks scoring below the (count + 1)-th smallest score are the `count`
-    # smallest (count <= n_blocks - 1, so that score is a real block's): `at` is its flat
-    # index in the group's sorted (rows, N_g) scores.
-    N_max = int(N_group.max())
-    wide = np.int32 if N_max < 2**19 else np.int64  # holds key * N + the terms
-    terms, pad_o = _block_terms(N_max, wide), N_max - n_o
+    # Scores: key * N_g + block index + M - n orders a row's blocks by (key, block) (the last
+    # term is the same for the whole row; M = keys per row >= n); blocks past the span get
+    # 1024 M more, which puts them above every real block. The index and past terms of a row
+    # are one row of `terms`. The blocks scoring below the (count + 1)-th smallest score are
+    # the `count` smallest (count <= n_blocks - 1, so that score is a real block's): `at` is
+    # its flat index in the group's sorted (rows, N_g) scores.
+    M = keys.shape[1]
+    wide = np.int32 if M < 2**19 else np.int64  # holds key * N + the terms (< 2049 M)
+    terms, pad_o = _block_terms(M, wide), M - n_o
     at = ((np.arange(B) - (ends - sizes).repeat(sizes)) * N_group.repeat(sizes) + count[order])[:, None]
 
     # Spread: one buffer holds each row's entries, one per position (2**q per block) from its
