@@ -24,14 +24,18 @@ over the few block sizes, none over samples), in two steps:
   are the chosen ``c``. Breaking ties by index leaves a slight position bias (measured over
   800,000 samples of 32 blocks: the first blocks hidden ~0.1 percentage point more often than the
   last), far below anything training can notice.
-* spread: each group's choices are repeated ``s`` times, one entry per position from the span's
-  first position, and all rows' entries laid end to end in one buffer; the mask row is the ``L``
-  entries from (where the row's entries start) - ``first``, taken for all rows at once as rows of
-  a sliding window over the buffer, then ``& valid``.
+* spread: each group's choices are written ``s`` times, one entry per position from the span's
+  first position (as 0/1 words of ``min(s, 8)`` bytes times 0x0101...), all rows' entries end to
+  end in one buffer; the mask row is the ``L`` entries from (where the row's entries start) -
+  ``first``, taken for all rows at once as rows of a sliding window over the buffer, then
+  ``& valid``.
 
 Up to commit 8eb40f7 the choice was made in torch with a per-row histogram of the 1024 key values
 (``tests/test_masking.py`` keeps that algorithm and checks the two give the same masks bit for
-bit, so fixed masks, and every number measured on them, are unchanged).
+bit, so fixed masks, and every number measured on them, are unchanged). The later speed-ups
+(issue 16) keep every mask bit for bit (the tests pin digests of fixed and training masks). At
+these sizes a numpy call's fixed cost is most of the time, so the code favours array methods over
+the ``np.`` wrappers, same-shape operands over broadcasting, and cached read-only tables.
 
 With ``MaskConfig.max_days > 0`` (time series) the blocks are in days instead
 (:func:`lay_day_blocks`): a block length d log-uniform in [min_days, max_days], the span cut into
