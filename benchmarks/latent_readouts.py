@@ -19,7 +19,9 @@ readout's standardised variance (each dimension scaled to unit variance over the
 probes scale it) that a degree-5 polynomial of the curve's mean log10 window time span
 explains: near 1, Euclidean neighbours are curves whose windows last as long, whatever their
 type. ``--deflate R`` adds ``z:mean`` with its R leading principal directions (fitted on the
-train curves) removed.
+train curves) removed. ``--transformer RUN TIMESERIES.h5`` also prints the span share of a
+transformer run's embeddings (``meanmax`` of its bottleneck and of all levels) on the same
+windows, for comparison.
 """
 
 from __future__ import annotations
@@ -80,12 +82,21 @@ def span_share(X: np.ndarray, span: np.ndarray) -> float:
     return float(1 - (X - fit).var() / X.var())
 
 
+def curve_span(input: str, emb) -> np.ndarray:
+    """Per curve of ``emb``, the mean over its windows of log10(window time span) in ``input``."""
+    with open_source(input, "timeseries") as source:  # the series part of a paired file too
+        t, m = read_rows(source.f["time"], emb.row), read_rows(source.f["mask"], emb.row).astype(bool)
+    span = np.log10(np.where(m, t, -np.inf).max(1) - np.where(m, t, np.inf).min(1))
+    return np.bincount(emb.curve_index, span) / np.bincount(emb.curve_index)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="multimodal run directory")
     ap.add_argument("input", help="paired file on the run's grids (e.g. the probe curves)")
     ap.add_argument("--readouts", default=DEFAULT)
     ap.add_argument("--deflate", type=int, default=2, help="leading principal directions to remove from z:mean (0: none)")
+    ap.add_argument("--transformer", nargs=2, metavar=("RUN", "TIMESERIES"), help="a transformer run to compare")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tick = time.process_time()
@@ -94,9 +105,7 @@ def main() -> None:
     readouts = args.readouts.split(",")
     with open_source(args.input, "paired", cfg.channel) as source:
         windows = window_vectors(model, source, base.row, readouts)
-        t, m = read_rows(source.f["time"], base.row), read_rows(source.f["mask"], base.row).astype(bool)
-    span = np.log10(np.where(m, t, -np.inf).max(1) - np.where(m, t, np.inf).min(1))
-    curve_span = np.bincount(base.curve_index, span) / np.bincount(base.curve_index)
+    spans = curve_span(args.input, base)
     reps = {r: curve_means(w, base.source)[0] for r, w in windows.items()}
     meta, groups = base.curve_meta, base.curve_source
     train, test = split_groups(groups, 0.3, 0)
@@ -113,7 +122,13 @@ def main() -> None:
         r = probe_arrays(X, meta, groups, ["lc_type", "log10(period)"], train=train, test=test, few_shot_sizes=())
         c, p = r["lc_type"], r["log10(period)"]
         print(f"| {name} | {X.shape[1]} | {c['logistic']['macro_f1']:.3f} | {c['knn']['macro_f1']:.3f} | "
-              f"{p['ridge']['r2']:.3f} | {p['knn']['r2']:.3f} | {span_share(X, curve_span):.2f} |", flush=True)
+              f"{p['ridge']['r2']:.3f} | {p['knn']['r2']:.3f} | {span_share(X, spans):.2f} |", flush=True)
+    if args.transformer:
+        run, data = args.transformer
+        for level in ("bottleneck", "all"):
+            emb = embed(run, data, EmbedConfig(level=level, pooling="meanmax"))
+            print(f"{run} {level}:meanmax ({emb.curve.shape[1]} dims): span share "
+                  f"{span_share(emb.curve, curve_span(data, emb)):.2f}")
 
 
 if __name__ == "__main__":
