@@ -31,7 +31,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lcgen.embed import EmbedConfig, embed, pool
 from lcgen.embed.extract import curve_means
@@ -54,13 +53,9 @@ def window_vectors(model, source, rows, readouts: list[str]) -> dict[str, np.nda
             with torch.no_grad():
                 z, states = model.encode(batch)
                 latents = {"z": z, "zpre": captured["zpre"]}
-                K = z.shape[1]
-                for j, m in enumerate(MODALITIES):  # as MultimodalModel.decode reads each modality
+                for m in MODALITIES:
                     if any(r.startswith(f"read_{m}:") for r in readouts):
-                        seq = torch.cat([z, (model.readout_queries[m] + model.modality[j]).expand(len(z), -1, -1)], 1)
-                        for block in model.readout:
-                            seq = block(seq, None)
-                        latents[f"read_{m}"] = F.layer_norm(seq[:, K:], seq.shape[-1:])
+                        latents[f"read_{m}"] = model.read(z, m)
                 (levels, _, _), _ = states["series"]
                 for r in readouts:
                     name, how = r.split(":")
