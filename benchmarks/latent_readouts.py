@@ -21,7 +21,8 @@ explains: near 1, Euclidean neighbours are curves whose windows last as long, wh
 type. ``--deflate R`` adds ``z:mean`` with its R leading principal directions (fitted on the
 train curves) removed. ``--transformer RUN TIMESERIES.h5`` also prints the span share of a
 transformer run's embeddings (``meanmax`` of its bottleneck and of all levels) on the same
-windows, for comparison.
+windows, for comparison; every span share is also given for the same architecture with random
+weights (``lcgen embed --weights random``), what training adds or removes.
 """
 
 from __future__ import annotations
@@ -118,12 +119,14 @@ def main() -> None:
         c, p = r["lc_type"], r["log10(period)"]
         print(f"| {name} | {X.shape[1]} | {c['logistic']['macro_f1']:.3f} | {c['knn']['macro_f1']:.3f} | "
               f"{p['ridge']['r2']:.3f} | {p['knn']['r2']:.3f} | {span_share(X, spans):.2f} |", flush=True)
+    print("\n| embedding (meanmax) | span share, trained | random weights |\n|---|---:|---:|")
+    others = [(args.run, args.input, "all")]
     if args.transformer:
-        run, data = args.transformer
-        for level in ("bottleneck", "all"):
-            emb = embed(run, data, EmbedConfig(level=level, pooling="meanmax"))
-            print(f"{run} {level}:meanmax ({emb.curve.shape[1]} dims): span share "
-                  f"{span_share(emb.curve, curve_span(data, emb)):.2f}")
+        others += [(*args.transformer, level) for level in ("bottleneck", "all")]
+    for run, data, level in others:
+        shares = [span_share(emb.curve, curve_span(data, emb)) for emb in
+                  (embed(run, data, EmbedConfig(level=level, weights=w)) for w in ("trained", "random"))]
+        print(f"| {run} {level} | {shares[0]:.2f} | {shares[1]:.2f} |")
 
 
 if __name__ == "__main__":
