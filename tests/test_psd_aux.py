@@ -107,10 +107,13 @@ def test_the_aux_loss_is_the_heads_mse_over_valid_bins_and_in_history(files, tmp
     assert count > 0 and last["val_psd_aux"] == pytest.approx(errors / count, rel=1e-5)
 
 
-def test_the_aux_loss_trains_the_encoder_not_the_decoder(files):
-    """The PSD term alone sends gradients to the head and every encoder level, none to the decoder."""
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_the_aux_loss_trains_the_encoder_not_the_decoder(files, hidden):
+    """The PSD term alone sends gradients to the head (linear, or with a hidden layer) and every
+    encoder level, none to the decoder."""
     torch.manual_seed(0)
-    model = create_model("transformer", "tiny", psd_head=N_FREQ)
+    model = create_model("transformer", "tiny", psd_head=N_FREQ, psd_head_hidden=hidden)
+    assert len(model.psd_head) == (4 if hidden else 2)
     with open_source(files / "paired.h5", "paired") as source:
         batch = next(iter_batches(source, np.arange(6), 6))
     batch["hidden"] = torch.zeros_like(batch["valid"])
@@ -157,6 +160,8 @@ def test_refusals_are_clear(files, tmp_path):
         complete_config(dataclasses.replace(config(files / "paired.h5", tmp_path, psd_aux_weight=0.5), model_name="unet"))
     with pytest.raises(LcgenError, match="'psd_aux_weight' = -1.0 must be >= 0"):
         complete_config(config(files / "paired.h5", tmp_path, psd_aux_weight=-1.0))
+    with pytest.raises(LcgenError, match="psd_head=-1 and psd_head_hidden=0 must be >= 0"):
+        create_model("transformer", "tiny", psd_head=-1)
     with pytest.raises(LcgenError, match="the stored PSD is the uncut window's"):
         complete_config(config(files / "paired.h5", tmp_path, psd_aux_weight=0.5, gap_augment=0.5))
     result = run_cli("train", "transformer", "--data", files / "plain.h5", "--preset", "tiny", "--epochs", 1,

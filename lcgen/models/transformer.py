@@ -44,7 +44,8 @@ Options (all off by default, so the original API and saved mean-only runs are un
   cadence. The gaps' true lengths come in through ``time_gaps``. Excludes ``time_attention``.
 - ``day_encoding`` (on by default): the additive sinusoidal encoding of the time in days below.
   Off, time reaches the model only through the rotary encodings and ``time_gaps``.
-- ``psd_head``: F > 0 adds a small head (layer norm + linear) that reads the pooled latent, the
+- ``psd_head``: F > 0 adds a small head (layer norm + linear, or with ``psd_head_hidden`` one
+  GELU layer of that width between them) that reads the pooled latent, the
   mean and the max over the real positions of every encoder level and the bottleneck (what
   ``lcgen embed`` pools by default), and predicts the window's normalised multitaper PSD on F
   frequency bins (``forward_batch`` output ``psd`` (B, F)). ``lcgen train`` sets it from
@@ -99,6 +100,7 @@ class TransformerConfig:
     day_encoding: bool = True  # (bool) add the sinusoidal encoding of the time in days to the input (off: only rotary encodings and gap features carry time)
     cadence_rope: bool = False  # (bool) rotary encodings of times in median cadences (steps clipped to 4) in every attention
     psd_head: int = 0  # (int) bins of the auxiliary head that predicts the window's PSD from the pooled latent (lcgen train sets it from psd_aux_weight and the data's grid); 0 = no head
+    psd_head_hidden: int = 0  # (int) PSD head: 0 = layer norm + linear; > 0 = a GELU layer of this width before the output layer
 
     def __post_init__(self) -> None:
         dims = check_dims("encoder_dims", self.encoder_dims)
@@ -114,8 +116,9 @@ class TransformerConfig:
         if (self.time_attention or self.cadence_rope) and any((d // self.nhead) % 2 for d in dims):
             raise LcgenError(f"transformer: time_attention/cadence_rope need an even head width (width / nhead) at "
                              f"every level, got encoder_dims {dims} with nhead={self.nhead}")
-        if self.psd_head < 0:
-            raise LcgenError(f"transformer: psd_head={self.psd_head} must be >= 0 (0: no PSD head)")
+        if self.psd_head < 0 or self.psd_head_hidden < 0:
+            raise LcgenError(f"transformer: psd_head={self.psd_head} and psd_head_hidden={self.psd_head_hidden} "
+                             f"must be >= 0 (0: no PSD head; a linear one)")
         if self.num_transformer_blocks < 1 or self.ff_mult < 1 or self.input_dim < 1:
             raise LcgenError("transformer: num_transformer_blocks, ff_mult and input_dim must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -376,7 +379,9 @@ class TimeSeriesTransformer(nn.Module):
         self.head = nn.Linear(dims[0], 2 if config.variance_head else 1)
         if config.psd_head:  # made last, so every other parameter is initialised as without it
             width = 2 * (sum(dims) + dims[-1])  # mean and max of every level and the bottleneck
-            self.psd_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.psd_head))
+            hidden = [nn.Linear(width, config.psd_head_hidden), nn.GELU()] if config.psd_head_hidden else []
+            self.psd_head = nn.Sequential(nn.LayerNorm(width), *hidden,
+                                          nn.Linear(config.psd_head_hidden or width, config.psd_head))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
