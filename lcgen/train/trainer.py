@@ -1268,11 +1268,8 @@ def _catch_interrupt() -> Iterator[dict]:
 def _running(state: _State, unmasked_weight: float, weights: torch.Tensor | None = None,
              psd_aux_weight: float = 0.0) -> tuple[float, float]:
     """The epoch's pooled loss and samples/s so far."""
-    s = state.sums
-    if weights is not None or psd_aux_weight > 0:
-        loss = float(losses_from_sums(torch.tensor(s, dtype=torch.float64), unmasked_weight, weights, psd_aux_weight)[0])
-    else:
-        loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
+    loss = float(losses_from_sums(torch.tensor(state.sums, dtype=torch.float64), unmasked_weight, weights,
+                                  psd_aux_weight)[0])
     return loss, state.samples / state.seconds if state.seconds > 0 else 0.0
 
 
