@@ -95,6 +95,34 @@ def start_method() -> str:
     return "spawn"
 
 
+_MALLOC_KEPT = False
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+
+
+def keep_freed_memory(mmap_below: int = 32 * 2 ** 20, trim_above: int = 256 * 2 ** 20) -> None:
+    """Have this process's C allocator keep freed memory for reuse rather than return it to the
+    kernel: blocks under ``mmap_below`` bytes come from the heap (glibc otherwise maps, and on
+    free unmaps, each one above a threshold that moves with the sizes freed so far), and up to
+    ``trim_above`` bytes of free heap stay mapped. Linux with glibc only; elsewhere nothing
+    (musl's ``mallopt`` does nothing).
+
+    Why: the spectra of a batch of curves make numpy temporaries of a few MiB each (K tapers ×
+    ~36,000 frequencies), and memory handed back to the kernel costs a page fault per 4 KiB when
+    it is touched again: analysing 1,000 default curves took 157,000 faults and 0.80 s of system
+    time on the project's machine (a VM where a fault costs ~5–10 µs), 42,000 and 0.31 s with
+    this setting, with the same peak RSS. The price is that the process keeps its peak heap until
+    it exits. Settings are per process: forked
+    workers inherit them, spawned ones call this themselves (it runs where curves are analysed)."""
+    global _MALLOC_KEPT
+    if _MALLOC_KEPT or not sys.platform.startswith("linux"):
+        return
+    _MALLOC_KEPT = True
+    with contextlib.suppress(Exception):
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt(M_MMAP_THRESHOLD, int(mmap_below))
+        mallopt(M_TRIM_THRESHOLD, int(trim_above))
+
+
 def _init_worker(parent: int, forked: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
     if forked:

@@ -646,13 +646,23 @@ def _adaptive_newton(power: np.ndarray, lam: np.ndarray, variance: float, spec: 
             new = _sum_tapers(wt * pw) / wsum  # φ(S)
             step = new - s
             near = np.abs(step) <= 1e-2 * s  # only close in: from afar Newton can jump to another fixed point
-            if near.any():  # Newton: S − (φ − S)/(φ' − 1)
+            n_near = np.count_nonzero(near)
+            if n_near > s.size // 2:  # Newton: S − (φ − S)/(φ' − 1)
                 g *= wt
                 g *= ratio  # (w_k'/2S) · S²
                 g *= pw - new
                 slope = 2.0 * _sum_tapers(g) / (s * wsum)
                 newton = s + step / (1.0 - slope)
                 new = np.where(near & (slope < 1.0) & (newton > 0) & np.isfinite(newton), newton, new)
+            elif n_near:  # the same on the near bins only (elementwise: the same numbers)
+                j = np.flatnonzero(near)
+                g = g.take(j, axis=1) * wt.take(j, axis=1)
+                g *= ratio.take(j, axis=1) if per_bin else ratio
+                g *= pw.take(j, axis=1) - new[j]
+                slope = 2.0 * _sum_tapers(g) / (s[j] * wsum[j])
+                newton = s[j] + step[j] / (1.0 - slope)
+                take = (slope < 1.0) & (newton > 0) & np.isfinite(newton)
+                new[j[take]] = newton[take]
             new = np.where(np.isfinite(new) & (s > 0), new, fb)  # every w_k = 0 at S = 0: the plain mean
             moving = ~(np.abs(new - s) <= tol * new)  # NaN-safe: a NaN change counts as moving
             if moving.all():
@@ -661,9 +671,10 @@ def _adaptive_newton(power: np.ndarray, lam: np.ndarray, variance: float, spec: 
             spec[idx] = new
             if not moving.any():
                 break
-            idx, s, pw, fb = idx[moving], new[moving], pw[:, moving], fb[moving]
+            # compress, not pw[:, moving]: a boolean index along the last axis is ~3× slower
+            idx, s, pw, fb = idx[moving], new[moving], pw.compress(moving, axis=1), fb[moving]
             if per_bin:
-                ratio, inv_lam = ratio[:, moving], inv_lam[:, moving]
+                ratio, inv_lam = ratio.compress(moving, axis=1), inv_lam.compress(moving, axis=1)
         else:
             spec[idx] = s
     return spec, it
