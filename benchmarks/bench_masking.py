@@ -26,7 +26,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import lcgen.masking as this_tree  # noqa: E402
-from benchmarks.common import checkout, load_average, load_module  # noqa: E402
+from benchmarks.common import checkout, load_average, load_module, profile_rows  # noqa: E402
 
 ORIGINAL_MS = {(32, 512): 57.0, (128, 1024): 402.0}  # issue #16, the original's collate masking
 F972C9C_THEN_MS = {(32, 512): (1.5, 1.8), (128, 1024): (8.6, 13.0)}  # lcgen f972c9c's medians beside the original (issue #16)
@@ -72,10 +72,9 @@ def median(xs: list[float]) -> float:
 
 
 def split_table(console: Console, repeats: int) -> None:
-    """CPU medians of the two stages, interleaved: the random draws (torch) and laying the blocks
-    (``lay_blocks``, numpy), and the draws' top tensor ops."""
-    from torch.profiler import ProfilerActivity, profile
-
+    """CPU medians of the two stages, interleaved: the random draws (torch's generator for
+    training masks, a numpy hash for fixed ones) and laying the blocks (``lay_blocks``, numpy),
+    and the top costs of whole calls."""
     mod = this_tree
     table = Table(title=f"where the time goes, this tree, CPU median ms ({load_average()})")
     for col in ("batch", "draw_train", "lay_blocks (train)", "draw_fixed", "lay_blocks (fixed)"):
@@ -99,17 +98,12 @@ def split_table(console: Console, repeats: int) -> None:
     console.print(table)
     valid, index = batch(128, 1024)
     gen = torch.Generator().manual_seed(0)
-    for kind, fn in {"draw_train": lambda: mod.draw_train(valid, generator=gen),
-                     "draw_fixed": lambda: mod.draw_fixed(valid, index, seed=0)}.items():
+    for kind, fn in {"train": lambda: mod.block_mask(valid, generator=gen),
+                     "fixed": lambda: mod.fixed_mask(valid, index, seed=0)}.items():
         fn()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(20):
-                fn()
-        events = prof.key_averages()
-        total = sum(e.self_cpu_time_total for e in events)
-        top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:4]
-        console.print(f"{kind}, 128 x 1024, top tensor ops (self CPU share): "
-                      + ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in top))
+        total, rows = profile_rows(lambda: [fn() for _ in range(50)], top=6)
+        console.print(f"{kind} masks, 128 x 1024, top costs (own time, cProfile): "
+                      + ", ".join(f"{where} {own / total:.0%}" for where, _, own in rows))
 
 
 def main() -> None:

@@ -24,14 +24,18 @@ over the few block sizes, none over samples), in two steps:
   are the chosen ``c``. Breaking ties by index leaves a slight position bias (measured over
   800,000 samples of 32 blocks: the first blocks hidden ~0.1 percentage point more often than the
   last), far below anything training can notice.
-* spread: each group's choices are repeated ``s`` times, one entry per position from the span's
-  first position, and all rows' entries laid end to end in one buffer; the mask row is the ``L``
-  entries from (where the row's entries start) - ``first``, taken for all rows at once as rows of
-  a sliding window over the buffer, then ``& valid``.
+* spread: each group's choices are written ``s`` times, one entry per position from the span's
+  first position (as 0/1 words of ``min(s, 8)`` bytes times 0x0101...), all rows' entries end to
+  end in one buffer; the mask row is the ``L`` entries from (where the row's entries start) -
+  ``first``, taken for all rows at once as rows of a sliding window over the buffer, then
+  ``& valid``.
 
 Up to commit 8eb40f7 the choice was made in torch with a per-row histogram of the 1024 key values
 (``tests/test_masking.py`` keeps that algorithm and checks the two give the same masks bit for
-bit, so fixed masks, and every number measured on them, are unchanged).
+bit, so fixed masks, and every number measured on them, are unchanged). The later speed-ups
+(issue 16) keep every mask bit for bit (the tests pin digests of fixed and training masks). At
+these sizes a numpy call's fixed cost is most of the time, so the code favours array methods over
+the ``np.`` wrappers, same-shape operands over broadcasting, and cached read-only tables.
 
 With ``MaskConfig.max_days > 0`` (time series) the blocks are in days instead
 (:func:`lay_day_blocks`): a block length d log-uniform in [min_days, max_days], the span cut into
@@ -44,6 +48,7 @@ whatever batch it lands in.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -126,13 +131,24 @@ def _first_and_span(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, np.maximum((valid * pos1).max(1, initial=0) - first, 0)
 
 
-def _block_exponent(span: np.ndarray, u_block: np.ndarray, p_lo: int, p_hi: int) -> np.ndarray:
-    """p (B,): uniform over [p_lo, p_top], p_top = min(p_hi, floor(log2(span / 2))) so that the
-    span holds at least two blocks (p_top itself where p_top < p_lo)."""
+@functools.lru_cache(maxsize=32)
+def _exponent_table(length: int, p_lo: int, p_hi: int) -> np.ndarray:
+    """(2, length + 1) int64, for each span 0..length: p_top = min(p_hi, floor(log2(span / 2)))
+    (the largest block size leaving at least two blocks) and the number of exponents to choose
+    from, max(p_top - p_lo + 1, 1). Read-only: shared between calls."""
+    span = np.arange(length + 1)
     # floor(log2(x)) for integer x >= 1 is frexp's exponent - 1 (exact in float64).
-    p_top = np.minimum(np.frexp(np.maximum(span >> 1, 1).astype(np.float64))[1] - 1, p_hi).astype(np.int64)
-    n_choices = np.maximum(p_top - (p_lo - 1), 1)
-    return np.maximum(np.minimum(p_lo + (u_block * n_choices).astype(np.int64), p_top), 0)
+    p_top = np.minimum(np.frexp(np.maximum(span >> 1, 1).astype(np.float64))[1] - 1, p_hi)
+    table = np.stack([p_top, np.maximum(p_top - (p_lo - 1), 1)]).astype(np.int64)
+    table.flags.writeable = False
+    return table
+
+
+def _block_exponent(span: np.ndarray, u_block: np.ndarray, p_lo: int, p_hi: int, length: int) -> np.ndarray:
+    """p (B,): uniform over [p_lo, p_top], p_top = min(p_hi, floor(log2(span / 2))) so that the
+    span holds at least two blocks (p_top itself where p_top < p_lo); spans <= ``length``."""
+    p_top, n_choices = _exponent_table(length, p_lo, p_hi)[:, span]
+    return np.minimum(p_lo + (u_block * n_choices).astype(np.int64), p_top)
 
 
 def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
@@ -140,21 +156,22 @@ def block_sizes(valid: torch.Tensor, draws: MaskDraws, *, min_block: int = 1,
     """Block size (B,) int64 of each sample's mask, as :func:`lay_blocks` picks it."""
     p_lo, p_hi = _power_range(min_block, max_block)
     _, span = _first_and_span(_numpy(valid))
-    return torch.from_numpy(1 << _block_exponent(span, _numpy(draws.u_block), p_lo, p_hi))
+    return torch.from_numpy(1 << _block_exponent(span, _numpy(draws.u_block), p_lo, p_hi, valid.shape[1]))
 
 
-def _repeat_each(x: np.ndarray, q: int) -> np.ndarray:
-    """(rows, N) bool -> (rows, N << q): each entry repeated 2**q times along the row.
+@functools.lru_cache(maxsize=32)
+def _block_terms(m: int, dtype: type) -> np.ndarray:
+    """(m + 1, m): row m - n, column k holds k + m - n, plus 1024 m where k >= n (a block past a
+    span of n blocks). Rows of a sliding window over the pattern [0, 1, ..., 2 m - 1] + 1024 m
+    from the middle on (a read-only view, shared)."""
+    pattern = np.arange(2 * m, dtype=dtype)
+    pattern[m:] += _N_KEYS * m
+    pattern.flags.writeable = False
+    return np.ndarray((m + 1, m), dtype, pattern, strides=(pattern.itemsize, pattern.itemsize))
 
-    Up to 8 copies are made by one multiplication of the 0/1 bytes widened to 16, 32 or 64 bits
-    by 0x0101... (which sets every byte of the word to the entry), more by repeating those words:
-    np.repeat alone copies one byte at a time, ~3x slower.
-    """
-    if q == 0:
-        return x
-    word = (np.uint16, np.uint32, np.uint64)[min(q, 3) - 1]
-    x = np.multiply(x.view(np.uint8), word(0x0101010101010101 >> (64 - (8 << min(q, 3)))), dtype=word)
-    return (np.repeat(x, 1 << (q - 3), axis=1) if q > 3 else x).view(bool)
+
+# 0 or 1 times these sets every byte of a 2-, 4- or 8-byte word to it: 2, 4 or 8 copies
+_SPREAD = {1: np.uint16(0x0101), 2: np.uint32(0x01010101), 3: np.uint64(0x0101010101010101)}
 
 
 def lay_blocks(
@@ -186,58 +203,76 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
 def _lay_points(v: np.ndarray, u_block: np.ndarray, u_ratio: np.ndarray, keys: np.ndarray, *, p_lo: int,
                 p_hi: int, min_ratio: float, max_ratio: float) -> np.ndarray:
     """:func:`lay_blocks` on numpy arrays: valid (B, L) bool, the draws (B,), (B,), (B, N) int16;
-    returns hidden (B, L) bool. About 60 numpy calls for the batch and 12 per block size."""
+    returns hidden (B, L) bool. About 60 numpy calls for the batch, most on (B,) arrays, and 15
+    per block size (array methods rather than the slower ``np.`` wrappers; same-shape operands
+    where it can: a broadcast operand costs the call a few µs)."""
     B, L = v.shape
     if v.size == 0:
         return v.copy()
     first, span = _first_and_span(v)  # (B,), (B,)
-    p = _block_exponent(span, u_block, p_lo, p_hi)  # (B,) block size 2**p
+    p = _block_exponent(span, u_block, p_lo, p_hi, L)  # (B,) block size 2**p
     n_blocks = ((span - 1) >> p) + 1  # ceil(span / 2**p); 0 for an empty row (-1 >> p = -1)
-    ratio = u_ratio * (max_ratio - min_ratio) + min_ratio
-    count = np.maximum(np.minimum(np.maximum((n_blocks * ratio).astype(np.int64), 1), n_blocks - 1), 0)
+    count = (n_blocks * (u_ratio * (max_ratio - min_ratio) + min_ratio)).astype(np.int64)
+    count = np.maximum(np.minimum(np.maximum(count, 1), n_blocks - 1), 0)
 
-    # Scores: key * N + block index orders a row's blocks by (key, block); blocks past the span
-    # get 1024 added to their key (| 1024: (n - 1 - block) >> top is -1, all bits set, there,
-    # else 0), which puts them above every real block.
-    N_max = max(int(n_blocks.max()), 1)
-    small, top = (np.int16, 15) if N_max < 2**15 else (np.int32, 31)
-    past = (n_blocks - 1).astype(small)[:, None] - np.arange(N_max, dtype=small)  # (B, N_max)
-    past >>= top
-    past &= _N_KEYS
-    keys = keys[:, :N_max] | past  # (B, N_max) in [0, 2048)
-    wide = np.int32 if N_max < 2**20 else np.int64  # holds key * N + block
-    block = np.arange(N_max, dtype=wide)
+    # Rows grouped by block exponent, the largest first: group g holds rows order[a:b] (a stable
+    # sort), each with at most N_g = the group's largest n_blocks blocks, so it works on
+    # (rows, N_g) arrays.
+    desc = p_hi - p
+    order = desc.argsort(kind="stable")
+    sizes = np.bincount(desc)
+    q_group = sizes.nonzero()[0]
+    sizes = sizes[q_group]
+    q_group = p_hi - q_group  # the exponents in use, largest first
+    ends = sizes.cumsum()
+    n_o = n_blocks[order]
+    N_group = np.maximum(np.maximum.reduceat(n_o, ends - sizes), 1)
+    width = (N_group << q_group).repeat(sizes)  # (B,) entries of each row, in `order`
+    own = width.cumsum() - width  # where each row's entries start (from `head`, below)
 
-    # Rows grouped by block exponent: group q holds rows order[a:a + size] (a stable sort of p),
-    # each with at most N = the group's largest n_blocks blocks, so it works on (size, N) arrays.
-    order = np.argsort(p, kind="stable")
-    sizes = np.bincount(p)
-    groups = np.flatnonzero(sizes)  # the exponents in use
-    starts = np.cumsum(sizes)[groups] - sizes[groups]
-    N_group = np.maximum(np.maximum.reduceat(n_blocks[order], starts), 1)
-    count_o, rows_all = count[order], np.arange(B)
-    pieces = []  # per group, its rows' block choices, each repeated 2**q times
-    for q, a, size, N in zip(groups.tolist(), starts.tolist(), sizes[groups].tolist(), N_group.tolist()):
-        score = keys[order[a:a + size], :N].astype(wide)
-        score *= wide(N)
-        score += block[:N]
-        # The blocks scoring below the (count + 1)-th smallest score are the `count` smallest
-        # (count <= n_blocks - 1, so that score is a real block's).
-        cut = np.sort(score, axis=1)[rows_all[:size], count_o[a:a + size]]
-        pieces.append(_repeat_each(score < cut[:, None], q).ravel())  # (size * N << q,)
+    # Scores: key * N_g + block index + M - n orders a row's blocks by (key, block) (the last
+    # term is the same for the whole row; M = keys per row >= n); blocks past the span get
+    # 1024 M more, which puts them above every real block. The index and past terms of a row
+    # are one row of `terms`. The blocks scoring below the (count + 1)-th smallest score are
+    # the `count` smallest (count <= n_blocks - 1, so that score is a real block's): `at` is
+    # its flat index in the group's sorted (rows, N_g) scores.
+    M = keys.shape[1]
+    wide = np.int32 if M < 2**19 else np.int64  # holds key * N + the terms (< 2049 M)
+    terms, pad_o = _block_terms(M, wide), M - n_o
+    at = ((np.arange(B) - (ends - sizes).repeat(sizes)) * N_group.repeat(sizes) + count[order])[:, None]
 
-    # Spread block choices over positions. The groups' pieces lie end to end in one flat
-    # buffer (padded by L on both sides), row b's own entries from flat index own_b, one per
-    # position from its first real one: position j of the mask is entry own_b + j - first_b.
-    # Rows of a sliding window of width L over the buffer (row i = entries i to i + L - 1: a
-    # view with strides (1, 1)), indexed by start = own - first, are exactly the mask rows (one
-    # (B, L) copy); entries outside [first, last] read a neighbour's or the padding, and
-    # `& valid` drops them.
-    width = np.repeat(N_group << groups, sizes[groups])  # (B,) entries of each row, in `order`
+    # Spread: one buffer holds each row's entries, one per position (2**q per block) from its
+    # first real one, rows end to end from `head`, padded by >= L entries at both ends:
+    # position j of row b's mask is entry head + own_b + j - first_b. Rows of a sliding window
+    # of width L over the buffer (row i = entries i to i + L - 1: a view with strides (1, 1)),
+    # indexed by start = head + own - first, are exactly the mask rows (one (B, L) copy);
+    # entries outside [first, last] read a neighbour's or the padding, and `& valid` drops
+    # them. A group's choices are written as words of 2**min(q, 3) bytes (0 or 1 times
+    # _SPREAD), the largest blocks first so that every group starts word-aligned.
+    head = -(-L // 8) * 8
+    total = head + int(own[-1] + width[-1])
+    buffer = np.empty(total + L, bool)
+    buffer[:head] = False
+    buffer[total:] = False
+    a, o = 0, head
+    for q, b, N in zip(q_group.tolist(), ends.tolist(), N_group.tolist()):
+        score = keys[order[a:b], :N].astype(wide)
+        score *= N
+        score += terms[pad_o[a:b], :N]
+        sorted_score = score.copy()
+        sorted_score.sort(axis=1)
+        cut = sorted_score.take(at[a:b])  # (rows, 1)
+        if q == 0:
+            np.less(score, cut, out=np.ndarray(score.shape, bool, buffer, o))
+        else:  # 0 or 1 per word (2**(q - 3) equal words per block past 8 points), times _SPREAD
+            word = _SPREAD[min(q, 3)]
+            dest = np.ndarray((b - a, N, 1 << max(q - 3, 0)), word.dtype, buffer, o)
+            np.less(score[:, :, None], cut[:, :, None], out=dest, casting="unsafe")
+            dest *= word
+        a, o = b, o + ((b - a) * N << q)
     start = np.empty(B, np.int64)
-    start[order] = L + np.cumsum(width) - width - first[order]
-    buffer = np.concatenate([np.zeros(L, bool), *pieces, np.zeros(L, bool)])
-    windows = np.ndarray((len(buffer) - L + 1, L), bool, buffer, strides=(1, 1))
+    start[order] = own + head - first[order]
+    windows = np.ndarray((total + 1, L), bool, buffer, strides=(1, 1))
     hidden = windows[start]  # (B, L) copy
     hidden &= v
     return hidden
@@ -267,8 +302,12 @@ def draw_train(
     u = torch.rand(B, 2, generator=generator, device=valid.device, dtype=torch.float64)
     # 63 random bits per int64 word; viewed as four int16, each gives one 10-bit key.
     words = torch.empty(B, -(-N // 4), dtype=torch.int64, device=valid.device).random_(generator=generator)
-    keys = words.view(torch.int16)[:, :N] & (_N_KEYS - 1)
-    return MaskDraws(u_block=u[:, 0], u_ratio=u[:, 1], keys=keys)
+    keys = words.view(torch.int16)
+    if valid.device.type == "cpu":  # in place in numpy: no second (B, N) array, ~2x cheaper than torch
+        np.bitwise_and(keys.numpy(), _N_KEYS - 1, out=keys.numpy())
+    else:
+        keys &= _N_KEYS - 1
+    return MaskDraws(u_block=u[:, 0], u_ratio=u[:, 1], keys=keys[:, :N])
 
 
 def block_mask(
@@ -286,31 +325,24 @@ def block_mask(
     """
     _check_valid(valid)
     check_mask_settings(min_block, max_block, min_ratio, max_ratio)
-    with torch.inference_mode():  # draws need no autograd: skip its bookkeeping
-        draws = draw_train(valid, min_block=min_block, generator=generator)
-    # lay_blocks works in numpy: its result is a normal tensor (autograd may save it)
+    draws = draw_train(valid, min_block=min_block, generator=generator)
     return lay_blocks(valid, draws, min_block=min_block, max_block=max_block,
                       min_ratio=min_ratio, max_ratio=max_ratio)
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2**32 for int64 x in [0, 2**32), with no int64 overflow."""
-    lo = x * (c & 0xFFFF)  # < 2**48
-    hi = ((x * (c >> 16)) & 0xFFFF) << 16  # < 2**32
-    return (lo + hi) & _M32
-
-
-def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """A 32-bit integer mixer ("lowbias32", C. Wellons) on int64 tensors holding uint32 values."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
+def _hash32(x: np.ndarray) -> np.ndarray:
+    """A 32-bit integer mixer ("lowbias32", C. Wellons) on uint32 arrays, in place (returns x);
+    numpy's uint32 products wrap mod 2**32 as the mixer needs."""
+    x ^= x >> 16
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> 15
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> 16
+    return x
 
 
 def _hash32_int(x: int) -> int:
-    """:func:`_hash32` on one Python int (no tensor ops for per-call constants)."""
+    """:func:`_hash32` on one Python int (no array ops for per-call constants)."""
     x ^= x >> 16
     x = (x * 0x7FEB352D) & _M32
     x ^= x >> 15
@@ -318,28 +350,45 @@ def _hash32_int(x: int) -> int:
     return x ^ (x >> 16)
 
 
+@functools.lru_cache(maxsize=64)
+def _counter_words(n: int) -> np.ndarray:
+    """h(counter) for counters 0 .. n - 1, (n,) uint32 (read-only: shared between calls)."""
+    words = _hash32(np.arange(n, dtype=np.uint32))
+    words.flags.writeable = False
+    return words
+
+
+def _row_words(index: torch.Tensor, seed_word: int) -> np.ndarray:
+    """Each sample's row word h(h(seed_word ^ index_lo) ^ h(index_hi)), (B,) uint32."""
+    index = _numpy(index.to(torch.int64))
+    row = _hash32((index & _M32).astype(np.uint32) ^ np.uint32(seed_word))
+    return _hash32(row ^ _hash32((index >> 32).astype(np.uint32)))
+
+
 def draw_fixed(
     valid: torch.Tensor, index: torch.Tensor, *, seed: int, min_block: int = 1
 ) -> MaskDraws:
     """Draws that depend only on (seed, sample index, counter): the same for a sample in any batch.
 
-    ``index`` (B,) int64 >= 0 is the sample's row in its data file.
+    ``index`` (B,) int64 >= 0 is the sample's row in its data file. Computed in numpy on the CPU
+    (the draws are put on ``valid``'s device).
     """
     B, L = valid.shape
     N = _n_keys_needed(L, min_block)
-    device = valid.device
-    seed_word = _hash32_int((seed & _M32) ^ _hash32_int((seed >> 32) & _M32))
-    index = index.to(device=device, dtype=torch.int64)
-    row = _hash32(seed_word ^ (index & _M32))
-    row = _hash32(row ^ _hash32((index >> 32) & _M32))  # (B,)
+    row = _row_words(index, _hash32_int((seed & _M32) ^ _hash32_int((seed >> 32) & _M32)))
     # One 32-bit hash per counter: counters 0, 1 give the two uniforms, each further counter
     # three 10-bit keys (its top 30 bits, which mix best).
-    n_words = 2 + -(-N // 3)
-    bits = _hash32(row[:, None] ^ _hash32(torch.arange(n_words, device=device)))  # (B, n_words)
-    u = bits[:, :2].double() / 2.0**32
-    shifts = torch.tensor([22, 12, 2], device=device)
-    keys = ((bits[:, 2:, None] >> shifts) & (_N_KEYS - 1)).reshape(B, -1)[:, :N].to(torch.int16)
-    return MaskDraws(u_block=u[:, 0], u_ratio=u[:, 1], keys=keys)
+    bits = _hash32(row[:, None] ^ _counter_words(2 + -(-N // 3)))  # (B, n_words)
+    u = bits[:, :2] / 2.0**32
+    keys = np.empty((B, bits.shape[1] - 2, 3), np.int16)
+    for j, shift in enumerate((22, 12, 2)):  # one strided pass each: a (3,) broadcast is ~4x slower
+        np.right_shift(bits[:, 2:], shift, out=keys[:, :, j], casting="unsafe")  # keeps the low 16 bits
+    keys &= _N_KEYS - 1
+    draws = MaskDraws(u_block=torch.from_numpy(u[:, 0]), u_ratio=torch.from_numpy(u[:, 1]),
+                      keys=torch.from_numpy(keys.reshape(B, -1)[:, :N]))
+    if valid.device.type != "cpu":
+        draws = MaskDraws(draws.u_block.to(valid.device), draws.u_ratio.to(valid.device), draws.keys.to(valid.device))
+    return draws
 
 
 def fixed_mask(
@@ -369,11 +418,9 @@ def fixed_mask(
         raise LcgenError(
             f"index must have shape ({valid.shape[0]},) to match valid, got {tuple(index.shape)}"
         )
-    with torch.inference_mode():  # as in block_mask
-        draws = draw_fixed(valid, index, seed=seed, min_block=key_block(min_block, max_days))
-        hidden = lay_mask(valid, draws, time=time, min_block=min_block, max_block=max_block,
-                          min_ratio=min_ratio, max_ratio=max_ratio, min_days=min_days, max_days=max_days)
-    return hidden.clone()
+    draws = draw_fixed(valid, index, seed=seed, min_block=key_block(min_block, max_days))
+    return lay_mask(valid, draws, time=time, min_block=min_block, max_block=max_block,
+                    min_ratio=min_ratio, max_ratio=max_ratio, min_days=min_days, max_days=max_days)
 
 
 def model_input(values: torch.Tensor, valid: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
@@ -405,10 +452,8 @@ def fixed_uniforms(index: torch.Tensor, *, seed: int, n: int) -> torch.Tensor:
     """(B, n) float64 uniforms in [0, 1) fixed by ``seed`` and each sample's ``index`` (a
     counter-based hash, like :func:`draw_fixed`)."""
     seed_word = _hash32_int((seed & _M32) ^ _hash32_int((seed >> 32) & _M32) ^ 0x5BD1E995)
-    index = index.to(torch.int64)
-    row = _hash32(_hash32(seed_word ^ (index & _M32)) ^ _hash32((index >> 32) & _M32))  # (B,)
-    bits = _hash32(row[:, None] ^ _hash32(torch.arange(n, device=index.device)))
-    return bits.double() / 2.0**32
+    bits = _hash32(_row_words(index, seed_word)[:, None] ^ _counter_words(n))
+    return torch.from_numpy(bits / 2.0**32).to(index.device)
 
 
 def drop_modalities(u: torch.Tensor, present: torch.Tensor, p: float) -> torch.Tensor:

@@ -196,6 +196,27 @@ def test_lay_blocks_equals_the_histogram_algorithm(draw):
             assert torch.equal(lay_blocks(valid, draws, **settings), histogram_lay_blocks(valid, draws, **settings))
 
 
+def test_masks_are_those_of_main_bit_for_bit():
+    """Digests of fixed (validation/test) masks and training masks over several seeds, settings
+    and shapes, as main made them before the speed work of issue 16 (commit f86fe66): every
+    quality number measured on fixed masks, and every training run's masks (so its resume and
+    its README figures), stay exactly as they were."""
+    import hashlib
+
+    fixed, train = hashlib.sha256(), hashlib.sha256()
+    for B, L in ((32, 512), (128, 1024), (40, 333)):
+        valid = random_validity(B, L, torch.Generator().manual_seed(B + L))
+        index = torch.arange(1000, 1000 + B)
+        for seed in (0, 1, 12345):
+            for settings in ({}, dict(min_block=2, max_block=16, min_ratio=0.2, max_ratio=0.5)):
+                hidden = fixed_mask(valid, index, seed=seed, **settings)
+                fixed.update(str(tuple(hidden.shape)).encode() + hidden.numpy().tobytes())
+            hidden = block_mask(valid, generator=torch.Generator().manual_seed(seed))
+            train.update(str(tuple(hidden.shape)).encode() + hidden.numpy().tobytes())
+    assert fixed.hexdigest()[:16] == "22c5bd1a0605f377"
+    assert train.hexdigest()[:16] == "702db462418a1aff"
+
+
 @pytest.mark.parametrize("max_block", [1, 4096])
 def test_long_rows_use_wider_integers(max_block):
     """Rows of >= 2**15 positions take int32 positions, and with blocks of 1 point (>= 2**15

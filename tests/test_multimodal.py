@@ -118,6 +118,29 @@ def test_windows_that_cannot_be_analysed_get_their_reason_and_the_rest_are_uncha
         np.testing.assert_array_equal(rows[i]["psd_mask"], alone["mask"])
 
 
+def test_a_windows_spectra_are_those_of_its_negative(paired):
+    """The PSD, F-statistic and ACF (and their masks) of a window and of the same window with its
+    flux negated are equal: the spectra carry no sign, so on data whose law is unchanged by
+    s -> -s (the default mock mix) the series decoded from the spectra alone cannot beat the
+    mean profile (README, multimodal section; benchmarks/crossmodal_spread.py)."""
+    from lcgen.features.window_spectra import analyse_windows, preprocess_settings, window_grids, window_points
+
+    with h5py.File(paired) as f:
+        settings = preprocess_settings(WindowSpectraConfig(n_freq=N_FREQ, n_lags=N_LAGS), min_points=16)
+        grids = window_grids(f, settings)
+        windows = [window_points(f["time"][i], f["flux"][i], f["flux_err"][i], f["mask"][i].astype(bool))
+                   for i in range(6)]
+    rows = analyse_windows(windows, grids, settings)
+    flipped = analyse_windows([(t, -y, e) for t, y, e in windows], grids, settings)
+    for row, neg in zip(rows, flipped):
+        assert not row["spectra_failed"] and not neg["spectra_failed"]
+        for key in ("psd_mask", "acf_mask"):
+            np.testing.assert_array_equal(row[key], neg[key], err_msg=key)
+        for key in ("psd", "fstat", "acf", "pvalue", "psd_scale", "acf_mean", "fstat_std"):
+            np.testing.assert_allclose(row[key], neg[key], rtol=1e-9, atol=1e-12, err_msg=key)
+        assert np.ptp(row["psd"][row["psd_mask"]]) > 0.1  # not trivially flat
+
+
 def test_convert_spectra_reports_progress_over_the_windows(raw, paired, tmp_path):
     """convert --spectra's second bar: told the window count once, then advanced to it."""
     totals, steps = [], []

@@ -179,20 +179,24 @@ class MultimodalModel(nn.Module):
             seq = block(seq, mask)
         return self.norm(seq[:, : z.shape[1]]), states
 
+    def read(self, z: torch.Tensor, m: str) -> torch.Tensor:
+        """Modality ``m``'s readout of the latent z (B, K, D): its learned queries, one per
+        bottleneck position, after the readout blocks over [z ; queries], (B, n_tokens, D)."""
+        q = (self.readout_queries[m] + self.modality[MODALITIES.index(m)]).expand(z.shape[0], -1, -1)
+        seq = torch.cat([z, q], 1)
+        for block in self.readout:
+            seq = block(seq, None)
+        # the blocks are pre-norm: their residual stream is normalised before it leaves (as z is)
+        return F.layer_norm(seq[:, z.shape[1]:], seq.shape[-1:])
+
     def decode(self, z: torch.Tensor, states: dict, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Every modality reconstructed from z (through its readout) and its own skips: the
         deepest level is the readout plus, when the modality has a visible position, its own
         encoder's bottleneck (so a visible modality decodes as its single-modality model does,
         with what the latent adds; a hidden one only from the latent)."""
         out = {}
-        K = z.shape[1]
-        for j, m in enumerate(MODALITIES):
-            q = (self.readout_queries[m] + self.modality[j]).expand(z.shape[0], -1, -1)
-            seq = torch.cat([z, q], 1)
-            for block in self.readout:
-                seq = block(seq, None)
-            # the blocks are pre-norm: their residual stream is normalised before it leaves (as z is)
-            read = F.layer_norm(seq[:, K:], seq.shape[-1:])  # (B, n_tokens, D)
+        for m in MODALITIES:
+            read = self.read(z, m)  # (B, n_tokens, D)
             bottleneck = self.token_out[m](read)  # (B, n_tokens, width)
             state, seen = states[m]
             seen = seen[:, None, None]
