@@ -44,6 +44,14 @@ Options (all off by default, so the original API and saved mean-only runs are un
   cadence. The gaps' true lengths come in through ``time_gaps``. Excludes ``time_attention``.
 - ``day_encoding`` (on by default): the additive sinusoidal encoding of the time in days below.
   Off, time reaches the model only through the rotary encodings and ``time_gaps``.
+- ``psd_head``: F > 0 adds a small head (layer norm + linear, or with ``psd_head_hidden`` one
+  GELU layer of that width between them) that reads the pooled latent, the
+  mean and the max over the real positions of every encoder level and the bottleneck (what
+  ``lcgen embed`` pools by default), and predicts the window's normalised multitaper PSD on F
+  frequency bins (``forward_batch`` output ``psd`` (B, F)). ``lcgen train`` sets it from
+  ``psd_aux_weight`` and the paired file's frequency grid, and trains it as a self-supervised
+  auxiliary loss, so that the latent must hold the window's frequencies. The head is not part of
+  any latent (``latents``), so embeddings never include it.
 
 Padding. ``valid`` (B, L) marks real observations. A coarse position is real if either of its two
 fine positions is; every attention at every level, encoder and decoder, masks padded keys, and
@@ -91,6 +99,8 @@ class TransformerConfig:
     time_gaps: bool = False  # (bool) feed each position log(time to the previous / next real point / median cadence)
     day_encoding: bool = True  # (bool) add the sinusoidal encoding of the time in days to the input (off: only rotary encodings and gap features carry time)
     cadence_rope: bool = False  # (bool) rotary encodings of times in median cadences (steps clipped to 4) in every attention
+    psd_head: int = 0  # (int) bins of the auxiliary head that predicts the window's PSD from the pooled latent (lcgen train sets it from psd_aux_weight and the data's grid); 0 = no head
+    psd_head_hidden: int = 0  # (int) PSD head: 0 = layer norm + linear; > 0 = a GELU layer of this width before the output layer
 
     def __post_init__(self) -> None:
         dims = check_dims("encoder_dims", self.encoder_dims)
@@ -106,6 +116,9 @@ class TransformerConfig:
         if (self.time_attention or self.cadence_rope) and any((d // self.nhead) % 2 for d in dims):
             raise LcgenError(f"transformer: time_attention/cadence_rope need an even head width (width / nhead) at "
                              f"every level, got encoder_dims {dims} with nhead={self.nhead}")
+        if self.psd_head < 0 or self.psd_head_hidden < 0:
+            raise LcgenError(f"transformer: psd_head={self.psd_head} and psd_head_hidden={self.psd_head_hidden} "
+                             f"must be >= 0 (0: no PSD head; a linear one)")
         if self.num_transformer_blocks < 1 or self.ff_mult < 1 or self.input_dim < 1:
             raise LcgenError("transformer: num_transformer_blocks, ff_mult and input_dim must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
@@ -364,6 +377,11 @@ class TimeSeriesTransformer(nn.Module):
         self.decoder = nn.ModuleList(Stage(d, config) for d in dims)
         self.norm_out = nn.LayerNorm(dims[0])
         self.head = nn.Linear(dims[0], 2 if config.variance_head else 1)
+        if config.psd_head:  # made last, so every other parameter is initialised as without it
+            width = 2 * (sum(dims) + dims[-1])  # mean and max of every level and the bottleneck
+            hidden = [nn.Linear(width, config.psd_head_hidden), nn.GELU()] if config.psd_head_hidden else []
+            self.psd_head = nn.Sequential(nn.LayerNorm(width), *hidden,
+                                          nn.Linear(config.psd_head_hidden or width, config.psd_head))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -499,6 +517,25 @@ class TimeSeriesTransformer(nn.Module):
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch dict (values, valid, hidden, time[, flux_err]) -> reconstructed (B, L), encoded
-        (and log_var (B, L) with the variance head)."""
-        out = self(self._batch_input(batch), batch["time"], batch["valid"])
-        return {k: (v[..., 0] if k != "encoded" else v) for k, v in out.items()}
+        (and log_var (B, L) with the variance head, psd (B, F) with the PSD head)."""
+        x = self._batch_input(batch)
+        levels, ropes, extra = self.encode(x, batch["time"], batch["valid"])
+        out = self.decode(levels, ropes, extra, x.shape[1])
+        out = {k: (v[..., 0] if k != "encoded" else v) for k, v in out.items()}
+        if self.config.psd_head:
+            out["psd"] = self.psd_head(pooled_meanmax(levels))  # (B, F)
+        return out
+
+
+def pooled_meanmax(levels: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """(B, 2 ΣD) the mean and the max over the real positions of every ``(h (B, L', D), valid
+    (B, L'))`` of ``levels``, concatenated in order: ``lcgen embed``'s default pooling (level
+    ``all``, ``meanmax``), here in the model's precision and differentiable. A row with no real
+    position gives zeros."""
+    out = []
+    for h, valid in levels:
+        v = valid[..., None]  # (B, L', 1)
+        h = torch.where(v, h, 0.0)
+        out.append(h.sum(1) / v.sum(1).clamp(min=1))
+        out.append(torch.where(v.any(1), torch.where(v, h, -torch.inf).amax(1), 0.0))
+    return torch.cat(out, -1)

@@ -24,6 +24,17 @@ whole: all the spectra (the series alone visible) or one modality
 (:func:`lcgen.masking.paired_masks`); history.csv then has ``train_masked_<m>`` and
 ``val_masked_<m>`` columns.
 
+With ``psd_aux_weight: w > 0`` (transformer, paired data) the model gets a PSD head on its pooled
+latent (``TransformerConfig.psd_head``) and a self-supervised auxiliary term, computed from the
+data alone (no labels):
+
+    psd_aux = Σ_{valid bins} (p̂ − p)² / #valid bins,      loss = ... + w · psd_aux
+
+with ``p`` each window's normalised multitaper PSD from ``lcgen convert --spectra`` (``psd``,
+its valid bins ``psd_mask``) and ``p̂`` the head's prediction from the window as the model sees
+it (masked blocks hidden); history.csv then has ``train_psd_aux`` and ``val_psd_aux`` columns,
+and ``val_loss`` (which picks ``best.pt``) includes ``w · val_psd_aux``.
+
 With ``loss: nll`` the model also predicts a log-variance (its variance head is switched on) and
 both terms are Gaussian negative log-likelihoods instead of MSEs:
 
@@ -152,6 +163,7 @@ class TrainConfig:
     init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule
     modality_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # (dict) multimodal: loss weight per modality (series, psd, acf, fstat), default 1 each
     modality_dropout: float = 0.3  # (float) multimodal: probability that a sample hides modalities whole: half of those all the spectra (the series alone visible), half one modality
+    psd_aux_weight: float = 0.0  # (float) transformer: weight of a self-supervised auxiliary loss, a small head on the pooled latent (every level's mean and max, as lcgen embed pools) predicting each window's normalised multitaper PSD (valid bins; needs paired data from lcgen convert --spectra); the head is not part of the embedding. 0 = off
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +238,8 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("val_mask_seed", cfg.val_mask_seed, cfg.val_mask_seed >= 0, ">= 0"),
             ("gap_augment", cfg.gap_augment, 0 <= cfg.gap_augment <= 1, "in [0, 1] (0 turns it off)"),
             ("gap_points", cfg.gap_points, cfg.gap_points >= 1, ">= 1"),
-            ("gap_drop", cfg.gap_drop, 0 <= cfg.gap_drop < 1, "in [0, 1) (0 turns it off)")):
+            ("gap_drop", cfg.gap_drop, 0 <= cfg.gap_drop < 1, "in [0, 1) (0 turns it off)"),
+            ("psd_aux_weight", cfg.psd_aux_weight, cfg.psd_aux_weight >= 0, ">= 0 (0 turns it off)")):
         if not ok:
             raise LcgenError(f"setting '{name}' = {value!r} must be {rule}")
     if cfg.gap_augment > 0 and spec.data != "timeseries":
@@ -235,6 +248,12 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.gap_drop > 0 and cfg.gap_augment == 0:
         raise LcgenError(f"gap_drop = {cfg.gap_drop} drops points in gap_augment's windows, and gap_augment "
                          f"is 0; set gap_augment > 0 as well")
+    if cfg.psd_aux_weight > 0 and cfg.model_name != "transformer":
+        raise LcgenError(f"psd_aux_weight = {cfg.psd_aux_weight}: the auxiliary PSD head is the transformer's; "
+                         f"{cfg.model_name} has none (set psd_aux_weight=0)")
+    if cfg.psd_aux_weight > 0 and cfg.gap_augment > 0:
+        raise LcgenError(f"psd_aux_weight = {cfg.psd_aux_weight} with gap_augment = {cfg.gap_augment}: the stored "
+                         f"PSD is the uncut window's; set one of them to 0")
     if cfg.mask.max_days > 0 and spec.data != "timeseries":
         raise LcgenError(f"mask.max_days = {cfg.mask.max_days}: blocks in days need time series, and "
                          f"{cfg.model_name} trains on {spec.data_words}; use mask.min_block/max_block")
@@ -343,9 +362,21 @@ def loss_sums(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg:
         return torch.cat([mse_sums(out[recon_key(m)], {"values": batch[v], "valid": batch[ok], "hidden": batch[h]})
                           for m in MODALITIES for v, ok, h in [modality_keys(m)]])
     if cfg.loss == "nll":
-        return gaussian_nll_sums(out["reconstructed"], out["log_var"], batch, tail=cfg.nll_tail,
+        sums = gaussian_nll_sums(out["reconstructed"], out["log_var"], batch, tail=cfg.nll_tail,
                                  beta=0.0 if validation else cfg.nll_beta)
-    return mse_sums(out["reconstructed"], batch, tail=cfg.mse_tail)
+    else:
+        sums = mse_sums(out["reconstructed"], batch, tail=cfg.mse_tail)
+    if cfg.psd_aux_weight > 0:  # (6,): the PSD head's squared-error sum and count of valid bins
+        sums = torch.cat([sums, psd_sums(out["psd"], batch)])
+    return sums
+
+
+def psd_sums(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """tensor([Σ (pred − psd)², n]) over the valid bins (``psd_valid``) of a paired batch; ``pred``
+    (B, F). Computed in float32; invalid bins never count, whatever they hold."""
+    valid = batch["psd_valid"]
+    err = torch.where(valid, pred.float() - batch["psd"].float(), 0.0) ** 2
+    return torch.stack([err.sum(), valid.sum().to(err.dtype)])
 
 
 def recon_key(modality: str) -> str:
@@ -367,20 +398,25 @@ def modality_losses(sums: torch.Tensor) -> dict[str, float]:
 
 
 def batch_loss(sums: torch.Tensor, totals: torch.Tensor, unmasked_weight: float,
-               weights: torch.Tensor | None = None) -> torch.Tensor:
+               weights: torch.Tensor | None = None, psd_aux_weight: float = 0.0) -> torch.Tensor:
     """The loss to differentiate: this process's ``sums`` normalised by the global batch's
-    ``totals`` (counts), per modality and weighted for paired data."""
+    ``totals`` (counts), per modality and weighted for paired data; plus ``psd_aux_weight`` times
+    the PSD head's mean squared error (:func:`psd_sums`, the last two sums) when that is > 0."""
     if weights is None:
-        return sums[0] / totals[1].clamp(min=1) + unmasked_weight * sums[2] / totals[3].clamp(min=1)
+        loss = sums[0] / totals[1].clamp(min=1) + unmasked_weight * sums[2] / totals[3].clamp(min=1)
+        if psd_aux_weight > 0:
+            loss = loss + psd_aux_weight * sums[4] / totals[5].clamp(min=1)
+        return loss
     s, t = sums.reshape(-1, 4), totals.reshape(-1, 4)
     per = s[:, 0] / t[:, 1].clamp(min=1) + unmasked_weight * s[:, 2] / t[:, 3].clamp(min=1)
     return (weights.to(per) * per).sum()
 
 
-def losses_from_sums(sums: torch.Tensor, unmasked_weight: float,
-                     weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def losses_from_sums(sums: torch.Tensor, unmasked_weight: float, weights: torch.Tensor | None = None,
+                     psd_aux_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, masked, unmasked) MSEs from :func:`mse_sums` (an empty set of positions gives 0);
-    with ``weights`` (paired data), the weighted sums over the modalities of each."""
+    with ``weights`` (paired data), the weighted sums over the modalities of each; with
+    ``psd_aux_weight`` > 0 the total includes that times :func:`psd_aux`."""
     if weights is not None:
         s = sums.reshape(-1, 4)
         w = weights.to(s)
@@ -388,7 +424,15 @@ def losses_from_sums(sums: torch.Tensor, unmasked_weight: float,
         return masked + unmasked_weight * unmasked, masked, unmasked
     masked = sums[0] / sums[1].clamp(min=1)
     unmasked = sums[2] / sums[3].clamp(min=1)
-    return masked + unmasked_weight * unmasked, masked, unmasked
+    total = masked + unmasked_weight * unmasked
+    if psd_aux_weight > 0:
+        total = total + psd_aux_weight * psd_aux(sums)
+    return total, masked, unmasked
+
+
+def psd_aux(sums: torch.Tensor) -> torch.Tensor:
+    """The PSD head's mean squared error from :func:`loss_sums` of a ``psd_aux_weight`` run."""
+    return sums[4] / sums[5].clamp(min=1)
 
 
 def masked_mse(pred: torch.Tensor, batch: dict[str, torch.Tensor],
@@ -610,7 +654,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
     log(f"Using device: {_device_name(device)}" + (f" x {place.world_size} processes" if place.enabled else ""))
     log("")
-    source = open_source(cfg.data, spec.data, cfg.channel)  # check the data before making a run dir
+    source = _open_data(cfg, spec)  # check the data before making a run dir
     with contextlib.closing(source), contextlib.ExitStack() as cleanup, process_group(place, device), \
             _fast_cuda_math(device):
         if init_ckpt is not None:
@@ -634,7 +678,11 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             del init_ckpt
         else:
             model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length,
-                                lengths=getattr(source, "lengths", None))
+                                lengths=_model_lengths(cfg, source))
+        if cfg.psd_aux_weight > 0 and model.config.psd_head != source.lengths["freq_length"]:
+            raise LcgenError(f"psd_aux_weight = {cfg.psd_aux_weight}: the model's PSD head has {model.config.psd_head} "
+                             f"bins and {source.path} {source.lengths['freq_length']} frequencies; fine-tune a run "
+                             f"trained with psd_aux_weight on the same grid, or start a new run")
         model.to(device)
         log(f"Creating {_model_title(cfg.model_name)} autoencoder (preset {cfg.preset})...")
         log(f"Model parameters: {sum(p.numel() for p in model.parameters()):,}")
@@ -729,7 +777,8 @@ class _Loop:
                             "eval": compiled}
         self.compiled = cfg.compile  # until the compiled model fails (then eager)
         self.weights = modality_weights(cfg)  # None unless paired data
-        self.n_sums = 4 if self.weights is None else 4 * len(MODALITIES)
+        self.aux = cfg.psd_aux_weight  # > 0: two more sums, the PSD head's (psd_sums)
+        self.n_sums = (4 if self.weights is None else 4 * len(MODALITIES)) + (2 if self.aux > 0 else 0)
 
     def _wrap(self, net: torch.nn.Module) -> torch.nn.Module:
         """``net`` under DDP for several processes."""
@@ -800,7 +849,7 @@ class _Loop:
         first_pending = state.step
         with contextlib.closing(batches), _epoch_bar(self.progress, f"Epoch {epoch + 1}/{cfg.epochs}", self.steps,
                                                      state.step, cfg.unmasked_weight, self.log, self.line_every_s,
-                                                     self.weights) as bar:
+                                                     self.weights, self.aux) as bar:
             tick = time.perf_counter()
             while state.step < self.steps:
                 batch = next(batches)
@@ -820,7 +869,7 @@ class _Loop:
                 totals = all_sum(sums.detach().clone(), place)  # the global batch's
                 # Pooled over the global batch (MSE or NLL alike); DDP averages gradients over ranks,
                 # hence the factor.
-                total = place.world_size * batch_loss(sums, totals, cfg.unmasked_weight, self.weights)
+                total = place.world_size * batch_loss(sums, totals, cfg.unmasked_weight, self.weights, self.aux)
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 if cfg.grad_clip > 0:
@@ -846,7 +895,7 @@ class _Loop:
                     if _any_rank(interrupt["stop"], place, self.device):
                         return False
         train_sums = torch.tensor(state.sums, dtype=torch.float64)
-        train = losses_from_sums(train_sums, cfg.unmasked_weight, self.weights)
+        train = losses_from_sums(train_sums, cfg.unmasked_weight, self.weights, self.aux)
         val = self.validate(interrupt)
         if val is None:
             return False
@@ -861,12 +910,18 @@ class _Loop:
             row.update({f"train_masked_{m}": v for m, v in modality_losses(train_sums).items()})
             row.update({f"val_masked_{m}": v if len(self.split["val"]) else float("nan")
                         for m, v in modality_losses(val_sums).items()})
+        if self.aux > 0:
+            row["train_psd_aux"] = float(psd_aux(train_sums))
+            row["val_psd_aux"] = float(psd_aux(val_sums)) if len(self.split["val"]) else float("nan")
         self.log("")
         self.log(f"Epoch {epoch + 1}/{cfg.epochs}")
         self.log(f"  Train - Loss: {row['train_loss']:.6f} | Masked: {row['train_masked']:.6f} | "
                  f"Unmasked: {row['train_unmasked']:.6f}")
         if len(self.split["val"]):
             self.log(f"  Val   - Loss: {val[0]:.6f} | Masked: {val[1]:.6f} | Unmasked: {val[2]:.6f}")
+        if self.aux > 0:
+            self.log(f"  PSD   - Train: {row['train_psd_aux']:.6f} | Val: {row['val_psd_aux']:.6f} "
+                     f"(auxiliary, weight {self.aux:g})")
         self.log(f"  Time  - {row['seconds']:.1f} s | {row['samples_per_s']:,.0f} samples/s | lr {lr:.3g}")
         # with no validation rows, "best" falls back to the training loss
         score = val[0] if len(self.split["val"]) else row["train_loss"]
@@ -908,11 +963,11 @@ class _Loop:
                     return None
         self.model.train()
         sums = all_sum(sums, self.place).cpu()
-        return (*(float(x) for x in losses_from_sums(sums, self.cfg.unmasked_weight, self.weights)), sums)
+        return (*(float(x) for x in losses_from_sums(sums, self.cfg.unmasked_weight, self.weights, self.aux)), sums)
 
     def _check_finite(self, pending: torch.Tensor, bad_norm: torch.Tensor, state: _State, first: int) -> None:
         """Stop on a non-finite loss or gradient norm among steps ``first + 1 .. state.step``."""
-        loss = losses_from_sums(pending, self.cfg.unmasked_weight, self.weights)[0]
+        loss = losses_from_sums(pending, self.cfg.unmasked_weight, self.weights, self.aux)[0]
         if not torch.isfinite(loss):
             self._stop_non_finite("loss", float(loss), state, first)
         if float(bad_norm) != 0:
@@ -963,6 +1018,25 @@ def write_history(path: str | Path, rows: list[dict]) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Helpers of fit
+
+
+def _open_data(cfg: TrainConfig, spec):
+    """The row source of ``cfg.data`` for the model; with ``psd_aux_weight`` a paired file (the
+    windows' PSD is the auxiliary target), refused with the command that makes one."""
+    if cfg.psd_aux_weight <= 0:
+        return open_source(cfg.data, spec.data, cfg.channel)
+    try:
+        return open_source(cfg.data, "paired")
+    except LcgenError as exc:
+        raise LcgenError(f"psd_aux_weight = {cfg.psd_aux_weight} needs each window's PSD: {exc}") from None
+
+
+def _model_lengths(cfg: TrainConfig, source) -> dict[str, int] | None:
+    """Row lengths of the data's other parts for :func:`build_model`: the spectra of paired data
+    for the multimodal model, the PSD head's bins with ``psd_aux_weight``."""
+    if cfg.psd_aux_weight > 0:
+        return {"psd_head": source.lengths["freq_length"]}
+    return getattr(source, "lengths", None)
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -1191,19 +1265,18 @@ def _catch_interrupt() -> Iterator[dict]:
             signal.signal(sig, old)
 
 
-def _running(state: _State, unmasked_weight: float, weights: torch.Tensor | None = None) -> tuple[float, float]:
+def _running(state: _State, unmasked_weight: float, weights: torch.Tensor | None = None,
+             psd_aux_weight: float = 0.0) -> tuple[float, float]:
     """The epoch's pooled loss and samples/s so far."""
-    s = state.sums
-    if weights is not None:
-        loss = float(losses_from_sums(torch.tensor(s, dtype=torch.float64), unmasked_weight, weights)[0])
-    else:
-        loss = s[0] / max(s[1], 1) + unmasked_weight * s[2] / max(s[3], 1)
+    loss = float(losses_from_sums(torch.tensor(state.sums, dtype=torch.float64), unmasked_weight, weights,
+                                  psd_aux_weight)[0])
     return loss, state.samples / state.seconds if state.seconds > 0 else 0.0
 
 
 @contextlib.contextmanager
 def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float,
-               log: Callable[[str], None], line_every_s: float | None, weights: torch.Tensor | None = None):
+               log: Callable[[str], None], line_every_s: float | None, weights: torch.Tensor | None = None,
+               psd_aux_weight: float = 0.0):
     """A transient Rich bar with live loss and samples/s; without one (output to a log or pipe), a
     line through ``log`` every ``line_every_s`` seconds. Yields ``update(state)``."""
     if not enabled:
@@ -1214,7 +1287,7 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
             if line_every_s is None or time.monotonic() - last < line_every_s:
                 return
             last = time.monotonic()
-            loss, rate = _running(state, unmasked_weight, weights)
+            loss, rate = _running(state, unmasked_weight, weights, psd_aux_weight)
             log(f"  {description} step {state.step}/{total}: loss {loss:.4f}, {rate:,.1f} samples/s")
 
         yield log_line
@@ -1228,7 +1301,7 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
         task = bar.add_task(description, total=total, completed=done, loss="-", rate="")
 
         def update(state: _State) -> None:
-            loss, rate = _running(state, unmasked_weight, weights)
+            loss, rate = _running(state, unmasked_weight, weights, psd_aux_weight)
             bar.update(task, completed=state.step, loss=f"{loss:.4f}", rate=f"{rate:,.0f} samples/s")
 
         yield update
