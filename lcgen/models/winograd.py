@@ -144,8 +144,8 @@ def _input_transform(x: torch.Tensor, t: _Matrices, out: torch.Tensor) -> torch.
         _small_mm(t.mid[:, :rest], x[m * full:], out[full])
     for j, a in t.before:  # x[m t - 1], t >= 1
         out[1:, j].add_(rows[:tiles - 1, m - 1], alpha=a)
-    for j, a in t.after:  # x[m t + m] where it exists
-        after = x[m::m]
+    after = x[m::m]  # x[m t + m] where it exists
+    for j, a in t.after:
         out[:after.shape[0], j].add_(after, alpha=a)
     return out
 
@@ -161,8 +161,8 @@ def _input_transform_t(dv: torch.Tensor, t: _Matrices, out: torch.Tensor) -> tor
         _small_mm(t.mid_t[:rest], dv[full], out[m * full:])
     for j, a in t.before:
         rows[:tiles - 1, m - 1].add_(dv[1:, j], alpha=a)
+    after = out[m::m]
     for j, a in t.after:
-        after = out[m::m]
         after.add_(dv[:after.shape[0], j], alpha=a)
     return out
 
