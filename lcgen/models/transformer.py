@@ -52,6 +52,10 @@ Options (all off by default, so the original API and saved mean-only runs are un
   ``psd_aux_weight`` and the paired file's frequency grid, and trains it as a self-supervised
   auxiliary loss, so that the latent must hold the window's frequencies. The head is not part of
   any latent (``latents``), so embeddings never include it.
+- ``contrast_head``: P > 0 adds a projection head (layer norm, linear to P, GELU, linear) on the
+  same pooled latent (``forward_batch`` output ``contrast`` (B, P)), for ``lcgen train``'s
+  contrastive objective (``contrastive_weight``); like the PSD head, made last and never part of
+  a latent.
 
 Padding. ``valid`` (B, L) marks real observations. A coarse position is real if either of its two
 fine positions is; every attention at every level, encoder and decoder, masks padded keys, and
@@ -101,6 +105,7 @@ class TransformerConfig:
     cadence_rope: bool = False  # (bool) rotary encodings of times in median cadences (steps clipped to 4) in every attention
     psd_head: int = 0  # (int) bins of the auxiliary head that predicts the window's PSD from the pooled latent (lcgen train sets it from psd_aux_weight and the data's grid); 0 = no head
     psd_head_hidden: int = 0  # (int) PSD head: 0 = layer norm + linear; > 0 = a GELU layer of this width before the output layer
+    contrast_head: int = 0  # (int) width of the projection head on the pooled latent for a contrastive objective (lcgen train sets it with contrastive_weight); 0 = no head
 
     def __post_init__(self) -> None:
         dims = check_dims("encoder_dims", self.encoder_dims)
@@ -116,6 +121,8 @@ class TransformerConfig:
         if (self.time_attention or self.cadence_rope) and any((d // self.nhead) % 2 for d in dims):
             raise LcgenError(f"transformer: time_attention/cadence_rope need an even head width (width / nhead) at "
                              f"every level, got encoder_dims {dims} with nhead={self.nhead}")
+        if self.contrast_head < 0:
+            raise LcgenError(f"transformer: contrast_head={self.contrast_head} must be >= 0 (0: no head)")
         if self.psd_head < 0 or self.psd_head_hidden < 0:
             raise LcgenError(f"transformer: psd_head={self.psd_head} and psd_head_hidden={self.psd_head_hidden} "
                              f"must be >= 0 (0: no PSD head; a linear one)")
@@ -382,6 +389,10 @@ class TimeSeriesTransformer(nn.Module):
             hidden = [nn.Linear(width, config.psd_head_hidden), nn.GELU()] if config.psd_head_hidden else []
             self.psd_head = nn.Sequential(nn.LayerNorm(width), *hidden,
                                           nn.Linear(config.psd_head_hidden or width, config.psd_head))
+        if config.contrast_head:  # after the PSD head: every other parameter initialises as without it
+            width = 2 * (sum(dims) + dims[-1])
+            self.contrast_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.contrast_head), nn.GELU(),
+                                               nn.Linear(config.contrast_head, config.contrast_head))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None,
                 valid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -517,13 +528,18 @@ class TimeSeriesTransformer(nn.Module):
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch dict (values, valid, hidden, time[, flux_err]) -> reconstructed (B, L), encoded
-        (and log_var (B, L) with the variance head, psd (B, F) with the PSD head)."""
+        (and log_var (B, L) with the variance head, psd (B, F) with the PSD head, contrast (B, P)
+        with the contrastive head)."""
         x = self._batch_input(batch)
         levels, ropes, extra = self.encode(x, batch["time"], batch["valid"])
         out = self.decode(levels, ropes, extra, x.shape[1])
         out = {k: (v[..., 0] if k != "encoded" else v) for k, v in out.items()}
-        if self.config.psd_head:
-            out["psd"] = self.psd_head(pooled_meanmax(levels))  # (B, F)
+        if self.config.psd_head or self.config.contrast_head:
+            pooled = pooled_meanmax(levels)
+            if self.config.psd_head:
+                out["psd"] = self.psd_head(pooled)  # (B, F)
+            if self.config.contrast_head:
+                out["contrast"] = self.contrast_head(pooled)  # (B, contrast_head)
         return out
 
 

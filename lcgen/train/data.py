@@ -402,6 +402,62 @@ def iter_batches(source: _Source, rows: np.ndarray, batch_size: int, *, shuffle:
         yield {key: torch.from_numpy(np.concatenate([p[key] for p in parts])) for key in parts[0]}
 
 
+def pair_curves(rows: np.ndarray, groups: np.ndarray) -> int:
+    """How many source curves (``groups[row]``) have two or more windows among ``rows``."""
+    _, count = np.unique(np.asarray(groups)[np.asarray(rows, dtype=np.int64)], return_counts=True)
+    return int((count >= 2).sum())
+
+
+def pair_plan(rows: np.ndarray, groups: np.ndarray, pairs: int, n_steps: int, *, seed: int = 0,
+              epoch: int = 0) -> np.ndarray:
+    """(n_steps, 2 ``pairs``) row indices for a contrastive objective: each batch holds ``pairs``
+    distinct source curves (``groups[row]``) and two distinct windows of each, the two of a curve
+    side by side (columns 2i and 2i+1).
+
+    Only curves with at least two windows among ``rows`` take part. A batch's curves are drawn
+    without replacement with probability proportional to their number of windows, its two windows
+    uniformly without replacement, so every window of those curves is about equally likely; batches
+    are drawn independently (a window may come twice in an epoch, or not at all). From
+    ``numpy.random.default_rng([seed, epoch, 1])``: the plan of an epoch depends on nothing else, so a
+    resumed run sees the same batches. Raises ValueError when fewer than ``pairs`` curves qualify.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    g = np.asarray(groups)[rows]
+    order = np.argsort(g, kind="stable")
+    rows, g = rows[order], g[order]
+    _, first, count = np.unique(g, return_index=True, return_counts=True)
+    ok = count >= 2
+    first, count = first[ok], count[ok]
+    if first.size < pairs:
+        raise ValueError(f"{first.size} curves have two or more windows, fewer than the {pairs} a batch needs")
+    rng = np.random.default_rng([seed, epoch, 1])
+    p = count / count.sum()
+    curves = np.stack([rng.choice(first.size, size=pairs, replace=False, p=p) for _ in range(n_steps)]) \
+        if n_steps else np.zeros((0, pairs), np.int64)
+    n = count[curves]
+    a = rng.integers(0, n)
+    b = (a + 1 + rng.integers(0, n - 1)) % n  # another of the curve's windows
+    start = first[curves]
+    return np.stack([rows[start + a], rows[start + b]], -1).reshape(n_steps, 2 * pairs)
+
+
+def iter_pair_batches(source: _Source, plan: np.ndarray, *, start_batch: int = 0,
+                      buffer_rows: int = 8192) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield the batches of a :func:`pair_plan` from ``start_batch`` on, each with ``curve`` (B,)
+    int64, the source curve of every row (``source.groups``). The distinct rows of about
+    ``buffer_rows`` rows' worth of batches are read at once."""
+    size = max(1, plan.shape[1])
+    per_read = max(1, buffer_rows // size)
+    for k0 in range(start_batch, plan.shape[0], per_read):
+        part = plan[k0:k0 + per_read]
+        unique, inverse = np.unique(part, return_inverse=True)
+        data = source.read(unique)
+        data["curve"] = np.asarray(source.groups[unique], dtype=np.int64)
+        inverse = inverse.reshape(part.shape)
+        for j in range(part.shape[0]):
+            yield {key: torch.from_numpy(value[inverse[j]]) for key, value in data.items()}
+
+
 _END = object()
 
 

@@ -35,6 +35,18 @@ its valid bins ``psd_mask``) and ``p̂`` the head's prediction from the window a
 it (masked blocks hidden); history.csv then has ``train_psd_aux`` and ``val_psd_aux`` columns,
 and ``val_loss`` (which picks ``best.pt``) includes ``w · val_psd_aux``.
 
+With ``contrastive_weight: w > 0`` (transformer) the model gets a projection head on the same
+pooled latent (``TransformerConfig.contrast_head``) and every training batch is B/2 source curves
+with two windows each (:func:`lcgen.train.data.pair_plan`); the term is InfoNCE (NT-Xent) over the
+batch, with z the head's output normalised to unit length and τ ``contrastive_temperature``:
+
+    contrast = mean_i −log [exp(z_i·z_i⁺ / τ) / Σ_{j≠i} exp(z_i·z_j / τ)],   loss = ... + w · contrast
+
+i⁺ the other window of i's curve; the other curves' windows are the negatives. The reconstruction
+terms count every window as before. history.csv then has ``train_contrast`` and ``val_contrast``
+(over fixed pairs of validation curves, with the validation masks), and ``val_loss`` includes
+``w · val_contrast``. Both auxiliary terms' sums follow the reconstruction's, in that order.
+
 With ``loss: nll`` the model also predicts a log-variance (its variance head is switched on) and
 both terms are Gaussian negative log-likelihoods instead of MSEs:
 
@@ -84,8 +96,8 @@ import torch
 
 from lcgen import __version__
 from lcgen.config import config_from_dict, config_to_dict, config_to_yaml, load_yaml, plain, resolve_config
-from lcgen.train.data import (SPLIT_FILE, batch_share, iter_batches, load_split, n_batches, open_source,
-                        prefetch, save_split, split_rows)
+from lcgen.train.data import (SPLIT_FILE, batch_share, iter_batches, iter_pair_batches, load_split, n_batches,
+                        open_source, pair_curves, pair_plan, prefetch, save_split, split_rows)
 from lcgen.train.distributed import Dist, all_sum, backend_for, from_env, gather, on_main, process_group
 from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
@@ -117,6 +129,10 @@ RESUMABLE_CHANGES = ("data", "device", "threads", "compile", "loss_read_every", 
 CUDA_READ_EVERY = 50
 # Batches read ahead on CUDA when prefetch is unset.
 CUDA_PREFETCH = 2
+# Width of the contrastive projection head (model.contrast_head overrides it).
+CONTRAST_HEAD = 128
+# The epoch log's label of each auxiliary term (aux_terms).
+AUX_LABELS = {"psd_aux": "PSD", "contrast": "Pairs"}
 
 
 @dataclasses.dataclass
@@ -164,6 +180,8 @@ class TrainConfig:
     modality_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # (dict) multimodal: loss weight per modality (series, psd, acf, fstat), default 1 each
     modality_dropout: float = 0.3  # (float) multimodal: probability that a sample hides modalities whole: half of those all the spectra (the series alone visible), half one modality
     psd_aux_weight: float = 0.0  # (float) transformer: weight of a self-supervised auxiliary loss, a small head on the pooled latent (every level's mean and max, as lcgen embed pools) predicting each window's normalised multitaper PSD (valid bins; needs paired data from lcgen convert --spectra); the head is not part of the embedding. 0 = off
+    contrastive_weight: float = 0.0  # (float) transformer: weight of a contrastive loss (InfoNCE) on a projection head over the pooled latent: two windows of one curve agree, other curves' windows are negatives; batches then hold batch_size/2 curves x 2 windows. The head is not part of the embedding. 0 = off
+    contrastive_temperature: float = 0.1  # (float) contrastive_weight: the temperature tau of the InfoNCE softmax over cosine similarities
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +257,9 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("gap_augment", cfg.gap_augment, 0 <= cfg.gap_augment <= 1, "in [0, 1] (0 turns it off)"),
             ("gap_points", cfg.gap_points, cfg.gap_points >= 1, ">= 1"),
             ("gap_drop", cfg.gap_drop, 0 <= cfg.gap_drop < 1, "in [0, 1) (0 turns it off)"),
-            ("psd_aux_weight", cfg.psd_aux_weight, cfg.psd_aux_weight >= 0, ">= 0 (0 turns it off)")):
+            ("psd_aux_weight", cfg.psd_aux_weight, cfg.psd_aux_weight >= 0, ">= 0 (0 turns it off)"),
+            ("contrastive_weight", cfg.contrastive_weight, cfg.contrastive_weight >= 0, ">= 0 (0 turns it off)"),
+            ("contrastive_temperature", cfg.contrastive_temperature, cfg.contrastive_temperature > 0, "> 0")):
         if not ok:
             raise LcgenError(f"setting '{name}' = {value!r} must be {rule}")
     if cfg.gap_augment > 0 and spec.data != "timeseries":
@@ -251,6 +271,12 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.psd_aux_weight > 0 and cfg.model_name != "transformer":
         raise LcgenError(f"psd_aux_weight = {cfg.psd_aux_weight}: the auxiliary PSD head is the transformer's; "
                          f"{cfg.model_name} has none (set psd_aux_weight=0)")
+    if cfg.contrastive_weight > 0 and cfg.model_name != "transformer":
+        raise LcgenError(f"contrastive_weight = {cfg.contrastive_weight}: the contrastive head is the transformer's; "
+                         f"{cfg.model_name} has none (set contrastive_weight=0)")
+    if cfg.contrastive_weight > 0 and (cfg.batch_size % 2 or cfg.batch_size < 4):
+        raise LcgenError(f"contrastive_weight = {cfg.contrastive_weight} with batch_size = {cfg.batch_size}: a batch "
+                         f"holds pairs of windows of at least two curves; use an even batch size >= 4")
     if cfg.psd_aux_weight > 0 and cfg.gap_augment > 0:
         raise LcgenError(f"psd_aux_weight = {cfg.psd_aux_weight} with gap_augment = {cfg.gap_augment}: the stored "
                          f"PSD is the uncut window's; set one of them to 0")
@@ -366,9 +392,27 @@ def loss_sums(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg:
                                  beta=0.0 if validation else cfg.nll_beta)
     else:
         sums = mse_sums(out["reconstructed"], batch, tail=cfg.mse_tail)
-    if cfg.psd_aux_weight > 0:  # (6,): the PSD head's squared-error sum and count of valid bins
+    if cfg.psd_aux_weight > 0:  # two more: the PSD head's squared-error sum and count of valid bins
         sums = torch.cat([sums, psd_sums(out["psd"], batch)])
+    if cfg.contrastive_weight > 0:  # two more: the InfoNCE sum and count (zeros for a batch without pairs)
+        sums = torch.cat([sums, contrast_sums(out["contrast"], batch["curve"], cfg.contrastive_temperature)
+                          if "curve" in batch else sums.new_zeros(2)])
     return sums
+
+
+def contrast_sums(z: torch.Tensor, curve: torch.Tensor, temperature: float) -> torch.Tensor:
+    """tensor([Σ_i ℓ_i, n]) of InfoNCE (NT-Xent) over a batch: ``z`` (B, P) the projections,
+    ``curve`` (B,) each row's source curve. With s_ij = cos(z_i, z_j) / ``temperature``,
+    ℓ_i = −log(Σ_{j≠i, same curve} e^{s_ij} / Σ_{j≠i} e^{s_ij}), summed over the n rows that have
+    another window of their curve in the batch (with pairs, exactly one: NT-Xent). Float32."""
+    z = torch.nn.functional.normalize(z.float(), dim=-1)
+    n = z.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    s = (z @ z.T / temperature).masked_fill(eye, -torch.inf)
+    positive = (curve[:, None] == curve[None, :]) & ~eye
+    has = positive.any(1)
+    loss = torch.logsumexp(s, 1) - torch.logsumexp(s.masked_fill(~positive, -torch.inf), 1)
+    return torch.stack([torch.where(has, loss, 0.0).sum(), has.sum().to(loss.dtype)])
 
 
 def psd_sums(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -397,15 +441,27 @@ def modality_losses(sums: torch.Tensor) -> dict[str, float]:
     return {m: float(s[j, 0] / s[j, 1].clamp(min=1)) for j, m in enumerate(MODALITIES)}
 
 
+def aux_terms(cfg: "TrainConfig") -> tuple[tuple[str, float], ...]:
+    """(history name, weight) of each auxiliary term a run has (weight > 0), in the order of their
+    sums after the reconstruction's: ``psd_aux`` (:func:`psd_sums`), ``contrast`` (:func:`contrast_sums`)."""
+    return tuple((name, w) for name, w in (("psd_aux", cfg.psd_aux_weight), ("contrast", cfg.contrastive_weight))
+                 if w > 0)
+
+
+def aux_mean(sums: torch.Tensor, j: int) -> torch.Tensor:
+    """The mean of auxiliary term ``j`` (its sum / its count) from :func:`loss_sums` of a time-series run."""
+    return sums[4 + 2 * j] / sums[5 + 2 * j].clamp(min=1)
+
+
 def batch_loss(sums: torch.Tensor, totals: torch.Tensor, unmasked_weight: float,
-               weights: torch.Tensor | None = None, psd_aux_weight: float = 0.0) -> torch.Tensor:
+               weights: torch.Tensor | None = None, aux: tuple[float, ...] = ()) -> torch.Tensor:
     """The loss to differentiate: this process's ``sums`` normalised by the global batch's
-    ``totals`` (counts), per modality and weighted for paired data; plus ``psd_aux_weight`` times
-    the PSD head's mean squared error (:func:`psd_sums`, the last two sums) when that is > 0."""
+    ``totals`` (counts), per modality and weighted for paired data; plus, for each weight of
+    ``aux`` (:func:`aux_terms`), that times its term's mean (sum over the global count)."""
     if weights is None:
         loss = sums[0] / totals[1].clamp(min=1) + unmasked_weight * sums[2] / totals[3].clamp(min=1)
-        if psd_aux_weight > 0:
-            loss = loss + psd_aux_weight * sums[4] / totals[5].clamp(min=1)
+        for j, w in enumerate(aux):
+            loss = loss + w * sums[4 + 2 * j] / totals[5 + 2 * j].clamp(min=1)
         return loss
     s, t = sums.reshape(-1, 4), totals.reshape(-1, 4)
     per = s[:, 0] / t[:, 1].clamp(min=1) + unmasked_weight * s[:, 2] / t[:, 3].clamp(min=1)
@@ -413,10 +469,10 @@ def batch_loss(sums: torch.Tensor, totals: torch.Tensor, unmasked_weight: float,
 
 
 def losses_from_sums(sums: torch.Tensor, unmasked_weight: float, weights: torch.Tensor | None = None,
-                     psd_aux_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     aux: tuple[float, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, masked, unmasked) MSEs from :func:`mse_sums` (an empty set of positions gives 0);
-    with ``weights`` (paired data), the weighted sums over the modalities of each; with
-    ``psd_aux_weight`` > 0 the total includes that times :func:`psd_aux`."""
+    with ``weights`` (paired data), the weighted sums over the modalities of each; the total
+    includes each weight of ``aux`` times its term's mean (:func:`aux_mean`)."""
     if weights is not None:
         s = sums.reshape(-1, 4)
         w = weights.to(s)
@@ -425,14 +481,9 @@ def losses_from_sums(sums: torch.Tensor, unmasked_weight: float, weights: torch.
     masked = sums[0] / sums[1].clamp(min=1)
     unmasked = sums[2] / sums[3].clamp(min=1)
     total = masked + unmasked_weight * unmasked
-    if psd_aux_weight > 0:
-        total = total + psd_aux_weight * psd_aux(sums)
+    for j, w in enumerate(aux):
+        total = total + w * aux_mean(sums, j)
     return total, masked, unmasked
-
-
-def psd_aux(sums: torch.Tensor) -> torch.Tensor:
-    """The PSD head's mean squared error from :func:`loss_sums` of a ``psd_aux_weight`` run."""
-    return sums[4] / sums[5].clamp(min=1)
 
 
 def masked_mse(pred: torch.Tensor, batch: dict[str, torch.Tensor],
@@ -683,6 +734,13 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             raise LcgenError(f"psd_aux_weight = {cfg.psd_aux_weight}: the model's PSD head has {model.config.psd_head} "
                              f"bins and {source.path} {source.lengths['freq_length']} frequencies; fine-tune a run "
                              f"trained with psd_aux_weight on the same grid, or start a new run")
+        if cfg.contrastive_weight > 0 and not model.config.contrast_head:
+            raise LcgenError(f"contrastive_weight = {cfg.contrastive_weight}: the model has no contrastive head "
+                             f"(model.contrast_head = 0{', from --init ' + str(cfg.init) if cfg.init else ''}); "
+                             f"start a new run, or fine-tune a run trained with contrastive_weight")
+        if cfg.contrastive_weight > 0 and place.enabled:
+            raise LcgenError(f"contrastive_weight = {cfg.contrastive_weight} compares the windows of the whole batch, "
+                             f"which {place.world_size} processes would split; train it in one process")
         model.to(device)
         log(f"Creating {_model_title(cfg.model_name)} autoencoder (preset {cfg.preset})...")
         log(f"Model parameters: {sum(p.numel() for p in model.parameters()):,}")
@@ -777,8 +835,21 @@ class _Loop:
                             "eval": compiled}
         self.compiled = cfg.compile  # until the compiled model fails (then eager)
         self.weights = modality_weights(cfg)  # None unless paired data
-        self.aux = cfg.psd_aux_weight  # > 0: two more sums, the PSD head's (psd_sums)
-        self.n_sums = (4 if self.weights is None else 4 * len(MODALITIES)) + (2 if self.aux > 0 else 0)
+        self.aux_names = [name for name, _ in aux_terms(cfg)]  # two more sums each (loss_sums)
+        self.aux = tuple(w for _, w in aux_terms(cfg))
+        self.n_sums = (4 if self.weights is None else 4 * len(MODALITIES)) + 2 * len(self.aux)
+        self.pairs = cfg.batch_size // 2 if cfg.contrastive_weight > 0 else 0  # curves per training batch
+        self.val_plan = None  # the validation pairs: fixed (the validation mask seed), up to B/2 curves a batch
+        if self.pairs:
+            n_train = pair_curves(split["train"], source.groups)
+            if n_train < self.pairs:
+                raise LcgenError(f"contrastive_weight = {cfg.contrastive_weight}: a batch holds batch_size/2 = "
+                                 f"{self.pairs} curves with two windows each, and the training split has {n_train} "
+                                 f"curves with two or more windows; lower --batch-size")
+            n_val = min(self.pairs, pair_curves(split["val"], source.groups))
+            if n_val >= 2:
+                self.val_plan = pair_plan(split["val"], source.groups, n_val, max(1, len(split["val"]) // cfg.batch_size),
+                                          seed=cfg.val_mask_seed)
 
     def _wrap(self, net: torch.nn.Module) -> torch.nn.Module:
         """``net`` under DDP for several processes."""
@@ -809,6 +880,8 @@ class _Loop:
     def _share(self, step: int) -> tuple[int, int, int]:
         """(global batch size, first row, end row) of this rank's share of training step ``step``."""
         size = min(self.cfg.batch_size, len(self.split["train"]) - step * self.cfg.batch_size)
+        if self.pairs:  # every batch is whole: B/2 pairs
+            size = 2 * self.pairs
         return (size, *batch_share(size, self.place.rank, self.place.world_size))
 
     def _train_mask(self, valid: torch.Tensor, step: int, time: torch.Tensor | None = None) -> torch.Tensor:
@@ -838,9 +911,13 @@ class _Loop:
         self.model.train()
         if state.step == 0:
             state.sums = [0.0] * self.n_sums
-        batches = iter_batches(self.source, self.split["train"], cfg.batch_size, shuffle=True,
-                               seed=cfg.seed, epoch=epoch, start_batch=state.step,
-                               buffer_rows=cfg.buffer_rows, rank=place.rank, world_size=place.world_size)
+        if self.pairs:  # contrastive: B/2 curves x 2 windows, the epoch's plan from (seed, epoch)
+            plan = pair_plan(self.split["train"], self.source.groups, self.pairs, self.steps, seed=cfg.seed, epoch=epoch)
+            batches = iter_pair_batches(self.source, plan, start_batch=state.step, buffer_rows=cfg.buffer_rows)
+        else:
+            batches = iter_batches(self.source, self.split["train"], cfg.batch_size, shuffle=True,
+                                   seed=cfg.seed, epoch=epoch, start_batch=state.step,
+                                   buffer_rows=cfg.buffer_rows, rank=place.rank, world_size=place.world_size)
         batches = prefetch(batches, self.prefetch, pin_memory=self.device.type == "cuda")
         # Loss sums of the steps since the last host read, on the device; the worst non-finite
         # gradient norm seen (0 if none).
@@ -910,18 +987,18 @@ class _Loop:
             row.update({f"train_masked_{m}": v for m, v in modality_losses(train_sums).items()})
             row.update({f"val_masked_{m}": v if len(self.split["val"]) else float("nan")
                         for m, v in modality_losses(val_sums).items()})
-        if self.aux > 0:
-            row["train_psd_aux"] = float(psd_aux(train_sums))
-            row["val_psd_aux"] = float(psd_aux(val_sums)) if len(self.split["val"]) else float("nan")
+        for j, name in enumerate(self.aux_names):
+            row[f"train_{name}"] = float(aux_mean(train_sums, j))
+            row[f"val_{name}"] = float(aux_mean(val_sums, j)) if val_sums[5 + 2 * j] > 0 else float("nan")
         self.log("")
         self.log(f"Epoch {epoch + 1}/{cfg.epochs}")
         self.log(f"  Train - Loss: {row['train_loss']:.6f} | Masked: {row['train_masked']:.6f} | "
                  f"Unmasked: {row['train_unmasked']:.6f}")
         if len(self.split["val"]):
             self.log(f"  Val   - Loss: {val[0]:.6f} | Masked: {val[1]:.6f} | Unmasked: {val[2]:.6f}")
-        if self.aux > 0:
-            self.log(f"  PSD   - Train: {row['train_psd_aux']:.6f} | Val: {row['val_psd_aux']:.6f} "
-                     f"(auxiliary, weight {self.aux:g})")
+        for name, w in zip(self.aux_names, self.aux):
+            self.log(f"  {AUX_LABELS[name]:<5} - Train: {row[f'train_{name}']:.6f} | Val: {row[f'val_{name}']:.6f} "
+                     f"(auxiliary, weight {w:g})")
         self.log(f"  Time  - {row['seconds']:.1f} s | {row['samples_per_s']:,.0f} samples/s | lr {lr:.3g}")
         # with no validation rows, "best" falls back to the training loss
         score = val[0] if len(self.split["val"]) else row["train_loss"]
@@ -961,6 +1038,14 @@ class _Loop:
                 sums += loss_sums(out, batch, self.cfg, validation=True).double()
                 if k % self.read_every == 0 and _any_rank(interrupt["stop"], self.place, self.device):
                     return None
+        if self.val_plan is not None:  # the contrastive term over fixed pairs of validation curves
+            for batch in iter_pair_batches(self.source, self.val_plan, buffer_rows=self.cfg.buffer_rows):
+                batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=self.cfg.val_mask_seed,
+                                             time=batch.get("time"), **self.mask_args)
+                batch = self._to_device(batch)
+                with torch.autocast(**self.autocast):
+                    out = self._forward(batch, "eval")
+                sums[-2:] += loss_sums(out, batch, self.cfg, validation=True)[-2:].double()
         self.model.train()
         sums = all_sum(sums, self.place).cpu()
         return (*(float(x) for x in losses_from_sums(sums, self.cfg.unmasked_weight, self.weights, self.aux)), sums)
@@ -1033,10 +1118,12 @@ def _open_data(cfg: TrainConfig, spec):
 
 def _model_lengths(cfg: TrainConfig, source) -> dict[str, int] | None:
     """Row lengths of the data's other parts for :func:`build_model`: the spectra of paired data
-    for the multimodal model, the PSD head's bins with ``psd_aux_weight``."""
-    if cfg.psd_aux_weight > 0:
-        return {"psd_head": source.lengths["freq_length"]}
-    return getattr(source, "lengths", None)
+    for the multimodal model, the PSD head's bins with ``psd_aux_weight``; and the contrastive
+    head's width (``CONTRAST_HEAD``) with ``contrastive_weight``."""
+    lengths = {"psd_head": source.lengths["freq_length"]} if cfg.psd_aux_weight > 0 else getattr(source, "lengths", None)
+    if cfg.contrastive_weight > 0:
+        lengths = {**(lengths or {}), "contrast_head": CONTRAST_HEAD}
+    return lengths
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -1266,17 +1353,16 @@ def _catch_interrupt() -> Iterator[dict]:
 
 
 def _running(state: _State, unmasked_weight: float, weights: torch.Tensor | None = None,
-             psd_aux_weight: float = 0.0) -> tuple[float, float]:
+             aux: tuple[float, ...] = ()) -> tuple[float, float]:
     """The epoch's pooled loss and samples/s so far."""
-    loss = float(losses_from_sums(torch.tensor(state.sums, dtype=torch.float64), unmasked_weight, weights,
-                                  psd_aux_weight)[0])
+    loss = float(losses_from_sums(torch.tensor(state.sums, dtype=torch.float64), unmasked_weight, weights, aux)[0])
     return loss, state.samples / state.seconds if state.seconds > 0 else 0.0
 
 
 @contextlib.contextmanager
 def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_weight: float,
                log: Callable[[str], None], line_every_s: float | None, weights: torch.Tensor | None = None,
-               psd_aux_weight: float = 0.0):
+               aux: tuple[float, ...] = ()):
     """A transient Rich bar with live loss and samples/s; without one (output to a log or pipe), a
     line through ``log`` every ``line_every_s`` seconds. Yields ``update(state)``."""
     if not enabled:
@@ -1287,7 +1373,7 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
             if line_every_s is None or time.monotonic() - last < line_every_s:
                 return
             last = time.monotonic()
-            loss, rate = _running(state, unmasked_weight, weights, psd_aux_weight)
+            loss, rate = _running(state, unmasked_weight, weights, aux)
             log(f"  {description} step {state.step}/{total}: loss {loss:.4f}, {rate:,.1f} samples/s")
 
         yield log_line
@@ -1301,7 +1387,7 @@ def _epoch_bar(enabled: bool, description: str, total: int, done: int, unmasked_
         task = bar.add_task(description, total=total, completed=done, loss="-", rate="")
 
         def update(state: _State) -> None:
-            loss, rate = _running(state, unmasked_weight, weights, psd_aux_weight)
+            loss, rate = _running(state, unmasked_weight, weights, aux)
             bar.update(task, completed=state.step, loss=f"{loss:.4f}", rate=f"{rate:,.0f} samples/s")
 
         yield update
