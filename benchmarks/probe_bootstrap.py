@@ -1,6 +1,6 @@
 """How sure is "learned beats hand-crafted"? Paired bootstrap over the test curves: prints a table.
 
-    python benchmarks/probe_bootstrap.py emb.h5 [--draws 2000]
+    python benchmarks/probe_bootstrap.py emb.h5 [--draws 2000] [--against other.h5] [--targets period]
 
 For an embeddings file and its hand-crafted features (the ``STEM-features.npz`` cache that
 ``lcgen probe`` wrote beside it), fits the probes exactly as ``lcgen probe`` does (curve rows,
@@ -9,6 +9,9 @@ cross-validation), keeps both representations' predictions for every test curve,
 the test curves with replacement (the same draw for both, seeded): the score difference learned −
 hand-crafted on the test set as probed, its 95 % interval over the draws, and the fraction of
 draws in which the learned embedding scores higher. Macro-F1 for the type, R² for log10 period.
+``--against other.h5``: the curve vectors of another embeddings file of the same input take the
+hand-crafted features' place (learned − other; no features cache needed). ``--targets period``:
+the period probes only.
 """
 
 from __future__ import annotations
@@ -27,13 +30,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("embeddings")
     ap.add_argument("--draws", type=int, default=2000)
+    ap.add_argument("--against", help="another embeddings file of the same input, in place of the hand-crafted features")
+    ap.add_argument("--targets", choices=("all", "period"), default="all")
     args = ap.parse_args()
     from sklearn.metrics import f1_score, r2_score
 
     emb = read_embeddings(args.embeddings)
-    with np.load(P.features_path(args.embeddings), allow_pickle=False) as z:
-        assert np.array_equal(z["row"], emb.row), "the features cache holds other rows"
-        hand = P._curve_nanmean(z["features"], emb.curve_index, emb.curve_source.size)
+    if args.against:
+        other = read_embeddings(args.against)
+        assert np.array_equal(other.curve_source, emb.curve_source), "the other file embeds other curves"
+        hand = other.curve
+    else:
+        with np.load(P.features_path(args.embeddings), allow_pickle=False) as z:
+            assert np.array_equal(z["row"], emb.row), "the features cache holds other rows"
+            hand = P._curve_nanmean(z["features"], emb.curve_index, emb.curve_source.size)
     reps = {"learned": emb.curve, "hand-crafted": hand}
     meta, groups = emb.curve_meta, emb.curve_source
     train, test = P.split_groups(groups, 0.3, 0)
@@ -41,7 +51,9 @@ def main() -> None:
     print(f"{args.embeddings}: paired bootstrap over test curves, {args.draws} draws")
     print("| probe | learned | hand-crafted | difference | 95 % interval | draws learned higher |")
     print("|---|---:|---:|---:|---:|---:|")
-    for spec in dict.fromkeys(t for t, _ in PROBES):
+    print(f"(the second column: {args.against})" if args.against else "", flush=True)
+    probes = [p for p in PROBES if args.targets == "all" or p[0] == "log10(period)"]
+    for spec in dict.fromkeys(t for t, _ in probes):
         y, usable, kind = P.target_values(meta, spec)
         a, b = train & usable, test & usable
         preds = {}
@@ -59,7 +71,7 @@ def main() -> None:
             return r2_score(t, p)
 
         draws = rng.integers(0, truth.size, size=(args.draws, truth.size))
-        for target, probe in PROBES:
+        for target, probe in probes:
             if target != spec:
                 continue
             pl, ph = preds["learned"][probe], preds["hand-crafted"][probe]
