@@ -1224,7 +1224,7 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     sums = np.empty((6, lags.size))
     pairs = np.empty(lags.size)
     f = df * np.arange(-half, half)
-    for band in np.unique(bands):  # one call per band, on only the modes its kernel needs
+    for band in np.flatnonzero(np.bincount(bands)):  # one call per band (bands ≥ 0, ascending), on only the modes its kernel needs
         h = h0 * 4.0 ** band
         sel = bands == band
         m = min(half, _round_modes(2 * np.ceil(CUTOFF / (h * df))) // 2)  # the wider kernel needs fewer modes

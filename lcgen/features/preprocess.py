@@ -289,7 +289,7 @@ def _channels(row: dict, t: np.ndarray, x: np.ndarray, fmask: np.ndarray, spec, 
     if not psd_scale > 0:
         raise _Failed("the PSD is zero at every valid frequency", row)
     row.update(pvalue=spec.pvalue)
-    return {"psd": (spec.psd, fmask, psd_scale), "acf": (np.nan_to_num(acf), amask, 1.0),
+    return {"psd": (spec.psd, fmask, psd_scale), "acf": (np.where(amask, acf, 0.0), amask, 1.0),
             "fstat": (np.nan_to_num(spec.fstat, nan=0.0, posinf=1e30), fmask, 1.0)}
 
 
