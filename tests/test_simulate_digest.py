@@ -118,6 +118,9 @@ def test_generated_file_bit_for_bit(tmp_path):
         with h5py.File(cfg.output) as f:
             names = []
             f.visititems(lambda key, obj: names.append(key) if isinstance(obj, h5py.Dataset) else None)
+            # the HDF5 chunk shapes too (set by the first append: 65 curves, ~60,000 points)
+            assert {key: f[key].chunks for key in names} == {
+                key: (65536,) if key in ("time", "flux", "flux_err", "signal") else (128,) for key in names}
             for key in sorted(names):
                 values = f[key][()]
                 h.update(key.encode() + (b"|".join(values.tolist()) if values.dtype == object else values.tobytes()))

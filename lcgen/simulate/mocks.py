@@ -992,8 +992,8 @@ def generate(cfg: SimulateConfig, *, workers: int | None = None, chunk_size: int
     with deferred_interrupt() as check_interrupt, contextlib.closing(chunks), RawWriter(cfg.output, cfg) as writer:
         for chunk in chunks:
             check_interrupt()
-            writer.append(chunk.split("time"), chunk.split("flux"), chunk.split("flux_err"),
-                          chunk.split("signal"), chunk.meta)
+            writer.append_packed(chunk.lengths, {key: getattr(chunk, key) for key in ("time", "flux", "flux_err", "signal")},
+                                 chunk.meta)
             types.update(chunk.meta["lc_type"].tolist())
             samplings.update(chunk.meta["sampling"].tolist())
             if progress is not None:
