@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from lcgen.simulate.missions import PRESETS, preset_config
-from lcgen.simulate.mocks import SAMPLERS, SIGNALS, SamplingMix, SimulateConfig, TypeMix, generate, simulate_chunk
+from lcgen.simulate.mocks import (SAMPLERS, SIGNALS, SamplingMix, SimulateConfig, TypeMix, generate, pcg64_states,
+                                  simulate_chunk)
 
 
 def _one(cls, names, chosen):
@@ -125,3 +126,22 @@ def test_generated_file_bit_for_bit(tmp_path):
                 values = f[key][()]
                 h.update(key.encode() + (b"|".join(values.tolist()) if values.dtype == object else values.tobytes()))
         assert h.hexdigest()[:16] == EXPECTED["file"], workers
+
+
+@pytest.mark.parametrize("tail", [(), (1,)])
+def test_pcg64_states_are_numpys(tail):
+    """The curves' generators set from :func:`pcg64_states` start where numpy's own
+    ``default_rng(SeedSequence(seed, spawn_key=(i, *tail)))`` do: seeds of 1 to 7 words, indices
+    up to the last 32-bit one."""
+    for seed in (0, 1, 42, 2**32 - 1, 2**32, 2**64 + 3, 2**200 + 7):
+        for start, stop in ((0, 70), (2**31 - 2, 2**31 + 2), (2**32 - 3, 2**32)):
+            states = pcg64_states(seed, start, stop, tail)
+            assert len(states) == stop - start
+            for i, state in zip(range(start, stop), states):
+                rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i, *tail)))
+                assert state == rng.bit_generator.state, (seed, i)
+    rng = np.random.default_rng(0)
+    rng.bit_generator.state = pcg64_states(5, 9, 10, tail)[0]
+    assert rng.random(3).tolist() == np.random.default_rng(np.random.SeedSequence(5, spawn_key=(9, *tail))).random(3).tolist()
+    with pytest.raises(ValueError, match="32-bit"):
+        pcg64_states(5, 0, 2**32 + 1, tail)
