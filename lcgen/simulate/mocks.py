@@ -1026,7 +1026,7 @@ def simulate_chunk(cfg: SimulateConfig, start: int, stop: int) -> Chunk:
         meta[key] = np.array([c.meta[key] for c in curves], dtype=np.float64)
 
     def cat(key: str, dtype) -> np.ndarray:
-        return np.concatenate([getattr(c, key) for c in curves]).astype(dtype, copy=False)
+        return np.concatenate([getattr(c, key) for c in curves], dtype=dtype, casting="same_kind")
 
     return Chunk(start=start, lengths=meta["n_points"].copy(), time=cat("time", np.float64),
                  flux=cat("flux", np.float32), flux_err=cat("flux_err", np.float32),
