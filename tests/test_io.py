@@ -171,3 +171,25 @@ def test_raw_writer_gathers_per_curve_rows_whatever_the_flush(tmp_path, monkeypa
         np.testing.assert_array_equal(raw.curve(i)[0], c)
     assert list(raw.meta["kind"]) == ["a", "bb", "ccc", "d", "e"]
     assert raw.meta["n"].dtype == np.int64 and raw.meta["n"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_a_write_failing_at_the_end_removes_the_partial_file(tmp_path, monkeypatch):
+    """The gathered per-curve rows are written as the writer closes: a full disk there is the
+    same one-line error as anywhere else, and nothing is left under either name."""
+    import errno
+
+    import lcgen.io as io
+
+    path = tmp_path / "raw.h5"
+    real = io.append_rows
+
+    def full(ds, values):
+        if ds.name == "/offsets":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(ds, values)
+
+    monkeypatch.setattr(io, "append_rows", full)
+    with pytest.raises(LcgenError, match=r"writing .*raw\.h5"):
+        with RawWriter(path, {"seed": 1}) as w:
+            w.append([np.arange(3.0)], [np.ones(3)], [np.ones(3)], meta={"n": [1]})
+    assert not path.exists() and not partial_path(path).exists()
