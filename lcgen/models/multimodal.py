@@ -153,9 +153,7 @@ class MultimodalModel(nn.Module):
     def init_series(self, config: TransformerConfig, state_dict: dict[str, torch.Tensor]) -> None:
         """Start the series branch from a transformer run's weights (``lcgen train multimodal
         --init runs/transformer/NAME``): its config must be the branch's (:meth:`MultimodalConfig.
-        series_config`), else a clear refusal naming the settings that differ. The series'
-        readout projection (``token_out["series"]``) starts at zero, so the series decodes at
-        first exactly as that transformer does and the latent can only add to it as it trains."""
+        series_config`), else a clear refusal naming the settings that differ."""
         mine = self.config.series_config()
         differ = [f"{f.name} {getattr(config, f.name)!r} (the series branch: {getattr(mine, f.name)!r})"
                   for f in dataclasses.fields(TransformerConfig) if getattr(config, f.name) != getattr(mine, f.name)]
@@ -164,9 +162,6 @@ class MultimodalModel(nn.Module):
                              + "; ".join(differ) + " (the branch: model.series_dims, series_blocks, nhead, ff_mult, "
                              "dropout; other transformer settings at their defaults)")
         self.series.load_state_dict(state_dict)
-        with torch.no_grad():
-            self.token_out["series"].weight.zero_()
-            self.token_out["series"].bias.zero_()
 
     # ----------------------------------------------------------------------------------------
 
