@@ -192,6 +192,12 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         from lcgen import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    try:  # fit() keeps freed memory on the CPU; trees from before it lack the call
+        from lcgen.workers import keep_all_freed_memory
+    except ImportError:
+        pass
+    else:
+        keep_all_freed_memory()
     torch.manual_seed(0)
     cfg = train.complete_config(train.TrainConfig(model_name=model_name, preset=preset, device="cpu"))
     model = create_model(model_name, preset).train()
