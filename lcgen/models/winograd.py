@@ -15,7 +15,9 @@ The matrix products do n / (3 m) of the direct convolution's multiply-adds, and 
 matrix products, which run near a CPU's peak; the transforms are batched products with the
 small matrices. The backward pass (:class:`_WinogradConv3`) runs the transposed maps, so it too
 does that fraction of the work: dM = A dy, dV_j = dM_j U_jᵀ, dx = B dV, dU_j = V_jᵀ dM_j,
-dW = Gᵀ dU; it computes V again from the saved x rather than keeping it.
+dW = Gᵀ dU; it computes V again from the saved x rather than keeping it. U and dU are held
+transposed, (n, C_out, C_in), which the products take as they lie: so each is one matrix product
+from or into the weight's own taps, with no permuted copy of a weight-sized tensor.
 
 The default tile is m = 6, F(6, 3): 8 products per 6 outputs, 4/9 of the direct multiply-adds
 (F(4, 3): 6 per 4, 1/2). The matrices come from Toom-Cook interpolation at the points 0, ±1, ±2,
