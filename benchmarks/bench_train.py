@@ -47,6 +47,12 @@ products):
 
     python benchmarks/bench_train.py --against ffdf9ed --models unet --rounds 2 --steps 2 --threads 2
 
+and against the tree before its eighth pass (freed memory kept in training, so no page faults;
+run it more than once, and against d0248db, the bridge to the original, as well):
+
+    python benchmarks/bench_train.py --against 44703b2 --models unet --rounds 4 --steps 2 --threads 2
+    python benchmarks/bench_train.py --against d0248db --models unet --rounds 2 --steps 2 --threads 2
+
 ``--threads N`` sets torch's threads in every child (the environment variable BENCH_THREADS does
 the same); without either, torch's default (one per core).
 """
