@@ -2,7 +2,7 @@
 another revision, the top costs, and the cost of each signal type, sampling and overlay.
 
     python benchmarks/bench_generate.py                        # 20,000 default curves, 3 rounds
-    python benchmarks/bench_generate.py --against f972c9c      # ... interleaved with that revision
+    python benchmarks/bench_generate.py --against f972c9c main # ... interleaved with those revisions
     python benchmarks/bench_generate.py -n 5000 --workers 1 2  # also 2 workers (CPU of all processes)
 
 Target (issue #16): <= 0.5 ms CPU per default curve on one core. The original lc-gen took
@@ -13,7 +13,9 @@ under load, interleaved with lcgen's then state (16 CPU-s, 0.80 ms per curve).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import importlib
 import resource
 import sys
 import tempfile
@@ -48,18 +50,22 @@ def one_hot(cls, names, chosen: str):
 
 
 def cpu_per_curve(cfg: SimulateConfig, n: int) -> tuple[float, float]:
-    """(CPU µs per curve, mean points) of the simulation alone, in this process."""
+    """(CPU µs per curve, mean points) of the simulation alone, in this process (the overlays'
+    lazy imports done before: scipy.optimize for transits, finufft for red noise)."""
+    for name in ("finufft", "scipy.optimize"):
+        importlib.import_module(name)
     start = time.process_time()
     chunk = simulate_chunk(cfg, 0, n)
     return 1e6 * (time.process_time() - start) / n, float(chunk.lengths.mean())
 
 
-def interleaved(n: int, rounds: int, against: str | None, console: Console) -> None:
-    """CPU ms per curve of generate on one core, this tree and ``against`` alternating per round."""
+def interleaved(n: int, rounds: int, against: list[str], console: Console) -> None:
+    """CPU ms per curve of generate on one core, this tree and each revision of ``against``
+    alternating per round (A, B, C, A, B, C ...)."""
     trees = {"this tree": ROOT}
-    with checkout(against) as old:
-        if old is not None:
-            trees[f"revision {against}"] = old
+    with contextlib.ExitStack() as stack:
+        for rev in against:
+            trees[f"revision {rev}"] = stack.enter_context(checkout(rev))
         cpu = {name: 0.0 for name in trees}
         for r in range(rounds):
             for name, path in trees.items():
@@ -130,7 +136,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", "--n-samples", type=int, default=20_000, help="curves per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--against", help="git revision to time side by side (e.g. main, a commit)")
+    parser.add_argument("--against", nargs="*", default=[],
+                        help="git revisions to time side by side (e.g. main f972c9c)")
     parser.add_argument("--profile", type=int, default=5000, help="curves in the profiled run (0: skip)")
     parser.add_argument("--workers", type=int, nargs="*", default=[], help="also time these worker counts")
     parser.add_argument("--per-kind", type=int, default=1000, help="curves per row of the cost table (0: skip)")

@@ -3,6 +3,7 @@ overhead, a profile of the top costs, and an interleaved comparison with another
 
     python benchmarks/bench_preprocess.py                          # 1,000 curves: CPU/curve + profile
     python benchmarks/bench_preprocess.py --curves 2000 --workers  # + 1 vs 2 workers (forked, spawned), CPU totals
+    python benchmarks/bench_preprocess.py --curves 2000 --workers --halves  # + the two halves in turn
     python benchmarks/bench_preprocess.py --against f1b5792 --rounds 3      # old vs this tree, interleaved
     python benchmarks/bench_preprocess.py --against /work/main             # ... or another lcgen tree
 
@@ -78,7 +79,8 @@ raw, out, workers, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.arg
 if sys.argv[5] == "spawn":  # force spawned workers (trees before lcgen.workers.start_method spawn anyway)
     import lcgen.workers
     lcgen.workers.start_method = lambda: "spawn"
-cfg = pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=int(sys.argv[6]), resume=False)
+cfg = pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=int(sys.argv[6]), resume=False,
+                          shard=sys.argv[7] if len(sys.argv) > 7 else None)
 def cpu():
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
@@ -108,10 +110,11 @@ def make_raw(path: Path, n: int, seed: int) -> None:
 
 
 def measure(tree: Path, raw: Path, workers: int, profile: bool = False, spawn: bool = False,
-            chunk_size: int = 250) -> dict:
+            chunk_size: int = 250, shard: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", CHILD, str(raw), str(Path(tmp) / "pre.h5"), str(workers),
-                              "1" if profile else "0", "spawn" if spawn else "default", str(chunk_size)], check=True,
+                              "1" if profile else "0", "spawn" if spawn else "default", str(chunk_size)]
+                             + ([shard] if shard else []), check=True,
                              capture_output=True, text=True, cwd=tree, env=child_env(tree))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -167,13 +170,21 @@ def stages(raw: Path) -> None:
             print(f"| {name} | {per * m[key]:.2f} | {100 * m[key] / m['total']:.0f} % |")
 
 
-def workers_table(raw: Path, rounds: int, chunk_size: int, what: str) -> None:
-    """CPU totals of 1 worker, 2 workers as lcgen starts them and 2 spawned ones, alternating."""
+def workers_table(raw: Path, rounds: int, chunk_size: int, what: str, halves: bool = False) -> None:
+    """CPU totals of 1 worker, 2 workers as lcgen starts them and 2 spawned ones, alternating;
+    with ``halves`` also the two halves (``shard`` 0/2 and 1/2) one after the other in fresh
+    processes: what a second process duplicates (caches, first page faults, the grids' survey,
+    which a forked worker does not repeat) without two processes running at once."""
     arms = {"1 worker": (1, False), "2 workers": (2, False), "2 spawned": (2, True)}
+    if halves:
+        arms["halves in turn"] = (1, False)
     cpu: dict[str, list[float]] = {name: [] for name in arms}
     for r in range(rounds):
         for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
-            cpu[name].append(measure(HERE, raw, arms[name][0], spawn=arms[name][1], chunk_size=chunk_size)["cpu"])
+            if name == "halves in turn":
+                cpu[name].append(sum(measure(HERE, raw, 1, chunk_size=chunk_size, shard=f"{i}/2")["cpu"] for i in (0, 1)))
+            else:
+                cpu[name].append(measure(HERE, raw, arms[name][0], spawn=arms[name][1], chunk_size=chunk_size)["cpu"])
             print(f"  round {r + 1} {name:9s}: {cpu[name][-1]:6.2f} CPU-s", flush=True)
     one = statistics.median(cpu["1 worker"])
     print(f"\n| {what} | CPU-s (median) | minus 1 worker | median of the rounds' ratios to 1 worker | rounds |\n"
@@ -195,6 +206,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", action="store_true", help="also compare 1 and 2 workers (CPU totals)")
     parser.add_argument("--fixed-cost", action="store_true", help="also what a second worker adds on 16 curves")
+    parser.add_argument("--halves", action="store_true", help="with --workers: also the two halves of the curves "
+                                                              "one after the other (duplicated work without concurrency)")
     parser.add_argument("--against", help="a git revision (e.g. main, f1b5792) or another lcgen tree (a folder): "
                                           "measured interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --against, and of 1 and 2 "
@@ -225,7 +238,7 @@ def main() -> None:
             a, b = (statistics.median(v) for v in per_curve.values())
             print(f"\nthis tree / against = {a / b:.2f}")
         if args.workers:  # alternating, --rounds of each: one pair of runs on a loaded machine says little
-            workers_table(raw, args.rounds, 250, f"{args.curves:,} curves")
+            workers_table(raw, args.rounds, 250, f"{args.curves:,} curves", halves=args.halves)
             print(f"\na spawned worker's imports: {startup['this tree']:.2f} CPU-s (median of 3 fresh interpreters; "
                   f"a forked one starts with them); the rest is its own taper and NUFFT-plan caches and the pool")
         if args.fixed_cost:

@@ -556,6 +556,8 @@ class RawWriter:
         self.columns: dict[str, h5py.Dataset] = {}  # held open for the whole write (see below)
         self.n_curves = 0
         self.n_points = 0
+        self._rows: dict[str, list[np.ndarray]] = {}  # per-curve rows not yet written (see append_packed)
+        self._rows_held = 0
 
     def __enter__(self) -> "RawWriter":
         self._stack = contextlib.ExitStack()
@@ -566,8 +568,15 @@ class RawWriter:
 
     def __exit__(self, *exc) -> bool:
         assert self._stack is not None
-        if exc[0] is None and "offsets" not in self.f:  # no curve appended: an empty, valid file
-            self._create_columns(0, 0)
+        if exc[0] is None:
+            try:
+                if "offsets" not in self.f:  # no curve appended: an empty, valid file
+                    self._create_columns(0, 0)
+                self._write_rows()
+            except BaseException as err:  # e.g. a full disk: the partial file goes, the error is reported
+                if not self._stack.__exit__(type(err), err, err.__traceback__):
+                    raise
+                return True
         return self._stack.__exit__(*exc)
 
     def _create_columns(self, n_curves: int, n_points: int) -> None:
@@ -596,22 +605,37 @@ class RawWriter:
         if not (len(fluxes) == len(errors) == n) or (signals is not None and len(signals) != n):
             raise ValueError("times, fluxes, errors (and signals) need one array per curve")
         lengths = np.array([len(t) for t in times], dtype=np.int64)
-        if "offsets" not in self.f:
-            self._create_columns(n, int(lengths.sum()))
         for i in range(n):
             if not (len(fluxes[i]) == len(errors[i]) == lengths[i]) or (
                     signals is not None and len(signals[i]) != lengths[i]):
                 raise ValueError(f"curve {self.n_curves + i}: time, flux and errors differ in length")
-        if self.n_curves == 0 and signals is not None:
-            self._new("signal", "f4")
-        if ("signal" in self.columns) != (signals is not None):
-            raise ValueError("either every chunk has signals or none does")
         columns = {"time": times, "flux": fluxes, "flux_err": errors}
         if signals is not None:
             columns["signal"] = signals
-        for key, arrays in columns.items():
-            append_rows(self.columns[key], np.concatenate(arrays) if n else np.zeros(0))
-        append_rows(self.columns["offsets"], self.n_points + np.cumsum(lengths))
+        self.append_packed(lengths, {key: np.concatenate(arrays) if n else np.zeros(0)
+                                     for key, arrays in columns.items()}, meta)
+
+    def append_packed(self, lengths: np.ndarray, columns: dict[str, np.ndarray],
+                      meta: dict[str, Sequence] | None = None) -> None:
+        """:meth:`append` for curves already packed end to end: ``lengths`` (one per curve) and
+        ``columns`` ``time``, ``flux``, ``flux_err`` (and ``signal``), each ``lengths.sum()`` long.
+
+        The point columns are written at once; the per-curve rows (offsets, meta) are gathered
+        and written every :data:`ROWS_PER_WRITE` curves and at the end (an HDF5 write costs
+        ~50-100 µs whatever its size: 30 columns per append of 256 curves cost ~7 µs a curve)."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        n, total = len(lengths), int(lengths.sum())
+        if any(len(values) != total for values in columns.values()):
+            raise ValueError("packed columns must hold lengths.sum() points each")
+        if "offsets" not in self.f:
+            self._create_columns(n, total)
+        if self.n_curves == 0 and "signal" in columns:
+            self._new("signal", "f4")
+        if ("signal" in self.columns) != ("signal" in columns):
+            raise ValueError("either every chunk has signals or none does")
+        for key, values in columns.items():
+            append_rows(self.columns[key], values)
+        rows = {"offsets": self.n_points + np.cumsum(lengths)}
         group = self.f["meta"]
         for key, values in (meta or {}).items():
             values = np.asarray(values)
@@ -624,9 +648,29 @@ class RawWriter:
                 self._new(key, dtype, group)
             if values.dtype.kind in "USO":
                 values = values.astype(object)
-            append_rows(self.columns[f"meta/{key}"], values)
+            rows[f"meta/{key}"] = values
+        for name, values in rows.items():
+            self._rows.setdefault(name, []).append(values)
+        self._rows_held += n
         self.n_curves += n
-        self.n_points += int(lengths.sum())
+        self.n_points += total
+        if self._rows_held >= ROWS_PER_WRITE:
+            self._write_rows()
+
+    def _write_rows(self) -> None:
+        """Write the per-curve rows gathered since the last call, one HDF5 write per column (one
+        per append where the appended dtypes differ: HDF5 converts them as before)."""
+        for name, parts in self._rows.items():
+            ds = self.columns[name]
+            if all(p.dtype == parts[0].dtype for p in parts):
+                append_rows(ds, np.concatenate(parts) if len(parts) > 1 else parts[0])
+            else:
+                for p in parts:
+                    append_rows(ds, p)
+        self._rows, self._rows_held = {}, 0
+
+
+ROWS_PER_WRITE = 16384  # per-curve rows (offsets, meta) gathered before RawWriter writes them
 
 
 def _chunk_length(n: int) -> int:

@@ -157,7 +157,11 @@ def test_dpss_cache_is_bounded_in_bytes(monkeypatch):
         mt.dpss_tapers(n, 4.0, 7)
     assert mt.dpss_tapers(403, 4.0, 7)[0] is mt.dpss_tapers(403, 4.0, 7)[0]
     assert mt.dpss_tapers(400, 4.0, 7)[0] is not first  # the oldest was evicted
+    # the running byte totals follow the entries through insertions and evictions
+    assert mt._CACHE_BYTES["dpss"] == sum(v.nbytes for v, _ in mt._DPSS_CACHE.values()) <= 3 * 7 * 400 * 8
+    assert mt._CACHE_BYTES["spline"] == sum(s.curvature.nbytes for s in mt._SPLINE_CACHE.values())
     mt.clear_dpss_cache()
+    assert mt._CACHE_BYTES == {"dpss": 0, "spline": 0}
 
 
 # ------------------------------------------------------------------------------------------
@@ -332,6 +336,20 @@ def test_acf_first_peak_within_2_percent_of_the_period(sampling):
         acf = mt.autocorrelation(t, y, lags)
         assert acf[0] == 1.0
         assert abs(mt.acf_first_peak(lags, acf) / period - 1) <= 0.02, (sampling, period, span)
+
+
+def test_acf_checked_skips_only_the_checks():
+    # preprocess passes checked=True for inputs it has cleaned: the same numbers, bit for bit;
+    # without it, bad input is refused
+    rng = np.random.default_rng(13)
+    t = np.sort(rng.uniform(0.0, 80.0, 400))
+    y = np.sin(2 * np.pi * t / 6.0) + 0.3 * rng.normal(size=t.size)
+    lags = np.concatenate([[0.0], np.geomspace(0.1, 60.0, 200)])
+    assert np.array_equal(mt.autocorrelation(t, y, lags, checked=True), mt.autocorrelation(t, y, lags), equal_nan=True)
+    with pytest.raises(LcgenError, match="not sorted"):
+        mt.autocorrelation(t[::-1], y, lags)
+    with pytest.raises(LcgenError, match="non-negative"):
+        mt.autocorrelation(t, y, -lags)
 
 
 def test_acf_is_nan_where_no_pairs_support_it():

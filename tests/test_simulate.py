@@ -452,6 +452,7 @@ def test_mock_yaml_is_the_documented_default():
     (["drw.tau=[0, 5]"], "must be > 0"),
     (["flare.probability=1.5"], "between 0 and 1"),
     (["n_samples=0"], "at least 1"),
+    (["n_samples=4294967297"], "at most 2**32"),
     (["n_points=[1, 5]"], "at least 2 points"),
     (["n_points=[0, 5]"], "must be > 0"),
 ])

@@ -154,6 +154,7 @@ def is_regular(t: np.ndarray) -> bool:
 
 
 _DPSS_CACHE: "OrderedDict[tuple[int, float, int], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+_CACHE_BYTES = {"dpss": 0, "spline": 0}  # bytes held by _DPSS_CACHE's tapers and _SPLINE_CACHE's curvatures
 DPSS_CACHE_BYTES = 64 * 2 ** 20  # per process; survey curves repeat a few hundred lengths
 DPSS_BUCKET = 64  # irregular data interpolate DPSS built for N rounded up to a multiple of this
 
@@ -174,9 +175,9 @@ def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     v.setflags(write=False)
     lam.setflags(write=False)
     _DPSS_CACHE[key] = (v, lam)
-    size = sum(tapers.nbytes for tapers, _ in _DPSS_CACHE.values())  # on a miss only, which costs ms anyway
-    while size > DPSS_CACHE_BYTES and len(_DPSS_CACHE) > 1:
-        size -= _DPSS_CACHE.popitem(last=False)[1][0].nbytes
+    _CACHE_BYTES["dpss"] += v.nbytes  # a running total: summing a few hundred entries on every miss cost ~0.1 ms
+    while _CACHE_BYTES["dpss"] > DPSS_CACHE_BYTES and len(_DPSS_CACHE) > 1:
+        _CACHE_BYTES["dpss"] -= _DPSS_CACHE.popitem(last=False)[1][0].nbytes
     return v, lam
 
 
@@ -337,9 +338,9 @@ def dpss_spline(m: int, nw: float, k: int) -> TaperSpline:
         return hit
     spline = _not_a_knot(dpss_tapers(*key)[0])
     _SPLINE_CACHE[key] = spline
-    size = sum(s.curvature.nbytes for s in _SPLINE_CACHE.values())
-    while size > DPSS_CACHE_BYTES and len(_SPLINE_CACHE) > 1:
-        size -= _SPLINE_CACHE.popitem(last=False)[1].curvature.nbytes
+    _CACHE_BYTES["spline"] += spline.curvature.nbytes
+    while _CACHE_BYTES["spline"] > DPSS_CACHE_BYTES and len(_SPLINE_CACHE) > 1:
+        _CACHE_BYTES["spline"] -= _SPLINE_CACHE.popitem(last=False)[1].curvature.nbytes
     return spline
 
 
@@ -347,6 +348,7 @@ def clear_dpss_cache() -> None:
     """Forget all cached tapers and their splines (for benchmarks of the uncached path)."""
     _DPSS_CACHE.clear()
     _SPLINE_CACHE.clear()
+    _CACHE_BYTES.update(dpss=0, spline=0)
 
 
 _PLANS: "OrderedDict[tuple, finufft.Plan]" = OrderedDict()
@@ -1147,7 +1149,8 @@ CUTOFF = 1.08  # the kernel's transform exp(−2π²h²f²) is cut at f = CUTOFF
 
 
 def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_width: float = 0.04,
-                    min_pairs: float = 2.0, eps: float = EPS, max_modes: int = 2 ** 21) -> np.ndarray:
+                    min_pairs: float = 2.0, eps: float = EPS, max_modes: int = 2 ** 21,
+                    checked: bool = False) -> np.ndarray:
     """Window-corrected autocorrelation of irregular data at given lags (a Gaussian-kernel,
     locally normalised discrete correlation function).
 
@@ -1183,12 +1186,17 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     Why not the original's inverse FFT of the multitaper PSD: that is the true ACF times the DPSS
     lag window, which vanishes near T/(2NW) and moved or erased rotation peaks.
 
+    ``checked=True`` skips the input checks for callers that have made sure of them already
+    (``t``, ``y`` float64 arrays that pass :func:`check_series`, ``lags`` a non-empty finite
+    non-negative float64 array), as ``lcgen preprocess`` does.
+
     Returns the ACF at ``lags`` ((L,), non-negative, in the units of t).
     """
-    t, y, _ = check_series(t, y, nw=0.5, k=1)
-    lags = check_grid(lags, "lags")
-    if np.any(lags < 0):
-        raise LcgenError("lags must be non-negative (the ACF is symmetric)")
+    if not checked:
+        t, y, _ = check_series(t, y, nw=0.5, k=1)
+        lags = check_grid(lags, "lags")
+        if np.any(lags < 0):
+            raise LcgenError("lags must be non-negative (the ACF is symmetric)")
     x = y - y.mean()
     if not np.any(x):
         raise LcgenError("y is constant: its autocorrelation is undefined")
@@ -1204,7 +1212,8 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     df = 1.0 / (reach + 10 * widths.max())
     half = _round_modes(np.ceil(CUTOFF / (h0 * df))) // 2 * 2  # rounded for plan reuse
     phase = 2 * np.pi * df * (t - 0.5 * (t[0] + t[-1]))  # (N,), within ±π
-    strengths = np.stack([x, np.ones_like(x), x * x]).astype(np.complex128)  # (3, N): x, window, x²
+    strengths = np.zeros((3, x.size), dtype=np.complex128)  # (3, N): x, window, x²
+    strengths.real[0], strengths.real[1], strengths.real[2] = x, 1.0, x * x
     xf, wf, x2f = _nufft(1, phase, strengths, 2 * half, -1, eps, upsampfac=1.25)  # modes −half..half−1; FFT-bound, so a small upsampling
     # conj(A)·B transforms back to Σ_{n,m} a_n b_m g(τ − (t_m − t_n)), a at the earlier time. Each
     # such spectrum is Hermitian (its transform is real), so two ride in one complex transform:
@@ -1215,7 +1224,7 @@ def autocorrelation(t, y, lags, *, kernel_width: float | None = None, relative_w
     sums = np.empty((6, lags.size))
     pairs = np.empty(lags.size)
     f = df * np.arange(-half, half)
-    for band in np.unique(bands):  # one call per band, on only the modes its kernel needs
+    for band in np.flatnonzero(np.bincount(bands)):  # one call per band (bands ≥ 0, ascending), on only the modes its kernel needs
         h = h0 * 4.0 ** band
         sel = bands == band
         m = min(half, _round_modes(2 * np.ceil(CUTOFF / (h * df))) // 2)  # the wider kernel needs fewer modes

@@ -281,7 +281,7 @@ def _channels(row: dict, t: np.ndarray, x: np.ndarray, fmask: np.ndarray, spec, 
     lag, span = grids.lag, float(t[-1] - t[0])
     in_reach = lag <= cfg.acf_max_fraction * span
     acf = np.full(lag.size, np.nan)
-    acf[in_reach] = autocorrelation(t, x, lag[in_reach])
+    acf[in_reach] = autocorrelation(t, x, lag[in_reach], checked=True)  # t, x as binned_multitaper_many took them
     amask = np.isfinite(acf)
     if amask.sum() < 2:
         raise _Failed("the ACF has fewer than 2 supported lags", row)
@@ -289,7 +289,7 @@ def _channels(row: dict, t: np.ndarray, x: np.ndarray, fmask: np.ndarray, spec, 
     if not psd_scale > 0:
         raise _Failed("the PSD is zero at every valid frequency", row)
     row.update(pvalue=spec.pvalue)
-    return {"psd": (spec.psd, fmask, psd_scale), "acf": (np.nan_to_num(acf), amask, 1.0),
+    return {"psd": (spec.psd, fmask, psd_scale), "acf": (np.where(amask, acf, 0.0), amask, 1.0),
             "fstat": (np.nan_to_num(spec.fstat, nan=0.0, posinf=1e30), fmask, 1.0)}
 
 
