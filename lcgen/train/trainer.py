@@ -92,6 +92,7 @@ from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
 from lcgen.masking import (MODALITIES, MaskConfig, MaskDraws, close_gap, draw_train, fixed_mask, key_block,
                            lay_mask, modality_keys, paired_masks)
 from lcgen.models import create_model, get_spec
+from lcgen.workers import keep_all_freed_memory
 
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA, "paired": DEFAULT_TIMESERIES}
 # The original project's defaults, per model; models registered later get FALLBACK_DEFAULTS.
@@ -649,6 +650,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     device = _process_device(cfg.device, place)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        keep_all_freed_memory()  # each step's large tensors reuse the last step's memory, no page faults
     seed_everything(cfg.seed)
     spec = get_spec(cfg.model_name)
 
