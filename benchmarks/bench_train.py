@@ -47,6 +47,12 @@ products):
 
     python benchmarks/bench_train.py --against ffdf9ed --models unet --rounds 2 --steps 2 --threads 2
 
+and against the tree before its eighth pass (freed memory kept in training, so no page faults;
+run it more than once, and against d0248db, the bridge to the original, as well):
+
+    python benchmarks/bench_train.py --against 44703b2 --models unet --rounds 4 --steps 2 --threads 2
+    python benchmarks/bench_train.py --against d0248db --models unet --rounds 2 --steps 2 --threads 2
+
 ``--threads N`` sets torch's threads in every child (the environment variable BENCH_THREADS does
 the same); without either, torch's default (one per core).
 """
@@ -192,6 +198,12 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         from lcgen import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    try:  # fit() keeps freed memory on the CPU; trees from before it lack the call
+        from lcgen.workers import keep_all_freed_memory
+    except ImportError:
+        pass
+    else:
+        keep_all_freed_memory()
     torch.manual_seed(0)
     cfg = train.complete_config(train.TrainConfig(model_name=model_name, preset=preset, device="cpu"))
     model = create_model(model_name, preset).train()

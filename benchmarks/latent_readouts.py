@@ -56,7 +56,7 @@ def window_vectors(model, source, rows, readouts: list[str]) -> dict[str, np.nda
                 latents = {"z": z, "zpre": captured["zpre"]}
                 for m in MODALITIES:
                     if any(r.startswith(f"read_{m}:") for r in readouts):
-                        latents[f"read_{m}"] = model.read(z, m)
+                        latents[f"read_{m}"] = model.read(z, m, model.span_code(batch))
                 (levels, _, _), _ = states["series"]
                 for r in readouts:
                     name, how = r.split(":")

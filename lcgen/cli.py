@@ -360,7 +360,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seeds the split, initialisation, batch order and masks. \\[default: 0]")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (1 on a busy machine). \\[default: torch's choice, one per core]")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in RUN_DIR exactly where it stopped.", metavar="RUN_DIR")] = None,
-    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data; 'bundled' is the model shipped with lcgen.", metavar="RUN_DIR")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from the weights of the run in RUN_DIR (its model config; fresh optimizer and schedule), e.g. on ingested real data; 'bundled' is the model shipped with lcgen. lcgen train multimodal --init runs/transformer/NAME starts only its series branch from that transformer run (same series settings).", metavar="RUN_DIR")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file of settings: configs/MODEL.yaml, or a run's config.yaml.")] = None,
     set_: SetOpt = None,
     nproc: Annotated[Optional[int], typer.Option(help="Train with N processes on this machine (DistributedDataParallel; one GPU each on CUDA): runs this command under torchrun --standalone --nproc_per_node N.", min=1)] = None,

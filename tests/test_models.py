@@ -494,7 +494,7 @@ def test_unet_same_conv_matches_conv1d():
 
 
 def test_unet_norm_gelu_equals_layer_norm_then_gelu_exactly():
-    """The UNet's fused LayerNorm + GELU (statistics and normalised values kept, output in a pooled
+    """The UNet's fused LayerNorm + GELU (statistics kept, normalised values made again, output in a pooled
     buffer) gives the very numbers of nn.LayerNorm then nn.GELU: values and the gradients of the
     input, gain and bias, bit for bit, in float32 and float64; a second call does not overwrite
     the first one's output while it is alive."""

@@ -356,6 +356,61 @@ def test_shared_latent_is_deterministic_and_padding_invariant(paired):
         assert pooled_latent(model, batch, "latent", "meanmax").shape == (8, 64)
 
 
+def test_the_readouts_are_given_the_windows_time_span(paired):
+    """span_readout: every readout query gets a learned code of log1p(last - first real time), so
+    the same z reads out differently for windows of another span, and z itself does not see it."""
+    from lcgen.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS).eval()
+    assert model.config.span_readout  # every preset has it
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 6))
+    t, valid = batch["time"].double().numpy(), batch["valid"].numpy()
+    span = np.array([t[i][valid[i]].max() - t[i][valid[i]].min() for i in range(6)])
+    assert np.ptp(span) > 1  # windows of different spans to tell apart
+    with torch.no_grad():
+        code = model.span_code(batch)
+        expected = model.span_embed(torch.log1p(torch.from_numpy(span)).float()[:, None])
+        torch.testing.assert_close(code, expected, rtol=0, atol=1e-5)
+        z, states = model.encode(batch)
+        # the same z and skips, every window given the first window's span: every readout moves
+        same = {**batch, "time": torch.where(batch["valid"], batch["time"] * float(span[0]) / torch.from_numpy(span)[:, None].float(),
+                                             batch["time"])}
+        torch.testing.assert_close(model.span_code(same)[1:], code[:1].expand(5, -1), rtol=0, atol=1e-5)
+        a, b = model.decode(z, states, batch), model.decode(z, states, same)
+        for key in a:
+            assert not torch.allclose(a[key][1:], b[key][1:]), key
+            assert torch.equal(a[key][0], b[key][0]), key
+        with pytest.raises(LcgenError, match="read\\(\\) needs the batch's span_code when"):
+            model.read(z, "psd")
+
+
+def test_runs_saved_before_span_readout_load_as_they_were_and_mismatches_refuse(paired):
+    """A multimodal run's config saved without ``span_readout`` (before the setting) rebuilds
+    the model without it, with the same outputs; weights that do not fit the config refuse."""
+    from lcgen.models import MultimodalConfig, create_model
+    from lcgen.train.trainer import model_config_dict, model_from_checkpoint
+
+    torch.manual_seed(0)
+    old = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS,
+                       span_readout=False).eval()
+    assert old.span_embed is None and not any(k.startswith("span_embed") for k in old.state_dict())
+    saved = {k: v for k, v in model_config_dict(old).items() if k != "span_readout"}
+    ckpt = {"model_name": "multimodal", "model_config": saved, "state_dict": old.state_dict()}
+    loaded = model_from_checkpoint(ckpt)
+    assert loaded.config == MultimodalConfig(**saved) and not loaded.config.span_readout
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 6))
+    with torch.no_grad():
+        a, b = old.forward_batch(batch), loaded.forward_batch(batch)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    new = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS)
+    with pytest.raises(LcgenError, match="the checkpoint's weights do not fit the 'multimodal' model.*span_embed"):
+        model_from_checkpoint({**ckpt, "state_dict": new.state_dict()})
+
+
 # --------------------------------------------------------------------------------------------
 # Training, resume, evaluate, embed
 
@@ -430,3 +485,45 @@ def test_multimodal_through_the_cli(raw, tmp_path):
     # fill needs a time-series run, and says what this one is
     result = CliRunner().invoke(app, ["fill", str(run), str(raw), "-o", str(tmp_path / "filled.h5")])
     assert result.exit_code == 1 and "is a multimodal run on paired windows (time series with their spectra); fill needs a time-series run" in str(result.exception)
+
+
+def test_the_series_branch_starts_from_a_transformer_run(paired, tmp_path, monkeypatch):
+    """--init runs/transformer/NAME on a multimodal run: the series branch gets that run's weights
+    (its encoder then encodes as the transformer does), the rest is initialised as without it;
+    a transformer of other settings is refused, naming them."""
+    from lcgen.models import MultimodalModel, create_model
+
+    tr = fit(dataclasses.replace(config(paired, tmp_path), model_name="transformer", modality_weights={}, epochs=1),
+             name="tr")
+    ts, _ = load_run(tr["run_dir"])
+    seen, original = [], MultimodalModel.init_series
+
+    def spy(self, config, state_dict):  # the model's weights as training starts
+        original(self, config, state_dict)
+        seen.append({k: v.clone() for k, v in self.state_dict().items()})
+
+    monkeypatch.setattr(MultimodalModel, "init_series", spy)
+    run = fit(config(paired, tmp_path, init=str(tr["run_dir"]), epochs=1), name="mm")
+    monkeypatch.undo()
+    start = seen[0]
+    for key, value in ts.state_dict().items():
+        assert torch.equal(start[f"series.{key}"], value), key
+    torch.manual_seed(0)  # the rest as a fresh model of the same seed
+    fresh = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS)
+    for key, value in fresh.state_dict().items():
+        if not key.startswith("series."):
+            assert torch.equal(start[key], value), key
+    assert run["status"] == "finished" and load_run(run["run_dir"])[1].init == str(tr["run_dir"])
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 4))
+    model = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS).eval()
+    model.init_series(ts.config, ts.state_dict())
+    with torch.no_grad():
+        x = batch["values"][..., None]
+        x = torch.cat([x, batch["valid"][..., None].float()], -1)
+        a, b = model.series.encode(x, batch["time"], batch["valid"]), ts.encode(x, batch["time"], batch["valid"])
+    assert torch.equal(a[0][-1][0], b[0][-1][0])
+    small = create_model("multimodal", "small", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS)
+    with pytest.raises(LcgenError, match=r"settings differ from the multimodal series branch's: encoder_dims "
+                                         r"\[16, 32\] \(the series branch: \[32, 64, 96, 128\]\)"):
+        small.init_series(ts.config, ts.state_dict())

@@ -93,11 +93,12 @@ MODELS: dict[str, ModelSpec] = {
         data="paired",
         presets={
             "tiny": dict(series_dims=[16, 32], series_blocks=1, spectral_dims=[8, 16], latent_tokens=4,
-                         latent_dim=32, fusion_blocks=1, nhead=2, dropout=0.0),
+                         latent_dim=32, fusion_blocks=1, nhead=2, dropout=0.0, span_readout=True),
             # the series part is the transformer's small preset
             "small": dict(series_dims=[32, 64, 96, 128], series_blocks=1, spectral_dims=[8, 16, 32, 64],
-                          latent_tokens=8, latent_dim=128, fusion_blocks=2, nhead=2, ff_mult=2, dropout=0.0),
-            "default": {},
+                          latent_tokens=8, latent_dim=128, fusion_blocks=2, nhead=2, ff_mult=2, dropout=0.0,
+                          span_readout=True),
+            "default": dict(span_readout=True),
         },
         summary="shared latent of time series, PSD, ACF and F-statistic (paired data)",
         latent="latent",

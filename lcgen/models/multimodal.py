@@ -15,7 +15,8 @@ decodes that channel, and transformer :class:`~lcgen.models.transformer.Block` s
             of modalities with a visible position) -> the K query outputs = the shared latent
             z (B, K, latent_dim)  (``encoded``; ``latents(batch)["latent"]``)
 
-    readout, per modality: [z ; learned queries, one per bottleneck position of the modality]
+    readout, per modality: [z ; learned queries, one per bottleneck position of the modality,
+            + a learned code of the window's log time span (span_readout)]
             -> readout_blocks x Block -> query outputs -> LayerNorm -> Linear -> + the modality's own
             encoder bottleneck when any of it is visible -> that modality's bottleneck
     decoders: each modality's own decoder (transformer / UNet) from that bottleneck and its own
@@ -37,6 +38,14 @@ visible spectra, where the skips say everything, that decoder learns to pass not
 bottleneck (a run with zero skips still decoded the training mean for every row), so a linear
 head reads it from the readout, whose gradient then reaches z directly.
 
+The window's time span (last minus first real time; known from the times even when the series
+is hidden) sets which bins of the fixed frequency and lag grids a window resolves. Without
+``span_readout`` the decoders could learn it only from z, and training put it there: 96 % of the
+pooled z's variance followed the span on the 3,000-curve mocks, so z's neighbours were windows of
+equal span. With it, each readout query gets the span directly (an MLP of log1p(span)), so z
+need not carry it. ``series_dims`` etc. equal a transformer run's settings: ``init_series``
+starts the series branch from that run (``lcgen train multimodal --init runs/transformer/NAME``).
+
 Padding: every encoder zeroes values outside ``valid`` (``masking.model_input``) and the
 transformer masks padded keys, and tokens at padded positions, or of a modality with nothing
 visible, are masked out of the fusion, so values at padded, invalid or hidden positions change
@@ -45,6 +54,7 @@ no output.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -77,6 +87,10 @@ class MultimodalConfig:
     nhead: int = 4  # (int) attention heads (divides every series width and latent_dim)
     ff_mult: int = 4  # (int) feed-forward width / model width
     dropout: float = 0.1  # (float) dropout on the residual branches
+    # (bool) give every readout the window's time span (a learned embedding of log1p(span in days)
+    # added to its queries), so z need not carry it; false = the model before (runs saved without
+    # the setting rebuild as false); every preset sets it true
+    span_readout: bool = False
 
     def __post_init__(self) -> None:
         check_dims("series_dims", self.series_dims)
@@ -132,6 +146,22 @@ class MultimodalModel(nn.Module):
         self.norm = nn.LayerNorm(D)
         # a spectral modality hidden whole: each readout vector -> the 2**levels bins under its position
         self.latent_head = nn.ModuleDict({c: nn.Linear(D, 2 ** self.spectra[c].levels) for c in SPECTRAL})
+        # the window's time span -> a vector added to every readout query (span_readout)
+        self.span_embed = (nn.Sequential(nn.Linear(1, D), nn.GELU(), nn.Linear(D, D))
+                           if config.span_readout else None)
+
+    def init_series(self, config: TransformerConfig, state_dict: dict[str, torch.Tensor]) -> None:
+        """Start the series branch from a transformer run's weights (``lcgen train multimodal
+        --init runs/transformer/NAME``): its config must be the branch's (:meth:`MultimodalConfig.
+        series_config`), else a clear refusal naming the settings that differ."""
+        mine = self.config.series_config()
+        differ = [f"{f.name} {getattr(config, f.name)!r} (the series branch: {getattr(mine, f.name)!r})"
+                  for f in dataclasses.fields(TransformerConfig) if getattr(config, f.name) != getattr(mine, f.name)]
+        if differ:
+            raise LcgenError("the transformer run's settings differ from the multimodal series branch's: "
+                             + "; ".join(differ) + " (the branch: model.series_dims, series_blocks, nhead, ff_mult, "
+                             "dropout; other transformer settings at their defaults)")
+        self.series.load_state_dict(state_dict)
 
     # ----------------------------------------------------------------------------------------
 
@@ -179,10 +209,29 @@ class MultimodalModel(nn.Module):
             seq = block(seq, mask)
         return self.norm(seq[:, : z.shape[1]]), states
 
-    def read(self, z: torch.Tensor, m: str) -> torch.Tensor:
+    def span_code(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The readouts' view of each window's time span, (B, latent_dim); None without
+        ``span_readout``. The span is last minus first time of the real points (``valid``; hidden
+        points count, since the series keeps its times when hidden), in days, as log1p(span)."""
+        if self.span_embed is None:
+            return None
+        t, valid = batch["time"], batch["valid"].bool()
+        t = t[..., 0] if t.dim() == 3 else t
+        first = torch.where(valid, t, torch.inf).amin(1)
+        last = torch.where(valid, t, -torch.inf).amax(1)
+        span = torch.where(valid.any(1), last - first, 0.0)
+        return self.span_embed(torch.log1p(span)[:, None].float())
+
+    def read(self, z: torch.Tensor, m: str, span: torch.Tensor | None = None) -> torch.Tensor:
         """Modality ``m``'s readout of the latent z (B, K, D): its learned queries, one per
-        bottleneck position, after the readout blocks over [z ; queries], (B, n_tokens, D)."""
+        bottleneck position (plus ``span``, :meth:`span_code` of the batch, when the model has
+        ``span_readout``), after the readout blocks over [z ; queries], (B, n_tokens, D)."""
+        if (span is None) != (self.span_embed is None):
+            raise LcgenError("multimodal: read() needs the batch's span_code when (and only when) "
+                             "the model has span_readout")
         q = (self.readout_queries[m] + self.modality[MODALITIES.index(m)]).expand(z.shape[0], -1, -1)
+        if span is not None:
+            q = q + span[:, None, :]
         seq = torch.cat([z, q], 1)
         for block in self.readout:
             seq = block(seq, None)
@@ -195,8 +244,9 @@ class MultimodalModel(nn.Module):
         encoder's bottleneck (so a visible modality decodes as its single-modality model does,
         with what the latent adds; a hidden one only from the latent)."""
         out = {}
+        span = self.span_code(batch)
         for m in MODALITIES:
-            read = self.read(z, m)  # (B, n_tokens, D)
+            read = self.read(z, m, span)  # (B, n_tokens, D)
             bottleneck = self.token_out[m](read)  # (B, n_tokens, width)
             state, seen = states[m]
             seen = seen[:, None, None]

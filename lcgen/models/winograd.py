@@ -15,7 +15,9 @@ The matrix products do n / (3 m) of the direct convolution's multiply-adds, and 
 matrix products, which run near a CPU's peak; the transforms are batched products with the
 small matrices. The backward pass (:class:`_WinogradConv3`) runs the transposed maps, so it too
 does that fraction of the work: dM = A dy, dV_j = dM_j U_jᵀ, dx = B dV, dU_j = V_jᵀ dM_j,
-dW = Gᵀ dU; it computes V again from the saved x rather than keeping it.
+dW = Gᵀ dU; it computes V again from the saved x rather than keeping it. U and dU are held
+transposed, (n, C_out, C_in), which the products take as they lie: so each is one matrix product
+from or into the weight's own taps, with no permuted copy of a weight-sized tensor.
 
 The default tile is m = 6, F(6, 3): 8 products per 6 outputs, 4/9 of the direct multiply-adds
 (F(4, 3): 6 per 4, 1/2). The matrices come from Toom-Cook interpolation at the points 0, ±1, ±2,
@@ -210,12 +212,13 @@ class _WinogradConv3(torch.autograd.Function):
         B, L, _ = xs[0].shape
         N, n, T = B * L, tile + 2, -(-B * L // tile)
         c_out = weight.shape[0]
-        u = torch.einsum("jk,oik->jio", t.g, weight)  # (n, C_in, C_out)
         taps = weight.permute(2, 0, 1).contiguous()  # (3, C_out, C_in): W_k, for the seams
+        ut = torch.mm(t.g, taps.view(3, -1)).view(n, c_out, -1)  # U_jᵀ = (G W)_jᵀ (n, C_out, C_in)
         widths = [x.shape[2] for x in xs]
         m = scratch(1, (n, T, c_out), weight)
-        for i, (x, u_part) in enumerate(zip(xs, u.split(widths, dim=1))):
+        for i, (x, ut_part) in enumerate(zip(xs, ut.split(widths, dim=2))):
             v = _input_transform(x.view(N, -1), t, scratch(0, (T, n, x.shape[2]), x)).transpose(0, 1)
+            u_part = ut_part.transpose(1, 2)  # (n, C_part, C_out), a transposed operand (no copy)
             m = torch.bmm(v, u_part, out=m) if i == 0 else m.baddbmm_(v, u_part)  # (n, T, C_out)
             del v  # temporaries go as soon as they are used: the step's peak memory is made of them
         y = _output_transform(m.transpose(0, 1), t, bias, pooled((N, c_out), m)).view(B, L, c_out)
@@ -223,13 +226,13 @@ class _WinogradConv3(torch.autograd.Function):
             for x, w in zip(xs, taps.split(widths, dim=2)):
                 torch.addmm(y[:-1, L - 1], x[1:, 0], w[2].t(), alpha=-1, out=y[:-1, L - 1])
                 torch.addmm(y[1:, 0], x[:-1, L - 1], w[0].t(), alpha=-1, out=y[1:, 0])
-        ctx.save_for_backward(taps, u, *xs)  # not V: computing it again costs ~2 % of the backward
+        ctx.save_for_backward(taps, ut, *xs)  # not V: computing it again costs ~2 % of the backward
         ctx.has_bias, ctx.tile = bias is not None, tile
         return y
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
-        taps, u, *xs = ctx.saved_tensors
+        taps, ut, *xs = ctx.saved_tensors
         t = _matrices(ctx.tile, dy.dtype)
         B, L, c_out = dy.shape
         N, n, T = B * L, ctx.tile + 2, -(-B * L // ctx.tile)
@@ -237,24 +240,25 @@ class _WinogradConv3(torch.autograd.Function):
         db = dy.sum((0, 1)) if ctx.has_bias else None
         dm = _output_transform_t(dy.view(N, c_out), t, scratch(1, (T, n, c_out), dy)).transpose(0, 1)  # (n, T, C_out)
         widths = [x.shape[2] for x in xs]
-        dxs, dus = [], []
-        for x, u_part, w in zip(xs, u.split(widths, dim=1), taps.split(widths, dim=2)):
+        dxs, dws = [], []
+        for x, ut_part, w in zip(xs, ut.split(widths, dim=2), taps.split(widths, dim=2)):
             c_part = x.shape[2]
-            dv = torch.bmm(dm, u_part.transpose(1, 2), out=scratch(0, (n, T, c_part), x))  # (n, T, C_part)
+            dv = torch.bmm(dm, ut_part, out=scratch(0, (n, T, c_part), x))  # (n, T, C_part)
             dx = _input_transform_t(dv.transpose(0, 1), t, pooled((N, c_part), dy)).view(B, L, c_part)
             del dv
             v = _input_transform(x.view(N, c_part), t, scratch(0, (T, n, c_part), x)).transpose(0, 1)
-            du = torch.bmm(v.transpose(1, 2), dm)  # (n, C_part, C_out)
+            dut = torch.bmm(dm.transpose(1, 2), v)  # dU_jᵀ (n, C_out, C_part)
             del v
             if B > 1:  # the seams, as in forward: dx's, and the weight's through dU (G's first
                 # and last rows touch only W_0 and W_2: dW_k = Σ_j G[j, k] dU_jᵀ)
                 torch.addmm(dx[:-1, L - 1], dy[1:, 0], w[0], alpha=-1, out=dx[:-1, L - 1])
                 torch.addmm(dx[1:, 0], dy[:-1, L - 1], w[2], alpha=-1, out=dx[1:, 0])
-                torch.addmm(du[-1], x[1:, 0].t(), dy[:-1, L - 1], alpha=-1 / t.g[-1, 2].item(), out=du[-1])
-                torch.addmm(du[0], x[:-1, L - 1].t(), dy[1:, 0], alpha=-1 / t.g[0, 0].item(), out=du[0])
+                torch.addmm(dut[-1], dy[:-1, L - 1].t(), x[1:, 0], alpha=-1 / t.g[-1, 2].item(), out=dut[-1])
+                torch.addmm(dut[0], dy[1:, 0].t(), x[:-1, L - 1], alpha=-1 / t.g[0, 0].item(), out=dut[0])
             dxs.append(dx)
-            dus.append(du)
-        dw = torch.einsum("jk,jio->oik", t.g, dus[0] if len(dus) == 1 else torch.cat(dus, 1))
+            # dW (C_out, C_part, 3) = Σ_j dU_jᵀ G[j]: one product on dUᵀ's memory as it lies, no permuted copy
+            dws.append(torch.mm(dut.view(n, -1).t(), t.g).view(c_out, c_part, 3))
+        dw = dws[0] if len(dws) == 1 else torch.cat(dws, 1)
         return dw, db, None, *dxs
 
 

@@ -104,6 +104,7 @@ from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
 from lcgen.masking import (MODALITIES, MaskConfig, MaskDraws, close_gap, draw_train, fixed_mask, key_block,
                            lay_mask, modality_keys, paired_masks)
 from lcgen.models import create_model, get_spec
+from lcgen.workers import keep_all_freed_memory
 
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA, "paired": DEFAULT_TIMESERIES}
 # The original project's defaults, per model; models registered later get FALLBACK_DEFAULTS.
@@ -176,7 +177,7 @@ class TrainConfig:
     prefetch: Optional[int] = None  # (int) batches read ahead by a background thread, 0 for none; default 2 on CUDA, 0 on the CPU (where the thread would compete with torch's)
     runs_dir: str = "runs"  # (str) runs are written to RUNS_DIR/MODEL/NAME/
     buffer_rows: int = 8192  # (int) rows read from disk at a time; batches are shuffled within them
-    init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule
+    init: Optional[str] = None  # (str) fine-tune: start from this run directory's weights (best.pt), fresh optimizer and schedule; multimodal: a transformer run starts the series branch only
     modality_weights: dict[str, float] = dataclasses.field(default_factory=dict)  # (dict) multimodal: loss weight per modality (series, psd, acf, fstat), default 1 each
     modality_dropout: float = 0.3  # (float) multimodal: probability that a sample hides modalities whole: half of those all the spectra (the series alone visible), half one modality
     psd_aux_weight: float = 0.0  # (float) transformer: weight of a self-supervised auxiliary loss, a small head on the pooled latent (every level's mean and max, as lcgen embed pools) predicting each window's normalised multitaper PSD (valid bins; needs paired data from lcgen convert --spectra); the head is not part of the embedding. 0 = off
@@ -700,6 +701,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     device = _process_device(cfg.device, place)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    if device.type == "cpu":
+        keep_all_freed_memory()  # each step's large tensors reuse the last step's memory, no page faults
     seed_everything(cfg.seed)
     spec = get_spec(cfg.model_name)
 
@@ -723,6 +726,13 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
         if ckpt is not None:
             model = model_from_checkpoint(ckpt)
+        elif init_ckpt is not None and init_ckpt["model_name"] != cfg.model_name:
+            model = build_model(cfg.model_name, cfg.preset, cfg.model, length=source.length,
+                                lengths=_model_lengths(cfg, source))
+            model.init_series(config_from_dict(get_spec("transformer").config_cls, init_ckpt["model_config"]),
+                              init_ckpt["state_dict"])
+            log(f"Series branch from the transformer run {cfg.init} (epoch {init_ckpt['epoch']}; the rest fresh)")
+            del init_ckpt
         elif init_ckpt is not None:
             model = init_model(init_ckpt, cfg)
             log(f"Fine-tuning from {cfg.init} (epoch {init_ckpt['epoch']}, fresh optimizer and schedule)")
@@ -1204,6 +1214,8 @@ def _init_checkpoint(cfg: TrainConfig) -> tuple[dict, TrainConfig]:
     if not path.is_file():
         raise LcgenError(f"--init {run_dir}: no best.pt or last.pt there; give a run directory written by lcgen train")
     ckpt = load_checkpoint(path)
+    if cfg.model_name == "multimodal" and ckpt["model_name"] == "transformer":
+        return ckpt, dataclasses.replace(cfg, init=str(run_dir))  # the series branch only (init_model)
     if ckpt["model_name"] != cfg.model_name:
         raise LcgenError(f"--init {run_dir} is a '{ckpt['model_name']}' run; train that model: "
                          f"lcgen train {ckpt['model_name']} --init {run_dir}")
