@@ -158,10 +158,10 @@ def test_dpss_cache_is_bounded_in_bytes(monkeypatch):
     assert mt.dpss_tapers(403, 4.0, 7)[0] is mt.dpss_tapers(403, 4.0, 7)[0]
     assert mt.dpss_tapers(400, 4.0, 7)[0] is not first  # the oldest was evicted
     # the running byte totals follow the entries through insertions and evictions
-    assert mt._CACHE_BYTES["dpss"] == sum(v.nbytes for v, _ in mt._DPSS_CACHE.values()) <= 3 * 7 * 400 * 8
-    assert mt._CACHE_BYTES["spline"] == sum(s.curvature.nbytes for s in mt._SPLINE_CACHE.values())
+    assert mt._DPSS_CACHE.nbytes == sum(v.nbytes for v, _ in mt._DPSS_CACHE.entries.values()) <= 3 * 7 * 400 * 8
+    assert mt._SPLINE_CACHE.nbytes == sum(s.curvature.nbytes for s in mt._SPLINE_CACHE.entries.values())
     mt.clear_dpss_cache()
-    assert mt._CACHE_BYTES == {"dpss": 0, "spline": 0}
+    assert (mt._DPSS_CACHE.nbytes, mt._SPLINE_CACHE.nbytes) == (0, 0)
 
 
 # ------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import OrderedDict
+from collections.abc import Callable
 
 import finufft
 import numpy as np
@@ -153,9 +154,38 @@ def is_regular(t: np.ndarray) -> bool:
     return bool(np.all(np.abs(dt - dt[0]) <= REGULAR_RTOL * np.maximum(np.abs(dt), abs(dt[0]))))
 
 
-_DPSS_CACHE: "OrderedDict[tuple[int, float, int], tuple[np.ndarray, np.ndarray]]" = OrderedDict()
-_CACHE_BYTES = {"dpss": 0, "spline": 0}  # bytes held by _DPSS_CACHE's tapers and _SPLINE_CACHE's curvatures
-DPSS_CACHE_BYTES = 64 * 2 ** 20  # per process; survey curves repeat a few hundred lengths
+DPSS_CACHE_BYTES = 64 * 2 ** 20  # per process and cache; survey curves repeat a few hundred lengths
+
+
+class _BoundedCache:
+    """The most recently used values by key, up to ``DPSS_CACHE_BYTES`` of ``size(value)`` (the
+    newest is always kept). ``nbytes`` is a running total: summing a few hundred entries on every
+    miss cost ~0.1 ms."""
+
+    def __init__(self, size: Callable[[object], int]):
+        self.entries: OrderedDict = OrderedDict()
+        self.size = size
+        self.nbytes = 0
+
+    def get(self, key):
+        hit = self.entries.get(key)
+        if hit is not None:
+            self.entries.move_to_end(key)
+        return hit
+
+    def put(self, key, value):
+        self.entries[key] = value
+        self.nbytes += self.size(value)
+        while self.nbytes > DPSS_CACHE_BYTES and len(self.entries) > 1:
+            self.nbytes -= self.size(self.entries.popitem(last=False)[1])
+        return value
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.nbytes = 0
+
+
+_DPSS_CACHE = _BoundedCache(lambda entry: entry[0].nbytes)  # (n, NW, K) -> (tapers, λ)
 DPSS_BUCKET = 64  # irregular data interpolate DPSS built for N rounded up to a multiple of this
 
 
@@ -169,16 +199,11 @@ def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
     key = (int(n), float(nw), int(k))
     hit = _DPSS_CACHE.get(key)
     if hit is not None:
-        _DPSS_CACHE.move_to_end(key)
         return hit
     v, lam = _dpss(*key)
     v.setflags(write=False)
     lam.setflags(write=False)
-    _DPSS_CACHE[key] = (v, lam)
-    _CACHE_BYTES["dpss"] += v.nbytes  # a running total: summing a few hundred entries on every miss cost ~0.1 ms
-    while _CACHE_BYTES["dpss"] > DPSS_CACHE_BYTES and len(_DPSS_CACHE) > 1:
-        _CACHE_BYTES["dpss"] -= _DPSS_CACHE.popitem(last=False)[1][0].nbytes
-    return v, lam
+    return _DPSS_CACHE.put(key, (v, lam))
 
 
 def _dpss(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -323,7 +348,7 @@ def _not_a_knot(values: np.ndarray) -> TaperSpline:
     return TaperSpline(values=values, curvature=c)
 
 
-_SPLINE_CACHE: "OrderedDict[tuple[int, float, int], TaperSpline]" = OrderedDict()
+_SPLINE_CACHE = _BoundedCache(lambda spline: spline.curvature.nbytes)  # (m, NW, K) -> TaperSpline
 
 
 def dpss_spline(m: int, nw: float, k: int) -> TaperSpline:
@@ -334,21 +359,14 @@ def dpss_spline(m: int, nw: float, k: int) -> TaperSpline:
     key = (int(m), float(nw), int(k))
     hit = _SPLINE_CACHE.get(key)
     if hit is not None:
-        _SPLINE_CACHE.move_to_end(key)
         return hit
-    spline = _not_a_knot(dpss_tapers(*key)[0])
-    _SPLINE_CACHE[key] = spline
-    _CACHE_BYTES["spline"] += spline.curvature.nbytes
-    while _CACHE_BYTES["spline"] > DPSS_CACHE_BYTES and len(_SPLINE_CACHE) > 1:
-        _CACHE_BYTES["spline"] -= _SPLINE_CACHE.popitem(last=False)[1].curvature.nbytes
-    return spline
+    return _SPLINE_CACHE.put(key, _not_a_knot(dpss_tapers(*key)[0]))
 
 
 def clear_dpss_cache() -> None:
     """Forget all cached tapers and their splines (for benchmarks of the uncached path)."""
     _DPSS_CACHE.clear()
     _SPLINE_CACHE.clear()
-    _CACHE_BYTES.update(dpss=0, spline=0)
 
 
 _PLANS: "OrderedDict[tuple, finufft.Plan]" = OrderedDict()

@@ -384,13 +384,12 @@ class TimeSeriesTransformer(nn.Module):
         self.decoder = nn.ModuleList(Stage(d, config) for d in dims)
         self.norm_out = nn.LayerNorm(dims[0])
         self.head = nn.Linear(dims[0], 2 if config.variance_head else 1)
+        width = 2 * (sum(dims) + dims[-1])  # pooled_meanmax: mean and max of every level and the bottleneck
         if config.psd_head:  # made last, so every other parameter is initialised as without it
-            width = 2 * (sum(dims) + dims[-1])  # mean and max of every level and the bottleneck
             hidden = [nn.Linear(width, config.psd_head_hidden), nn.GELU()] if config.psd_head_hidden else []
             self.psd_head = nn.Sequential(nn.LayerNorm(width), *hidden,
                                           nn.Linear(config.psd_head_hidden or width, config.psd_head))
         if config.contrast_head:  # after the PSD head: every other parameter initialises as without it
-            width = 2 * (sum(dims) + dims[-1])
             self.contrast_head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, config.contrast_head), nn.GELU(),
                                                nn.Linear(config.contrast_head, config.contrast_head))
 
