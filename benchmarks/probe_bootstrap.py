@@ -1,10 +1,10 @@
 """How sure is "learned beats hand-crafted"? Paired bootstrap over the test curves: prints a table.
 
-    python benchmarks/probe_bootstrap.py emb.h5 [--draws 2000] [--against other.h5] [--targets period]
+    python benchmarks/probe_bootstrap.py emb.h5 [--draws 2000] [--against other.h5] [--targets period] [--seed 0]
 
 For an embeddings file and its hand-crafted features (the ``STEM-features.npz`` cache that
 ``lcgen probe`` wrote beside it), fits the probes exactly as ``lcgen probe`` does (curve rows,
-test fraction 0.3, seed 0; ``probe.classify`` / ``probe.regress``, settings chosen by the same
+test fraction 0.3, seed 0 or ``--seed``; ``probe.classify`` / ``probe.regress``, settings chosen by the same
 cross-validation), keeps both representations' predictions for every test curve, and resamples
 the test curves with replacement (the same draw for both, seeded): the score difference learned −
 hand-crafted on the test set as probed, its 95 % interval over the draws, and the fraction of
@@ -12,6 +12,8 @@ draws in which the learned embedding scores higher. Macro-F1 for the type, R² f
 ``--against other.h5``: the curve vectors of another embeddings file of the same input take the
 hand-crafted features' place (learned − other; no features cache needed). ``--targets period``:
 the period probes only.
+``--seed S``: the split (and the logistic probe's seed) of ``lcgen probe --seed S``; the
+bootstrap draws stay seeded 0.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=2000)
     ap.add_argument("--against", help="another embeddings file of the same input, in place of the hand-crafted features")
     ap.add_argument("--targets", choices=("all", "period"), default="all")
+    ap.add_argument("--seed", type=int, default=0, help="the split seed, as lcgen probe --seed")
     args = ap.parse_args()
     from sklearn.metrics import f1_score, r2_score
 
@@ -46,9 +49,9 @@ def main() -> None:
             hand = P._curve_nanmean(z["features"], emb.curve_index, emb.curve_source.size)
     reps = {"learned": emb.curve, "hand-crafted": hand}
     meta, groups = emb.curve_meta, emb.curve_source
-    train, test = P.split_groups(groups, 0.3, 0)
+    train, test = P.split_groups(groups, 0.3, args.seed)
     rng = np.random.default_rng(0)
-    print(f"{args.embeddings}: paired bootstrap over test curves, {args.draws} draws")
+    print(f"{args.embeddings}: paired bootstrap over test curves, {args.draws} draws, split seed {args.seed}")
     print("| probe | learned | hand-crafted | difference | 95 % interval | draws learned higher |")
     print("|---|---:|---:|---:|---:|---:|")
     print(f"(the second column: {args.against})" if args.against else "", flush=True)
@@ -60,7 +63,7 @@ def main() -> None:
         for name, X in reps.items():
             preds[name] = {}
             fit = P.classify if kind == "classification" else P.regress
-            extra = {"seed": 0} if kind == "classification" else {}
+            extra = {"seed": args.seed} if kind == "classification" else {}
             fit(X[a], y[a], X[b], y[b], groups=groups[a], predictions=preds[name], **extra)
         truth = y[b]
         labels = np.unique(y[a | b]) if kind == "classification" else None
