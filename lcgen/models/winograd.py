@@ -106,6 +106,7 @@ class _Matrices(NamedTuple):
     at: torch.Tensor  # Aᵀ (m, n)
     at_t: torch.Tensor  # A (n, m), contiguous
     g: torch.Tensor  # G (n, 3)
+    bt: torch.Tensor  # Bᵀ (n, n)
     mid: torch.Tensor  # Bᵀ's middle m columns (n, m), on a tile's own rows
     mid_t: torch.Tensor  # their transpose (m, n), contiguous
     before: list[tuple[int, float]]  # Bᵀ's first column (the row before the tile): (row, entry) where nonzero
@@ -118,7 +119,7 @@ def _matrices(tile: int, dtype: torch.dtype) -> _Matrices:
     # G's first and last rows (the points 0 and ∞) touch one tap each, which backward's seam
     # correction of the weight's gradient relies on
     assert (g[0, 1:] == 0).all() and (g[-1, :-1] == 0).all()
-    return _Matrices(at.to(dtype), at.t().contiguous().to(dtype), g.to(dtype), bt[:, 1:-1].contiguous().to(dtype),
+    return _Matrices(at.to(dtype), at.t().contiguous().to(dtype), g.to(dtype), bt.to(dtype), bt[:, 1:-1].contiguous().to(dtype),
                      bt[:, 1:-1].t().contiguous().to(dtype),
                      [(j, bt[j, 0].item()) for j in range(bt.shape[0]) if bt[j, 0] != 0],
                      [(j, bt[j, -1].item()) for j in range(bt.shape[0]) if bt[j, -1] != 0])
@@ -133,22 +134,22 @@ def _small_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
 
 def _input_transform(x: torch.Tensor, t: _Matrices, out: torch.Tensor) -> torch.Tensor:
     """x (N, C) -> V = Bᵀ d (T, n, C) into ``out``: the n rows d of x (zero beyond the ends) under
-    each tile of m outputs, d = (x[m t - 1], x[m t .. m t + m - 1], x[m t + m]). Bᵀ's middle m
-    columns act on the tile's own rows as one batched matrix product (the last tile may have
-    fewer rows); its first and last columns, for the rows borrowed from the neighbouring tiles,
-    are added apart."""
+    each tile of m outputs, d = (x[m t - 1], x[m t .. m t + m - 1], x[m t + m]). The tiles whose
+    n rows all lie inside x (all but the first and the last one or two) read them as overlapping
+    windows of x (a strided view, no copy) in one batched matrix product with the whole Bᵀ; the
+    others are copied into a small zero-padded block first."""
     N, C = x.shape
-    (n, m), tiles = t.mid.shape, out.shape[0]
-    full, rest = divmod(N, m)
-    rows = x[:m * full].view(full, m, C)
-    torch.bmm(t.mid.expand(full, n, m), rows, out=out[:full])
-    if rest:
-        _small_mm(t.mid[:, :rest], x[m * full:], out[full])
-    for j, a in t.before:  # x[m t - 1], t >= 1
-        out[1:, j].add_(rows[:tiles - 1, m - 1], alpha=a)
-    after = x[m::m]  # x[m t + m] where it exists
-    for j, a in t.after:
-        out[:after.shape[0], j].add_(after, alpha=a)
+    n, m = t.mid.shape
+    tiles = out.shape[0]
+    inner = max(0, min(tiles, (N - 1) // m) - 1)  # tiles 1 .. inner: m t - 1 >= 0 and m t + m <= N - 1
+    if inner:
+        windows = x.as_strided((inner, n, C), (m * C, C, 1), x.storage_offset() + (m - 1) * C)
+        torch.bmm(t.bt.expand(inner, n, n), windows, out=out[1:inner + 1])
+    for tile in [0, *range(inner + 1, tiles)]:  # the edges: rows outside x are zero
+        d = x.new_zeros(n, C)
+        lo, hi = max(0, m * tile - 1), min(N, m * tile + m + 1)
+        d[lo - (m * tile - 1):hi - (m * tile - 1)] = x[lo:hi]
+        _small_mm(t.bt, d, out[tile])
     return out
 
 
