@@ -113,8 +113,7 @@ class _Matrices(NamedTuple):
     at_t: torch.Tensor  # A (n, m), contiguous
     g: torch.Tensor  # G (n, 3)
     bt: torch.Tensor  # Bᵀ (n, n)
-    mid: torch.Tensor  # Bᵀ's middle m columns (n, m), on a tile's own rows
-    mid_t: torch.Tensor  # their transpose (m, n), contiguous
+    mid_t: torch.Tensor  # Bᵀ's middle m columns (on a tile's own rows), transposed (m, n), contiguous
     before: list[tuple[int, float]]  # Bᵀ's first column (the row before the tile): (row, entry) where nonzero
     after: list[tuple[int, float]]  # its last column (the row after the tile)
     ones: int  # the product (point 1) that Aᵀ adds with weight 1 into every output of its tile
@@ -129,7 +128,7 @@ def _matrices(tile: int, dtype: torch.dtype) -> _Matrices:
     # the bias enters (and its gradient leaves) through the one product that every output of a
     # tile takes with weight 1
     ones = next(j for j in range(at.shape[1]) if (at[:, j] == 1).all())
-    return _Matrices(at.to(dtype), at.t().contiguous().to(dtype), g.to(dtype), bt.to(dtype), bt[:, 1:-1].contiguous().to(dtype),
+    return _Matrices(at.to(dtype), at.t().contiguous().to(dtype), g.to(dtype), bt.to(dtype),
                      bt[:, 1:-1].t().contiguous().to(dtype),
                      [(j, bt[j, 0].item()) for j in range(bt.shape[0]) if bt[j, 0] != 0],
                      [(j, bt[j, -1].item()) for j in range(bt.shape[0]) if bt[j, -1] != 0], ones)
@@ -149,7 +148,7 @@ def _input_transform(x: torch.Tensor, t: _Matrices, out: torch.Tensor) -> torch.
     windows of x (a strided view, no copy) in one batched matrix product with the whole Bᵀ; the
     others are copied into a small zero-padded block first."""
     N, C = x.shape
-    n, m = t.mid.shape
+    m, n = t.mid_t.shape
     tiles = out.shape[0]
     inner = max(0, min(tiles, (N - 1) // m) - 1)  # tiles 1 .. inner: m t - 1 >= 0 and m t + m <= N - 1
     if inner:
