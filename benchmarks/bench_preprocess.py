@@ -170,30 +170,50 @@ def stages(raw: Path) -> None:
             print(f"| {name} | {per * m[key]:.2f} | {100 * m[key] / m['total']:.0f} % |")
 
 
-def workers_table(raw: Path, rounds: int, chunk_size: int, what: str, halves: bool = False) -> None:
+def workers_table(raw: Path, rounds: int, chunk_size: int, what: str, halves: bool = False,
+                  trees: list[tuple[str, Path]] | None = None, spawned: bool = True) -> None:
     """CPU totals of 1 worker, 2 workers as lcgen starts them and 2 spawned ones, alternating;
     with ``halves`` also the two halves (``shard`` 0/2 and 1/2) one after the other in fresh
     processes: what a second process duplicates (caches, first page faults, the grids' survey,
-    which a forked worker does not repeat) without two processes running at once."""
-    arms = {"1 worker": (1, False), "2 workers": (2, False), "2 spawned": (2, True)}
+    which a forked worker does not repeat) without two processes running at once. With more
+    ``trees`` (name, folder) than this one, each also runs 1 and 2 workers in every round."""
+    trees = trees or [("this tree", HERE)]
+    arms = {}  # name -> (tree, workers, spawn)
+    for i, (tree_name, tree) in enumerate(trees):
+        tag = "" if len(trees) == 1 else f"{tree_name}: "
+        arms[f"{tag}1 worker"] = (tree, 1, False)
+        arms[f"{tag}2 workers"] = (tree, 2, False)
+        if i == 0 and spawned:
+            arms[f"{tag}2 spawned"] = (tree, 2, True)
     if halves:
-        arms["halves in turn"] = (1, False)
+        arms["halves in turn"] = (HERE, 1, False)
     cpu: dict[str, list[float]] = {name: [] for name in arms}
     for r in range(rounds):
         for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+            tree, workers, spawn = arms[name]
             if name == "halves in turn":
                 cpu[name].append(sum(measure(HERE, raw, 1, chunk_size=chunk_size, shard=f"{i}/2")["cpu"] for i in (0, 1)))
             else:
-                cpu[name].append(measure(HERE, raw, arms[name][0], spawn=arms[name][1], chunk_size=chunk_size)["cpu"])
-            print(f"  round {r + 1} {name:9s}: {cpu[name][-1]:6.2f} CPU-s", flush=True)
-    one = statistics.median(cpu["1 worker"])
-    print(f"\n| {what} | CPU-s (median) | minus 1 worker | median of the rounds' ratios to 1 worker | rounds |\n"
-          "|---|---|---|---|---|")
-    for name, values in cpu.items():  # a round's runs follow each other: their ratio drifts less with the load
-        m = statistics.median(values)
-        paired = statistics.median(v / o for v, o in zip(values, cpu["1 worker"]))
-        print(f"| {name} | {m:.2f} | {m - one:+.2f} CPU-s ({100 * (m / one - 1):+.1f} %) | {100 * (paired - 1):+.1f} % | "
-              f"{', '.join(f'{c:.2f}' for c in values)} |")
+                cpu[name].append(measure(tree, raw, workers, spawn=spawn, chunk_size=chunk_size)["cpu"])
+            print(f"  round {r + 1} {name:9s}: {cpu[name][-1]:6.2f} CPU-s ({load()})", flush=True)
+    for tree_name, _ in trees:
+        tag = "" if len(trees) == 1 else f"{tree_name}: "
+        base = cpu[f"{tag}1 worker"]
+        one = statistics.median(base)
+        print(f"\n| {what}{', ' + tree_name if tag else ''} | CPU-s (median) | minus 1 worker | median of the rounds' "
+              "ratios to 1 worker | rounds |\n|---|---|---|---|---|")
+        for name, values in cpu.items():  # a round's runs follow each other: their ratio drifts less with the load
+            if tag and not name.startswith(tag):
+                continue
+            m = statistics.median(values)
+            paired = statistics.median(v / o for v, o in zip(values, base))
+            print(f"| {name} | {m:.2f} | {m - one:+.2f} CPU-s ({100 * (m / one - 1):+.1f} %) | {100 * (paired - 1):+.1f} % | "
+                  f"{', '.join(f'{c:.2f}' for c in values)} |")
+    if len(trees) > 1:
+        print(f"\n| {what}: {trees[0][0]} / {trees[1][0]} | median of the rounds' ratios |\n|---|---|")
+        for arm in ("1 worker", "2 workers"):
+            a, b = cpu[f"{trees[0][0]}: {arm}"], cpu[f"{trees[1][0]}: {arm}"]
+            print(f"| {arm} | {statistics.median(x / y for x, y in zip(a, b)):.3f} |")
 
 
 def load() -> str:
@@ -212,6 +232,9 @@ def main() -> None:
                                           "measured interleaved")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --against, and of 1 and 2 "
                                                               "workers with --workers")
+    parser.add_argument("--no-spawned", action="store_true", help="with --workers: leave out 2 spawned workers")
+    parser.add_argument("--only-workers", action="store_true", help="with --workers: skip the 1-worker per-curve "
+                                                                     "rounds before the workers table")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
     parser.add_argument("--stages", action="store_true", help="also the CPU time of each stage of a curve")
     args = parser.parse_args()
@@ -225,20 +248,22 @@ def main() -> None:
         trees = [("this tree", HERE)] + ([(f"against {args.against}", Path(other).resolve())] if other else [])
         startup = {name: worker_startup(tree) for name, tree in trees}  # also warms the bytecode cache
         per_curve: dict[str, list[float]] = {name: [] for name, _ in trees}
-        for r in range(args.rounds if args.against else 1):
+        for r in range(0 if args.only_workers else args.rounds if args.against else 1):
             for name, tree in (trees if r % 2 == 0 else trees[::-1]):  # alternate who goes first
                 m = measure(tree, raw, 1)
                 per_curve[name].append(1e3 * m["cpu"] / m["curves"])
                 print(f"  round {r + 1} {name:9s}: {per_curve[name][-1]:6.2f} CPU-ms/curve "
                       f"({m['wall']:.1f} s wall, {m['failed']} failed)", flush=True)
-        print("\n| tree | CPU ms per curve, 1 worker (median of rounds) | a worker's imports, CPU-s |\n|---|---|---|")
-        for name, values in per_curve.items():
-            print(f"| {name} | {statistics.median(values):.2f} | {startup[name]:.2f} |")
-        if args.against:
-            a, b = (statistics.median(v) for v in per_curve.values())
-            print(f"\nthis tree / against = {a / b:.2f}")
+        if not args.only_workers:
+            print("\n| tree | CPU ms per curve, 1 worker (median of rounds) | a worker's imports, CPU-s |\n|---|---|---|")
+            for name, values in per_curve.items():
+                print(f"| {name} | {statistics.median(values):.2f} | {startup[name]:.2f} |")
+            if args.against:
+                a, b = (statistics.median(v) for v in per_curve.values())
+                print(f"\nthis tree / against = {a / b:.2f}")
         if args.workers:  # alternating, --rounds of each: one pair of runs on a loaded machine says little
-            workers_table(raw, args.rounds, 250, f"{args.curves:,} curves", halves=args.halves)
+            workers_table(raw, args.rounds, 250, f"{args.curves:,} curves", halves=args.halves,
+                          trees=trees, spawned=not args.no_spawned)
             print(f"\na spawned worker's imports: {startup['this tree']:.2f} CPU-s (median of 3 fresh interpreters; "
                   f"a forked one starts with them); the rest is its own taper and NUFFT-plan caches and the pool")
         if args.fixed_cost:

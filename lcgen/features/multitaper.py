@@ -380,19 +380,29 @@ def clear_dpss_cache() -> None:
     _SPLINE_CACHE.clear()
 
 
-def warm_taper_caches(samples, nw: float, k: int | None = None) -> None:
-    """Build what :func:`taper_times` takes from the caches for curves of ``samples`` ((N, is the
-    sampling regular) pairs): the DPSS of each regular length N, the DPSS and spline of each
-    irregular curve's bucket length (:func:`taper_bucket`). ``k`` defaults as in
+def taper_cache_keys(n: int, regular: bool) -> list[tuple[int, bool]]:
+    """What :func:`taper_times` takes from the caches for a curve of ``n`` samples, as (length,
+    regular) pairs for :func:`warm_taper_caches`: a regular curve the DPSS of length N (refined
+    from its bucket's spline, :func:`_dpss_refined`, when that applies), an irregular one its
+    bucket's DPSS and spline."""
+    m = taper_bucket(n)
+    if not regular:
+        return [(m, False)]
+    return [(int(n), True)] + ([(m, False)] if n >= REFINE_MIN and m != n else [])
+
+
+def warm_taper_caches(keys, nw: float, k: int | None = None) -> None:
+    """Build the cached tapers of ``keys`` (:func:`taper_cache_keys`): the DPSS of each regular
+    length, the DPSS and spline of each irregular (bucket) length. ``k`` defaults as in
     :func:`check_series`. For a process about to fork workers: they inherit the cached arrays
     (copy-on-write, never written) instead of each building its own (~0.75 ms a length on the
     project's machine). Only the caches change; the tapers are the same whoever builds them."""
     nw, k = float(nw), default_k(nw) if k is None else int(k)
-    for n, regular in samples:
+    for n, regular in keys:
         if regular:
             dpss_tapers(n, nw, k)
         else:
-            dpss_spline(taper_bucket(n), nw, k)  # builds the bucket's DPSS too
+            dpss_spline(n, nw, k)  # builds the DPSS too
 
 
 _PLANS: "OrderedDict[tuple, finufft.Plan]" = OrderedDict()

@@ -64,7 +64,7 @@ from lcgen.io import (DEFAULT_RAW, DEFAULT_SPECTRA, RAW_KEYS, atomic_h5, atomic_
 from lcgen.workers import check_workers, deferred_interrupt, keep_freed_memory, process_pool, result, start_method
 from lcgen.features.multitaper import (DPSS_CACHE_BYTES, autocorrelation, bin_edges, binned_multitaper,
                                        binned_multitaper_many, default_k, is_regular, REGULAR_RTOL, resolvable_band,
-                                       taper_bucket, warm_taper_caches)
+                                       taper_cache_keys, warm_taper_caches)
 
 CHANNELS = ("psd", "acf", "fstat")
 COUNT_COLUMNS = ("n_nonfinite", "n_duplicates", "n_outliers")
@@ -729,14 +729,14 @@ TAPER_SAMPLE = 8192  # curves whose raw times predict the tapers that forked wor
 
 
 def shared_tapers(cfg: PreprocessConfig, first: int, spans: list[tuple[int, int]]) -> list[tuple[int, bool]]:
-    """(N, regular) of the cached tapers (:func:`lcgen.features.multitaper.warm_taper_caches`)
-    that at least two of the curves of ``spans`` (rows ``first + a : first + b``) will take, most
-    used first, up to half of ``DPSS_CACHE_BYTES``; predicted from the raw times of up to
-    ``TAPER_SAMPLE`` curves (the first of every span), finite and with duplicates merged as
-    cleaning leaves them. Non-finite flux and outlier clipping can still change a curve's N; a
-    wrong guess only builds tapers no curve takes.
+    """The cached tapers (:func:`lcgen.features.multitaper.taper_cache_keys`) that at least two
+    of the curves of ``spans`` (rows ``first + a : first + b``) will take, most used first, up to
+    half of ``DPSS_CACHE_BYTES``; predicted from the raw times of up to ``TAPER_SAMPLE`` curves
+    (the first of every span), finite and with duplicates merged as cleaning leaves them.
+    Non-finite flux and outlier clipping can still change a curve's N; a wrong guess only builds
+    tapers no curve takes.
 
-    Why: each worker otherwise builds every taper its curves need, so two workers build those
+    Why: each worker otherwise builds every taper its curves need, so two workers built those
     used in both halves twice (129 of 512 on 2,000 default curves, ~0.16 CPU-s: a third of what a
     second worker cost). Tapers used once are left to the curve's worker."""
     k = default_k(cfg.nw) if cfg.k is None else cfg.k
@@ -748,10 +748,10 @@ def shared_tapers(cfg: PreprocessConfig, first: int, spans: list[tuple[int, int]
             a, b = first + a, min(first + b, first + a + per_span)
             for n, regular in _sampling(f["time"][offsets[a]: offsets[b]], offsets[a: b + 1] - offsets[a]):
                 if n >= cfg.min_points:
-                    uses[(n if regular else taper_bucket(n), regular)] += 1
+                    uses.update(taper_cache_keys(n, regular))
     chosen, nbytes = [], 0
     for (n, regular), count in uses.most_common():
-        nbytes += 8 * k * n * (1 if regular else 2)  # the DPSS; an irregular bucket's spline as much again
+        nbytes += 8 * k * n * (1 if regular else 2)  # the DPSS; a bucket's spline as much again
         if count < 2 or nbytes > DPSS_CACHE_BYTES // 2:
             break
         chosen.append((n, regular))
