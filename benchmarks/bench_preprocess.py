@@ -216,6 +216,109 @@ def workers_table(raw: Path, rounds: int, chunk_size: int, what: str, halves: bo
             print(f"| {arm} | {statistics.median(x / y for x, y in zip(a, b)):.3f} |")
 
 
+# Where a run's CPU goes, per process: each process's CPU (user, system), minor page faults and
+# the caches it built (DPSS solved, taper splines, finufft plans, with their CPU), written by
+# each process after each chunk; the parent's taper build before the fork (trees that have it)
+# apart. Runs inside a subprocess with PYTHONPATH at the tree under test; prints one JSON line.
+BREAKDOWN = r"""
+import json, os, resource, sys, tempfile, time
+from pathlib import Path
+import finufft
+try:
+    from lcgen.features import multitaper as mt, preprocess as pp
+except ImportError:
+    from lcgen import multitaper as mt, preprocess as pp
+raw, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+stats, logs = {"pid": os.getpid()}, tempfile.mkdtemp()
+def mine():  # this process's counts (a forked worker starts its own)
+    if stats["pid"] != os.getpid():
+        stats.clear()
+        stats["pid"] = os.getpid()
+    return stats
+def add(name, seconds):
+    count, total = mine().get(name, (0, 0.0))
+    stats[name] = (count + 1, total + seconds)
+def timed(module, name, key):
+    fn = getattr(module, name, None)
+    if fn is None:
+        return
+    def wrapper(*a, **k):
+        start = time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            add(key, time.process_time() - start)
+    wrapper.__qualname__, wrapper.__module__ = fn.__qualname__, fn.__module__  # pickled by name
+    setattr(module, name, wrapper)
+timed(mt, "_dpss", "dpss")
+timed(mt, "_not_a_knot", "splines")
+timed(pp, "warm_taper_caches", "before the fork")  # as preprocess calls it
+class Plan(finufft.Plan):
+    def __init__(self, *a, **k):
+        start = time.process_time()
+        super().__init__(*a, **k)
+        add("plans", time.process_time() - start)
+finufft.Plan = Plan
+chunk = pp.process_chunk
+def process_chunk(path, start, stop, *rest):
+    result = chunk(path, start, stop, *rest)
+    mine()["curves"] = stats.get("curves", 0) + stop - start
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    Path(logs, str(os.getpid())).write_text(json.dumps({**stats, "user": u.ru_utime, "sys": u.ru_stime, "faults": u.ru_minflt}))
+    return result
+process_chunk.__qualname__, process_chunk.__module__ = "process_chunk", pp.__name__
+pp.process_chunk = process_chunk
+before = resource.getrusage(resource.RUSAGE_SELF)
+pp.preprocess(pp.PreprocessConfig(input=raw, output=out, workers=workers, chunk_size=250, resume=False))
+after = resource.getrusage(resource.RUSAGE_SELF)
+rows = {p.name: json.loads(p.read_text()) for p in Path(logs).iterdir()}
+parent = rows.pop(str(os.getpid()), {})
+parent.update(user=after.ru_utime - before.ru_utime, sys=after.ru_stime - before.ru_stime,
+              faults=after.ru_minflt - before.ru_minflt)  # the whole run, not only its chunks
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"parent": parent, "workers": list(rows.values()),
+                  "children": {"user": children.ru_utime, "sys": children.ru_stime, "faults": children.ru_minflt}}))
+"""
+
+
+def breakdown(raw: Path, rounds: int, trees: list[tuple[str, Path]]) -> None:
+    """Per process, 1 worker and 2 workers of each tree, alternating: CPU user and system, minor
+    faults, and the DPSS, splines and finufft plans each process built (medians of the rounds)."""
+    arms = [(name, tree, w) for name, tree in trees for w in (1, 2)]
+    seen: dict[tuple[str, str], list[dict]] = {}
+    for r in range(rounds):
+        for name, tree, w in (arms if r % 2 == 0 else arms[::-1]):
+            with tempfile.TemporaryDirectory() as tmp:
+                out = subprocess.run([sys.executable, "-c", BREAKDOWN, str(raw), str(Path(tmp) / "pre.h5"), str(w)],
+                                     check=True, capture_output=True, text=True, cwd=tree, env=child_env(tree))
+            m = json.loads(out.stdout.strip().splitlines()[-1])
+            arm = f"{name}, {w} worker{'s' if w > 1 else ''}"
+            seen.setdefault((arm, "parent (the whole run)"), []).append(m["parent"])
+            for child in m["workers"]:
+                seen.setdefault((arm, "forked worker"), []).append(child)
+            every = [m["parent"]] + m["workers"]
+            total = {key: tuple(sum(p[key][i] for p in every if key in p) for i in (0, 1))
+                     for key in ("dpss", "splines", "plans", "before the fork")}
+            seen.setdefault((arm, "all processes"), []).append(
+                {"user": m["parent"]["user"] + m["children"]["user"], "sys": m["parent"]["sys"] + m["children"]["sys"],
+                 "faults": m["parent"]["faults"] + m["children"]["faults"],
+                 "curves": sum(p.get("curves", 0) for p in every), **total})
+            print(f"  round {r + 1} {arm}: {m['parent']['user'] + m['parent']['sys'] + m['children']['user'] + m['children']['sys']:.2f} CPU-s ({load()})", flush=True)
+
+    def med(rows: list[dict], key: str, part: int | None = None) -> float:
+        values = [(row[key][part] if part is not None else row[key]) if key in row else 0 for row in rows]
+        return statistics.median(values)
+
+    print(f"\n| run, process (medians of {rounds} rounds) | curves | CPU user, s | system, s | minor faults | "
+          "DPSS solved (CPU-s) | splines | finufft plans (CPU-s) | tapers built before the fork (CPU-s) |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    for (arm, who), rows in seen.items():
+        print(f"| {arm}, {who} | {med(rows, 'curves'):.0f} | {med(rows, 'user'):.2f} | {med(rows, 'sys'):.3f} | "
+              f"{med(rows, 'faults'):,.0f} | {med(rows, 'dpss', 0):.0f} ({med(rows, 'dpss', 1):.3f}) | "
+              f"{med(rows, 'splines', 0):.0f} | {med(rows, 'plans', 0):.0f} ({med(rows, 'plans', 1):.3f}) | "
+              f"{med(rows, 'before the fork', 1):.3f} |")
+
+
 def load() -> str:
     return "load average " + " / ".join(f"{v:.1f}" for v in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
@@ -237,6 +340,8 @@ def main() -> None:
                                                                      "rounds before the workers table")
     parser.add_argument("--no-profile", action="store_true", help="skip the profile summary")
     parser.add_argument("--stages", action="store_true", help="also the CPU time of each stage of a curve")
+    parser.add_argument("--breakdown", action="store_true", help="also where 1 and 2 workers' CPU goes, per process "
+                                                                 "(CPU, faults, caches built), of each tree")
     args = parser.parse_args()
 
     tree = Path(args.against) if args.against and Path(args.against).is_dir() else None
@@ -270,6 +375,8 @@ def main() -> None:
             small = Path(tmp) / "small.h5"
             make_raw(small, 16, args.seed)
             workers_table(small, args.rounds + 2, 8, "16 curves, chunks of 8 (a second worker's fixed cost)")
+        if args.breakdown:
+            breakdown(raw, args.rounds, trees)
         if args.stages:
             stages(raw)
         if not args.no_profile:
