@@ -6,6 +6,10 @@ overhead, a profile of the top costs, and an interleaved comparison with another
     python benchmarks/bench_preprocess.py --curves 2000 --workers --halves  # + the two halves in turn
     python benchmarks/bench_preprocess.py --against f1b5792 --rounds 3      # old vs this tree, interleaved
     python benchmarks/bench_preprocess.py --against /work/main             # ... or another lcgen tree
+    python benchmarks/bench_preprocess.py --curves 2000 --workers --against main --only-workers --no-spawned --rounds 6
+                                        # 1 and 2 workers of both trees, interleaved (issue 16's 2-worker target)
+    python benchmarks/bench_preprocess.py --curves 2000 --breakdown --against main --only-workers --rounds 3
+                                        # per process: CPU user/system, faults, DPSS, splines, plans built
 
 CPU time (``resource.getrusage`` of the process and its finished children), one BLAS/OpenMP
 thread, finufft single-threaded: on a shared machine wall time says more about the neighbours
@@ -24,6 +28,11 @@ worker costs before its first curve (its imports; a forked one starts with them)
 ``--fixed-cost`` measures what a second worker adds whatever the run's size: 16 curves in two
 chunks of 8, 1 worker against 2 (forked, spawned), ``--rounds`` + 2 alternating rounds; on a
 loaded machine the totals of large runs spread by more than this cost.
+
+``--breakdown`` runs 1 and 2 workers of each tree and prints, per process (the parent, a forked
+worker, all), CPU user and system time, minor page faults and the caches each built (DPSS solved,
+taper splines, finufft plans, with their CPU; the tapers built before the fork apart): what a
+second worker repeats, counted rather than inferred from noisy totals.
 
 ``--stages`` adds the CPU time of each stage of a curve (cleaning, tapers, transform, adaptive
 PSD, F-tests, ACF), measured in-process on this tree.
