@@ -55,6 +55,13 @@ run it more than once, and against d0248db, the bridge to the original, as well)
 
 ``--threads N`` sets torch's threads in every child (the environment variable BENCH_THREADS does
 the same); without either, torch's default (one per core).
+
+``--isa avx2`` runs every child as on an AVX2 CPU: ATen's kernels (``ATEN_CPU_CAPABILITY``), oneDNN's
+convolutions (``ONEDNN_MAX_CPU_ISA``) and MKL's matrix products (``MKL_ENABLE_INSTRUCTIONS``) are held
+to AVX2, so an AVX-512 machine can measure what the original's AVX2 machine would see (each row
+prints the ATen capability the child ran with). Issue 19's ratio to the original, on this ISA:
+
+    python benchmarks/bench_train.py --against d0248db --models unet --rounds 3 --steps 2 --threads 2 --isa avx2
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# --isa: the environment each child gets to hold its kernels to an instruction set
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 USER_THP = os.environ.get("THP_MEM_ALLOC_ENABLE")  # lcgen's import sets it; children decide for their own tree
 sys.path.insert(0, os.environ.get("BENCH_TREE", str(ROOT)))  # --against: children import the old tree
 
@@ -230,7 +239,7 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         faults.append(r2.ru_minflt - r.ru_minflt)
     out = {"model": model_name, "preset": preset, "batch": batch_size, "threads": torch.get_num_threads(),
            "cpu_s": min(cpu), "wall_s": min(wall), "sys_s": min(kernel), "minflt": min(faults),
-           "peak_rss_mb": peak_rss_mb(), "load": os.getloadavg()[0]}
+           "peak_rss_mb": peak_rss_mb(), "load": os.getloadavg()[0], "isa": torch.backends.cpu.get_cpu_capability()}
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
@@ -313,12 +322,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="--profile/--against: batch size [default: the trainer's]")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads in every child [default: $BENCH_THREADS, else torch's default]")
+    parser.add_argument("--isa", choices=["native", *ISA_ENV], default="native",
+                        help="hold every child's ATen, oneDNN and MKL kernels to this instruction set [default: the CPU's]")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "PRESET"), help=argparse.SUPPRESS)
     parser.add_argument("--step", nargs=3, metavar=("MODEL", "PRESET", "BATCH"), help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads is not None:
         os.environ["BENCH_THREADS"] = str(args.threads)  # read by the children
+    os.environ.update(ISA_ENV.get(args.isa, {}))  # inherited by the children
     import lcgen  # noqa: F401  before torch, as the CLI imports them: lcgen sets torch's allocator options
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -399,7 +411,7 @@ def steps_table(args, models: list[str], presets: list[str]) -> None:
                               f"{r['cpu_s']:7.2f} s CPU/step, {r['wall_s']:7.2f} s wall/step "
                               f"({batch / r['wall_s']:6.1f} samples/s), kernel {r.get('sys_s', float('nan')):.2f} s, "
                               f"{r.get('minflt', 0) / 1000:,.0f}k faults, peak RSS {r['peak_rss_mb']:,.0f} MB, "
-                              f"load {r['load']:.1f}", flush=True)
+                              f"load {r['load']:.1f}, {r.get('isa', '?')}", flush=True)
                         if "kinds" in r:
                             print("      by kind: " + ", ".join(f"{kind} {share:.1%}" for kind, share in r["kinds"]
                                                             if share >= 0.005))

@@ -10,7 +10,10 @@ For every window of PROBE_PAIRED.h5 (everything visible, as ``lcgen embed``) the
 - ``zpre:POOLING``: z before that layer norm;
 - ``read_M:POOLING``: modality M's readout (its learned queries attending to z, layer-normed),
   the vectors the decoders read the modality from: functions of z alone;
-- ``own_series:meanmax``: not the shared latent: the series encoder's own bottleneck, a reference.
+- ``own_series:meanmax``: not the shared latent: the series encoder's own bottleneck, a reference;
+- ``span``: the readouts' span code of the window (:meth:`MultimodalModel.span_code`, one vector,
+  no pooling), what ``span_readout`` adds to every readout query: a control (the span alone);
+- ``A&B``: readouts A and B joined side by side (e.g. ``z:meanmax&span``: z with the span code).
 
 Per light curve (the mean of its windows' vectors, as ``embed``), each readout is probed as
 ``lcgen probe`` probes (curve rows, 30 % test curves, seed 0; no few-shot): type macro-F1
@@ -55,14 +58,20 @@ def window_vectors(model, source, rows, readouts: list[str]) -> dict[str, np.nda
                 z, states = model.encode(batch)
                 latents = {"z": z, "zpre": captured["zpre"]}
                 for m in MODALITIES:
-                    if any(r.startswith(f"read_{m}:") for r in readouts):
+                    if any(f"read_{m}:" in r for r in readouts):
                         latents[f"read_{m}"] = model.read(z, m, model.span_code(batch))
                 (levels, _, _), _ = states["series"]
                 for r in readouts:
-                    name, how = r.split(":")
-                    h, valid = levels[-1] if name == "own_series" else (latents[name], None)
-                    valid = torch.ones(h.shape[:2], dtype=torch.bool) if valid is None else valid
-                    parts[r].append(pool(h, valid, how).numpy())
+                    vectors = []
+                    for part in r.split("&"):
+                        if part == "span":
+                            vectors.append(model.span_code(batch))
+                            continue
+                        name, how = part.split(":")
+                        h, valid = levels[-1] if name == "own_series" else (latents[name], None)
+                        valid = torch.ones(h.shape[:2], dtype=torch.bool) if valid is None else valid
+                        vectors.append(pool(h, valid, how))
+                    parts[r].append(torch.cat(vectors, -1).numpy())
     finally:
         hook.remove()
     return {r: np.concatenate(p) for r, p in parts.items()}

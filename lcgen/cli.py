@@ -732,6 +732,7 @@ def embed(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Embeddings file to write. \\[default: RUN_DIR/embeddings.h5]")] = None,
     level: Annotated[Optional[str], typer.Option(help="Latent level: all (every level, concatenated), or one of bottleneck, level0, level1, ... (mlp: latent). \\[default: all]")] = None,
     pooling: Annotated[Optional[str], typer.Option(help="Over the real positions: mean, max, std, spectrum (amplitudes of 4 Fourier harmonics along the window), flat (every vector in order; the multimodal shared latent only), or several joined by + (meanmax = mean+max). \\[default: meanmax]")] = None,
+    span: Annotated[Optional[bool], typer.Option("--span/--no-span", help="Multimodal runs: append the span code (what every readout of the shared latent reads beside it: a learned code of the window's log time span) to each window's vector. \\[default: off]")] = None,
     weights: Annotated[Optional[str], typer.Option(help="trained, or random (the same architecture freshly initialised: a control). \\[default: trained]")] = None,
     checkpoint: Annotated[Optional[str], typer.Option(help="best or last. \\[default: best]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Rows per forward pass. \\[default: 256]")] = None,
@@ -757,7 +758,7 @@ def embed(
     run_dir = resolve_run(run_dir)
 
     cfg = resolve_config(EmbedConfig, config_file=config, sets=set_, flags={
-        "level": level, "pooling": pooling, "weights": weights, "checkpoint": checkpoint,
+        "level": level, "pooling": pooling, "span": span, "weights": weights, "checkpoint": checkpoint,
         "batch_size": batch_size, "device": device})
     with progress_bar("embed", count_rows(run_dir, input), unit="rows") as advance:
         emb = run_embed(run_dir, input, cfg, progress=advance)
@@ -765,7 +766,7 @@ def embed(
     a = emb.attrs
     console.print(summary_table(f"Wrote {path}", {
         "run": f"{a['run_dir']} ({a['model_name']} {a['preset']}, {a['checkpoint']}.pt, {a['weights']} weights)",
-        "input": a["input"], "latent": f"{a['level']}, {a['pooling']}-pooled over real positions",
+        "input": a["input"], "latent": f"{a['level']}, {a['pooling']}-pooled over real positions" + (", then the span code" if a["span"] else ""),
         "windows": f"{emb.window.shape[0]:,} × {emb.window.shape[1]}",
         "curves": f"{emb.curve.shape[0]:,} × {emb.curve.shape[1]}",
         "time": f"{a['seconds']:.1f} s ({emb.window.shape[0] / max(a['seconds'], 1e-9):,.0f} rows/s)"}))

@@ -439,6 +439,35 @@ def test_winograd_matrices_from_their_points():
                 torch.testing.assert_close(y, want, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("tile", [6, 4])
+def test_winograd_input_transform_is_bt_of_each_tiles_padded_rows(tile):
+    """V = Bᵀ d for every tile, d the n rows from m t - 1 to m t + m of x with zero rows beyond its
+    ends, for every row count from 1 to 4 tiles + 3 (the inner tiles read x through overlapping
+    strided windows, the edge tiles a padded copy: a window one row off, or an edge row not
+    zeroed, is off by the scale), with x a view that starts inside its storage; float64 to 1e-13.
+    Its transpose (backward's dx) against the same definition."""
+    from lcgen.models.winograd import _input_transform, _input_transform_t, _matrices
+
+    t = _matrices(tile, torch.float64)
+    n, m = tile + 2, tile
+    gen = torch.Generator().manual_seed(7)
+    for rows in range(1, 4 * m + 4):
+        tiles, C = -(-rows // m), 3
+        storage = torch.randn(rows + 2, C, generator=gen, dtype=torch.float64)
+        x = storage[1:rows + 1]  # storage offset C
+        padded = torch.cat([torch.zeros(1, C, dtype=torch.float64), x, torch.zeros(m * tiles + 1 - rows, C, dtype=torch.float64)])
+        d = torch.stack([padded[m * k:m * k + n] for k in range(tiles)])  # (T, n, C)
+        want = t.bt @ d
+        got = _input_transform(x, t, torch.full((tiles, n, C), float("nan"), dtype=torch.float64))
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-13 * want.abs().max().item())
+        dv = torch.randn(tiles, n, C, generator=gen, dtype=torch.float64)
+        dx_padded = torch.zeros_like(padded)
+        for k in range(tiles):
+            dx_padded[m * k:m * k + n] += t.bt.t() @ dv[k]
+        got_t = _input_transform_t(dv, t, torch.empty(rows, C, dtype=torch.float64))
+        torch.testing.assert_close(got_t, dx_padded[1:rows + 1], rtol=0, atol=1e-13 * dx_padded.abs().max().item())
+
+
 def test_winograd_conv3_of_parts_is_that_of_their_concatenation():
     """Input in parts along the channels (the UNet decoder's upsampled input and skip): values and
     each part's gradient, with the weight's and the bias's, against Conv1d of the concatenation."""

@@ -386,6 +386,38 @@ def test_the_readouts_are_given_the_windows_time_span(paired):
             model.read(z, "psd")
 
 
+def test_embed_span_appends_the_readouts_span_code_and_refuses_models_without_one(paired):
+    """``EmbedConfig.span``: each window's vector is the pooled latent, then the span code the
+    readouts get (a function of the real times only: padding times do not reach it)."""
+    from lcgen.embed import pooled_latent
+    from lcgen.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS).eval()
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 8))
+    assert (~batch["valid"]).any()
+    g = torch.Generator().manual_seed(3)
+    junk = {**batch, "time": torch.where(batch["valid"], batch["time"], 1e4 * torch.randn(batch["time"].shape, generator=g))}
+    with torch.no_grad():
+        plain = pooled_latent(model, batch, "latent", "meanmax")
+        both = pooled_latent(model, batch, "latent", "meanmax", span=True)
+        assert both.shape == (8, 64 + 32) and both.dtype == torch.float32
+        assert torch.equal(both[:, :64], plain)
+        assert torch.equal(both[:, 64:], model.span_code(batch))
+        assert torch.equal(pooled_latent(model, junk, "latent", "meanmax", span=True), both)
+        assert np.ptp(both[:, 64:].numpy(), 0).max() > 0  # the windows' spans differ, so do their codes
+    old = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS,
+                       span_readout=False).eval()
+    with pytest.raises(LcgenError, match="span: only a multimodal run with span_readout has a span code "
+                                         "\\(MultimodalModel without span_readout\\)"):
+        pooled_latent(old, batch, "latent", "meanmax", span=True)
+    transformer = create_model("transformer", "tiny", input_length=WINDOW).eval()
+    with pytest.raises(LcgenError, match="span: only a multimodal run with span_readout has a span code "
+                                         "\\(TimeSeriesTransformer\\)"):
+        pooled_latent(transformer, batch, "all", "meanmax", span=True)
+
+
 def test_runs_saved_before_span_readout_load_as_they_were_and_mismatches_refuse(paired):
     """A multimodal run's config saved without ``span_readout`` (before the setting) rebuilds
     the model without it, with the same outputs; weights that do not fit the config refuse."""
@@ -482,6 +514,18 @@ def test_multimodal_through_the_cli(raw, tmp_path):
     assert result.returncode == 0, result.stderr
     with h5py.File(tmp_path / "emb.h5") as f:
         assert f["window"].shape[1] == 64 and f.attrs["level"] in ("all", "latent")  # mean+max of the 32-wide latent
+        plain = f["window"][:]
+    # --span: the same vectors, then the 32-wide span code; the random-weight control follows it
+    result = run_cli("embed", run, "-o", tmp_path / "emb_span.h5", "--span", env={"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "then the span code" in result.stdout
+    from lcgen.embed import read_embeddings
+    from lcgen.embed.probe import ProbeConfig, representations
+
+    emb = read_embeddings(tmp_path / "emb_span.h5")
+    assert emb.window.shape[1] == 96 and emb.attrs["span"] and np.array_equal(emb.window[:, :64], plain)
+    reps = representations(emb, ProbeConfig(), cache=tmp_path / "features.npz")
+    assert reps["random"].shape == emb.curve.shape and not np.array_equal(reps["random"], emb.curve)
     # fill needs a time-series run, and says what this one is
     result = CliRunner().invoke(app, ["fill", str(run), str(raw), "-o", str(tmp_path / "filled.h5")])
     assert result.exit_code == 1 and "is a multimodal run on paired windows (time series with their spectra); fill needs a time-series run" in str(result.exception)

@@ -149,6 +149,31 @@ def test_taper_splines_are_scipys_not_a_knot_splines(m):
     assert np.max(np.abs(mt.dpss_spline(m, 2.0, 3)(u) - ref)) <= 1e-13
 
 
+def test_warmed_caches_give_the_same_tapers_and_build_nothing_more(monkeypatch):
+    # what a process builds before forking workers is what taper_times would have built
+    rng = np.random.default_rng(11)
+    curves = [(np.linspace(0.0, 50.0, 333), True), (np.sort(rng.uniform(0.0, 50.0, 300)), False)]
+    mt.clear_dpss_cache()
+    cold = [mt.taper_times(t, 4.0, 7) for t, _ in curves]
+    keys = [key for t, regular in curves for key in mt.taper_cache_keys(t.size, regular)]
+    assert keys == [(333, True), (384, False), (320, False)]  # 333 is refined from its bucket's spline
+    assert mt.taper_cache_keys(100, True) == [(100, True)] and mt.taper_cache_keys(384, True) == [(384, True)]
+    mt.clear_dpss_cache()
+    mt.warm_taper_caches(keys, 4.0)  # k: 2NW − 1, as check_series takes it
+
+    def built(*args):
+        raise AssertionError(f"built again: {args[:3]}")
+
+    monkeypatch.setattr(mt, "_dpss", built)
+    monkeypatch.setattr(mt, "_not_a_knot", built)
+    for (t, _), ref in zip(curves, cold):
+        warm = mt.taper_times(t, 4.0, 7)
+        assert warm.regular == ref.regular and warm.dt == ref.dt
+        for name in ("applied", "eigvals", "dc"):
+            assert np.array_equal(getattr(warm, name), getattr(ref, name)), name
+    mt.clear_dpss_cache()
+
+
 def test_dpss_cache_is_bounded_in_bytes(monkeypatch):
     mt.clear_dpss_cache()
     monkeypatch.setattr(mt, "DPSS_CACHE_BYTES", 3 * 7 * 400 * 8)  # room for three (7, 400) sets

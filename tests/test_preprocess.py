@@ -1,5 +1,6 @@
 """`lcgen preprocess` end to end on raw files written from seeded curves."""
 
+import collections
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from lcgen.features import multitaper as mt
 from lcgen.cli import app
 from lcgen.errors import LcgenError
 from lcgen.io import RawWriter, partial_path
+from lcgen.features import preprocess as pp
+from lcgen.features.convert import clean_curve
 from lcgen.features.preprocess import (PreprocessConfig, invert_normalisation, merge_shards, normalise,
                               physical_features, preprocess, shard_path)
 
@@ -308,6 +311,80 @@ def test_shards_and_workers_give_the_same_result(raw_file, full_run, tmp_path):
             assert np.array_equal(merged[key], full[key], equal_nan=True), key
         else:
             assert np.array_equal(merged[key], full[key]), key
+
+
+BUILDS = """
+import os, sys
+import lcgen.features.multitaper as mt
+from lcgen.features.preprocess import PreprocessConfig, preprocess
+from lcgen.workers import start_method
+dpss = mt._dpss
+def logged(n, nw, k):  # every DPSS built, by which process (forked workers inherit this)
+    with open(sys.argv[3], "a") as f:
+        f.write(f"{os.getpid()} {n}\\n")
+    return dpss(n, nw, k)
+mt._dpss = logged
+assert start_method() == "fork"
+preprocess(PreprocessConfig(input=sys.argv[1], output=sys.argv[2], workers=2, chunk_size=4))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked only on Linux")
+def test_forked_workers_build_no_taper_twice(raw_file, full_run, tmp_path):
+    # the tapers that two curves share are built once, before the fork (shared_tapers); a worker
+    # builds only those that its curves alone take, and the rows are the 1-worker run's
+    built, out = tmp_path / "built.txt", tmp_path / "pre.h5"
+    subprocess.run([sys.executable, "-c", BUILDS, str(raw_file), str(out), str(built)], check=True, cwd=ROOT,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = [line.split() for line in built.read_text().splitlines()]
+    assert len({pid for pid, _ in lines}) == 2  # both processes built tapers
+    assert max(collections.Counter(n for _, n in lines).values()) == 1, lines  # no length twice
+    two, one = read_all(out), read_all(full_run[0])
+    for key in one:
+        assert np.array_equal(two[key], one[key], equal_nan=one[key].dtype.kind == "f"), key
+
+
+def test_shared_tapers_are_the_keys_several_curves_take(raw_file, tmp_path, monkeypatch):
+    taken = collections.Counter()
+    taper_times = mt.taper_times
+
+    def recorded(t, nw, k, *, regular=None):
+        tapers = taper_times(t, nw, k, regular=regular)
+        taken.update(mt.taper_cache_keys(t.size, tapers.regular))
+        return tapers
+
+    monkeypatch.setattr(mt, "taper_times", recorded)
+    cfg = PreprocessConfig(input=str(raw_file), output=str(tmp_path / "pre.h5"), workers=1, chunk_size=8)
+    preprocess(cfg)
+    spans = [(a, min(N_CURVES, a + 8)) for a in range(0, N_CURVES, 8)]
+    shared = pp.shared_tapers(cfg, 0, spans)
+    assert shared == [key for key, count in taken.most_common() if count >= 2]  # most used first
+    assert (256, False) in shared and all(not regular for _, regular in shared)  # 12 regular curves, 12 lengths
+    assert pp.shared_tapers(cfg, 8, [(a - 8, b - 8) for a, b in spans[1:]])[0] == (256, False)  # a shard's rows
+    monkeypatch.setattr(pp, "DPSS_CACHE_BYTES", 2 * (2 * 8 * 7 * 256))  # half the cache holds one bucket
+    assert pp.shared_tapers(cfg, 0, spans) == [(256, False)]
+
+
+def test_sampling_is_what_cleaning_leaves():
+    # (N, regular) per curve from the raw times, as clean_curve leaves them (finite, sorted, unique)
+    rng = np.random.default_rng(5)
+    grid = np.linspace(0.0, 27.4, 60)
+    with_nan, with_duplicate, gapped = grid.copy(), grid.copy(), np.delete(grid, 30)
+    with_nan[[0, 17]] = np.nan
+    with_duplicate[12] = with_duplicate[11]
+    curves = [grid, np.sort(rng.uniform(0.0, 10.0, 45)), grid[::-1], rng.permutation(grid), with_nan,
+              with_duplicate, gapped, grid[:40] * 1e6, np.array([0.0, 1.0])]
+    expected = []
+    for t in curves:
+        clean = clean_curve(t, np.ones_like(t), np.ones_like(t))[0]
+        expected.append((clean.size, bool(mt.is_regular(clean))))
+    assert [r for _, r in expected] == [True, False, True, True, False, False, False, True, True]
+    one_point = (1, False)
+    for part, want in ((curves, expected),  # in one pass
+                       (curves + [np.array([3.0])], expected + [one_point]),  # curve by curve
+                       ([np.array([np.nan, 1.0])] + curves, [one_point] + expected)):
+        offsets = np.cumsum([0] + [t.size for t in part])
+        assert pp._sampling(np.concatenate(part), offsets) == want
 
 
 def test_bad_settings_raise_clear_errors(raw_file, tmp_path):

@@ -61,6 +61,7 @@ class EmbedConfig:
     checkpoint: Literal["best", "last"] = "best"  # (str) best.pt (lowest validation loss) or last.pt
     level: Optional[str] = "all"  # (str) latent level to pool: all (every level, concatenated; best measured), or one of level0.., bottleneck (mlp: latent); null = the model's bottleneck
     pooling: str = "meanmax"  # (str) over the real positions: mean, max, std, spectrum (Fourier amplitudes along the window), flat (every vector in order: the multimodal latent only), or several joined by + (meanmax = mean+max, the default)
+    span: bool = False  # (bool) multimodal runs with span_readout: append the span code (the learned code of the window's log time span that every readout reads beside z; latent_dim numbers) to each window's pooled latent
     weights: Literal["trained", "random"] = "trained"  # (str) random: the same architecture freshly initialised (a control)
     seed: int = 0  # (int) initialisation seed of random weights
     batch_size: int = 256  # (int) rows per forward pass
@@ -136,18 +137,27 @@ def pool(h, valid, how: str = "mean"):
     return torch.cat(out, dim=-1).float()
 
 
-def pooled_latent(model, batch: dict, level: str, how: str = "mean"):
+def pooled_latent(model, batch: dict, level: str, how: str = "mean", span: bool = False):
     """One (B, D) vector per row of ``batch``: ``model.latents(batch)[level]`` pooled by ``how``;
-    ``level='all'`` concatenates every level's pooled vector."""
+    ``level='all'`` concatenates every level's pooled vector. ``span``: the multimodal model's
+    :meth:`span_code` of each row (B, latent_dim) follows, as float32 (what every readout of the
+    shared latent is given beside it; a function of the row's real times only)."""
     import torch
 
+    code = getattr(model, "span_code", None) if span else None
+    if span and (code is None or model.span_embed is None):
+        raise LcgenError("span: only a multimodal run with span_readout has a span code "
+                         f"({type(model).__name__}{' without span_readout' if code is not None else ''})")
     levels = model.latents(batch)
     names = list(levels) if level == "all" else [level]
     for name in names:
         if name not in levels:
             raise LcgenError(f"{type(model).__name__} has no latent level '{name}'; "
                              f"choose one of {', '.join(levels)} or all")
-    return torch.cat([pool(*levels[name], how) for name in names], dim=-1)
+    parts = [pool(*levels[name], how) for name in names]
+    if span:
+        parts.append(code(batch).float())
+    return torch.cat(parts, dim=-1)
 
 
 def curve_means(window: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,7 +259,7 @@ def embed(run_dir: str | Path, input: str | Path | None = None, cfg: EmbedConfig
         with torch.no_grad():
             for batch in iter_batches(source, rows, cfg.batch_size):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                parts.append(pooled_latent(model, batch, level, cfg.pooling).cpu().numpy())
+                parts.append(pooled_latent(model, batch, level, cfg.pooling, cfg.span).cpu().numpy())
                 if progress is not None:
                     progress(len(batch["index"]))
         window = np.concatenate(parts)
@@ -265,7 +275,7 @@ def embed(run_dir: str | Path, input: str | Path | None = None, cfg: EmbedConfig
     first = np.unique(curve_index, return_index=True)[1]  # first window of each curve
     attrs = {"run_dir": str(run_dir.resolve()), "model_name": tcfg.model_name, "preset": tcfg.preset,
              "checkpoint": cfg.checkpoint, "weights": cfg.weights, "level": level,
-             "pooling": cfg.pooling, "input": str(input), "input_format": spec.data,
+             "pooling": cfg.pooling, "span": cfg.span, "input": str(input), "input_format": spec.data,
              "run_config": config_yaml(tcfg), "seconds": time.perf_counter() - began,
              "config": config_yaml(cfg)}
     return Embeddings(window=window, curve=curve, row=rows, source=source_ids, start=start,

@@ -396,7 +396,7 @@ def representations(emb, cfg: ProbeConfig, *, progress: Callable[[str, int, int]
         notes.update(skipped=f"no hand-crafted features are defined for '{attrs.get('input_format')}' inputs "
                              f"(only {', '.join(HANDCRAFTED_INPUTS)})")
     embed_cfg = EmbedConfig(checkpoint=attrs["checkpoint"], level=attrs["level"], pooling=attrs["pooling"],
-                            weights="random", seed=cfg.seed)
+                            span=bool(attrs.get("span", False)), weights="random", seed=cfg.seed)
     control = embed(attrs["run_dir"], attrs["input"], embed_cfg)
     if not np.array_equal(control.row, emb.row):
         raise LcgenError(f"{attrs['input']} changed since it was embedded (other rows); embed it again")

@@ -111,7 +111,7 @@ def check_series(t, y, nw: float = 4.0, k: int | None = None) -> tuple[np.ndarra
     if not np.isfinite(nw) or nw < 0.5:
         raise LcgenError(f"nw = {nw} is too small; the time-bandwidth product NW must be at least 0.5 (4 is usual)")
     if k is None:
-        k = max(1, int(round(2 * nw)) - 1)
+        k = default_k(nw)
     if isinstance(k, (bool, np.bool_)) or int(k) != k:
         raise LcgenError(f"k = {k!r} must be a whole number of tapers")
     k = int(k)
@@ -132,6 +132,11 @@ def check_series(t, y, nw: float = 4.0, k: int | None = None) -> tuple[np.ndarra
         raise LcgenError(f"{int(np.sum(dt == 0))} duplicate times (first at index {int(np.argmax(dt == 0)) + 1}); "
                          f"merge points that share a time")
     return t, y, k
+
+
+def default_k(nw: float) -> int:
+    """The number of tapers when none is given: 2NW − 1 (at least 1)."""
+    return max(1, int(round(2 * float(nw))) - 1)
 
 
 def check_grid(freq, name: str = "freq") -> np.ndarray:
@@ -187,6 +192,12 @@ class _BoundedCache:
 
 _DPSS_CACHE = _BoundedCache(lambda entry: entry[0].nbytes)  # (n, NW, K) -> (tapers, λ)
 DPSS_BUCKET = 64  # irregular data interpolate DPSS built for N rounded up to a multiple of this
+
+
+def taper_bucket(n: int) -> int:
+    """``n`` rounded up to a multiple of ``DPSS_BUCKET``: the DPSS length whose spline gives the
+    tapers of an irregular curve of ``n`` samples (:func:`taper_times`)."""
+    return -(-int(n) // DPSS_BUCKET) * DPSS_BUCKET
 
 
 def dpss_tapers(n: int, nw: float, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +278,7 @@ def _dpss_refined(n: int, nw: float, k: int, diag: np.ndarray, off: np.ndarray) 
     N < ``REFINE_MIN``, for N a multiple of the bucket, or if any eigenpair fails its checks
     (residual, order, overlap with the start).
     """
-    m = -(-n // DPSS_BUCKET) * DPSS_BUCKET
+    m = taper_bucket(n)
     if n < REFINE_MIN or m == n:
         return None
     from scipy.linalg.lapack import dgtsv
@@ -367,6 +378,31 @@ def clear_dpss_cache() -> None:
     """Forget all cached tapers and their splines (for benchmarks of the uncached path)."""
     _DPSS_CACHE.clear()
     _SPLINE_CACHE.clear()
+
+
+def taper_cache_keys(n: int, regular: bool) -> list[tuple[int, bool]]:
+    """What :func:`taper_times` takes from the caches for a curve of ``n`` samples, as (length,
+    regular) pairs for :func:`warm_taper_caches`: a regular curve the DPSS of length N (refined
+    from its bucket's spline, :func:`_dpss_refined`, when that applies), an irregular one its
+    bucket's DPSS and spline."""
+    m = taper_bucket(n)
+    if not regular:
+        return [(m, False)]
+    return [(int(n), True)] + ([(m, False)] if n >= REFINE_MIN and m != n else [])
+
+
+def warm_taper_caches(keys, nw: float, k: int | None = None) -> None:
+    """Build the cached tapers of ``keys`` (:func:`taper_cache_keys`): the DPSS of each regular
+    length, the DPSS and spline of each irregular (bucket) length. ``k`` defaults as in
+    :func:`check_series`. For a process about to fork workers: they inherit the cached arrays
+    (copy-on-write, never written) instead of each building its own (~0.75 ms a length on the
+    project's machine). Only the caches change; the tapers are the same whoever builds them."""
+    nw, k = float(nw), default_k(nw) if k is None else int(k)
+    for n, regular in keys:
+        if regular:
+            dpss_tapers(n, nw, k)
+        else:
+            dpss_spline(n, nw, k)  # builds the DPSS too
 
 
 _PLANS: "OrderedDict[tuple, finufft.Plan]" = OrderedDict()
@@ -475,7 +511,7 @@ def taper_times(t: np.ndarray, nw: float, k: int, *, regular: bool | None = None
     else:
         # The spline only needs the DPSS on some fine regular grid: build them for N rounded up to
         # a multiple of DPSS_BUCKET, so that curves of similar length share one (cached) set.
-        m = -(-n // DPSS_BUCKET) * DPSS_BUCKET
+        m = taper_bucket(n)
         _, lam = dpss_tapers(m, float(nw), int(k))
         h = dpss_spline(m, float(nw), int(k))((t - t[0]) / span)  # (K, N), all tapers in one spline
         dt = span / n

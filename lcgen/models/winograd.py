@@ -35,6 +35,12 @@ neighbouring sample instead of the zero padding: ``y[b, L - 1]`` gained ``W_2 x[
 ``y[b + 1, 0]`` gained ``W_0 x[b, L - 1]``, which are taken off again (two small matrix products,
 and likewise in backward for dx and dW).
 
+The input transform reads the tiles whose n rows lie inside x as overlapping windows of x (a
+strided view, no copy) in one batched product with the whole Bᵀ. The bias is added to the one
+product that Aᵀ passes with weight 1 into every output of its tile (the point 1): T C additions
+before the output transform instead of a bias written under all N C outputs; its gradient is
+that product's row of dM summed over the tiles (again T C terms, not N C).
+
 On the CPU the transient products (V, M and, backward, dM, dV) are written into two reusable
 buffers (:func:`lcgen.models.layers.scratch`), and the output and the input's gradient into
 pooled ones (:func:`lcgen.models.layers.pooled`), not into fresh memory.
@@ -106,10 +112,11 @@ class _Matrices(NamedTuple):
     at: torch.Tensor  # Aᵀ (m, n)
     at_t: torch.Tensor  # A (n, m), contiguous
     g: torch.Tensor  # G (n, 3)
-    mid: torch.Tensor  # Bᵀ's middle m columns (n, m), on a tile's own rows
-    mid_t: torch.Tensor  # their transpose (m, n), contiguous
+    bt: torch.Tensor  # Bᵀ (n, n)
+    mid_t: torch.Tensor  # Bᵀ's middle m columns (on a tile's own rows), transposed (m, n), contiguous
     before: list[tuple[int, float]]  # Bᵀ's first column (the row before the tile): (row, entry) where nonzero
     after: list[tuple[int, float]]  # its last column (the row after the tile)
+    ones: int  # the product (point 1) that Aᵀ adds with weight 1 into every output of its tile
 
 
 @functools.cache
@@ -118,10 +125,13 @@ def _matrices(tile: int, dtype: torch.dtype) -> _Matrices:
     # G's first and last rows (the points 0 and ∞) touch one tap each, which backward's seam
     # correction of the weight's gradient relies on
     assert (g[0, 1:] == 0).all() and (g[-1, :-1] == 0).all()
-    return _Matrices(at.to(dtype), at.t().contiguous().to(dtype), g.to(dtype), bt[:, 1:-1].contiguous().to(dtype),
+    # the bias enters (and its gradient leaves) through the one product that every output of a
+    # tile takes with weight 1
+    ones = next(j for j in range(at.shape[1]) if (at[:, j] == 1).all())
+    return _Matrices(at.to(dtype), at.t().contiguous().to(dtype), g.to(dtype), bt.to(dtype),
                      bt[:, 1:-1].t().contiguous().to(dtype),
                      [(j, bt[j, 0].item()) for j in range(bt.shape[0]) if bt[j, 0] != 0],
-                     [(j, bt[j, -1].item()) for j in range(bt.shape[0]) if bt[j, -1] != 0])
+                     [(j, bt[j, -1].item()) for j in range(bt.shape[0]) if bt[j, -1] != 0], ones)
 
 
 def _small_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
@@ -133,22 +143,22 @@ def _small_mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> None:
 
 def _input_transform(x: torch.Tensor, t: _Matrices, out: torch.Tensor) -> torch.Tensor:
     """x (N, C) -> V = Bᵀ d (T, n, C) into ``out``: the n rows d of x (zero beyond the ends) under
-    each tile of m outputs, d = (x[m t - 1], x[m t .. m t + m - 1], x[m t + m]). Bᵀ's middle m
-    columns act on the tile's own rows as one batched matrix product (the last tile may have
-    fewer rows); its first and last columns, for the rows borrowed from the neighbouring tiles,
-    are added apart."""
+    each tile of m outputs, d = (x[m t - 1], x[m t .. m t + m - 1], x[m t + m]). The tiles whose
+    n rows all lie inside x (all but the first and the last one or two) read them as overlapping
+    windows of x (a strided view, no copy) in one batched matrix product with the whole Bᵀ; the
+    others are copied into a small zero-padded block first."""
     N, C = x.shape
-    (n, m), tiles = t.mid.shape, out.shape[0]
-    full, rest = divmod(N, m)
-    rows = x[:m * full].view(full, m, C)
-    torch.bmm(t.mid.expand(full, n, m), rows, out=out[:full])
-    if rest:
-        _small_mm(t.mid[:, :rest], x[m * full:], out[full])
-    for j, a in t.before:  # x[m t - 1], t >= 1
-        out[1:, j].add_(rows[:tiles - 1, m - 1], alpha=a)
-    after = x[m::m]  # x[m t + m] where it exists
-    for j, a in t.after:
-        out[:after.shape[0], j].add_(after, alpha=a)
+    m, n = t.mid_t.shape
+    tiles = out.shape[0]
+    inner = max(0, min(tiles, (N - 1) // m) - 1)  # tiles 1 .. inner: m t - 1 >= 0 and m t + m <= N - 1
+    if inner:
+        windows = x.as_strided((inner, n, C), (m * C, C, 1), x.storage_offset() + (m - 1) * C)
+        torch.bmm(t.bt.expand(inner, n, n), windows, out=out[1:inner + 1])
+    for tile in [0, *range(inner + 1, tiles)]:  # the edges: rows outside x are zero
+        d = x.new_zeros(n, C)
+        lo, hi = max(0, m * tile - 1), min(N, m * tile + m + 1)
+        d[lo - (m * tile - 1):hi - (m * tile - 1)] = x[lo:hi]
+        _small_mm(t.bt, d, out[tile])
     return out
 
 
@@ -169,20 +179,14 @@ def _input_transform_t(dv: torch.Tensor, t: _Matrices, out: torch.Tensor) -> tor
     return out
 
 
-def _output_transform(mm: torch.Tensor, t: _Matrices, bias: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-    """M (T, n, C) -> y = Aᵀ M (+ bias) (N, C) into ``out``."""
+def _output_transform(mm: torch.Tensor, t: _Matrices, out: torch.Tensor) -> torch.Tensor:
+    """M (T, n, C) -> y = Aᵀ M (N, C) into ``out``."""
     N, C = out.shape
     m, n = t.at.shape
     full, rest = divmod(N, m)
-    rows = out[:m * full].view(full, m, C)
-    if bias is None:
-        torch.bmm(t.at.expand(full, m, n), mm[:full], out=rows)
-    else:
-        torch.baddbmm(bias, t.at.expand(full, m, n), mm[:full], out=rows)
+    torch.bmm(t.at.expand(full, m, n), mm[:full], out=out[:m * full].view(full, m, C))
     if rest:
         _small_mm(t.at[:rest], mm[full], out[m * full:])
-        if bias is not None:
-            out[m * full:].add_(bias)
     return out
 
 
@@ -221,7 +225,9 @@ class _WinogradConv3(torch.autograd.Function):
             u_part = ut_part.transpose(1, 2)  # (n, C_part, C_out), a transposed operand (no copy)
             m = torch.bmm(v, u_part, out=m) if i == 0 else m.baddbmm_(v, u_part)  # (n, T, C_out)
             del v  # temporaries go as soon as they are used: the step's peak memory is made of them
-        y = _output_transform(m.transpose(0, 1), t, bias, pooled((N, c_out), m)).view(B, L, c_out)
+        if bias is not None:  # Aᵀ adds product `ones` into every output of its tile with weight 1
+            m[t.ones].add_(bias)
+        y = _output_transform(m.transpose(0, 1), t, pooled((N, c_out), m)).view(B, L, c_out)
         if B > 1:  # the seams: take off what each sample's ends read from its neighbours
             for x, w in zip(xs, taps.split(widths, dim=2)):
                 torch.addmm(y[:-1, L - 1], x[1:, 0], w[2].t(), alpha=-1, out=y[:-1, L - 1])
@@ -237,8 +243,8 @@ class _WinogradConv3(torch.autograd.Function):
         B, L, c_out = dy.shape
         N, n, T = B * L, ctx.tile + 2, -(-B * L // ctx.tile)
         dy = dy.contiguous()
-        db = dy.sum((0, 1)) if ctx.has_bias else None
         dm = _output_transform_t(dy.view(N, c_out), t, scratch(1, (T, n, c_out), dy)).transpose(0, 1)  # (n, T, C_out)
+        db = dm[t.ones].sum(0) if ctx.has_bias else None  # as forward added it: dM's row `ones` sums each tile's dy
         widths = [x.shape[2] for x in xs]
         dxs, dws = [], []
         for x, ut_part, w in zip(xs, ut.split(widths, dim=2), taps.split(widths, dim=2)):
