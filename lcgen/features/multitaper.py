@@ -194,6 +194,12 @@ _DPSS_CACHE = _BoundedCache(lambda entry: entry[0].nbytes)  # (n, NW, K) -> (tap
 DPSS_BUCKET = 64  # irregular data interpolate DPSS built for N rounded up to a multiple of this
 
 
+def _refines(n: int) -> bool:
+    """Whether the DPSS of a regular length ``n`` start from its bucket's spline
+    (:func:`_dpss_refined`): N ≥ ``REFINE_MIN`` and not itself a multiple of the bucket."""
+    return n >= REFINE_MIN and taper_bucket(n) != n
+
+
 def taper_bucket(n: int) -> int:
     """``n`` rounded up to a multiple of ``DPSS_BUCKET``: the DPSS length whose spline gives the
     tapers of an irregular curve of ``n`` samples (:func:`taper_times`)."""
@@ -278,9 +284,9 @@ def _dpss_refined(n: int, nw: float, k: int, diag: np.ndarray, off: np.ndarray) 
     N < ``REFINE_MIN``, for N a multiple of the bucket, or if any eigenpair fails its checks
     (residual, order, overlap with the start).
     """
-    m = taper_bucket(n)
-    if n < REFINE_MIN or m == n:
+    if not _refines(n):
         return None
+    m = taper_bucket(n)
     from scipy.linalg.lapack import dgtsv
 
     start = dpss_spline(m, nw, k)(np.linspace(0.0, 1.0, n))  # (K, N)
@@ -388,7 +394,7 @@ def taper_cache_keys(n: int, regular: bool) -> list[tuple[int, bool]]:
     m = taper_bucket(n)
     if not regular:
         return [(m, False)]
-    return [(int(n), True)] + ([(m, False)] if n >= REFINE_MIN and m != n else [])
+    return [(int(n), True)] + ([(m, False)] if _refines(n) else [])
 
 
 def warm_taper_caches(keys, nw: float, k: int | None = None) -> None:
