@@ -330,12 +330,14 @@ def test_a_modality_hidden_whole_is_read_from_the_latent_alone(paired, m):
 # The shared latent
 
 
-def test_shared_latent_is_deterministic_and_padding_invariant(paired):
+@pytest.mark.parametrize("series_levels", [1, 3])
+def test_shared_latent_is_deterministic_and_padding_invariant(paired, series_levels):
     from lcgen.embed import pooled_latent
     from lcgen.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS).eval()
+    model = create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS,
+                         series_levels=series_levels).eval()
     with open_source(paired, "paired") as source:
         batch = next(iter_batches(source, source.usable, 8))
     assert (~batch["valid"]).any() and (~batch["psd_valid"]).any()  # padding and invalid bins to test
@@ -354,6 +356,39 @@ def test_shared_latent_is_deterministic_and_padding_invariant(paired):
         torch.testing.assert_close(alone[0], z[2], rtol=0, atol=1e-5)  # batch companions do not matter
         assert torch.equal(model.forward_batch(batch)["encoded"], z)
         assert pooled_latent(model, batch, "latent", "meanmax").shape == (8, 64)
+
+
+def test_series_levels_feed_the_upper_series_levels_to_the_fusion_and_change_nothing_else(paired):
+    """series_levels = n: the positions of the series encoder's n deepest levels are fusion tokens
+    (each level its own Linear and level code, made after every other parameter), so the
+    default (1) builds the model before bit for bit, and a larger n only adds parameters."""
+    from lcgen.models import create_model
+
+    def build(n):
+        torch.manual_seed(0)
+        return create_model("multimodal", "tiny", input_length=WINDOW, freq_length=N_FREQ, lag_length=N_LAGS,
+                            series_levels=n).eval()
+
+    one, three = build(1), build(3)
+    before, after = one.state_dict(), three.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert sorted(set(after) - set(before)) == ["series_level", "series_level_in.0.bias", "series_level_in.0.weight",
+                                                "series_level_in.1.bias", "series_level_in.1.weight"]
+    assert three.series_level.shape == (2, 32) and [m.in_features for m in three.series_level_in] == [32, 16]
+    with open_source(paired, "paired") as source:
+        batch = next(iter_batches(source, source.usable, 4))
+    seen = []
+    for model in (one, three):
+        hook = model.fusion[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+        with torch.no_grad():
+            model.latents(batch)
+        hook.remove()
+    levels = one.series.encode(torch.zeros(1, WINDOW, 2))[0]  # the positions of each series level
+    assert seen[1] - seen[0] == levels[-2][0].shape[1] + levels[-3][0].shape[1]
+    with pytest.raises(LcgenError, match=r"series_levels=4 must be in \[1, 3\]"):
+        build(4)
+    with pytest.raises(LcgenError, match=r"series_levels=0 must be in \[1, 3\]"):
+        build(0)
 
 
 def test_the_readouts_are_given_the_windows_time_span(paired):

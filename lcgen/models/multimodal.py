@@ -9,7 +9,9 @@ decodes that channel, and transformer :class:`~lcgen.models.transformer.Block` s
     psd    (B, 2, F) --UNet encoder---------> bottleneck (B, D_u, F/2**m) -> Linear -> tokens
     acf    (B, 2, G) --UNet encoder---------> ...                         -> Linear -> tokens
     fstat  (B, 2, F) --UNet encoder---------> ...                         -> Linear -> tokens
-    (each token + a learned modality embedding; spectral tokens + a learned bin-position embedding)
+    (each token + a learned modality embedding; spectral tokens + a learned bin-position embedding;
+    ``series_levels`` n > 1: the positions of the series encoder's n − 1 levels above the
+    bottleneck are tokens too, each level through its own Linear and + a learned level code)
 
     fusion: [K learned latent queries ; all tokens] -> fusion_blocks x Block (keys: real tokens
             of modalities with a visible position) -> the K query outputs = the shared latent
@@ -91,6 +93,10 @@ class MultimodalConfig:
     # added to its queries), so z need not carry it; false = the model before (runs saved without
     # the setting rebuild as false); every preset sets it true
     span_readout: bool = False
+    # (int) the series encoder's deepest levels whose positions become fusion tokens: 1 = the
+    # bottleneck only (the model before; runs saved without the setting rebuild as 1); 2 = also
+    # the level above it (twice the positions), ... up to len(series_dims) + 1 (every level)
+    series_levels: int = 1
 
     def __post_init__(self) -> None:
         check_dims("series_dims", self.series_dims)
@@ -101,6 +107,9 @@ class MultimodalConfig:
                 raise LcgenError(f"multimodal: {name}={getattr(self, name)} must be >= 1")
         if self.latent_dim % self.nhead:
             raise LcgenError(f"multimodal: nhead={self.nhead} must divide latent_dim={self.latent_dim}")
+        if not 1 <= self.series_levels <= len(self.series_dims) + 1:
+            raise LcgenError(f"multimodal: series_levels={self.series_levels} must be in [1, {len(self.series_dims) + 1}] "
+                             f"(1: the series bottleneck; {len(self.series_dims) + 1}: every level of series_dims and the bottleneck)")
         self.series_config()  # checks the transformer settings now
 
     def series_config(self) -> TransformerConfig:
@@ -149,6 +158,11 @@ class MultimodalModel(nn.Module):
         # the window's time span -> a vector added to every readout query (span_readout)
         self.span_embed = (nn.Sequential(nn.Linear(1, D), nn.GELU(), nn.Linear(D, D))
                            if config.span_readout else None)
+        # series_levels > 1: the levels above the bottleneck, deepest first (levels[-2], levels[-3], ...),
+        # each a Linear to D and a learned level code; made last, so series_levels = 1 builds as before
+        upper = [config.series_dims[-j] for j in range(1, config.series_levels)]
+        self.series_level_in = nn.ModuleList(nn.Linear(w, D) for w in upper)
+        self.series_level = nn.Parameter(0.02 * torch.randn(len(upper), D)) if upper else None
 
     def init_series(self, config: TransformerConfig, state_dict: dict[str, torch.Tensor]) -> None:
         """Start the series branch from a transformer run's weights (``lcgen train multimodal
@@ -190,6 +204,10 @@ class MultimodalModel(nn.Module):
         h, h_valid = levels[-1]  # (B, Ls, D_s), (B, Ls)
         tokens.append(self.token_in["series"](h) + self.modality[0])
         keys.append(h_valid & visible.any(1, keepdim=True))
+        for j, linear in enumerate(self.series_level_in):  # series_levels > 1
+            h, h_valid = levels[-2 - j]
+            tokens.append(linear(h) + self.modality[0] + self.series_level[j])
+            keys.append(h_valid & visible.any(1, keepdim=True))
         for j, c in enumerate(SPECTRAL, start=1):
             x, visible = inputs[c]
             unet = self.spectra[c]
