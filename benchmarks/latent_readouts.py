@@ -11,6 +11,8 @@ For every window of PROBE_PAIRED.h5 (everything visible, as ``lcgen embed``) the
 - ``read_M:POOLING``: modality M's readout (its learned queries attending to z, layer-normed),
   the vectors the decoders read the modality from: functions of z alone;
 - ``own_series:meanmax``: not the shared latent: the series encoder's own bottleneck, a reference;
+  ``own_series_lN:POOLING`` its level N (0 = the finest; the bottleneck is the last),
+  ``own_series_all:POOLING`` every level joined (as ``lcgen embed`` pools a transformer run);
 - ``span``: the readouts' span code of the window (:meth:`MultimodalModel.span_code`, one vector,
   no pooling), what ``span_readout`` adds to every readout query: a control (the span alone);
 - ``A&B``: readouts A and B joined side by side (e.g. ``z:meanmax&span``: z with the span code).
@@ -68,9 +70,14 @@ def window_vectors(model, source, rows, readouts: list[str]) -> dict[str, np.nda
                             vectors.append(model.span_code(batch))
                             continue
                         name, how = part.split(":")
-                        h, valid = levels[-1] if name == "own_series" else (latents[name], None)
-                        valid = torch.ones(h.shape[:2], dtype=torch.bool) if valid is None else valid
-                        vectors.append(pool(h, valid, how))
+                        if name.startswith("own_series"):  # own_series (the bottleneck), own_series_lN, own_series_all
+                            level = name[len("own_series"):]
+                            chosen = (levels[-1:] if not level else levels if level == "_all"
+                                      else [levels[int(level.removeprefix("_l"))]])
+                            vectors += [pool(h, valid, how) for h, valid in chosen]
+                            continue
+                        h = latents[name]
+                        vectors.append(pool(h, torch.ones(h.shape[:2], dtype=torch.bool), how))
                     parts[r].append(torch.cat(vectors, -1).numpy())
     finally:
         hook.remove()
