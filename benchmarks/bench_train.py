@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -248,7 +249,7 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             step()
         events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in events)
@@ -258,11 +259,30 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         for e in events:
             kinds[op_kind(e.key)] = kinds.get(op_kind(e.key), 0.0) + e.self_cpu_time_total / total
         out["kinds"] = sorted(kinds.items(), key=lambda kv: -kv[1])
-        products = [e for e in events if op_kind(e.key) == "matrix products"]
+        products = [e for e in prof.key_averages(group_by_input_shape=True) if op_kind(e.key) == "matrix products"]
         out["products_s"] = sum(e.self_cpu_time_total for e in products) / 1e6
+        thin = [e for e in products if thin_product(e.key, e.input_shapes)]
+        out["thin_products_s"] = sum(e.self_cpu_time_total for e in thin) / 1e6
+        out["thin_products_flops"] = sum(e.count * product_flops(e.key, e.input_shapes) for e in thin)
         out["profiled_s"] = total / 1e6
         out.update(step_arithmetic(step))
     return out
+
+
+def thin_product(op: str, shapes: list) -> bool:
+    """A matrix product with a dimension of at most 8 (Winograd's tile transforms, G W): bound by
+    memory traffic, not arithmetic, so its time says nothing of the multiply-add rate."""
+    return any(len(shape) >= 2 and min(shape[-2:]) <= 8 for shape in _operands(op, shapes))
+
+
+def product_flops(op: str, shapes: list) -> int:
+    """2 b n k m of one (batched) matrix product (b, n, k) x (b, k, m)."""
+    a, b = _operands(op, shapes)
+    return 2 * math.prod(a) * b[-1]
+
+
+def _operands(op: str, shapes: list) -> list:
+    return shapes[1:3] if op in ("aten::addmm", "aten::baddbmm") else shapes[:2]
 
 
 # A large batched matrix product, the shape class of the Winograd and attention products: the
@@ -470,13 +490,16 @@ def arithmetic_summary(r: dict) -> str:
     total = sum(flops.values()) / 1e9
     products = sum(n for op, n in flops.items() if op in ("mm", "addmm", "bmm", "baddbmm")) / 1e9
     ceiling = r["reference_gflops"]
-    rate = products / r["products_s"] if r["products_s"] else float("nan")  # on the profiler's clock
+    thick_s = r["products_s"] - r.get("thin_products_s", 0.0)
+    products -= r.get("thin_products_flops", 0) / 1e9
+    rate = products / thick_s if thick_s else float("nan")  # on the profiler's clock
     floor = total / ceiling
     return (f"      arithmetic: {total:.1f} GFLOP per step ("
             + ", ".join(f"{op} {n / 1e9:.1f}" for op, n in sorted(flops.items(), key=lambda kv: -kv[1]))
-            + f"); matrix products {products:.1f} GFLOP at {rate:.1f} GFLOP/s = {rate / ceiling:.0%} of this CPU's "
+            + f"); the profiled operators {r['profiled_s']:.2f} s, of which matrix products {r['products_s']:.2f} s "
+            f"({r.get('thin_products_s', 0.0):.2f} s in products with a dimension <= 8, e.g. Winograd's transforms); "
+            f"the others, {products:.1f} GFLOP, at {rate:.1f} GFLOP/s = {rate / ceiling:.0%} of this CPU's "
             f"{ceiling:.1f} GFLOP/s ({'x'.join(map(str, REFERENCE_BMM))} bmm, {r['threads']} threads, {r.get('isa', '?')}); "
-            f"the profiled operators {r['profiled_s']:.2f} s, of which matrix products {r['products_s']:.2f} s; "
             f"all {total:.1f} GFLOP at that rate: {floor:.2f} s, against the step's {r['wall_s']:.2f} s: "
             f"at most {r['wall_s'] / floor:.2f}x faster with this arithmetic"
             + ("; attention is not counted (no FLOP formula for the CPU's fused kernel), so its time is in "
