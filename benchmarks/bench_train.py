@@ -212,6 +212,14 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         from lcgen import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    try:  # fit() chooses huge pages per model; trees from before it keep lcgen's import-time setting
+        from lcgen.workers import choose_huge_pages
+    except ImportError:
+        pass
+    else:
+        from lcgen.models import MODELS
+
+        choose_huge_pages(MODELS[model_name].huge_pages)
     try:  # fit() keeps freed memory on the CPU; trees from before it lack the call
         from lcgen.workers import keep_all_freed_memory
     except ImportError:
