@@ -136,8 +136,8 @@ def choose_huge_pages(on: bool) -> bool:
     a step, peak RSS 2.6-2.8 against 3.3 GB), and hurt the transformer, whose step makes many
     blocks of 2-30 MB of varied sizes: each fault in a huge-page range compacts memory first
     (``/sys/kernel/mm/transparent_hugepage/defrag`` = madvise) and half-used 2 MB pages add up
-    (two epochs of the default transformer, one thread: 67.9 against 76.7 s, 2.5 against 9.9 s of
-    system time, peak RSS 2.9 against 4.0 GB; 2026-12-02, README, Speed)."""
+    (two epochs of the default transformer, one thread: 58.1 / 58.8 against 63.9 / 67.0 s, 2.1-2.3
+    against 8.7 s of system time, peak RSS 2.9-3.0 against 3.9 GB; 2026-12-02, docs/speed.md)."""
     import lcgen
 
     if lcgen.THP_SET_BY_USER:
