@@ -12,7 +12,11 @@ cheap and that memory stays bounded by the read buffer, not the file.
 ``--profile`` instead profiles one training step of each model (torch.profiler): the share of
 self CPU time by kind of work (matrix products, attention, convolutions, norms, copies, random
 numbers, optimiser, ...) and the operators with the most self CPU time (the profiler times each
-operator on the clock, so under load read the shares, not the seconds). ``--against REF`` compares this tree with git revision REF step by
+operator on the clock, so under load read the shares, not the seconds), and the step's arithmetic
+against its ceiling: the GFLOP of its matrix products and convolutions (``torch.utils.flop_counter``),
+the rate its matrix products reach against a large ``bmm`` on the same CPU, ISA and threads, and
+the time all of it would take at that rate — how much faster the step could be without less
+arithmetic (fewer multiply-adds or a narrower dtype). ``--against REF`` compares this tree with git revision REF step by
 step: children of the two trees alternate (A B A B ...) on the same batch, seed and threads, and
 the table gives CPU seconds per step (``time.process_time``, which other processes' load barely
 moves), wall seconds, samples/s, the step's kernel time and minor page faults
@@ -68,6 +72,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import subprocess
@@ -207,6 +212,14 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         from lcgen import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    try:  # fit() chooses huge pages per model; trees from before it keep lcgen's import-time setting
+        from lcgen.workers import choose_huge_pages
+    except ImportError:
+        pass
+    else:
+        from lcgen.models import MODELS
+
+        choose_huge_pages(MODELS[model_name].huge_pages)
     try:  # fit() keeps freed memory on the CPU; trees from before it lack the call
         from lcgen.workers import keep_all_freed_memory
     except ImportError:
@@ -244,7 +257,7 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             step()
         events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
         total = sum(e.self_cpu_time_total for e in events)
@@ -254,7 +267,55 @@ def train_steps(model_name: str, preset: str, batch_size: int, steps: int, profi
         for e in events:
             kinds[op_kind(e.key)] = kinds.get(op_kind(e.key), 0.0) + e.self_cpu_time_total / total
         out["kinds"] = sorted(kinds.items(), key=lambda kv: -kv[1])
+        products = [e for e in prof.key_averages(group_by_input_shape=True) if op_kind(e.key) == "matrix products"]
+        out["products_s"] = sum(e.self_cpu_time_total for e in products) / 1e6
+        thin = [e for e in products if thin_product(e.key, e.input_shapes)]
+        out["thin_products_s"] = sum(e.self_cpu_time_total for e in thin) / 1e6
+        out["thin_products_flops"] = sum(e.count * product_flops(e.key, e.input_shapes) for e in thin)
+        out["profiled_s"] = total / 1e6
+        out.update(step_arithmetic(step))
     return out
+
+
+def thin_product(op: str, shapes: list) -> bool:
+    """A matrix product with a dimension of at most 8 (Winograd's tile transforms, G W): bound by
+    memory traffic, not arithmetic, so its time says nothing of the multiply-add rate."""
+    return any(len(shape) >= 2 and min(shape[-2:]) <= 8 for shape in _operands(op, shapes))
+
+
+def product_flops(op: str, shapes: list) -> int:
+    """2 b n k m of one (batched) matrix product (b, n, k) x (b, k, m)."""
+    a, b = _operands(op, shapes)
+    return 2 * math.prod(a) * b[-1]
+
+
+def _operands(op: str, shapes: list) -> list:
+    return shapes[1:3] if op in ("aten::addmm", "aten::baddbmm") else shapes[:2]
+
+
+# A large batched matrix product, the shape class of the Winograd and attention products: the
+# rate this CPU (at this ISA and thread count) reaches on matrix products, the roofline's ceiling.
+REFERENCE_BMM = (8, 4096, 512, 512)
+
+
+def step_arithmetic(step) -> dict:
+    """The floating-point work of one training step (``torch.utils.flop_counter``: matrix products
+    and convolutions, forward and backward) and the rate of ``REFERENCE_BMM`` on this CPU."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = {str(op).removeprefix("aten."): n for op, n in counter.get_flop_counts()["Global"].items()}
+    b, n, k, m = REFERENCE_BMM
+    x, y = torch.randn(b, n, k), torch.randn(b, k, m)
+    torch.bmm(x, y)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        torch.bmm(x, y)
+        times.append(time.perf_counter() - start)
+    return {"flops": flops, "reference_gflops": 2 * b * n * k * m / min(times) / 1e9}
 
 
 # Kinds of work in a training step, by operator name (first match wins); the rest is "other".
@@ -417,6 +478,8 @@ def steps_table(args, models: list[str], presets: list[str]) -> None:
                                                             if share >= 0.005))
                         for op, seconds, share, count in r.get("top", []):
                             print(f"      {op[:60]:<62}{seconds:8.3f} s {share:6.1%} {count:6d} calls")
+                        if "flops" in r:
+                            print(arithmetic_summary(r))
                 if args.against and all(results.values()):
                     cpu = {name: min(r["cpu_s"] for r in rs) for name, rs in results.items()}
                     wall = {name: min(r["wall_s"] for r in rs) for name, rs in results.items()}
@@ -427,6 +490,28 @@ def steps_table(args, models: list[str], presets: list[str]) -> None:
                           f"{batch / wall['new']:.2f} ({wall['old'] / wall['new']:.2f}x), peak RSS "
                           f"{rss['old']:,.0f} -> {rss['new']:,.0f} MB (best times, worst memory of the children)",
                           flush=True)
+
+
+def arithmetic_summary(r: dict) -> str:
+    """How far the step is from its arithmetic's floor: the counted GFLOP at the reference rate."""
+    flops = r["flops"]
+    total = sum(flops.values()) / 1e9
+    products = sum(n for op, n in flops.items() if op in ("mm", "addmm", "bmm", "baddbmm")) / 1e9
+    ceiling = r["reference_gflops"]
+    thick_s = r["products_s"] - r.get("thin_products_s", 0.0)
+    products -= r.get("thin_products_flops", 0) / 1e9
+    rate = products / thick_s if thick_s else float("nan")  # on the profiler's clock
+    floor = total / ceiling
+    return (f"      arithmetic: {total:.1f} GFLOP per step ("
+            + ", ".join(f"{op} {n / 1e9:.1f}" for op, n in sorted(flops.items(), key=lambda kv: -kv[1]))
+            + f"); the profiled operators {r['profiled_s']:.2f} s, of which matrix products {r['products_s']:.2f} s "
+            f"({r.get('thin_products_s', 0.0):.2f} s in products with a dimension <= 8, e.g. Winograd's transforms); "
+            f"the others, {products:.1f} GFLOP, at {rate:.1f} GFLOP/s = {rate / ceiling:.0%} of this CPU's "
+            f"{ceiling:.1f} GFLOP/s ({'x'.join(map(str, REFERENCE_BMM))} bmm, {r['threads']} threads, {r.get('isa', '?')}); "
+            f"all {total:.1f} GFLOP at that rate: {floor:.2f} s, against the step's {r['wall_s']:.2f} s: "
+            f"at most {r['wall_s'] / floor:.2f}x faster with this arithmetic"
+            + ("; attention is not counted (no FLOP formula for the CPU's fused kernel), so its time is in "
+               "the step but not in the floor" if any(kind == "attention" for kind, _ in r.get("kinds", [])) else ""))
 
 
 def _child(extra: list[str], tree: Path = ROOT) -> dict:

@@ -123,6 +123,29 @@ def keep_freed_memory(mmap_below: int = 32 * 2 ** 20, trim_above: int = 256 * 2 
         mallopt(M_TRIM_THRESHOLD, int(trim_above))
 
 
+def choose_huge_pages(on: bool) -> bool:
+    """Torch's transparent huge pages for this process's tensors of 2 MB or more
+    (``THP_MEM_ALLOC_ENABLE``), unless the user set that variable before importing lcgen; True
+    where the choice was made here. Torch reads the variable at the process's first allocation
+    of 2 MB or more, so this acts only before that (the trainer calls it before it loads or
+    makes anything).
+
+    Why per model (``ModelSpec.huge_pages``): in training, with freed memory kept
+    (:func:`keep_all_freed_memory`), huge pages help the UNet, whose step makes a few large
+    activations of the same sizes every step (default preset, one thread: 5.15 against 5.50 CPU-s
+    a step, peak RSS 2.6-2.8 against 3.3 GB), and hurt the transformer, whose step makes many
+    blocks of 2-30 MB of varied sizes: each fault in a huge-page range compacts memory first
+    (``/sys/kernel/mm/transparent_hugepage/defrag`` = madvise) and half-used 2 MB pages add up
+    (two epochs of the default transformer, one thread: 58.1 / 58.8 against 63.9 / 67.0 s, 2.1-2.3
+    against 8.7 s of system time, peak RSS 2.9-3.0 against 3.9 GB; 2026-12-02, docs/speed.md)."""
+    import lcgen
+
+    if lcgen.THP_SET_BY_USER:
+        return False
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1" if on else "0"
+    return True
+
+
 def keep_all_freed_memory() -> bool:
     """Have this process's C allocator serve every block, however large, from its heap and keep
     all freed heap memory mapped (glibc ``mallopt``: no separate mappings, no trimming); True

@@ -420,9 +420,9 @@ def test_winograd_matrices_from_their_points():
     correlation of d, for the unit vectors g and d (in exact rationals through float64)."""
     from fractions import Fraction
 
-    from lcgen.models.winograd import TRANSFORMS, toom_cook
+    from lcgen.models.winograd import toom_cook, transforms
 
-    bt = TRANSFORMS[4][2]
+    bt = transforms(4)[2]
     lavin_bt = torch.tensor([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=torch.float64)
     ratio = bt / lavin_bt.where(lavin_bt != 0, torch.ones(()))
@@ -585,7 +585,7 @@ def test_pooled_without_the_storage_count_is_a_plain_empty(monkeypatch):
     a new tensor of the right shape and dtype, even when the last one is free."""
     from lcgen.models import layers
 
-    monkeypatch.setattr(layers, "_FREE", None)
+    monkeypatch.setattr(layers, "_only_the_pool", lambda: None)
     like = torch.empty(0, dtype=torch.float64)
     layers.pooled((5, 7), like)  # dropped at once: a pool would hand its memory out again
     b = layers.pooled((5, 7), like)

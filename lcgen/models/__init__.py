@@ -42,6 +42,7 @@ class ModelSpec:
     presets: dict[str, dict[str, Any]]  # preset name -> config overrides; "default" is the original size
     summary: str  # one line for --help listings
     latent: str = "bottleneck"  # the level of ``model.latents(batch)`` that lcgen embed pools by default
+    huge_pages: bool = False  # train with tensors of >= 2 MB in huge pages (lcgen.workers.choose_huge_pages)
 
     @property
     def data_words(self) -> str:
@@ -74,6 +75,7 @@ MODELS: dict[str, ModelSpec] = {
             "default": {},
         },
         summary="1-D UNet on one spectral channel",
+        huge_pages=True,
     ),
     "mlp": ModelSpec(
         cls=MLPAutoencoder,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -59,22 +60,27 @@ def pooled(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     under half a batch makes its own); free buffers too small for a request that makes a new
     one are given back. The pool grows to the most buffers alive at once and stays for the
     process's life."""
-    if like.device.type != "cpu" or _FREE is None:
+    only_pool = _only_the_pool()
+    if like.device.type != "cpu" or only_pool is None:
         return torch.empty(shape, dtype=like.dtype, device=like.device)
     n = math.prod(shape)
     buffers = _POOL.__dict__.setdefault("buffers", {}).setdefault(like.dtype, [])
-    free = [b for b in buffers if _users(b) == _FREE]
+    free = [b for b in buffers if _users(b) == only_pool]
     fits = [b for b in free if n <= b.numel() <= 2 * n]
     if fits:
         return min(fits, key=torch.Tensor.numel)[:n].view(shape)
-    buffers[:] = [b for b in buffers if b.numel() >= n or _users(b) != _FREE]
+    buffers[:] = [b for b in buffers if b.numel() >= n or _users(b) != only_pool]
     buffers.append(torch.empty(n, dtype=like.dtype))
     return buffers[-1].view(shape)
 
 
-# the count of a buffer that only the pool holds; None where torch lacks the (private) count,
-# and pooled() is then a plain torch.empty
-_FREE = _users(torch.empty(1)) if hasattr(torch._C, "_storage_Use_Count") else None
+@functools.cache
+def _only_the_pool() -> int | None:
+    """The count of a buffer that only the pool holds; None where torch lacks the (private)
+    count, and pooled() is then a plain torch.empty. Taken at the first use, not on import: no
+    lcgen module makes a tensor as it is imported, since torch reads its huge-page switch at its
+    first allocation (:func:`lcgen.workers.choose_huge_pages`)."""
+    return _users(torch.empty(1)) if hasattr(torch._C, "_storage_Use_Count") else None
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {

@@ -101,9 +101,15 @@ def toom_cook(m: int, points: list[Fraction]) -> tuple[torch.Tensor, torch.Tenso
 
 
 _HALF = Fraction(1, 2)
-TRANSFORMS = {4: toom_cook(4, [0, 1, -1, 2, -2]),
-              6: toom_cook(6, [0, 1, -1, 2, -2, _HALF, -_HALF])}  # tile m: (Aᵀ, G, Bᵀ)
+POINTS = {4: [0, 1, -1, 2, -2], 6: [0, 1, -1, 2, -2, _HALF, -_HALF]}  # tile m: its finite points
 TILE = 6  # outputs per tile (m) by default
+
+
+@functools.cache
+def transforms(tile: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(Aᵀ, G, Bᵀ) of F(tile, 3) in float64, made at the first use (no lcgen module makes a
+    tensor as it is imported: :func:`lcgen.workers.choose_huge_pages`)."""
+    return toom_cook(tile, POINTS[tile])
 
 
 class _Matrices(NamedTuple):
@@ -121,7 +127,7 @@ class _Matrices(NamedTuple):
 
 @functools.cache
 def _matrices(tile: int, dtype: torch.dtype) -> _Matrices:
-    at, g, bt = TRANSFORMS[tile]
+    at, g, bt = transforms(tile)
     # G's first and last rows (the points 0 and ∞) touch one tap each, which backward's seam
     # correction of the weight's gradient relies on
     assert (g[0, 1:] == 0).all() and (g[-1, :-1] == 0).all()

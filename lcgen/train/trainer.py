@@ -103,8 +103,8 @@ from lcgen.errors import LcgenError
 from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
 from lcgen.masking import (MODALITIES, MaskConfig, MaskDraws, close_gap, draw_train, fixed_mask, key_block,
                            lay_mask, modality_keys, paired_masks)
-from lcgen.models import create_model, get_spec
-from lcgen.workers import keep_all_freed_memory
+from lcgen.models import MODELS, create_model, get_spec
+from lcgen.workers import choose_huge_pages, keep_all_freed_memory
 
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA, "paired": DEFAULT_TIMESERIES}
 # The original project's defaults, per model; models registered later get FALLBACK_DEFAULTS.
@@ -659,6 +659,18 @@ class _State:
     history: list = dataclasses.field(default_factory=list)
 
 
+def _choose_huge_pages(cfg: TrainConfig | None, resume: str | Path | None) -> None:
+    """Huge pages for the model about to train (:func:`lcgen.workers.choose_huge_pages`), decided
+    before any checkpoint is read (torch reads the switch at the first tensor of 2 MB or more); a
+    resumed run's model comes from its config.yaml. Nothing when the model is unknown."""
+    name = cfg.model_name if cfg is not None else None
+    if resume is not None:
+        with contextlib.suppress(LcgenError, OSError):  # a broken run dir is reported by fit itself
+            name = load_yaml(Path(resume) / "config.yaml").get("model_name")
+    if isinstance(name, str) and name in MODELS:
+        choose_huge_pages(MODELS[name].huge_pages)
+
+
 def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str | Path | None = None,
         console=None, progress: bool = False, line_every_s: float | None = 60.0,
         stop_after: int | None = None) -> dict:
@@ -679,6 +691,7 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
     "best_val", "history"}``. A non-finite loss or gradient raises :class:`LcgenError` naming
     the epoch and step, leaving the last good checkpoint untouched.
     """
+    _choose_huge_pages(cfg, resume)
     place = from_env()
     log = _logger(console if place.main else None)
     progress = progress and place.main
