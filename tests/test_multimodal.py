@@ -606,3 +606,67 @@ def test_the_series_branch_starts_from_a_transformer_run(paired, tmp_path, monke
     with pytest.raises(LcgenError, match=r"settings differ from the multimodal series branch's: encoder_dims "
                                          r"\[16, 32\] \(the series branch: \[32, 64, 96, 128\]\)"):
         small.init_series(ts.config, ts.state_dict())
+
+
+# --------------------------------------------------------------------------------------------
+# latent_spread_weight: a VICReg-style variance + covariance term on the pooled shared latent
+
+
+def test_spread_terms_equal_a_hand_computation():
+    from lcgen.train.trainer import spread_sums, spread_terms
+
+    x = torch.tensor([[0.0, 0.0], [0.5, 1.0], [1.0, 2.0]])
+    # column variances over the 3 rows (divided by 2): 0.25 and 1; their covariance 0.5
+    variance, covariance = spread_terms(x)
+    assert float(variance) == pytest.approx((1 - (0.25 + 1e-4) ** 0.5 + 0.0) / 2, abs=1e-7)  # sqrt(1 + 1e-4) > 1: hinge 0
+    assert float(covariance) == pytest.approx(2 * 0.5 ** 2 / 2, abs=1e-7)
+    assert spread_sums(x).tolist() == pytest.approx([float(variance + covariance), 1.0], abs=1e-7)
+    assert spread_sums(x[:1]).tolist() == [0.0, 0.0]  # one row: no spread to measure, no count
+
+
+def test_latent_spread_weight_zero_changes_nothing_and_on_it_trains_and_is_in_history(paired, tmp_path):
+    from lcgen.models.transformer import pooled_meanmax
+    from lcgen.train.trainer import spread_terms
+
+    plain = fit(config(paired, tmp_path), name="plain")
+    off = fit(config(paired, tmp_path, latent_spread_weight=0.0), name="off")
+    on = fit(config(paired, tmp_path, latent_spread_weight=0.5), name="on")
+    a, b, c = (load_checkpoint(r["run_dir"] / "last.pt")["state_dict"] for r in (plain, off, on))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = ("seconds", "samples_per_s", "data_wait_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in plain["history"]] \
+        == [{k: v for k, v in r.items() if k not in drop} for r in off["history"]]
+    assert "train_spread" not in off["history"][0]
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the term reaches the weights
+    with open(on["run_dir"] / "history.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(float(r["train_spread"]) > 0 and float(r["val_spread"]) > 0 for r in rows)
+    last = on["history"][-1]
+    assert last["val_loss"] == pytest.approx(last["val_masked"] + 0.1 * last["val_unmasked"] + 0.5 * last["val_spread"],
+                                             rel=1e-6)
+    # val_spread is the term's mean over the validation batches (fixed masks) of the last weights
+    model, cfg = load_run(on["run_dir"], which="last")
+    rows_val = np.load(on["run_dir"] / "split.npz")["val"]
+    mask_args = dataclasses.asdict(cfg.mask)
+    terms = []
+    with torch.no_grad():
+        for batch in iter_batches(open_source(paired, "paired"), rows_val, cfg.batch_size):
+            batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=cfg.val_mask_seed, **mask_args)
+            batch.update(paired_masks(batch, batch["hidden"], p_drop=cfg.modality_dropout, seed=cfg.val_mask_seed,
+                                      **mask_args))
+            z = model.forward_batch(batch)["encoded"]
+            if z.shape[0] > 1:
+                terms.append(sum(float(t) for t in spread_terms(pooled_meanmax([(z, torch.ones(z.shape[:2], dtype=torch.bool))]))))
+    assert last["val_spread"] == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_latent_spread_weight_refuses_other_models_and_negative_weights(paired, tmp_path):
+    from lcgen.train.trainer import complete_config
+
+    for model in ("transformer", "unet"):
+        with pytest.raises(LcgenError, match=f"latent_spread_weight = 0.5: the spread term acts on the multimodal model's "
+                                             f"shared latent; {model} has none"):
+            complete_config(dataclasses.replace(config(paired, tmp_path, latent_spread_weight=0.5), model_name=model,
+                                                modality_weights={}))
+    with pytest.raises(LcgenError, match="'latent_spread_weight' = -1.0 must be >= 0"):
+        complete_config(config(paired, tmp_path, latent_spread_weight=-1.0))

@@ -45,7 +45,18 @@ batch, with z the head's output normalised to unit length and τ ``contrastive_t
 i⁺ the other window of i's curve; the other curves' windows are the negatives. The reconstruction
 terms count every window as before. history.csv then has ``train_contrast`` and ``val_contrast``
 (over fixed pairs of validation curves, with the validation masks), and ``val_loss`` includes
-``w · val_contrast``. Both auxiliary terms' sums follow the reconstruction's, in that order.
+``w · val_contrast``.
+
+With ``latent_spread_weight: w > 0`` (multimodal) a VICReg-style spread term (Bardes et al. 2022)
+acts on the pooled shared latent that ``lcgen embed`` reads (z's mean and max over its K vectors,
+x (B, P) over the batch's B rows), so that z's variance spreads over many directions:
+
+    spread = (1/P) Σ_p max(0, 1 − sqrt(Var_p + 1e-4)) + (1/P) Σ_{p≠q} C_pq²,   loss = ... + w · spread
+
+with C the batch covariance (divided by B − 1) and Var_p its diagonal; a batch of one row adds
+nothing. history.csv then has ``train_spread`` and ``val_spread`` (means over batches), and
+``val_loss`` includes ``w · val_spread``. The auxiliary terms' sums follow the reconstruction's,
+in the order psd_aux, contrast, spread.
 
 With ``loss: nll`` the model also predicts a log-variance (its variance head is switched on) and
 both terms are Gaussian negative log-likelihoods instead of MSEs:
@@ -104,6 +115,7 @@ from lcgen.io import DEFAULT_SPECTRA, DEFAULT_TIMESERIES, atomic_path
 from lcgen.masking import (MODALITIES, MaskConfig, MaskDraws, close_gap, draw_train, fixed_mask, key_block,
                            lay_mask, modality_keys, paired_masks)
 from lcgen.models import MODELS, create_model, get_spec
+from lcgen.models.transformer import pooled_meanmax
 from lcgen.workers import choose_huge_pages, keep_all_freed_memory
 
 DEFAULT_DATA = {"timeseries": DEFAULT_TIMESERIES, "spectra": DEFAULT_SPECTRA, "paired": DEFAULT_TIMESERIES}
@@ -133,7 +145,7 @@ CUDA_PREFETCH = 2
 # Width of the contrastive projection head (model.contrast_head overrides it).
 CONTRAST_HEAD = 128
 # The epoch log's label of each auxiliary term (aux_terms).
-AUX_LABELS = {"psd_aux": "PSD", "contrast": "Pairs"}
+AUX_LABELS = {"psd_aux": "PSD", "contrast": "Pairs", "spread": "Sprd"}
 
 
 @dataclasses.dataclass
@@ -183,6 +195,7 @@ class TrainConfig:
     psd_aux_weight: float = 0.0  # (float) transformer: weight of a self-supervised auxiliary loss, a small head on the pooled latent (every level's mean and max, as lcgen embed pools) predicting each window's normalised multitaper PSD (valid bins; needs paired data from lcgen convert --spectra); the head is not part of the embedding. 0 = off
     contrastive_weight: float = 0.0  # (float) transformer: weight of a contrastive loss (InfoNCE) on a projection head over the pooled latent: two windows of one curve agree, other curves' windows are negatives; batches then hold batch_size/2 curves x 2 windows. The head is not part of the embedding. 0 = off
     contrastive_temperature: float = 0.1  # (float) contrastive_weight: the temperature tau of the InfoNCE softmax over cosine similarities
+    latent_spread_weight: float = 0.0  # (float) multimodal: weight of a VICReg-style variance + covariance term on the pooled shared latent that lcgen embed reads (each dimension's std over the batch hinged at 1, plus the squared off-diagonal covariance), so that z's variance spreads over many directions. 0 = off
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,7 +273,8 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("gap_drop", cfg.gap_drop, 0 <= cfg.gap_drop < 1, "in [0, 1) (0 turns it off)"),
             ("psd_aux_weight", cfg.psd_aux_weight, cfg.psd_aux_weight >= 0, ">= 0 (0 turns it off)"),
             ("contrastive_weight", cfg.contrastive_weight, cfg.contrastive_weight >= 0, ">= 0 (0 turns it off)"),
-            ("contrastive_temperature", cfg.contrastive_temperature, cfg.contrastive_temperature > 0, "> 0")):
+            ("contrastive_temperature", cfg.contrastive_temperature, cfg.contrastive_temperature > 0, "> 0"),
+            ("latent_spread_weight", cfg.latent_spread_weight, cfg.latent_spread_weight >= 0, ">= 0 (0 turns it off)")):
         if not ok:
             raise LcgenError(f"setting '{name}' = {value!r} must be {rule}")
     if cfg.gap_augment > 0 and spec.data != "timeseries":
@@ -275,6 +289,9 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.contrastive_weight > 0 and cfg.model_name != "transformer":
         raise LcgenError(f"contrastive_weight = {cfg.contrastive_weight}: the contrastive head is the transformer's; "
                          f"{cfg.model_name} has none (set contrastive_weight=0)")
+    if cfg.latent_spread_weight > 0 and cfg.model_name != "multimodal":
+        raise LcgenError(f"latent_spread_weight = {cfg.latent_spread_weight}: the spread term acts on the multimodal "
+                         f"model's shared latent; {cfg.model_name} has none (set latent_spread_weight=0)")
     if cfg.contrastive_weight > 0 and (cfg.batch_size % 2 or cfg.batch_size < 4):
         raise LcgenError(f"contrastive_weight = {cfg.contrastive_weight} with batch_size = {cfg.batch_size}: a batch "
                          f"holds pairs of windows of at least two curves; use an even batch size >= 4")
@@ -386,8 +403,13 @@ def loss_sums(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg:
     variance shrinks, and chose an epoch-1 ``best.pt`` with 1.35x the validation MSE of the last
     epoch's (demo data, 4 epochs). The plain NLL (a proper scoring rule) chose the last epoch."""
     if get_spec(cfg.model_name).data == "paired":
-        return torch.cat([mse_sums(out[recon_key(m)], {"values": batch[v], "valid": batch[ok], "hidden": batch[h]})
+        sums = torch.cat([mse_sums(out[recon_key(m)], {"values": batch[v], "valid": batch[ok], "hidden": batch[h]})
                           for m in MODALITIES for v, ok, h in [modality_keys(m)]])
+        if cfg.latent_spread_weight > 0:  # two more: the spread term of the batch and a count of 1
+            z = out["encoded"]
+            sums = torch.cat([sums, spread_sums(pooled_meanmax([(z, torch.ones(z.shape[:2], dtype=torch.bool,
+                                                                                device=z.device))]))])
+        return sums
     if cfg.loss == "nll":
         sums = gaussian_nll_sums(out["reconstructed"], out["log_var"], batch, tail=cfg.nll_tail,
                                  beta=0.0 if validation else cfg.nll_beta)
@@ -416,6 +438,28 @@ def contrast_sums(z: torch.Tensor, curve: torch.Tensor, temperature: float) -> t
     return torch.stack([torch.where(has, loss, 0.0).sum(), has.sum().to(loss.dtype)])
 
 
+def spread_terms(x: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's variance and covariance terms (Bardes et al. 2022) of ``x`` (B, P), B >= 2, in
+    float32: ((1/P) Σ_p max(0, 1 − sqrt(Var_p + eps)), (1/P) Σ_{p≠q} C_pq²), C the covariance over
+    the B rows (divided by B − 1) and Var_p its diagonal."""
+    x = x.float()
+    x = x - x.mean(0)
+    cov = x.T @ x / (x.shape[0] - 1)
+    var = torch.diagonal(cov)
+    variance = torch.relu(1 - torch.sqrt(var + eps)).mean()
+    covariance = (cov.square().sum() - var.square().sum()) / x.shape[1]
+    return variance, covariance
+
+
+def spread_sums(x: torch.Tensor) -> torch.Tensor:
+    """tensor([spread, 1]): the sum of :func:`spread_terms` of the batch ``x`` (B, P) and a count
+    of one batch; zeros for a batch of one row (no spread to measure)."""
+    if x.shape[0] < 2:
+        return x.new_zeros(2, dtype=torch.float32)
+    variance, covariance = spread_terms(x)
+    return torch.stack([variance + covariance, torch.ones_like(variance)])
+
+
 def psd_sums(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """tensor([Σ (pred − psd)², n]) over the valid bins (``psd_valid``) of a paired batch; ``pred``
     (B, F). Computed in float32; invalid bins never count, whatever they hold."""
@@ -438,20 +482,21 @@ def modality_weights(cfg: "TrainConfig") -> torch.Tensor | None:
 
 def modality_losses(sums: torch.Tensor) -> dict[str, float]:
     """Masked MSE of each modality from paired :func:`loss_sums` (the history.csv columns)."""
-    s = sums.reshape(-1, 4).double()
+    s = sums[:4 * len(MODALITIES)].reshape(-1, 4).double()
     return {m: float(s[j, 0] / s[j, 1].clamp(min=1)) for j, m in enumerate(MODALITIES)}
 
 
 def aux_terms(cfg: "TrainConfig") -> tuple[tuple[str, float], ...]:
     """(history name, weight) of each auxiliary term a run has (weight > 0), in the order of their
     sums after the reconstruction's: ``psd_aux`` (:func:`psd_sums`), ``contrast`` (:func:`contrast_sums`)."""
-    return tuple((name, w) for name, w in (("psd_aux", cfg.psd_aux_weight), ("contrast", cfg.contrastive_weight))
-                 if w > 0)
+    return tuple((name, w) for name, w in (("psd_aux", cfg.psd_aux_weight), ("contrast", cfg.contrastive_weight),
+                                            ("spread", cfg.latent_spread_weight)) if w > 0)
 
 
-def aux_mean(sums: torch.Tensor, j: int) -> torch.Tensor:
-    """The mean of auxiliary term ``j`` (its sum / its count) from :func:`loss_sums` of a time-series run."""
-    return sums[4 + 2 * j] / sums[5 + 2 * j].clamp(min=1)
+def aux_mean(sums: torch.Tensor, j: int, base: int = 4) -> torch.Tensor:
+    """The mean of auxiliary term ``j`` (its sum / its count) from :func:`loss_sums`; ``base``: the
+    reconstruction's sums before it (4, or 4 per modality for paired data)."""
+    return sums[base + 2 * j] / sums[base + 1 + 2 * j].clamp(min=1)
 
 
 def batch_loss(sums: torch.Tensor, totals: torch.Tensor, unmasked_weight: float,
@@ -464,9 +509,13 @@ def batch_loss(sums: torch.Tensor, totals: torch.Tensor, unmasked_weight: float,
         for j, w in enumerate(aux):
             loss = loss + w * sums[4 + 2 * j] / totals[5 + 2 * j].clamp(min=1)
         return loss
-    s, t = sums.reshape(-1, 4), totals.reshape(-1, 4)
+    base = 4 * len(weights)
+    s, t = sums[:base].reshape(-1, 4), totals[:base].reshape(-1, 4)
     per = s[:, 0] / t[:, 1].clamp(min=1) + unmasked_weight * s[:, 2] / t[:, 3].clamp(min=1)
-    return (weights.to(per) * per).sum()
+    loss = (weights.to(per) * per).sum()
+    for j, w in enumerate(aux):
+        loss = loss + w * sums[base + 2 * j] / totals[base + 1 + 2 * j].clamp(min=1)
+    return loss
 
 
 def losses_from_sums(sums: torch.Tensor, unmasked_weight: float, weights: torch.Tensor | None = None,
@@ -475,10 +524,14 @@ def losses_from_sums(sums: torch.Tensor, unmasked_weight: float, weights: torch.
     with ``weights`` (paired data), the weighted sums over the modalities of each; the total
     includes each weight of ``aux`` times its term's mean (:func:`aux_mean`)."""
     if weights is not None:
-        s = sums.reshape(-1, 4)
+        base = 4 * len(weights)
+        s = sums[:base].reshape(-1, 4)
         w = weights.to(s)
         masked, unmasked = (w * s[:, 0] / s[:, 1].clamp(min=1)).sum(), (w * s[:, 2] / s[:, 3].clamp(min=1)).sum()
-        return masked + unmasked_weight * unmasked, masked, unmasked
+        total = masked + unmasked_weight * unmasked
+        for j, a in enumerate(aux):
+            total = total + a * aux_mean(sums, j, base)
+        return total, masked, unmasked
     masked = sums[0] / sums[1].clamp(min=1)
     unmasked = sums[2] / sums[3].clamp(min=1)
     total = masked + unmasked_weight * unmasked
@@ -1010,9 +1063,10 @@ class _Loop:
             row.update({f"train_masked_{m}": v for m, v in modality_losses(train_sums).items()})
             row.update({f"val_masked_{m}": v if len(self.split["val"]) else float("nan")
                         for m, v in modality_losses(val_sums).items()})
+        base = 4 if self.weights is None else 4 * len(MODALITIES)
         for j, name in enumerate(self.aux_names):
-            row[f"train_{name}"] = float(aux_mean(train_sums, j))
-            row[f"val_{name}"] = float(aux_mean(val_sums, j)) if val_sums[5 + 2 * j] > 0 else float("nan")
+            row[f"train_{name}"] = float(aux_mean(train_sums, j, base))
+            row[f"val_{name}"] = float(aux_mean(val_sums, j, base)) if val_sums[base + 1 + 2 * j] > 0 else float("nan")
         self.log("")
         self.log(f"Epoch {epoch + 1}/{cfg.epochs}")
         self.log(f"  Train - Loss: {row['train_loss']:.6f} | Masked: {row['train_masked']:.6f} | "
