@@ -126,9 +126,9 @@ def keep_freed_memory(mmap_below: int = 32 * 2 ** 20, trim_above: int = 256 * 2 
 def choose_huge_pages(on: bool) -> bool:
     """Torch's transparent huge pages for this process's tensors of 2 MB or more
     (``THP_MEM_ALLOC_ENABLE``), unless the user set that variable before importing lcgen; True
-    where the choice was made here. Torch reads the variable at the process's first allocation
-    of 2 MB or more, so this acts only before that (the trainer calls it before it loads or
-    makes anything).
+    where the choice was made here. Torch reads the variable once, at the process's first tensor
+    (of any size), so this acts only before that: the trainer calls it before it loads or makes
+    anything, and no lcgen module makes a tensor as it is imported.
 
     Why per model (``ModelSpec.huge_pages``): in training, with freed memory kept
     (:func:`keep_all_freed_memory`), huge pages help the UNet, whose step makes a few large

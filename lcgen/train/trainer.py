@@ -714,7 +714,7 @@ class _State:
 
 def _choose_huge_pages(cfg: TrainConfig | None, resume: str | Path | None) -> None:
     """Huge pages for the model about to train (:func:`lcgen.workers.choose_huge_pages`), decided
-    before any checkpoint is read (torch reads the switch at the first tensor of 2 MB or more); a
+    before any checkpoint is read (torch reads the switch at the process's first tensor); a
     resumed run's model comes from its config.yaml. Nothing when the model is unknown."""
     name = cfg.model_name if cfg is not None else None
     if resume is not None:
