@@ -493,9 +493,15 @@ def aux_terms(cfg: "TrainConfig") -> tuple[tuple[str, float], ...]:
                                             ("spread", cfg.latent_spread_weight)) if w > 0)
 
 
+def aux_base(weights: torch.Tensor | None) -> int:
+    """Where the auxiliary terms' sums start in :func:`loss_sums`: after the reconstruction's 4, or
+    4 per modality for paired data (``weights``: :func:`modality_weights`)."""
+    return 4 if weights is None else 4 * len(weights)
+
+
 def aux_mean(sums: torch.Tensor, j: int, base: int = 4) -> torch.Tensor:
-    """The mean of auxiliary term ``j`` (its sum / its count) from :func:`loss_sums`; ``base``: the
-    reconstruction's sums before it (4, or 4 per modality for paired data)."""
+    """The mean of auxiliary term ``j`` (its sum / its count) from :func:`loss_sums`; ``base``:
+    :func:`aux_base`."""
     return sums[base + 2 * j] / sums[base + 1 + 2 * j].clamp(min=1)
 
 
@@ -504,15 +510,13 @@ def batch_loss(sums: torch.Tensor, totals: torch.Tensor, unmasked_weight: float,
     """The loss to differentiate: this process's ``sums`` normalised by the global batch's
     ``totals`` (counts), per modality and weighted for paired data; plus, for each weight of
     ``aux`` (:func:`aux_terms`), that times its term's mean (sum over the global count)."""
+    base = aux_base(weights)
     if weights is None:
         loss = sums[0] / totals[1].clamp(min=1) + unmasked_weight * sums[2] / totals[3].clamp(min=1)
-        for j, w in enumerate(aux):
-            loss = loss + w * sums[4 + 2 * j] / totals[5 + 2 * j].clamp(min=1)
-        return loss
-    base = 4 * len(weights)
-    s, t = sums[:base].reshape(-1, 4), totals[:base].reshape(-1, 4)
-    per = s[:, 0] / t[:, 1].clamp(min=1) + unmasked_weight * s[:, 2] / t[:, 3].clamp(min=1)
-    loss = (weights.to(per) * per).sum()
+    else:
+        s, t = sums[:base].reshape(-1, 4), totals[:base].reshape(-1, 4)
+        per = s[:, 0] / t[:, 1].clamp(min=1) + unmasked_weight * s[:, 2] / t[:, 3].clamp(min=1)
+        loss = (weights.to(per) * per).sum()
     for j, w in enumerate(aux):
         loss = loss + w * sums[base + 2 * j] / totals[base + 1 + 2 * j].clamp(min=1)
     return loss
@@ -523,20 +527,17 @@ def losses_from_sums(sums: torch.Tensor, unmasked_weight: float, weights: torch.
     """(total, masked, unmasked) MSEs from :func:`mse_sums` (an empty set of positions gives 0);
     with ``weights`` (paired data), the weighted sums over the modalities of each; the total
     includes each weight of ``aux`` times its term's mean (:func:`aux_mean`)."""
-    if weights is not None:
-        base = 4 * len(weights)
+    base = aux_base(weights)
+    if weights is None:
+        masked = sums[0] / sums[1].clamp(min=1)
+        unmasked = sums[2] / sums[3].clamp(min=1)
+    else:
         s = sums[:base].reshape(-1, 4)
         w = weights.to(s)
         masked, unmasked = (w * s[:, 0] / s[:, 1].clamp(min=1)).sum(), (w * s[:, 2] / s[:, 3].clamp(min=1)).sum()
-        total = masked + unmasked_weight * unmasked
-        for j, a in enumerate(aux):
-            total = total + a * aux_mean(sums, j, base)
-        return total, masked, unmasked
-    masked = sums[0] / sums[1].clamp(min=1)
-    unmasked = sums[2] / sums[3].clamp(min=1)
     total = masked + unmasked_weight * unmasked
-    for j, w in enumerate(aux):
-        total = total + w * aux_mean(sums, j)
+    for j, a in enumerate(aux):
+        total = total + a * aux_mean(sums, j, base)
     return total, masked, unmasked
 
 
@@ -913,7 +914,7 @@ class _Loop:
         self.weights = modality_weights(cfg)  # None unless paired data
         self.aux_names = [name for name, _ in aux_terms(cfg)]  # two more sums each (loss_sums)
         self.aux = tuple(w for _, w in aux_terms(cfg))
-        self.n_sums = (4 if self.weights is None else 4 * len(MODALITIES)) + 2 * len(self.aux)
+        self.n_sums = aux_base(self.weights) + 2 * len(self.aux)
         self.pairs = cfg.batch_size // 2 if cfg.contrastive_weight > 0 else 0  # curves per training batch
         self.val_plan = None  # the validation pairs: fixed (the validation mask seed), up to B/2 curves a batch
         if self.pairs:
@@ -1063,7 +1064,7 @@ class _Loop:
             row.update({f"train_masked_{m}": v for m, v in modality_losses(train_sums).items()})
             row.update({f"val_masked_{m}": v if len(self.split["val"]) else float("nan")
                         for m, v in modality_losses(val_sums).items()})
-        base = 4 if self.weights is None else 4 * len(MODALITIES)
+        base = aux_base(self.weights)
         for j, name in enumerate(self.aux_names):
             row[f"train_{name}"] = float(aux_mean(train_sums, j, base))
             row[f"val_{name}"] = float(aux_mean(val_sums, j, base)) if val_sums[base + 1 + 2 * j] > 0 else float("nan")
