@@ -670,3 +670,103 @@ def test_latent_spread_weight_refuses_other_models_and_negative_weights(paired, 
                                                 modality_weights={}))
     with pytest.raises(LcgenError, match="'latent_spread_weight' = -1.0 must be >= 0"):
         complete_config(config(paired, tmp_path, latent_spread_weight=-1.0))
+
+
+# --------------------------------------------------------------------------------------------
+# latent_distill_weight: the pooled shared latent keeps a trained transformer's neighbours
+
+
+def test_distill_sums_equal_a_hand_computation():
+    from lcgen.train.trainer import distill_sums, relative_distances
+
+    x = torch.tensor([[0.0, 1.0], [1.0, 3.0], [2.0, 2.0], [4.0, 0.0]])
+    t = torch.tensor([[1.0], [2.0], [4.0], [3.0]])
+
+    def psi(a):  # by hand, float64: standardise columns (variance over n - 1, + 1e-4), distances, / their mean
+        a = np.asarray(a, np.float64)
+        a = (a - a.mean(0)) / np.sqrt(a.var(0, ddof=1) + 1e-4)
+        d = np.sqrt(((a[:, None] - a[None]) ** 2).sum(-1) + 1e-4)
+        off = ~np.eye(len(a), dtype=bool)
+        return np.where(off, d / d[off].mean(), 0.0)
+
+    assert relative_distances(x).numpy() == pytest.approx(psi(x), abs=1e-6)
+    expected = ((psi(x) - psi(t)) ** 2).sum() / (4 * 3)
+    assert distill_sums(x, t).tolist() == pytest.approx([expected, 1.0], abs=1e-6)
+    # the standardising makes each column's offset and scale irrelevant: the teacher's own geometry scores 0
+    assert float(distill_sums(x * torch.tensor([3.0, 0.5]) + 7, x)[0]) == pytest.approx(0.0, abs=1e-6)
+    assert distill_sums(x[:2], t[:2]).tolist() == [0.0, 0.0]  # two rows: one distance, nothing to compare
+
+
+@pytest.fixture(scope="module")
+def teacher(paired, tmp_path_factory):
+    """A tiny transformer run on the paired file's series (rows of length WINDOW)."""
+    runs = tmp_path_factory.mktemp("teacher")
+    return fit(TrainConfig(model_name="transformer", preset="tiny", data=str(paired), epochs=1, batch_size=8,
+                           lr=3e-3, runs_dir=str(runs), device="cpu", threads=1), name="t")["run_dir"]
+
+
+def test_latent_distill_trains_toward_the_teachers_distances_and_leaves_the_teacher(paired, teacher, tmp_path):
+    from lcgen.models.transformer import pooled_meanmax
+    from lcgen.train.trainer import distill_sums
+
+    before = (teacher / "best.pt").read_bytes()
+    plain = fit(config(paired, tmp_path), name="plain")
+    on = fit(config(paired, tmp_path, latent_distill_weight=2.0, latent_distill_from=str(teacher)), name="on")
+    a, c = (load_checkpoint(r["run_dir"] / "last.pt")["state_dict"] for r in (plain, on))
+    assert a.keys() == c.keys()  # the teacher is not saved with the run
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the term reaches the weights
+    assert (teacher / "best.pt").read_bytes() == before
+    assert "train_distill" not in plain["history"][0]
+    last = on["history"][-1]
+    assert all(r["train_distill"] > 0 and r["val_distill"] > 0 for r in on["history"])
+    assert last["val_loss"] == pytest.approx(last["val_masked"] + 0.1 * last["val_unmasked"] + 2.0 * last["val_distill"],
+                                             rel=1e-6)
+    # val_distill is the term's mean over the validation batches: the last weights against the
+    # teacher's pooled latent of each whole (unmasked) series
+    model, cfg = load_run(on["run_dir"], which="last")
+    tmodel, _ = load_run(teacher)
+    rows_val = np.load(on["run_dir"] / "split.npz")["val"]
+    mask_args = dataclasses.asdict(cfg.mask)
+    terms = []
+    with torch.no_grad():
+        for batch in iter_batches(open_source(paired, "paired"), rows_val, cfg.batch_size):
+            t = pooled_meanmax(list(tmodel.latents({k: batch[k] for k in ("values", "valid", "time")}).values()))
+            batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=cfg.val_mask_seed, **mask_args)
+            batch.update(paired_masks(batch, batch["hidden"], p_drop=cfg.modality_dropout, seed=cfg.val_mask_seed,
+                                      **mask_args))
+            z = model.forward_batch(batch)["encoded"]
+            if z.shape[0] > 2:
+                terms.append(float(distill_sums(pooled_meanmax([(z, torch.ones(z.shape[:2], dtype=torch.bool))]), t)[0]))
+    assert terms and last["val_distill"] == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def test_latent_distill_resumes_exactly(paired, teacher, tmp_path):
+    cfg = config(paired, tmp_path, latent_distill_weight=1.0, latent_distill_from=str(teacher), latent_spread_weight=0.5)
+    whole = fit(cfg, name="whole")
+    second = fit(resume=fit(cfg, name="split", stop_after=1)["run_dir"])
+    a, b = (load_checkpoint(r["run_dir"] / "last.pt")["state_dict"] for r in (whole, second))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = ("seconds", "samples_per_s", "data_wait_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in whole["history"]] \
+        == [{k: v for k, v in r.items() if k not in drop} for r in second["history"]]
+    assert {"train_spread", "train_distill"} <= set(whole["history"][0])
+
+
+def test_latent_distill_refusals(paired, teacher, tmp_path):
+    from lcgen.train.trainer import complete_config
+
+    with pytest.raises(LcgenError, match="latent_distill_weight = 1.0: the distillation term acts on the multimodal "
+                                         "model's shared latent; transformer has none"):
+        complete_config(dataclasses.replace(config(paired, tmp_path, latent_distill_weight=1.0,
+                                                   latent_distill_from=str(teacher)),
+                                            model_name="transformer", modality_weights={}))
+    for weight, source in ((1.0, None), (0.0, str(teacher))):
+        with pytest.raises(LcgenError, match="set both .a weight > 0 and the teacher's transformer run directory. or neither"):
+            complete_config(config(paired, tmp_path, latent_distill_weight=weight, latent_distill_from=source))
+    with pytest.raises(LcgenError, match="'latent_distill_weight' = -1.0 must be >= 0"):
+        complete_config(config(paired, tmp_path, latent_distill_weight=-1.0, latent_distill_from=str(teacher)))
+    with pytest.raises(LcgenError, match="no best.pt there"):
+        fit(config(paired, tmp_path, latent_distill_weight=1.0, latent_distill_from=str(tmp_path / "nowhere")), name="x")
+    mm = fit(config(paired, tmp_path, epochs=1), name="mm")["run_dir"]
+    with pytest.raises(LcgenError, match="is a 'multimodal' run; the teacher is a transformer run"):
+        fit(config(paired, tmp_path, latent_distill_weight=1.0, latent_distill_from=str(mm)), name="y")

@@ -55,8 +55,20 @@ x (B, P) over the batch's B rows), so that z's variance spreads over many direct
 
 with C the batch covariance (divided by B − 1) and Var_p its diagonal; a batch of one row adds
 nothing. history.csv then has ``train_spread`` and ``val_spread`` (means over batches), and
-``val_loss`` includes ``w · val_spread``. The auxiliary terms' sums follow the reconstruction's,
-in the order psd_aux, contrast, spread.
+``val_loss`` includes ``w · val_spread``.
+
+With ``latent_distill_weight: w > 0`` (multimodal) a relational distillation term (the distance
+loss of Park et al. 2019) makes the same pooled latent x keep the neighbours of a teacher: t
+(B, Q), the pooled latent (every level's mean and max) of the trained transformer run
+``latent_distill_from`` for the batch's whole series (nothing hidden; frozen, not saved with the
+run). Both are standardised over the batch, as the probes standardise, and their distances
+divided by their mean over the pairs:
+
+    ψ_ij = ‖x̃_i − x̃_j‖ / mean_{k≠l} ‖x̃_k − x̃_l‖,   distill = mean_{i≠j} (ψ(x)_ij − ψ(t)_ij)²,   loss = ... + w · distill
+
+a batch of fewer than three rows adds nothing. history.csv then has ``train_distill`` and
+``val_distill``. The auxiliary terms' sums follow the reconstruction's, in the order psd_aux,
+contrast, spread, distill.
 
 With ``loss: nll`` the model also predicts a log-variance (its variance head is switched on) and
 both terms are Gaussian negative log-likelihoods instead of MSEs:
@@ -145,7 +157,7 @@ CUDA_PREFETCH = 2
 # Width of the contrastive projection head (model.contrast_head overrides it).
 CONTRAST_HEAD = 128
 # The epoch log's label of each auxiliary term (aux_terms).
-AUX_LABELS = {"psd_aux": "PSD", "contrast": "Pairs", "spread": "Sprd"}
+AUX_LABELS = {"psd_aux": "PSD", "contrast": "Pairs", "spread": "Sprd", "distill": "Dist"}
 
 
 @dataclasses.dataclass
@@ -196,6 +208,8 @@ class TrainConfig:
     contrastive_weight: float = 0.0  # (float) transformer: weight of a contrastive loss (InfoNCE) on a projection head over the pooled latent: two windows of one curve agree, other curves' windows are negatives; batches then hold batch_size/2 curves x 2 windows. The head is not part of the embedding. 0 = off
     contrastive_temperature: float = 0.1  # (float) contrastive_weight: the temperature tau of the InfoNCE softmax over cosine similarities
     latent_spread_weight: float = 0.0  # (float) multimodal: weight of a VICReg-style variance + covariance term on the pooled shared latent that lcgen embed reads (each dimension's std over the batch hinged at 1, plus the squared off-diagonal covariance), so that z's variance spreads over many directions. 0 = off
+    latent_distill_weight: float = 0.0  # (float) multimodal: weight of a relational distillation term: the pooled shared latent's distances between the batch's windows (standardised over the batch, as the probes standardise) follow those of a trained transformer's pooled latent (latent_distill_from), so that z's nearest neighbours are the teacher's. 0 = off
+    latent_distill_from: Optional[str] = None  # (str) latent_distill_weight: the transformer run directory (best.pt) whose pooled latent (every level's mean and max, as lcgen embed pools) is the teacher; frozen, not saved with the run
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +288,8 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
             ("psd_aux_weight", cfg.psd_aux_weight, cfg.psd_aux_weight >= 0, ">= 0 (0 turns it off)"),
             ("contrastive_weight", cfg.contrastive_weight, cfg.contrastive_weight >= 0, ">= 0 (0 turns it off)"),
             ("contrastive_temperature", cfg.contrastive_temperature, cfg.contrastive_temperature > 0, "> 0"),
-            ("latent_spread_weight", cfg.latent_spread_weight, cfg.latent_spread_weight >= 0, ">= 0 (0 turns it off)")):
+            ("latent_spread_weight", cfg.latent_spread_weight, cfg.latent_spread_weight >= 0, ">= 0 (0 turns it off)"),
+            ("latent_distill_weight", cfg.latent_distill_weight, cfg.latent_distill_weight >= 0, ">= 0 (0 turns it off)")):
         if not ok:
             raise LcgenError(f"setting '{name}' = {value!r} must be {rule}")
     if cfg.gap_augment > 0 and spec.data != "timeseries":
@@ -292,6 +307,13 @@ def complete_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.latent_spread_weight > 0 and cfg.model_name != "multimodal":
         raise LcgenError(f"latent_spread_weight = {cfg.latent_spread_weight}: the spread term acts on the multimodal "
                          f"model's shared latent; {cfg.model_name} has none (set latent_spread_weight=0)")
+    if cfg.latent_distill_weight > 0 and cfg.model_name != "multimodal":
+        raise LcgenError(f"latent_distill_weight = {cfg.latent_distill_weight}: the distillation term acts on the "
+                         f"multimodal model's shared latent; {cfg.model_name} has none (set latent_distill_weight=0)")
+    if (cfg.latent_distill_weight > 0) != (cfg.latent_distill_from is not None):
+        raise LcgenError(f"latent_distill_weight = {cfg.latent_distill_weight} and latent_distill_from = "
+                         f"{cfg.latent_distill_from}: set both (a weight > 0 and the teacher's transformer run "
+                         f"directory) or neither")
     if cfg.contrastive_weight > 0 and (cfg.batch_size % 2 or cfg.batch_size < 4):
         raise LcgenError(f"contrastive_weight = {cfg.contrastive_weight} with batch_size = {cfg.batch_size}: a batch "
                          f"holds pairs of windows of at least two curves; use an even batch size >= 4")
@@ -405,10 +427,13 @@ def loss_sums(out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg:
     if get_spec(cfg.model_name).data == "paired":
         sums = torch.cat([mse_sums(out[recon_key(m)], {"values": batch[v], "valid": batch[ok], "hidden": batch[h]})
                           for m in MODALITIES for v, ok, h in [modality_keys(m)]])
-        if cfg.latent_spread_weight > 0:  # two more: the spread term of the batch and a count of 1
+        if cfg.latent_spread_weight > 0 or cfg.latent_distill_weight > 0:
             z = out["encoded"]
-            sums = torch.cat([sums, spread_sums(pooled_meanmax([(z, torch.ones(z.shape[:2], dtype=torch.bool,
-                                                                                device=z.device))]))])
+            pooled = pooled_meanmax([(z, torch.ones(z.shape[:2], dtype=torch.bool, device=z.device))])
+            if cfg.latent_spread_weight > 0:  # two more: the spread term of the batch and a count of 1
+                sums = torch.cat([sums, spread_sums(pooled)])
+            if cfg.latent_distill_weight > 0:  # two more: the distillation term of the batch and a count of 1
+                sums = torch.cat([sums, distill_sums(pooled, out["teacher"])])
         return sums
     if cfg.loss == "nll":
         sums = gaussian_nll_sums(out["reconstructed"], out["log_var"], batch, tail=cfg.nll_tail,
@@ -460,6 +485,33 @@ def spread_sums(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([variance + covariance, torch.ones_like(variance)])
 
 
+def relative_distances(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """(B, B) float32 Euclidean distances between the rows of ``x`` (B, P) after standardising
+    each column over the B rows (mean 0, variance 1 + ``eps`` in the denominator), divided by
+    their mean over the pairs i != j (zero diagonal): the geometry a kNN probe on standardised
+    features sees, up to scale. ``sqrt(d² + eps)`` keeps the gradient finite for equal rows."""
+    x = x.float()
+    x = (x - x.mean(0)) / torch.sqrt(x.var(0) + eps)
+    off = ~torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+    d2 = (x[:, None, :] - x[None, :, :]).square().sum(-1)
+    d = torch.where(off, torch.sqrt(d2 + eps), 0.0)
+    return d / d[off].mean()
+
+
+def distill_sums(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """tensor([distill, 1]): the relational distillation term (the distance loss of Park et al.
+    2019, squared) of a batch, ``student`` (B, P) and ``teacher`` (B, Q) pooled latents of the
+    same rows, and a count of one batch: the mean over pairs i != j of (ψ_s − ψ_t)², ψ the
+    :func:`relative_distances`; zeros for a batch of fewer than three rows (two rows have one
+    distance, which the mean makes 1 for both)."""
+    n = student.shape[0]
+    if n < 3:
+        return student.new_zeros(2, dtype=torch.float32)
+    diff = relative_distances(student) - relative_distances(teacher.detach())
+    term = diff.square().sum() / (n * (n - 1))
+    return torch.stack([term, torch.ones_like(term)])
+
+
 def psd_sums(pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """tensor([Σ (pred − psd)², n]) over the valid bins (``psd_valid``) of a paired batch; ``pred``
     (B, F). Computed in float32; invalid bins never count, whatever they hold."""
@@ -488,9 +540,11 @@ def modality_losses(sums: torch.Tensor) -> dict[str, float]:
 
 def aux_terms(cfg: "TrainConfig") -> tuple[tuple[str, float], ...]:
     """(history name, weight) of each auxiliary term a run has (weight > 0), in the order of their
-    sums after the reconstruction's: ``psd_aux`` (:func:`psd_sums`), ``contrast`` (:func:`contrast_sums`)."""
+    sums after the reconstruction's: ``psd_aux`` (:func:`psd_sums`), ``contrast`` (:func:`contrast_sums`),
+    ``spread`` (:func:`spread_sums`), ``distill`` (:func:`distill_sums`)."""
     return tuple((name, w) for name, w in (("psd_aux", cfg.psd_aux_weight), ("contrast", cfg.contrastive_weight),
-                                            ("spread", cfg.latent_spread_weight)) if w > 0)
+                                            ("spread", cfg.latent_spread_weight),
+                                            ("distill", cfg.latent_distill_weight)) if w > 0)
 
 
 def aux_base(weights: torch.Tensor | None) -> int:
@@ -855,8 +909,9 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
         if cfg.compile:
             log("Compiling the model with torch.compile (the first steps take minutes)...")
+        teacher = _load_teacher(cfg, source, device, log) if cfg.latent_distill_weight > 0 else None
         loop = _Loop(cfg, model, optimizer, scheduler, generator, source, split, device, run_dir,
-                     spec, log, progress, line_every_s, place)
+                     spec, log, progress, line_every_s, place, teacher)
         with _catch_interrupt() as interrupt:
             done_here = 0
             while state.epoch < cfg.epochs:
@@ -874,21 +929,29 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
 
 class _Forward(torch.nn.Module):
-    """``model.forward_batch`` as a module's ``forward``: what DDP wraps and torch.compile compiles."""
+    """``model.forward_batch`` as a module's ``forward``: what DDP wraps and torch.compile compiles.
+    With a ``teacher`` (latent_distill_weight) the outputs also hold ``teacher``: its pooled latent
+    of the batch's whole series (nothing hidden), without gradients."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, teacher: torch.nn.Module | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.teacher = model, teacher
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model.forward_batch(batch)
+        out = self.model.forward_batch(batch)
+        if self.teacher is not None:
+            with torch.no_grad():
+                series = {k: batch[k] for k in ("values", "valid", "time", "flux_err") if k in batch}
+                out["teacher"] = pooled_meanmax(list(self.teacher.latents(series).values()))
+        return out
 
 
 class _Loop:
     """One epoch of training and validation, plus checkpointing (the state lives in _State)."""
 
     def __init__(self, cfg, model, optimizer, scheduler, generator, source, split, device,
-                 run_dir, spec, log, progress, line_every_s: float | None = None, place: Dist = Dist()):
+                 run_dir, spec, log, progress, line_every_s: float | None = None, place: Dist = Dist(),
+                 teacher: torch.nn.Module | None = None):
         self.cfg, self.model, self.optimizer, self.scheduler = cfg, model, optimizer, scheduler
         self.generator, self.source, self.split, self.device = generator, source, split, device
         self.run_dir, self.spec, self.log, self.progress, self.place = run_dir, spec, log, progress, place
@@ -903,7 +966,7 @@ class _Loop:
         # The batch forward, uncompiled (kept for the fallback): in training under DDP with several
         # processes; validation needs no DDP. With compile, the same compiled (the model itself
         # stays plain, so checkpoints keep its parameter names).
-        net = _Forward(model)
+        net = _Forward(model, teacher)
         self.eager = {"train": self._wrap(net), "eval": net}
         self.forward = dict(self.eager)
         if cfg.compile:
@@ -1319,6 +1382,25 @@ def _check_init_data(ckpt: dict, cfg: TrainConfig, source) -> None:
     if trained is not None and trained != source.length:
         raise LcgenError(f"--init {cfg.init} was trained on rows of length {trained}, but {source.path} has rows of "
                          f"length {source.length}; remake the data with that length (e.g. lcgen convert --max-length {trained})")
+
+
+def _load_teacher(cfg: TrainConfig, source, device: torch.device, log: Callable) -> torch.nn.Module:
+    """The frozen transformer of ``cfg.latent_distill_from`` (best.pt, eval mode, no gradients),
+    checked against the data: a transformer run trained on rows of the data's length."""
+    run_dir = Path(cfg.latent_distill_from)
+    if not (run_dir / "best.pt").is_file():
+        raise LcgenError(f"latent_distill_from {run_dir}: no best.pt there; give a transformer run directory "
+                         f"written by lcgen train transformer")
+    teacher, tcfg = load_run(run_dir, which="best", device=device)
+    if tcfg.model_name != "transformer":
+        raise LcgenError(f"latent_distill_from {run_dir} is a '{tcfg.model_name}' run; the teacher is a transformer run")
+    if teacher.config.input_length != source.length:
+        raise LcgenError(f"latent_distill_from {run_dir} was trained on rows of length {teacher.config.input_length}, "
+                         f"but {source.path} has rows of length {source.length}")
+    teacher.requires_grad_(False)
+    log(f"Distilling the shared latent's neighbours from the transformer run {run_dir} "
+        f"(weight {cfg.latent_distill_weight:g})")
+    return teacher
 
 
 def _load_or_make_split(cfg: TrainConfig, source, run_dir: Path, resuming: bool) -> dict:
