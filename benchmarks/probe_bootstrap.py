@@ -46,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     from sklearn.metrics import f1_score, r2_score
 
-    if len(args.embeddings) > 1 and len(args.against or ()) != len(args.embeddings):
+    if (args.against or len(args.embeddings) > 1) and len(args.against or ()) != len(args.embeddings):
         ap.error(f"{len(args.embeddings)} embeddings files need as many --against files, one for each")
     pairs = []  # (learned, other) curve vectors per pair
     for k, path in enumerate(args.embeddings):
