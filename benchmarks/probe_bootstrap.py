@@ -73,13 +73,12 @@ def main() -> None:
     for spec in dict.fromkeys(t for t, _ in probes):
         y, usable, kind = P.target_values(meta, spec)
         a, b = train & usable, test & usable
+        fit = P.classify if kind == "classification" else P.regress
+        extra = {"seed": args.seed} if kind == "classification" else {}
         preds = []  # per pair: {"learned": {probe: predictions}, "hand-crafted": {...}}
         for learned, other in pairs:
-            preds.append({})
+            preds.append({"learned": {}, "hand-crafted": {}})
             for name, X in (("learned", learned), ("hand-crafted", other)):
-                preds[-1][name] = {}
-                fit = P.classify if kind == "classification" else P.regress
-                extra = {"seed": args.seed} if kind == "classification" else {}
                 fit(X[a], y[a], X[b], y[b], groups=groups[a], predictions=preds[-1][name], **extra)
         truth = y[b]
         labels = np.unique(y[a | b]) if kind == "classification" else None

@@ -625,7 +625,6 @@ def test_spread_terms_equal_a_hand_computation():
 
 
 def test_latent_spread_weight_zero_changes_nothing_and_on_it_trains_and_is_in_history(paired, tmp_path):
-    from lcgen.models.transformer import pooled_meanmax
     from lcgen.train.trainer import spread_terms
 
     plain = fit(config(paired, tmp_path), name="plain")
@@ -645,19 +644,28 @@ def test_latent_spread_weight_zero_changes_nothing_and_on_it_trains_and_is_in_hi
     assert last["val_loss"] == pytest.approx(last["val_masked"] + 0.1 * last["val_unmasked"] + 0.5 * last["val_spread"],
                                              rel=1e-6)
     # val_spread is the term's mean over the validation batches (fixed masks) of the last weights
-    model, cfg = load_run(on["run_dir"], which="last")
-    rows_val = np.load(on["run_dir"] / "split.npz")["val"]
+    terms = [sum(float(t) for t in spread_terms(x)) for _, x in validation_pooled(on["run_dir"], paired) if len(x) > 1]
+    assert last["val_spread"] == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+def validation_pooled(run_dir, paired):
+    """[(batch, pooled z)] for each validation batch of a multimodal run, with the fixed
+    validation masks the trainer lays and the run's last weights: z's mean and max
+    (pooled_meanmax), what the auxiliary terms of the shared latent act on."""
+    from lcgen.models.transformer import pooled_meanmax
+
+    model, cfg = load_run(run_dir, which="last")
+    rows_val = np.load(run_dir / "split.npz")["val"]
     mask_args = dataclasses.asdict(cfg.mask)
-    terms = []
+    out = []
     with torch.no_grad():
         for batch in iter_batches(open_source(paired, "paired"), rows_val, cfg.batch_size):
             batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=cfg.val_mask_seed, **mask_args)
             batch.update(paired_masks(batch, batch["hidden"], p_drop=cfg.modality_dropout, seed=cfg.val_mask_seed,
                                       **mask_args))
             z = model.forward_batch(batch)["encoded"]
-            if z.shape[0] > 1:
-                terms.append(sum(float(t) for t in spread_terms(pooled_meanmax([(z, torch.ones(z.shape[:2], dtype=torch.bool))]))))
-    assert last["val_spread"] == pytest.approx(np.mean(terms), rel=1e-5)
+            out.append((batch, pooled_meanmax([(z, torch.ones(z.shape[:2], dtype=torch.bool))])))
+    return out
 
 
 def test_latent_spread_weight_refuses_other_models_and_negative_weights(paired, tmp_path):
@@ -722,21 +730,14 @@ def test_latent_distill_trains_toward_the_teachers_distances_and_leaves_the_teac
     assert last["val_loss"] == pytest.approx(last["val_masked"] + 0.1 * last["val_unmasked"] + 2.0 * last["val_distill"],
                                              rel=1e-6)
     # val_distill is the term's mean over the validation batches: the last weights against the
-    # teacher's pooled latent of each whole (unmasked) series
-    model, cfg = load_run(on["run_dir"], which="last")
+    # teacher's pooled latent of each whole series (no hidden mask passed: nothing hidden)
     tmodel, _ = load_run(teacher)
-    rows_val = np.load(on["run_dir"] / "split.npz")["val"]
-    mask_args = dataclasses.asdict(cfg.mask)
     terms = []
     with torch.no_grad():
-        for batch in iter_batches(open_source(paired, "paired"), rows_val, cfg.batch_size):
+        for batch, x in validation_pooled(on["run_dir"], paired):
             t = pooled_meanmax(list(tmodel.latents({k: batch[k] for k in ("values", "valid", "time")}).values()))
-            batch["hidden"] = fixed_mask(batch["valid"], batch["index"], seed=cfg.val_mask_seed, **mask_args)
-            batch.update(paired_masks(batch, batch["hidden"], p_drop=cfg.modality_dropout, seed=cfg.val_mask_seed,
-                                      **mask_args))
-            z = model.forward_batch(batch)["encoded"]
-            if z.shape[0] > 2:
-                terms.append(float(distill_sums(pooled_meanmax([(z, torch.ones(z.shape[:2], dtype=torch.bool))]), t)[0]))
+            if len(x) > 2:
+                terms.append(float(distill_sums(x, t)[0]))
     assert terms and last["val_distill"] == pytest.approx(np.mean(terms), rel=1e-5)
 
 

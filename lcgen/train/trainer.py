@@ -834,6 +834,8 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
             _fast_cuda_math(device):
         if init_ckpt is not None:
             _check_init_data(init_ckpt, cfg, source)
+        # the teacher is checked against the data before a run directory is made
+        teacher = _load_teacher(cfg, source, device, log) if cfg.latent_distill_weight > 0 else None
         if run_dir is None:
             run_dir = on_main(lambda: _new_run_dir(cfg, name, config_to_yaml(cfg)), place)
             if place.main:
@@ -909,7 +911,6 @@ def fit(cfg: TrainConfig | None = None, *, name: str | None = None, resume: str 
 
         if cfg.compile:
             log("Compiling the model with torch.compile (the first steps take minutes)...")
-        teacher = _load_teacher(cfg, source, device, log) if cfg.latent_distill_weight > 0 else None
         loop = _Loop(cfg, model, optimizer, scheduler, generator, source, split, device, run_dir,
                      spec, log, progress, line_every_s, place, teacher)
         with _catch_interrupt() as interrupt:
